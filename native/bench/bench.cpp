@@ -1,0 +1,319 @@
+// mcpm_bench: CPU prefill/decode throughput of a MiniCPM4-shaped model with random weights, the
+// machine's measured memory bandwidth, and how close decode comes to it.
+//
+//   mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N --layers N --heads N --kv-heads N
+//              --head-dim N --ffn N --vocab N] [--dtype bf16|fp16|fp32] [--untied]
+//              [--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]
+//
+// Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
+// LM head; of an untied embedding only one row) + the KV cache rows attention reads.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "minicpm4.h"
+
+namespace {
+
+struct Options {
+  mcpm_model_config cfg{};
+  mcpm_dtype dtype = MCPM_DTYPE_BF16;
+  int prompt_tokens = 128;
+  int gen_tokens = 32;
+  int threads = 0;
+  bool json = false;
+};
+
+[[noreturn]] void die(const std::string& msg) {
+  std::fprintf(stderr, "mcpm_bench: %s\n", msg.c_str());
+  std::exit(1);
+}
+
+void check(mcpm_status s, const char* what) {
+  if (s != MCPM_OK) die(std::string(what) + " failed: " + mcpm_status_string(s) + ": " + mcpm_last_error());
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void preset(mcpm_model_config& c, const std::string& name) {
+  if (name == "minicpm4-0.5b") {
+    c.vocab_size = 73448; c.hidden_size = 1024; c.num_layers = 24; c.num_heads = 16; c.num_kv_heads = 2;
+    c.head_dim = 64; c.intermediate_size = 4096; c.tie_word_embeddings = 1;
+  } else if (name == "tiny") {
+    c.vocab_size = 4096; c.hidden_size = 256; c.num_layers = 4; c.num_heads = 4; c.num_kv_heads = 2;
+    c.head_dim = 64; c.intermediate_size = 768; c.tie_word_embeddings = 1;
+  } else {
+    die("unknown preset '" + name + "' (minicpm4-0.5b, tiny)");
+  }
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  o.cfg.struct_size = sizeof(o.cfg);
+  check(mcpm_model_config_default(&o.cfg), "mcpm_model_config_default");
+  preset(o.cfg, "minicpm4-0.5b");
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value after " + a);
+      return argv[++i];
+    };
+    auto int_value = [&]() { return std::atoi(value().c_str()); };
+    if (a == "--preset") preset(o.cfg, value());
+    else if (a == "--hidden") o.cfg.hidden_size = int_value();
+    else if (a == "--layers") o.cfg.num_layers = int_value();
+    else if (a == "--heads") o.cfg.num_heads = int_value();
+    else if (a == "--kv-heads") o.cfg.num_kv_heads = int_value();
+    else if (a == "--head-dim") o.cfg.head_dim = int_value();
+    else if (a == "--ffn") o.cfg.intermediate_size = int_value();
+    else if (a == "--vocab") o.cfg.vocab_size = int_value();
+    else if (a == "--untied") o.cfg.tie_word_embeddings = 0;
+    else if (a == "--prompt-tokens") o.prompt_tokens = int_value();
+    else if (a == "--gen-tokens") o.gen_tokens = int_value();
+    else if (a == "--threads") o.threads = int_value();
+    else if (a == "--json") o.json = true;
+    else if (a == "--dtype") {
+      const std::string d = value();
+      o.dtype = d == "bf16" ? MCPM_DTYPE_BF16 : d == "fp16" ? MCPM_DTYPE_F16 : d == "fp32" ? MCPM_DTYPE_F32 : -1;
+      if (o.dtype < 0) die("unknown dtype '" + d + "' (bf16, fp16, fp32)");
+    } else if (a == "--help" || a == "-h") {
+      std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N] [--layers N] [--heads N] "
+                  "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
+                  "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]\n");
+      std::exit(0);
+    } else {
+      die("unknown argument '" + a + "' (see --help)");
+    }
+  }
+  if (o.prompt_tokens < 1 || o.gen_tokens < 1) die("--prompt-tokens and --gen-tokens must be >= 1");
+  return o;
+}
+
+int thread_count(int requested) {
+  if (requested > 0) return requested;
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// Runs f(thread_index) on `threads` threads and returns the wall time of the slowest.
+template <typename F>
+double timed_parallel(int threads, F f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(f, t);
+  f(0);
+  for (auto& th : pool) th.join();
+  return seconds_since(t0);
+}
+
+struct Bandwidth {
+  double copy_gbs;  // STREAM convention: (bytes read + bytes written) / s
+  double read_gbs;  // bytes read / s
+};
+
+// Best of several passes over buffers far larger than any cache.
+Bandwidth measure_bandwidth(int threads) {
+  const size_t bytes = size_t{512} << 20;
+  std::vector<uint64_t> a(bytes / 8), b(bytes / 8);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = i * 2654435761u;  // touch every page
+  std::fill(b.begin(), b.end(), 1);
+  const size_t per = a.size() / static_cast<size_t>(threads);
+  Bandwidth bw{0, 0};
+  std::vector<uint64_t> sums(static_cast<size_t>(threads) * 8);
+  for (int rep = 0; rep < 5; ++rep) {
+    const double tc = timed_parallel(threads, [&](int t) {
+      std::memcpy(b.data() + per * t, a.data() + per * t, per * 8);
+    });
+    bw.copy_gbs = std::max(bw.copy_gbs, 2.0 * static_cast<double>(per * threads * 8) / tc / 1e9);
+    const double tr = timed_parallel(threads, [&](int t) {
+      const uint64_t* p = a.data() + per * t;
+      uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (size_t i = 0; i + 4 <= per; i += 4) {
+        s0 += p[i];
+        s1 += p[i + 1];
+        s2 += p[i + 2];
+        s3 += p[i + 3];
+      }
+      sums[static_cast<size_t>(t) * 8] = s0 + s1 + s2 + s3;
+    });
+    bw.read_gbs = std::max(bw.read_gbs, static_cast<double>(per * threads * 8) / tr / 1e9);
+  }
+  if (sums[0] == 42) std::fprintf(stderr, " ");  // keep the read loop observable
+  return bw;
+}
+
+uint16_t to_half_bits(float f, mcpm_dtype dtype) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (dtype == MCPM_DTYPE_BF16) return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  // fp16 for values well inside its normal range (|f| in [2^-14, 2]).
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const int32_t exp = static_cast<int32_t>((u >> 23) & 0xff) - 127 + 15;
+  if (exp <= 0) return static_cast<uint16_t>(sign);
+  return static_cast<uint16_t>(sign | (static_cast<uint32_t>(exp) << 10) | ((u >> 13) & 0x3ffu));
+}
+
+// Fills a tensor with uniform values in [-scale, scale] (norm weights: [0.5, 1.5]) and sets it.
+void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> shape, mcpm_dtype dtype, float scale,
+                bool is_norm, uint64_t& rng, std::vector<unsigned char>& buf) {
+  size_t count = 1;
+  for (int64_t d : shape) count *= static_cast<size_t>(d);
+  const size_t esize = dtype == MCPM_DTYPE_F32 ? 4 : 2;
+  buf.resize(count * esize);
+  for (size_t i = 0; i < count; ++i) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    const float u = static_cast<float>(rng >> 40) / static_cast<float>(1 << 24);  // [0, 1)
+    const float v = is_norm ? 0.5f + u : (2.0f * u - 1.0f) * scale;
+    if (esize == 4) std::memcpy(buf.data() + i * 4, &v, 4);
+    else {
+      const uint16_t h = to_half_bits(v, dtype);
+      std::memcpy(buf.data() + i * 2, &h, 2);
+    }
+  }
+  check(mcpm_model_set_tensor(m, name.c_str(), dtype, shape.data(), static_cast<int32_t>(shape.size()), buf.data(),
+                              buf.size()),
+        name.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  mcpm_model_config& c = o.cfg;
+  c.max_position_embeddings = std::max(c.max_position_embeddings, o.prompt_tokens + o.gen_tokens + 1);
+  const int threads = thread_count(o.threads);
+
+  const Bandwidth bw = measure_bandwidth(threads);
+
+  mcpm_model_options mo{};
+  mo.struct_size = sizeof(mo);
+  check(mcpm_model_options_default(&mo), "mcpm_model_options_default");
+  mo.backend = MCPM_BACKEND_CPU;
+  mo.num_threads = threads;
+  mcpm_model* model = nullptr;
+  check(mcpm_model_create(&c, &mo, &model), "mcpm_model_create");
+
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t Q = int64_t{c.num_heads} * c.head_dim, KV = int64_t{c.num_kv_heads} * c.head_dim;
+  uint64_t rng = 0x9e3779b97f4a7c15ull;
+  std::vector<unsigned char> buf;
+  const auto t_load = std::chrono::steady_clock::now();
+  set_random(model, "model.embed_tokens.weight", {V, H}, o.dtype, 1.0f, false, rng, buf);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    set_random(model, p + "input_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
+    set_random(model, p + "post_attention_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
+    const float sh = 1.0f / std::sqrt(static_cast<float>(H));
+    set_random(model, p + "self_attn.q_proj.weight", {Q, H}, o.dtype, sh, false, rng, buf);
+    set_random(model, p + "self_attn.k_proj.weight", {KV, H}, o.dtype, sh, false, rng, buf);
+    set_random(model, p + "self_attn.v_proj.weight", {KV, H}, o.dtype, sh, false, rng, buf);
+    set_random(model, p + "self_attn.o_proj.weight", {H, Q}, o.dtype, 1.0f / std::sqrt(static_cast<float>(Q)), false,
+               rng, buf);
+    set_random(model, p + "mlp.gate_proj.weight", {I, H}, o.dtype, sh, false, rng, buf);
+    set_random(model, p + "mlp.up_proj.weight", {I, H}, o.dtype, sh, false, rng, buf);
+    set_random(model, p + "mlp.down_proj.weight", {H, I}, o.dtype, 1.0f / std::sqrt(static_cast<float>(I)), false,
+               rng, buf);
+  }
+  set_random(model, "model.norm.weight", {H}, o.dtype, 0, true, rng, buf);
+  if (!c.tie_word_embeddings) set_random(model, "lm_head.weight", {V, H}, o.dtype, 0.05f, false, rng, buf);
+  check(mcpm_model_finalize(model), "mcpm_model_finalize");
+  const double load_s = seconds_since(t_load);
+  buf.clear();
+  buf.shrink_to_fit();
+
+  uint64_t weight_bytes = 0;
+  check(mcpm_model_weight_bytes(model, &weight_bytes), "mcpm_model_weight_bytes");
+  const size_t esize = o.dtype == MCPM_DTYPE_F32 ? 4 : 2;
+  // An untied embedding is only gathered (one row per token), not streamed.
+  const double streamed_weight_bytes =
+      static_cast<double>(weight_bytes) - (c.tie_word_embeddings ? 0.0 : static_cast<double>(V * H * esize)) +
+      (c.tie_word_embeddings ? 0.0 : static_cast<double>(H * esize));
+
+  mcpm_session_params sp{};
+  sp.struct_size = sizeof(sp);
+  check(mcpm_session_params_default(&sp), "mcpm_session_params_default");
+  sp.context_capacity = o.prompt_tokens + o.gen_tokens + 1;
+  mcpm_session* session = nullptr;
+  check(mcpm_session_create(model, &sp, &session), "mcpm_session_create");
+
+  std::vector<int32_t> prompt(static_cast<size_t>(o.prompt_tokens));
+  for (auto& t : prompt) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    t = static_cast<int32_t>(rng % static_cast<uint64_t>(V));
+  }
+  check(mcpm_session_prefill(session, prompt.data(), o.prompt_tokens, MCPM_LOGITS_NONE, nullptr, 0), "prefill");
+
+  mcpm_sampling_params samp{};
+  samp.struct_size = sizeof(samp);
+  check(mcpm_sampling_params_default(&samp), "mcpm_sampling_params_default");
+  samp.max_new_tokens = o.gen_tokens;
+  check(mcpm_session_set_sampling(session, &samp), "set_sampling");
+  std::vector<int32_t> out(static_cast<size_t>(o.gen_tokens));
+  int32_t produced = 0;
+  mcpm_finish_reason finish = MCPM_FINISH_NONE;
+  while (finish == MCPM_FINISH_NONE) {
+    int32_t n = 0;
+    check(mcpm_session_generate(session, o.gen_tokens - produced, out.data() + produced, o.gen_tokens - produced, &n,
+                                &finish),
+          "generate");
+    produced += n;
+  }
+
+  mcpm_session_stats st{};
+  st.struct_size = sizeof(st);
+  check(mcpm_session_get_stats(session, &st), "stats");
+  const double prefill_tps = static_cast<double>(st.prefill_tokens) / (static_cast<double>(st.prefill_ns) * 1e-9);
+  const double decode_tps = static_cast<double>(st.decode_tokens) / (static_cast<double>(st.decode_ns) * 1e-9);
+  // KV rows read per decoded token: on average the context at the middle of the generation.
+  const double mean_context = o.prompt_tokens + (st.decode_tokens + 1) / 2.0;
+  const double kv_bytes = mean_context * c.num_layers * 2.0 * static_cast<double>(KV) * 4.0;  // f32 cache
+  const double bytes_per_token = streamed_weight_bytes + kv_bytes;
+  const double achieved_gbs = bytes_per_token * decode_tps / 1e9;
+
+  mcpm_build_info info{};
+  info.struct_size = sizeof(info);
+  check(mcpm_get_build_info(&info), "build info");
+  const char* dtype_name = o.dtype == MCPM_DTYPE_BF16 ? "bf16" : o.dtype == MCPM_DTYPE_F16 ? "fp16" : "fp32";
+
+  if (o.json) {
+    std::printf(
+        "{\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"ffn\":%d,\"vocab\":%d,"
+        "\"dtype\":\"%s\",\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
+        "\"gen_tokens\":%lld,\"load_s\":%.3f,\"weight_bytes\":%llu,\"copy_bandwidth_gbs\":%.2f,"
+        "\"read_bandwidth_gbs\":%.2f,\"prefill_tokens_per_s\":%.3f,\"decode_tokens_per_s\":%.3f,"
+        "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%.3f,"
+        "\"decode_fraction_of_read_bw\":%.3f}\n",
+        c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size,
+        dtype_name, c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features, o.prompt_tokens,
+        static_cast<long long>(st.decode_tokens), load_s, static_cast<unsigned long long>(weight_bytes), bw.copy_gbs,
+        bw.read_gbs, prefill_tps, decode_tps, bytes_per_token, achieved_gbs, achieved_gbs / bw.copy_gbs,
+        achieved_gbs / bw.read_gbs);
+  } else {
+    std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s, %s\n",
+                c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
+                c.vocab_size, dtype_name, c.tie_word_embeddings ? "tied" : "untied");
+    std::printf("machine    %d threads, kernels: %s\n", threads, info.cpu_features);
+    std::printf("memory     copy %.2f GB/s (read+write), read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
+    std::printf("weights    %.1f MB, loaded in %.2f s\n", static_cast<double>(weight_bytes) / 1e6, load_s);
+    std::printf("prefill    %d tokens: %.2f tokens/s\n", o.prompt_tokens, prefill_tps);
+    std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s = %.0f%% of copy, %.0f%% of read bandwidth\n",
+                static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs,
+                100.0 * achieved_gbs / bw.copy_gbs, 100.0 * achieved_gbs / bw.read_gbs);
+  }
+  mcpm_session_free(session);
+  mcpm_model_free(model);
+  return 0;
+}

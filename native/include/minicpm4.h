@@ -1,0 +1,347 @@
+/*
+ * minicpm4.h — the whole C ABI of the MiniCPM4 inference engine.
+ *
+ * Conventions (apply to every function below unless its comment says otherwise):
+ *   - Every function returns an mcpm_status. MCPM_OK (0) is success; any other value is a failure
+ *     class, and mcpm_last_error() then returns a message describing it.
+ *   - Failing calls leave their out-parameters untouched and the objects they were given unchanged,
+ *     except where a comment says what partial effect remains.
+ *   - No function aborts the process or lets a C++ exception escape. Null pointers, negative sizes,
+ *     wrong struct_size values and calls in the wrong state are reported as MCPM_ERR_INVALID_ARGUMENT.
+ *   - Handles are opaque. An object is freed only by its *_free function; passing a freed handle is
+ *     undefined behaviour (the engine cannot detect it), passing NULL to *_free is a no-op.
+ *   - Parameter structs are plain data and start with `struct_size`, which the caller sets to
+ *     sizeof(the struct) as compiled against this header. Call the matching *_default() function
+ *     first, then change the fields you need. A larger struct_size than the library knows is
+ *     rejected; this is how the ABI grows without breaking old callers.
+ *   - Booleans are int32_t: 0 is false, anything else true.
+ *   - Strings are UTF-8 and NUL-terminated. Strings returned by the library are owned by it.
+ *
+ * Threading: a finalized mcpm_model is immutable and may be shared by any number of sessions on any
+ * threads. An mcpm_session is used by one thread at a time; a second concurrent call on the same
+ * session fails with MCPM_ERR_INVALID_ARGUMENT ("session is in use") instead of corrupting it.
+ * mcpm_session_request_abort() is the one session function that any thread may call at any time.
+ */
+#ifndef MINICPM4_H
+#define MINICPM4_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#  if defined(MCPM_BUILDING_LIBRARY)
+#    define MCPM_API __declspec(dllexport)
+#  else
+#    define MCPM_API __declspec(dllimport)
+#  endif
+#else
+#  define MCPM_API __attribute__((visibility("default")))
+#endif
+
+/* Version of this header's ABI. Bumped on any incompatible change; compare with mcpm_abi_version(). */
+#define MCPM_ABI_VERSION 1
+
+/* Status codes: one per failure class. */
+typedef int32_t mcpm_status;
+#define MCPM_OK 0
+#define MCPM_ERR_INVALID_ARGUMENT 1     /* bad pointer, size, name, shape, dtype, or call in the wrong state */
+#define MCPM_ERR_OUT_OF_MEMORY 2        /* an allocation failed; nothing was changed */
+#define MCPM_ERR_UNSUPPORTED 3          /* valid request the engine cannot serve (e.g. a config it does not implement) */
+#define MCPM_ERR_CONTEXT_FULL 4         /* the tokens do not fit into the session's KV capacity */
+#define MCPM_ERR_CANCELLED 5            /* stopped by mcpm_session_request_abort() */
+#define MCPM_ERR_BACKEND_UNAVAILABLE 6  /* the requested backend is not compiled in or has no usable device */
+#define MCPM_ERR_INTERNAL 7             /* a bug in the engine; the message says where */
+
+/* Element types of weight tensors. */
+typedef int32_t mcpm_dtype;
+#define MCPM_DTYPE_F32 0
+#define MCPM_DTYPE_F16 1
+#define MCPM_DTYPE_BF16 2
+
+/* Backends. */
+typedef int32_t mcpm_backend;
+#define MCPM_BACKEND_AUTO 0   /* the fastest compiled-in backend with a usable device, else CPU */
+#define MCPM_BACKEND_CPU 1
+#define MCPM_BACKEND_CUDA 2
+
+/* Bit flags for mcpm_build_info.backends. */
+#define MCPM_BACKEND_FLAG_CPU 1u
+#define MCPM_BACKEND_FLAG_CUDA 2u
+
+/* RoPE scaling types. */
+typedef int32_t mcpm_rope_scaling;
+#define MCPM_ROPE_SCALING_NONE 0
+#define MCPM_ROPE_SCALING_LONGROPE 1
+
+/* Which logits an evaluation call writes to the caller's buffer. */
+typedef int32_t mcpm_logits_mode;
+#define MCPM_LOGITS_NONE 0  /* write nothing (the last position's logits are still kept for sampling) */
+#define MCPM_LOGITS_LAST 1  /* write [vocab] floats: the last position */
+#define MCPM_LOGITS_ALL 2   /* write [n_tokens, vocab] floats, row-major: every position */
+
+/* Why a generate call returned. */
+typedef int32_t mcpm_finish_reason;
+#define MCPM_FINISH_NONE 0          /* the call's token budget was used; call again to continue */
+#define MCPM_FINISH_STOP_TOKEN 1    /* a stop token was sampled (it is the last token returned and was NOT added to the KV cache) */
+#define MCPM_FINISH_MAX_TOKENS 2    /* max_new_tokens of the sampling params were generated */
+#define MCPM_FINISH_CONTEXT_FULL 3  /* the KV cache is full; rewind or reset to continue */
+
+/* ------------------------------------------------------------------------------------------------
+ * Library information
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Returns MCPM_ABI_VERSION as compiled into the library. Never fails; thread-safe. A host built
+ * against a different MCPM_ABI_VERSION must not use the library. */
+MCPM_API uint32_t mcpm_abi_version(void);
+
+typedef struct mcpm_build_info {
+  uint32_t struct_size;       /* in: sizeof(mcpm_build_info) */
+  uint32_t abi_version;       /* MCPM_ABI_VERSION of the library */
+  const char* version;        /* library version, e.g. "0.1.0"; static storage */
+  uint32_t backends;          /* MCPM_BACKEND_FLAG_* of the backends compiled in */
+  int32_t cuda_version;       /* CUDA toolkit version compiled against as 1000*major+10*minor, 0 without CUDA */
+  const char* cuda_archs;     /* CUDA architectures compiled, e.g. "80;86;90"; "" without CUDA; static storage */
+  const char* cpu_features;   /* vector paths compiled and the one selected at run time, e.g. "avx2+fma (selected), scalar"; static storage */
+  const char* compiler;       /* compiler and build type; static storage */
+} mcpm_build_info;
+
+/* Fills *info. Thread-safe.
+ * Errors: MCPM_ERR_INVALID_ARGUMENT if info is NULL or info->struct_size is not a known size. */
+MCPM_API mcpm_status mcpm_get_build_info(mcpm_build_info* info);
+
+/* Returns the message of the last failing call made on this thread, or "" if none failed yet. The
+ * pointer stays valid until the next call into the library on the same thread. Never NULL. A
+ * successful call does not clear it. */
+MCPM_API const char* mcpm_last_error(void);
+
+/* Returns a static, human-readable name for a status code ("ok", "invalid argument", ...). Never NULL. */
+MCPM_API const char* mcpm_status_string(mcpm_status status);
+
+/* ------------------------------------------------------------------------------------------------
+ * Model
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mcpm_model mcpm_model;
+
+/* The architecture of a MiniCPM4 (Hugging Face MiniCPMForCausalLM) model. */
+typedef struct mcpm_model_config {
+  uint32_t struct_size;                 /* in: sizeof(mcpm_model_config) */
+  int32_t vocab_size;
+  int32_t hidden_size;
+  int32_t num_layers;
+  int32_t num_heads;
+  int32_t num_kv_heads;                 /* must divide num_heads */
+  int32_t head_dim;                     /* even; usually hidden_size / num_heads */
+  int32_t intermediate_size;
+  int32_t max_position_embeddings;
+  float rms_norm_eps;
+  float rope_theta;
+  mcpm_rope_scaling rope_scaling;       /* MCPM_ROPE_SCALING_NONE or _LONGROPE */
+  const float* rope_short_factor;       /* LONGROPE: head_dim/2 floats; copied during mcpm_model_create */
+  const float* rope_long_factor;        /* LONGROPE: head_dim/2 floats; copied during mcpm_model_create */
+  int32_t rope_factor_count;            /* LONGROPE: must equal head_dim/2; 0 otherwise */
+  int32_t original_max_position_embeddings; /* LONGROPE: the context the short factors were trained for */
+  float scale_emb;                      /* embeddings are multiplied by this */
+  float scale_depth;                    /* each sublayer output is multiplied by scale_depth/sqrt(num_layers) */
+  float dim_model_base;                 /* the LM head input is multiplied by dim_model_base/hidden_size */
+  int32_t tie_word_embeddings;          /* nonzero: lm_head.weight is model.embed_tokens.weight and must not be set */
+} mcpm_model_config;
+
+/* Fills *config with MiniCPM4-0.5B-shaped defaults (no LongRoPE). config->struct_size must be set.
+ * Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* config);
+
+typedef struct mcpm_model_options {
+  uint32_t struct_size;     /* in: sizeof(mcpm_model_options) */
+  mcpm_backend backend;     /* default MCPM_BACKEND_AUTO */
+  int32_t device_index;     /* CUDA device ordinal; ignored by the CPU backend; default 0 */
+  int32_t num_threads;      /* CPU worker threads per session; 0 = one per available core (default) */
+} mcpm_model_options;
+
+/* Fills *options with defaults. Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_model_options_default(mcpm_model_options* options);
+
+/* Creates an empty model with the given architecture on the chosen backend. The config (including
+ * the LongRoPE factor arrays) is copied; the caller keeps ownership of everything it passed.
+ * options may be NULL for defaults. On success *out_model receives a handle owned by the caller,
+ * released with mcpm_model_free(). The model is not usable by sessions until mcpm_model_finalize().
+ * Errors: INVALID_ARGUMENT (inconsistent config: the message names the field), BACKEND_UNAVAILABLE
+ * (backend not compiled in or no device), OUT_OF_MEMORY, UNSUPPORTED. */
+MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mcpm_model_options* options,
+                                       mcpm_model** out_model);
+
+/* Copies one weight tensor from host memory into the engine's own storage, in its checkpoint dtype
+ * (bf16 stays 2 bytes per element). The caller may free or unmap `data` as soon as this returns.
+ * `name` is the Hugging Face tensor name ("model.embed_tokens.weight",
+ * "model.layers.3.self_attn.q_proj.weight", "lm_head.weight", ...); `shape` holds `ndim` dimensions,
+ * outermost first, exactly as in the checkpoint; `data_size` is the byte size of `data`, which must
+ * equal the element count times the dtype size. Setting a tensor twice replaces it.
+ * Not thread-safe with other calls on the same model. Fails after mcpm_model_finalize().
+ * Errors: INVALID_ARGUMENT (unknown name, shape that disagrees with the config, unknown dtype,
+ * data_size mismatch, model already finalized; the message names the tensor and both shapes),
+ * OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_model_set_tensor(mcpm_model* model, const char* name, mcpm_dtype dtype,
+                                           const int64_t* shape, int32_t ndim, const void* data,
+                                           size_t data_size);
+
+/* Checks that every tensor the architecture needs is present and makes the model ready for
+ * sessions. After success the model is immutable. Calling it twice is an error.
+ * Errors: INVALID_ARGUMENT naming the first missing tensor (and how many are missing), or if
+ * already finalized. */
+MCPM_API mcpm_status mcpm_model_finalize(mcpm_model* model);
+
+/* Number of weight bytes held by the model (all tensors, in their stored dtypes). */
+MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* out_bytes);
+
+/* Releases the caller's reference to the model. Sessions hold their own reference, so a model freed
+ * before its sessions stays alive until the last session is freed. NULL is a no-op. Must not race
+ * with other calls that use the same handle. */
+MCPM_API void mcpm_model_free(mcpm_model* model);
+
+/* ------------------------------------------------------------------------------------------------
+ * Session: a KV cache and the generation state of one conversation
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mcpm_session mcpm_session;
+
+typedef struct mcpm_session_params {
+  uint32_t struct_size;     /* in: sizeof(mcpm_session_params) */
+  int32_t context_capacity; /* KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096). Default 0 */
+  int32_t prefill_chunk;    /* tokens per prefill chunk (activation memory scales with it); default 256 */
+} mcpm_session_params;
+
+/* Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* params);
+
+/* Creates a session over a finalized model, allocating its KV cache. The session holds a reference
+ * to the model. params may be NULL for defaults. Thread-safe with respect to the model (sessions
+ * may be created concurrently). The KV cache capacity cannot exceed max_position_embeddings.
+ * With LongRoPE, the long factors are used when context_capacity exceeds
+ * original_max_position_embeddings, else the short factors (the choice is fixed per session).
+ * Errors: INVALID_ARGUMENT (model not finalized, bad capacity or chunk), OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_params* params,
+                                         mcpm_session** out_session);
+
+/* Frees the session and drops its model reference. NULL is a no-op. Must not race with other calls
+ * on the same session (mcpm_session_request_abort included). */
+MCPM_API void mcpm_session_free(mcpm_session* session);
+
+/* Appends n_tokens tokens to the KV cache, evaluating them in chunks of prefill_chunk, and keeps the
+ * last position's logits for sampling. logits_mode selects what is written to `logits`, which must
+ * hold logits_capacity floats: vocab (LAST) or n_tokens*vocab (ALL); it may be NULL with
+ * MCPM_LOGITS_NONE. Token ids must lie in [0, vocab).
+ * An abort request is honoured between chunks: the call then fails with CANCELLED and the session
+ * is rewound to its length before the call.
+ * Errors: INVALID_ARGUMENT (bad ids, buffer too small, session in use), CONTEXT_FULL (length +
+ * n_tokens > capacity; nothing is appended), CANCELLED. */
+MCPM_API mcpm_status mcpm_session_prefill(mcpm_session* session, const int32_t* tokens, int32_t n_tokens,
+                                          mcpm_logits_mode logits_mode, float* logits, size_t logits_capacity);
+
+/* Appends one token and writes its logits ([vocab] floats) to `logits` (may be NULL to only keep
+ * them for sampling). The single-token fast path; equivalent to prefill of one token.
+ * Errors: INVALID_ARGUMENT, CONTEXT_FULL. */
+MCPM_API mcpm_status mcpm_session_decode(mcpm_session* session, int32_t token, float* logits,
+                                         size_t logits_capacity);
+
+/* Tokens currently in the KV cache. */
+MCPM_API mcpm_status mcpm_session_length(const mcpm_session* session, int32_t* out_length);
+
+/* KV cache capacity in tokens. */
+MCPM_API mcpm_status mcpm_session_capacity(const mcpm_session* session, int32_t* out_capacity);
+
+/* Copies the token ids in the KV cache (up to `capacity` of them) into `tokens` and the total count
+ * into *out_count. tokens may be NULL when capacity is 0 (to query the count). */
+MCPM_API mcpm_status mcpm_session_tokens(const mcpm_session* session, int32_t* tokens, int32_t capacity,
+                                         int32_t* out_count);
+
+/* Shortens the KV cache to new_length tokens (0 <= new_length <= length). The logits for sampling
+ * are invalidated unless new_length equals the current length: prefill or decode again before
+ * generating. Errors: INVALID_ARGUMENT. */
+MCPM_API mcpm_status mcpm_session_rewind(mcpm_session* session, int32_t new_length);
+
+/* Empties the KV cache, the pending logits and the generation counters; keeps sampling params and stats. */
+MCPM_API mcpm_status mcpm_session_reset(mcpm_session* session);
+
+/* Asks the call running on this session (prefill or generate), or the next one if none is running,
+ * to stop at its next check point (between prefill chunks or between generated tokens). Any thread,
+ * any time, lock-free. The request is consumed by the call that honours it; mcpm_session_clear_abort
+ * withdraws an unconsumed request. */
+MCPM_API mcpm_status mcpm_session_request_abort(mcpm_session* session);
+MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session);
+
+/* ------------------------------------------------------------------------------------------------
+ * Sampling and generation
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Logit processing order (as in Hugging Face transformers): penalties over the last penalty_last_n
+ * context tokens → temperature → top-k → top-p → min-p → draw. temperature <= 0 is greedy (argmax
+ * after penalties; ties go to the lowest id). */
+typedef struct mcpm_sampling_params {
+  uint32_t struct_size;       /* in: sizeof(mcpm_sampling_params) */
+  float temperature;          /* default 0 (greedy) */
+  int32_t top_k;              /* keep the k most likely tokens; 0 = off (default) */
+  float top_p;                /* keep the smallest set with cumulative probability >= top_p; 1 = off (default) */
+  float min_p;                /* drop tokens with p < min_p * p_max; 0 = off (default) */
+  float repetition_penalty;   /* CTRL-style: seen token logits l -> l/r if l > 0 else l*r; 1 = off (default) */
+  float frequency_penalty;    /* l -= frequency_penalty * count; 0 = off (default) */
+  float presence_penalty;     /* l -= presence_penalty if count > 0; 0 = off (default) */
+  int32_t penalty_last_n;     /* context window the penalties look at; -1 = whole context, 0 = none; default 64 */
+  uint64_t seed;              /* RNG seed: same seed, params and context give the same tokens; default 0 */
+  const int32_t* stop_tokens; /* token ids that end generation; copied by mcpm_session_set_sampling */
+  int32_t stop_token_count;
+  int32_t max_new_tokens;     /* generation ends after this many tokens; 0 = until stop or context full. Default 0 */
+} mcpm_sampling_params;
+
+/* Fills *params with defaults (greedy). Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_sampling_params_default(mcpm_sampling_params* params);
+
+/* Sets the sampling params of the session (copied), seeds its RNG and resets its count of generated
+ * tokens. Call before each generation. Errors: INVALID_ARGUMENT naming the bad field. */
+MCPM_API mcpm_status mcpm_session_set_sampling(mcpm_session* session, const mcpm_sampling_params* params);
+
+/* Generates up to max_tokens tokens (at most `capacity` of `tokens`): samples from the pending
+ * logits, appends the token to the KV cache and evaluates it, repeatedly. Writes the new ids to
+ * `tokens`, their count to *out_count and why it returned to *out_finish. A stop token is returned
+ * as the last token but not appended to the KV cache. Returning with MCPM_FINISH_NONE after a small
+ * max_tokens lets the host stream text and cancel between calls.
+ * An abort request is honoured between tokens: the call then returns CANCELLED with *out_count
+ * tokens already appended and reported (the session stays consistent and usable).
+ * Errors: INVALID_ARGUMENT (no pending logits: prefill first; bad buffers), CANCELLED. */
+MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_tokens, int32_t* tokens,
+                                           int32_t capacity, int32_t* out_count, mcpm_finish_reason* out_finish);
+
+/* Samples one token from caller-provided logits ([n_vocab] floats, not modified) with the session's
+ * sampling params, RNG and context (for penalties), without touching the KV cache. Useful for
+ * hosts that post-process logits. Errors: INVALID_ARGUMENT. */
+MCPM_API mcpm_status mcpm_session_sample(mcpm_session* session, const float* logits, int32_t n_vocab,
+                                         int32_t* out_token);
+
+/* ------------------------------------------------------------------------------------------------
+ * Statistics
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mcpm_session_stats {
+  uint32_t struct_size;       /* in: sizeof(mcpm_session_stats) */
+  int64_t prefill_tokens;     /* tokens evaluated by mcpm_session_prefill */
+  int64_t prefill_ns;         /* wall time spent in them */
+  int64_t decode_tokens;      /* tokens evaluated one at a time (decode and generate) */
+  int64_t decode_ns;
+  int64_t sample_ns;          /* time spent sampling */
+  int64_t generated_tokens;   /* tokens produced by mcpm_session_generate since creation or stats reset */
+} mcpm_session_stats;
+
+/* Copies the session's counters into *stats (struct_size must be set). */
+MCPM_API mcpm_status mcpm_session_get_stats(const mcpm_session* session, mcpm_session_stats* stats);
+
+/* Zeroes the session's counters. */
+MCPM_API mcpm_status mcpm_session_reset_stats(mcpm_session* session);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* MINICPM4_H */

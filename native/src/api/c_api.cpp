@@ -1,0 +1,421 @@
+// The C ABI: argument validation, handle management and the exception-to-status boundary. Every
+// entry point runs its body inside guarded(), so no C++ exception ever crosses into the host.
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "common/error.h"
+#include "engine/model.h"
+#include "engine/session.h"
+#include "minicpm4.h"
+
+using namespace mcpm;
+
+// The opaque handles. A session shares ownership of its model, so freeing the model handle first
+// is safe.
+struct mcpm_model {
+  std::shared_ptr<Model> impl;
+};
+
+struct mcpm_session {
+  std::unique_ptr<Session> impl;
+  std::atomic<bool> busy{false};
+};
+
+namespace {
+
+template <typename F>
+mcpm_status guarded(F&& body) noexcept {
+  try {
+    body();
+    return MCPM_OK;
+  } catch (const Error& e) {
+    set_last_error(e.what());
+    return e.status();
+  } catch (const std::bad_alloc&) {
+    set_last_error("out of memory");
+    return MCPM_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    set_last_error(std::string("internal error: ") + e.what());
+    return MCPM_ERR_INTERNAL;
+  } catch (...) {
+    set_last_error("internal error: unknown exception");
+    return MCPM_ERR_INTERNAL;
+  }
+}
+
+void require_not_null(const void* p, const char* what) {
+  if (p == nullptr) invalid_argument(std::string(what) + " is NULL");
+}
+
+// Struct versioning: the host's struct_size must be one the library knows (today: exactly the
+// current size; older sizes are added here when a struct grows).
+template <typename S>
+void require_struct(const S* s, const char* what) {
+  require_not_null(s, what);
+  if (s->struct_size != sizeof(S))
+    invalid_argument(std::string(what) + "->struct_size is " + std::to_string(s->struct_size) + ", expected " +
+                     std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
+}
+
+Model& finalized_model(mcpm_model* m) {
+  require_not_null(m, "model");
+  if (!m->impl->finalized()) invalid_argument("the model is not finalized: call mcpm_model_finalize first");
+  return *m->impl;
+}
+
+// Marks a session busy for the duration of a call so concurrent use is reported, not corrupting.
+class SessionCall {
+ public:
+  explicit SessionCall(mcpm_session* s) : s_(s) {
+    require_not_null(s, "session");
+    bool expected = false;
+    if (!s->busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+      invalid_argument("session is in use by another call; a session must be used by one thread at a time");
+  }
+  ~SessionCall() { s_->busy.store(false, std::memory_order_release); }
+  Session& operator*() const { return *s_->impl; }
+  Session* operator->() const { return s_->impl.get(); }
+
+ private:
+  mcpm_session* s_;
+};
+
+}  // namespace
+
+extern "C" {
+
+MCPM_API uint32_t mcpm_abi_version(void) { return MCPM_ABI_VERSION; }
+
+MCPM_API mcpm_status mcpm_get_build_info(mcpm_build_info* info) {
+  return guarded([&] {
+    require_struct(info, "mcpm_build_info");
+    info->abi_version = MCPM_ABI_VERSION;
+    info->version = MCPM_VERSION_STRING;
+    info->backends = compiled_backends();
+#ifdef MCPM_CUDA_VERSION
+    info->cuda_version = MCPM_CUDA_VERSION;
+    info->cuda_archs = MCPM_CUDA_ARCHS;
+#else
+    info->cuda_version = 0;
+    info->cuda_archs = "";
+#endif
+    info->cpu_features = cpu_features_string();
+#if defined(__clang__)
+    info->compiler = "clang " __clang_version__ " (" MCPM_BUILD_TYPE_STRING ")";
+#elif defined(__GNUC__)
+    info->compiler = "gcc " __VERSION__ " (" MCPM_BUILD_TYPE_STRING ")";
+#else
+    info->compiler = "unknown compiler (" MCPM_BUILD_TYPE_STRING ")";
+#endif
+  });
+}
+
+MCPM_API const char* mcpm_last_error(void) { return last_error(); }
+
+MCPM_API const char* mcpm_status_string(mcpm_status status) {
+  switch (status) {
+    case MCPM_OK: return "ok";
+    case MCPM_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case MCPM_ERR_OUT_OF_MEMORY: return "out of memory";
+    case MCPM_ERR_UNSUPPORTED: return "unsupported";
+    case MCPM_ERR_CONTEXT_FULL: return "context full";
+    case MCPM_ERR_CANCELLED: return "cancelled";
+    case MCPM_ERR_BACKEND_UNAVAILABLE: return "backend unavailable";
+    case MCPM_ERR_INTERNAL: return "internal error";
+    default: return "unknown status";
+  }
+}
+
+// ---- model ---------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* c) {
+  return guarded([&] {
+    require_struct(c, "mcpm_model_config");
+    const uint32_t size = c->struct_size;
+    std::memset(c, 0, sizeof(*c));
+    c->struct_size = size;
+    c->vocab_size = 73448;
+    c->hidden_size = 1024;
+    c->num_layers = 24;
+    c->num_heads = 16;
+    c->num_kv_heads = 2;
+    c->head_dim = 64;
+    c->intermediate_size = 4096;
+    c->max_position_embeddings = 32768;
+    c->rms_norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->rope_scaling = MCPM_ROPE_SCALING_NONE;
+    c->original_max_position_embeddings = 32768;
+    c->scale_emb = 12.0f;
+    c->scale_depth = 1.4f;
+    c->dim_model_base = 256.0f;
+    c->tie_word_embeddings = 1;
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_options_default(mcpm_model_options* o) {
+  return guarded([&] {
+    require_struct(o, "mcpm_model_options");
+    o->backend = MCPM_BACKEND_AUTO;
+    o->device_index = 0;
+    o->num_threads = 0;
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mcpm_model_options* options,
+                                       mcpm_model** out_model) {
+  return guarded([&] {
+    require_struct(config, "mcpm_model_config");
+    require_not_null(out_model, "out_model");
+    mcpm_model_options opts{};
+    opts.struct_size = sizeof(opts);
+    mcpm_model_options_default(&opts);
+    if (options != nullptr) {
+      require_struct(options, "mcpm_model_options");
+      opts = *options;
+    }
+    if (opts.num_threads < 0 || opts.num_threads > 1024)
+      invalid_argument("num_threads must be in [0, 1024], got " + std::to_string(opts.num_threads));
+    if (opts.device_index < 0) invalid_argument("device_index must be >= 0");
+    ModelConfig cfg = ModelConfig::from_abi(*config);
+    BackendOptions bo;
+    bo.device_index = opts.device_index;
+    std::shared_ptr<Backend> backend = create_backend(opts.backend, bo);
+    const int32_t threads = opts.num_threads > 0 ? opts.num_threads : available_cores();
+    auto handle = std::make_unique<mcpm_model>();
+    handle->impl = std::make_shared<Model>(std::move(cfg), std::move(backend), threads);
+    *out_model = handle.release();
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_set_tensor(mcpm_model* model, const char* name, mcpm_dtype dtype,
+                                           const int64_t* shape, int32_t ndim, const void* data, size_t data_size) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    require_not_null(name, "name");
+    require_not_null(shape, "shape");
+    require_not_null(data, "data");
+    if (ndim < 1 || ndim > 8) invalid_argument("tensor '" + std::string(name) + "': ndim must be in [1, 8]");
+    model->impl->set_tensor(name, dtype, shape, ndim, data, data_size);
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_finalize(mcpm_model* model) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    model->impl->finalize();
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* out_bytes) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    require_not_null(out_bytes, "out_bytes");
+    *out_bytes = model->impl->weight_bytes();
+  });
+}
+
+MCPM_API void mcpm_model_free(mcpm_model* model) { delete model; }
+
+// ---- session -------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
+  return guarded([&] {
+    require_struct(p, "mcpm_session_params");
+    p->context_capacity = 0;
+    p->prefill_chunk = 256;
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_params* params,
+                                         mcpm_session** out_session) {
+  return guarded([&] {
+    Model& m = finalized_model(model);
+    require_not_null(out_session, "out_session");
+    mcpm_session_params p{};
+    p.struct_size = sizeof(p);
+    mcpm_session_params_default(&p);
+    if (params != nullptr) {
+      require_struct(params, "mcpm_session_params");
+      p = *params;
+    }
+    const int32_t max_pos = m.config().max_position_embeddings;
+    if (p.context_capacity < 0 || p.context_capacity > max_pos)
+      invalid_argument("context_capacity must be in [0, max_position_embeddings = " + std::to_string(max_pos) +
+                       "], got " + std::to_string(p.context_capacity));
+    if (p.prefill_chunk < 1 || p.prefill_chunk > 65536)
+      invalid_argument("prefill_chunk must be in [1, 65536], got " + std::to_string(p.prefill_chunk));
+    const int32_t capacity = p.context_capacity > 0 ? p.context_capacity : std::min(max_pos, 4096);
+    auto handle = std::make_unique<mcpm_session>();
+    handle->impl = std::make_unique<Session>(model->impl, capacity, std::min(p.prefill_chunk, capacity));
+    *out_session = handle.release();
+  });
+}
+
+MCPM_API void mcpm_session_free(mcpm_session* session) { delete session; }
+
+MCPM_API mcpm_status mcpm_session_prefill(mcpm_session* session, const int32_t* tokens, int32_t n_tokens,
+                                          mcpm_logits_mode logits_mode, float* logits, size_t logits_capacity) {
+  return guarded([&] {
+    SessionCall s(session);
+    if (n_tokens < 0) invalid_argument("n_tokens must be >= 0, got " + std::to_string(n_tokens));
+    if (n_tokens > 0) require_not_null(tokens, "tokens");
+    s->prefill(tokens, n_tokens, logits_mode, logits, logits_capacity);
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_decode(mcpm_session* session, int32_t token, float* logits,
+                                         size_t logits_capacity) {
+  return guarded([&] {
+    SessionCall s(session);
+    s->decode(token, logits, logits_capacity);
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_length(const mcpm_session* session, int32_t* out_length) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    require_not_null(out_length, "out_length");
+    *out_length = session->impl->length();
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_capacity(const mcpm_session* session, int32_t* out_capacity) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    require_not_null(out_capacity, "out_capacity");
+    *out_capacity = session->impl->capacity();
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_tokens(const mcpm_session* session, int32_t* tokens, int32_t capacity,
+                                         int32_t* out_count) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    require_not_null(out_count, "out_count");
+    if (capacity < 0) invalid_argument("capacity must be >= 0");
+    if (capacity > 0) require_not_null(tokens, "tokens");
+    const std::vector<int32_t>& t = session->impl->tokens();
+    const size_t n = std::min(t.size(), static_cast<size_t>(capacity));
+    if (n > 0) std::memcpy(tokens, t.data(), n * sizeof(int32_t));
+    *out_count = static_cast<int32_t>(t.size());
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_rewind(mcpm_session* session, int32_t new_length) {
+  return guarded([&] {
+    SessionCall s(session);
+    s->rewind(new_length);
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_reset(mcpm_session* session) {
+  return guarded([&] {
+    SessionCall s(session);
+    s->reset();
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_request_abort(mcpm_session* session) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    session->impl->request_abort();
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    session->impl->clear_abort();
+  });
+}
+
+// ---- sampling --------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_sampling_params_default(mcpm_sampling_params* p) {
+  return guarded([&] {
+    require_struct(p, "mcpm_sampling_params");
+    const uint32_t size = p->struct_size;
+    std::memset(p, 0, sizeof(*p));
+    p->struct_size = size;
+    p->temperature = 0.0f;
+    p->top_k = 0;
+    p->top_p = 1.0f;
+    p->min_p = 0.0f;
+    p->repetition_penalty = 1.0f;
+    p->frequency_penalty = 0.0f;
+    p->presence_penalty = 0.0f;
+    p->penalty_last_n = 64;
+    p->seed = 0;
+    p->stop_tokens = nullptr;
+    p->stop_token_count = 0;
+    p->max_new_tokens = 0;
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_set_sampling(mcpm_session* session, const mcpm_sampling_params* params) {
+  return guarded([&] {
+    SessionCall s(session);
+    require_struct(params, "mcpm_sampling_params");
+    s->set_sampling(SamplingConfig::from_abi(*params));
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_tokens, int32_t* tokens,
+                                           int32_t capacity, int32_t* out_count, mcpm_finish_reason* out_finish) {
+  return guarded([&] {
+    SessionCall s(session);
+    require_not_null(out_count, "out_count");
+    require_not_null(out_finish, "out_finish");
+    const GenerateResult r = s->generate(max_tokens, tokens, capacity);
+    *out_count = r.count;
+    *out_finish = r.finish;
+    if (r.cancelled)
+      throw_error(MCPM_ERR_CANCELLED,
+                  "generation cancelled by an abort request after " + std::to_string(r.count) + " tokens");
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_sample(mcpm_session* session, const float* logits, int32_t n_vocab,
+                                         int32_t* out_token) {
+  return guarded([&] {
+    SessionCall s(session);
+    require_not_null(logits, "logits");
+    require_not_null(out_token, "out_token");
+    const int32_t vocab = s->model().config().vocab_size;
+    if (n_vocab != vocab)
+      invalid_argument("n_vocab is " + std::to_string(n_vocab) + " but the model's vocabulary has " +
+                       std::to_string(vocab) + " tokens");
+    *out_token = s->sample(logits);
+  });
+}
+
+// ---- stats -------------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_session_get_stats(const mcpm_session* session, mcpm_session_stats* stats) {
+  return guarded([&] {
+    require_not_null(session, "session");
+    require_struct(stats, "mcpm_session_stats");
+    const SessionStats& st = session->impl->stats();
+    stats->prefill_tokens = st.prefill_tokens;
+    stats->prefill_ns = st.prefill_ns;
+    stats->decode_tokens = st.decode_tokens;
+    stats->decode_ns = st.decode_ns;
+    stats->sample_ns = st.sample_ns;
+    stats->generated_tokens = st.generated_tokens;
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_reset_stats(mcpm_session* session) {
+  return guarded([&] {
+    SessionCall s(session);
+    s->reset_stats();
+  });
+}
+
+}  // extern "C"

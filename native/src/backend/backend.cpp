@@ -1,0 +1,30 @@
+#include "backend/backend.h"
+
+#include "backend/cpu/cpu_backend.h"
+#include "common/error.h"
+
+namespace mcpm {
+
+uint32_t compiled_backends() {
+  uint32_t flags = MCPM_BACKEND_FLAG_CPU;
+#ifdef MCPM_HAVE_CUDA
+  flags |= MCPM_BACKEND_FLAG_CUDA;
+#endif
+  return flags;
+}
+
+std::shared_ptr<Backend> create_backend(mcpm_backend kind, const BackendOptions& options) {
+  switch (kind) {
+    case MCPM_BACKEND_AUTO:
+    case MCPM_BACKEND_CPU:
+      // AUTO falls back to the CPU until a GPU backend is compiled in.
+      return std::make_shared<CpuBackend>();
+    case MCPM_BACKEND_CUDA:
+      throw_error(MCPM_ERR_BACKEND_UNAVAILABLE,
+                  "the CUDA backend is not compiled into this build of the library (built with backends: cpu)");
+    default:
+      invalid_argument("unknown backend " + std::to_string(kind) + " (expected MCPM_BACKEND_AUTO, _CPU or _CUDA)");
+  }
+}
+
+}  // namespace mcpm

@@ -1,0 +1,134 @@
+// The op interface. A backend owns memory and implements the ops; the model graph
+// (engine/forward.cpp) composes them without knowing which backend runs them.
+//
+// Conventions for every op:
+//   - Activations are 2-D row-major tensors [rows = tokens, cols = features] in the backend's
+//     activation dtype (activation_dtype()); weights keep their checkpoint dtype.
+//   - Linear weights use the Hugging Face layout [out_features, in_features].
+//   - Ops run on an ExecContext (a thread pool on the CPU, a stream on CUDA). A context is used by
+//     one thread at a time; different contexts may run concurrently over the same weights.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/dtype.h"
+
+namespace mcpm {
+
+// Memory owned by a backend (host memory on the CPU, device memory on CUDA).
+class Buffer {
+ public:
+  virtual ~Buffer() = default;
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ protected:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A non-owning 2-D view. 1-D tensors (norm weights, vectors) have rows == 1.
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t bytes() const { return static_cast<size_t>(rows * cols) * dtype_size(dtype); }
+  template <typename T>
+  T* as() const { return static_cast<T*>(data); }
+  // View of rows [first, first + count).
+  Tensor slice_rows(int64_t first, int64_t count) const {
+    return Tensor{static_cast<char*>(data) + static_cast<size_t>(first * cols) * dtype_size(dtype), dtype, count,
+                  cols};
+  }
+};
+
+class ExecContext {
+ public:
+  virtual ~ExecContext() = default;
+};
+
+// Attention geometry shared by the attention and KV ops.
+struct AttentionShape {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- memory ----
+  virtual DType activation_dtype() const = 0;
+  virtual DType kv_dtype() const = 0;
+  // Throws mcpm::Error(MCPM_ERR_OUT_OF_MEMORY) when the allocation fails.
+  virtual std::unique_ptr<Buffer> alloc(size_t bytes) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual std::unique_ptr<ExecContext> create_context(int32_t num_threads) = 0;
+
+  // ---- ops ----
+  // out[i, :] = table[ids[i], :] * scale.  ids: host int32 [n].
+  virtual void embedding(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids,
+                         float scale) = 0;
+
+  // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * weight.
+  virtual void rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight,
+                        float eps) = 0;
+
+  // residual += delta * scale; out = rms_norm(residual) * weight (the fused residual add).
+  virtual void add_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& residual, const Tensor& delta,
+                            float scale, const Tensor& weight, float eps) = 0;
+
+  // residual += delta * scale.
+  virtual void add_scaled(ExecContext& ctx, const Tensor& residual, const Tensor& delta, float scale) = 0;
+
+  // x *= scale, in place.
+  virtual void scale(ExecContext& ctx, const Tensor& x, float scale) = 0;
+
+  // out[n, N] = x[n, K] · W[N, K]^T, fp32 accumulation.
+  virtual void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) = 0;
+
+  // Rotate-half RoPE in place on x[n, heads * head_dim]: for each head and i < head_dim/2, with
+  // angle = positions[t] * inv_freq[i]: (x[i], x[i+d/2]) -> (x[i]c - x[i+d/2]s, x[i+d/2]c + x[i]s)
+  // where c = cos(angle)*attn_factor, s = sin(angle)*attn_factor. positions: host int32 [n];
+  // inv_freq: backend memory, f32 [head_dim/2].
+  virtual void rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim,
+                    const int32_t* positions, const Tensor& inv_freq, float attn_factor) = 0;
+
+  // Writes k, v [n, kv_heads*head_dim] into rows [start, start+n) of the layer's caches
+  // [capacity, kv_heads*head_dim] (kv_dtype()).
+  virtual void store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                        const Tensor& v, int64_t start) = 0;
+
+  // Causal GQA attention for n queries at positions start..start+n-1 over cache rows
+  // [0, start + i] for query i. q, out: [n, heads*head_dim]. Query head h reads KV head
+  // h / (heads / kv_heads). Scores scaled by 1/sqrt(head_dim), softmax in fp32.
+  virtual void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                         const Tensor& v_cache, const AttentionShape& shape, int64_t start) = 0;
+
+  // out = silu(gate) * up, elementwise over [n, intermediate].
+  virtual void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+
+  // Waits until every op queued on ctx has finished (a no-op on the synchronous CPU backend).
+  virtual void synchronize(ExecContext& ctx) = 0;
+};
+
+struct BackendOptions {
+  int32_t device_index = 0;
+};
+
+// Creates the backend for `kind` (MCPM_BACKEND_*; AUTO picks the best available). Throws
+// mcpm::Error(MCPM_ERR_BACKEND_UNAVAILABLE) when it is not compiled in or has no device.
+std::shared_ptr<Backend> create_backend(mcpm_backend kind, const BackendOptions& options);
+
+// Bit mask of MCPM_BACKEND_FLAG_* compiled into this library.
+uint32_t compiled_backends();
+
+}  // namespace mcpm

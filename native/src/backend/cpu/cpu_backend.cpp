@@ -1,0 +1,277 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#if defined(_WIN32)
+#include <malloc.h>
+#endif
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include "common/error.h"
+
+namespace mcpm {
+
+namespace {
+
+constexpr size_t kAlignment = 64;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+class HostBuffer final : public Buffer {
+ public:
+  explicit HostBuffer(size_t bytes) {
+    // Large buffers (weights, KV cache) are aligned to 2 MiB and offered to transparent huge pages:
+    // decode streams every weight once per token, and 4 KiB pages would cost a TLB miss per page.
+    const size_t align = bytes >= 2 * kHugePage ? kHugePage : kAlignment;
+    const size_t rounded = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+#if defined(_WIN32)
+    data_ = _aligned_malloc(rounded, align);
+#else
+    data_ = std::aligned_alloc(align, rounded);
+#endif
+    if (data_ == nullptr)
+      throw_error(MCPM_ERR_OUT_OF_MEMORY, "out of host memory allocating " + std::to_string(bytes) + " bytes");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == kHugePage) madvise(data_, rounded, MADV_HUGEPAGE);  // advisory; failure is harmless
+#endif
+    size_ = bytes;
+  }
+  ~HostBuffer() override {
+#if defined(_WIN32)
+    _aligned_free(data_);
+#else
+    std::free(data_);
+#endif
+  }
+};
+
+CpuContext& cpu(ExecContext& ctx) { return static_cast<CpuContext&>(ctx); }
+
+// Rows per parallel chunk so each thread gets a few chunks (load balance) of useful size.
+int64_t row_chunk(const CpuContext& c, int64_t rows, int64_t min_chunk) {
+  const int64_t per_thread = (rows + c.pool.size() * 4 - 1) / (c.pool.size() * 4);
+  return std::max(min_chunk, per_thread);
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend() : k_(cpu_kernels()) {}
+CpuBackend::CpuBackend(const CpuKernels& kernels) : k_(kernels) {}
+
+std::unique_ptr<Buffer> CpuBackend::alloc(size_t bytes) { return std::make_unique<HostBuffer>(bytes); }
+void CpuBackend::upload(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+std::unique_ptr<ExecContext> CpuBackend::create_context(int32_t num_threads) {
+  return std::make_unique<CpuContext>(num_threads);
+}
+
+void CpuBackend::widen(const Tensor& t, int64_t offset, float* dst, int64_t count) const {
+  switch (t.dtype) {
+    case DType::F32: std::memcpy(dst, t.as<const float>() + offset, static_cast<size_t>(count) * 4); break;
+    case DType::F16: k_.f16_to_f32(t.as<const uint16_t>() + offset, dst, count); break;
+    case DType::BF16: k_.bf16_to_f32(t.as<const uint16_t>() + offset, dst, count); break;
+  }
+}
+
+void CpuBackend::embedding(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids, float s) {
+  MCPM_CHECK(out.cols == table.cols);
+  cpu(ctx).pool.parallel_for(out.rows, 8, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t i = b; i < e; ++i) {
+      float* row = out.as<float>() + i * out.cols;
+      widen(table, static_cast<int64_t>(ids[i]) * table.cols, row, table.cols);
+      k_.scale_f32(s, row, out.cols);
+    }
+  });
+}
+
+void CpuBackend::rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight, float eps) {
+  CpuContext& c = cpu(ctx);
+  const int64_t dim = x.cols;
+  MCPM_CHECK(weight.rows * weight.cols == dim && out.cols == dim && out.rows == x.rows);
+  c.pool.parallel_for(x.rows, 4, [&](int64_t b, int64_t e, int32_t t) {
+    float* w = c.scratch(t, static_cast<size_t>(dim));
+    widen(weight, 0, w, dim);
+    for (int64_t i = b; i < e; ++i) {
+      const float* xi = x.as<const float>() + i * dim;
+      float* oi = out.as<float>() + i * dim;
+      const float inv = 1.0f / std::sqrt(k_.dot_f32(xi, xi, dim) / static_cast<float>(dim) + eps);
+      for (int64_t j = 0; j < dim; ++j) oi[j] = xi[j] * inv * w[j];
+    }
+  });
+}
+
+void CpuBackend::add_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& residual, const Tensor& delta,
+                              float s, const Tensor& weight, float eps) {
+  CpuContext& c = cpu(ctx);
+  const int64_t dim = residual.cols;
+  MCPM_CHECK(delta.rows == residual.rows && delta.cols == dim && weight.rows * weight.cols == dim);
+  c.pool.parallel_for(residual.rows, 4, [&](int64_t b, int64_t e, int32_t t) {
+    float* w = c.scratch(t, static_cast<size_t>(dim));
+    widen(weight, 0, w, dim);
+    for (int64_t i = b; i < e; ++i) {
+      float* ri = residual.as<float>() + i * dim;
+      float* oi = out.as<float>() + i * dim;
+      k_.axpy_f32(s, delta.as<const float>() + i * dim, ri, dim);
+      const float inv = 1.0f / std::sqrt(k_.dot_f32(ri, ri, dim) / static_cast<float>(dim) + eps);
+      for (int64_t j = 0; j < dim; ++j) oi[j] = ri[j] * inv * w[j];
+    }
+  });
+}
+
+void CpuBackend::add_scaled(ExecContext& ctx, const Tensor& residual, const Tensor& delta, float s) {
+  MCPM_CHECK(delta.rows == residual.rows && delta.cols == residual.cols);
+  const int64_t dim = residual.cols;
+  cpu(ctx).pool.parallel_for(residual.rows, 8, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t i = b; i < e; ++i) k_.axpy_f32(s, delta.as<const float>() + i * dim, residual.as<float>() + i * dim, dim);
+  });
+}
+
+void CpuBackend::scale(ExecContext& ctx, const Tensor& x, float s) {
+  const int64_t dim = x.cols;
+  cpu(ctx).pool.parallel_for(x.rows, 8, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t i = b; i < e; ++i) k_.scale_f32(s, x.as<float>() + i * dim, dim);
+  });
+}
+
+// One token: each thread streams its slice of W straight from memory through the fused
+// widen-and-dot GEMV (this is the memory-bound decode path). Several tokens: each block of 4
+// weight rows is widened once into per-thread scratch and reused for every token.
+void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w) {
+  CpuContext& c = cpu(ctx);
+  const int64_t n = x.rows, K = x.cols, N = w.rows;
+  MCPM_CHECK(w.cols == K && out.rows == n && out.cols == N);
+  const float* X = x.as<const float>();
+  float* Y = out.as<float>();
+  if (n == 1) {
+    const float* packed = nullptr;
+    if (w.dtype == DType::BF16) {
+      float* p = c.shared_scratch(static_cast<size_t>(K));
+      k_.pack_x_bf16(X, p, K);
+      packed = p;
+    }
+    c.pool.parallel_for(N, row_chunk(c, N, 16), [&](int64_t b, int64_t e, int32_t) {
+      switch (w.dtype) {
+        case DType::F32: k_.gemv_f32(w.as<const float>() + b * K, X, Y + b, e - b, K); break;
+        case DType::F16: k_.gemv_f16(w.as<const uint16_t>() + b * K, X, Y + b, e - b, K); break;
+        case DType::BF16: k_.gemv_bf16(w.as<const uint16_t>() + b * K, X, packed, Y + b, e - b, K); break;
+      }
+    });
+    return;
+  }
+  const int64_t blocks = (N + 3) / 4;
+  c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t t) {
+    float* rows4 = c.scratch(t, static_cast<size_t>(4 * K));
+    float tail[4];
+    for (int64_t blk = b; blk < e; ++blk) {
+      const int64_t r0 = blk * 4;
+      const int64_t nr = std::min<int64_t>(4, N - r0);
+      const float* W4;
+      if (w.dtype == DType::F32 && nr == 4) {
+        W4 = w.as<const float>() + r0 * K;
+      } else {
+        widen(w, r0 * K, rows4, nr * K);
+        if (nr < 4) std::memset(rows4 + nr * K, 0, static_cast<size_t>((4 - nr) * K) * sizeof(float));
+        W4 = rows4;
+      }
+      if (nr == 4) {
+        k_.gemm4_f32(W4, K, X, K, n, Y + r0, N);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          k_.gemm4_f32(W4, K, X + i * K, K, 1, tail, 4);
+          for (int64_t r = 0; r < nr; ++r) Y[i * N + r0 + r] = tail[r];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim, const int32_t* positions,
+                      const Tensor& inv_freq, float attn_factor) {
+  CpuContext& c = cpu(ctx);
+  const int32_t half = head_dim / 2;
+  MCPM_CHECK(x.cols == static_cast<int64_t>(num_heads) * head_dim && inv_freq.rows * inv_freq.cols == half);
+  const float* freq = inv_freq.as<const float>();
+  c.pool.parallel_for(x.rows, 4, [&](int64_t b, int64_t e, int32_t t) {
+    float* cs = c.scratch(t, static_cast<size_t>(2 * half));
+    for (int64_t i = b; i < e; ++i) {
+      // The angle is formed in double: positions beyond 2^24/freq would otherwise lose phase.
+      for (int32_t j = 0; j < half; ++j) {
+        const double angle = static_cast<double>(positions[i]) * static_cast<double>(freq[j]);
+        cs[j] = static_cast<float>(std::cos(angle)) * attn_factor;
+        cs[half + j] = static_cast<float>(std::sin(angle)) * attn_factor;
+      }
+      for (int32_t h = 0; h < num_heads; ++h) {
+        float* v = x.as<float>() + i * x.cols + static_cast<int64_t>(h) * head_dim;
+        for (int32_t j = 0; j < half; ++j) {
+          const float a = v[j], bb = v[j + half];
+          v[j] = a * cs[j] - bb * cs[half + j];
+          v[j + half] = bb * cs[j] + a * cs[half + j];
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::store_kv(ExecContext&, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                          const Tensor& v, int64_t start) {
+  MCPM_CHECK(k.cols == k_cache.cols && v.cols == v_cache.cols && start + k.rows <= k_cache.rows);
+  std::memcpy(k_cache.as<float>() + start * k_cache.cols, k.data, k.bytes());
+  std::memcpy(v_cache.as<float>() + start * v_cache.cols, v.data, v.bytes());
+}
+
+// One work item is (query token, query head). Scores for all visible keys go to per-thread scratch,
+// then a max-subtracted softmax in fp32 and a weighted sum of value rows.
+void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                           const Tensor& v_cache, const AttentionShape& shape, int64_t start) {
+  CpuContext& c = cpu(ctx);
+  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads;
+  const int64_t group = shape.num_heads / shape.num_kv_heads;
+  const int64_t kv_stride = k_cache.cols;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && kv_stride == shape.num_kv_heads * hd);
+  MCPM_CHECK(start + n <= k_cache.rows);
+  const float softmax_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  c.pool.parallel_for(n * heads, 1, [&](int64_t b, int64_t e, int32_t t) {
+    float* scores = c.scratch(t, static_cast<size_t>(start + n));
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t i = item / heads, h = item % heads;
+      const int64_t kvh = h / group;
+      const int64_t visible = start + i + 1;
+      const float* qi = q.as<const float>() + i * q.cols + h * hd;
+      const float* kbase = k_cache.as<const float>() + kvh * hd;
+      const float* vbase = v_cache.as<const float>() + kvh * hd;
+      float max_score = -INFINITY;
+      for (int64_t j = 0; j < visible; ++j) {
+        scores[j] = k_.dot_f32(qi, kbase + j * kv_stride, hd) * softmax_scale;
+        max_score = std::max(max_score, scores[j]);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < visible; ++j) {
+        scores[j] = std::exp(scores[j] - max_score);
+        sum += scores[j];
+      }
+      float* oi = out.as<float>() + i * out.cols + h * hd;
+      std::memset(oi, 0, static_cast<size_t>(hd) * sizeof(float));
+      for (int64_t j = 0; j < visible; ++j) k_.axpy_f32(scores[j], vbase + j * kv_stride, oi, hd);
+      k_.scale_f32(1.0f / sum, oi, hd);
+    }
+  });
+}
+
+void CpuBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) {
+  MCPM_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols);
+  const int64_t total = gate.rows * gate.cols;
+  cpu(ctx).pool.parallel_for(total, 4096, [&](int64_t b, int64_t e, int32_t) {
+    const float* g = gate.as<const float>();
+    const float* u = up.as<const float>();
+    float* o = out.as<float>();
+    for (int64_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  });
+}
+
+}  // namespace mcpm

@@ -1,0 +1,75 @@
+// The CPU reference backend: exact MiniCPM4 math with fp32 activations, fp32 accumulation and an
+// fp32 KV cache; weights stay in their checkpoint dtype and are widened inside the inner loops.
+// It is the oracle every other backend is tested against, and what CI runs.
+#pragma once
+
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/thread_pool.h"
+
+namespace mcpm {
+
+class CpuContext final : public ExecContext {
+ public:
+  explicit CpuContext(int32_t num_threads) : pool(num_threads), scratch_(static_cast<size_t>(pool.size())) {}
+
+  // Per-thread scratch of at least `count` floats (valid until the next call with the same thread).
+  float* scratch(int32_t thread, size_t count) {
+    std::vector<float>& s = scratch_[static_cast<size_t>(thread)];
+    if (s.size() < count) s.resize(count);
+    return s.data();
+  }
+
+  // Scratch shared by all threads of one op (written before its parallel region).
+  float* shared_scratch(size_t count) {
+    if (shared_.size() < count) shared_.resize(count);
+    return shared_.data();
+  }
+
+  ThreadPool pool;
+
+ private:
+  std::vector<std::vector<float>> scratch_;
+  std::vector<float> shared_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend();
+  // Uses the given kernel table instead of the best one for this CPU (tests compare ISAs).
+  explicit CpuBackend(const CpuKernels& kernels);
+
+  const char* name() const override { return "cpu"; }
+  DType activation_dtype() const override { return DType::F32; }
+  DType kv_dtype() const override { return DType::F32; }
+  std::unique_ptr<Buffer> alloc(size_t bytes) override;
+  void upload(void* dst, const void* host_src, size_t bytes) override;
+  void download(void* host_dst, const void* src, size_t bytes) override;
+  std::unique_ptr<ExecContext> create_context(int32_t num_threads) override;
+
+  void embedding(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids, float scale) override;
+  void rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight, float eps) override;
+  void add_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& residual, const Tensor& delta, float scale,
+                    const Tensor& weight, float eps) override;
+  void add_scaled(ExecContext& ctx, const Tensor& residual, const Tensor& delta, float scale) override;
+  void scale(ExecContext& ctx, const Tensor& x, float scale) override;
+  void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) override;
+  void rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim, const int32_t* positions,
+            const Tensor& inv_freq, float attn_factor) override;
+  void store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
+                int64_t start) override;
+  void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                 const AttentionShape& shape, int64_t start) override;
+  void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
+  void synchronize(ExecContext&) override {}
+
+ private:
+  // Widens `count` elements of a weight starting at element `offset` into dst.
+  void widen(const Tensor& t, int64_t offset, float* dst, int64_t count) const;
+
+  const CpuKernels& k_;
+};
+
+}  // namespace mcpm

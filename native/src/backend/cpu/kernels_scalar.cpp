@@ -1,0 +1,60 @@
+// Portable scalar kernels: the fallback on CPUs without a vector path, and the baseline every
+// vector path is tested against.
+#include "backend/cpu/kernels.h"
+#include "common/dtype.h"
+
+namespace mcpm {
+namespace {
+
+template <typename Load>
+void gemv_rows(Load load, const float* x, float* y, int64_t rows, int64_t K) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < K; ++k) acc += load(r * K + k) * x[k];
+    y[r] = acc;
+  }
+}
+
+void gemv_f32(const float* W, const float* x, float* y, int64_t rows, int64_t K) {
+  gemv_rows([W](int64_t i) { return W[i]; }, x, y, rows, K);
+}
+void gemv_f16(const uint16_t* W, const float* x, float* y, int64_t rows, int64_t K) {
+  gemv_rows([W](int64_t i) { return f16_to_f32(W[i]); }, x, y, rows, K);
+}
+void gemv_bf16(const uint16_t* W, const float* x, const float*, float* y, int64_t rows, int64_t K) {
+  gemv_rows([W](int64_t i) { return bf16_to_f32(W[i]); }, x, y, rows, K);
+}
+void pack_x(const float*, float*, int64_t) {}  // the scalar GEMV reads x directly
+
+void f16_row(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+}
+void bf16_row(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+void gemm4(const float* W, int64_t K, const float* X, int64_t ldx, int64_t T, float* out, int64_t ldo) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int r = 0; r < 4; ++r) out[t * ldo + r] = dot(W + r * K, X + t * ldx, K);
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void scale(float a, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] *= a;
+}
+
+}  // namespace
+
+const CpuKernels kScalarKernels = {"scalar", gemv_f32, gemv_f16, gemv_bf16, pack_x, f16_row,
+                                   bf16_row, gemm4,    dot,      axpy,      scale};
+
+}  // namespace mcpm

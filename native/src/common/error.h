@@ -1,0 +1,39 @@
+// Internal error type. Engine code throws mcpm::Error; the C API layer (api/c_api.cpp) is the only
+// place that catches, turning it into a status code plus the thread-local last-error message.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "minicpm4.h"
+
+namespace mcpm {
+
+class Error : public std::runtime_error {
+ public:
+  Error(mcpm_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  mcpm_status status() const { return status_; }
+
+ private:
+  mcpm_status status_;
+};
+
+[[noreturn]] void throw_error(mcpm_status status, const std::string& message);
+[[noreturn]] inline void invalid_argument(const std::string& message) {
+  throw_error(MCPM_ERR_INVALID_ARGUMENT, message);
+}
+
+// Checks an internal invariant; a failure is an engine bug reported as MCPM_ERR_INTERNAL.
+#define MCPM_CHECK(cond)                                                                              \
+  do {                                                                                                \
+    if (!(cond)) ::mcpm::throw_error(MCPM_ERR_INTERNAL, std::string("internal check failed: " #cond  \
+                                                                    " at ") + __FILE__ + ":" +        \
+                                                            std::to_string(__LINE__));                \
+  } while (0)
+
+// Thread-local last-error message used by mcpm_last_error().
+void set_last_error(const std::string& message);
+const char* last_error();
+
+}  // namespace mcpm

@@ -1,0 +1,52 @@
+// The MiniCPM4 forward pass over a chunk of tokens, composed from backend ops.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "engine/model.h"
+#include "engine/rope.h"
+
+namespace mcpm {
+
+// Per-layer K and V caches [capacity, kv_heads * head_dim] in the backend's KV dtype.
+struct KvCache {
+  KvCache(Backend& backend, const ModelConfig& config, int64_t capacity);
+  int64_t capacity;
+  std::vector<Tensor> k, v;
+
+ private:
+  std::vector<std::unique_ptr<Buffer>> storage_;
+};
+
+// Activation buffers sized for `max_tokens` tokens per forward call, plus the LM-head output.
+struct Workspace {
+  Workspace(Backend& backend, const ModelConfig& config, int64_t max_tokens);
+  int64_t max_tokens;
+  Tensor x;        // residual stream [n, hidden]
+  Tensor normed;   // [n, hidden]
+  Tensor q;        // [n, heads * head_dim]
+  Tensor k, v;     // [n, kv_heads * head_dim]
+  Tensor attn;     // [n, heads * head_dim]
+  Tensor proj;     // sublayer output [n, hidden]
+  Tensor gate, up; // [n, intermediate]
+  Tensor logits;   // [kLogitRows, vocab]
+  Tensor inv_freq; // [head_dim / 2] f32
+  float attn_factor = 1.0f;
+
+  static constexpr int64_t kLogitRows = 16;  // LM-head rows per pass (bounds logits memory)
+
+ private:
+  std::vector<std::unique_ptr<Buffer>> storage_;
+};
+
+enum class LogitRows { Last, All };
+
+// Evaluates tokens[0, n) at positions start .. start+n-1 (n <= ws.max_tokens, start+n <= capacity):
+// writes their K/V into the cache rows [start, start+n) and the logits of the last token
+// (LogitRows::Last, [vocab]) or of every token (LogitRows::All, [n, vocab]) to host memory.
+void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const int32_t* tokens, int32_t n,
+             int64_t start, LogitRows rows, float* host_logits);
+
+}  // namespace mcpm

@@ -1,0 +1,188 @@
+#include "engine/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <thread>
+
+#include "common/error.h"
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace mcpm {
+
+namespace {
+
+std::string shape_string(const int64_t* shape, size_t ndim) {
+  std::ostringstream s;
+  s << '[';
+  for (size_t i = 0; i < ndim; ++i) s << (i ? ", " : "") << shape[i];
+  s << ']';
+  return s.str();
+}
+
+void require(bool ok, const char* field, const std::string& why) {
+  if (!ok) invalid_argument(std::string("invalid model config: ") + field + " " + why);
+}
+
+}  // namespace
+
+float ModelConfig::residual_scale() const { return scale_depth / std::sqrt(static_cast<float>(num_layers)); }
+
+ModelConfig ModelConfig::from_abi(const mcpm_model_config& a) {
+  constexpr int32_t kMaxDim = 1 << 20;
+  require(a.vocab_size > 0 && a.vocab_size <= (1 << 24), "vocab_size", "must be in [1, 16777216], got " + std::to_string(a.vocab_size));
+  require(a.hidden_size > 0 && a.hidden_size <= kMaxDim, "hidden_size", "must be in [1, 1048576], got " + std::to_string(a.hidden_size));
+  require(a.num_layers > 0 && a.num_layers <= 4096, "num_layers", "must be in [1, 4096], got " + std::to_string(a.num_layers));
+  require(a.num_heads > 0 && a.num_heads <= 4096, "num_heads", "must be in [1, 4096], got " + std::to_string(a.num_heads));
+  require(a.num_kv_heads > 0 && a.num_kv_heads <= a.num_heads && a.num_heads % a.num_kv_heads == 0, "num_kv_heads",
+          "must divide num_heads (" + std::to_string(a.num_heads) + "), got " + std::to_string(a.num_kv_heads));
+  require(a.head_dim > 0 && a.head_dim % 2 == 0 && a.head_dim <= 1024, "head_dim",
+          "must be even and in [2, 1024], got " + std::to_string(a.head_dim));
+  require(a.intermediate_size > 0 && a.intermediate_size <= kMaxDim, "intermediate_size",
+          "must be in [1, 1048576], got " + std::to_string(a.intermediate_size));
+  require(a.max_position_embeddings > 0, "max_position_embeddings", "must be positive");
+  require(std::isfinite(a.rms_norm_eps) && a.rms_norm_eps > 0, "rms_norm_eps", "must be a positive number");
+  require(std::isfinite(a.rope_theta) && a.rope_theta > 1, "rope_theta", "must be a number > 1");
+  require(std::isfinite(a.scale_emb) && a.scale_emb != 0, "scale_emb", "must be a nonzero number");
+  require(std::isfinite(a.scale_depth) && a.scale_depth != 0, "scale_depth", "must be a nonzero number");
+  require(std::isfinite(a.dim_model_base) && a.dim_model_base > 0, "dim_model_base", "must be a positive number");
+
+  ModelConfig c;
+  c.vocab_size = a.vocab_size;
+  c.hidden_size = a.hidden_size;
+  c.num_layers = a.num_layers;
+  c.num_heads = a.num_heads;
+  c.num_kv_heads = a.num_kv_heads;
+  c.head_dim = a.head_dim;
+  c.intermediate_size = a.intermediate_size;
+  c.max_position_embeddings = a.max_position_embeddings;
+  c.rms_norm_eps = a.rms_norm_eps;
+  c.rope_theta = a.rope_theta;
+  c.rope_scaling = a.rope_scaling;
+  c.original_max_position_embeddings = a.original_max_position_embeddings;
+  c.scale_emb = a.scale_emb;
+  c.scale_depth = a.scale_depth;
+  c.dim_model_base = a.dim_model_base;
+  c.tie_word_embeddings = a.tie_word_embeddings != 0;
+
+  if (a.rope_scaling == MCPM_ROPE_SCALING_LONGROPE) {
+    const int32_t half = a.head_dim / 2;
+    require(a.rope_factor_count == half, "rope_factor_count",
+            "must equal head_dim/2 (" + std::to_string(half) + ") with LongRoPE, got " + std::to_string(a.rope_factor_count));
+    require(a.rope_short_factor != nullptr, "rope_short_factor", "must not be NULL with LongRoPE");
+    require(a.rope_long_factor != nullptr, "rope_long_factor", "must not be NULL with LongRoPE");
+    require(a.original_max_position_embeddings > 1, "original_max_position_embeddings", "must be > 1 with LongRoPE");
+    c.rope_short_factor.assign(a.rope_short_factor, a.rope_short_factor + half);
+    c.rope_long_factor.assign(a.rope_long_factor, a.rope_long_factor + half);
+    for (int32_t i = 0; i < half; ++i) {
+      require(std::isfinite(c.rope_short_factor[i]) && c.rope_short_factor[i] > 0, "rope_short_factor",
+              "values must be positive numbers (index " + std::to_string(i) + ")");
+      require(std::isfinite(c.rope_long_factor[i]) && c.rope_long_factor[i] > 0, "rope_long_factor",
+              "values must be positive numbers (index " + std::to_string(i) + ")");
+    }
+  } else {
+    require(a.rope_scaling == MCPM_ROPE_SCALING_NONE, "rope_scaling",
+            "must be MCPM_ROPE_SCALING_NONE or _LONGROPE, got " + std::to_string(a.rope_scaling));
+  }
+  return c;
+}
+
+int32_t available_cores() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? static_cast<int32_t>(n) : 1;
+}
+
+Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads)
+    : config_(std::move(config)), backend_(std::move(backend)), num_threads_(num_threads) {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  weights_.layers.resize(static_cast<size_t>(c.num_layers));
+  add_slot("model.embed_tokens.weight", {V, H}, &weights_.embed);
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add_slot(p + "input_layernorm.weight", {H}, &w.input_norm);
+    add_slot(p + "self_attn.q_proj.weight", {c.q_dim(), H}, &w.q);
+    add_slot(p + "self_attn.k_proj.weight", {c.kv_dim(), H}, &w.k);
+    add_slot(p + "self_attn.v_proj.weight", {c.kv_dim(), H}, &w.v);
+    add_slot(p + "self_attn.o_proj.weight", {H, c.q_dim()}, &w.o);
+    add_slot(p + "post_attention_layernorm.weight", {H}, &w.post_norm);
+    add_slot(p + "mlp.gate_proj.weight", {I, H}, &w.gate);
+    add_slot(p + "mlp.up_proj.weight", {I, H}, &w.up);
+    add_slot(p + "mlp.down_proj.weight", {H, I}, &w.down);
+  }
+  add_slot("model.norm.weight", {H}, &weights_.final_norm);
+  if (!c.tie_word_embeddings) add_slot("lm_head.weight", {V, H}, &weights_.lm_head);
+}
+
+void Model::add_slot(std::string name, std::vector<int64_t> shape, Tensor* target) {
+  slot_index_.emplace(name, slots_.size());
+  slots_.push_back(Slot{std::move(name), std::move(shape), target, nullptr});
+}
+
+void Model::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
+                       size_t data_size) {
+  if (finalized_) invalid_argument(std::string("cannot set tensor '") + name + "': the model is already finalized");
+  auto it = slot_index_.find(name);
+  if (it == slot_index_.end()) {
+    if (config_.tie_word_embeddings && std::string(name) == "lm_head.weight")
+      invalid_argument("tensor 'lm_head.weight' must not be set: the config ties the LM head to the embeddings");
+    invalid_argument(std::string("unknown tensor '") + name + "' for this MiniCPM4 config");
+  }
+  Slot& slot = slots_[it->second];
+  if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
+    invalid_argument("tensor '" + slot.name + "': unknown dtype " + std::to_string(dtype) +
+                     " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
+  const bool same_shape = static_cast<size_t>(ndim) == slot.shape.size() &&
+                          std::equal(slot.shape.begin(), slot.shape.end(), shape);
+  if (!same_shape)
+    invalid_argument("tensor '" + slot.name + "' has shape " + shape_string(shape, static_cast<size_t>(ndim)) +
+                     " but the config requires " + shape_string(slot.shape.data(), slot.shape.size()));
+  const DType dt = static_cast<DType>(dtype);
+  const int64_t cols = slot.shape.back();
+  const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
+  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * dtype_size(dt);
+  if (data_size != bytes)
+    invalid_argument("tensor '" + slot.name + "': data_size is " + std::to_string(data_size) + " bytes but " +
+                     shape_string(slot.shape.data(), slot.shape.size()) + " " + dtype_name(dt) + " needs " +
+                     std::to_string(bytes));
+  std::unique_ptr<Buffer> storage = backend_->alloc(bytes);
+  backend_->upload(storage->data(), data, bytes);
+  slot.storage = std::move(storage);
+  *slot.target = Tensor{slot.storage->data(), dt, rows, cols};
+}
+
+void Model::finalize() {
+  if (finalized_) invalid_argument("the model is already finalized");
+  size_t missing = 0;
+  const Slot* first = nullptr;
+  for (const Slot& s : slots_) {
+    if (s.storage) continue;
+    if (!first) first = &s;
+    ++missing;
+  }
+  if (first)
+    invalid_argument("missing tensor '" + first->name + "'" +
+                     (missing > 1 ? " (and " + std::to_string(missing - 1) + " more)" : std::string()));
+  if (config_.tie_word_embeddings) weights_.lm_head = weights_.embed;
+  finalized_ = true;
+}
+
+uint64_t Model::weight_bytes() const {
+  uint64_t total = 0;
+  for (const Slot& s : slots_)
+    if (s.storage) total += s.storage->size();
+  return total;
+}
+
+}  // namespace mcpm

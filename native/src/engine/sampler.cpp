@@ -1,0 +1,163 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+#include "common/error.h"
+
+namespace mcpm {
+
+SamplingConfig SamplingConfig::from_abi(const mcpm_sampling_params& p) {
+  auto bad = [](const char* field, const std::string& why) {
+    invalid_argument(std::string("invalid sampling params: ") + field + " " + why);
+  };
+  if (!std::isfinite(p.temperature) || p.temperature < 0) bad("temperature", "must be a number >= 0");
+  if (p.top_k < 0) bad("top_k", "must be >= 0");
+  if (!std::isfinite(p.top_p) || p.top_p <= 0 || p.top_p > 1) bad("top_p", "must be in (0, 1]");
+  if (!std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1) bad("min_p", "must be in [0, 1]");
+  if (!std::isfinite(p.repetition_penalty) || p.repetition_penalty <= 0) bad("repetition_penalty", "must be > 0");
+  if (!std::isfinite(p.frequency_penalty)) bad("frequency_penalty", "must be a number");
+  if (!std::isfinite(p.presence_penalty)) bad("presence_penalty", "must be a number");
+  if (p.penalty_last_n < -1) bad("penalty_last_n", "must be >= -1");
+  if (p.stop_token_count < 0 || (p.stop_token_count > 0 && p.stop_tokens == nullptr))
+    bad("stop_tokens", "must hold stop_token_count ids");
+  if (p.max_new_tokens < 0) bad("max_new_tokens", "must be >= 0");
+  SamplingConfig c;
+  c.temperature = p.temperature;
+  c.top_k = p.top_k;
+  c.top_p = p.top_p;
+  c.min_p = p.min_p;
+  c.repetition_penalty = p.repetition_penalty;
+  c.frequency_penalty = p.frequency_penalty;
+  c.presence_penalty = p.presence_penalty;
+  c.penalty_last_n = p.penalty_last_n;
+  c.seed = p.seed;
+  if (p.stop_token_count > 0) c.stop_tokens.assign(p.stop_tokens, p.stop_tokens + p.stop_token_count);
+  c.max_new_tokens = p.max_new_tokens;
+  return c;
+}
+
+void Rng::seed_with(uint64_t seed) {
+  for (uint64_t& s : s_) {  // splitmix64
+    seed += 0x9e3779b97f4a7c15ull;
+    uint64_t z = seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    s = z ^ (z >> 31);
+  }
+}
+
+uint64_t Rng::next() {
+  auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  const uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+void Sampler::configure(SamplingConfig config) {
+  config_ = std::move(config);
+  rng_.seed_with(config_.seed);
+}
+
+bool Sampler::is_stop(int32_t token) const {
+  return std::find(config_.stop_tokens.begin(), config_.stop_tokens.end(), token) != config_.stop_tokens.end();
+}
+
+void Sampler::apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length) {
+  const SamplingConfig& c = config_;
+  if (c.repetition_penalty == 1.0f && c.frequency_penalty == 0.0f && c.presence_penalty == 0.0f) return;
+  const int64_t n = c.penalty_last_n < 0 ? context_length : std::min<int64_t>(c.penalty_last_n, context_length);
+  if (n == 0) return;
+  window_.assign(context + context_length - n, context + context_length);
+  std::sort(window_.begin(), window_.end());
+  for (size_t i = 0; i < window_.size();) {
+    size_t j = i;
+    while (j < window_.size() && window_[j] == window_[i]) ++j;
+    const int32_t token = window_[i];
+    const float count = static_cast<float>(j - i);
+    i = j;
+    if (token < 0 || token >= vocab) continue;
+    float& l = logits_[static_cast<size_t>(token)];
+    if (c.repetition_penalty != 1.0f) l = l > 0 ? l / c.repetition_penalty : l * c.repetition_penalty;
+    l -= c.frequency_penalty * count + c.presence_penalty;
+  }
+}
+
+int32_t Sampler::sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length) {
+  const SamplingConfig& c = config_;
+  logits_.assign(logits, logits + vocab);
+  apply_penalties(vocab, context, context_length);
+
+  if (c.temperature <= 0.0f) {  // greedy; the first maximum wins ties
+    int32_t best = 0;
+    for (int32_t i = 1; i < vocab; ++i)
+      if (logits_[static_cast<size_t>(i)] > logits_[static_cast<size_t>(best)]) best = i;
+    return best;
+  }
+
+  // Candidates in descending logit order (ties by id, so the order and the draw are deterministic).
+  ids_.resize(static_cast<size_t>(vocab));
+  std::iota(ids_.begin(), ids_.end(), 0);
+  auto before = [this](int32_t a, int32_t b) {
+    const float la = logits_[static_cast<size_t>(a)], lb = logits_[static_cast<size_t>(b)];
+    return la > lb || (la == lb && a < b);
+  };
+  size_t n = ids_.size();
+  if (c.top_k > 0 && static_cast<size_t>(c.top_k) < n) {
+    std::nth_element(ids_.begin(), ids_.begin() + c.top_k, ids_.end(), before);
+    n = static_cast<size_t>(c.top_k);
+  }
+  // Sorting is only needed for the truncations; plain temperature sampling draws in id order.
+  const bool truncating = c.top_k > 0 || c.top_p < 1.0f || c.min_p > 0.0f;
+  if (truncating) std::sort(ids_.begin(), ids_.begin() + static_cast<std::ptrdiff_t>(n), before);
+
+  // Softmax of logits / T over the candidates.
+  const double inv_t = 1.0 / static_cast<double>(c.temperature);
+  double max_l = logits_[static_cast<size_t>(ids_[0])];
+  if (!truncating) max_l = *std::max_element(logits_.begin(), logits_.end());
+  probs_.resize(n);
+  double total = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    const double p = std::exp((static_cast<double>(logits_[static_cast<size_t>(ids_[i])]) - max_l) * inv_t);
+    probs_[i] = static_cast<float>(p);
+    total += p;
+  }
+  // top-p: the smallest prefix whose probability reaches top_p (at least one token).
+  if (c.top_p < 1.0f) {
+    double cumulative = 0.0;
+    size_t keep = n;
+    for (size_t i = 0; i < n; ++i) {
+      cumulative += probs_[i] / total;
+      if (cumulative >= c.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    n = keep;
+  }
+  // min-p: drop candidates below min_p times the most likely one (probs_[0] is the maximum).
+  if (c.min_p > 0.0f) {
+    const float threshold = c.min_p * probs_[0];
+    size_t keep = 1;
+    while (keep < n && probs_[keep] >= threshold) ++keep;
+    n = keep;
+  }
+  double kept = 0.0;
+  for (size_t i = 0; i < n; ++i) kept += probs_[i];
+  double u = rng_.uniform() * kept;
+  for (size_t i = 0; i < n; ++i) {
+    u -= probs_[i];
+    if (u < 0.0) return ids_[i];
+  }
+  return ids_[n - 1];  // rounding left u at or just above zero
+}
+
+}  // namespace mcpm

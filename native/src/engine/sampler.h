@@ -1,0 +1,61 @@
+// Token sampling on the host: penalties, temperature, top-k, top-p, min-p and a seeded RNG.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "minicpm4.h"
+
+namespace mcpm {
+
+struct SamplingConfig {
+  float temperature = 0.0f;
+  int32_t top_k = 0;
+  float top_p = 1.0f;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int32_t penalty_last_n = 64;
+  uint64_t seed = 0;
+  std::vector<int32_t> stop_tokens;
+  int32_t max_new_tokens = 0;
+
+  // Validates and copies; throws INVALID_ARGUMENT naming the bad field.
+  static SamplingConfig from_abi(const mcpm_sampling_params& p);
+};
+
+// xoshiro256** seeded through splitmix64: fast, small state, identical on every platform.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0) { seed_with(seed); }
+  void seed_with(uint64_t seed);
+  uint64_t next();
+  // Uniform in [0, 1) with 53 random bits.
+  double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
+
+ private:
+  uint64_t s_[4];
+};
+
+class Sampler {
+ public:
+  void configure(SamplingConfig config);
+  const SamplingConfig& config() const { return config_; }
+  bool is_stop(int32_t token) const;
+
+  // Draws one token from logits[0, vocab) given the context tokens (for the penalties).
+  int32_t sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length);
+
+ private:
+  void apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length);
+
+  SamplingConfig config_;
+  Rng rng_;
+  std::vector<float> logits_;   // working copy
+  std::vector<int32_t> ids_;    // candidate ids
+  std::vector<float> probs_;    // candidate probabilities
+  std::vector<int32_t> window_; // sorted penalty window
+};
+
+}  // namespace mcpm
