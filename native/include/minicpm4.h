@@ -282,7 +282,7 @@ MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session);
  * after penalties; ties go to the lowest id). */
 typedef struct mcpm_sampling_params {
   uint32_t struct_size;       /* in: sizeof(mcpm_sampling_params) */
-  float temperature;          /* default 0 (greedy) */
+  float temperature;          /* default 0; any value <= 0 is greedy */
   int32_t top_k;              /* keep the k most likely tokens; 0 = off (default) */
   float top_p;                /* keep the smallest set with cumulative probability >= top_p; 1 = off (default) */
   float min_p;                /* drop tokens with p < min_p * p_max; 0 = off (default) */

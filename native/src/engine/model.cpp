@@ -86,6 +86,8 @@ ModelConfig ModelConfig::from_abi(const mcpm_model_config& a) {
   } else {
     require(a.rope_scaling == MCPM_ROPE_SCALING_NONE, "rope_scaling",
             "must be MCPM_ROPE_SCALING_NONE or _LONGROPE, got " + std::to_string(a.rope_scaling));
+    require(a.rope_factor_count == 0, "rope_factor_count",
+            "must be 0 without LongRoPE, got " + std::to_string(a.rope_factor_count));
   }
   return c;
 }

@@ -13,7 +13,7 @@ SamplingConfig SamplingConfig::from_abi(const mcpm_sampling_params& p) {
   auto bad = [](const char* field, const std::string& why) {
     invalid_argument(std::string("invalid sampling params: ") + field + " " + why);
   };
-  if (!std::isfinite(p.temperature) || p.temperature < 0) bad("temperature", "must be a number >= 0");
+  if (!std::isfinite(p.temperature)) bad("temperature", "must be a number (<= 0 means greedy)");
   if (p.top_k < 0) bad("top_k", "must be >= 0");
   if (!std::isfinite(p.top_p) || p.top_p <= 0 || p.top_p > 1) bad("top_p", "must be in (0, 1]");
   if (!std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1) bad("min_p", "must be in [0, 1]");

@@ -30,15 +30,15 @@ Session::Session(std::shared_ptr<const Model> model, int32_t context_capacity, i
 }
 
 void Session::check_tokens(const int32_t* tokens, int32_t n) const {
+  if (static_cast<int64_t>(length()) + n > capacity())
+    throw_error(MCPM_ERR_CONTEXT_FULL, std::to_string(n) + " tokens do not fit: the session holds " +
+                                           std::to_string(length()) + " of " + std::to_string(capacity()) +
+                                           " tokens (context capacity)");
   const int32_t vocab = model_->config().vocab_size;
   for (int32_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       invalid_argument("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                        " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
-  if (static_cast<int64_t>(length()) + n > capacity())
-    throw_error(MCPM_ERR_CONTEXT_FULL, std::to_string(n) + " tokens do not fit: the session holds " +
-                                           std::to_string(length()) + " of " + std::to_string(capacity()) +
-                                           " tokens (context capacity)");
 }
 
 void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable) {
@@ -118,9 +118,12 @@ void Session::reset() {
 }
 
 void Session::set_sampling(SamplingConfig config) {
-  for (int32_t t : config.stop_tokens)
-    if (t < 0 || t >= model_->config().vocab_size)
-      invalid_argument("invalid sampling params: stop token " + std::to_string(t) + " is outside the vocabulary");
+  const int32_t vocab = model_->config().vocab_size;
+  for (size_t i = 0; i < config.stop_tokens.size(); ++i)
+    if (config.stop_tokens[i] < 0 || config.stop_tokens[i] >= vocab)
+      invalid_argument("invalid sampling params: stop_tokens[" + std::to_string(i) + "] = " +
+                       std::to_string(config.stop_tokens[i]) + " is outside the vocabulary [0, " +
+                       std::to_string(vocab) + ")");
   sampler_.configure(std::move(config));
   generated_since_config_ = 0;
 }

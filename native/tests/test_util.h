@@ -1,0 +1,158 @@
+// Shared helpers for the C ABI tests: dtype conversions, RAII handles, status assertions and a
+// builder of tiny random MiniCPM4 models whose weights are kept on the host for the reference.
+#ifndef MCPM_TESTS_TEST_UTIL_H
+#define MCPM_TESTS_TEST_UTIL_H
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "minicpm4.h"
+
+namespace mcpm_test {
+
+// ---- dtype conversions (round to nearest, ties to even) ------------------------------------------
+uint16_t FloatToBf16(float f);
+float Bf16ToFloat(uint16_t h);
+uint16_t FloatToFp16(float f);
+float Fp16ToFloat(uint16_t h);
+// The float value that storing f in `dtype` and reading it back gives.
+float RoundToDtype(float f, mcpm_dtype dtype);
+size_t DtypeSize(mcpm_dtype dtype);
+const char* DtypeName(mcpm_dtype dtype);
+
+// ---- RAII handles ----------------------------------------------------------------------------------
+struct ModelDeleter {
+  void operator()(mcpm_model* m) const { mcpm_model_free(m); }
+};
+struct SessionDeleter {
+  void operator()(mcpm_session* s) const { mcpm_session_free(s); }
+};
+using ModelPtr = std::unique_ptr<mcpm_model, ModelDeleter>;
+using SessionPtr = std::unique_ptr<mcpm_session, SessionDeleter>;
+
+// ---- status assertions -----------------------------------------------------------------------------
+// Success iff s == MCPM_OK; otherwise the failure message carries the code and mcpm_last_error().
+::testing::AssertionResult IsOk(const char* expr, mcpm_status s);
+// Success iff s == expected and (for a failure code) mcpm_last_error() is non-empty.
+::testing::AssertionResult HasStatus(const char* expr, const char* expected_expr, mcpm_status s,
+                                     mcpm_status expected);
+
+#define ASSERT_MCPM_OK(expr) ASSERT_PRED_FORMAT1(::mcpm_test::IsOk, (expr))
+#define EXPECT_MCPM_OK(expr) EXPECT_PRED_FORMAT1(::mcpm_test::IsOk, (expr))
+#define ASSERT_MCPM_STATUS(expr, code) ASSERT_PRED_FORMAT2(::mcpm_test::HasStatus, (expr), (code))
+#define EXPECT_MCPM_STATUS(expr, code) EXPECT_PRED_FORMAT2(::mcpm_test::HasStatus, (expr), (code))
+
+// Backend the tests run on: $MCPM_TEST_BACKEND = cpu (default) | cuda | auto.
+mcpm_backend PrimaryBackend();
+// Backends compiled into the library that the reference tests should cover (CPU first).
+std::vector<mcpm_backend> CompiledBackends();
+const char* BackendName(mcpm_backend b);
+
+// ---- tiny random models ------------------------------------------------------------------------------
+struct TinyConfig {
+  int32_t vocab = 384;
+  int32_t hidden = 128;
+  int32_t layers = 2;
+  int32_t heads = 4;
+  int32_t kv_heads = 2;
+  int32_t head_dim = 64;
+  int32_t intermediate = 256;
+  int32_t max_position_embeddings = 512;
+  float rms_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  bool longrope = false;
+  // LongRoPE: the factors are drawn uniformly from [1, 4] (short and long independently).
+  int32_t original_max_position_embeddings = 128;
+  float scale_emb = 2.5f;
+  // scale_depth / sqrt(layers) far from 1 so a missing residual scale is visible.
+  float scale_depth = 2.0f;
+  // dim_model_base / hidden scales the LM head input; a quarter keeps the logits O(1-10).
+  float dim_model_base = 32.0f;
+  bool tied = true;
+  mcpm_dtype dtype = MCPM_DTYPE_F32;
+  // Give each tensor a different dtype (cycling F32, F16, BF16) instead of `dtype`.
+  bool mixed_dtypes = false;
+  uint64_t seed = 1;
+};
+
+struct HostTensor {
+  std::string name;
+  std::vector<int64_t> shape;  // outermost first
+  mcpm_dtype dtype = MCPM_DTYPE_F32;
+  std::vector<float> values;   // already rounded to dtype: exactly what the engine stores
+  std::vector<uint8_t> bytes;  // the values encoded in dtype (little endian, as in memory)
+  size_t numel() const { return values.size(); }
+};
+
+// Encodes float values into the raw bytes of `dtype`.
+std::vector<uint8_t> EncodeTensor(const std::vector<float>& values, mcpm_dtype dtype);
+
+class TinyModel {
+ public:
+  explicit TinyModel(const TinyConfig& cfg);
+
+  const TinyConfig& config() const { return cfg_; }
+  // The engine config; the LongRoPE factor pointers point into this object.
+  mcpm_model_config ApiConfig() const;
+  const std::vector<HostTensor>& tensors() const { return tensors_; }
+  const HostTensor& tensor(const std::string& name) const;   // aborts the test binary if unknown
+  const std::vector<float>& w(const std::string& name) const { return tensor(name).values; }
+  const std::vector<float>& short_factor() const { return short_factor_; }
+  const std::vector<float>& long_factor() const { return long_factor_; }
+  // Sum of the tensors' byte sizes in their storage dtypes.
+  uint64_t TotalBytes() const;
+
+  // mcpm_model_create with this config; returns the status (out untouched on failure).
+  mcpm_status Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads = 0) const;
+  mcpm_status SetTensor(mcpm_model* model, const HostTensor& t) const;
+  // Sets every tensor except the one named `skip` (if any); stops at the first failure.
+  mcpm_status SetAll(mcpm_model* model, const std::string& skip = std::string()) const;
+  // Create + SetAll + finalize. On failure records a test failure (with mcpm_last_error) and
+  // returns nullptr; *status (if given) receives the failing status.
+  ModelPtr Load(mcpm_backend backend, mcpm_status* status = nullptr, int32_t num_threads = 0) const;
+  ModelPtr Load() const { return Load(PrimaryBackend()); }
+
+  // Random token ids in [0, vocab).
+  std::vector<int32_t> RandomTokens(int n, uint64_t seed) const;
+
+ private:
+  void AddTensor(const std::string& name, std::vector<int64_t> shape, float lo, float hi, std::mt19937_64& rng);
+
+  TinyConfig cfg_;
+  std::vector<HostTensor> tensors_;
+  std::vector<float> short_factor_;
+  std::vector<float> long_factor_;
+};
+
+// Session with the given capacity (0 = engine default) and prefill chunk (0 = engine default).
+// Records a test failure and returns nullptr on failure.
+SessionPtr MakeSession(mcpm_model* model, int32_t capacity = 0, int32_t prefill_chunk = 0);
+
+// max |a - b| over two equally long arrays, and max |x|.
+double MaxAbsDiff(const float* a, const float* b, size_t n);
+double MaxAbsDiff(const float* a, const double* b, size_t n);
+double MaxAbs(const float* a, size_t n);
+double MaxAbs(const double* a, size_t n);
+
+// Index of the largest value, lowest index on ties.
+int32_t ArgMax(const float* v, size_t n);
+
+// Session helpers (return empty / -1 and record a failure on error).
+int32_t SessionLength(const mcpm_session* s);
+std::vector<int32_t> SessionTokens(const mcpm_session* s);
+
+// Runs fn on a brand-new thread (whose last-error message starts empty) and returns its status and
+// the mcpm_last_error() seen on that thread right after.
+std::pair<mcpm_status, std::string> CallOnFreshThread(const std::function<mcpm_status()>& fn);
+
+}  // namespace mcpm_test
+
+#endif  // MCPM_TESTS_TEST_UTIL_H
