@@ -44,7 +44,9 @@ void Session::check_tokens(const int32_t* tokens, int32_t n) const {
 void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable) {
   const int32_t vocab = model_->config().vocab_size;
   const int32_t start_length = length();
-  logits_valid_ = false;
+  // The new logits go to a side buffer and replace the pending ones only on success, so a failed or
+  // cancelled call leaves the session exactly as it was (pending logits included).
+  next_logits_.resize(last_logits_.size());
   try {
     for (int32_t done = 0; done < n;) {
       if (abortable && consume_abort()) throw_error(MCPM_ERR_CANCELLED, "prefill cancelled by an abort request");
@@ -53,18 +55,19 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
       float* dst = all_logits ? all_logits + static_cast<size_t>(done) * vocab : nullptr;
       if (dst) {
         forward(*model_, *ctx_, ws_, kv_, tokens + done, m, length(), LogitRows::All, dst);
-        if (last_chunk) std::memcpy(last_logits_.data(), dst + static_cast<size_t>(m - 1) * vocab, vocab * sizeof(float));
+        if (last_chunk) std::memcpy(next_logits_.data(), dst + static_cast<size_t>(m - 1) * vocab, vocab * sizeof(float));
       } else {
         // Intermediate chunks still pay for one LM-head row; negligible next to the chunk itself.
-        forward(*model_, *ctx_, ws_, kv_, tokens + done, m, length(), LogitRows::Last, last_logits_.data());
+        forward(*model_, *ctx_, ws_, kv_, tokens + done, m, length(), LogitRows::Last, next_logits_.data());
       }
       tokens_.insert(tokens_.end(), tokens + done, tokens + done + m);
       done += m;
     }
   } catch (...) {
-    tokens_.resize(static_cast<size_t>(start_length));  // leave the session as it was
+    tokens_.resize(static_cast<size_t>(start_length));  // cache rows past the length are simply overwritten later
     throw;
   }
+  last_logits_.swap(next_logits_);
   logits_valid_ = true;
 }
 

@@ -62,7 +62,8 @@ class Session {
   KvCache kv_;
   Workspace ws_;
   std::vector<int32_t> tokens_;
-  std::vector<float> last_logits_;
+  std::vector<float> last_logits_;  // logits of the last evaluated token, for sampling
+  std::vector<float> next_logits_;  // written by an evaluation in progress
   bool logits_valid_ = false;
   Sampler sampler_;
   int32_t generated_since_config_ = 0;

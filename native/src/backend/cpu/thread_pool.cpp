@@ -14,7 +14,7 @@
 namespace mcpm {
 
 namespace {
-constexpr int kSpinIterations = 20000;  // roughly 20-50 microseconds before sleeping
+constexpr int kSpinIterations = 4000;  // a few microseconds to tens of microseconds, by CPU
 }
 
 ThreadPool::ThreadPool(int32_t num_threads) {
