@@ -6,13 +6,25 @@
 namespace mcpm {
 namespace {
 
+// Eight independent partial sums: portable code the compiler can map onto whatever vector unit
+// the baseline ISA has (SSE2 on x86-64), without -ffast-math.
+constexpr int kLanes = 8;
+
+template <typename Load>
+float dot_lanes(Load load, const float* x, int64_t K) {
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= K; k += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += load(k + j) * x[k + j];
+  float s = 0.0f;
+  for (int j = 0; j < kLanes; ++j) s += acc[j];
+  for (; k < K; ++k) s += load(k) * x[k];
+  return s;
+}
+
 template <typename Load>
 void gemv_rows(Load load, const float* x, float* y, int64_t rows, int64_t K) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float acc = 0.0f;
-    for (int64_t k = 0; k < K; ++k) acc += load(r * K + k) * x[k];
-    y[r] = acc;
-  }
+  for (int64_t r = 0; r < rows; ++r) y[r] = dot_lanes([&](int64_t k) { return load(r * K + k); }, x, K);
 }
 
 void gemv_f32(const float* W, const float* x, float* y, int64_t rows, int64_t K) {
@@ -34,9 +46,7 @@ void bf16_row(const uint16_t* src, float* dst, int64_t n) {
 }
 
 float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0.0f;
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
+  return dot_lanes([a](int64_t i) { return a[i]; }, b, n);
 }
 
 void gemm4(const float* W, int64_t K, const float* X, int64_t ldx, int64_t T, float* out, int64_t ldo) {
