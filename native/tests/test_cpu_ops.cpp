@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -85,6 +86,22 @@ void expect_close(double got, double exact, double abs_sum, const std::string& w
 }
 
 const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16};
+
+// The vector path of the build's architecture exists and is what runs by default, so the parity
+// tests below really cover it (not only the scalar fallback).
+TEST(Kernels, VectorPathIsCompiledAndSelectedByDefault) {
+#if defined(MCPM_HAVE_NEON_KERNELS)
+  ASSERT_NE(cpu_kernels_for("neon"), nullptr);
+  if (std::getenv("MCPM_CPU_ISA") == nullptr) EXPECT_STREQ(cpu_kernels().name, "neon");
+#elif defined(MCPM_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    ASSERT_NE(cpu_kernels_for("avx2"), nullptr);
+    if (std::getenv("MCPM_CPU_ISA") == nullptr) EXPECT_STREQ(cpu_kernels().name, "avx2");
+  }
+#endif
+  EXPECT_NE(cpu_kernels_for("scalar"), nullptr);
+  EXPECT_EQ(cpu_kernels_for("no-such-isa"), nullptr);
+}
 
 // ---- conversions --------------------------------------------------------------------------------
 

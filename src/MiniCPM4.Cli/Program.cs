@@ -1,1 +1,4 @@
-return 0;
+using System.CommandLine;
+using MiniCPM4.Cli;
+
+return await Cli.RunAsync(args);

@@ -1,0 +1,90 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using MiniCPM4.Checkpoints;
+
+namespace MiniCPM4.Cli;
+
+/// <summary>`minicpm4 bench`: prefill and decode throughput of a checkpoint, or of a preset written
+/// to a temporary directory.</summary>
+internal static class BenchCommand
+{
+    private static readonly Option<string?> ModelDir = new("--model", "-m") { Description = "Checkpoint directory" };
+    private static readonly Option<int> PromptTokens = new("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
+    private static readonly Option<int> GenTokens = new("--gen-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
+    private static readonly Option<string?> PresetOption = new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b (random weights)" };
+
+    public static Command Create()
+    {
+        var command = new Command("bench", "Measure prefill and decode speed");
+        command.Options.Add(ModelDir);
+        command.Options.Add(PresetOption);
+        command.Options.Add(PromptTokens);
+        command.Options.Add(GenTokens);
+        command.Options.Add(Cli.Device);
+        command.Options.Add(Cli.Threads);
+        command.Options.Add(Cli.Json);
+        command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
+        return command;
+    }
+
+    private static async Task RunAsync(ParseResult parse, CancellationToken ct)
+    {
+        var dir = parse.GetValue(ModelDir);
+        var preset = parse.GetValue(PresetOption);
+        if ((dir is null) == (preset is null)) throw new UsageException("give exactly one of --model or --preset");
+        int promptTokens = parse.GetValue(PromptTokens), genTokens = parse.GetValue(GenTokens);
+        if (promptTokens < 1 || genTokens < 1) throw new UsageException("--prompt-tokens and --gen-tokens must be >= 1");
+        string? temp = null;
+        try
+        {
+            if (preset is not null)
+            {
+                var p = CreateModelCommand.ParsePreset(preset);
+                temp = Path.Combine(Path.GetTempPath(), $"minicpm4-bench-{Guid.NewGuid():N}");
+                await Task.Run(() => CheckpointWriter.CreateRandomModel(temp, p, 0, TensorDType.BF16), ct);
+                dir = temp;
+            }
+            var (device, index) = Cli.ParseDevice(parse.GetValue(Cli.Device) ?? "auto");
+            using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions { Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads) }, null, ct);
+            using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });
+            var rng = new Random(1234);
+            var prompt = new int[promptTokens];
+            for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(model.Config.VocabSize);
+            await Task.Run(() => session.Prefill(prompt, ct), ct);
+            var options = new GenerationOptions { MaxTokens = genTokens, StopTokenIds = [], Seed = 0 };
+            int generated = 0;
+            await foreach (var t in session.GenerateAsync(options, ct)) if (t.Id >= 0) generated++;
+            var s = session.Statistics;
+            if (parse.GetValue(Cli.Json))
+            {
+                using var buffer = new MemoryStream();
+                using (var w = new Utf8JsonWriter(buffer))
+                {
+                    w.WriteStartObject();
+                    w.WriteString("model", Path.GetFileName(Path.TrimEndingDirectorySeparator(dir!)));
+                    w.WriteNumber("parameters", model.ParameterCount);
+                    w.WriteNumber("weight_bytes", model.WeightBytes);
+                    w.WriteNumber("prompt_tokens", s.PrefillTokens);
+                    w.WriteNumber("generated_tokens", generated);
+                    w.WriteNumber("prefill_tokens_per_s", Math.Round(s.PrefillTokensPerSecond, 3));
+                    w.WriteNumber("decode_tokens_per_s", Math.Round(s.DecodeTokensPerSecond, 3));
+                    w.WriteNumber("decode_gb_per_s", Math.Round(s.DecodeTokensPerSecond * model.WeightBytes / 1e9, 3));
+                    w.WriteEndObject();
+                }
+                Console.Out.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));
+            }
+            else
+            {
+                Console.Out.WriteLine($"model    {model.ParameterCount / 1e6:F1} M parameters, {InfoCommand.Bytes(model.WeightBytes)} of weights");
+                Console.Out.WriteLine($"prefill  {s.PrefillTokens} tokens at {s.PrefillTokensPerSecond:F2} tokens/s");
+                Console.Out.WriteLine($"decode   {generated} tokens at {s.DecodeTokensPerSecond:F2} tokens/s ({s.DecodeTokensPerSecond * model.WeightBytes / 1e9:F2} GB/s of weights)");
+            }
+        }
+        finally
+        {
+            if (temp is not null && Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        }
+    }
+}

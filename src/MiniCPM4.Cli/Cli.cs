@@ -1,0 +1,175 @@
+using System.CommandLine;
+using MiniCPM4.Checkpoints;
+
+namespace MiniCPM4.Cli;
+
+/// <summary>An error in how the command was called (exit code 2).</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>The `minicpm4` command line: commands, shared options and the exit-code contract
+/// (0 success, 2 usage error, 1 any other error with a one-line message on stderr).</summary>
+internal static class Cli
+{
+    internal static readonly Option<string> Model = new("--model", "-m") { Description = "Checkpoint directory (Hugging Face MiniCPM4 format)", Required = true };
+    internal static readonly Option<string> Device = new("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "auto" };
+    internal static readonly Option<int> Threads = new("--threads") { Description = "CPU threads (0 = all cores)" };
+    internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
+    internal static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and loader details", Recursive = true };
+    internal static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object instead of text" };
+    internal static readonly Option<int> MaxTokens = new("--max-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 256 };
+    internal static readonly Option<float?> Temperature = new("--temperature") { Description = "Sampling temperature; 0 is greedy (default: the checkpoint's generation_config, else 0)" };
+    internal static readonly Option<int?> TopK = new("--top-k") { Description = "Keep the k most likely tokens" };
+    internal static readonly Option<float?> TopP = new("--top-p") { Description = "Nucleus sampling threshold" };
+    internal static readonly Option<float?> MinP = new("--min-p") { Description = "Drop tokens below min-p times the most likely" };
+    internal static readonly Option<float?> RepetitionPenalty = new("--repetition-penalty") { Description = "Penalty for repeated tokens (1 = off)" };
+    internal static readonly Option<ulong?> Seed = new("--seed") { Description = "RNG seed (same seed, same tokens)" };
+    internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var root = new RootCommand("minicpm4: run MiniCPM4 models (CPU reference backend; CUDA when compiled in)");
+        root.Options.Add(Verbose);
+        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(LogitsCommand.Create());
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(CreateModelCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
+
+        var parse = root.Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors) Console.Error.WriteLine($"minicpm4: {error.Message}");
+            Console.Error.WriteLine("Try 'minicpm4 --help'.");
+            return 2;
+        }
+        return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+    }
+
+    /// <summary>Runs a command body with the exit-code contract.</summary>
+    public static async Task<int> Guard(ParseResult parse, Func<Task> body)
+    {
+        bool verbose = parse.GetValue(Verbose);
+        try
+        {
+            await body();
+            return 0;
+        }
+        catch (UsageException e)
+        {
+            Console.Error.WriteLine($"minicpm4: {e.Message}");
+            return 2;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("minicpm4: cancelled");
+            return 1;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"minicpm4: {OneLine(e)}");
+            if (verbose) Console.Error.WriteLine(e);
+            return 1;
+        }
+    }
+
+    private static string OneLine(Exception e)
+    {
+        string kind = e switch
+        {
+            CheckpointException => "checkpoint error",
+            MiniCpmNativeLibraryException => "native library error",
+            MiniCpmException => "engine error",
+            FileNotFoundException or DirectoryNotFoundException => "file not found",
+            InvalidDataException => "invalid data",
+            IOException => "I/O error",
+            _ => "error",
+        };
+        return $"{kind}: {e.Message.ReplaceLineEndings(" ")}";
+    }
+
+    public static (ComputeDevice Device, int Index) ParseDevice(string text)
+    {
+        var t = text.Trim().ToLowerInvariant();
+        if (t == "auto") return (ComputeDevice.Auto, 0);
+        if (t == "cpu") return (ComputeDevice.Cpu, 0);
+        if (t == "cuda") return (ComputeDevice.Cuda, 0);
+        if (t.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(t[5..], out int index) && index >= 0)
+            return (ComputeDevice.Cuda, index);
+        throw new UsageException($"unknown device '{text}' (expected cpu, cuda, cuda:N or auto)");
+    }
+
+    /// <summary>Loads the model named by --model with a progress bar on an interactive stderr.</summary>
+    public static async Task<MiniCpmModel> LoadModelAsync(ParseResult parse, CancellationToken ct)
+    {
+        var directory = parse.GetValue(Model)!;
+        var (device, index) = ParseDevice(parse.GetValue(Device) ?? "auto");
+        bool verbose = parse.GetValue(Verbose);
+        var options = new MiniCpmLoadOptions
+        {
+            Device = device,
+            DeviceIndex = index,
+            Threads = parse.GetValue(Threads),
+            Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
+        };
+        if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
+        return await Progress.RunAsync("Loading " + Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)),
+            progress => MiniCpmModel.LoadAsync(directory, options, progress, ct));
+    }
+
+    public static SessionOptions SessionOptionsFrom(ParseResult parse)
+    {
+        int context = parse.GetValue(Context);
+        if (context < 0) throw new UsageException("--context must be >= 0");
+        return new SessionOptions { ContextLength = context };
+    }
+
+    /// <summary>Generation options: the checkpoint's defaults, overridden by the command line.</summary>
+    public static GenerationOptions GenerationOptionsFrom(ParseResult parse, MiniCpmModel model)
+    {
+        var o = GenerationOptions.FromDefaults(model.GenerationDefaults);
+        int max = parse.GetValue(MaxTokens);
+        if (max < 0) throw new UsageException("--max-tokens must be >= 0");
+        o = o with { MaxTokens = max };
+        if (parse.GetValue(Temperature) is float t)
+        {
+            if (!float.IsFinite(t) || t < 0) throw new UsageException("--temperature must be >= 0");
+            o = o with { Temperature = t };
+        }
+        if (parse.GetValue(TopK) is int k)
+        {
+            if (k < 0) throw new UsageException("--top-k must be >= 0");
+            o = o with { TopK = k };
+        }
+        if (parse.GetValue(TopP) is float p)
+        {
+            if (!(p > 0 && p <= 1)) throw new UsageException("--top-p must be in (0, 1]");
+            o = o with { TopP = p };
+        }
+        if (parse.GetValue(MinP) is float mp)
+        {
+            if (!(mp >= 0 && mp <= 1)) throw new UsageException("--min-p must be in [0, 1]");
+            o = o with { MinP = mp };
+        }
+        if (parse.GetValue(RepetitionPenalty) is float rp)
+        {
+            if (!(rp > 0)) throw new UsageException("--repetition-penalty must be > 0");
+            o = o with { RepetitionPenalty = rp };
+        }
+        o = o with { Seed = parse.GetValue(Seed) ?? 0 };
+        if (parse.GetValue(Stop) is { Length: > 0 } stops) o = o with { StopStrings = stops };
+        return o;
+    }
+
+    public static void AddGenerationOptions(Command command)
+    {
+        foreach (var option in new Option[] { MaxTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Stop })
+            command.Options.Add(option);
+    }
+
+    public static void AddModelOptions(Command command)
+    {
+        foreach (var option in new Option[] { Model, Device, Threads, Context }) command.Options.Add(option);
+    }
+}

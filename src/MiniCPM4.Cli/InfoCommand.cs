@@ -1,0 +1,57 @@
+using System.CommandLine;
+using MiniCPM4.Checkpoints;
+
+namespace MiniCPM4.Cli;
+
+/// <summary>`minicpm4 info`: the checkpoint's configuration, size and memory needs, and what the
+/// native library offers.</summary>
+internal static class InfoCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("info", "Show a checkpoint's config, parameter count, memory needs, and the available backends");
+        command.Options.Add(Cli.Model);
+        command.SetAction((parse, ct) => Cli.Guard(parse, () => Run(parse)));
+        return command;
+    }
+
+    private static Task Run(ParseResult parse)
+    {
+        var directory = parse.GetValue(Cli.Model)!;
+        using var checkpoint = Checkpoint.Open(directory, parse.GetValue(Cli.Verbose) ? l => Console.Error.WriteLine($"minicpm4: {l}") : null);
+        var c = checkpoint.Config;
+        var o = Console.Out;
+        o.WriteLine($"checkpoint    {Path.GetFullPath(directory)}");
+        o.WriteLine($"architecture  {string.Join(", ", c.Architectures ?? [])} (model_type {c.ModelType})");
+        o.WriteLine($"vocab         {c.VocabSize}");
+        o.WriteLine($"hidden        {c.HiddenSize}, layers {c.NumHiddenLayers}, heads {c.NumAttentionHeads} ({c.NumKeyValueHeads} KV), head_dim {c.HeadDim}, FFN {c.IntermediateSize}");
+        o.WriteLine($"positions     {c.MaxPositionEmbeddings}, rope theta {c.RopeTheta}, rope scaling {(c.RopeScaling is null ? "none" : $"{c.RopeScaling.Type} (original {c.RopeScaling.OriginalMaxPositionEmbeddings})")}");
+        o.WriteLine($"muP           scale_emb {c.ScaleEmb}, scale_depth {c.ScaleDepth}, dim_model_base {c.DimModelBase}, tied embeddings {c.TieWordEmbeddings}");
+        if (c.Sparse is not null) o.WriteLine("sparse        sparse_config present (InfLLM v2 is not implemented yet: attention runs dense)");
+        long parameters = checkpoint.Tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+        o.WriteLine($"parameters    {parameters:N0} ({parameters / 1e9:F2} B)");
+        o.WriteLine($"weights       {Bytes(checkpoint.TotalBytes)} ({string.Join(", ", checkpoint.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"))})");
+        long kvPerToken = 2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float);
+        o.WriteLine($"KV cache      {Bytes(kvPerToken)} per token on the CPU backend (fp32): 4k context {Bytes(kvPerToken * 4096)}, full {c.MaxPositionEmbeddings} {Bytes(kvPerToken * c.MaxPositionEmbeddings)}");
+        try
+        {
+            var build = MiniCpmNative.GetBuildInfo();
+            o.WriteLine($"engine        {build.Version} (ABI {build.AbiVersion}) from {MiniCpmNative.LoadedLibraryPath}");
+            o.WriteLine($"backends      {string.Join(", ", build.Backends)}; CPU kernels: {build.CpuFeatures}");
+            o.WriteLine($"devices       cpu ({Environment.ProcessorCount} cores){(build.CudaVersion > 0 ? $"; CUDA {build.CudaVersion / 1000}.{build.CudaVersion % 1000 / 10} for sm {build.CudaArchitectures}" : "; CUDA not compiled in")}");
+        }
+        catch (MiniCpmNativeLibraryException e)
+        {
+            o.WriteLine($"engine        not loadable: {e.Message.ReplaceLineEndings(" ")}");
+        }
+        return Task.CompletedTask;
+    }
+
+    internal static string Bytes(long bytes) => bytes switch
+    {
+        >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{bytes / (double)(1L << 20):F1} MiB",
+        >= 1L << 10 => $"{bytes / 1024.0:F1} KiB",
+        _ => $"{bytes} B",
+    };
+}

@@ -1,0 +1,183 @@
+using MiniCPM4.Chat;
+using MiniCPM4.Checkpoints;
+using MiniCPM4.Interop;
+using MiniCPM4.Tokenization;
+
+namespace MiniCPM4;
+
+/// <summary>
+/// A MiniCPM4 model loaded into the native engine, with its tokenizer and configuration.
+/// Thread-safety: a loaded model is immutable; any number of sessions may use it concurrently
+/// (one thread per session at a time). Dispose it when done; sessions keep the native weights
+/// alive until they are disposed too.
+/// </summary>
+public sealed class MiniCpmModel : IDisposable
+{
+    private readonly ModelHandle _handle;
+
+    private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
+        MiniCpmTokenizer tokenizer, long weightBytes)
+    {
+        _handle = handle;
+        Directory = directory;
+        Config = config;
+        GenerationDefaults = generation;
+        Tokenizer = tokenizer;
+        WeightBytes = weightBytes;
+        var stops = new SortedSet<int>(config.EosTokenIds ?? []);
+        foreach (var id in generation.EosTokenIds ?? []) stops.Add(id);
+        if (tokenizer.TokenToId("<|im_end|>") is int imEnd) stops.Add(imEnd);
+        if (stops.Count == 0) stops.Add(tokenizer.EosId);
+        StopTokenIds = stops.Where(id => id >= 0 && id < config.VocabSize).ToArray();
+    }
+
+    /// <summary>The checkpoint directory.</summary>
+    public string Directory { get; }
+    public MiniCpmConfig Config { get; }
+    /// <summary>generation_config.json of the checkpoint (defaults when absent).</summary>
+    public GenerationConfig GenerationDefaults { get; }
+    public MiniCpmTokenizer Tokenizer { get; }
+    /// <summary>Bytes of weights held by the engine.</summary>
+    public long WeightBytes { get; }
+    /// <summary>End-of-sequence / end-of-turn ids from config.json, generation_config.json and the tokenizer.</summary>
+    public IReadOnlyList<int> StopTokenIds { get; }
+
+    internal ModelHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmModel)) : _handle;
+
+    /// <summary>Loads a Hugging Face MiniCPM4 checkpoint directory.</summary>
+    /// <exception cref="CheckpointException">A file is missing, corrupt or disagrees with the config.</exception>
+    /// <exception cref="MiniCpmException">The engine rejected the model (e.g. backend unavailable, out of memory).</exception>
+    public static MiniCpmModel Load(string directory, MiniCpmLoadOptions? options = null) =>
+        LoadCore(directory, options ?? new MiniCpmLoadOptions(), null, CancellationToken.None);
+
+    /// <summary>Loads a checkpoint on a worker thread, reporting progress; cancellation is checked between tensors.</summary>
+    public static Task<MiniCpmModel> LoadAsync(string directory, MiniCpmLoadOptions? options = null,
+        IProgress<LoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
+        Task.Run(() => LoadCore(directory, options ?? new MiniCpmLoadOptions(), progress, cancellationToken),
+            cancellationToken);
+
+    private static unsafe MiniCpmModel LoadCore(string directory, MiniCpmLoadOptions options,
+        IProgress<LoadProgress>? progress, CancellationToken ct)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
+        NativeLibraryResolver.EnsureLoaded();
+
+        using var checkpoint = Checkpoint.Open(directory, options.Log);
+        var tokenizer = MiniCpmTokenizer.Load(directory);
+        if (tokenizer.ChatTemplate is not null && !ChatTemplate.IsCompatible(tokenizer.ChatTemplate))
+            options.Log?.Invoke("warning: the checkpoint's chat_template is not MiniCPM4's ChatML; chat uses ChatML anyway");
+        var config = checkpoint.Config;
+
+        mcpm_model_options modelOptions = default;
+        modelOptions.struct_size = (uint)sizeof(mcpm_model_options);
+        NativeStatus.Check(NativeMethods.mcpm_model_options_default(&modelOptions));
+        modelOptions.backend = options.Device switch
+        {
+            ComputeDevice.Cpu => NativeConstants.MCPM_BACKEND_CPU,
+            ComputeDevice.Cuda => NativeConstants.MCPM_BACKEND_CUDA,
+            _ => NativeConstants.MCPM_BACKEND_AUTO,
+        };
+        modelOptions.device_index = options.DeviceIndex;
+        modelOptions.num_threads = options.Threads;
+
+        float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];
+        float[] longFactor = config.RopeScaling?.LongFactor ?? [];
+        ModelHandle handle;
+        fixed (float* shortPtr = shortFactor)
+        fixed (float* longPtr = longFactor)
+        {
+            mcpm_model_config native = default;
+            native.struct_size = (uint)sizeof(mcpm_model_config);
+            NativeStatus.Check(NativeMethods.mcpm_model_config_default(&native));
+            native.vocab_size = config.VocabSize;
+            native.hidden_size = config.HiddenSize;
+            native.num_layers = config.NumHiddenLayers;
+            native.num_heads = config.NumAttentionHeads;
+            native.num_kv_heads = config.NumKeyValueHeads;
+            native.head_dim = config.HeadDim;
+            native.intermediate_size = config.IntermediateSize;
+            native.max_position_embeddings = config.MaxPositionEmbeddings;
+            native.rms_norm_eps = config.RmsNormEps;
+            native.rope_theta = config.RopeTheta;
+            native.scale_emb = config.ScaleEmb;
+            native.scale_depth = config.ScaleDepth;
+            native.dim_model_base = config.DimModelBase;
+            native.tie_word_embeddings = config.TieWordEmbeddings ? 1 : 0;
+            if (config.RopeScaling is { } rope)
+            {
+                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_LONGROPE;
+                native.rope_short_factor = shortPtr;
+                native.rope_long_factor = longPtr;
+                native.rope_factor_count = shortFactor.Length;
+                native.original_max_position_embeddings = rope.OriginalMaxPositionEmbeddings;
+            }
+            else
+            {
+                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_NONE;
+                native.rope_factor_count = 0;
+            }
+            NativeStatus.Check(NativeMethods.mcpm_model_create(&native, &modelOptions, out handle));
+        }
+
+        try
+        {
+            long loaded = 0, total = checkpoint.TotalBytes;
+            progress?.Report(new LoadProgress("weights", 0, total));
+            foreach (var tensor in checkpoint.Tensors)
+            {
+                ct.ThrowIfCancellationRequested();
+                long[] shape = tensor.Shape;
+                fixed (long* shapePtr = shape)
+                {
+                    NativeStatus.Check(NativeMethods.mcpm_model_set_tensor(handle, tensor.Name, ToNative(tensor.DType),
+                        shapePtr, shape.Length, tensor.Pointer, (nuint)tensor.ByteLength));
+                }
+                loaded += tensor.ByteLength;
+                progress?.Report(new LoadProgress("weights", loaded, total));
+            }
+            NativeStatus.Check(NativeMethods.mcpm_model_finalize(handle));
+            ulong bytes;
+            NativeStatus.Check(NativeMethods.mcpm_model_weight_bytes(handle, &bytes));
+            return new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
+                (long)bytes);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    private static int ToNative(TensorDType dtype) => dtype switch
+    {
+        TensorDType.F32 => NativeConstants.MCPM_DTYPE_F32,
+        TensorDType.F16 => NativeConstants.MCPM_DTYPE_F16,
+        TensorDType.BF16 => NativeConstants.MCPM_DTYPE_BF16,
+        _ => throw new MiniCpmUnsupportedException($"tensor dtype {dtype} cannot be loaded", NativeConstants.MCPM_ERR_UNSUPPORTED),
+    };
+
+    /// <summary>Creates a session (a KV cache and generation state) over this model.</summary>
+    public MiniCpmSession CreateSession(SessionOptions? options = null) => new(this, options ?? new SessionOptions());
+
+    /// <summary>Encodes a prompt, adding BOS when the tokenizer config asks for it.</summary>
+    public int[] EncodePrompt(string text) => Tokenizer.Encode(text, addBos: Tokenizer.AddBosByDefault);
+
+    /// <summary>Encodes a conversation in MiniCPM4's ChatML with the generation prompt.</summary>
+    public int[] EncodeChat(IEnumerable<ChatMessage> messages) =>
+        Tokenizer.Encode(ChatTemplate.Format(messages, addGenerationPrompt: true), addBos: Tokenizer.AddBosByDefault);
+
+    /// <summary>Parameters in the model (all weights).</summary>
+    public long ParameterCount
+    {
+        get
+        {
+            long h = Config.HiddenSize, i = Config.IntermediateSize, v = Config.VocabSize;
+            long q = (long)Config.NumAttentionHeads * Config.HeadDim, kv = (long)Config.NumKeyValueHeads * Config.HeadDim;
+            long perLayer = 2 * h + q * h + 2 * kv * h + h * q + 3 * h * i;
+            return v * h + Config.NumHiddenLayers * perLayer + h + (Config.TieWordEmbeddings ? 0 : v * h);
+        }
+    }
+
+    public void Dispose() => _handle.Dispose();
+}

@@ -1,0 +1,326 @@
+using System.Runtime.CompilerServices;
+using MiniCPM4.Interop;
+
+namespace MiniCPM4;
+
+/// <summary>
+/// One conversation over a <see cref="MiniCpmModel"/>: a KV cache, the tokens in it, and the
+/// generation state. A session is used by one caller at a time; overlapping calls (for example two
+/// generations enumerated at once) throw <see cref="InvalidOperationException"/>. Many sessions may
+/// share one model on different threads.
+/// </summary>
+public sealed class MiniCpmSession : IDisposable
+{
+    private readonly SessionHandle _handle;
+    private int _busy;
+
+    internal MiniCpmSession(MiniCpmModel model, SessionOptions options)
+    {
+        Model = model;
+        unsafe
+        {
+            mcpm_session_params p = default;
+            p.struct_size = (uint)sizeof(mcpm_session_params);
+            NativeStatus.Check(NativeMethods.mcpm_session_params_default(&p));
+            p.context_capacity = options.ContextLength;
+            p.prefill_chunk = options.PrefillChunk;
+            NativeStatus.Check(NativeMethods.mcpm_session_create(model.Handle, &p, out _handle));
+        }
+        _handle.Model = model.Handle;
+    }
+
+    public MiniCpmModel Model { get; }
+
+    /// <summary>Tokens in the KV cache.</summary>
+    public unsafe int Length
+    {
+        get
+        {
+            int n;
+            NativeStatus.Check(NativeMethods.mcpm_session_length(Handle, &n));
+            return n;
+        }
+    }
+
+    /// <summary>KV cache capacity in tokens.</summary>
+    public unsafe int Capacity
+    {
+        get
+        {
+            int n;
+            NativeStatus.Check(NativeMethods.mcpm_session_capacity(Handle, &n));
+            return n;
+        }
+    }
+
+    /// <summary>A copy of the token ids in the KV cache.</summary>
+    public unsafe int[] Tokens
+    {
+        get
+        {
+            int count;
+            NativeStatus.Check(NativeMethods.mcpm_session_tokens(Handle, null, 0, &count));
+            var tokens = new int[count];
+            fixed (int* p = tokens) NativeStatus.Check(NativeMethods.mcpm_session_tokens(Handle, p, count, &count));
+            return tokens;
+        }
+    }
+
+    /// <summary>Why the last generation ended.</summary>
+    public FinishReason? LastFinishReason { get; private set; }
+
+    private SessionHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmSession)) : _handle;
+
+    /// <summary>Appends tokens to the KV cache (in chunks). Cancellation is honoured between chunks and
+    /// leaves the session as it was before the call.</summary>
+    /// <exception cref="MiniCpmContextFullException">The tokens do not fit.</exception>
+    public void Prefill(ReadOnlySpan<int> tokens, CancellationToken cancellationToken = default)
+    {
+        using var _ = Enter();
+        PrefillCore(tokens, NativeConstants.MCPM_LOGITS_NONE, [], cancellationToken);
+    }
+
+    /// <summary>Appends tokens and returns their logits: [vocab] for the last position, or
+    /// [tokens × vocab] row-major when <paramref name="allPositions"/> is set.</summary>
+    public float[] PrefillWithLogits(ReadOnlySpan<int> tokens, bool allPositions, CancellationToken cancellationToken = default)
+    {
+        using var _ = Enter();
+        int vocab = Model.Config.VocabSize;
+        var logits = new float[allPositions ? checked(tokens.Length * vocab) : vocab];
+        PrefillCore(tokens, allPositions ? NativeConstants.MCPM_LOGITS_ALL : NativeConstants.MCPM_LOGITS_LAST, logits,
+            cancellationToken);
+        return logits;
+    }
+
+    /// <summary>Appends one token and returns its logits ([vocab]).</summary>
+    public unsafe float[] Decode(int token)
+    {
+        using var _ = Enter();
+        var logits = new float[Model.Config.VocabSize];
+        fixed (float* p = logits)
+            NativeStatus.Check(NativeMethods.mcpm_session_decode(Handle, token, p, (nuint)logits.Length));
+        return logits;
+    }
+
+    /// <summary>Shortens the KV cache to <paramref name="length"/> tokens.</summary>
+    public void Rewind(int length)
+    {
+        using var _ = Enter();
+        NativeStatus.Check(NativeMethods.mcpm_session_rewind(Handle, length));
+    }
+
+    /// <summary>Empties the KV cache.</summary>
+    public void Reset()
+    {
+        using var _ = Enter();
+        NativeStatus.Check(NativeMethods.mcpm_session_reset(Handle));
+    }
+
+    public unsafe SessionStatistics Statistics
+    {
+        get
+        {
+            mcpm_session_stats s = default;
+            s.struct_size = (uint)sizeof(mcpm_session_stats);
+            NativeStatus.Check(NativeMethods.mcpm_session_get_stats(Handle, &s));
+            return new SessionStatistics(s.prefill_tokens, FromNs(s.prefill_ns), s.decode_tokens, FromNs(s.decode_ns),
+                FromNs(s.sample_ns), s.generated_tokens);
+        }
+    }
+
+    public void ResetStatistics()
+    {
+        using var _ = Enter();
+        NativeStatus.Check(NativeMethods.mcpm_session_reset_stats(Handle));
+    }
+
+    private static TimeSpan FromNs(long ns) => TimeSpan.FromTicks(ns / 100);
+
+    /// <summary>
+    /// Makes the KV cache hold exactly <paramref name="prompt"/>, reusing the longest common prefix
+    /// with what it holds already (only the new suffix is evaluated), so the next generation continues
+    /// from the prompt. Returns the number of tokens evaluated.
+    /// </summary>
+    public int SetPrompt(ReadOnlySpan<int> prompt, CancellationToken cancellationToken = default)
+    {
+        if (prompt.IsEmpty) throw new ArgumentException("the prompt has no tokens", nameof(prompt));
+        using var _ = Enter();
+        var cached = Tokens;
+        int common = 0;
+        while (common < cached.Length && common < prompt.Length && cached[common] == prompt[common]) common++;
+        // At least the last prompt token is evaluated again, so there are logits to sample from.
+        int keep = Math.Min(common, prompt.Length - 1);
+        NativeStatus.Check(NativeMethods.mcpm_session_rewind(Handle, keep));
+        PrefillCore(prompt[keep..], NativeConstants.MCPM_LOGITS_NONE, [], cancellationToken);
+        return prompt.Length - keep;
+    }
+
+    /// <summary>Encodes <paramref name="prompt"/> (with BOS per the tokenizer config), makes it the
+    /// session's context (reusing the cached prefix) and streams the continuation.</summary>
+    public async IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var tokens = Model.EncodePrompt(prompt);
+        await Task.Run(() => SetPrompt(tokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+        await foreach (var t in GenerateAsync(options, cancellationToken).ConfigureAwait(false)) yield return t;
+    }
+
+    /// <summary>
+    /// Streams tokens sampled from the pending logits (after a prefill, decode or <see cref="SetPrompt"/>).
+    /// Each token is appended to the KV cache; a stop token ends the stream without being appended.
+    /// Cancellation stops between tokens and leaves the session consistent (the tokens produced so far
+    /// stay in the cache); it surfaces as <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public async IAsyncEnumerable<GeneratedToken> GenerateAsync(GenerationOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        options ??= new GenerationOptions();
+        using var busy = Enter();
+        LastFinishReason = null;
+        ConfigureSampling(options);
+        var detokenizer = Model.Tokenizer.CreateStreamingDetokenizer(options.SkipSpecialTokens);
+        var stops = new StopStringMatcher(options.StopStrings);
+        var stopIds = new HashSet<int>(options.StopTokenIds ?? Model.StopTokenIds);
+        int produced = 0;
+        FinishReason? finish = null;
+        using var registration = cancellationToken.Register(static s => ((MiniCpmSession)s!).RequestAbort(), this);
+        while (finish is null)
+        {
+            if (produced >= options.MaxTokens)
+            {
+                finish = FinishReason.Length;
+                break;
+            }
+            var (token, nativeFinish) = await Task.Run(() => GenerateOne(cancellationToken), cancellationToken)
+                .ConfigureAwait(false);
+            if (token is not int id)
+            {
+                finish = nativeFinish ?? FinishReason.ContextFull;
+                break;
+            }
+            produced++;
+            if (stopIds.Contains(id))
+            {
+                finish = FinishReason.Stop;
+                break;
+            }
+            var text = stops.Push(detokenizer.Push(id));
+            if (stops.Stopped) finish = FinishReason.Stop;
+            else if (nativeFinish is not null) finish = nativeFinish;
+            yield return new GeneratedToken(id, text);
+        }
+        var tail = stops.Push(detokenizer.Flush()) + stops.Flush();
+        if (tail.Length > 0) yield return new GeneratedToken(-1, tail);
+        LastFinishReason = finish;
+    }
+
+    /// <summary>Generates to the end and returns the whole text.</summary>
+    public async Task<GenerationResult> GenerateTextAsync(string prompt, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
+    {
+        var promptTokens = Model.EncodePrompt(prompt);
+        await Task.Run(() => SetPrompt(promptTokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var text = new System.Text.StringBuilder();
+        var ids = new List<int>();
+        await foreach (var t in GenerateAsync(options, cancellationToken).ConfigureAwait(false))
+        {
+            if (t.Id >= 0) ids.Add(t.Id);
+            text.Append(t.Text);
+        }
+        return new GenerationResult(text.ToString(), ids, promptTokens.Length, LastFinishReason ?? FinishReason.Stop);
+    }
+
+    private unsafe void ConfigureSampling(GenerationOptions o)
+    {
+        if (o.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(o.MaxTokens), "MaxTokens must be >= 0");
+        mcpm_sampling_params p = default;
+        p.struct_size = (uint)sizeof(mcpm_sampling_params);
+        NativeStatus.Check(NativeMethods.mcpm_sampling_params_default(&p));
+        p.temperature = o.Temperature;
+        p.top_k = o.TopK;
+        p.top_p = o.TopP;
+        p.min_p = o.MinP;
+        p.repetition_penalty = o.RepetitionPenalty;
+        p.frequency_penalty = o.FrequencyPenalty;
+        p.presence_penalty = o.PresencePenalty;
+        p.penalty_last_n = o.PenaltyLastN;
+        p.seed = o.Seed ?? (ulong)Random.Shared.NextInt64();
+        // Stop ids are handled here (they may come from options); the engine stops on them too so it
+        // never evaluates a stop token.
+        var stopIds = (o.StopTokenIds ?? Model.StopTokenIds).ToArray();
+        fixed (int* stops = stopIds)
+        {
+            p.stop_tokens = stops;
+            p.stop_token_count = stopIds.Length;
+            NativeStatus.Check(NativeMethods.mcpm_session_set_sampling(Handle, &p));
+        }
+    }
+
+    // Samples one token and evaluates it (unless it is a stop token). Returns null when nothing could
+    // be generated (context full).
+    private unsafe (int? Token, FinishReason? Finish) GenerateOne(CancellationToken ct)
+    {
+        NativeStatus.Check(NativeMethods.mcpm_session_clear_abort(Handle));
+        ct.ThrowIfCancellationRequested();
+        int token = -1, count = 0, finish = 0;
+        int status = NativeMethods.mcpm_session_generate(Handle, 1, &token, 1, &count, &finish);
+        if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
+        NativeStatus.Check(status);
+        FinishReason? reason = finish switch
+        {
+            NativeConstants.MCPM_FINISH_CONTEXT_FULL => FinishReason.ContextFull,
+            NativeConstants.MCPM_FINISH_STOP_TOKEN => FinishReason.Stop,
+            _ => null,
+        };
+        return (count == 1 ? token : null, reason);
+    }
+
+    private unsafe void PrefillCore(ReadOnlySpan<int> tokens, int mode, Span<float> logits, CancellationToken ct)
+    {
+        if (tokens.IsEmpty) return;
+        NativeStatus.Check(NativeMethods.mcpm_session_clear_abort(Handle));
+        ct.ThrowIfCancellationRequested();
+        using var registration = ct.Register(static s => ((MiniCpmSession)s!).RequestAbort(), this);
+        int status;
+        fixed (int* t = tokens)
+        fixed (float* l = logits)
+            status = NativeMethods.mcpm_session_prefill(Handle, t, tokens.Length, mode, l, (nuint)logits.Length);
+        if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
+        NativeStatus.Check(status);
+    }
+
+    private void RequestAbort()
+    {
+        try
+        {
+            if (!_handle.IsClosed) NativeMethods.mcpm_session_request_abort(_handle);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed concurrently: nothing left to stop.
+        }
+    }
+
+    private BusyScope Enter()
+    {
+        ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+        if (Interlocked.Exchange(ref _busy, 1) != 0)
+            throw new InvalidOperationException(
+                "this MiniCpmSession is already in use by another call; use one session per concurrent caller");
+        return new BusyScope(this);
+    }
+
+    private readonly struct BusyScope(MiniCpmSession session) : IDisposable
+    {
+        public void Dispose() => Volatile.Write(ref session._busy, 0);
+    }
+
+    /// <summary>Frees the session. A call still running on another thread is asked to stop; the native
+    /// session is released when that call returns (the SafeHandle holds it until then).</summary>
+    public void Dispose()
+    {
+        if (_handle.IsClosed) return;
+        RequestAbort();
+        _handle.Dispose();
+    }
+}

@@ -1,0 +1,112 @@
+using MiniCPM4.Checkpoints;
+
+namespace MiniCPM4;
+
+/// <summary>Where a model runs.</summary>
+public enum ComputeDevice
+{
+    /// <summary>The fastest backend compiled into the native library with a usable device, else the CPU.</summary>
+    Auto,
+    /// <summary>The CPU reference backend.</summary>
+    Cpu,
+    /// <summary>The CUDA backend (fails with <see cref="MiniCpmBackendUnavailableException"/> when absent).</summary>
+    Cuda,
+}
+
+/// <summary>Options for <see cref="MiniCpmModel.Load(string, MiniCpmLoadOptions?)"/>.</summary>
+public sealed record MiniCpmLoadOptions
+{
+    public ComputeDevice Device { get; init; } = ComputeDevice.Auto;
+    /// <summary>CUDA device ordinal.</summary>
+    public int DeviceIndex { get; init; }
+    /// <summary>CPU worker threads per session; 0 uses every available core.</summary>
+    public int Threads { get; init; }
+    /// <summary>Explicit path of the native library; otherwise MINICPM4_NATIVE_LIBRARY, runtimes/&lt;rid&gt;/native, the app directory.</summary>
+    public string? NativeLibraryPath { get; init; }
+    /// <summary>Receives informational lines (ignored tensors, template warnings).</summary>
+    public Action<string>? Log { get; init; }
+}
+
+/// <summary>Progress of a model load.</summary>
+public readonly record struct LoadProgress(string Stage, long BytesLoaded, long TotalBytes)
+{
+    public double Fraction => TotalBytes > 0 ? (double)BytesLoaded / TotalBytes : 0;
+}
+
+/// <summary>Options for <see cref="MiniCpmModel.CreateSession(SessionOptions?)"/>.</summary>
+public sealed record SessionOptions
+{
+    /// <summary>KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096).</summary>
+    public int ContextLength { get; init; }
+    /// <summary>Tokens evaluated per prefill chunk (activation memory grows with it).</summary>
+    public int PrefillChunk { get; init; } = 256;
+}
+
+/// <summary>How to sample and when to stop. Temperature 0 is greedy.</summary>
+public sealed record GenerationOptions
+{
+    public int MaxTokens { get; init; } = 256;
+    public float Temperature { get; init; }
+    public int TopK { get; init; }
+    public float TopP { get; init; } = 1f;
+    public float MinP { get; init; }
+    public float RepetitionPenalty { get; init; } = 1f;
+    public float FrequencyPenalty { get; init; }
+    public float PresencePenalty { get; init; }
+    /// <summary>Context tokens the penalties look at; -1 = all.</summary>
+    public int PenaltyLastN { get; init; } = 64;
+    /// <summary>RNG seed; null draws one at random.</summary>
+    public ulong? Seed { get; init; }
+    /// <summary>Token ids that end generation; null uses the model's end-of-turn ids.</summary>
+    public IReadOnlyList<int>? StopTokenIds { get; init; }
+    /// <summary>Strings that end generation (may span several tokens); they are not part of the output.</summary>
+    public IReadOnlyList<string>? StopStrings { get; init; }
+    /// <summary>Omit special tokens (such as &lt;|im_end|&gt;) from the text.</summary>
+    public bool SkipSpecialTokens { get; init; } = true;
+
+    /// <summary>The checkpoint's generation_config.json defaults (sampling when do_sample is set).</summary>
+    public static GenerationOptions FromDefaults(GenerationConfig config)
+    {
+        var options = new GenerationOptions();
+        if (config.MaxNewTokens is int max && max > 0) options = options with { MaxTokens = max };
+        if (config.DoSample == true)
+        {
+            options = options with
+            {
+                Temperature = config.Temperature ?? 1f,
+                TopP = config.TopP ?? 1f,
+                TopK = config.TopK ?? 0,
+            };
+        }
+        if (config.RepetitionPenalty is float rp) options = options with { RepetitionPenalty = rp };
+        return options;
+    }
+}
+
+/// <summary>Why a generation ended.</summary>
+public enum FinishReason
+{
+    /// <summary>A stop token or stop string was produced.</summary>
+    Stop,
+    /// <summary><see cref="GenerationOptions.MaxTokens"/> tokens were generated.</summary>
+    Length,
+    /// <summary>The session's KV cache is full.</summary>
+    ContextFull,
+}
+
+/// <summary>One generated token and the text it completed (may be empty while a multi-byte
+/// character or a possible stop string is still incomplete). The last item of a stream may carry
+/// <see cref="Id"/> = -1: text held back until the end, with no token of its own.</summary>
+public readonly record struct GeneratedToken(int Id, string Text);
+
+/// <summary>Counters of a session.</summary>
+public sealed record SessionStatistics(
+    long PrefillTokens, TimeSpan PrefillTime, long DecodeTokens, TimeSpan DecodeTime, TimeSpan SampleTime,
+    long GeneratedTokens)
+{
+    public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PrefillTokens / PrefillTime.TotalSeconds : 0;
+    public double DecodeTokensPerSecond => DecodeTime > TimeSpan.Zero ? DecodeTokens / DecodeTime.TotalSeconds : 0;
+}
+
+/// <summary>The outcome of a non-streaming generation.</summary>
+public sealed record GenerationResult(string Text, IReadOnlyList<int> TokenIds, int PromptTokens, FinishReason FinishReason);
