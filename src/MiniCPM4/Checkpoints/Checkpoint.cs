@@ -1,0 +1,317 @@
+using System.Text.Json;
+
+namespace MiniCPM4.Checkpoints;
+
+/// <summary>One weight tensor of an opened <see cref="Checkpoint"/>, served from its memory-mapped file.</summary>
+public sealed class CheckpointTensor
+{
+    private readonly SafetensorsFile _file;
+    private readonly TensorInfo _info;
+
+    internal CheckpointTensor(SafetensorsFile file, TensorInfo info)
+    {
+        _file = file;
+        _info = info;
+    }
+
+    /// <summary>Hugging Face tensor name, e.g. "model.layers.0.self_attn.q_proj.weight".</summary>
+    public string Name => _info.Name;
+
+    /// <summary>Element type (F32, F16 or BF16).</summary>
+    public TensorDType DType => _info.DType;
+
+    /// <summary>Dimensions, outermost first, as stored (Linear weights are [out_features, in_features]).</summary>
+    public long[] Shape => _info.Shape;
+
+    /// <summary>Size of the tensor data in bytes.</summary>
+    public long ByteLength => _info.ByteLength;
+
+    /// <summary>Full path of the safetensors file holding the tensor.</summary>
+    public string FilePath => _file.Path;
+
+    /// <summary>The tensor data; valid until the checkpoint is disposed.</summary>
+    /// <exception cref="CheckpointException">The tensor is over 2 GiB (use <see cref="Pointer"/>).</exception>
+    public ReadOnlySpan<byte> GetBytes() => _file.GetBytes(_info);
+
+    /// <summary>Pointer to the tensor data (<see cref="ByteLength"/> bytes); valid until the checkpoint is disposed.</summary>
+    internal unsafe byte* Pointer => _file.GetPointer(_info);
+
+    public override string ToString() => $"{Name} {DType} {TensorDTypeInfo.FormatShape(Shape)}";
+}
+
+/// <summary>
+/// A Hugging Face-format MiniCPM checkpoint directory: config.json, optional generation_config.json and
+/// safetensors weights (one file, or shards with model.safetensors.index.json). Opening validates the config
+/// and every tensor the architecture needs (presence, dtype, shape) without reading the weight data; the data is
+/// memory-mapped and stays available until <see cref="Dispose"/>.
+/// </summary>
+public sealed class Checkpoint : IDisposable
+{
+    /// <summary>Name of the shard index file.</summary>
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    internal const long MaxIndexBytes = 64L << 20;
+
+    private readonly List<SafetensorsFile> _files;
+    private readonly List<CheckpointTensor> _tensors;
+    private readonly Dictionary<string, CheckpointTensor> _byName;
+
+    /// <summary>The validated model architecture.</summary>
+    public MiniCpmConfig Config { get; }
+
+    /// <summary>Sampling defaults from generation_config.json (all null when the file is absent).</summary>
+    public GenerationConfig Generation { get; }
+
+    /// <summary>Full path of the checkpoint directory.</summary>
+    public string Directory { get; }
+
+    /// <summary>The tensors the architecture needs, in canonical order (embeddings, layers, final norm, lm_head).</summary>
+    public IReadOnlyList<CheckpointTensor> Tensors => _tensors;
+
+    /// <summary>Total bytes of <see cref="Tensors"/>.</summary>
+    public long TotalBytes { get; }
+
+    /// <summary>Full paths of the safetensors files in use.</summary>
+    public IReadOnlyList<string> WeightFiles { get; }
+
+    private Checkpoint(string directory, MiniCpmConfig config, GenerationConfig generation,
+        List<SafetensorsFile> files, List<CheckpointTensor> tensors)
+    {
+        Directory = directory;
+        Config = config;
+        Generation = generation;
+        _files = files;
+        _tensors = tensors;
+        _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        TotalBytes = tensors.Sum(t => t.ByteLength);
+        WeightFiles = files.Select(f => f.Path).ToArray();
+    }
+
+    /// <summary>Finds a required tensor by name.</summary>
+    public bool TryGetTensor(string name, out CheckpointTensor tensor) => _byName.TryGetValue(name, out tensor!);
+
+    /// <summary>Opens and validates a checkpoint directory.</summary>
+    /// <param name="directory">The directory holding config.json and the weights.</param>
+    /// <param name="log">Receives informational lines (ignored tensors and the like).</param>
+    /// <exception cref="CheckpointException">Anything wrong with the directory, its config or its weights.</exception>
+    public static Checkpoint Open(string directory, Action<string>? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        string dir;
+        try
+        {
+            dir = Path.GetFullPath(directory);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            throw new CheckpointException(directory, "invalid checkpoint directory path: " + e.Message, e);
+        }
+        dir = Path.TrimEndingDirectorySeparator(dir);
+        if (!System.IO.Directory.Exists(dir))
+        {
+            throw new CheckpointException(dir, File.Exists(dir)
+                ? "is a file, not a checkpoint directory"
+                : "checkpoint directory does not exist");
+        }
+
+        string configPath = Path.Combine(dir, "config.json");
+        if (!File.Exists(configPath))
+            throw new CheckpointException(configPath, "config.json not found: a checkpoint directory needs a Hugging Face config.json");
+        var config = MiniCpmConfig.Load(configPath);
+
+        string genPath = Path.Combine(dir, "generation_config.json");
+        var generation = File.Exists(genPath) ? GenerationConfig.Load(genPath) : new GenerationConfig();
+
+        var files = new List<SafetensorsFile>();
+        try
+        {
+            var map = FindWeights(dir, files, out string mapSource);
+            var tensors = Resolve(config, map, mapSource, log);
+            return new Checkpoint(dir, config, generation, files, tensors);
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Unmaps all weight files; tensor spans and pointers become invalid.</summary>
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// <summary>Kind of a required tensor (used by the random-model writer to pick an initialisation).</summary>
+    internal enum TensorRole { Embedding, Linear, Norm, LmHead }
+
+    /// <summary>The tensors a config needs, with Hugging Face names and shapes, in canonical order.</summary>
+    internal static List<(string Name, long[] Shape, TensorRole Role)> RequiredTensors(MiniCpmConfig c)
+    {
+        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        long inter = c.IntermediateSize, vocab = c.VocabSize;
+        var list = new List<(string, long[], TensorRole)>(9 * c.NumHiddenLayers + 3)
+        {
+            ("model.embed_tokens.weight", new[] { vocab, hidden }, TensorRole.Embedding),
+        };
+        for (int i = 0; i < c.NumHiddenLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            list.Add((p + "input_layernorm.weight", new[] { hidden }, TensorRole.Norm));
+            list.Add((p + "self_attn.q_proj.weight", new[] { q, hidden }, TensorRole.Linear));
+            list.Add((p + "self_attn.k_proj.weight", new[] { kv, hidden }, TensorRole.Linear));
+            list.Add((p + "self_attn.v_proj.weight", new[] { kv, hidden }, TensorRole.Linear));
+            list.Add((p + "self_attn.o_proj.weight", new[] { hidden, q }, TensorRole.Linear));
+            list.Add((p + "post_attention_layernorm.weight", new[] { hidden }, TensorRole.Norm));
+            list.Add((p + "mlp.gate_proj.weight", new[] { inter, hidden }, TensorRole.Linear));
+            list.Add((p + "mlp.up_proj.weight", new[] { inter, hidden }, TensorRole.Linear));
+            list.Add((p + "mlp.down_proj.weight", new[] { hidden, inter }, TensorRole.Linear));
+        }
+        list.Add(("model.norm.weight", new[] { hidden }, TensorRole.Norm));
+        if (!c.TieWordEmbeddings) list.Add(("lm_head.weight", new[] { vocab, hidden }, TensorRole.LmHead));
+        return list;
+    }
+
+    private const string ConvertCommand =
+        "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"";
+
+    /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should name.</summary>
+    private static Dictionary<string, (SafetensorsFile File, TensorInfo Info)> FindWeights(
+        string dir, List<SafetensorsFile> opened, out string mapSource)
+    {
+        string[] entries;
+        try
+        {
+            entries = System.IO.Directory.GetFiles(dir).Select(Path.GetFileName).OfType<string>()
+                .Order(StringComparer.Ordinal).ToArray();
+        }
+        catch (Exception e) when (CheckpointException.IsIoError(e))
+        {
+            throw new CheckpointException(dir, "cannot list the checkpoint directory: " + e.Message, e);
+        }
+
+        string? indexName = entries.Contains(IndexFileName) ? IndexFileName : null;
+        if (indexName == null)
+        {
+            var otherIndexes = entries.Where(n => n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)).ToArray();
+            if (otherIndexes.Length == 1) indexName = otherIndexes[0];
+            else if (otherIndexes.Length > 1)
+                throw new CheckpointException(dir, $"found several safetensors index files ({string.Join(", ", otherIndexes)}) and no {IndexFileName}");
+        }
+        if (indexName != null)
+        {
+            mapSource = Path.Combine(dir, indexName);
+            return LoadIndex(dir, mapSource, opened);
+        }
+
+        var safetensors = entries.Where(n => n.EndsWith(".safetensors", StringComparison.Ordinal)).ToArray();
+        if (safetensors.Length > 1)
+            throw new CheckpointException(dir, $"found {safetensors.Length} .safetensors files but no {IndexFileName} saying which tensor is where: " +
+                                               string.Join(", ", safetensors.Take(10)) + (safetensors.Length > 10 ? ", ..." : ""));
+        if (safetensors.Length == 1)
+        {
+            var file = SafetensorsFile.Open(Path.Combine(dir, safetensors[0]));
+            opened.Add(file);
+            mapSource = file.Path;
+            return file.Tensors.Values.ToDictionary(t => t.Name, t => (file, t), StringComparer.Ordinal);
+        }
+
+        var pickles = entries.Where(n => n.EndsWith(".bin", StringComparison.Ordinal) || n.EndsWith(".pt", StringComparison.Ordinal)
+                                         || n.EndsWith(".pth", StringComparison.Ordinal) || n.EndsWith(".bin.index.json", StringComparison.Ordinal)
+                                         || n.EndsWith(".ckpt", StringComparison.Ordinal)).ToArray();
+        if (pickles.Length > 0)
+        {
+            string outDir = dir + "-safetensors";
+            throw new CheckpointException(dir,
+                $"found PyTorch checkpoint file(s) ({string.Join(", ", pickles.Take(5))}{(pickles.Length > 5 ? ", ..." : "")}) but no .safetensors weights. " +
+                "PyTorch pickle files are not loaded because unpickling them can execute arbitrary code. " +
+                "Convert the checkpoint to safetensors first, e.g.: " + string.Format(ConvertCommand, dir, outDir));
+        }
+        throw new CheckpointException(dir, $"no weights found: expected model.safetensors or {IndexFileName} with its shards");
+    }
+
+    private static Dictionary<string, (SafetensorsFile, TensorInfo)> LoadIndex(string dir, string indexPath, List<SafetensorsFile> opened)
+    {
+        var weightMap = new List<(string Tensor, string File)>();
+        using (var doc = JsonFields.ParseDocument(JsonFields.ReadSmallTextFile(indexPath, MaxIndexBytes), indexPath))
+        {
+            var f = new JsonFields(doc.RootElement, indexPath);
+            if (!f.TryGet("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
+                throw new CheckpointException(indexPath, "the index has no \"weight_map\" object");
+            foreach (var p in wm.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new CheckpointException(indexPath, $"weight_map entry for '{p.Name}' must be a file name string");
+                weightMap.Add((p.Name, p.Value.GetString()!));
+            }
+        }
+
+        var byFile = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+        var map = new Dictionary<string, (SafetensorsFile, TensorInfo)>(StringComparer.Ordinal);
+        foreach (var (tensor, fileName) in weightMap)
+        {
+            if (!byFile.TryGetValue(fileName, out var file))
+            {
+                if (!IsPlainFileName(fileName))
+                    throw new CheckpointException(indexPath,
+                        $"weight_map entry for '{tensor}' names '{fileName}', which is not a plain file name inside the checkpoint directory");
+                string full = Path.Combine(dir, fileName);
+                if (!File.Exists(full))
+                    throw new CheckpointException(indexPath, $"weight_map entry for '{tensor}' names shard '{fileName}', which does not exist ({full})");
+                file = SafetensorsFile.Open(full);
+                opened.Add(file);
+                byFile.Add(fileName, file);
+            }
+            if (!file.Tensors.TryGetValue(tensor, out var info))
+                throw new CheckpointException(file.Path, $"tensor '{tensor}' is listed in {indexPath} but is not in this shard");
+            if (!map.TryAdd(tensor, (file, info)))
+                throw new CheckpointException(indexPath, $"tensor '{tensor}' is listed twice in weight_map");
+        }
+        return map;
+    }
+
+    private static bool IsPlainFileName(string name) =>
+        name.Length > 0 && name != "." && name != ".." && name.IndexOfAny(new[] { '/', '\\', '\0', ':' }) < 0
+        && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && !Path.IsPathRooted(name) && Path.GetFileName(name) == name;
+
+    private static List<CheckpointTensor> Resolve(MiniCpmConfig config,
+        Dictionary<string, (SafetensorsFile File, TensorInfo Info)> map, string mapSource, Action<string>? log)
+    {
+        var required = RequiredTensors(config);
+        var missing = required.Where(r => !map.ContainsKey(r.Name)).Select(r => r.Name).ToList();
+        if (missing.Count > 0)
+        {
+            string more = missing.Count > 1 ? $" (and {missing.Count - 1} other required tensor(s) are missing)" : "";
+            throw new CheckpointException(mapSource, $"missing tensor '{missing[0]}'{more}");
+        }
+
+        var result = new List<CheckpointTensor>(required.Count);
+        foreach (var (name, shape, _) in required)
+        {
+            var (file, info) = map[name];
+            if (!info.DType.IsSupportedForWeights())
+                throw new CheckpointException(file.Path,
+                    $"tensor '{name}' has dtype {info.DType.ToSafetensorsName()}; weights must be F32, F16 or BF16");
+            if (!info.Shape.AsSpan().SequenceEqual(shape))
+                throw new CheckpointException(file.Path,
+                    $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(info.Shape)} but config.json implies {TensorDTypeInfo.FormatShape(shape)}");
+            result.Add(new CheckpointTensor(file, info));
+        }
+
+        var requiredNames = required.Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
+        if (config.TieWordEmbeddings && map.ContainsKey("lm_head.weight"))
+        {
+            log?.Invoke("ignoring lm_head.weight: tie_word_embeddings is true, so model.embed_tokens.weight serves as the LM head");
+            requiredNames.Add("lm_head.weight");
+        }
+        var extras = map.Keys.Where(k => !requiredNames.Contains(k)).Order(StringComparer.Ordinal).ToList();
+        if (extras.Count > 0)
+        {
+            string sample = string.Join(", ", extras.Take(5)) + (extras.Count > 5 ? ", ..." : "");
+            log?.Invoke($"ignoring {extras.Count} tensor(s) that MiniCPM does not use: {sample}");
+        }
+        return result;
+    }
+}
