@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+
+namespace MiniCPM4.Interop;
+
+/// <summary>Owns an mcpm_model*; releasing it calls mcpm_model_free.</summary>
+internal sealed class ModelHandle : SafeHandle
+{
+    /// <summary>Creates an invalid handle; the LibraryImport marshaller fills it from an out-parameter.</summary>
+    public ModelHandle()
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+    }
+
+    internal ModelHandle(nint existing, bool ownsHandle)
+        : base(IntPtr.Zero, ownsHandle)
+    {
+        SetHandle(existing);
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        // Sessions hold their own native reference, so this is safe while sessions are alive.
+        NativeMethods.mcpm_model_free(handle);
+        return true;
+    }
+}
+
+/// <summary>Owns an mcpm_session*; releasing it calls mcpm_session_free.</summary>
+internal sealed class SessionHandle : SafeHandle
+{
+    /// <summary>Creates an invalid handle; the LibraryImport marshaller fills it from an out-parameter.</summary>
+    public SessionHandle()
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+    }
+
+    internal SessionHandle(nint existing, bool ownsHandle)
+        : base(IntPtr.Zero, ownsHandle)
+    {
+        SetHandle(existing);
+    }
+
+    /// <summary>
+    /// The model this session was created from, kept reachable for as long as the session is. The native
+    /// side refcounts the model too, so disposing the model handle first is safe either way.
+    /// </summary>
+    internal ModelHandle? Model { get; set; }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        NativeMethods.mcpm_session_free(handle);
+        return true;
+    }
+}
