@@ -34,8 +34,7 @@ internal static class GenerateCommand
         if (promptTokens.Length == 0) throw new UsageException("the prompt is empty and the tokenizer adds no BOS token");
         if (promptTokens.Length > session.Capacity)
             throw new MiniCpmContextFullException(
-                $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise --context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})",
-                MiniCPM4.Interop.NativeConstants.MCPM_ERR_CONTEXT_FULL);
+                $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise --context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})");
         await Task.Run(() => session.SetPrompt(promptTokens, ct), ct);
 
         var text = new StringBuilder();

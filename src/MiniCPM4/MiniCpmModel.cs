@@ -154,7 +154,7 @@ public sealed class MiniCpmModel : IDisposable
         TensorDType.F32 => NativeConstants.MCPM_DTYPE_F32,
         TensorDType.F16 => NativeConstants.MCPM_DTYPE_F16,
         TensorDType.BF16 => NativeConstants.MCPM_DTYPE_BF16,
-        _ => throw new MiniCpmUnsupportedException($"tensor dtype {dtype} cannot be loaded", NativeConstants.MCPM_ERR_UNSUPPORTED),
+        _ => throw new MiniCpmUnsupportedException($"tensor dtype {dtype} cannot be loaded"),
     };
 
     /// <summary>Creates a session (a KV cache and generation state) over this model.</summary>
