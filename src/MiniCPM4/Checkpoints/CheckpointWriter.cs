@@ -349,7 +349,7 @@ public static class CheckpointWriter
     {
         long count = 1;
         foreach (long d in shape) count *= d;
-        (float lo, float hi) = RandomRange(role, shape, config);
+        (float lo, float hi) = RandomRange(name, role, shape, config);
         ulong tensorSeed = Mix(seed ^ Mix(Fnv1a(name)));
         int elementSize = dtype.SizeInBytes();
         long chunks = (count + ChunkElements - 1) / ChunkElements;
@@ -378,18 +378,32 @@ public static class CheckpointWriter
         }
     }
 
-    /// <summary>Uniform ranges: std 0.5/sqrt(fan_in) for Linear weights, 1/scale_emb for embeddings, [0.8, 1.2] for
-    /// norms, and for an untied LM head a std that makes the logits O(1) after the dim_model_base/hidden scale.</summary>
-    private static (float, float) RandomRange(Checkpoint.TensorRole role, long[] shape, MiniCpmConfig c)
+    /// <summary>
+    /// Uniform ranges chosen so that a random model's generations are neither NaN nor constant. With tied
+    /// embeddings the LM head scores each token by its similarity to the final hidden state, and a
+    /// residual stream that still carries the last token's own embedding makes greedy decoding repeat
+    /// that token. So: input projections get std 1/sqrt(fan_in) and output projections (o_proj,
+    /// down_proj) 3/sqrt(fan_in), so the attention and FFN branches dominate the residual stream; the
+    /// embedding is small (std 2/(scale_emb·sqrt(hidden)); the layers see it through RMSNorm, so its
+    /// scale does not matter to them); and the final norm weight is raised by 6·hidden/dim_model_base
+    /// when tied so the logits are O(1) again. Other norms are in [0.8, 1.2]; an untied LM head gets a
+    /// std that makes the logits O(1) after the dim_model_base/hidden scale.
+    /// </summary>
+    private static (float, float) RandomRange(string name, Checkpoint.TensorRole role, long[] shape, MiniCpmConfig c)
     {
+        bool outputProjection = name.EndsWith("o_proj.weight", StringComparison.Ordinal) ||
+                                name.EndsWith("down_proj.weight", StringComparison.Ordinal);
+        if (role == Checkpoint.TensorRole.Norm)
+        {
+            float k = name == "model.norm.weight" && c.TieWordEmbeddings ? 6f * c.HiddenSize / c.DimModelBase : 1f;
+            return (0.8f * k, 1.2f * k);
+        }
         double std = role switch
         {
-            Checkpoint.TensorRole.Norm => double.NaN,
-            Checkpoint.TensorRole.Embedding => 1.0 / c.ScaleEmb,
+            Checkpoint.TensorRole.Embedding => 2.0 / (c.ScaleEmb * Math.Sqrt(c.HiddenSize)),
             Checkpoint.TensorRole.LmHead => Math.Sqrt(c.HiddenSize) / c.DimModelBase,
-            _ => 0.5 / Math.Sqrt(shape[1]),
+            _ => (outputProjection ? 3.0 : 1.0) / Math.Sqrt(shape[1]),
         };
-        if (double.IsNaN(std)) return (0.8f, 1.2f);
         float a = (float)(std * Math.Sqrt(3.0)); // uniform(-a, a) has std a/sqrt(3)
         return (-a, a);
     }

@@ -1,3 +1,4 @@
+using NUnit.Framework;
 using System.Diagnostics;
 
 namespace MiniCPM4.Tests.Api;
@@ -118,7 +119,7 @@ public class SessionTests
         using var s = _model.CreateSession();
         using var cts = new CancellationTokenSource();
         int received = 0;
-        Assert.ThrowsAsync(Is.InstanceOf<OperationCanceledException>(), async () =>
+        await Assert.ThrowsAsync(Is.InstanceOf<OperationCanceledException>(), async () =>
         {
             await foreach (var t in s.GenerateAsync("Once", new GenerationOptions { MaxTokens = 1000, StopTokenIds = [] }, cts.Token))
                 if (++received == 5) cts.Cancel();

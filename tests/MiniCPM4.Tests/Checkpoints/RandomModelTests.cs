@@ -70,14 +70,21 @@ public class RandomModelTests : TempDirTest
             Assert.That(t.GetBytes().SequenceEqual(raw[t.Name]), Is.True, t.Name);
         }
 
-        // Value ranges: norms in [0.8, 1.2]; embeddings with std ≈ 1/12; linear weights std ≈ 0.5/sqrt(fan_in); no NaN.
-        Stats(ck, "model.norm.weight", out double min, out double max, out _);
+        // Value ranges (see CheckpointWriter.RandomRange): layer norms in [0.8, 1.2]; the final norm of a tied
+        // model raised by 6·hidden/dim_model_base = 12; embeddings with std 2/(12·sqrt(128)); input projections
+        // std 1/sqrt(fan_in), output projections 3/sqrt(fan_in); no NaN.
+        Stats(ck, "model.layers.0.input_layernorm.weight", out double min, out double max, out _);
         Assert.That(min, Is.GreaterThanOrEqualTo(0.79).And.LessThan(0.85));
         Assert.That(max, Is.LessThanOrEqualTo(1.21).And.GreaterThan(1.15));
+        Stats(ck, "model.norm.weight", out min, out max, out _);
+        Assert.That(min, Is.GreaterThanOrEqualTo(0.79 * 12).And.LessThan(0.85 * 12));
+        Assert.That(max, Is.LessThanOrEqualTo(1.21 * 12).And.GreaterThan(1.15 * 12));
         Stats(ck, "model.embed_tokens.weight", out _, out _, out double embStd);
-        Assert.That(embStd, Is.EqualTo(1.0 / 12).Within(0.005));
+        Assert.That(embStd, Is.EqualTo(2.0 / (12 * Math.Sqrt(128))).Within(0.001));
+        Stats(ck, "model.layers.1.self_attn.q_proj.weight", out _, out _, out double qStd);
+        Assert.That(qStd, Is.EqualTo(1.0 / Math.Sqrt(128)).Within(0.003));
         Stats(ck, "model.layers.1.mlp.down_proj.weight", out _, out _, out double downStd);
-        Assert.That(downStd, Is.EqualTo(0.5 / Math.Sqrt(384)).Within(0.002));
+        Assert.That(downStd, Is.EqualTo(3.0 / Math.Sqrt(384)).Within(0.004));
 
         using var tok = JsonDocument.Parse(File.ReadAllText(Path.Combine(Sub("a"), "tokenizer_config.json")));
         var root = tok.RootElement;
