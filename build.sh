@@ -27,25 +27,54 @@ configure_and_build() {  # dir, extra cmake args...
 native_release() { configure_and_build "$BUILD_DIR/native" -DCMAKE_BUILD_TYPE=Release "$@"; }
 
 managed_build() {
-  dotnet build MiniCPM4.sln -c Release -nologo -v quiet -p:MiniCpmNativeLibrary="$PWD/$BUILD_DIR/native/libminicpm4.so"
+  local lib
+  lib="$(cd "$BUILD_DIR/native" && pwd)/libminicpm4.so"
+  dotnet build MiniCPM4.sln -c Release -nologo -v quiet -clp:ErrorsOnly -p:MiniCpmNativeLibrary="$lib"
 }
 
 CLI="src/MiniCPM4.Cli/bin/Release/net10.0/minicpm4"
 
+# Runs a test tier, echoing its output, and adds its counts to the totals for the closing line.
+PASSED=0
+FAILED=0
+tally() {  # kind (ctest|dotnet), command...
+  local kind=$1 log rc=0
+  shift
+  log=$(mktemp)
+  "$@" 2>&1 | tee "$log" || rc=$?
+  if [ "$kind" = ctest ]; then
+    local total failed
+    total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
+    failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
+    PASSED=$((PASSED + ${total:-0} - ${failed:-0}))
+    FAILED=$((FAILED + ${failed:-0}))
+  else
+    PASSED=$((PASSED + $(sed -n 's/.*Passed: *\([0-9]*\),.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')))
+    FAILED=$((FAILED + $(sed -n 's/.*Failed: *\([0-9]*\),.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')))
+  fi
+  rm -f "$log"
+  if [ $rc -ne 0 ] && [ "$FAILED" -eq 0 ]; then FAILED=1; fi  # a build or runner failure counts too
+  return 0
+}
+
 run_tests() {
   echo "== native tests (Release)"
   native_release -DMCPM_BUILD_TESTS=ON
-  ctest --test-dir "$BUILD_DIR/native" --output-on-failure -j "$JOBS"
+  tally ctest ctest --test-dir "$BUILD_DIR/native" --output-on-failure -j "$JOBS"
 
   echo "== native tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
   configure_and_build "$BUILD_DIR/native-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMCPM_SANITIZE=ON \
     -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir "$BUILD_DIR/native-asan" --output-on-failure -j "$JOBS"
+    tally ctest ctest --test-dir "$BUILD_DIR/native-asan" --output-on-failure -j "$JOBS"
 
   echo "== managed tests (NUnit)"
   managed_build
-  dotnet test MiniCPM4.sln -c Release --no-build -nologo
+  tally dotnet dotnet test MiniCPM4.sln -c Release --no-build -nologo
+
+  echo
+  echo "all tiers: $PASSED passed, $FAILED failed"
+  [ "$FAILED" -eq 0 ]
 }
 
 case "${1:-run}" in

@@ -92,11 +92,15 @@ const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16};
 TEST(Kernels, VectorPathIsCompiledAndSelectedByDefault) {
 #if defined(MCPM_HAVE_NEON_KERNELS)
   ASSERT_NE(cpu_kernels_for("neon"), nullptr);
-  if (std::getenv("MCPM_CPU_ISA") == nullptr) EXPECT_STREQ(cpu_kernels().name, "neon");
+  if (std::getenv("MCPM_CPU_ISA") == nullptr) {
+    EXPECT_STREQ(cpu_kernels().name, "neon");
+  }
 #elif defined(MCPM_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
     ASSERT_NE(cpu_kernels_for("avx2"), nullptr);
-    if (std::getenv("MCPM_CPU_ISA") == nullptr) EXPECT_STREQ(cpu_kernels().name, "avx2");
+    if (std::getenv("MCPM_CPU_ISA") == nullptr) {
+      EXPECT_STREQ(cpu_kernels().name, "avx2");
+    }
   }
 #endif
   EXPECT_NE(cpu_kernels_for("scalar"), nullptr);

@@ -1,4 +1,5 @@
 using NUnit.Framework;
+using MiniCPM4.Chat;
 using System.Diagnostics;
 
 namespace MiniCPM4.Tests.Api;
@@ -96,6 +97,26 @@ public class SessionTests
         Assert.That(s.LastFinishReason, Is.EqualTo(FinishReason.Stop));
         int promptLength = _model.EncodePrompt("Once upon a time").Length;
         Assert.That(s.Length, Is.EqualTo(promptLength + ids.Count), "the stop token is not added to the KV cache");
+    }
+
+    [Test]
+    public async Task ChatPrefillsOnlyTheNewTurn()
+    {
+        using var s = _model.CreateSession();
+        var chat = new MiniCpmChat(s, "Be brief.");
+        var options = new GenerationOptions { MaxTokens = 5, Temperature = 0.7f, Seed = 1 };
+        await foreach (var _ in chat.SendAsync("Hello!", options)) { }
+        var afterFirst = s.Tokens;
+        long prefilled = s.Statistics.PrefillTokens;
+        await foreach (var _ in chat.SendAsync("Tell me more.", options)) { }
+        var turn = _model.Tokenizer.Encode("<|im_end|>\n<|im_start|>user\nTell me more.<|im_end|>\n<|im_start|>assistant\n");
+        Assert.That(s.Statistics.PrefillTokens - prefilled, Is.EqualTo(turn.Length), "only the new turn is prefilled");
+        Assert.That(s.Tokens.Take(afterFirst.Length), Is.EqualTo(afterFirst), "the first turn stays cached");
+        Assert.That(s.Tokens.Skip(afterFirst.Length).Take(turn.Length), Is.EqualTo(turn));
+        Assert.That(chat.History.Select(m => m.Role), Is.EqualTo(new[] { "system", "user", "assistant", "user", "assistant" }));
+        // The cached tokens are exactly the ChatML conversation (first prompt encoded as a whole).
+        var firstPrompt = _model.EncodeChat([new("system", "Be brief."), new("user", "Hello!")]);
+        Assert.That(afterFirst.Take(firstPrompt.Length), Is.EqualTo(firstPrompt));
     }
 
     [Test]

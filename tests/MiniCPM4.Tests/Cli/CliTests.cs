@@ -16,7 +16,9 @@ public class CliTests
     [OneTimeTearDown]
     public void Cleanup() => Directory.Delete(_temp, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
+    private static (int Code, string Out, string Err) Run(params string[] args) => RunWithInput(null, args);
+
+    private static (int Code, string Out, string Err) RunWithInput(string? stdin, params string[] args)
     {
         var cli = Path.Combine(TestContext.CurrentContext.TestDirectory, "minicpm4.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
@@ -24,6 +26,7 @@ public class CliTests
         psi.ArgumentList.Add(cli);
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
+        if (stdin is not null) p.StandardInput.Write(stdin);
         p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -119,6 +122,17 @@ public class CliTests
         Buffer.BlockCopy(bytes, 10 + headerLength, data, 0, data.Length * 4);
         Assert.That(data.Length, Is.EqualTo(shape.Aggregate(1, (x, y) => x * y)));
         return (shape, data);
+    }
+
+    [Test]
+    public void ChatRunsSeveralTurnsFromStdin()
+    {
+        var (code, output, err) = RunWithInput("Hello there\n/stats\nAnd again?\n/reset\nNew start\n/exit\n",
+            "chat", "-m", Model, "--max-tokens", "6", "--temperature", "0.7");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output.TrimEnd().Split('\n'), Has.Length.EqualTo(3), "one reply line per user turn");
+        Assert.That(err, Does.Contain("context").And.Contain("tok/s"), "/stats reports on stderr");
+        Assert.That(err, Does.Contain("conversation cleared"));
     }
 
     [Test]
