@@ -1,0 +1,188 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace MiniCPM4.Server;
+
+// Request and response shapes of the OpenAI REST API subset the server speaks. Polymorphic fields
+// (message content, stop) stay JsonElement and are validated by RequestValidator.
+
+internal sealed class ChatCompletionRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    [JsonPropertyName("messages")] public List<ChatMessageDto?>? Messages { get; set; }
+    [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
+    [JsonPropertyName("max_completion_tokens")] public int? MaxCompletionTokens { get; set; }
+    [JsonPropertyName("temperature")] public double? Temperature { get; set; }
+    [JsonPropertyName("top_p")] public double? TopP { get; set; }
+    [JsonPropertyName("top_k")] public int? TopK { get; set; }
+    [JsonPropertyName("frequency_penalty")] public double? FrequencyPenalty { get; set; }
+    [JsonPropertyName("presence_penalty")] public double? PresencePenalty { get; set; }
+    [JsonPropertyName("seed")] public long? Seed { get; set; }
+    [JsonPropertyName("n")] public int? N { get; set; }
+    [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
+    [JsonPropertyName("stream")] public bool? Stream { get; set; }
+    [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
+}
+
+internal sealed class TextCompletionRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    [JsonPropertyName("prompt")] public JsonElement? Prompt { get; set; }
+    [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
+    [JsonPropertyName("temperature")] public double? Temperature { get; set; }
+    [JsonPropertyName("top_p")] public double? TopP { get; set; }
+    [JsonPropertyName("top_k")] public int? TopK { get; set; }
+    [JsonPropertyName("frequency_penalty")] public double? FrequencyPenalty { get; set; }
+    [JsonPropertyName("presence_penalty")] public double? PresencePenalty { get; set; }
+    [JsonPropertyName("seed")] public long? Seed { get; set; }
+    [JsonPropertyName("n")] public int? N { get; set; }
+    [JsonPropertyName("echo")] public bool? Echo { get; set; }
+    [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
+    [JsonPropertyName("stream")] public bool? Stream { get; set; }
+    [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
+}
+
+internal sealed class ChatMessageDto
+{
+    [JsonPropertyName("role")] public string? Role { get; set; }
+    [JsonPropertyName("content")] public JsonElement? Content { get; set; }
+    [JsonPropertyName("name")] public string? Name { get; set; }
+}
+
+internal sealed class StreamOptionsDto
+{
+    [JsonPropertyName("include_usage")] public bool? IncludeUsage { get; set; }
+}
+
+internal sealed class UsageDto
+{
+    [JsonPropertyName("prompt_tokens")] public int PromptTokens { get; set; }
+    [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; set; }
+    [JsonPropertyName("total_tokens")] public int TotalTokens { get; set; }
+}
+
+internal sealed class AssistantMessageDto
+{
+    [JsonPropertyName("role")] public string Role { get; set; } = "assistant";
+    [JsonPropertyName("content")] public string Content { get; set; } = "";
+}
+
+internal sealed class ChatChoiceDto
+{
+    [JsonPropertyName("index")] public int Index { get; set; }
+    [JsonPropertyName("message")] public AssistantMessageDto Message { get; set; } = new();
+    [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
+    [JsonPropertyName("finish_reason")] public string FinishReason { get; set; } = "stop";
+}
+
+internal sealed class ChatCompletionResponse
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("object")] public string Object { get; set; } = "chat.completion";
+    [JsonPropertyName("created")] public long Created { get; set; }
+    [JsonPropertyName("model")] public string Model { get; set; } = "";
+    [JsonPropertyName("choices")] public List<ChatChoiceDto> Choices { get; set; } = [];
+    [JsonPropertyName("usage")] public UsageDto Usage { get; set; } = new();
+}
+
+internal sealed class ChatDeltaDto
+{
+    [JsonPropertyName("role")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Role { get; set; }
+
+    [JsonPropertyName("content")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Content { get; set; }
+}
+
+internal sealed class ChatChunkChoiceDto
+{
+    [JsonPropertyName("index")] public int Index { get; set; }
+    [JsonPropertyName("delta")] public ChatDeltaDto Delta { get; set; } = new();
+    [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
+}
+
+internal sealed class ChatCompletionChunk
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("object")] public string Object { get; set; } = "chat.completion.chunk";
+    [JsonPropertyName("created")] public long Created { get; set; }
+    [JsonPropertyName("model")] public string Model { get; set; } = "";
+    [JsonPropertyName("choices")] public List<ChatChunkChoiceDto> Choices { get; set; } = [];
+
+    [JsonPropertyName("usage")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public UsageDto? Usage { get; set; }
+}
+
+internal sealed class TextChoiceDto
+{
+    [JsonPropertyName("index")] public int Index { get; set; }
+    [JsonPropertyName("text")] public string Text { get; set; } = "";
+    [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
+    [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
+}
+
+/// <summary>A <c>text_completion</c> object, whole or as a stream chunk.</summary>
+internal sealed class TextCompletionResponse
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("object")] public string Object { get; set; } = "text_completion";
+    [JsonPropertyName("created")] public long Created { get; set; }
+    [JsonPropertyName("model")] public string Model { get; set; } = "";
+    [JsonPropertyName("choices")] public List<TextChoiceDto> Choices { get; set; } = [];
+
+    [JsonPropertyName("usage")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public UsageDto? Usage { get; set; }
+}
+
+internal sealed class ModelDto
+{
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("object")] public string Object { get; set; } = "model";
+    [JsonPropertyName("created")] public long Created { get; set; }
+    [JsonPropertyName("owned_by")] public string OwnedBy { get; set; } = "minicpm4.net";
+}
+
+internal sealed class ModelListResponse
+{
+    [JsonPropertyName("object")] public string Object { get; set; } = "list";
+    [JsonPropertyName("data")] public List<ModelDto> Data { get; set; } = [];
+}
+
+internal sealed class HealthResponse
+{
+    [JsonPropertyName("status")] public string Status { get; set; } = "ok";
+}
+
+internal sealed class ErrorDetail
+{
+    [JsonPropertyName("message")] public string Message { get; set; } = "";
+    [JsonPropertyName("type")] public string Type { get; set; } = "invalid_request_error";
+    [JsonPropertyName("param")] public string? Param { get; set; }
+    [JsonPropertyName("code")] public string? Code { get; set; }
+}
+
+internal sealed class ErrorResponse
+{
+    [JsonPropertyName("error")] public ErrorDetail Error { get; set; } = new();
+}
+
+[JsonSourceGenerationOptions(
+    JsonSerializerDefaults.Web,
+    AllowTrailingCommas = false,
+    ReadCommentHandling = JsonCommentHandling.Disallow,
+    NumberHandling = JsonNumberHandling.Strict,
+    PropertyNameCaseInsensitive = false,
+    DefaultIgnoreCondition = JsonIgnoreCondition.Never)]
+[JsonSerializable(typeof(ChatCompletionRequest))]
+[JsonSerializable(typeof(TextCompletionRequest))]
+[JsonSerializable(typeof(ChatCompletionResponse))]
+[JsonSerializable(typeof(ChatCompletionChunk))]
+[JsonSerializable(typeof(TextCompletionResponse))]
+[JsonSerializable(typeof(ModelListResponse))]
+[JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(ErrorResponse))]
+internal sealed partial class ServerJsonContext : JsonSerializerContext;
