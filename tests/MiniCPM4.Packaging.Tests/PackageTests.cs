@@ -10,7 +10,7 @@ namespace MiniCPM4.Packaging.Tests;
 /// End-to-end check of the NuGet packages: packs MiniCPM4 and MiniCPM4.Runtime.linux-x64 from the repository
 /// (with the native library ./build.sh built), checks their contents, then restores them into a fresh console
 /// app with its own NuGet cache, builds and runs it. Set MINICPM4_PACKAGES_DIR to test already-packed packages
-/// (e.g. artifacts/packages from ./build.sh pack) instead of packing.
+/// (e.g. artifacts/packages from ./build.sh pack; relative to the repository root) instead of packing.
 /// </summary>
 [TestFixture, Category("Packaging"), NonParallelizable]
 public sealed class PackageTests
@@ -33,7 +33,7 @@ public sealed class PackageTests
         string? given = Environment.GetEnvironmentVariable("MINICPM4_PACKAGES_DIR");
         if (!string.IsNullOrEmpty(given))
         {
-            _packages = Path.GetFullPath(given);
+            _packages = Path.GetFullPath(given, _repo);   // a relative path is relative to the repository root
             TestContext.Progress.WriteLine($"using the packages in {_packages}");
             return;
         }
