@@ -260,11 +260,12 @@ public sealed class PackageTests
     }
 
     /// <summary>The temp package folder serves only MiniCPM4*; everything else comes from the machine's package
-    /// cache (read as a folder feed, for speed and offline use) and nuget.org (MINICPM4_TEST_NUGET_SOURCE overrides).</summary>
+    /// cache (read as a folder feed, for speed and offline use) and the NuGet sources this machine is configured
+    /// with (MINICPM4_TEST_NUGET_SOURCE overrides them).</summary>
     private static string NuGetConfig(string[] localSources)
     {
-        string feed = Environment.GetEnvironmentVariable("MINICPM4_TEST_NUGET_SOURCE") is { Length: > 0 } f
-            ? f : "https://api.nuget.org/v3/index.json";
+        string[] feeds = Environment.GetEnvironmentVariable("MINICPM4_TEST_NUGET_SOURCE") is { Length: > 0 } f
+            ? [f] : ConfiguredSources();
         string machineCache = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p
             ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
         bool useCache = Directory.Exists(machineCache);
@@ -276,16 +277,34 @@ public sealed class PackageTests
         for (int i = 0; i < localSources.Length; i++)
             sb.AppendLine($"    <add key=\"minicpm4-under-test-{i}\" value=\"{localSources[i]}\" />");
         if (useCache) sb.AppendLine($"    <add key=\"machine-cache\" value=\"{machineCache}\" />");
-        sb.AppendLine($"    <add key=\"feed\" value=\"{feed}\" />");
+        for (int i = 0; i < feeds.Length; i++) sb.AppendLine($"    <add key=\"feed-{i}\" value=\"{feeds[i]}\" />");
         sb.AppendLine("  </packageSources>");
         sb.AppendLine("  <packageSourceMapping>");
         for (int i = 0; i < localSources.Length; i++)
             sb.AppendLine($"    <packageSource key=\"minicpm4-under-test-{i}\"><package pattern=\"MiniCPM4\" /><package pattern=\"MiniCPM4.*\" /></packageSource>");
         if (useCache) sb.AppendLine("    <packageSource key=\"machine-cache\"><package pattern=\"*\" /></packageSource>");
-        sb.AppendLine("    <packageSource key=\"feed\"><package pattern=\"*\" /></packageSource>");
+        for (int i = 0; i < feeds.Length; i++)
+            sb.AppendLine($"    <packageSource key=\"feed-{i}\"><package pattern=\"*\" /></packageSource>");
         sb.AppendLine("  </packageSourceMapping>");
         sb.AppendLine("</configuration>");
         return sb.ToString();
+    }
+
+    /// <summary>The enabled NuGet sources of this machine's configuration (`dotnet nuget list source`).</summary>
+    private static string[] ConfiguredSources()
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet", "nuget list source --format Short")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = System.Diagnostics.Process.Start(psi)!;
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        return output.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Where(line => line.StartsWith("E ", StringComparison.Ordinal))
+            .Select(line => line[2..].Trim())
+            .ToArray();
     }
 
     /// <summary>A fresh NuGet cache so no previously cached MiniCPM4 version can stand in for the packages under
