@@ -7,6 +7,9 @@
 #                         (Release), native tests under ASan + UBSan, managed tests (NUnit)
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
+#   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4 and
+#                         MiniCPM4.Runtime.linux-x64 (plus MiniCPM4.Runtime.linux-x64.Cuda when
+#                         $BUILD_DIR/native-cuda/libminicpm4.so exists) into artifacts/packages/
 #
 # Environment: BUILD_DIR (default ./build), JOBS (default: number of cores).
 set -euo pipefail
@@ -99,8 +102,22 @@ case "${1:-run}" in
     managed_build
     "$CLI" "$@"
     ;;
+  pack)
+    native_release -DMCPM_BUILD_TESTS=OFF
+    out=artifacts/packages
+    lib="$(cd "$BUILD_DIR/native" && pwd)/libminicpm4.so"
+    runtime=packaging/MiniCPM4.Runtime.linux-x64/MiniCPM4.Runtime.linux-x64.csproj
+    pack() { dotnet pack "$@" -c Release -o "$out" -nologo -v quiet -clp:ErrorsOnly -p:MiniCpmNativeLibrary="$lib"; }
+    pack "$runtime"
+    cuda="$BUILD_DIR/native-cuda/libminicpm4.so"
+    if [ -f "$cuda" ]; then
+      pack "$runtime" -p:MiniCpmRuntimeVariant=Cuda -p:MiniCpmCudaNativeLibrary="$(cd "$(dirname "$cuda")" && pwd)/libminicpm4.so"
+    fi
+    pack src/MiniCPM4/MiniCPM4.csproj
+    ls -l "$out"
+    ;;
   *)
-    echo "usage: ./build.sh [run|test|bench ARGS...|cli ARGS...]" >&2
+    echo "usage: ./build.sh [run|test|bench ARGS...|cli ARGS...|pack]" >&2
     exit 2
     ;;
 esac
