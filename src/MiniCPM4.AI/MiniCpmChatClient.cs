@@ -1,0 +1,366 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Text;
+using Microsoft.Extensions.AI;
+using MiniCPM4.Tokenization;
+
+namespace MiniCPM4.AI;
+
+/// <summary>
+/// An <see cref="IChatClient"/> over a local <see cref="MiniCpmModel"/>.
+/// </summary>
+/// <remarks>
+/// <para><b>Concurrency.</b> All members are thread-safe. Requests are served by a pool of at most
+/// <see cref="MiniCpmChatClientOptions.MaxConcurrentSessions"/> sessions; requests beyond that wait in a first-in,
+/// first-out queue (the wait is cancellable). A conversation's session is used by one request at a time.</para>
+/// <para><b>Conversations.</b> Every response carries a <see cref="ChatResponse.ConversationId"/> (a new one when the
+/// request had none). The client keeps the session (KV cache) and the history of the last
+/// <see cref="MiniCpmChatClientOptions.MaxCachedConversations"/> conversations. A request naming a cached conversation
+/// reuses the KV cache for the common token prefix and only prefills the rest; the number of reused tokens is reported as
+/// <see cref="UsageDetails.CachedInputTokenCount"/>. Such a request may carry the whole history (when it starts with the
+/// stored history, or with the same first message, it replaces it) or only the new messages (they are appended to the
+/// stored history, as <c>FunctionInvokingChatClient</c> does once a response has a conversation id).</para>
+/// <para><b>Options.</b> <see cref="ChatOptions.Instructions"/>, Temperature, TopP, TopK, Seed, MaxOutputTokens,
+/// StopSequences, FrequencyPenalty, PresencePenalty, Tools and ToolMode are honoured. A <see cref="GenerationOptions"/>
+/// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
+/// (stop sequences are still added). Other options (such as a JSON ResponseFormat) are ignored, with one log line.</para>
+/// <para><b>Tools.</b> AIFunctions are described in the system turn; the model's MiniCPM4 tool-call blocks become
+/// <see cref="FunctionCallContent"/> (see <see cref="MiniCpmToolCallParser"/>) with finish reason ToolCalls.</para>
+/// </remarks>
+public sealed class MiniCpmChatClient : IChatClient
+{
+    /// <summary>Replaces model generation (tests): receives the rendered prompt and yields text pieces, one per token.</summary>
+    internal delegate IAsyncEnumerable<string> TextSource(string prompt, GenerationOptions options, CancellationToken cancellationToken);
+
+    private readonly MiniCpmModel _model;
+    private readonly MiniCpmChatClientOptions _options;
+    private readonly ChatClientMetadata _metadata;
+    private readonly string _modelId;
+    private readonly FifoGate _gate;
+    private readonly TextSource? _textSource;
+    private readonly object _lock = new();
+    private readonly LinkedList<Conversation> _lru = new();
+    private readonly Dictionary<string, LinkedListNode<Conversation>> _conversations = new(StringComparer.Ordinal);
+    private readonly Stack<MiniCpmSession> _spare = new();
+    private readonly ConcurrentDictionary<string, bool> _loggedOnce = new(StringComparer.Ordinal);
+    private bool _disposed;
+
+    private sealed class Conversation(string id, MiniCpmSession? session, List<ChatMessage> history)
+    {
+        public string Id { get; } = id;
+        public MiniCpmSession? Session { get; set; } = session;
+        public List<ChatMessage> History { get; set; } = history;
+    }
+
+    /// <summary>Creates a client over a loaded model (the client does not own or dispose the model).</summary>
+    public MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options = null)
+        : this(model, options, null)
+    {
+    }
+
+    internal MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options, TextSource? textSource)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        _model = model;
+        _options = options ?? new MiniCpmChatClientOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConcurrentSessions, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxCachedConversations, nameof(options));
+        _modelId = _options.ModelId ?? Path.GetFileName(model.Directory.TrimEnd(Path.DirectorySeparatorChar));
+        _metadata = new ChatClientMetadata("minicpm", new Uri(model.Directory), _modelId);
+        _gate = new FifoGate(_options.MaxConcurrentSessions);
+        _textSource = textSource;
+    }
+
+    /// <summary>Conversations whose session and history are cached now.</summary>
+    public int CachedConversationCount
+    {
+        get
+        {
+            lock (_lock) return _conversations.Count;
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
+
+    /// <inheritdoc />
+    public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages,
+        ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var list = messages.ToList();
+        if (list.Any(m => m is null)) throw new ArgumentException("A message is null.", nameof(messages));
+        return StreamAsync(list, options, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<ChatResponseUpdate> StreamAsync(List<ChatMessage> incoming, ChatOptions? options,
+        [EnumeratorCancellation] CancellationToken ct)
+    {
+        ct.ThrowIfCancellationRequested();
+        var generation = MapOptions(options);
+        string conversationId = options?.ConversationId ?? "minicpm-" + Guid.NewGuid().ToString("N");
+        string modelId = options?.ModelId ?? _modelId;
+        string responseId = "resp_" + Guid.NewGuid().ToString("N");
+        string messageId = "msg_" + Guid.NewGuid().ToString("N");
+        var created = DateTimeOffset.UtcNow;
+
+        ChatResponseUpdate Update(IList<AIContent> contents) => new(ChatRole.Assistant, contents)
+        {
+            ResponseId = responseId,
+            MessageId = messageId,
+            ConversationId = conversationId,
+            ModelId = modelId,
+            CreatedAt = created,
+        };
+
+        await _gate.EnterAsync(ct).ConfigureAwait(false);
+        Conversation? conversation = null;
+        MiniCpmSession? session = null;
+        List<ChatMessage>? completedHistory = null;
+        try
+        {
+            conversation = TakeConversation(options?.ConversationId);
+            var history = ResolveHistory(conversation?.History, incoming);
+            var prompt = MiniCpmPromptFormatter.Format(history, options);
+            var tokens = _model.Tokenizer.Encode(prompt, addBos: _model.Tokenizer.AddBosByDefault);
+
+            var filter = new ToolCallStreamFilter();
+            var text = new StringBuilder();
+            var reasoning = new StringBuilder();
+            var calls = new List<FunctionCallContent>();
+            int outputTokens = 0, evaluated;
+            FinishReason? finish;
+
+            List<ChatResponseUpdate> ToUpdates(List<Segment> segments)
+            {
+                var updates = new List<ChatResponseUpdate>(segments.Count);
+                foreach (var s in segments)
+                {
+                    switch (s.Kind)
+                    {
+                        case SegmentKind.Text:
+                            text.Append(s.Text);
+                            updates.Add(Update([new TextContent(s.Text)]));
+                            break;
+                        case SegmentKind.Reasoning:
+                            reasoning.Append(s.Text);
+                            updates.Add(Update([new TextReasoningContent(s.Text)]));
+                            break;
+                        default:
+                            calls.AddRange(s.Calls!);
+                            updates.Add(Update([.. s.Calls!]));
+                            break;
+                    }
+                }
+                return updates;
+            }
+
+            if (_textSource is not null)
+            {
+                evaluated = tokens.Length;
+                await foreach (var piece in _textSource(prompt, generation, ct).ConfigureAwait(false))
+                {
+                    ct.ThrowIfCancellationRequested();
+                    outputTokens++;
+                    foreach (var u in ToUpdates(filter.Push(piece))) yield return u;
+                    if (outputTokens >= generation.MaxTokens) break;
+                }
+                finish = outputTokens >= generation.MaxTokens ? FinishReason.Length : FinishReason.Stop;
+            }
+            else
+            {
+                session = conversation?.Session ?? RentSession();
+                if (conversation is not null) conversation.Session = null;
+                var s = session;
+                evaluated = await Task.Run(() => s.SetPrompt(tokens, ct), ct).ConfigureAwait(false);
+                await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
+                {
+                    if (token.Id >= 0) outputTokens++;
+                    if (token.Text.Length == 0) continue;
+                    foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
+                }
+                finish = session.LastFinishReason;
+            }
+            foreach (var u in ToUpdates(filter.Flush())) yield return u;
+
+            var usage = new UsageDetails
+            {
+                InputTokenCount = tokens.Length,
+                OutputTokenCount = outputTokens,
+                TotalTokenCount = tokens.Length + outputTokens,
+                CachedInputTokenCount = tokens.Length - evaluated,
+                AdditionalCounts = new() { ["PrefillTokenCount"] = evaluated },
+            };
+            var final = Update([new UsageContent(usage)]);
+            final.FinishReason = calls.Count > 0 ? ChatFinishReason.ToolCalls
+                : finish is FinishReason.Length or FinishReason.ContextFull ? ChatFinishReason.Length
+                : ChatFinishReason.Stop;
+
+            var reply = new List<AIContent>();
+            if (reasoning.Length > 0) reply.Add(new TextReasoningContent(reasoning.ToString()));
+            if (text.Length > 0) reply.Add(new TextContent(text.ToString()));
+            reply.AddRange(calls);
+            completedHistory = [.. history, new ChatMessage(ChatRole.Assistant, reply)];
+            yield return final;
+        }
+        finally
+        {
+            ReturnConversation(conversationId, conversation, session, completedHistory);
+            _gate.Release();
+        }
+    }
+
+    private GenerationOptions MapOptions(ChatOptions? options)
+    {
+        GenerationOptions g;
+        if (options?.RawRepresentationFactory?.Invoke(this) is GenerationOptions typed)
+        {
+            g = typed;
+        }
+        else
+        {
+            g = _options.DefaultGenerationOptions ?? GenerationOptions.FromDefaults(_model.GenerationDefaults);
+            if (options is not null)
+            {
+                if (options.Temperature is float t) g = g with { Temperature = t };
+                if (options.TopP is float p) g = g with { TopP = p };
+                if (options.TopK is int k) g = g with { TopK = k };
+                if (options.Seed is long seed) g = g with { Seed = unchecked((ulong)seed) };
+                if (options.MaxOutputTokens is int max) g = g with { MaxTokens = max };
+                if (options.FrequencyPenalty is float f) g = g with { FrequencyPenalty = f };
+                if (options.PresencePenalty is float pp) g = g with { PresencePenalty = pp };
+            }
+        }
+        if (options is not null)
+        {
+            if (options.ResponseFormat is ChatResponseFormatJson)
+                LogOnce("ResponseFormat", "ChatOptions.ResponseFormat JSON is not enforced by MiniCPM4; ignored");
+            if (options.Reasoning is not null) LogOnce("Reasoning", "ChatOptions.Reasoning is not supported; ignored");
+            if (options.AllowBackgroundResponses == true)
+                LogOnce("AllowBackgroundResponses", "ChatOptions.AllowBackgroundResponses is not supported; ignored");
+            if (options.ContinuationToken is not null)
+                LogOnce("ContinuationToken", "ChatOptions.ContinuationToken is not supported; ignored");
+        }
+        var stops = new List<string>(g.StopStrings ?? []);
+        if (options?.StopSequences is { } sequences) stops.AddRange(sequences.Where(s => !string.IsNullOrEmpty(s)));
+        stops.Add("<|im_end|>");
+        // Special tokens stay in the text: MiniCPM4's tool-call and thought markers may be special tokens.
+        return g with { StopStrings = stops, SkipSpecialTokens = false };
+    }
+
+    private void LogOnce(string key, string message)
+    {
+        if (_options.Log is { } log && _loggedOnce.TryAdd(key, true)) log(message);
+    }
+
+    /// <summary>The conversation's history for this request: the request's messages when they repeat the stored history
+    /// (or start like it), otherwise the stored history followed by them.</summary>
+    private static List<ChatMessage> ResolveHistory(List<ChatMessage>? stored, List<ChatMessage> incoming)
+    {
+        if (stored is null || stored.Count == 0) return incoming;
+        if (incoming.Count == 0) return stored;
+        string firstIncoming = MiniCpmPromptFormatter.RenderMessage(incoming[0]);
+        if (firstIncoming == MiniCpmPromptFormatter.RenderMessage(stored[0])) return incoming;
+        return [.. stored, .. incoming];
+    }
+
+    private Conversation? TakeConversation(string? id)
+    {
+        if (id is null) return null;
+        lock (_lock)
+        {
+            if (!_conversations.Remove(id, out var node)) return null;
+            _lru.Remove(node);
+            return node.Value;
+        }
+    }
+
+    private MiniCpmSession RentSession()
+    {
+        MiniCpmSession? session = null;
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_spare.Count > 0) session = _spare.Pop();
+        }
+        if (session is null) return _model.CreateSession(new SessionOptions { ContextLength = _options.ContextLength });
+        session.Reset();
+        return session;
+    }
+
+    // Called with the session of a finished (or failed) call: stores the conversation, or gives the session back.
+    private void ReturnConversation(string id, Conversation? previous, MiniCpmSession? session, List<ChatMessage>? history)
+    {
+        var toDispose = new List<MiniCpmSession>();
+        lock (_lock)
+        {
+            Conversation? keep = history is not null
+                ? new Conversation(id, session, history)
+                : previous is not null ? new Conversation(previous.Id, session ?? previous.Session, previous.History) : null;
+            if (keep is null)
+            {
+                if (session is not null) Spare(session, toDispose);
+            }
+            else if (_disposed || _options.MaxCachedConversations == 0)
+            {
+                if (keep.Session is not null) Spare(keep.Session, toDispose);
+            }
+            else
+            {
+                if (_conversations.Remove(keep.Id, out var existing))
+                {
+                    // A concurrent call on the same conversation finished first; the later one wins.
+                    _lru.Remove(existing);
+                    if (existing.Value.Session is not null) Spare(existing.Value.Session, toDispose);
+                }
+                _conversations[keep.Id] = _lru.AddLast(keep);
+                while (_conversations.Count > _options.MaxCachedConversations)
+                {
+                    var oldest = _lru.First!;
+                    _lru.RemoveFirst();
+                    _conversations.Remove(oldest.Value.Id);
+                    _options.Log?.Invoke($"conversation {oldest.Value.Id} evicted from the cache");
+                    if (oldest.Value.Session is not null) Spare(oldest.Value.Session, toDispose);
+                }
+            }
+        }
+        foreach (var s in toDispose) s.Dispose();
+    }
+
+    private void Spare(MiniCpmSession session, List<MiniCpmSession> toDispose)
+    {
+        if (!_disposed && _spare.Count < _options.MaxConcurrentSessions) _spare.Push(session);
+        else toDispose.Add(session);
+    }
+
+    /// <inheritdoc />
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null) return null;
+        if (serviceType == typeof(ChatClientMetadata)) return _metadata;
+        if (serviceType == typeof(MiniCpmModel)) return _model;
+        if (serviceType == typeof(MiniCpmTokenizer)) return _model.Tokenizer;
+        if (serviceType == typeof(MiniCpmChatClientOptions)) return _options;
+        return serviceType.IsInstanceOfType(this) ? this : null;
+    }
+
+    /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they end.</summary>
+    public void Dispose()
+    {
+        List<MiniCpmSession> sessions;
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            sessions = [.. _spare, .. _lru.Select(c => c.Session).OfType<MiniCpmSession>()];
+            _spare.Clear();
+            _lru.Clear();
+            _conversations.Clear();
+        }
+        foreach (var s in sessions) s.Dispose();
+    }
+}
