@@ -7,7 +7,7 @@
 #                         (Release), native tests under ASan + UBSan, managed tests (NUnit)
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
-#   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4 and
+#   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4, MiniCPM4.AI and
 #                         MiniCPM4.Runtime.linux-x64 (plus MiniCPM4.Runtime.linux-x64.Cuda when
 #                         $BUILD_DIR/native-cuda/libminicpm4.so exists) into artifacts/packages/
 #
@@ -114,6 +114,7 @@ case "${1:-run}" in
       pack "$runtime" -p:MiniCpmRuntimeVariant=Cuda -p:MiniCpmCudaNativeLibrary="$(cd "$(dirname "$cuda")" && pwd)/libminicpm4.so"
     fi
     pack src/MiniCPM4/MiniCPM4.csproj
+    pack src/MiniCPM4.AI/MiniCPM4.AI.csproj
     ls -l "$out"
     ;;
   *)
