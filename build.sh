@@ -4,7 +4,8 @@
 #   ./build.sh            build the native engine and the managed layer (Release), then run the main
 #                         job: create a tiny random checkpoint (once) and generate text from it
 #   ./build.sh test       build and run every test tier this machine supports: native tests
-#                         (Release), native tests under ASan + UBSan, managed tests (NUnit)
+#                         (Release), native tests under ASan + UBSan, native tests for aarch64 under
+#                         QEMU (when the cross compiler and qemu-user are installed), managed tests (NUnit)
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
 #   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4, MiniCPM4.AI and
@@ -70,6 +71,13 @@ run_tests() {
     -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     tally ctest ctest --test-dir "$BUILD_DIR/native-asan" --output-on-failure -j "$JOBS"
+
+  if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
+    echo "== native tests for aarch64 (NEON kernels; cross-built, run under QEMU)"
+    tally ctest tools/check-aarch64.sh
+  else
+    echo "== skipping the aarch64 tier: install g++-aarch64-linux-gnu and qemu-user to run it"
+  fi
 
   echo "== managed tests (NUnit)"
   managed_build
