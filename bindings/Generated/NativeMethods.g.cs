@@ -90,7 +90,7 @@ internal static class NativeLayout
     internal const int mcpm_build_info_cpu_features_Offset = 32;
     internal const int mcpm_build_info_compiler_Offset = 40;
 
-    internal const int mcpm_model_config_Size = 88;
+    internal const int mcpm_model_config_Size = 128;
     internal const int mcpm_model_config_struct_size_Offset = 0;
     internal const int mcpm_model_config_vocab_size_Offset = 4;
     internal const int mcpm_model_config_hidden_size_Offset = 8;
@@ -111,6 +111,15 @@ internal static class NativeLayout
     internal const int mcpm_model_config_scale_depth_Offset = 76;
     internal const int mcpm_model_config_dim_model_base_Offset = 80;
     internal const int mcpm_model_config_tie_word_embeddings_Offset = 84;
+    internal const int mcpm_model_config_sparse_enabled_Offset = 88;
+    internal const int mcpm_model_config_sparse_kernel_size_Offset = 92;
+    internal const int mcpm_model_config_sparse_kernel_stride_Offset = 96;
+    internal const int mcpm_model_config_sparse_init_blocks_Offset = 100;
+    internal const int mcpm_model_config_sparse_block_size_Offset = 104;
+    internal const int mcpm_model_config_sparse_window_size_Offset = 108;
+    internal const int mcpm_model_config_sparse_topk_Offset = 112;
+    internal const int mcpm_model_config_sparse_dense_len_Offset = 116;
+    internal const int mcpm_model_config_sparse_use_nope_Offset = 120;
 
     internal const int mcpm_model_options_Size = 16;
     internal const int mcpm_model_options_struct_size_Offset = 0;
@@ -205,6 +214,24 @@ internal unsafe struct mcpm_model_config
     public float dim_model_base;
     /// <summary>nonzero: lm_head.weight is model.embed_tokens.weight and must not be set</summary>
     public int tie_word_embeddings;
+    /// <summary>nonzero: InfLLM v2 attention once the context reaches sparse_dense_len; 0: dense (default)</summary>
+    public int sparse_enabled;
+    /// <summary>level-1 compression kernel length, &gt;= sparse_kernel_stride; default 32</summary>
+    public int sparse_kernel_size;
+    /// <summary>level-1 compression kernel stride, &gt; 0; default 16 (level 2 is 4x both)</summary>
+    public int sparse_kernel_stride;
+    /// <summary>leading blocks every query attends to (attention sink), &gt;= 0; default 1</summary>
+    public int sparse_init_blocks;
+    /// <summary>selection block length, a multiple of sparse_kernel_stride; default 64</summary>
+    public int sparse_block_size;
+    /// <summary>local window, a multiple of sparse_block_size (&gt;= 0); default 2048</summary>
+    public int sparse_window_size;
+    /// <summary>blocks selected on top of the local window's, &gt;= 0; default 64</summary>
+    public int sparse_topk;
+    /// <summary>total lengths below this use dense attention; -1 = always sparse; default 8192</summary>
+    public int sparse_dense_len;
+    /// <summary>nonzero: score blocks with un-rotated Q/K (UNSUPPORTED for now); must be 0</summary>
+    public int sparse_use_nope;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -316,7 +343,8 @@ internal static unsafe partial class NativeMethods
     internal static partial byte* mcpm_status_string(int status);
 
     /// <summary>
-    /// Fills *config with MiniCPM4-0.5B-shaped defaults (no LongRoPE). config-&gt;struct_size must be set.
+    /// Fills *config with MiniCPM4-0.5B-shaped defaults (no LongRoPE; sparse attention off with the
+    /// MiniCPM4-8B sparse_config sizes 32/16/1/64/2048/64/8192). config-&gt;struct_size must be set.
     /// Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

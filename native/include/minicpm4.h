@@ -149,9 +149,21 @@ typedef struct mcpm_model_config {
   float scale_depth;                    /* each sublayer output is multiplied by scale_depth/sqrt(num_layers) */
   float dim_model_base;                 /* the LM head input is multiplied by dim_model_base/hidden_size */
   int32_t tie_word_embeddings;          /* nonzero: lm_head.weight is model.embed_tokens.weight and must not be set */
+  /* InfLLM v2 block-sparse attention (config.json "sparse_config", Hugging Face semantics). The
+   * fields below are read only when sparse_enabled is nonzero. Lengths are in tokens. */
+  int32_t sparse_enabled;               /* nonzero: InfLLM v2 attention once the context reaches sparse_dense_len; 0: dense (default) */
+  int32_t sparse_kernel_size;           /* level-1 compression kernel length, >= sparse_kernel_stride; default 32 */
+  int32_t sparse_kernel_stride;         /* level-1 compression kernel stride, > 0; default 16 (level 2 is 4x both) */
+  int32_t sparse_init_blocks;           /* leading blocks every query attends to (attention sink), >= 0; default 1 */
+  int32_t sparse_block_size;            /* selection block length, a multiple of sparse_kernel_stride; default 64 */
+  int32_t sparse_window_size;           /* local window, a multiple of sparse_block_size (>= 0); default 2048 */
+  int32_t sparse_topk;                  /* blocks selected on top of the local window's, >= 0; default 64 */
+  int32_t sparse_dense_len;             /* total lengths below this use dense attention; -1 = always sparse; default 8192 */
+  int32_t sparse_use_nope;              /* nonzero: score blocks with un-rotated Q/K (UNSUPPORTED for now); must be 0 */
 } mcpm_model_config;
 
-/* Fills *config with MiniCPM4-0.5B-shaped defaults (no LongRoPE). config->struct_size must be set.
+/* Fills *config with MiniCPM4-0.5B-shaped defaults (no LongRoPE; sparse attention off with the
+ * MiniCPM4-8B sparse_config sizes 32/16/1/64/2048/64/8192). config->struct_size must be set.
  * Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size. */
 MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* config);
 

@@ -214,6 +214,16 @@ TEST(AbiDefaults, ParamDefaultsMatchTheHeader) {
   EXPECT_GT(c.scale_emb, 0.0f);
   EXPECT_GT(c.scale_depth, 0.0f);
   EXPECT_GT(c.dim_model_base, 0.0f);
+  // Sparse attention off, with the MiniCPM4-8B sparse_config sizes.
+  EXPECT_EQ(c.sparse_enabled, 0);
+  EXPECT_EQ(c.sparse_kernel_size, 32);
+  EXPECT_EQ(c.sparse_kernel_stride, 16);
+  EXPECT_EQ(c.sparse_init_blocks, 1);
+  EXPECT_EQ(c.sparse_block_size, 64);
+  EXPECT_EQ(c.sparse_window_size, 2048);
+  EXPECT_EQ(c.sparse_topk, 64);
+  EXPECT_EQ(c.sparse_dense_len, 8192);
+  EXPECT_EQ(c.sparse_use_nope, 0);
 }
 
 TEST(AbiDefaults, DefaultFunctionsRejectNullAndBadStructSize) {
@@ -332,6 +342,46 @@ TEST_F(AbiModelCreate, InvalidConfigFieldsAreNamed) {
   ExpectCreateFails(with([](auto& c) { c.rope_theta = 0.0f; }), "rope_theta");
   ExpectCreateFails(with([](auto& c) { c.rope_theta = -10000.0f; }), "rope_theta");
   ExpectCreateFails(with([](auto& c) { c.rope_scaling = 7; }), "rope_scaling");
+}
+
+TEST_F(AbiModelCreate, SparseAttentionFieldsAreValidatedWhenEnabled) {
+  mcpm_model_config good = tm_->ApiConfig();
+  good.sparse_enabled = 1;
+  good.sparse_kernel_size = 8, good.sparse_kernel_stride = 4, good.sparse_block_size = 16;
+  good.sparse_window_size = 32, good.sparse_topk = 4, good.sparse_init_blocks = 1, good.sparse_dense_len = 48;
+  auto with = [&](auto mutate) {
+    mcpm_model_config c = good;
+    mutate(c);
+    return c;
+  };
+  // Positive controls: the reduced sizes, dense_len -1 (always sparse), no window, no top-k.
+  for (const mcpm_model_config& c : {good, with([](auto& c) { c.sparse_dense_len = -1; }),
+                                     with([](auto& c) { c.sparse_window_size = 0, c.sparse_topk = 0; }),
+                                     with([](auto& c) { c.sparse_init_blocks = 0; })}) {
+    mcpm_model* out = nullptr;
+    ASSERT_MCPM_OK(mcpm_model_create(&c, &opts_, &out));
+    mcpm_model_free(out);
+  }
+  for (int32_t v : {0, -1}) {
+    ExpectCreateFails(with([&](auto& c) { c.sparse_kernel_stride = v; }), "sparse_kernel_stride");
+    ExpectCreateFails(with([&](auto& c) { c.sparse_kernel_size = v; }), "sparse_kernel_size");
+    ExpectCreateFails(with([&](auto& c) { c.sparse_block_size = v; }), "sparse_block_size");
+  }
+  ExpectCreateFails(with([](auto& c) { c.sparse_kernel_size = 2; }), "sparse_kernel_size");  // < stride
+  ExpectCreateFails(with([](auto& c) { c.sparse_block_size = 18; }), "sparse_block_size");   // not a multiple of 4
+  ExpectCreateFails(with([](auto& c) { c.sparse_window_size = 40; }), "sparse_window_size"); // not a multiple of 16
+  ExpectCreateFails(with([](auto& c) { c.sparse_window_size = -16; }), "sparse_window_size");
+  ExpectCreateFails(with([](auto& c) { c.sparse_init_blocks = -1; }), "sparse_init_blocks");
+  ExpectCreateFails(with([](auto& c) { c.sparse_topk = -1; }), "sparse_topk");
+  ExpectCreateFails(with([](auto& c) { c.sparse_dense_len = -2; }), "sparse_dense_len");
+  ExpectCreateFails(with([](auto& c) { c.sparse_use_nope = 1; }), "sparse_use_nope", MCPM_ERR_UNSUPPORTED);
+
+  // With sparse_enabled = 0 the other sparse fields are ignored (zero-initialised hosts keep working).
+  mcpm_model_config off = with([](auto& c) { c.sparse_kernel_stride = 0, c.sparse_use_nope = 1; });
+  off.sparse_enabled = 0;
+  mcpm_model* out = nullptr;
+  ASSERT_MCPM_OK(mcpm_model_create(&off, &opts_, &out));
+  mcpm_model_free(out);
 }
 
 TEST_F(AbiModelCreate, InvalidLongRopeConfigs) {

@@ -24,6 +24,7 @@ internal static class BenchCommand
         command.Options.Add(GenTokens);
         command.Options.Add(Cli.Device);
         command.Options.Add(Cli.Threads);
+        command.Options.Add(Cli.Dense);
         command.Options.Add(Cli.Json);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
         return command;
@@ -47,7 +48,7 @@ internal static class BenchCommand
                 dir = temp;
             }
             var (device, index) = Cli.ParseDevice(parse.GetValue(Cli.Device) ?? "auto");
-            using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions { Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads) }, null, ct);
+            using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions { Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null }, null, ct);
             using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });
             var rng = new Random(1234);
             var prompt = new int[promptTokens];

@@ -14,6 +14,7 @@ internal static class Cli
     internal static readonly Option<string> Device = new("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "auto" };
     internal static readonly Option<int> Threads = new("--threads") { Description = "CPU threads (0 = all cores)" };
     internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
+    internal static readonly Option<bool> Dense = new("--dense") { Description = "Dense attention even when the checkpoint has a sparse_config (InfLLM v2 off)" };
     internal static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and loader details", Recursive = true };
     internal static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object instead of text" };
     internal static readonly Option<int> MaxTokens = new("--max-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 256 };
@@ -111,6 +112,7 @@ internal static class Cli
             Device = device,
             DeviceIndex = index,
             Threads = parse.GetValue(Threads),
+            SparseAttention = parse.GetValue(Dense) ? false : null,
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
@@ -170,6 +172,6 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context }) command.Options.Add(option);
+        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense }) command.Options.Add(option);
     }
 }

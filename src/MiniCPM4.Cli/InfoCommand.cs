@@ -27,7 +27,10 @@ internal static class InfoCommand
         o.WriteLine($"hidden        {c.HiddenSize}, layers {c.NumHiddenLayers}, heads {c.NumAttentionHeads} ({c.NumKeyValueHeads} KV), head_dim {c.HeadDim}, FFN {c.IntermediateSize}");
         o.WriteLine($"positions     {c.MaxPositionEmbeddings}, rope theta {c.RopeTheta}, rope scaling {(c.RopeScaling is null ? "none" : $"{c.RopeScaling.Type} (original {c.RopeScaling.OriginalMaxPositionEmbeddings})")}");
         o.WriteLine($"muP           scale_emb {c.ScaleEmb}, scale_depth {c.ScaleDepth}, dim_model_base {c.DimModelBase}, tied embeddings {c.TieWordEmbeddings}");
-        if (c.Sparse is not null) o.WriteLine("sparse        sparse_config present (InfLLM v2 is not implemented yet: attention runs dense)");
+        if (c.Sparse is { } sp)
+            o.WriteLine($"sparse        InfLLM v2 from {(sp.DenseLen < 0 ? "the first token" : $"{sp.DenseLen} tokens")}: kernel {sp.KernelSize}/{sp.KernelStride}, block {sp.BlockSize}, " +
+                        $"init {sp.InitBlocks}, window {sp.WindowSize}, top-k {sp.TopK}" +
+                        (sp.UseNope ? " (use_nope is not supported: attention runs dense)" : " (CPU backend; --dense turns it off)"));
         long parameters = checkpoint.Tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
         o.WriteLine($"parameters    {parameters:N0} ({parameters / 1e9:F2} B)");
         o.WriteLine($"weights       {Bytes(checkpoint.TotalBytes)} ({string.Join(", ", checkpoint.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"))})");

@@ -16,9 +16,10 @@ public sealed class MiniCpmModel : IDisposable
     private readonly ModelHandle _handle;
 
     private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
-        MiniCpmTokenizer tokenizer, long weightBytes)
+        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse)
     {
         _handle = handle;
+        SparseAttention = sparse;
         Directory = directory;
         Config = config;
         GenerationDefaults = generation;
@@ -41,6 +42,11 @@ public sealed class MiniCpmModel : IDisposable
     public long WeightBytes { get; }
     /// <summary>End-of-sequence / end-of-turn ids from config.json, generation_config.json and the tokenizer.</summary>
     public IReadOnlyList<int> StopTokenIds { get; }
+    /// <summary>
+    /// The InfLLM v2 sparse attention settings the engine runs with (sparse once a session's context reaches
+    /// <see cref="SparseAttentionConfig.DenseLen"/>), or null when attention is always dense.
+    /// </summary>
+    public SparseAttentionConfig? SparseAttention { get; }
 
     internal ModelHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmModel)) : _handle;
 
@@ -83,6 +89,8 @@ public sealed class MiniCpmModel : IDisposable
 
         float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];
         float[] longFactor = config.RopeScaling?.LongFactor ?? [];
+        if (config.Sparse is { UseNope: true } && options.SparseAttention is null)
+            options.Log?.Invoke("warning: sparse_config.use_nope is not supported; attention runs dense (InfLLM v2 off)");
         ModelHandle handle;
         fixed (float* shortPtr = shortFactor)
         fixed (float* longPtr = longFactor)
@@ -117,6 +125,22 @@ public sealed class MiniCpmModel : IDisposable
                 native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_NONE;
                 native.rope_factor_count = 0;
             }
+            if (SparseSettings(config, options) is { } sparse)
+            {
+                native.sparse_enabled = 1;
+                native.sparse_kernel_size = sparse.KernelSize;
+                native.sparse_kernel_stride = sparse.KernelStride;
+                native.sparse_init_blocks = sparse.InitBlocks;
+                native.sparse_block_size = sparse.BlockSize;
+                native.sparse_window_size = sparse.WindowSize;
+                native.sparse_topk = sparse.TopK;
+                native.sparse_dense_len = sparse.DenseLen;
+                native.sparse_use_nope = sparse.UseNope ? 1 : 0;
+            }
+            else
+            {
+                native.sparse_enabled = 0;
+            }
             NativeStatus.Check(NativeMethods.mcpm_model_create(&native, &modelOptions, out handle));
         }
 
@@ -140,13 +164,22 @@ public sealed class MiniCpmModel : IDisposable
             ulong bytes;
             NativeStatus.Check(NativeMethods.mcpm_model_weight_bytes(handle, &bytes));
             return new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
-                (long)bytes);
+                (long)bytes, SparseSettings(config, options));
         }
         catch
         {
             handle.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
+    private static SparseAttentionConfig? SparseSettings(MiniCpmConfig config, MiniCpmLoadOptions options)
+    {
+        if (config.Sparse is not { } sparse || options.SparseAttention == false) return null;
+        // use_nope scoring is not implemented: "as configured" degrades to dense, an explicit request fails in the engine.
+        if (sparse.UseNope && options.SparseAttention is null) return null;
+        return sparse;
     }
 
     private static int ToNative(TensorDType dtype) => dtype switch

@@ -25,6 +25,13 @@ public sealed record MiniCpmLoadOptions
     public string? NativeLibraryPath { get; init; }
     /// <summary>Receives informational lines (ignored tensors, template warnings).</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>
+    /// InfLLM v2 sparse attention: null (default) follows the checkpoint's sparse_config (sparse once the context
+    /// reaches its dense_len; dense when the config has none, or with a logged warning when it asks for the
+    /// unsupported use_nope scoring); false forces dense attention; true is like null but fails the load when the
+    /// sparse_config cannot be honoured (use_nope).
+    /// </summary>
+    public bool? SparseAttention { get; init; }
 }
 
 /// <summary>Progress of a model load.</summary>

@@ -155,6 +155,15 @@ MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* c) {
     c->scale_depth = 1.4f;
     c->dim_model_base = 256.0f;
     c->tie_word_embeddings = 1;
+    c->sparse_enabled = 0;
+    c->sparse_kernel_size = 32;
+    c->sparse_kernel_stride = 16;
+    c->sparse_init_blocks = 1;
+    c->sparse_block_size = 64;
+    c->sparse_window_size = 2048;
+    c->sparse_topk = 64;
+    c->sparse_dense_len = 8192;
+    c->sparse_use_nope = 0;
   });
 }
 

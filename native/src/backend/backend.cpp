@@ -1,9 +1,23 @@
 #include "backend/backend.h"
 
+#include <string>
+
 #include "backend/cpu/cpu_backend.h"
 #include "common/error.h"
 
 namespace mcpm {
+
+std::unique_ptr<AttentionState> Backend::create_sparse_attention_state(const SparseAttentionParams&,
+                                                                       const AttentionShape&) {
+  throw_error(MCPM_ERR_UNSUPPORTED, std::string("InfLLM v2 sparse attention is not implemented by the ") + name() +
+                                        " backend");
+}
+
+void Backend::sparse_attention(ExecContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                               const AttentionShape&, int64_t, const SparseAttentionParams&, AttentionState&) {
+  throw_error(MCPM_ERR_UNSUPPORTED, std::string("InfLLM v2 sparse attention is not implemented by the ") + name() +
+                                        " backend");
+}
 
 uint32_t compiled_backends() {
   uint32_t flags = MCPM_BACKEND_FLAG_CPU;

@@ -59,6 +59,27 @@ struct AttentionShape {
   int32_t head_dim = 0;
 };
 
+// InfLLM v2 block-sparse attention settings (shared/reference/algorithms.md §1), in tokens. The
+// level-2 compression kernel is 4x the level-1 one. The dense/sparse switch (dense_len) is the
+// model graph's decision, not the op's.
+struct SparseAttentionParams {
+  int32_t kernel_size = 32;
+  int32_t kernel_stride = 16;
+  int32_t init_blocks = 1;
+  int32_t block_size = 64;
+  int32_t window_size = 2048;
+  int32_t topk = 64;
+};
+
+// State a backend keeps per layer next to the KV cache for an attention variant (InfLLM v2: the
+// mean-pooled keys of each KV head). Opaque to the model graph.
+class AttentionState {
+ public:
+  virtual ~AttentionState() = default;
+  // Forgets everything derived from cache rows >= rows (the cache was rewound to `rows` tokens).
+  virtual void truncate(int64_t rows) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -112,6 +133,22 @@ class Backend {
   // h / (heads / kv_heads). Scores scaled by 1/sqrt(head_dim), softmax in fp32.
   virtual void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                          const Tensor& v_cache, const AttentionShape& shape, int64_t start) = 0;
+
+  // State for sparse_attention() over one layer's KV cache. The default throws
+  // mcpm::Error(MCPM_ERR_UNSUPPORTED) (backends without InfLLM v2).
+  virtual std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
+                                                                        const AttentionShape& shape);
+
+  // InfLLM v2 attention (Hugging Face semantics) with the layout and contract of attention(): the
+  // query at absolute position t = start + i attends, per KV group, to the keys j <= t of the blocks
+  // selected from the compressed keys (init blocks, the local window and the top-k by stage-1
+  // score). `state` (from create_sparse_attention_state with the same params and shape) holds what
+  // earlier calls derived from this cache; the caller truncates it whenever cache rows are rewritten
+  // (rewind), and the op itself drops anything derived from rows >= start before reading the new
+  // rows. The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED).
+  virtual void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                const Tensor& v_cache, const AttentionShape& shape, int64_t start,
+                                const SparseAttentionParams& params, AttentionState& state);
 
   // out = silu(gate) * up, elementwise over [n, intermediate].
   virtual void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) = 0;

@@ -8,6 +8,22 @@
 
 namespace mcpm {
 
+// InfLLM v2 block-sparse attention (mcpm_model_config.sparse_*), all lengths in tokens.
+struct SparseAttentionConfig {
+  bool enabled = false;
+  int32_t kernel_size = 32;
+  int32_t kernel_stride = 16;
+  int32_t init_blocks = 1;
+  int32_t block_size = 64;
+  int32_t window_size = 2048;
+  int32_t topk = 64;
+  int32_t dense_len = 8192;  // -1: always sparse
+
+  // Hugging Face switch: a forward call whose total KV length (cache + chunk) is below dense_len is
+  // dense; otherwise every query of the call uses sparse attention.
+  bool use_sparse(int64_t total_length) const { return enabled && total_length >= dense_len; }
+};
+
 struct ModelConfig {
   int32_t vocab_size = 0;
   int32_t hidden_size = 0;
@@ -27,6 +43,7 @@ struct ModelConfig {
   float scale_depth = 1;
   float dim_model_base = 1;
   bool tie_word_embeddings = false;
+  SparseAttentionConfig sparse;
 
   int64_t q_dim() const { return static_cast<int64_t>(num_heads) * head_dim; }
   int64_t kv_dim() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }

@@ -5,6 +5,7 @@
 //     a = rmsnorm(h) * w_in
 //     q, k, v = a Wq^T, a Wk^T, a Wv^T;  q, k = rope(q, k)          (rotate-half)
 //     h += (softmax(q k^T / sqrt(d), causal, GQA) v) Wo^T * s        (s = scale_depth / sqrt(layers))
+//          (InfLLM v2 block-sparse attention instead once a sparse model's context reaches dense_len)
 //     f = rmsnorm(h) * w_post
 //     h += ((silu(f Wg^T) * (f Wu^T)) Wd^T) * s
 //   logits = (rmsnorm(h) * w_final * dim_model_base / hidden) W_lm^T
@@ -19,6 +20,21 @@
 
 namespace mcpm {
 
+namespace {
+
+SparseAttentionParams sparse_params(const ModelConfig& c) {
+  SparseAttentionParams p;
+  p.kernel_size = c.sparse.kernel_size;
+  p.kernel_stride = c.sparse.kernel_stride;
+  p.init_blocks = c.sparse.init_blocks;
+  p.block_size = c.sparse.block_size;
+  p.window_size = c.sparse.window_size;
+  p.topk = c.sparse.topk;
+  return p;
+}
+
+}  // namespace
+
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t cap) : capacity(cap) {
   const DType dt = backend.kv_dtype();
   const int64_t cols = config.kv_dim();
@@ -29,6 +45,16 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t cap) : cap
       side->push_back(Tensor{storage_.back()->data(), dt, cap, cols});
     }
   }
+  if (config.sparse.enabled) {
+    const SparseAttentionParams params = sparse_params(config);
+    const AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim};
+    for (int32_t l = 0; l < config.num_layers; ++l)
+      sparse.push_back(backend.create_sparse_attention_state(params, shape));
+  }
+}
+
+void KvCache::truncate(int64_t rows) {
+  for (const std::unique_ptr<AttentionState>& s : sparse) s->truncate(rows);
 }
 
 Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n) : max_tokens(n) {
@@ -58,6 +84,10 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
   Backend& be = model.backend();
   const float s = c.residual_scale();
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
+  // InfLLM v2 (Hugging Face): the whole call is sparse once the total KV length reaches dense_len.
+  const bool sparse = c.sparse.use_sparse(start + n);
+  const SparseAttentionParams sparse_p = sparse ? sparse_params(c) : SparseAttentionParams{};
+  MCPM_CHECK(!sparse || kv.sparse.size() == static_cast<size_t>(c.num_layers));
 
   std::vector<int32_t> positions(static_cast<size_t>(n));
   std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
@@ -81,7 +111,11 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     be.rope(ctx, q, c.num_heads, c.head_dim, positions.data(), ws.inv_freq, ws.attn_factor);
     be.rope(ctx, k, c.num_kv_heads, c.head_dim, positions.data(), ws.inv_freq, ws.attn_factor);
     be.store_kv(ctx, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], k, v, start);
-    be.attention(ctx, attn, q, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], shape, start);
+    if (sparse)
+      be.sparse_attention(ctx, attn, q, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], shape, start,
+                          sparse_p, *kv.sparse[static_cast<size_t>(l)]);
+    else
+      be.attention(ctx, attn, q, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], shape, start);
     be.linear(ctx, proj, attn, lw.o);
     // FFN block.
     be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);

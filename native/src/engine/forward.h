@@ -10,11 +10,17 @@
 
 namespace mcpm {
 
-// Per-layer K and V caches [capacity, kv_heads * head_dim] in the backend's KV dtype.
+// Per-layer K and V caches [capacity, kv_heads * head_dim] in the backend's KV dtype, plus the
+// per-layer InfLLM v2 state (compressed keys) when the config enables sparse attention.
 struct KvCache {
   KvCache(Backend& backend, const ModelConfig& config, int64_t capacity);
   int64_t capacity;
   std::vector<Tensor> k, v;
+  std::vector<std::unique_ptr<AttentionState>> sparse;  // per layer; empty when sparse attention is off
+
+  // The cache now holds only rows [0, rows) (rewind, reset, failed evaluation): drops the sparse
+  // state derived from later rows, which will be rewritten.
+  void truncate(int64_t rows);
 
  private:
   std::vector<std::unique_ptr<Buffer>> storage_;

@@ -22,13 +22,13 @@ float dot(const float* a, const float* b, int64_t n) {
 
 // out[0:d] = softmax_j(scale * q.K[keys[j]]) weighted sum of V[keys[j]], keys in the given order.
 // fp32, max-subtracted. `keys` must be non-empty.
-void attend(const float* q, const float* K, const float* V, int64_t d, const std::vector<int64_t>& keys,
+void attend(const float* q, const float* K, const float* V, int64_t d, int64_t ld, const std::vector<int64_t>& keys,
             float* out) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   std::vector<float> w(keys.size());
   float m = -kInf;
   for (size_t j = 0; j < keys.size(); ++j) {
-    w[j] = scale * dot(q, K + keys[j] * d, d);
+    w[j] = scale * dot(q, K + keys[j] * ld, d);
     m = std::max(m, w[j]);
   }
   float sum = 0.0f;
@@ -38,7 +38,7 @@ void attend(const float* q, const float* K, const float* V, int64_t d, const std
   }
   std::fill(out, out + d, 0.0f);
   for (size_t j = 0; j < keys.size(); ++j) {
-    const float* vj = V + keys[j] * d;
+    const float* vj = V + keys[j] * ld;
     for (int64_t i = 0; i < d; ++i) out[i] += w[j] * vj[i];
   }
   const float inv = 1.0f / sum;
@@ -64,13 +64,14 @@ int64_t num_visible_kernels(int64_t t, int64_t n, int64_t size, int64_t stride) 
 }
 
 void mean_pool(const float* K, int64_t head_dim, int64_t size, int64_t stride, int64_t c_begin, int64_t c_end,
-               float* out) {
+               float* out, int64_t row_stride) {
+  const int64_t ld = row_stride > 0 ? row_stride : head_dim;
   const float inv = 1.0f / static_cast<float>(size);
   for (int64_t c = c_begin; c < c_end; ++c) {
     float* o = out + (c - c_begin) * head_dim;
     std::fill(o, o + head_dim, 0.0f);
     for (int64_t j = 0; j < size; ++j) {
-      const float* row = K + (c * stride + j) * head_dim;
+      const float* row = K + (c * stride + j) * ld;
       for (int64_t i = 0; i < head_dim; ++i) o[i] += row[i];
     }
     for (int64_t i = 0; i < head_dim; ++i) o[i] *= inv;
@@ -89,15 +90,15 @@ CompressedKeys compress_keys(const SparseConfig& cfg, const float* K, int64_t L,
   return ck;
 }
 
-void update_compressed_keys(const SparseConfig& cfg, const float* K, int64_t L, CompressedKeys& ck) {
+void update_compressed_keys(const SparseConfig& cfg, const float* K, int64_t L, CompressedKeys& ck, int64_t row_stride) {
   const int64_t d = ck.head_dim;
   const int64_t n1 = num_kernels(L, cfg.kernel_size, cfg.kernel_stride);
   const int64_t n2 = num_kernels(L, cfg.kernel_size2(), cfg.kernel_stride2());
   if (n1 < ck.n1 || n2 < ck.n2) throw std::invalid_argument("update_compressed_keys: L shrank; truncate first");
   ck.c1.resize(static_cast<size_t>(n1 * d));
   ck.c2.resize(static_cast<size_t>(n2 * d));
-  mean_pool(K, d, cfg.kernel_size, cfg.kernel_stride, ck.n1, n1, ck.c1.data() + ck.n1 * d);
-  mean_pool(K, d, cfg.kernel_size2(), cfg.kernel_stride2(), ck.n2, n2, ck.c2.data() + ck.n2 * d);
+  mean_pool(K, d, cfg.kernel_size, cfg.kernel_stride, ck.n1, n1, ck.c1.data() + ck.n1 * d, row_stride);
+  mean_pool(K, d, cfg.kernel_size2(), cfg.kernel_stride2(), ck.n2, n2, ck.c2.data() + ck.n2 * d, row_stride);
   ck.n1 = n1;
   ck.n2 = n2;
 }
@@ -179,7 +180,7 @@ std::vector<int32_t> select_for_query(const SparseConfig& cfg, const float* q_gr
 }
 
 void block_sparse_attention(const float* q, const float* K, const float* V, int64_t head_dim, int64_t t,
-                            const int32_t* blocks, int64_t n_sel, int block_size, float* out) {
+                            const int32_t* blocks, int64_t n_sel, int block_size, float* out, int64_t row_stride) {
   std::vector<int64_t> keys;
   for (int64_t s = 0; s < n_sel; ++s) {
     const int64_t begin = static_cast<int64_t>(blocks[s]) * block_size;
@@ -190,14 +191,14 @@ void block_sparse_attention(const float* q, const float* K, const float* V, int6
     std::fill(out, out + head_dim, 0.0f);
     return;
   }
-  attend(q, K, V, head_dim, keys, out);
+  attend(q, K, V, head_dim, row_stride > 0 ? row_stride : head_dim, keys, out);
 }
 
 void dense_causal_attention(const float* q, const float* K, const float* V, int64_t head_dim, int64_t t,
                             float* out) {
   std::vector<int64_t> keys(static_cast<size_t>(t + 1));
   std::iota(keys.begin(), keys.end(), int64_t{0});
-  attend(q, K, V, head_dim, keys, out);
+  attend(q, K, V, head_dim, head_dim, keys, out);
 }
 
 void sparse_attention(const SparseConfig& cfg, const float* q, int64_t T_q, int n_heads, const float* const* k,

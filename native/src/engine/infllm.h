@@ -69,8 +69,10 @@ int64_t num_visible_kernels(int64_t t, int64_t n, int64_t size, int64_t stride);
 // out[c, :] = (1/size) * sum_{j<size} K[c*stride + j, :] for c in [c_begin, c_end).
 // K is [tokens, head_dim] and must hold at least (c_end-1)*stride + size rows; out is
 // [c_end - c_begin, head_dim]. Accumulates in fp32 in token order, then multiplies by 1/size.
+// row_stride: floats between consecutive rows of K (0 = head_dim, i.e. dense rows); a KV cache of
+// [tokens, kv_heads*head_dim] is read in place with K = cache + h*head_dim, row_stride = kv_heads*head_dim.
 void mean_pool(const float* K, int64_t head_dim, int64_t size, int64_t stride, int64_t c_begin, int64_t c_end,
-               float* out);
+               float* out, int64_t row_stride = 0);
 
 // The compressed keys of one KV head.
 struct CompressedKeys {
@@ -85,7 +87,9 @@ CompressedKeys compress_keys(const SparseConfig& cfg, const float* K, int64_t L,
 
 // Incremental: K now holds L rows (the rows already compressed must be unchanged); appends only the
 // kernels that became complete since the last call. Result == compress_keys(cfg, K, L, head_dim).
-void update_compressed_keys(const SparseConfig& cfg, const float* K, int64_t L, CompressedKeys& ck);
+// row_stride as in mean_pool.
+void update_compressed_keys(const SparseConfig& cfg, const float* K, int64_t L, CompressedKeys& ck,
+                            int64_t row_stride = 0);
 
 // Drops the kernels that are not complete within the first L tokens (for a rolled-back KV cache).
 void truncate_compressed_keys(const SparseConfig& cfg, int64_t L, CompressedKeys& ck);
@@ -118,8 +122,10 @@ std::vector<int32_t> select_for_query(const SparseConfig& cfg, const float* q_gr
 // Stage 2 for one query head at absolute position t: out[0:d] = sum_j softmax_j(scale*q.K[j]) V[j]
 // over the keys j <= t whose block j / block_size is in `blocks` (ascending, unique); keys are taken
 // in ascending order. K and V are [tokens, head_dim] with > t rows. scale = 1/sqrt(head_dim).
+// row_stride as in mean_pool (the same for K and V).
 void block_sparse_attention(const float* q, const float* K, const float* V, int64_t head_dim, int64_t t,
-                            const int32_t* blocks, int64_t n_sel, int block_size, float* out);
+                            const int32_t* blocks, int64_t n_sel, int block_size, float* out,
+                            int64_t row_stride = 0);
 
 // Dense causal attention for one query head at absolute position t (all keys 0..t), same numerics.
 void dense_causal_attention(const float* q, const float* K, const float* V, int64_t head_dim, int64_t t,

@@ -89,6 +89,41 @@ ModelConfig ModelConfig::from_abi(const mcpm_model_config& a) {
     require(a.rope_factor_count == 0, "rope_factor_count",
             "must be 0 without LongRoPE, got " + std::to_string(a.rope_factor_count));
   }
+  if (a.sparse_enabled != 0) {
+    constexpr int32_t kMaxLen = 1 << 24;
+    auto in_range = [](int32_t v, int32_t lo, int32_t hi) { return v >= lo && v <= hi; };
+    require(in_range(a.sparse_kernel_stride, 1, kMaxLen), "sparse_kernel_stride",
+            "must be in [1, 16777216], got " + std::to_string(a.sparse_kernel_stride));
+    require(in_range(a.sparse_kernel_size, a.sparse_kernel_stride, kMaxLen), "sparse_kernel_size",
+            "must be in [sparse_kernel_stride (" + std::to_string(a.sparse_kernel_stride) + "), 16777216], got " +
+                std::to_string(a.sparse_kernel_size));
+    require(in_range(a.sparse_block_size, 1, kMaxLen) && a.sparse_block_size % a.sparse_kernel_stride == 0,
+            "sparse_block_size",
+            "must be a positive multiple of sparse_kernel_stride (" + std::to_string(a.sparse_kernel_stride) +
+                ") up to 16777216, got " + std::to_string(a.sparse_block_size));
+    require(in_range(a.sparse_window_size, 0, 1 << 30) && a.sparse_window_size % a.sparse_block_size == 0,
+            "sparse_window_size",
+            "must be a multiple of sparse_block_size (" + std::to_string(a.sparse_block_size) +
+                ") in [0, 1073741824], got " + std::to_string(a.sparse_window_size));
+    require(in_range(a.sparse_init_blocks, 0, kMaxLen), "sparse_init_blocks",
+            "must be in [0, 16777216], got " + std::to_string(a.sparse_init_blocks));
+    require(in_range(a.sparse_topk, 0, kMaxLen), "sparse_topk",
+            "must be in [0, 16777216], got " + std::to_string(a.sparse_topk));
+    require(a.sparse_dense_len >= -1, "sparse_dense_len",
+            "must be -1 (always sparse) or >= 0, got " + std::to_string(a.sparse_dense_len));
+    if (a.sparse_use_nope != 0)
+      throw_error(MCPM_ERR_UNSUPPORTED,
+                  "unsupported model config: sparse_use_nope (block scoring with un-rotated Q/K) is not "
+                  "implemented; set it to 0");
+    c.sparse.enabled = true;
+    c.sparse.kernel_size = a.sparse_kernel_size;
+    c.sparse.kernel_stride = a.sparse_kernel_stride;
+    c.sparse.init_blocks = a.sparse_init_blocks;
+    c.sparse.block_size = a.sparse_block_size;
+    c.sparse.window_size = a.sparse_window_size;
+    c.sparse.topk = a.sparse_topk;
+    c.sparse.dense_len = a.sparse_dense_len;
+  }
   return c;
 }
 

@@ -65,6 +65,7 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
     }
   } catch (...) {
     tokens_.resize(static_cast<size_t>(start_length));  // cache rows past the length are simply overwritten later
+    kv_.truncate(start_length);
     throw;
   }
   last_logits_.swap(next_logits_);
@@ -111,11 +112,13 @@ void Session::rewind(int32_t new_length) {
                      std::to_string(length()));
   if (new_length == length()) return;
   tokens_.resize(static_cast<size_t>(new_length));  // cache rows past the length are simply overwritten later
+  kv_.truncate(new_length);  // and the sparse-attention state derived from them is dropped
   logits_valid_ = false;
 }
 
 void Session::reset() {
   tokens_.clear();
+  kv_.truncate(0);
   logits_valid_ = false;
   generated_since_config_ = 0;
 }

@@ -6,8 +6,9 @@ namespace MiniCPM4.Checkpoints;
 public sealed record RopeScalingConfig(string Type, float[] ShortFactor, float[] LongFactor, int OriginalMaxPositionEmbeddings);
 
 /// <summary>
-/// InfLLM-v2 sparse attention settings (config.json "sparse_config"). Read for completeness; the engine does
-/// not use them yet. Absent fields take the MiniCPM4-8B defaults.
+/// InfLLM-v2 sparse attention settings (config.json "sparse_config"), run by the engine's CPU backend (see
+/// <see cref="MiniCpmLoadOptions.SparseAttention"/>). Absent fields take the MiniCPM4-8B defaults. DenseLen -1 means
+/// always sparse.
 /// </summary>
 public sealed record SparseAttentionConfig(
     int KernelSize = 32,
@@ -132,7 +133,7 @@ public sealed record MiniCpmConfig
                 s.Int("window_size", 0) ?? d.WindowSize,
                 s.Int("topk", 0) ?? d.TopK,
                 s.Bool("use_nope") ?? d.UseNope,
-                s.Int("dense_len", 0) ?? d.DenseLen);
+                s.Int("dense_len", -1) ?? d.DenseLen);
         }
 
         return new MiniCpmConfig

@@ -149,6 +149,10 @@ public class ConfigTests : TempDirTest
     {
         var c = P(""", "sparse_config": {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64, "window_size": 2048, "topk": 64, "use_nope": false, "dense_len": 8192}""");
         Assert.That(c.Sparse, Is.EqualTo(new SparseAttentionConfig(32, 16, 1, 64, 2048, 64, false, 8192)));
+        // dense_len -1 means always sparse (MiniCPM4 README); below that is an error.
+        Assert.That(P(""", "sparse_config": {"dense_len": -1}""").Sparse!.DenseLen, Is.EqualTo(-1));
+        var e = Assert.Throws<CheckpointException>(() => P(""", "sparse_config": {"dense_len": -2}"""));
+        Assert.That(e!.Message, Does.Contain("dense_len"));
     }
 
     [Test]

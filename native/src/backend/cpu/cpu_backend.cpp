@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 #if defined(_WIN32)
 #include <malloc.h>
@@ -15,6 +16,7 @@
 #endif
 
 #include "common/error.h"
+#include "engine/infllm.h"
 
 namespace mcpm {
 
@@ -259,6 +261,94 @@ void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q,
       std::memset(oi, 0, static_cast<size_t>(hd) * sizeof(float));
       for (int64_t j = 0; j < visible; ++j) k_.axpy_f32(scores[j], vbase + j * kv_stride, oi, hd);
       k_.scale_f32(1.0f / sum, oi, hd);
+    }
+  });
+}
+
+namespace {
+
+// InfLLM v2 state of one layer: the CPU reference's configuration and the compressed keys of each
+// KV head, covering a prefix of the layer's KV cache.
+class CpuSparseState final : public AttentionState {
+ public:
+  void truncate(int64_t rows) override {
+    for (infllm::CompressedKeys& ck : keys) infllm::truncate_compressed_keys(cfg, rows, ck);
+  }
+
+  infllm::SparseConfig cfg;
+  std::vector<infllm::CompressedKeys> keys;  // per KV head
+};
+
+infllm::SparseConfig to_infllm(const SparseAttentionParams& p) {
+  infllm::SparseConfig cfg;
+  cfg.kernel_size = p.kernel_size;
+  cfg.kernel_stride = p.kernel_stride;
+  cfg.init_blocks = p.init_blocks;
+  cfg.block_size = p.block_size;
+  cfg.window_size = p.window_size;
+  cfg.topk = p.topk;
+  cfg.dense_len = -1;  // the model graph has already chosen the sparse path
+  cfg.use_nope = false;
+  cfg.use_compress_lse = true;  // Hugging Face
+  return cfg;
+}
+
+}  // namespace
+
+std::unique_ptr<AttentionState> CpuBackend::create_sparse_attention_state(const SparseAttentionParams& params,
+                                                                          const AttentionShape& shape) {
+  auto state = std::make_unique<CpuSparseState>();
+  state->cfg = to_infllm(params);
+  try {
+    infllm::validate(state->cfg);
+  } catch (const std::invalid_argument& e) {
+    invalid_argument(e.what());
+  }
+  state->keys.resize(static_cast<size_t>(shape.num_kv_heads));
+  for (infllm::CompressedKeys& ck : state->keys) ck.head_dim = shape.head_dim;
+  return state;
+}
+
+// The CPU reference (engine/infllm) reads the fp32 cache in place (row stride kv_heads*head_dim).
+// Compression is incremental per KV head; selection and stage 2 run per (query token, KV group),
+// one work item each.
+void CpuBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                  const Tensor& v_cache, const AttentionShape& shape, int64_t start,
+                                  const SparseAttentionParams&, AttentionState& state) {
+  CpuContext& c = cpu(ctx);
+  CpuSparseState& st = static_cast<CpuSparseState&>(state);
+  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
+  const int64_t group = heads / kv_heads;
+  const int64_t ld = k_cache.cols;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && ld == kv_heads * hd && v_cache.cols == ld);
+  MCPM_CHECK(start + n <= k_cache.rows && static_cast<int64_t>(st.keys.size()) == kv_heads);
+  const infllm::SparseConfig& cfg = st.cfg;
+  const int64_t total = start + n;
+  const float* k = k_cache.as<const float>();
+  const float* v = v_cache.as<const float>();
+
+  // Drop kernels that read rows >= start (just rewritten), then pool the complete new ones.
+  st.truncate(start);
+  c.pool.parallel_for(kv_heads, 1, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t h = b; h < e; ++h)
+      infllm::update_compressed_keys(cfg, k + h * hd, total, st.keys[static_cast<size_t>(h)], ld);
+  });
+
+  const int64_t n_blocks = (total + cfg.block_size - 1) / cfg.block_size;
+  c.pool.parallel_for(n * kv_heads, 1, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t i = item / kv_heads, h = item % kv_heads;
+      const int64_t t = start + i;
+      // The `group` query heads of KV head h are contiguous in a row of q.
+      const float* q_group = q.as<const float>() + i * q.cols + h * group * hd;
+      const std::vector<int32_t> sel =
+          infllm::select_for_query(cfg, q_group, static_cast<int>(group), st.keys[static_cast<size_t>(h)], t, n_blocks);
+      for (int64_t g = 0; g < group; ++g) {
+        const int64_t head = h * group + g;
+        infllm::block_sparse_attention(q.as<const float>() + i * q.cols + head * hd, k + h * hd, v + h * hd, hd, t,
+                                       sel.data(), static_cast<int64_t>(sel.size()), cfg.block_size,
+                                       out.as<float>() + i * out.cols + head * hd, ld);
+      }
     }
   });
 }

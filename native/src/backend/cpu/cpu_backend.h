@@ -62,6 +62,11 @@ class CpuBackend final : public Backend {
                 int64_t start) override;
   void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                  const AttentionShape& shape, int64_t start) override;
+  std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
+                                                                const AttentionShape& shape) override;
+  void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, const AttentionShape& shape, int64_t start,
+                        const SparseAttentionParams& params, AttentionState& state) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void synchronize(ExecContext&) override {}
 
