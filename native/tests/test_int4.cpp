@@ -1,0 +1,503 @@
+// W4A16 int4 module (engine/int4.h) against algorithms.md §4.6, on random inputs (normal weights and
+// activations, uniform codes; never all zeros except the one test of the all-zero-group rule).
+//
+// Expected layouts are written out here independently of the implementation: the Marlin position
+// of (k, n) is computed by the forward formula in marlin_position() below and pinned on hand-worked
+// positions; AutoGPTQ nibbles are read back by hand.
+//
+// Tolerances: layout/packing results are compared exactly. Quantisation: |What - w| <= s/2 for every
+// element with w/s in [-8.5, 7.5] (relative slack 1e-6 for the fp32 division), and for the group
+// maximum that the fp16 rounding of s can push past 7.5*s, s/2 + 7.5*|s - 2*xmax/15|. GEMM: per element
+// |y - y_ref| <= 1e-4 * sum_k |x[m][k] * What[k][n]| with y_ref in double, and overall
+// mean|y - y_ref| / mean|y_ref| < 1e-5 (fp32 accumulation over K <= 256 errs by ~1e-7).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "engine/int4.h"
+
+namespace mcpm {
+namespace int4 {
+namespace {
+
+std::vector<float> randn(std::mt19937& rng, size_t n, float sd = 1.0f) {
+  std::normal_distribution<float> d(0.0f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<uint8_t> random_codes(std::mt19937& rng, int64_t K, int64_t N) {
+  std::uniform_int_distribution<int> d(0, 15);
+  std::vector<uint8_t> q(static_cast<size_t>(K * N));
+  for (uint8_t& x : q) x = static_cast<uint8_t>(d(rng));
+  return q;
+}
+
+std::vector<uint16_t> random_scales(std::mt19937& rng, int64_t K, int64_t N) {
+  std::uniform_real_distribution<float> d(0.001f, 0.1f);
+  std::vector<uint16_t> s(static_cast<size_t>(K / 128 * N));
+  for (uint16_t& x : s) x = f32_to_f16(d(rng));
+  return s;
+}
+
+// Where Marlin stores q[k][n] (algorithms.md §4.2, solved forwards): int32 index into B [K/16][2N]
+// and nibble index. Row k%16 = [2t, 2t+1, 2t+8, 2t+9][rr]; column n%64 = 16j + 8blk + col; lane
+// i = 4col + t; fragment element o = 4blk + rr sits at nibble p with interleave[p] = o.
+struct Pos {
+  int64_t word;
+  int nibble;
+};
+Pos marlin_position(int64_t k, int64_t n, int64_t N) {
+  const int64_t r = k / 16, kr = k % 16;
+  const int64_t t = (kr % 8) / 2;
+  const int64_t rr = (kr % 2) + 2 * (kr / 8);
+  const int64_t c = n / 64, j = (n % 64) / 16, blk = (n % 16) / 8, col = n % 8;
+  const int64_t i = 4 * col + t;
+  const int64_t o = 4 * blk + rr;
+  static const int inv_interleave[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // p such that [0,2,4,6,1,3,5,7][p] = o
+  return {r * 2 * N + 128 * c + 4 * i + j, inv_interleave[o]};
+}
+
+int nibble_of(const std::vector<int32_t>& B, Pos p) {
+  return static_cast<int>((static_cast<uint32_t>(B[static_cast<size_t>(p.word)]) >> (4 * p.nibble)) & 15u);
+}
+
+template <class F>
+void expect_throw_with(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected std::invalid_argument containing '" << needle << "'";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+// ---- fp16 ------------------------------------------------------------------------------------------
+
+TEST(Int4F16, RoundTripAndRounding) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu) != 0) continue;  // NaN payloads
+    EXPECT_EQ(f32_to_f16(f16_to_f32(static_cast<uint16_t>(h))), h) << h;
+  }
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie -> even (down)
+  EXPECT_EQ(f32_to_f16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie -> even (up)
+  EXPECT_EQ(f32_to_f16(65519.0f), 0x7bff);
+  EXPECT_EQ(f32_to_f16(65520.0f), 0x7c00);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -25)), 0x0000);      // tie between 0 and 2^-24 -> 0
+  EXPECT_EQ(f32_to_f16(3 * std::ldexp(1.0f, -25)), 0x0002);  // tie between 1 and 2 units -> 2
+  EXPECT_EQ(f32_to_f16(-std::ldexp(1.0f, -14)), 0x8400);
+  EXPECT_EQ(f32_to_f16(std::ldexp(1.0f, -14) - std::ldexp(1.0f, -26)), 0x0400);  // rounds up to normal
+}
+
+// ---- quantisation ----------------------------------------------------------------------------------
+
+TEST(Int4Quant, RtnErrorBoundAndScaleRule) {
+  std::mt19937 rng(101);
+  const int64_t N = 40, K = 384;
+  std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.05f);
+  for (int e = 0; e < 20; ++e) w[static_cast<size_t>(rng() % w.size())] *= 30.0f;  // outliers
+  const Quantized qw = quantize_rtn(w.data(), N, K);
+  ASSERT_EQ(qw.q.size(), static_cast<size_t>(K * N));
+  ASSERT_EQ(qw.scales.size(), static_cast<size_t>(K / 128 * N));
+  const std::vector<float> deq = dequantize(qw);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < K / 128; ++g) {
+      float xmax = 0.0f;
+      for (int64_t k = 128 * g; k < 128 * g + 128; ++k) xmax = std::max(xmax, std::fabs(w[n * K + k]));
+      const uint16_t s16 = qw.scales[static_cast<size_t>(g * N + n)];
+      EXPECT_EQ(s16, f32_to_f16(2.0f * xmax / 15.0f));
+      const double s = f16_to_f32(s16);
+      const double s_exact = 2.0 * xmax / 15.0;
+      for (int64_t k = 128 * g; k < 128 * g + 128; ++k) {
+        const int q = qw.q[static_cast<size_t>(k * N + n)];
+        ASSERT_LE(q, 15);
+        const double v = w[static_cast<size_t>(n * K + k)];
+        const double what = (q - 8) * s;
+        EXPECT_EQ(deq[static_cast<size_t>(k * N + n)], static_cast<float>(what));
+        const double err = std::fabs(what - v);
+        if (v / s <= 7.5 && v / s >= -8.5)
+          EXPECT_LE(err, 0.5 * s * (1 + 1e-6)) << "n=" << n << " k=" << k;
+        else
+          EXPECT_LE(err, 0.5 * s + 7.5 * std::fabs(s - s_exact) + 1e-9) << "n=" << n << " k=" << k;
+      }
+    }
+}
+
+TEST(Int4Quant, AllZeroGroupUsesUnitRange) {
+  std::mt19937 rng(102);
+  const int64_t N = 3, K = 256;
+  std::vector<float> w = randn(rng, static_cast<size_t>(N * K));
+  for (int64_t k = 128; k < 256; ++k) w[static_cast<size_t>(1 * K + k)] = 0.0f;  // group 1 of row n=1
+  const Quantized qw = quantize_rtn(w.data(), N, K);
+  EXPECT_EQ(qw.scales[static_cast<size_t>(1 * N + 1)], f32_to_f16(2.0f / 15.0f));
+  for (int64_t k = 128; k < 256; ++k) EXPECT_EQ(qw.q[static_cast<size_t>(k * N + 1)], 8);
+}
+
+TEST(Int4Quant, ClipSearchNeverIncreasesGroupError) {
+  std::mt19937 rng(103);
+  const int64_t N = 24, K = 512;
+  std::student_t_distribution<float> heavy(2.0f);  // heavy tails: clipping should help somewhere
+  std::vector<float> w(static_cast<size_t>(N * K));
+  for (float& x : w) x = 0.02f * heavy(rng);
+  const Quantized rtn = quantize_rtn(w.data(), N, K);
+  QuantOptions opt;
+  opt.clip_search = true;
+  const Quantized clip = quantize(w.data(), N, K, opt);
+  const std::vector<float> d_rtn = dequantize(rtn), d_clip = dequantize(clip);
+  int improved = 0;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < K / 128; ++g) {
+      double e_rtn = 0, e_clip = 0;
+      for (int64_t k = 128 * g; k < 128 * g + 128; ++k) {
+        const double v = w[static_cast<size_t>(n * K + k)];
+        e_rtn += std::pow(d_rtn[static_cast<size_t>(k * N + n)] - v, 2);
+        e_clip += std::pow(d_clip[static_cast<size_t>(k * N + n)] - v, 2);
+      }
+      EXPECT_LE(e_clip, e_rtn) << "n=" << n << " g=" << g;
+      if (e_clip < e_rtn) ++improved;
+      EXPECT_LE(clip.scales[static_cast<size_t>(g * N + n)], rtn.scales[static_cast<size_t>(g * N + n)]);  // shrink only
+    }
+  EXPECT_GT(improved, 0);
+  for (uint8_t q : clip.q) ASSERT_LE(q, 15);
+}
+
+// ---- AutoGPTQ ------------------------------------------------------------------------------------
+
+TEST(Int4Gptq, PackLayoutAndRoundTrip) {
+  std::mt19937 rng(201);
+  const int64_t K = 256, N = 24;
+  const std::vector<uint8_t> q = random_codes(rng, K, N);
+  const std::vector<int32_t> qw = pack_gptq_qweight(q.data(), K, N);
+  ASSERT_EQ(qw.size(), static_cast<size_t>(K / 8 * N));
+  for (int64_t i = 0; i < K / 8; ++i)
+    for (int64_t n = 0; n < N; ++n)
+      for (int j = 0; j < 8; ++j)
+        ASSERT_EQ((static_cast<uint32_t>(qw[static_cast<size_t>(i * N + n)]) >> (4 * j)) & 15u,
+                  q[static_cast<size_t>((8 * i + j) * N + n)]);
+  EXPECT_EQ(unpack_gptq_qweight(qw.data(), K, N), q);
+  const std::vector<int32_t> z = make_gptq_qzeros(K, N);
+  ASSERT_EQ(z.size(), static_cast<size_t>(K / 128 * N / 8));
+  for (int32_t v : z) EXPECT_EQ(static_cast<uint32_t>(v), 0x77777777u);
+  const std::vector<int32_t> g = make_gptq_g_idx(K);
+  EXPECT_EQ(g[127], 0);
+  EXPECT_EQ(g[128], 1);
+  EXPECT_EQ(g[255], 1);
+}
+
+// ---- Marlin layout ---------------------------------------------------------------------------------
+
+TEST(Int4Marlin, PermTables) {
+  const std::array<int, 1024>& perm = marlin_perm();
+  // Lane 0 (t=0, col=0): fragment offsets 16*row + 8*blk for rows 0,1,8,9 and blk 0,1 =
+  // [0,16,128,144, 8,24,136,152], then interleaved [0,2,4,6,1,3,5,7].
+  const int first[8] = {0, 128, 8, 136, 16, 144, 24, 152};
+  for (int x = 0; x < 8; ++x) EXPECT_EQ(perm[x], first[x]);
+  for (int x = 0; x < 8; ++x) EXPECT_EQ(perm[8 + x], first[x] + 256);  // same lane, next n16 tile
+  std::vector<int> seen(1024, 0);
+  for (int v : perm) {
+    ASSERT_GE(v, 0);
+    ASSERT_LT(v, 1024);
+    ++seen[static_cast<size_t>(v)];
+  }
+  for (int c : seen) EXPECT_EQ(c, 1);
+  const std::array<int, 64>& sp = marlin_scale_perm();
+  EXPECT_EQ(sp[0], 0);
+  EXPECT_EQ(sp[1], 8);
+  EXPECT_EQ(sp[8], 1);
+  EXPECT_EQ(sp[63], 63);
+  const std::array<int, 32>& ss = marlin_scale_perm_single();
+  const int single_first[10] = {0, 1, 8, 9, 16, 17, 24, 25, 2, 3};
+  for (int x = 0; x < 10; ++x) EXPECT_EQ(ss[x], single_first[x]);
+  EXPECT_EQ(ss[31], 31);
+}
+
+TEST(Int4Marlin, ClosedFormLayoutHandChecked) {
+  std::mt19937 rng(301);
+  const int64_t K = 256, N = 128;
+  const std::vector<uint8_t> q = random_codes(rng, K, N);
+  const std::vector<int32_t> B = pack_marlin_qweight(q.data(), K, N);
+  ASSERT_EQ(B.size(), static_cast<size_t>(K / 16 * 2 * N));
+  // Hand-worked: (k, n) -> (int32 index, nibble).
+  struct Case {
+    int64_t k, n, word;
+    int nibble;
+  };
+  const Case cases[] = {
+      {0, 0, 0, 0},                  // lane 0, first element
+      {1, 0, 0, 4},                  // row 2t+1 -> o=1 -> nibble 4
+      {8, 0, 0, 1},                  // row 2t+8 -> o=2 -> nibble 1
+      {9, 0, 0, 5},                  // row 2t+9 -> o=3 -> nibble 5
+      {0, 8, 0, 2},                  // second n8 half -> o=4 -> nibble 2
+      {2, 0, 4, 0},                  // t=1 -> lane 1 -> word 4
+      {0, 1, 16, 0},                 // col=1 -> lane 4 -> word 16
+      {0, 16, 1, 0},                 // next n16 tile -> j=1
+      {0, 64, 128, 0},               // next 64-column chunk
+      {16, 0, 2 * N, 0},             // next 16-row slab
+      {15, 63, 127, 7},              // t=3, rr=3, j=3, blk=1, col=7: last nibble of chunk 0
+      {16 + 5, 64 + 16 * 2 + 8 + 3,  // r=1; kr=5: t=2, rr=1; c=1, j=2, blk=1, col=3; i=14; o=5 -> p=6
+       2 * N + 128 + 4 * 14 + 2, 6},
+  };
+  for (const Case& c : cases) {
+    const Pos p = marlin_position(c.k, c.n, N);
+    EXPECT_EQ(p.word, c.word) << c.k << "," << c.n;
+    EXPECT_EQ(p.nibble, c.nibble) << c.k << "," << c.n;
+    EXPECT_EQ(nibble_of(B, {c.word, c.nibble}), q[static_cast<size_t>(c.k * N + c.n)]) << c.k << "," << c.n;
+  }
+  // And the forward formula everywhere, so the formula (not just the round trip) is what is packed.
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n)
+      ASSERT_EQ(nibble_of(B, marlin_position(k, n, N)), q[static_cast<size_t>(k * N + n)]) << k << "," << n;
+}
+
+TEST(Int4Marlin, PackUnpackRoundTrip) {
+  std::mt19937 rng(302);
+  for (int64_t K : {128, 256, 512})
+    for (int64_t N : {64, 128, 320}) {
+      const std::vector<uint8_t> q = random_codes(rng, K, N);
+      const std::vector<int32_t> B = pack_marlin_qweight(q.data(), K, N);
+      EXPECT_EQ(unpack_marlin_qweight(B.data(), K, N), q) << K << "x" << N;
+      // Bijection the other way: arbitrary words survive unpack then pack.
+      std::vector<int32_t> words(B.size());
+      for (int32_t& v : words) v = static_cast<int32_t>(rng());
+      const std::vector<uint8_t> q2 = unpack_marlin_qweight(words.data(), K, N);
+      EXPECT_EQ(pack_marlin_qweight(q2.data(), K, N), words) << K << "x" << N;
+    }
+}
+
+TEST(Int4Marlin, ScalePermutation) {
+  std::mt19937 rng(303);
+  // Grouped (K > 128): s'[64c + 8a + b] = s[64c + a + 8b] in every row.
+  {
+    const int64_t K = 384, N = 192;
+    const std::vector<uint16_t> s = random_scales(rng, K, N);
+    const std::vector<uint16_t> sp = permute_marlin_scales(s.data(), K, N);
+    for (int64_t g = 0; g < K / 128; ++g)
+      for (int64_t c = 0; c < N / 64; ++c)
+        for (int a = 0; a < 8; ++a)
+          for (int b = 0; b < 8; ++b)
+            ASSERT_EQ(sp[static_cast<size_t>(g * N + 64 * c + 8 * a + b)], s[static_cast<size_t>(g * N + 64 * c + a + 8 * b)]);
+    EXPECT_EQ(unpermute_marlin_scales(sp.data(), K, N), s);
+  }
+  // One group (K == 128): the per-channel permutation, s'[32c + 8a + m] = s[32c + 2a + off[m]].
+  {
+    const int64_t K = 128, N = 128;
+    const int off[8] = {0, 1, 8, 9, 16, 17, 24, 25};
+    const std::vector<uint16_t> s = random_scales(rng, K, N);
+    const std::vector<uint16_t> sp = permute_marlin_scales(s.data(), K, N);
+    for (int64_t c = 0; c < N / 32; ++c)
+      for (int a = 0; a < 4; ++a)
+        for (int m = 0; m < 8; ++m)
+          ASSERT_EQ(sp[static_cast<size_t>(32 * c + 8 * a + m)], s[static_cast<size_t>(32 * c + 2 * a + off[m])]);
+    EXPECT_EQ(unpermute_marlin_scales(sp.data(), K, N), s);
+  }
+}
+
+TEST(Int4Marlin, GptqRepackEqualsDirectPacking) {
+  std::mt19937 rng(304);
+  for (int64_t K : {128, 256})
+    for (int64_t N : {64, 192}) {
+      const std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.03f);
+      const Quantized qw = quantize_rtn(w.data(), N, K);
+      const MarlinWeight direct = pack_marlin(qw);
+      const GptqWeight g = to_gptq(qw);
+      const MarlinWeight repacked = gptq_to_marlin(g);
+      EXPECT_EQ(repacked.K, K);
+      EXPECT_EQ(repacked.N, N);
+      EXPECT_EQ(repacked.qweight, direct.qweight) << K << "x" << N;
+      EXPECT_EQ(repacked.scales, direct.scales) << K << "x" << N;
+      // Without the optional qzeros / g_idx too, and back through unpack.
+      GptqWeight bare = g;
+      bare.qzeros.clear();
+      bare.g_idx.clear();
+      EXPECT_EQ(gptq_to_marlin(bare).qweight, direct.qweight);
+      const Quantized back = unpack_marlin(direct);
+      EXPECT_EQ(back.q, qw.q);
+      EXPECT_EQ(back.scales, qw.scales);
+      EXPECT_EQ(from_gptq(g).q, qw.q);
+    }
+}
+
+// §4.2: packing commutes with concatenation along N at multiples of 64 (fused qkv / gate_up).
+TEST(Int4Marlin, PackingCommutesWithConcatAlongN) {
+  std::mt19937 rng(305);
+  for (int64_t K : {128, 384})
+    for (auto widths : {std::vector<int64_t>{64, 192}, std::vector<int64_t>{128, 64, 64}}) {
+      int64_t N = 0;
+      for (int64_t x : widths) N += x;
+      std::vector<Quantized> parts;
+      Quantized cat;
+      cat.K = K;
+      cat.N = N;
+      cat.q.assign(static_cast<size_t>(K * N), 0);
+      cat.scales.assign(static_cast<size_t>(K / 128 * N), 0);
+      int64_t n0 = 0;
+      for (int64_t Np : widths) {
+        Quantized p;
+        p.K = K;
+        p.N = Np;
+        p.q = random_codes(rng, K, Np);
+        p.scales = random_scales(rng, K, Np);
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t n = 0; n < Np; ++n) cat.q[static_cast<size_t>(k * N + n0 + n)] = p.q[static_cast<size_t>(k * Np + n)];
+        for (int64_t g = 0; g < K / 128; ++g)
+          for (int64_t n = 0; n < Np; ++n)
+            cat.scales[static_cast<size_t>(g * N + n0 + n)] = p.scales[static_cast<size_t>(g * Np + n)];
+        parts.push_back(p);
+        n0 += Np;
+      }
+      const MarlinWeight whole = pack_marlin(cat);
+      n0 = 0;
+      for (const Quantized& p : parts) {
+        const MarlinWeight mp = pack_marlin(p);
+        // int32 columns [2*n0, 2*(n0+Np)) of every slab, scale columns [n0, n0+Np) of every group row.
+        for (int64_t r = 0; r < K / 16; ++r)
+          for (int64_t x = 0; x < 2 * p.N; ++x)
+            ASSERT_EQ(whole.qweight[static_cast<size_t>(r * 2 * N + 2 * n0 + x)], mp.qweight[static_cast<size_t>(r * 2 * p.N + x)]);
+        for (int64_t g = 0; g < K / 128; ++g)
+          for (int64_t x = 0; x < p.N; ++x)
+            ASSERT_EQ(whole.scales[static_cast<size_t>(g * N + n0 + x)], mp.scales[static_cast<size_t>(g * p.N + x)]);
+        // The GEMM of the fused weight is, column block by column block, the GEMM of the part.
+        const int64_t M = 3;
+        const std::vector<float> x = randn(rng, static_cast<size_t>(M * K));
+        std::vector<float> y_whole(static_cast<size_t>(M * N)), y_part(static_cast<size_t>(M * p.N));
+        gemm_dequant(x.data(), M, whole, y_whole.data());
+        gemm_dequant(x.data(), M, mp, y_part.data());
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < p.N; ++n)
+            ASSERT_EQ(y_whole[static_cast<size_t>(m * N + n0 + n)], y_part[static_cast<size_t>(m * p.N + n)]);
+        n0 += p.N;
+      }
+    }
+}
+
+// ---- GEMM --------------------------------------------------------------------------------------------
+
+TEST(Int4Gemm, MatchesDoubleReference) {
+  std::mt19937 rng(401);
+  for (int64_t M : {1, 3, 17})
+    for (int64_t K : {128, 256})
+      for (int64_t N : {64, 192}) {
+        const std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.05f);
+        const Quantized qw = quantize_rtn(w.data(), N, K);
+        const MarlinWeight mw = pack_marlin(qw);
+        const std::vector<float> x = randn(rng, static_cast<size_t>(M * K));
+        std::vector<float> y(static_cast<size_t>(M * N), 12345.0f);
+        gemm_dequant(x.data(), M, mw, y.data());
+        double abs_err = 0, abs_ref = 0;
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double ref = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              const double s = f16_to_f32(qw.scales[static_cast<size_t>(k / 128 * N + n)]);
+              const double term = static_cast<double>(x[static_cast<size_t>(m * K + k)]) *
+                                  (static_cast<int>(qw.q[static_cast<size_t>(k * N + n)]) - 8) * s;
+              ref += term;
+              mag += std::fabs(term);
+            }
+            const double got = y[static_cast<size_t>(m * N + n)];
+            ASSERT_LE(std::fabs(got - ref), 1e-4 * mag) << "M=" << M << " K=" << K << " N=" << N << " m=" << m << " n=" << n;
+            abs_err += std::fabs(got - ref);
+            abs_ref += std::fabs(ref);
+          }
+        EXPECT_LT(abs_err / abs_ref, 1e-5) << "M=" << M << " K=" << K << " N=" << N;
+      }
+}
+
+// ---- validation --------------------------------------------------------------------------------------
+
+TEST(Int4Validation, RejectsBadShapesAndConfigs) {
+  std::mt19937 rng(501);
+  // Marlin shapes.
+  expect_throw_with([] { validate_marlin_shape(64, 64); }, "multiple of 128");
+  expect_throw_with([] { validate_marlin_shape(192, 64); }, "multiple of 128");
+  expect_throw_with([] { validate_marlin_shape(0, 64); }, "multiple of 128");
+  expect_throw_with([] { validate_marlin_shape(128, 32); }, "multiple of 64");
+  expect_throw_with([] { validate_marlin_shape(128, 100); }, "multiple of 64");
+  EXPECT_NO_THROW(validate_marlin_shape(256, 192));
+  {
+    const std::vector<uint8_t> q = random_codes(rng, 128, 96);
+    expect_throw_with([&] { pack_marlin_qweight(q.data(), 128, 96); }, "multiple of 64");
+  }
+  // Quantisation along K needs whole groups.
+  {
+    const std::vector<float> w = randn(rng, 4 * 200);
+    expect_throw_with([&] { quantize_rtn(w.data(), 4, 200); }, "group size 128");
+  }
+  // GPTQ configs CPM.cu's converter rejects.
+  GptqConfig c;
+  EXPECT_NO_THROW(validate_gptq_config(c));
+  c.bits = 8;
+  expect_throw_with([&] { validate_gptq_config(c); }, "4-bit");
+  c = GptqConfig{};
+  c.group_size = 64;
+  expect_throw_with([&] { validate_gptq_config(c); }, "group_size 128");
+  c.group_size = -1;
+  expect_throw_with([&] { validate_gptq_config(c); }, "group_size 128");
+  c = GptqConfig{};
+  c.sym = false;
+  expect_throw_with([&] { validate_gptq_config(c); }, "symmetric");
+  c = GptqConfig{};
+  c.desc_act = true;
+  expect_throw_with([&] { validate_gptq_config(c); }, "act-order");
+  // Tensors.
+  const std::vector<float> w = randn(rng, static_cast<size_t>(64 * 256), 0.05f);
+  const GptqWeight good = to_gptq(quantize_rtn(w.data(), 64, 256));
+  EXPECT_NO_THROW(validate_gptq(good));
+  {
+    GptqWeight g = good;  // act-order: a permuted g_idx
+    std::swap(g.g_idx[5], g.g_idx[200]);
+    expect_throw_with([&] { gptq_to_marlin(g); }, "act-order");
+  }
+  {
+    GptqWeight g = good;
+    g.g_idx.pop_back();
+    expect_throw_with([&] { gptq_to_marlin(g); }, "g_idx");
+  }
+  {
+    GptqWeight g = good;  // an asymmetric zero point
+    g.qzeros[1] = static_cast<int32_t>(0x77777787);
+    expect_throw_with([&] { gptq_to_marlin(g); }, "qzeros");
+  }
+  {
+    GptqWeight g = good;
+    g.qweight.resize(g.qweight.size() - 1);
+    expect_throw_with([&] { gptq_to_marlin(g); }, "qweight");
+  }
+  {
+    GptqWeight g = good;
+    g.scales.push_back(0);
+    expect_throw_with([&] { gptq_to_marlin(g); }, "scales");
+  }
+  {
+    GptqConfig cfg;
+    cfg.group_size = 32;
+    expect_throw_with([&] { gptq_to_marlin(good, cfg); }, "group_size 128");
+  }
+  {
+    // N = 24 is a valid GPTQ matrix but not a Marlin one.
+    const std::vector<float> w24 = randn(rng, static_cast<size_t>(24 * 128), 0.05f);
+    const GptqWeight g24 = to_gptq(quantize_rtn(w24.data(), 24, 128));
+    EXPECT_NO_THROW(validate_gptq(g24));
+    expect_throw_with([&] { gptq_to_marlin(g24); }, "multiple of 64");
+  }
+  {
+    MarlinWeight m = pack_marlin(from_gptq(good));
+    const std::vector<float> x = randn(rng, 256);
+    std::vector<float> y(64);
+    EXPECT_NO_THROW(gemm_dequant(x.data(), 1, m, y.data()));
+    m.qweight.pop_back();
+    expect_throw_with([&] { gemm_dequant(x.data(), 1, m, y.data()); }, "Marlin qweight");
+  }
+}
+
+}  // namespace
+}  // namespace int4
+}  // namespace mcpm
