@@ -4,19 +4,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "minicpm4.h"
 
 namespace mcpm {
 
-// InfLLM v2 block-sparse attention (mcpm_model_config.sparse_*), all lengths in tokens.
-struct SparseAttentionConfig {
+// InfLLM v2 block-sparse attention (mcpm_model_config.sparse_*), all lengths in tokens: the op's
+// parameters plus the model-level switch.
+struct SparseAttentionConfig : SparseAttentionParams {
   bool enabled = false;
-  int32_t kernel_size = 32;
-  int32_t kernel_stride = 16;
-  int32_t init_blocks = 1;
-  int32_t block_size = 64;
-  int32_t window_size = 2048;
-  int32_t topk = 64;
   int32_t dense_len = 8192;  // -1: always sparse
 
   // Hugging Face switch: a forward call whose total KV length (cache + chunk) is below dense_len is

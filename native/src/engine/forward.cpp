@@ -20,21 +20,6 @@
 
 namespace mcpm {
 
-namespace {
-
-SparseAttentionParams sparse_params(const ModelConfig& c) {
-  SparseAttentionParams p;
-  p.kernel_size = c.sparse.kernel_size;
-  p.kernel_stride = c.sparse.kernel_stride;
-  p.init_blocks = c.sparse.init_blocks;
-  p.block_size = c.sparse.block_size;
-  p.window_size = c.sparse.window_size;
-  p.topk = c.sparse.topk;
-  return p;
-}
-
-}  // namespace
-
 KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t cap) : capacity(cap) {
   const DType dt = backend.kv_dtype();
   const int64_t cols = config.kv_dim();
@@ -46,7 +31,7 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t cap) : cap
     }
   }
   if (config.sparse.enabled) {
-    const SparseAttentionParams params = sparse_params(config);
+    const SparseAttentionParams& params = config.sparse;
     const AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim};
     for (int32_t l = 0; l < config.num_layers; ++l)
       sparse.push_back(backend.create_sparse_attention_state(params, shape));
@@ -86,7 +71,7 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
   // InfLLM v2 (Hugging Face): the whole call is sparse once the total KV length reaches dense_len.
   const bool sparse = c.sparse.use_sparse(start + n);
-  const SparseAttentionParams sparse_p = sparse ? sparse_params(c) : SparseAttentionParams{};
+  const SparseAttentionParams& sparse_p = c.sparse;
   MCPM_CHECK(!sparse || kv.sparse.size() == static_cast<size_t>(c.num_layers));
 
   std::vector<int32_t> positions(static_cast<size_t>(n));
