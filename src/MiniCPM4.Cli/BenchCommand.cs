@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using MiniCPM4.Checkpoints;

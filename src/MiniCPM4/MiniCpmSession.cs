@@ -160,9 +160,16 @@ public sealed class MiniCpmSession : IDisposable
     public async IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        await UsePromptAsync(prompt, cancellationToken).ConfigureAwait(false);
+        await foreach (var t in GenerateAsync(options, cancellationToken).ConfigureAwait(false)) yield return t;
+    }
+
+    // Encodes a prompt and makes it the session's context on a worker thread; returns its tokens.
+    private async Task<int[]> UsePromptAsync(string prompt, CancellationToken cancellationToken)
+    {
         var tokens = Model.EncodePrompt(prompt);
         await Task.Run(() => SetPrompt(tokens, cancellationToken), cancellationToken).ConfigureAwait(false);
-        await foreach (var t in GenerateAsync(options, cancellationToken).ConfigureAwait(false)) yield return t;
+        return tokens;
     }
 
     /// <summary>
@@ -180,7 +187,6 @@ public sealed class MiniCpmSession : IDisposable
         ConfigureSampling(options);
         var detokenizer = Model.Tokenizer.CreateStreamingDetokenizer(options.SkipSpecialTokens);
         var stops = new StopStringMatcher(options.StopStrings);
-        var stopIds = new HashSet<int>(options.StopTokenIds ?? Model.StopTokenIds);
         int produced = 0;
         FinishReason? finish = null;
         using var registration = cancellationToken.Register(static s => ((MiniCpmSession)s!).RequestAbort(), this);
@@ -199,7 +205,8 @@ public sealed class MiniCpmSession : IDisposable
                 break;
             }
             produced++;
-            if (stopIds.Contains(id))
+            // The engine stops on the configured stop ids: it returns the stop token without evaluating it.
+            if (nativeFinish == FinishReason.Stop)
             {
                 finish = FinishReason.Stop;
                 break;
@@ -218,8 +225,7 @@ public sealed class MiniCpmSession : IDisposable
     public async Task<GenerationResult> GenerateTextAsync(string prompt, GenerationOptions? options = null,
         CancellationToken cancellationToken = default)
     {
-        var promptTokens = Model.EncodePrompt(prompt);
-        await Task.Run(() => SetPrompt(promptTokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var promptTokens = await UsePromptAsync(prompt, cancellationToken).ConfigureAwait(false);
         var text = new System.Text.StringBuilder();
         var ids = new List<int>();
         await foreach (var t in GenerateAsync(options, cancellationToken).ConfigureAwait(false))
@@ -245,8 +251,7 @@ public sealed class MiniCpmSession : IDisposable
         p.presence_penalty = o.PresencePenalty;
         p.penalty_last_n = o.PenaltyLastN;
         p.seed = o.Seed ?? (ulong)Random.Shared.NextInt64();
-        // Stop ids are handled here (they may come from options); the engine stops on them too so it
-        // never evaluates a stop token.
+        // The engine decides stop tokens, so a stop token is never evaluated into the KV cache.
         var stopIds = (o.StopTokenIds ?? Model.StopTokenIds).ToArray();
         fixed (int* stops = stopIds)
         {
