@@ -215,6 +215,63 @@ MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* 
 MCPM_API void mcpm_model_free(mcpm_model* model);
 
 /* ------------------------------------------------------------------------------------------------
+ * EAGLE draft model for speculative decoding
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mcpm_draft mcpm_draft;
+
+/* The architecture of an EAGLE(-2) draft for a MiniCPM4 target (the MiniCPM4-Eagle-FRSpec layout):
+ * fc [hidden, 2*hidden] over [embedding ; target feature], then num_layers decoder layers, reusing
+ * the target's embedding and LM head. hidden_size is the target's. */
+typedef struct mcpm_draft_config {
+  uint32_t struct_size;       /* in: sizeof(mcpm_draft_config) */
+  int32_t num_layers;         /* default 1 */
+  int32_t num_heads;
+  int32_t num_kv_heads;       /* must divide num_heads */
+  int32_t head_dim;           /* must equal the target's (the RoPE tables are shared) */
+  int32_t intermediate_size;
+  float rms_norm_eps;
+  float residual_scale;       /* sublayer outputs are multiplied by this (MiniCPM4: scale_depth/sqrt(target layers + 1)) */
+  int32_t use_input_norm;     /* nonzero: input_norm1/input_norm2 RMSNorms before fc (MiniCPM4); default 1 */
+  int32_t use_attn_norm;      /* nonzero: layer 0 has input_layernorm (MiniCPM4); 0: skipped (plain EAGLE); default 1 */
+} mcpm_draft_config;
+
+/* Fills *config with the target's attention shape (heads, KV heads, head_dim, FFN size, eps) and
+ * the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1)).
+ * Errors: INVALID_ARGUMENT for NULL, an unknown struct_size or a model that is not finalized. */
+MCPM_API mcpm_status mcpm_draft_config_default(const mcpm_model* target, mcpm_draft_config* config);
+
+/* Creates an empty draft over a finalized target model (the draft holds a reference to it). On
+ * success *out_draft is owned by the caller (mcpm_draft_free). Fill it with mcpm_draft_set_tensor,
+ * optionally restrict its vocabulary (mcpm_draft_set_vocabulary), then mcpm_draft_finalize.
+ * Errors: INVALID_ARGUMENT naming the bad field, OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_draft_create(mcpm_model* target, const mcpm_draft_config* config, mcpm_draft** out_draft);
+
+/* Copies one draft tensor, with the conventions of mcpm_model_set_tensor. Names (checkpoint names):
+ * "fc.weight" [H, 2H], "fc.bias" [H] (optional), "input_norm1.weight", "input_norm2.weight" [H],
+ * "layers.{i}.input_layernorm.weight", "layers.{i}.self_attn.{q,k,v,o}_proj.weight",
+ * "layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp.{gate,up,down}_proj.weight".
+ * Errors: INVALID_ARGUMENT (unknown name, shape, dtype, size, already finalized), OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_draft_set_tensor(mcpm_draft* draft, const char* name, mcpm_dtype dtype, const int64_t* shape,
+                                           int32_t ndim, const void* data, size_t data_size);
+
+/* FR-Spec: restricts the draft's LM head to `count` target token ids (row i of the head is token
+ * ids[i], with the target's logit scale); the target still verifies over the whole vocabulary, so
+ * outputs do not change. ids are copied. Errors: INVALID_ARGUMENT (count outside [1, vocab], an id
+ * out of range or repeated, already finalized). */
+MCPM_API mcpm_status mcpm_draft_set_vocabulary(mcpm_draft* draft, const int32_t* ids, int32_t count);
+
+/* Checks that every required tensor is present and builds the draft head. Errors: INVALID_ARGUMENT
+ * naming the first missing tensor, or if already finalized; OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_draft_finalize(mcpm_draft* draft);
+
+/* Number of bytes the draft holds (its tensors and an FR-Spec head). */
+MCPM_API mcpm_status mcpm_draft_weight_bytes(const mcpm_draft* draft, uint64_t* out_bytes);
+
+/* Releases the caller's reference; sessions using the draft keep theirs. NULL is a no-op. */
+MCPM_API void mcpm_draft_free(mcpm_draft* draft);
+
+/* ------------------------------------------------------------------------------------------------
  * Session: a KV cache and the generation state of one conversation
  * ---------------------------------------------------------------------------------------------- */
 
@@ -224,13 +281,15 @@ typedef struct mcpm_session_params {
   uint32_t struct_size;     /* in: sizeof(mcpm_session_params) */
   int32_t context_capacity; /* KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096). Default 0 */
   int32_t prefill_chunk;    /* tokens per prefill chunk (activation memory scales with it); default 256 */
+  const mcpm_draft* draft;  /* EAGLE draft for speculative decoding (finalized, over the same model); NULL = none (default) */
 } mcpm_session_params;
 
 /* Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
 MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* params);
 
 /* Creates a session over a finalized model, allocating its KV cache. The session holds a reference
- * to the model. params may be NULL for defaults. Thread-safe with respect to the model (sessions
+ * to the model (and to params->draft, whose own draft KV cache it allocates). With a draft the KV
+ * cache has 64 extra rows for the tree under verification. params may be NULL for defaults. Thread-safe with respect to the model (sessions
  * may be created concurrently). The KV cache capacity cannot exceed max_position_embeddings.
  * With LongRoPE, the long factors are used when context_capacity exceeds
  * original_max_position_embeddings, else the short factors (the choice is fixed per session).
@@ -275,6 +334,11 @@ MCPM_API mcpm_status mcpm_session_tokens(const mcpm_session* session, int32_t* t
  * generating. Errors: INVALID_ARGUMENT. */
 MCPM_API mcpm_status mcpm_session_rewind(mcpm_session* session, int32_t new_length);
 
+/* Note for sessions with a draft: generation leaves the last generated token out of the KV cache
+ * (the next draft-and-verify round evaluates it with the tree), and a rewind re-evaluates the last
+ * kept token on the next prefill or decode. Length, tokens and results are the same as without a
+ * draft; only the work is scheduled differently. */
+
 /* Empties the KV cache, the pending logits and the generation counters; keeps sampling params and stats. */
 MCPM_API mcpm_status mcpm_session_reset(mcpm_session* session);
 
@@ -306,6 +370,15 @@ typedef struct mcpm_sampling_params {
   const int32_t* stop_tokens; /* token ids that end generation; copied by mcpm_session_set_sampling */
   int32_t stop_token_count;
   int32_t max_new_tokens;     /* generation ends after this many tokens; 0 = until stop or context full. Default 0 */
+  /* Speculative decoding (EAGLE-2 dynamic trees), used when the session has a draft. The output is
+   * the same as without it: identical tokens for greedy decoding, and the same distribution (the
+   * same tokens for the same seed, up to floating-point ties) when sampling. */
+  int32_t speculative;        /* nonzero: use the session's draft (default 1); 0: plain decoding */
+  int32_t spec_num_iter;      /* draft levels, the root's included, in [1, 64]; default 2 */
+  int32_t spec_topk_per_iter; /* children per expanded node and frontier width, in [1, spec_tree_size-1]; default 10 */
+  int32_t spec_tree_size;     /* tree nodes including the root, in [2, 64]; default 12. Also
+                                 spec_topk_per_iter*(spec_num_iter-1) <= 64 and spec_tree_size-1 <= the
+                                 number of drafted candidates */
 } mcpm_sampling_params;
 
 /* Fills *params with defaults (greedy). Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
@@ -326,6 +399,14 @@ MCPM_API mcpm_status mcpm_session_set_sampling(mcpm_session* session, const mcpm
 MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_tokens, int32_t* tokens,
                                            int32_t capacity, int32_t* out_count, mcpm_finish_reason* out_finish);
 
+/* One decoding step for streaming: like mcpm_session_generate, but returns after one token without
+ * a draft, or after one draft-and-verify round with one (up to spec_num_iter+1 tokens, plus the
+ * round's root when the step starts from fresh logits). `capacity` must be at least
+ * MCPM_MAX_STEP_TOKENS. Same finish reasons, errors and abort behaviour as mcpm_session_generate. */
+#define MCPM_MAX_STEP_TOKENS 66
+MCPM_API mcpm_status mcpm_session_generate_step(mcpm_session* session, int32_t* tokens, int32_t capacity,
+                                                int32_t* out_count, mcpm_finish_reason* out_finish);
+
 /* Samples one token from caller-provided logits ([n_vocab] floats, not modified) with the session's
  * sampling params, RNG and context (for penalties), without touching the KV cache. Useful for
  * hosts that post-process logits. Errors: INVALID_ARGUMENT. */
@@ -344,6 +425,10 @@ typedef struct mcpm_session_stats {
   int64_t decode_ns;
   int64_t sample_ns;          /* time spent sampling */
   int64_t generated_tokens;   /* tokens produced by mcpm_session_generate since creation or stats reset */
+  int64_t spec_steps;         /* speculative draft-and-verify rounds */
+  int64_t spec_emitted_tokens;/* tokens those rounds emitted; spec_emitted_tokens/spec_steps is the mean accepted length */
+  int64_t spec_draft_ns;      /* time spent drafting trees */
+  int64_t spec_verify_ns;     /* time spent in target verification passes */
 } mcpm_session_stats;
 
 /* Copies the session's counters into *stats (struct_size must be set). */

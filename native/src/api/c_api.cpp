@@ -1,6 +1,7 @@
 // The C ABI: argument validation, handle management and the exception-to-status boundary. Every
 // entry point runs its body inside guarded(), so no C++ exception ever crosses into the host.
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -9,6 +10,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "common/error.h"
+#include "engine/draft.h"
 #include "engine/model.h"
 #include "engine/session.h"
 #include "minicpm4.h"
@@ -19,6 +21,10 @@ using namespace mcpm;
 // is safe.
 struct mcpm_model {
   std::shared_ptr<Model> impl;
+};
+
+struct mcpm_draft {
+  std::shared_ptr<DraftModel> impl;
 };
 
 struct mcpm_session {
@@ -231,6 +237,75 @@ MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* 
 
 MCPM_API void mcpm_model_free(mcpm_model* model) { delete model; }
 
+// ---- draft ---------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_draft_config_default(const mcpm_model* target, mcpm_draft_config* c) {
+  return guarded([&] {
+    require_struct(c, "mcpm_draft_config");
+    require_not_null(target, "target");
+    if (!target->impl->finalized()) invalid_argument("the target model is not finalized: call mcpm_model_finalize first");
+    const ModelConfig& m = target->impl->config();
+    c->num_layers = 1;
+    c->num_heads = m.num_heads;
+    c->num_kv_heads = m.num_kv_heads;
+    c->head_dim = m.head_dim;
+    c->intermediate_size = m.intermediate_size;
+    c->rms_norm_eps = m.rms_norm_eps;
+    c->residual_scale = m.scale_depth / std::sqrt(static_cast<float>(m.num_layers + 1));
+    c->use_input_norm = 1;
+    c->use_attn_norm = 1;
+  });
+}
+
+MCPM_API mcpm_status mcpm_draft_create(mcpm_model* target, const mcpm_draft_config* config, mcpm_draft** out_draft) {
+  return guarded([&] {
+    finalized_model(target);
+    require_struct(config, "mcpm_draft_config");
+    require_not_null(out_draft, "out_draft");
+    DraftConfig cfg = DraftConfig::from_abi(*config, target->impl->config());
+    auto handle = std::make_unique<mcpm_draft>();
+    handle->impl = std::make_shared<DraftModel>(target->impl, std::move(cfg));
+    *out_draft = handle.release();
+  });
+}
+
+MCPM_API mcpm_status mcpm_draft_set_tensor(mcpm_draft* draft, const char* name, mcpm_dtype dtype, const int64_t* shape,
+                                           int32_t ndim, const void* data, size_t data_size) {
+  return guarded([&] {
+    require_not_null(draft, "draft");
+    require_not_null(name, "name");
+    require_not_null(shape, "shape");
+    require_not_null(data, "data");
+    if (ndim < 1 || ndim > 8) invalid_argument("tensor '" + std::string(name) + "': ndim must be in [1, 8]");
+    draft->impl->set_tensor(name, dtype, shape, ndim, data, data_size);
+  });
+}
+
+MCPM_API mcpm_status mcpm_draft_set_vocabulary(mcpm_draft* draft, const int32_t* ids, int32_t count) {
+  return guarded([&] {
+    require_not_null(draft, "draft");
+    require_not_null(ids, "ids");
+    draft->impl->set_vocabulary(ids, count);
+  });
+}
+
+MCPM_API mcpm_status mcpm_draft_finalize(mcpm_draft* draft) {
+  return guarded([&] {
+    require_not_null(draft, "draft");
+    draft->impl->finalize();
+  });
+}
+
+MCPM_API mcpm_status mcpm_draft_weight_bytes(const mcpm_draft* draft, uint64_t* out_bytes) {
+  return guarded([&] {
+    require_not_null(draft, "draft");
+    require_not_null(out_bytes, "out_bytes");
+    *out_bytes = draft->impl->weight_bytes();
+  });
+}
+
+MCPM_API void mcpm_draft_free(mcpm_draft* draft) { delete draft; }
+
 // ---- session -------------------------------------------------------------------------------------
 
 MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
@@ -238,6 +313,7 @@ MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
     require_struct(p, "mcpm_session_params");
     p->context_capacity = 0;
     p->prefill_chunk = 256;
+    p->draft = nullptr;
   });
 }
 
@@ -260,8 +336,15 @@ MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_p
     if (p.prefill_chunk < 1 || p.prefill_chunk > 65536)
       invalid_argument("prefill_chunk must be in [1, 65536], got " + std::to_string(p.prefill_chunk));
     const int32_t capacity = p.context_capacity > 0 ? p.context_capacity : std::min(max_pos, 4096);
+    std::shared_ptr<const DraftModel> draft;
+    if (p.draft != nullptr) {
+      if (!p.draft->impl->finalized()) invalid_argument("the draft is not finalized: call mcpm_draft_finalize first");
+      if (&p.draft->impl->base() != &m)
+        invalid_argument("the draft was created for a different target model than this session's");
+      draft = p.draft->impl;
+    }
     auto handle = std::make_unique<mcpm_session>();
-    handle->impl = std::make_unique<Session>(model->impl, capacity, std::min(p.prefill_chunk, capacity));
+    handle->impl = std::make_unique<Session>(model->impl, std::move(draft), capacity, std::min(p.prefill_chunk, capacity));
     *out_session = handle.release();
   });
 }
@@ -364,6 +447,10 @@ MCPM_API mcpm_status mcpm_sampling_params_default(mcpm_sampling_params* p) {
     p->stop_tokens = nullptr;
     p->stop_token_count = 0;
     p->max_new_tokens = 0;
+    p->speculative = 1;
+    p->spec_num_iter = 2;
+    p->spec_topk_per_iter = 10;
+    p->spec_tree_size = 12;
   });
 }
 
@@ -387,6 +474,23 @@ MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_to
     if (r.cancelled)
       throw_error(MCPM_ERR_CANCELLED,
                   "generation cancelled by an abort request after " + std::to_string(r.count) + " tokens");
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_generate_step(mcpm_session* session, int32_t* tokens, int32_t capacity,
+                                                int32_t* out_count, mcpm_finish_reason* out_finish) {
+  return guarded([&] {
+    SessionCall s(session);
+    require_not_null(tokens, "tokens");
+    require_not_null(out_count, "out_count");
+    require_not_null(out_finish, "out_finish");
+    if (capacity < MCPM_MAX_STEP_TOKENS)
+      invalid_argument("capacity must be >= MCPM_MAX_STEP_TOKENS (" + std::to_string(MCPM_MAX_STEP_TOKENS) + "), got " +
+                       std::to_string(capacity));
+    const GenerateResult r = s->generate(capacity, tokens, capacity, /*single_step=*/true);
+    *out_count = r.count;
+    *out_finish = r.finish;
+    if (r.cancelled) throw_error(MCPM_ERR_CANCELLED, "generation cancelled by an abort request");
   });
 }
 
@@ -417,6 +521,10 @@ MCPM_API mcpm_status mcpm_session_get_stats(const mcpm_session* session, mcpm_se
     stats->decode_ns = st.decode_ns;
     stats->sample_ns = st.sample_ns;
     stats->generated_tokens = st.generated_tokens;
+    stats->spec_steps = st.spec_steps;
+    stats->spec_emitted_tokens = st.spec_emitted_tokens;
+    stats->spec_draft_ns = st.spec_draft_ns;
+    stats->spec_verify_ns = st.spec_verify_ns;
   });
 }
 

@@ -150,6 +150,24 @@ class Backend {
                                 const Tensor& v_cache, const AttentionShape& shape, int64_t start,
                                 const SparseAttentionParams& params, AttentionState& state);
 
+  // Tree attention (speculative verification and EAGLE drafting). Query i's own K/V row is already
+  // stored in the cache; it attends to every cache row [0, prefix) and to row prefix + j for each
+  // set bit j of masks[i] (host, one uint64 per query; bit j must be set for the query's own row).
+  // Rows are visited in ascending order, so a query whose mask marks its root-to-node path computes
+  // the same sums, in the same order, as causal attention over that path. Layout as attention().
+  virtual void tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                              const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
+                              const uint64_t* masks) = 0;
+
+  // dst[dst_rows[i], :] = src[src_rows[i], :] for i = 0..n-1 in order (host indices; dst and src have
+  // the same dtype and cols and may be the same tensor: an ascending in-place compaction with
+  // src_rows[i] >= dst_rows[i] is safe).
+  virtual void copy_rows(ExecContext& ctx, const Tensor& dst, const Tensor& src, const int32_t* dst_rows,
+                         const int32_t* src_rows, int32_t n) = 0;
+
+  // x[i, :] += bias (bias: one row, any weight dtype).
+  virtual void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) = 0;
+
   // out = silu(gate) * up, elementwise over [n, intermediate].
   virtual void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
 

@@ -61,8 +61,11 @@ Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n) : max_to
   inv_freq = make(1, c.head_dim / 2, DType::F32);
 }
 
-void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const int32_t* tokens, int32_t n,
-             int64_t start, LogitRows rows, float* host_logits) {
+bool uses_sparse_attention(const ModelConfig& config, int64_t end) { return config.sparse.use_sparse(end); }
+
+void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const ForwardArgs& a) {
+  const int32_t n = a.n;
+  const int64_t start = a.start;
   MCPM_CHECK(n > 0 && n <= ws.max_tokens && start + n <= kv.capacity);
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
@@ -70,21 +73,29 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
   const float s = c.residual_scale();
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
   // InfLLM v2 (Hugging Face): the whole call is sparse once the total KV length reaches dense_len.
-  const bool sparse = c.sparse.use_sparse(start + n);
+  const bool sparse = uses_sparse_attention(c, start + n);
   const SparseAttentionParams& sparse_p = c.sparse;
   MCPM_CHECK(!sparse || kv.sparse.size() == static_cast<size_t>(c.num_layers));
+  MCPM_CHECK(!(sparse && a.tree_masks));
 
-  std::vector<int32_t> positions(static_cast<size_t>(n));
-  std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
+  std::vector<int32_t> default_positions;
+  const int32_t* positions = a.positions;
+  if (positions == nullptr) {
+    default_positions.resize(static_cast<size_t>(n));
+    std::iota(default_positions.begin(), default_positions.end(), static_cast<int32_t>(start));
+    positions = default_positions.data();
+  }
 
   const Tensor x = ws.x.slice_rows(0, n), normed = ws.normed.slice_rows(0, n);
   const Tensor q = ws.q.slice_rows(0, n), k = ws.k.slice_rows(0, n), v = ws.v.slice_rows(0, n);
   const Tensor attn = ws.attn.slice_rows(0, n), proj = ws.proj.slice_rows(0, n);
   const Tensor gate = ws.gate.slice_rows(0, n), up = ws.up.slice_rows(0, n);
 
-  be.embedding(ctx, x, w.embed, tokens, c.scale_emb);
+  be.embedding(ctx, x, w.embed, a.tokens, c.scale_emb);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
+    const Tensor& k_cache = kv.k[static_cast<size_t>(l)];
+    const Tensor& v_cache = kv.v[static_cast<size_t>(l)];
     // Attention block. `proj` holds the previous layer's FFN output, added here with the norm.
     if (l == 0)
       be.rms_norm(ctx, normed, x, lw.input_norm, c.rms_norm_eps);
@@ -93,14 +104,15 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     be.linear(ctx, q, normed, lw.q);
     be.linear(ctx, k, normed, lw.k);
     be.linear(ctx, v, normed, lw.v);
-    be.rope(ctx, q, c.num_heads, c.head_dim, positions.data(), ws.inv_freq, ws.attn_factor);
-    be.rope(ctx, k, c.num_kv_heads, c.head_dim, positions.data(), ws.inv_freq, ws.attn_factor);
-    be.store_kv(ctx, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], k, v, start);
-    if (sparse)
-      be.sparse_attention(ctx, attn, q, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], shape, start,
-                          sparse_p, *kv.sparse[static_cast<size_t>(l)]);
+    be.rope(ctx, q, c.num_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
+    be.rope(ctx, k, c.num_kv_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
+    be.store_kv(ctx, k_cache, v_cache, k, v, start);
+    if (a.tree_masks)
+      be.tree_attention(ctx, attn, q, k_cache, v_cache, shape, start, a.tree_masks);
+    else if (sparse)
+      be.sparse_attention(ctx, attn, q, k_cache, v_cache, shape, start, sparse_p, *kv.sparse[static_cast<size_t>(l)]);
     else
-      be.attention(ctx, attn, q, kv.k[static_cast<size_t>(l)], kv.v[static_cast<size_t>(l)], shape, start);
+      be.attention(ctx, attn, q, k_cache, v_cache, shape, start);
     be.linear(ctx, proj, attn, lw.o);
     // FFN block.
     be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
@@ -110,19 +122,22 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     be.linear(ctx, proj, gate, lw.down);
   }
 
-  // Only the rows whose logits are wanted go through the final norm and the LM head.
-  const int64_t first = rows == LogitRows::Last ? n - 1 : 0;
-  const int64_t count = n - first;
-  const Tensor xs = x.slice_rows(first, count), ps = proj.slice_rows(first, count);
-  const Tensor hs = normed.slice_rows(first, count);
-  be.add_rms_norm(ctx, hs, xs, ps, s, w.final_norm, c.rms_norm_eps);
-  be.scale(ctx, hs, c.lm_head_scale());
+  // Only the rows whose logits (or features) are wanted go through the final norm; only the logit
+  // rows through the LM head. The LM-head input scale is applied to the logits, which leaves the
+  // normed rows unscaled for an EAGLE draft.
+  const int64_t logit_first = a.rows == LogitRows::Last ? n - 1 : 0;
+  const int64_t first = a.keep_features ? 0 : logit_first;
+  be.add_rms_norm(ctx, normed.slice_rows(first, n - first), x.slice_rows(first, n - first),
+                  proj.slice_rows(first, n - first), s, w.final_norm, c.rms_norm_eps);
+  if (a.host_logits == nullptr) return;
+  const int64_t count = n - logit_first;
   for (int64_t r = 0; r < count; r += Workspace::kLogitRows) {
     const int64_t m = std::min(Workspace::kLogitRows, count - r);
     const Tensor out = ws.logits.slice_rows(0, m);
-    be.linear(ctx, out, hs.slice_rows(r, m), w.lm_head);
+    be.linear(ctx, out, normed.slice_rows(logit_first + r, m), w.lm_head);
+    be.scale(ctx, out, c.lm_head_scale());
     be.synchronize(ctx);
-    be.download(host_logits + r * c.vocab_size, out.data, out.bytes());
+    be.download(a.host_logits + r * c.vocab_size, out.data, out.bytes());
   }
 }
 

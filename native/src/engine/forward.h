@@ -49,10 +49,41 @@ struct Workspace {
 
 enum class LogitRows { Last, All };
 
-// Evaluates tokens[0, n) at positions start .. start+n-1 (n <= ws.max_tokens, start+n <= capacity):
-// writes their K/V into the cache rows [start, start+n) and the logits of the last token
-// (LogitRows::Last, [vocab]) or of every token (LogitRows::All, [n, vocab]) to host memory.
-void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const int32_t* tokens, int32_t n,
-             int64_t start, LogitRows rows, float* host_logits);
+// One forward call over tokens[0, n) written to cache rows [start, start + n).
+struct ForwardArgs {
+  const int32_t* tokens = nullptr;
+  int32_t n = 0;
+  int64_t start = 0;
+  // RoPE positions of the tokens (host); nullptr means start + i.
+  const int32_t* positions = nullptr;
+  // Tree mode (speculative verification): token i attends to cache rows [0, start) and to rows
+  // start + j for each set bit j of tree_masks[i] (see Backend::tree_attention). nullptr: causal.
+  const uint64_t* tree_masks = nullptr;
+  LogitRows rows = LogitRows::Last;
+  float* host_logits = nullptr;  // [vocab] (Last) or [n, vocab] (All)
+  // Leave the final-normed hidden state of every token (before the LM-head scale) in ws.normed
+  // rows [0, n): the features an EAGLE draft reads.
+  bool keep_features = false;
+};
+
+// Evaluates the tokens (n <= ws.max_tokens, start + n <= capacity): writes their K/V into the cache
+// and the requested logits to host memory. A sparse (InfLLM v2) model cannot run tree mode once
+// sparse attention is active; the caller checks with uses_sparse_attention().
+void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const ForwardArgs& args);
+
+// Causal shorthand: tokens at positions start .. start+n-1.
+inline void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const int32_t* tokens,
+                    int32_t n, int64_t start, LogitRows rows, float* host_logits) {
+  ForwardArgs args;
+  args.tokens = tokens;
+  args.n = n;
+  args.start = start;
+  args.rows = rows;
+  args.host_logits = host_logits;
+  forward(model, ctx, ws, kv, args);
+}
+
+// Whether a forward call whose cache ends at row `end` runs InfLLM v2 sparse attention.
+bool uses_sparse_attention(const ModelConfig& config, int64_t end);
 
 }  // namespace mcpm

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <thread>
 
 #include "common/error.h"
@@ -14,14 +13,6 @@
 namespace mcpm {
 
 namespace {
-
-std::string shape_string(const int64_t* shape, size_t ndim) {
-  std::ostringstream s;
-  s << '[';
-  for (size_t i = 0; i < ndim; ++i) s << (i ? ", " : "") << shape[i];
-  s << ']';
-  return s.str();
-}
 
 void require(bool ok, const char* field, const std::string& why) {
   if (!ok) invalid_argument(std::string("invalid model config: ") + field + " " + why);
@@ -140,7 +131,10 @@ int32_t available_cores() {
 }
 
 Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads)
-    : config_(std::move(config)), backend_(std::move(backend)), num_threads_(num_threads) {
+    : config_(std::move(config)),
+      backend_(std::move(backend)),
+      num_threads_(num_threads),
+      store_(std::make_unique<WeightStore>(*backend_, "this MiniCPM4 config")) {
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   weights_.layers.resize(static_cast<size_t>(c.num_layers));
@@ -163,63 +157,24 @@ Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_t
 }
 
 void Model::add_slot(std::string name, std::vector<int64_t> shape, Tensor* target) {
-  slot_index_.emplace(name, slots_.size());
-  slots_.push_back(Slot{std::move(name), std::move(shape), target, nullptr});
+  store_->add(std::move(name), std::move(shape), target);
 }
 
 void Model::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
                        size_t data_size) {
   if (finalized_) invalid_argument(std::string("cannot set tensor '") + name + "': the model is already finalized");
-  auto it = slot_index_.find(name);
-  if (it == slot_index_.end()) {
-    if (config_.tie_word_embeddings && std::string(name) == "lm_head.weight")
-      invalid_argument("tensor 'lm_head.weight' must not be set: the config ties the LM head to the embeddings");
-    invalid_argument(std::string("unknown tensor '") + name + "' for this MiniCPM4 config");
-  }
-  Slot& slot = slots_[it->second];
-  if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
-    invalid_argument("tensor '" + slot.name + "': unknown dtype " + std::to_string(dtype) +
-                     " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
-  const bool same_shape = static_cast<size_t>(ndim) == slot.shape.size() &&
-                          std::equal(slot.shape.begin(), slot.shape.end(), shape);
-  if (!same_shape)
-    invalid_argument("tensor '" + slot.name + "' has shape " + shape_string(shape, static_cast<size_t>(ndim)) +
-                     " but the config requires " + shape_string(slot.shape.data(), slot.shape.size()));
-  const DType dt = static_cast<DType>(dtype);
-  const int64_t cols = slot.shape.back();
-  const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
-  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * dtype_size(dt);
-  if (data_size != bytes)
-    invalid_argument("tensor '" + slot.name + "': data_size is " + std::to_string(data_size) + " bytes but " +
-                     shape_string(slot.shape.data(), slot.shape.size()) + " " + dtype_name(dt) + " needs " +
-                     std::to_string(bytes));
-  std::unique_ptr<Buffer> storage = backend_->alloc(bytes);
-  backend_->upload(storage->data(), data, bytes);
-  slot.storage = std::move(storage);
-  *slot.target = Tensor{slot.storage->data(), dt, rows, cols};
+  if (config_.tie_word_embeddings && std::string(name) == "lm_head.weight")
+    invalid_argument("tensor 'lm_head.weight' must not be set: the config ties the LM head to the embeddings");
+  store_->set(name, dtype, shape, ndim, data, data_size);
 }
 
 void Model::finalize() {
   if (finalized_) invalid_argument("the model is already finalized");
-  size_t missing = 0;
-  const Slot* first = nullptr;
-  for (const Slot& s : slots_) {
-    if (s.storage) continue;
-    if (!first) first = &s;
-    ++missing;
-  }
-  if (first)
-    invalid_argument("missing tensor '" + first->name + "'" +
-                     (missing > 1 ? " (and " + std::to_string(missing - 1) + " more)" : std::string()));
+  store_->check_complete();
   if (config_.tie_word_embeddings) weights_.lm_head = weights_.embed;
   finalized_ = true;
 }
 
-uint64_t Model::weight_bytes() const {
-  uint64_t total = 0;
-  for (const Slot& s : slots_)
-    if (s.storage) total += s.storage->size();
-  return total;
-}
+uint64_t Model::weight_bytes() const { return store_->bytes(); }
 
 }  // namespace mcpm

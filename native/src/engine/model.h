@@ -5,11 +5,11 @@
 
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
 #include "engine/config.h"
+#include "engine/weights.h"
 
 namespace mcpm {
 
@@ -40,20 +40,13 @@ class Model {
   uint64_t weight_bytes() const;
 
  private:
-  struct Slot {
-    std::string name;
-    std::vector<int64_t> shape;  // as in the checkpoint
-    Tensor* target = nullptr;
-    std::unique_ptr<Buffer> storage;
-  };
   void add_slot(std::string name, std::vector<int64_t> shape, Tensor* target);
 
   ModelConfig config_;
   std::shared_ptr<Backend> backend_;
   int32_t num_threads_;
   ModelWeights weights_;
-  std::vector<Slot> slots_;
-  std::unordered_map<std::string, size_t> slot_index_;
+  std::unique_ptr<WeightStore> store_;
   bool finalized_ = false;
 };
 

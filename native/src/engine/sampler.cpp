@@ -1,6 +1,7 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <numeric>
 #include <string>
@@ -36,6 +37,14 @@ SamplingConfig SamplingConfig::from_abi(const mcpm_sampling_params& p) {
   c.seed = p.seed;
   if (p.stop_token_count > 0) c.stop_tokens.assign(p.stop_tokens, p.stop_tokens + p.stop_token_count);
   c.max_new_tokens = p.max_new_tokens;
+  if (p.speculative == 0) {
+    c.spec.num_iter = 0;
+  } else {
+    c.spec.num_iter = p.spec_num_iter;
+    c.spec.topk_per_iter = p.spec_topk_per_iter;
+    c.spec.tree_size = p.spec_tree_size;
+    c.spec.validate(INT32_MAX);  // the draft's vocabulary is checked when a session takes the params
+  }
   return c;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/speculative.h"
 #include "minicpm4.h"
 
 namespace mcpm {
@@ -20,6 +21,8 @@ struct SamplingConfig {
   uint64_t seed = 0;
   std::vector<int32_t> stop_tokens;
   int32_t max_new_tokens = 0;
+  // Speculative decoding (sessions with a draft); spec.num_iter == 0 turns it off.
+  SpecParams spec;
 
   // Validates and copies; throws INVALID_ARGUMENT naming the bad field.
   static SamplingConfig from_abi(const mcpm_sampling_params& p);

@@ -1,5 +1,6 @@
 #include "engine/session.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -15,16 +16,36 @@ int64_t now_ns() {
       .count();
 }
 
+// Rows a draft call or a verification pass may need beyond a prefill chunk: a whole tree.
+constexpr int32_t kTreeRows = DraftWorkspace::kTreeSlots;
+
 }  // namespace
 
-Session::Session(std::shared_ptr<const Model> model, int32_t context_capacity, int32_t prefill_chunk)
+Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft,
+                 int32_t context_capacity, int32_t prefill_chunk)
     : model_(std::move(model)),
       ctx_(model_->backend().create_context(model_->num_threads())),
-      kv_(model_->backend(), model_->config(), context_capacity),
-      ws_(model_->backend(), model_->config(), prefill_chunk) {
+      capacity_(context_capacity),
+      // A tree under verification occupies up to kTreeRows rows past the history.
+      kv_(model_->backend(), model_->config(), context_capacity + (draft ? kTreeRows : 0)),
+      ws_(model_->backend(), model_->config(), draft ? std::max(prefill_chunk, kTreeRows) : prefill_chunk) {
   const RopeParams rope = compute_rope(model_->config(), context_capacity);
   model_->backend().upload(ws_.inv_freq.data, rope.inv_freq.data(), rope.inv_freq.size() * sizeof(float));
   ws_.attn_factor = rope.attn_factor;
+  if (draft)
+    speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity,
+                                               static_cast<int32_t>(ws_.max_tokens), model_->num_threads());
+  if (speculator_) {
+    // Until the host sets sampling params, speculate with the default tree if the draft's
+    // vocabulary allows it.
+    SamplingConfig initial;
+    try {
+      initial.spec.validate(speculator_->draft().head_rows());
+    } catch (const Error&) {
+      initial.spec.num_iter = 0;
+    }
+    sampler_.configure(std::move(initial));
+  }
   tokens_.reserve(static_cast<size_t>(context_capacity));
   last_logits_.resize(static_cast<size_t>(model_->config().vocab_size));
 }
@@ -41,35 +62,59 @@ void Session::check_tokens(const int32_t* tokens, int32_t n) const {
                        " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
 }
 
+void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits) {
+  ForwardArgs args;
+  args.tokens = tokens;
+  args.n = m;
+  args.start = kv_len_;
+  args.rows = rows;
+  args.host_logits = logits;
+  args.keep_features = speculator_ != nullptr;
+  forward(*model_, *ctx_, ws_, kv_, args);
+  if (speculator_) speculator_->advance(*ctx_, tokens, ws_.normed, m, kv_len_, ws_.inv_freq, ws_.attn_factor);
+  kv_len_ += m;
+}
+
 void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable) {
   const int32_t vocab = model_->config().vocab_size;
   const int32_t start_length = length();
+  const int64_t start_kv = kv_len_;
+  Speculator::Mark draft_mark{};
+  if (speculator_) draft_mark = speculator_->mark(*ctx_);
   // The new logits go to a side buffer and replace the pending ones only on success, so a failed or
   // cancelled call leaves the session exactly as it was (pending logits included).
   next_logits_.resize(last_logits_.size());
   try {
+    if (kv_len_ < length()) {
+      // The history's last token is not in the cache yet (speculative root or rewind): evaluate it.
+      const int32_t held = tokens_.back();
+      forward_chunk(&held, 1, LogitRows::Last, next_logits_.data());
+    }
     for (int32_t done = 0; done < n;) {
       if (abortable && consume_abort()) throw_error(MCPM_ERR_CANCELLED, "prefill cancelled by an abort request");
       const int32_t m = static_cast<int32_t>(std::min<int64_t>(ws_.max_tokens, n - done));
       const bool last_chunk = done + m == n;
       float* dst = all_logits ? all_logits + static_cast<size_t>(done) * vocab : nullptr;
       if (dst) {
-        forward(*model_, *ctx_, ws_, kv_, tokens + done, m, length(), LogitRows::All, dst);
+        forward_chunk(tokens + done, m, LogitRows::All, dst);
         if (last_chunk) std::memcpy(next_logits_.data(), dst + static_cast<size_t>(m - 1) * vocab, vocab * sizeof(float));
       } else {
         // Intermediate chunks still pay for one LM-head row; negligible next to the chunk itself.
-        forward(*model_, *ctx_, ws_, kv_, tokens + done, m, length(), LogitRows::Last, next_logits_.data());
+        forward_chunk(tokens + done, m, LogitRows::Last, next_logits_.data());
       }
       tokens_.insert(tokens_.end(), tokens + done, tokens + done + m);
       done += m;
     }
   } catch (...) {
     tokens_.resize(static_cast<size_t>(start_length));  // cache rows past the length are simply overwritten later
-    kv_.truncate(start_length);
+    kv_len_ = start_kv;
+    kv_.truncate(start_kv);
+    if (speculator_) speculator_->restore(*ctx_, draft_mark);
     throw;
   }
   last_logits_.swap(next_logits_);
   logits_valid_ = true;
+  root_pending_ = false;
 }
 
 void Session::prefill(const int32_t* tokens, int32_t n, mcpm_logits_mode mode, float* logits,
@@ -112,14 +157,22 @@ void Session::rewind(int32_t new_length) {
                      std::to_string(length()));
   if (new_length == length()) return;
   tokens_.resize(static_cast<size_t>(new_length));  // cache rows past the length are simply overwritten later
-  kv_.truncate(new_length);  // and the sparse-attention state derived from them is dropped
+  // With a draft the last kept token is evaluated again (by the next prefill or decode): the draft
+  // needs the target's feature at that position, which is not kept.
+  kv_len_ = std::min<int64_t>(kv_len_, speculator_ && new_length > 0 ? new_length - 1 : new_length);
+  kv_.truncate(kv_len_);  // and the sparse-attention state derived from later rows is dropped
+  if (speculator_) speculator_->truncate(kv_len_);
   logits_valid_ = false;
+  root_pending_ = false;
 }
 
 void Session::reset() {
   tokens_.clear();
+  kv_len_ = 0;
   kv_.truncate(0);
+  if (speculator_) speculator_->truncate(0);
   logits_valid_ = false;
+  root_pending_ = false;
   generated_since_config_ = 0;
 }
 
@@ -130,6 +183,7 @@ void Session::set_sampling(SamplingConfig config) {
       invalid_argument("invalid sampling params: stop_tokens[" + std::to_string(i) + "] = " +
                        std::to_string(config.stop_tokens[i]) + " is outside the vocabulary [0, " +
                        std::to_string(vocab) + ")");
+  if (speculator_ && config.spec.num_iter > 0) config.spec.validate(speculator_->draft().head_rows());
   sampler_.configure(std::move(config));
   generated_since_config_ = 0;
 }
@@ -141,11 +195,119 @@ int32_t Session::sample(const float* logits) {
   return token;
 }
 
-GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_capacity) {
+// One EAGLE-2 round (shared/reference/algorithms.md §3.2–3.6). The root, tokens_.back(), is emitted
+// but not in the cache. The draft proposes a tree under it; the target evaluates root and tree in one
+// pass; then the emitted tokens are sampled one at a time from the target's logits along the tree,
+// exactly as plain decoding would sample them (same processors, same context, one RNG draw each),
+// following the child whose token was sampled. The walk ends at a node with no such child; the last
+// sampled token becomes the next root. Hence the output equals plain decoding for greedy and is
+// distributed like it when sampling, whatever the draft proposes.
+int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
+  const ModelConfig& c = model_->config();
+  const int32_t vocab = c.vocab_size;
+  const int64_t root_row = kv_len_;
+  const SpecParams& params = sampler_.config().spec;
+
+  int64_t t0 = now_ns();
+  DraftTree tree =
+      speculator_->draft_tree(*ctx_, tokens_.back(), root_row, params, ws_.inv_freq, ws_.attn_factor);
+  // InfLLM v2 has no tree attention: once sparse attention is active, verify the draft's most likely
+  // chain (the first child at each level) with ordinary causal attention.
+  const bool chain = uses_sparse_attention(c, root_row + tree.size());
+  if (chain) {
+    DraftTree path;
+    int32_t node = 0;
+    path.tokens.push_back(tree.tokens[0]);
+    for (int32_t i = 1; i < tree.size(); ++i)
+      if (tree.parents[static_cast<size_t>(i)] == node) {
+        node = i;
+        path.tokens.push_back(tree.tokens[static_cast<size_t>(i)]);
+      }
+    const int32_t len = path.size();
+    for (int32_t i = 0; i < len; ++i) {
+      path.parents.push_back(i - 1);
+      path.depths.push_back(i);
+      path.masks.push_back(i == 0 ? 1 : (path.masks.back() | (uint64_t{1} << i)));
+    }
+    tree = std::move(path);
+  }
+  const int32_t n = tree.size();
+  stats_.spec_draft_ns += now_ns() - t0;
+
+  t0 = now_ns();
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(root_row + tree.depths[static_cast<size_t>(i)]);
+  tree_logits_.resize(static_cast<size_t>(n) * static_cast<size_t>(vocab));
+  ForwardArgs args;
+  args.tokens = tree.tokens.data();
+  args.n = n;
+  args.start = root_row;
+  args.positions = positions.data();
+  args.tree_masks = chain ? nullptr : tree.masks.data();
+  args.rows = LogitRows::All;
+  args.host_logits = tree_logits_.data();
+  args.keep_features = true;
+  forward(*model_, *ctx_, ws_, kv_, args);
+  stats_.spec_verify_ns += now_ns() - t0;
+
+  // Walk the tree, sampling at each node from the target's logits.
+  std::vector<int32_t> path{0};
+  int32_t emitted = 0;
+  *stopped = false;
+  const int32_t max_new = sampler_.config().max_new_tokens;
+  for (int32_t node = 0;;) {
+    const int32_t token = sample(tree_logits_.data() + static_cast<size_t>(node) * static_cast<size_t>(vocab));
+    out[emitted++] = token;
+    ++generated_since_config_;
+    ++stats_.generated_tokens;
+    if (sampler_.is_stop(token)) {
+      *stopped = true;
+      std::memcpy(last_logits_.data(), tree_logits_.data() + static_cast<size_t>(node) * vocab, vocab * sizeof(float));
+      break;
+    }
+    tokens_.push_back(token);
+    if (emitted == budget || (max_new > 0 && generated_since_config_ >= max_new) || length() >= capacity()) break;
+    int32_t next = -1;
+    for (int32_t i = node + 1; i < n && next < 0; ++i)
+      if (tree.parents[static_cast<size_t>(i)] == node && tree.tokens[static_cast<size_t>(i)] == token) next = i;
+    if (next < 0) break;
+    node = next;
+    path.push_back(node);
+  }
+
+  // Keep the K/V of the path (root included): slot root_row + path[d] moves to root_row + d.
+  const int32_t keep = static_cast<int32_t>(path.size());
+  std::vector<int32_t> dst(static_cast<size_t>(keep)), src(static_cast<size_t>(keep));
+  for (int32_t d = 0; d < keep; ++d) {
+    dst[static_cast<size_t>(d)] = static_cast<int32_t>(root_row + d);
+    src[static_cast<size_t>(d)] = static_cast<int32_t>(root_row + path[static_cast<size_t>(d)]);
+  }
+  Backend& be = model_->backend();
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    be.copy_rows(*ctx_, kv_.k[static_cast<size_t>(l)], kv_.k[static_cast<size_t>(l)], dst.data(), src.data(), keep);
+    be.copy_rows(*ctx_, kv_.v[static_cast<size_t>(l)], kv_.v[static_cast<size_t>(l)], dst.data(), src.data(), keep);
+  }
+  kv_len_ = root_row + keep;
+  kv_.truncate(kv_len_);
+  // The draft catches up on the kept rows: features of the path nodes, tokens of the history.
+  speculator_->advance_gathered(*ctx_, tokens_.data() + root_row, ws_.normed, path.data(), keep, root_row,
+                                ws_.inv_freq, ws_.attn_factor);
+  ++stats_.spec_steps;
+  stats_.spec_emitted_tokens += emitted;
+  if (*stopped) {
+    logits_valid_ = false;  // the stop token is reported but not evaluated
+    root_pending_ = false;
+  } else {
+    root_pending_ = true;  // tokens_.back() is the next root
+  }
+  return emitted;
+}
+
+GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_capacity, bool single_step) {
   if (max_tokens < 0) invalid_argument("max_tokens must be >= 0, got " + std::to_string(max_tokens));
   if (out == nullptr && out_capacity > 0) invalid_argument("tokens buffer is NULL");
   if (out_capacity < 0) invalid_argument("capacity must be >= 0");
-  if (!logits_valid_)
+  if (!logits_valid_ && !root_pending_)
     invalid_argument("no pending logits: prefill or decode before generating (a stop token or rewind clears them)");
   GenerateResult r;
   const int32_t budget = std::min(max_tokens, out_capacity);
@@ -161,6 +323,19 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
       r.cancelled = true;
       return r;
     }
+    const bool spec = speculative();
+    if (spec && root_pending_ && speculator_->ready(kv_len_)) {
+      bool stopped = false;
+      r.count += speculative_step(out + r.count, budget - r.count, &stopped);
+      if (stopped) {
+        r.finish = MCPM_FINISH_STOP_TOKEN;
+        break;
+      }
+      r.finish = finished();
+      if (single_step) break;
+      continue;
+    }
+    if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
     const int32_t token = sample(last_logits_.data());
     out[r.count++] = token;
     ++generated_since_config_;
@@ -170,8 +345,17 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
       r.finish = MCPM_FINISH_STOP_TOKEN;
       break;
     }
+    if (spec) {
+      // The token becomes the root of the next round, which evaluates it with the tree.
+      tokens_.push_back(token);
+      logits_valid_ = false;
+      root_pending_ = true;
+      r.finish = finished();
+      continue;  // a step is not over until its round ran
+    }
     decode(token, nullptr, 0);
     r.finish = finished();
+    if (single_step) break;
   }
   return r;
 }

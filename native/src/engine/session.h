@@ -1,6 +1,15 @@
 // A session: one conversation's KV cache, token history, pending logits and sampler over a shared,
-// immutable model. Used by one thread at a time (the C API enforces it); request_abort() is the
-// only member any thread may call concurrently.
+// immutable model, plus (with an EAGLE draft) the speculator that drafts token trees. Used by one
+// thread at a time (the C API enforces it); request_abort() is the only member any thread may call
+// concurrently.
+//
+// History vs cache: tokens() is the whole history. Normally every token is in the KV cache and the
+// pending logits are those of the last one. Two states leave the last token out of the cache:
+//   - after speculative generation, the last emitted token (the next tree's root) is evaluated by
+//     the next verification pass rather than on its own;
+//   - after rewinding a session with a draft, the last kept token is evaluated again so the draft
+//     gets its feature back.
+// Any prefill or decode evaluates such a token first; callers never see the difference.
 #pragma once
 
 #include <atomic>
@@ -10,6 +19,7 @@
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "engine/speculative.h"
 
 namespace mcpm {
 
@@ -18,6 +28,9 @@ struct SessionStats {
   int64_t decode_tokens = 0, decode_ns = 0;
   int64_t sample_ns = 0;
   int64_t generated_tokens = 0;
+  int64_t spec_steps = 0;           // draft-and-verify rounds
+  int64_t spec_emitted_tokens = 0;  // tokens those rounds emitted (accepted drafts + the target's own)
+  int64_t spec_draft_ns = 0, spec_verify_ns = 0;
 };
 
 struct GenerateResult {
@@ -28,12 +41,15 @@ struct GenerateResult {
 
 class Session {
  public:
-  Session(std::shared_ptr<const Model> model, int32_t context_capacity, int32_t prefill_chunk);
+  // `draft` may be null (no speculative decoding).
+  Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft, int32_t context_capacity,
+          int32_t prefill_chunk);
 
   const Model& model() const { return *model_; }
   int32_t length() const { return static_cast<int32_t>(tokens_.size()); }
-  int32_t capacity() const { return static_cast<int32_t>(kv_.capacity); }
+  int32_t capacity() const { return capacity_; }
   const std::vector<int32_t>& tokens() const { return tokens_; }
+  bool has_draft() const { return speculator_ != nullptr; }
 
   // Throws CONTEXT_FULL, CANCELLED (session rewound to its previous length), INVALID_ARGUMENT.
   void prefill(const int32_t* tokens, int32_t n, mcpm_logits_mode mode, float* logits, size_t logits_capacity);
@@ -43,7 +59,9 @@ class Session {
 
   void set_sampling(SamplingConfig config);
   int32_t sample(const float* logits);
-  GenerateResult generate(int32_t max_tokens, int32_t* out, int32_t out_capacity);
+  // Generates up to max_tokens tokens; with single_step, returns after one token (plain) or one
+  // draft-and-verify round (speculative).
+  GenerateResult generate(int32_t max_tokens, int32_t* out, int32_t out_capacity, bool single_step = false);
 
   void request_abort() { abort_.store(true, std::memory_order_release); }
   void clear_abort() { abort_.store(false, std::memory_order_release); }
@@ -54,17 +72,28 @@ class Session {
  private:
   bool consume_abort() { return abort_.exchange(false, std::memory_order_acq_rel); }
   void check_tokens(const int32_t* tokens, int32_t n) const;
-  // Evaluates tokens [0, n) at the end of the cache in chunks; keeps the last logits.
+  bool speculative() const { return speculator_ && sampler_.config().spec.num_iter > 0; }
+  // Evaluates the history's unevaluated token (if any), then tokens [0, n) appended to it, in chunks;
+  // keeps the last logits.
   void evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable);
+  // One forward chunk at cache row kv_len_; feeds the draft.
+  void forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits);
+  // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
+  int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
 
   std::shared_ptr<const Model> model_;
   std::unique_ptr<ExecContext> ctx_;
+  int32_t capacity_;
   KvCache kv_;
   Workspace ws_;
+  std::unique_ptr<Speculator> speculator_;
   std::vector<int32_t> tokens_;
+  int64_t kv_len_ = 0;              // rows of tokens_ in the KV cache: length() or length() - 1
   std::vector<float> last_logits_;  // logits of the last evaluated token, for sampling
   std::vector<float> next_logits_;  // written by an evaluation in progress
-  bool logits_valid_ = false;
+  std::vector<float> tree_logits_;  // [tree nodes, vocab] of a verification pass
+  bool logits_valid_ = false;       // last_logits_ belong to tokens_.back() (all tokens evaluated)
+  bool root_pending_ = false;       // tokens_.back() is an emitted speculative root, not yet evaluated
   Sampler sampler_;
   int32_t generated_since_config_ = 0;
   SessionStats stats_;

@@ -227,8 +227,34 @@ void CpuBackend::store_kv(ExecContext&, const Tensor& k_cache, const Tensor& v_c
   std::memcpy(v_cache.as<float>() + start * v_cache.cols, v.data, v.bytes());
 }
 
-// One work item is (query token, query head). Scores for all visible keys go to per-thread scratch,
-// then a max-subtracted softmax in fp32 and a weighted sum of value rows.
+// Softmax attention of one query head over the cache rows [0, prefix) followed by the rows
+// tree_base + j for each set bit j of tree_mask, in ascending order: scores to `scores` (scratch of
+// at least prefix + 64 floats), a max-subtracted softmax in fp32, then the weighted sum of values.
+void CpuBackend::attend(const float* qi, const float* kbase, const float* vbase, int64_t kv_stride, int64_t hd,
+                        int64_t prefix, int64_t tree_base, uint64_t tree_mask, float* scores, float* oi) const {
+  const float softmax_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  int32_t tree_rows[64];
+  int64_t n_tree = 0;
+  for (int32_t j = 0; j < 64; ++j)
+    if ((tree_mask >> j) & 1u) tree_rows[n_tree++] = j;
+  const int64_t visible = prefix + n_tree;
+  auto row = [&](int64_t j) { return j < prefix ? j : tree_base + tree_rows[j - prefix]; };
+  float max_score = -INFINITY;
+  for (int64_t j = 0; j < visible; ++j) {
+    scores[j] = k_.dot_f32(qi, kbase + row(j) * kv_stride, hd) * softmax_scale;
+    max_score = std::max(max_score, scores[j]);
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < visible; ++j) {
+    scores[j] = std::exp(scores[j] - max_score);
+    sum += scores[j];
+  }
+  std::memset(oi, 0, static_cast<size_t>(hd) * sizeof(float));
+  for (int64_t j = 0; j < visible; ++j) k_.axpy_f32(scores[j], vbase + row(j) * kv_stride, oi, hd);
+  k_.scale_f32(1.0f / sum, oi, hd);
+}
+
+// One work item is (query token, query head); query i at position start + i sees rows [0, start + i].
 void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                            const Tensor& v_cache, const AttentionShape& shape, int64_t start) {
   CpuContext& c = cpu(ctx);
@@ -237,31 +263,62 @@ void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q,
   const int64_t kv_stride = k_cache.cols;
   MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && kv_stride == shape.num_kv_heads * hd);
   MCPM_CHECK(start + n <= k_cache.rows);
-  const float softmax_scale = 1.0f / std::sqrt(static_cast<float>(hd));
   c.pool.parallel_for(n * heads, 1, [&](int64_t b, int64_t e, int32_t t) {
     float* scores = c.scratch(t, static_cast<size_t>(start + n));
     for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item / heads, h = item % heads;
-      const int64_t kvh = h / group;
-      const int64_t visible = start + i + 1;
-      const float* qi = q.as<const float>() + i * q.cols + h * hd;
-      const float* kbase = k_cache.as<const float>() + kvh * hd;
-      const float* vbase = v_cache.as<const float>() + kvh * hd;
-      float max_score = -INFINITY;
-      for (int64_t j = 0; j < visible; ++j) {
-        scores[j] = k_.dot_f32(qi, kbase + j * kv_stride, hd) * softmax_scale;
-        max_score = std::max(max_score, scores[j]);
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < visible; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      float* oi = out.as<float>() + i * out.cols + h * hd;
-      std::memset(oi, 0, static_cast<size_t>(hd) * sizeof(float));
-      for (int64_t j = 0; j < visible; ++j) k_.axpy_f32(scores[j], vbase + j * kv_stride, oi, hd);
-      k_.scale_f32(1.0f / sum, oi, hd);
+      const int64_t i = item / heads, h = item % heads, kvh = h / group;
+      attend(q.as<const float>() + i * q.cols + h * hd, k_cache.as<const float>() + kvh * hd,
+             v_cache.as<const float>() + kvh * hd, kv_stride, hd, start + i + 1, 0, 0, scores,
+             out.as<float>() + i * out.cols + h * hd);
     }
+  });
+}
+
+void CpuBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
+                                const uint64_t* masks) {
+  CpuContext& c = cpu(ctx);
+  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads;
+  const int64_t group = shape.num_heads / shape.num_kv_heads;
+  const int64_t kv_stride = k_cache.cols;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && kv_stride == shape.num_kv_heads * hd);
+  uint64_t all = 0;
+  for (int64_t i = 0; i < n; ++i) all |= masks[i];
+  int64_t highest = -1;
+  for (int32_t j = 0; j < 64; ++j)
+    if ((all >> j) & 1u) highest = j;
+  MCPM_CHECK(prefix + highest + 1 <= k_cache.rows);
+  c.pool.parallel_for(n * heads, 1, [&](int64_t b, int64_t e, int32_t t) {
+    float* scores = c.scratch(t, static_cast<size_t>(prefix + 64));
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t i = item / heads, h = item % heads, kvh = h / group;
+      attend(q.as<const float>() + i * q.cols + h * hd, k_cache.as<const float>() + kvh * hd,
+             v_cache.as<const float>() + kvh * hd, kv_stride, hd, prefix, prefix, masks[i], scores,
+             out.as<float>() + i * out.cols + h * hd);
+    }
+  });
+}
+
+void CpuBackend::copy_rows(ExecContext&, const Tensor& dst, const Tensor& src, const int32_t* dst_rows,
+                           const int32_t* src_rows, int32_t n) {
+  MCPM_CHECK(dst.dtype == src.dtype && dst.cols == src.cols);
+  const size_t row_bytes = static_cast<size_t>(src.cols) * dtype_size(src.dtype);
+  for (int32_t i = 0; i < n; ++i) {
+    MCPM_CHECK(dst_rows[i] >= 0 && dst_rows[i] < dst.rows && src_rows[i] >= 0 && src_rows[i] < src.rows);
+    if (dst.data == src.data && dst_rows[i] == src_rows[i]) continue;
+    std::memmove(static_cast<char*>(dst.data) + static_cast<size_t>(dst_rows[i]) * row_bytes,
+                 static_cast<const char*>(src.data) + static_cast<size_t>(src_rows[i]) * row_bytes, row_bytes);
+  }
+}
+
+void CpuBackend::add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) {
+  CpuContext& c = cpu(ctx);
+  const int64_t dim = x.cols;
+  MCPM_CHECK(bias.rows * bias.cols == dim);
+  float* b = c.shared_scratch(static_cast<size_t>(dim));
+  widen(bias, 0, b, dim);
+  c.pool.parallel_for(x.rows, 8, [&](int64_t first, int64_t last, int32_t) {
+    for (int64_t i = first; i < last; ++i) k_.axpy_f32(1.0f, b, x.as<float>() + i * dim, dim);
   });
 }
 

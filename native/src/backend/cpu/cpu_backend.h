@@ -67,10 +67,18 @@ class CpuBackend final : public Backend {
   void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const AttentionShape& shape, int64_t start,
                         const SparseAttentionParams& params, AttentionState& state) override;
+  void tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                      const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
+                      const uint64_t* masks) override;
+  void copy_rows(ExecContext& ctx, const Tensor& dst, const Tensor& src, const int32_t* dst_rows,
+                 const int32_t* src_rows, int32_t n) override;
+  void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   void synchronize(ExecContext&) override {}
 
  private:
+  void attend(const float* qi, const float* kbase, const float* vbase, int64_t kv_stride, int64_t hd, int64_t prefix,
+              int64_t tree_base, uint64_t tree_mask, float* scores, float* oi) const;
   // Widens `count` elements of a weight starting at element `offset` into dst.
   void widen(const Tensor& t, int64_t offset, float* dst, int64_t count) const;
 

@@ -1,0 +1,104 @@
+// EAGLE-2 dynamic-tree drafting with an optional FR-Spec draft vocabulary
+// (shared/reference/algorithms.md §2–3). The session (engine/session.cpp) verifies the tree with
+// the target and accepts a path; this file builds trees and keeps the draft's KV cache in step
+// with the target's.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/draft.h"
+
+namespace mcpm {
+
+struct SpecParams {
+  int32_t num_iter = 2;       // draft forward levels, the root level included
+  int32_t topk_per_iter = 10; // children per expanded node, and frontier width
+  int32_t tree_size = 12;     // nodes including the root, <= 64
+
+  // Throws INVALID_ARGUMENT naming the bad field.
+  void validate(int32_t draft_vocab) const;
+};
+
+// A drafted tree. Node 0 is the root (the last emitted token, whose KV is not written yet); every
+// other node's parent has a smaller index. masks[i] has bit j set iff j is i or an ancestor of i.
+struct DraftTree {
+  std::vector<int32_t> tokens, parents, depths;
+  std::vector<uint64_t> masks;
+  int32_t size() const { return static_cast<int32_t>(tokens.size()); }
+};
+
+// A drafted candidate before the final selection: parent is an index into the candidate list, or
+// -1 for a child of the root.
+struct TreeCandidate {
+  int32_t token = 0;
+  int32_t parent = -1;
+  int32_t depth = 1;
+  float score = 0;  // cumulative draft log-probability along the path
+};
+
+// Picks the tree_size - 1 best candidates by score (ties to the lower index) and lays them out in
+// candidate order, so parents precede children. Every chosen candidate's parent must be eligible:
+// a parent's score is >= its children's, which makes it rank first.
+DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& candidates, int32_t tree_size);
+
+// Indices of the k largest values (ties to the lower index), in descending order of value.
+void top_k_indices(const float* values, int32_t n, int32_t k, int32_t* out);
+
+// In place: x -= logsumexp(x).
+void log_softmax(float* x, int32_t n);
+
+// The draft side of one session: the draft KV cache covers target positions [0, committed); the
+// features of the target's last evaluated position wait in `pending` until the token after it is
+// known. rows = max rows per draft call.
+class Speculator {
+ public:
+  Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows, int32_t num_threads);
+
+  const DraftModel& draft() const { return *draft_; }
+
+  // The target evaluated `tokens` at positions first_pos .. first_pos+n-1 and left their features in
+  // `features` rows [0, n). Runs the draft over every row whose next token is now known.
+  void advance(ExecContext& ctx, const int32_t* tokens, const Tensor& features, int32_t n, int64_t first_pos,
+               const Tensor& inv_freq, float attn_factor);
+  // As advance(), with the feature rows gathered from `features` rows feature_rows[0..n).
+  void advance_gathered(ExecContext& ctx, const int32_t* tokens, const Tensor& features,
+                        const int32_t* feature_rows, int32_t n, int64_t first_pos, const Tensor& inv_freq,
+                        float attn_factor);
+
+  // The target cache now holds `rows` rows and nothing is pending (rewind, reset).
+  void truncate(int64_t rows);
+
+  // Whether a tree can be drafted after a target cache of `rows` rows (the pending row is rows-1).
+  bool ready(int64_t rows) const { return has_pending_ && pending_pos_ == rows - 1; }
+
+  // Drafts a tree under `root` (the token at position `rows`, not yet in the target cache).
+  // Consumes the pending row.
+  DraftTree draft_tree(ExecContext& ctx, int32_t root, int64_t rows, const SpecParams& params,
+                       const Tensor& inv_freq, float attn_factor);
+
+  // Snapshot for undoing an advance() when the target evaluation it followed fails.
+  struct Mark {
+    int64_t committed;
+    bool has_pending;
+    int64_t pending_pos;
+  };
+  Mark mark(ExecContext& ctx);
+  void restore(ExecContext& ctx, const Mark& m);
+
+ private:
+  void run_rows(ExecContext& ctx, const int32_t* next_tokens, int32_t n, int64_t first_pos, const Tensor& inv_freq,
+                float attn_factor);
+
+  std::shared_ptr<const DraftModel> draft_;
+  DraftWorkspace ws_;
+  std::unique_ptr<Buffer> pending_storage_;
+  Tensor pending_;         // [2, H]: row 0 the pending feature, row 1 its backup for restore()
+  bool has_pending_ = false;
+  int64_t pending_pos_ = 0;
+  int64_t committed_ = 0;  // draft KV rows that match the target's history
+  std::vector<float> logits_;
+};
+
+}  // namespace mcpm

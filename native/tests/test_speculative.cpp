@@ -1,0 +1,695 @@
+// Speculative decoding (EAGLE-2 trees, FR-Spec draft vocabularies) through the C ABI, on random
+// tiny targets with random drafts. The draft only changes how fast tokens come, never which:
+//   - greedy speculative output == plain greedy output token for token (many seeds, tree shapes,
+//     draft layouts, with and without FR-Spec, dense and InfLLM v2 targets);
+//   - sampling with the same seed gives the same tokens, and the distribution of the first two
+//     sampled tokens matches the target's exact probabilities (chi-square, toy vocabulary);
+//   - after speculative rounds the KV cache equals a plain run's (logits of a continuation agree);
+//   - stop tokens, token budgets, context full, rewind and abort behave as without a draft;
+//   - bad drafts, vocabularies and tree parameters are rejected with a message.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "minicpm4.h"
+#include "test_util.h"
+
+namespace {
+
+using namespace mcpm_test;
+
+struct DraftDeleter {
+  void operator()(mcpm_draft* d) const { mcpm_draft_free(d); }
+};
+using DraftPtr = std::unique_ptr<mcpm_draft, DraftDeleter>;
+
+struct DraftSpec {
+  int32_t layers = 1;
+  bool input_norm = true;
+  bool attn_norm = true;
+  bool bias = true;
+  uint64_t seed = 5;
+  std::vector<int32_t> vocabulary;  // FR-Spec ids; empty = whole vocabulary
+};
+
+// Random draft tensors in the MiniCPM4-Eagle layout for a target of config `tc`.
+std::vector<HostTensor> DraftTensors(const TinyConfig& tc, const DraftSpec& spec) {
+  std::mt19937_64 rng(spec.seed);
+  std::vector<HostTensor> out;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, float lo, float hi) {
+    HostTensor t;
+    t.name = name;
+    t.shape = std::move(shape);
+    t.dtype = tc.dtype;
+    size_t n = 1;
+    for (int64_t d : t.shape) n *= static_cast<size_t>(d);
+    std::uniform_real_distribution<float> u(lo, hi);
+    t.values.resize(n);
+    for (float& v : t.values) v = RoundToDtype(u(rng), t.dtype);
+    t.bytes = EncodeTensor(t.values, t.dtype);
+    out.push_back(std::move(t));
+  };
+  const int64_t H = tc.hidden, I = tc.intermediate, q = int64_t{tc.heads} * tc.head_dim,
+                kv = int64_t{tc.kv_heads} * tc.head_dim;
+  const float a = 1.5f / std::sqrt(static_cast<float>(H));
+  add("fc.weight", {H, 2 * H}, -a, a);
+  if (spec.bias) add("fc.bias", {H}, -0.1f, 0.1f);
+  if (spec.input_norm) {
+    add("input_norm1.weight", {H}, 0.8f, 1.2f);
+    add("input_norm2.weight", {H}, 0.8f, 1.2f);
+  }
+  for (int32_t l = 0; l < spec.layers; ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    if (l > 0 || spec.attn_norm) add(p + "input_layernorm.weight", {H}, 0.8f, 1.2f);
+    add(p + "self_attn.q_proj.weight", {q, H}, -a, a);
+    add(p + "self_attn.k_proj.weight", {kv, H}, -a, a);
+    add(p + "self_attn.v_proj.weight", {kv, H}, -a, a);
+    add(p + "self_attn.o_proj.weight", {H, q}, -a, a);
+    add(p + "post_attention_layernorm.weight", {H}, 0.8f, 1.2f);
+    add(p + "mlp.gate_proj.weight", {I, H}, -a, a);
+    add(p + "mlp.up_proj.weight", {I, H}, -a, a);
+    add(p + "mlp.down_proj.weight", {H, I}, -a, a);
+  }
+  return out;
+}
+
+mcpm_draft_config DraftConfigFor(mcpm_model* m, const DraftSpec& spec) {
+  mcpm_draft_config c{};
+  c.struct_size = sizeof c;
+  EXPECT_MCPM_OK(mcpm_draft_config_default(m, &c));
+  c.num_layers = spec.layers;
+  c.use_input_norm = spec.input_norm ? 1 : 0;
+  c.use_attn_norm = spec.attn_norm ? 1 : 0;
+  return c;
+}
+
+DraftPtr MakeDraft(mcpm_model* m, const TinyConfig& tc, const DraftSpec& spec) {
+  const mcpm_draft_config c = DraftConfigFor(m, spec);
+  mcpm_draft* d = nullptr;
+  EXPECT_MCPM_OK(mcpm_draft_create(m, &c, &d));
+  if (!d) return nullptr;
+  DraftPtr draft(d);
+  for (const HostTensor& t : DraftTensors(tc, spec)) {
+    const mcpm_status st = mcpm_draft_set_tensor(d, t.name.c_str(), t.dtype, t.shape.data(),
+                                                 static_cast<int32_t>(t.shape.size()), t.bytes.data(), t.bytes.size());
+    if (st != MCPM_OK) {
+      ADD_FAILURE() << "draft tensor " << t.name << ": " << mcpm_last_error();
+      return nullptr;
+    }
+  }
+  if (!spec.vocabulary.empty()) {
+    EXPECT_MCPM_OK(mcpm_draft_set_vocabulary(d, spec.vocabulary.data(), static_cast<int32_t>(spec.vocabulary.size())));
+  }
+  EXPECT_MCPM_OK(mcpm_draft_finalize(d));
+  return draft;
+}
+
+SessionPtr MakeSpecSession(mcpm_model* m, const mcpm_draft* d, int32_t capacity = 256, int32_t chunk = 0) {
+  mcpm_session_params p{};
+  p.struct_size = sizeof p;
+  EXPECT_MCPM_OK(mcpm_session_params_default(&p));
+  p.context_capacity = capacity;
+  if (chunk > 0) p.prefill_chunk = chunk;
+  p.draft = d;
+  mcpm_session* s = nullptr;
+  EXPECT_MCPM_OK(mcpm_session_create(m, &p, &s));
+  return SessionPtr(s);
+}
+
+struct Tree {
+  int32_t num_iter, topk, size;
+};
+
+mcpm_sampling_params Sampling(Tree t, float temperature = 0.0f, uint64_t seed = 0) {
+  mcpm_sampling_params p{};
+  p.struct_size = sizeof p;
+  EXPECT_MCPM_OK(mcpm_sampling_params_default(&p));
+  p.temperature = temperature;
+  p.seed = seed;
+  p.spec_num_iter = t.num_iter;
+  p.spec_topk_per_iter = t.topk;
+  p.spec_tree_size = t.size;
+  // Random tiny targets fall into loops of one token under plain greedy decoding; a repetition
+  // penalty keeps their output varied (and makes every emitted token depend on its whole prefix).
+  p.repetition_penalty = 1.6f;
+  return p;
+}
+
+struct GenRun {
+  std::vector<int32_t> tokens;
+  mcpm_finish_reason finish = MCPM_FINISH_NONE;
+  mcpm_session_stats stats{};
+};
+
+// Prefills `prompt`, then generates up to n tokens through mcpm_session_generate_step (step) or
+// mcpm_session_generate in calls of `per_call` tokens.
+GenRun Generate(mcpm_session* s, const std::vector<int32_t>& prompt, int n, const mcpm_sampling_params& sp,
+             bool step = true, int per_call = 7) {
+  GenRun r;
+  EXPECT_MCPM_OK(mcpm_session_prefill(s, prompt.data(), static_cast<int32_t>(prompt.size()), MCPM_LOGITS_NONE,
+                                      nullptr, 0));
+  mcpm_sampling_params capped = sp;
+  if (capped.max_new_tokens == 0) capped.max_new_tokens = n;  // a last round must not run past n
+  EXPECT_MCPM_OK(mcpm_session_set_sampling(s, &capped));
+  std::vector<int32_t> buf(MCPM_MAX_STEP_TOKENS);
+  while (static_cast<int>(r.tokens.size()) < n && r.finish == MCPM_FINISH_NONE) {
+    int32_t count = 0;
+    mcpm_status st;
+    if (step) {
+      st = mcpm_session_generate_step(s, buf.data(), static_cast<int32_t>(buf.size()), &count, &r.finish);
+    } else {
+      const int32_t want = std::min(per_call, n - static_cast<int>(r.tokens.size()));
+      st = mcpm_session_generate(s, want, buf.data(), static_cast<int32_t>(buf.size()), &count, &r.finish);
+    }
+    if (st != MCPM_OK) {
+      ADD_FAILURE() << "generate failed: " << mcpm_last_error();
+      break;
+    }
+    r.tokens.insert(r.tokens.end(), buf.begin(), buf.begin() + count);
+  }
+  if (static_cast<int>(r.tokens.size()) > n) r.tokens.resize(static_cast<size_t>(n));
+  r.stats.struct_size = sizeof r.stats;
+  EXPECT_MCPM_OK(mcpm_session_get_stats(s, &r.stats));
+  return r;
+}
+
+TinyConfig TargetConfig(uint64_t seed, int32_t heads = 4, int32_t kv_heads = 2, int32_t head_dim = 32) {
+  TinyConfig c;
+  c.vocab = 320, c.hidden = 96, c.layers = 2, c.heads = heads, c.kv_heads = kv_heads, c.head_dim = head_dim;
+  c.intermediate = 160, c.max_position_embeddings = 512, c.seed = seed;
+  return c;
+}
+
+// A tree of 3 levels whose width fits a draft vocabulary of `vocab` tokens.
+Tree TreeFor(size_t vocab) {
+  const int32_t k = static_cast<int32_t>(std::min<size_t>(6, vocab));
+  return Tree{3, k, std::min(24, 1 + k + 2 * k * k)};
+}
+
+// Distinct tokens in order of first appearance, at most `limit`.
+std::vector<int32_t> Distinct(const std::vector<int32_t>& tokens, size_t limit) {
+  std::vector<int32_t> out;
+  for (int32_t t : tokens)
+    if (std::find(out.begin(), out.end(), t) == out.end() && out.size() < limit) out.push_back(t);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+struct GreedyCase {
+  uint64_t seed;
+  Tree tree;
+  int32_t heads, kv_heads, head_dim;
+  DraftSpec draft;
+  const char* name;
+};
+
+class GreedyEquality : public ::testing::TestWithParam<GreedyCase> {};
+
+// Invariant 1: the target decides every emitted token, so any draft gives plain greedy's tokens.
+TEST_P(GreedyEquality, SpeculativeGreedyEqualsPlainGreedy) {
+  const GreedyCase& gc = GetParam();
+  const TinyConfig tc = TargetConfig(gc.seed, gc.heads, gc.kv_heads, gc.head_dim);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(9, gc.seed + 100);
+  const int n = 48;
+
+  SessionPtr plain = MakeSession(m.get(), 256);
+  mcpm_sampling_params off = Sampling(gc.tree);
+  off.speculative = 0;
+  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
+
+  DraftSpec ds = gc.draft;
+  ds.seed = gc.seed * 31 + 7;
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  ASSERT_TRUE(d);
+  for (bool step : {true, false}) {
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    const GenRun spec = Generate(s.get(), prompt, n, Sampling(gc.tree), step);
+    EXPECT_EQ(spec.tokens, reference.tokens) << gc.name << (step ? " (generate_step)" : " (generate)");
+    EXPECT_GT(spec.stats.spec_steps, 0);
+    EXPECT_GE(spec.stats.spec_emitted_tokens, spec.stats.spec_steps);  // each round emits >= 1 token
+    EXPECT_LE(spec.stats.spec_emitted_tokens, spec.stats.spec_steps * (gc.tree.num_iter + 1));
+  }
+}
+
+std::vector<GreedyCase> GreedyCases() {
+  std::vector<GreedyCase> cases;
+  DraftSpec minicpm;  // input norms, attention norm, bias
+  DraftSpec plain_eagle;
+  plain_eagle.input_norm = false, plain_eagle.attn_norm = false, plain_eagle.bias = true;
+  DraftSpec two_layers;
+  two_layers.layers = 2, two_layers.bias = false;
+  DraftSpec fr;  // FR-Spec: a random quarter of the vocabulary
+  {
+    std::vector<int32_t> ids(320);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), std::mt19937_64(3));
+    ids.resize(80);
+    fr.vocabulary = ids;
+  }
+  cases.push_back({1, {2, 10, 12}, 4, 2, 32, minicpm, "cpmcu_defaults"});
+  cases.push_back({2, {6, 10, 60}, 4, 2, 32, minicpm, "frspec_eval_tree"});
+  cases.push_back({3, {4, 4, 16}, 8, 1, 16, plain_eagle, "gqa8_plain_eagle"});
+  cases.push_back({4, {1, 5, 6}, 4, 4, 24, two_layers, "one_level_mha"});
+  cases.push_back({5, {3, 8, 64}, 4, 2, 32, fr, "frspec_quarter_vocab"});
+  cases.push_back({6, {5, 2, 10}, 16, 1, 8, fr, "gqa16_narrow_tree"});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Trees, GreedyEquality, ::testing::ValuesIn(GreedyCases()),
+                         [](const ::testing::TestParamInfo<GreedyCase>& i) { return std::string(i.param.name); });
+
+// An FR-Spec vocabulary made of the tokens the target is about to emit makes the random draft's
+// trees cover them, so paths of several tokens get accepted: the compaction and draft catch-up
+// paths run, and the output still equals plain greedy.
+TEST(Speculative, AcceptedPathsOfSeveralTokensKeepTheOutputExact) {
+  for (uint64_t seed : {11u, 12u, 13u}) {
+    const TinyConfig tc = TargetConfig(seed);
+    TinyModel tm(tc);
+    ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+    ASSERT_TRUE(m);
+    const auto prompt = tm.RandomTokens(7, seed);
+    SessionPtr plain = MakeSession(m.get(), 256);
+    mcpm_sampling_params off = Sampling({3, 6, 24});
+    off.speculative = 0;
+    const GenRun reference = Generate(plain.get(), prompt, 60, off);
+    DraftSpec ds;
+    ds.seed = seed;
+    ds.vocabulary = Distinct(reference.tokens, 8);
+    DraftPtr d = MakeDraft(m.get(), tc, ds);
+    ASSERT_TRUE(d);
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    const GenRun spec = Generate(s.get(), prompt, 60, Sampling(TreeFor(ds.vocabulary.size())));
+    EXPECT_EQ(spec.tokens, reference.tokens) << "seed " << seed;
+    const double mean = static_cast<double>(spec.stats.spec_emitted_tokens) / static_cast<double>(spec.stats.spec_steps);
+    EXPECT_GT(mean, 1.3) << "seed " << seed << ": the trees should cover the target's tokens";
+  }
+}
+
+// Invariant 5: after compaction the cache holds what a plain run holds: the logits of a common
+// continuation agree, and so does the history.
+TEST(Speculative, KvCacheAfterSpeculativeRoundsEqualsPlainRun) {
+  const TinyConfig tc = TargetConfig(21);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(12, 4);
+  SessionPtr plain = MakeSession(m.get(), 256);
+  mcpm_sampling_params off = Sampling({3, 6, 24});
+  off.speculative = 0;
+  const GenRun reference = Generate(plain.get(), prompt, 40, off);
+  DraftSpec ds;
+  ds.vocabulary = Distinct(reference.tokens, 8);
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  SessionPtr s = MakeSpecSession(m.get(), d.get());
+  const GenRun spec = Generate(s.get(), prompt, 40, Sampling(TreeFor(ds.vocabulary.size())));
+  ASSERT_EQ(spec.tokens, reference.tokens);
+  EXPECT_EQ(SessionTokens(s.get()), SessionTokens(plain.get()));
+
+  const auto tail = tm.RandomTokens(5, 99);
+  const size_t V = static_cast<size_t>(tc.vocab);
+  std::vector<float> a(V * tail.size()), b(V * tail.size());
+  ASSERT_MCPM_OK(mcpm_session_prefill(plain.get(), tail.data(), 5, MCPM_LOGITS_ALL, a.data(), a.size()));
+  ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), tail.data(), 5, MCPM_LOGITS_ALL, b.data(), b.size()));
+  EXPECT_LT(MaxAbsDiff(a.data(), b.data(), a.size()), 1e-4 * std::max(1.0, MaxAbs(a.data(), a.size())));
+}
+
+// Sampling: each emitted token is drawn from the target's logits at its accepted prefix with the
+// session's processors and one RNG draw, as in plain decoding, so the same seed gives the same tokens.
+TEST(Speculative, SamplingWithTheSameSeedGivesPlainDecodingsTokens) {
+  const TinyConfig tc = TargetConfig(31);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(6, 8);
+  DraftSpec ds;
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  for (uint64_t seed : {1u, 2u, 3u, 4u}) {
+    mcpm_sampling_params sp = Sampling({3, 5, 16}, 0.9f, seed);
+    sp.top_k = 40, sp.top_p = 0.95f, sp.repetition_penalty = 1.1f;
+    SessionPtr plain = MakeSession(m.get(), 256);
+    mcpm_sampling_params off = sp;
+    off.speculative = 0;
+    const GenRun reference = Generate(plain.get(), prompt, 40, off);
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    const GenRun spec = Generate(s.get(), prompt, 40, sp);
+    EXPECT_EQ(spec.tokens, reference.tokens) << "seed " << seed;
+  }
+}
+
+double ChiSquareCritical999(int k) {
+  const double z = 3.090232306167813;
+  const double a = 2.0 / (9.0 * k);
+  const double c = 1.0 - a + z * std::sqrt(a);
+  return k * c * c * c;
+}
+
+// §3.7 invariant 6: on a toy vocabulary, tokens sampled speculatively (T = 1, a draft restricted to
+// half the vocabulary) follow the target's exact distribution. The tokens x2, x3 are the first
+// speculative round's: x1 (the round's root) is drawn from the prefill logits, x2 at the root node
+// and x3 at x2's node when the tree has it (otherwise by the next round), so accepted and rejected
+// paths both contribute. Expected: p(x2, x3) = sum over x1 of p(x1) p(x2 | x1) p(x3 | x1, x2).
+TEST(Speculative, SampledTokensFollowTheTargetDistribution) {
+  TinyConfig tc;
+  tc.vocab = 8, tc.hidden = 32, tc.layers = 1, tc.heads = 2, tc.kv_heads = 1, tc.head_dim = 16, tc.intermediate = 48;
+  tc.dim_model_base = 8.0f, tc.seed = 41;
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 1);
+  ASSERT_TRUE(m);
+  const std::vector<int32_t> prompt{3, 1, 4};
+  const size_t V = 8;
+
+  auto probs = [&](const std::vector<int32_t>& ctx) {
+    SessionPtr s = MakeSession(m.get(), 64);
+    std::vector<float> l(V);
+    EXPECT_MCPM_OK(mcpm_session_prefill(s.get(), ctx.data(), static_cast<int32_t>(ctx.size()), MCPM_LOGITS_LAST,
+                                        l.data(), V));
+    std::vector<double> p(V);
+    const double mx = *std::max_element(l.begin(), l.end());
+    double sum = 0;
+    for (size_t i = 0; i < V; ++i) sum += (p[i] = std::exp(l[i] - mx));
+    for (double& x : p) x /= sum;
+    return p;
+  };
+  std::vector<double> joint(V * V, 0.0);
+  const auto p1 = probs(prompt);
+  for (int32_t a = 0; a < 8; ++a) {
+    std::vector<int32_t> c1 = prompt;
+    c1.push_back(a);
+    const auto p2 = probs(c1);
+    for (int32_t b = 0; b < 8; ++b) {
+      std::vector<int32_t> c2 = c1;
+      c2.push_back(b);
+      const auto p3 = probs(c2);
+      for (size_t c = 0; c < V; ++c) joint[static_cast<size_t>(b) * V + c] += p1[a] * p2[b] * p3[c];
+    }
+  }
+
+  DraftSpec ds;
+  ds.vocabulary = {0, 2, 5, 7};
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  ASSERT_TRUE(d);
+  const int n = 4000;
+  std::vector<int> counts(V * V, 0);
+  int64_t steps = 0, emitted = 0;
+  SessionPtr s = MakeSpecSession(m.get(), d.get(), 64);
+  for (int i = 0; i < n; ++i) {
+    ASSERT_MCPM_OK(mcpm_session_reset(s.get()));
+    ASSERT_MCPM_OK(mcpm_session_reset_stats(s.get()));
+    mcpm_sampling_params sp = Sampling({2, 3, 6}, 1.0f, 1000 + static_cast<uint64_t>(i));
+    sp.repetition_penalty = 1.0f;  // the expected distribution is the plain softmax
+    const GenRun r = Generate(s.get(), prompt, 3, sp);
+    ASSERT_EQ(r.tokens.size(), 3u);
+    ++counts[static_cast<size_t>(r.tokens[1]) * V + static_cast<size_t>(r.tokens[2])];
+    steps += r.stats.spec_steps;
+    emitted += r.stats.spec_emitted_tokens;
+  }
+  EXPECT_LT(steps, 2 * n) << "no round accepted a drafted token: the test would not cover acceptance";
+  EXPECT_EQ(emitted, 2 * n);
+  // Chi-square over cells with expected count >= 5; the rest pooled into one cell.
+  double chi = 0, pooled_e = 0, pooled_o = 0;
+  int cells = 0;
+  for (size_t c = 0; c < V * V; ++c) {
+    const double e = joint[c] * n;
+    if (e >= 5) {
+      chi += (counts[c] - e) * (counts[c] - e) / e;
+      ++cells;
+    } else {
+      pooled_e += e;
+      pooled_o += counts[c];
+    }
+  }
+  if (pooled_e >= 5) {
+    chi += (pooled_o - pooled_e) * (pooled_o - pooled_e) / pooled_e;
+    ++cells;
+  }
+  ASSERT_GE(cells, 6) << "the toy model's distribution is too peaked for the test to mean anything";
+  EXPECT_LT(chi, ChiSquareCritical999(cells - 1)) << "chi-square over " << cells << " cells";
+}
+
+// InfLLM v2 targets: tree verification while dense, chain verification once sparse attention is on.
+TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitch) {
+  const TinyConfig tc = TargetConfig(51);
+  TinyModel tm(tc);
+  mcpm_model_config c = tm.ApiConfig();
+  c.sparse_enabled = 1;
+  c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
+  c.sparse_window_size = 32, c.sparse_topk = 2, c.sparse_dense_len = 48, c.sparse_use_nope = 0;
+  mcpm_model_options o{};
+  o.struct_size = sizeof o;
+  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
+  o.backend = PrimaryBackend();
+  mcpm_model* raw = nullptr;
+  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
+  ModelPtr m(raw);
+  ASSERT_MCPM_OK(tm.SetAll(m.get()));
+  ASSERT_MCPM_OK(mcpm_model_finalize(m.get()));
+  const auto prompt = tm.RandomTokens(20, 3);
+  SessionPtr plain = MakeSession(m.get(), 256);
+  mcpm_sampling_params off = Sampling({3, 6, 24});
+  off.speculative = 0;
+  const GenRun reference = Generate(plain.get(), prompt, 120, off);
+  DraftSpec ds;
+  ds.vocabulary = Distinct(reference.tokens, 8);
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  SessionPtr s = MakeSpecSession(m.get(), d.get());
+  const GenRun spec = Generate(s.get(), prompt, 120, Sampling(TreeFor(ds.vocabulary.size())));
+  EXPECT_EQ(spec.tokens, reference.tokens);
+}
+
+class SpecSessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tc_ = TargetConfig(61);
+    tm_ = std::make_unique<TinyModel>(tc_);
+    model_ = tm_->Load(PrimaryBackend(), nullptr, 2);
+    ASSERT_TRUE(model_);
+    prompt_ = tm_->RandomTokens(8, 5);
+    SessionPtr plain = MakeSession(model_.get(), 256);
+    mcpm_sampling_params off = Sampling({3, 6, 24});
+    off.speculative = 0;
+    reference_ = Generate(plain.get(), prompt_, 60, off).tokens;
+    DraftSpec ds;
+    ds.vocabulary = Distinct(reference_, 8);
+    draft_ = MakeDraft(model_.get(), tc_, ds);
+    ASSERT_TRUE(draft_);
+    tree_ = TreeFor(ds.vocabulary.size());
+  }
+
+  TinyConfig tc_;
+  std::unique_ptr<TinyModel> tm_;
+  ModelPtr model_;
+  DraftPtr draft_;
+  std::vector<int32_t> prompt_, reference_;
+  Tree tree_{3, 6, 24};
+};
+
+TEST_F(SpecSessionTest, StopTokenInsideAnAcceptedPathEndsGenerationThere) {
+  // Stop at the first occurrence of the 25th reference token.
+  const int32_t stop = reference_[24];
+  const size_t first = static_cast<size_t>(std::find(reference_.begin(), reference_.end(), stop) - reference_.begin());
+  SessionPtr s = MakeSpecSession(model_.get(), draft_.get());
+  mcpm_sampling_params sp = Sampling(tree_);
+  sp.stop_tokens = &stop;
+  sp.stop_token_count = 1;
+  const GenRun r = Generate(s.get(), prompt_, 60, sp);
+  EXPECT_EQ(r.finish, MCPM_FINISH_STOP_TOKEN);
+  ASSERT_EQ(r.tokens.size(), first + 1);
+  EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+  // The stop token is reported, not appended.
+  EXPECT_EQ(SessionLength(s.get()), static_cast<int32_t>(prompt_.size() + first));
+}
+
+TEST_F(SpecSessionTest, MaxNewTokensIsExactAcrossRounds) {
+  for (int32_t max_new : {1, 2, 5, 17}) {
+    SessionPtr s = MakeSpecSession(model_.get(), draft_.get());
+    mcpm_sampling_params sp = Sampling(tree_);
+    sp.max_new_tokens = max_new;
+    const GenRun r = Generate(s.get(), prompt_, 100, sp);
+    EXPECT_EQ(r.finish, MCPM_FINISH_MAX_TOKENS);
+    ASSERT_EQ(r.tokens.size(), static_cast<size_t>(max_new));
+    EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+    EXPECT_EQ(SessionLength(s.get()), static_cast<int32_t>(prompt_.size()) + max_new);
+  }
+}
+
+TEST_F(SpecSessionTest, ContextFullStopsAtCapacityWithPlainTokens) {
+  const int32_t capacity = static_cast<int32_t>(prompt_.size()) + 23;
+  SessionPtr s = MakeSpecSession(model_.get(), draft_.get(), capacity);
+  const GenRun r = Generate(s.get(), prompt_, 100, Sampling(tree_));
+  EXPECT_EQ(r.finish, MCPM_FINISH_CONTEXT_FULL);
+  ASSERT_EQ(r.tokens.size(), 23u);
+  EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+  EXPECT_EQ(SessionLength(s.get()), capacity);
+  // The last token is held for the next round, yet the session can still evaluate it (rewind first).
+  ASSERT_MCPM_OK(mcpm_session_rewind(s.get(), capacity - 1));
+  const int32_t last = reference_[22];
+  EXPECT_MCPM_OK(mcpm_session_decode(s.get(), last, nullptr, 0));
+}
+
+TEST_F(SpecSessionTest, RewindThenContinueMatchesAFreshPlainSession) {
+  SessionPtr s = MakeSpecSession(model_.get(), draft_.get());
+  Generate(s.get(), prompt_, 30, Sampling(tree_));
+  // Keep the prompt and 10 generated tokens, then continue with other tokens and generate again.
+  const int32_t keep = static_cast<int32_t>(prompt_.size()) + 10;
+  ASSERT_MCPM_OK(mcpm_session_rewind(s.get(), keep));
+  mcpm_finish_reason finish;
+  int32_t count = 0;
+  std::vector<int32_t> buf(MCPM_MAX_STEP_TOKENS);
+  EXPECT_MCPM_STATUS(mcpm_session_generate_step(s.get(), buf.data(), MCPM_MAX_STEP_TOKENS, &count, &finish),
+                     MCPM_ERR_INVALID_ARGUMENT);  // a rewind clears the pending logits, as without a draft
+  const auto more = tm_->RandomTokens(4, 77);
+  const GenRun spec = Generate(s.get(), more, 30, Sampling(tree_));
+
+  std::vector<int32_t> context(prompt_);
+  context.insert(context.end(), reference_.begin(), reference_.begin() + 10);
+  SessionPtr plain = MakeSession(model_.get(), 256);
+  ASSERT_MCPM_OK(mcpm_session_prefill(plain.get(), context.data(), keep, MCPM_LOGITS_NONE, nullptr, 0));
+  mcpm_sampling_params off = Sampling({3, 6, 24});
+  off.speculative = 0;
+  const GenRun expected = Generate(plain.get(), more, 30, off);
+  EXPECT_EQ(spec.tokens, expected.tokens);
+  EXPECT_EQ(SessionTokens(s.get()), SessionTokens(plain.get()));
+}
+
+TEST_F(SpecSessionTest, SwitchingSpeculationOffAndOnMidConversationKeepsTheOutput) {
+  SessionPtr s = MakeSpecSession(model_.get(), draft_.get());
+  ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), prompt_.data(), static_cast<int32_t>(prompt_.size()),
+                                      MCPM_LOGITS_NONE, nullptr, 0));
+  std::vector<int32_t> got;
+  std::vector<int32_t> buf(64);
+  for (int round = 0; round < 6; ++round) {
+    mcpm_sampling_params sp = Sampling(tree_);
+    sp.speculative = round % 2 == 0;
+    ASSERT_MCPM_OK(mcpm_session_set_sampling(s.get(), &sp));
+    int32_t count = 0;
+    mcpm_finish_reason finish;
+    ASSERT_MCPM_OK(mcpm_session_generate(s.get(), 9, buf.data(), 64, &count, &finish));
+    got.insert(got.end(), buf.begin(), buf.begin() + count);
+  }
+  ASSERT_EQ(got.size(), 54u);
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), reference_.begin()));
+}
+
+TEST_F(SpecSessionTest, AbortBetweenRoundsKeepsTheSessionUsable) {
+  SessionPtr s = MakeSpecSession(model_.get(), draft_.get());
+  ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), prompt_.data(), static_cast<int32_t>(prompt_.size()),
+                                      MCPM_LOGITS_NONE, nullptr, 0));
+  mcpm_sampling_params sp = Sampling(tree_);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(s.get(), &sp));
+  std::vector<int32_t> buf(64);
+  int32_t count = 0;
+  mcpm_finish_reason finish;
+  ASSERT_MCPM_OK(mcpm_session_generate(s.get(), 10, buf.data(), 64, &count, &finish));
+  std::vector<int32_t> got(buf.begin(), buf.begin() + count);
+  ASSERT_MCPM_OK(mcpm_session_request_abort(s.get()));
+  EXPECT_MCPM_STATUS(mcpm_session_generate(s.get(), 10, buf.data(), 64, &count, &finish), MCPM_ERR_CANCELLED);
+  EXPECT_EQ(count, 0);
+  ASSERT_MCPM_OK(mcpm_session_generate(s.get(), 20, buf.data(), 64, &count, &finish));
+  got.insert(got.end(), buf.begin(), buf.begin() + count);
+  ASSERT_EQ(got.size(), 30u);
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), reference_.begin()));
+}
+
+// ---- misuse ------------------------------------------------------------------------------------------
+
+TEST(SpeculativeErrors, DraftConfigAndTensorsAreValidated) {
+  const TinyConfig tc = TargetConfig(71);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load();
+  ASSERT_TRUE(m);
+  mcpm_draft_config c{};
+  c.struct_size = sizeof c;
+  ASSERT_MCPM_OK(mcpm_draft_config_default(m.get(), &c));
+  EXPECT_EQ(c.head_dim, tc.head_dim);
+  EXPECT_FLOAT_EQ(c.residual_scale, tc.scale_depth / std::sqrt(static_cast<float>(tc.layers + 1)));
+  mcpm_draft* d = nullptr;
+  mcpm_draft_config bad = c;
+  bad.head_dim = tc.head_dim * 2;
+  EXPECT_MCPM_STATUS(mcpm_draft_create(m.get(), &bad, &d), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("head_dim"), std::string::npos);
+  EXPECT_EQ(d, nullptr);
+  bad = c;
+  bad.num_kv_heads = 3;
+  EXPECT_MCPM_STATUS(mcpm_draft_create(m.get(), &bad, &d), MCPM_ERR_INVALID_ARGUMENT);
+
+  ASSERT_MCPM_OK(mcpm_draft_create(m.get(), &c, &d));
+  DraftPtr draft(d);
+  const int64_t wrong[2] = {tc.hidden, tc.hidden};
+  std::vector<float> zeros(static_cast<size_t>(tc.hidden * tc.hidden), 0.5f);
+  EXPECT_MCPM_STATUS(mcpm_draft_set_tensor(d, "fc.weight", MCPM_DTYPE_F32, wrong, 2, zeros.data(), zeros.size() * 4),
+                     MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("fc.weight"), std::string::npos);
+  EXPECT_MCPM_STATUS(mcpm_draft_set_tensor(d, "lm_head.weight", MCPM_DTYPE_F32, wrong, 2, zeros.data(), zeros.size() * 4),
+                     MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("unknown tensor 'lm_head.weight'"), std::string::npos);
+  EXPECT_MCPM_STATUS(mcpm_draft_finalize(d), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("missing tensor"), std::string::npos);
+
+  const std::vector<int32_t> dup{1, 2, 1}, range{0, 320}, ok{2, 1};
+  EXPECT_MCPM_STATUS(mcpm_draft_set_vocabulary(d, dup.data(), 3), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("appears twice"), std::string::npos);
+  EXPECT_MCPM_STATUS(mcpm_draft_set_vocabulary(d, range.data(), 2), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_MCPM_STATUS(mcpm_draft_set_vocabulary(d, ok.data(), 0), MCPM_ERR_INVALID_ARGUMENT);
+
+  // An unfinalized draft, or one made for another model, cannot back a session.
+  mcpm_session_params p{};
+  p.struct_size = sizeof p;
+  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
+  p.draft = d;
+  mcpm_session* s = nullptr;
+  EXPECT_MCPM_STATUS(mcpm_session_create(m.get(), &p, &s), MCPM_ERR_INVALID_ARGUMENT);
+  ModelPtr other = tm.Load();
+  DraftSpec ds;
+  DraftPtr good = MakeDraft(m.get(), tc, ds);
+  p.draft = good.get();
+  EXPECT_MCPM_STATUS(mcpm_session_create(other.get(), &p, &s), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("different target model"), std::string::npos);
+  EXPECT_EQ(s, nullptr);
+}
+
+TEST(SpeculativeErrors, TreeParametersAreValidated) {
+  const TinyConfig tc = TargetConfig(72);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load();
+  DraftSpec ds;
+  ds.vocabulary = {1, 2, 3, 4};
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  SessionPtr s = MakeSpecSession(m.get(), d.get());
+  struct Bad {
+    Tree t;
+    const char* field;
+  };
+  for (const Bad& b : {Bad{{2, 10, 65}, "spec_tree_size"}, Bad{{2, 0, 12}, "spec_topk_per_iter"},
+                       Bad{{0, 3, 12}, "spec_num_iter"}, Bad{{2, 5, 12}, "draft vocabulary"},
+                       Bad{{20, 4, 30}, "<= 64"}, Bad{{1, 3, 12}, "candidates"}}) {
+    const mcpm_sampling_params sp = Sampling(b.t);
+    EXPECT_MCPM_STATUS(mcpm_session_set_sampling(s.get(), &sp), MCPM_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(mcpm_last_error()).find(b.field), std::string::npos) << mcpm_last_error();
+  }
+  // Without speculation the tree fields are not used, so they are not checked.
+  mcpm_sampling_params off = Sampling({2, 10, 65});
+  off.speculative = 0;
+  EXPECT_MCPM_OK(mcpm_session_set_sampling(s.get(), &off));
+  // generate_step needs room for a whole round.
+  const std::vector<int32_t> prompt{1, 2, 3};
+  ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), prompt.data(), 3, MCPM_LOGITS_NONE, nullptr, 0));
+  std::vector<int32_t> buf(8);
+  int32_t count = 0;
+  mcpm_finish_reason finish;
+  EXPECT_MCPM_STATUS(mcpm_session_generate_step(s.get(), buf.data(), 8, &count, &finish), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("MCPM_MAX_STEP_TOKENS"), std::string::npos);
+}
+
+}  // namespace
