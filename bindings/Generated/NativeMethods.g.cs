@@ -72,6 +72,14 @@ internal static class NativeConstants
 
     /// <summary>the KV cache is full; rewind or reset to continue</summary>
     public const int MCPM_FINISH_CONTEXT_FULL = 3;
+
+    /// <summary>
+    /// One decoding step for streaming: like mcpm_session_generate, but returns after one token without
+    /// a draft, or after one draft-and-verify round with one (up to spec_num_iter+1 tokens, plus the
+    /// round's root when the step starts from fresh logits). `capacity` must be at least
+    /// MCPM_MAX_STEP_TOKENS. Same finish reasons, errors and abort behaviour as mcpm_session_generate.
+    /// </summary>
+    public const int MCPM_MAX_STEP_TOKENS = 66;
 }
 
 /// <summary>
@@ -127,12 +135,25 @@ internal static class NativeLayout
     internal const int mcpm_model_options_device_index_Offset = 8;
     internal const int mcpm_model_options_num_threads_Offset = 12;
 
-    internal const int mcpm_session_params_Size = 12;
+    internal const int mcpm_draft_config_Size = 40;
+    internal const int mcpm_draft_config_struct_size_Offset = 0;
+    internal const int mcpm_draft_config_num_layers_Offset = 4;
+    internal const int mcpm_draft_config_num_heads_Offset = 8;
+    internal const int mcpm_draft_config_num_kv_heads_Offset = 12;
+    internal const int mcpm_draft_config_head_dim_Offset = 16;
+    internal const int mcpm_draft_config_intermediate_size_Offset = 20;
+    internal const int mcpm_draft_config_rms_norm_eps_Offset = 24;
+    internal const int mcpm_draft_config_residual_scale_Offset = 28;
+    internal const int mcpm_draft_config_use_input_norm_Offset = 32;
+    internal const int mcpm_draft_config_use_attn_norm_Offset = 36;
+
+    internal const int mcpm_session_params_Size = 24;
     internal const int mcpm_session_params_struct_size_Offset = 0;
     internal const int mcpm_session_params_context_capacity_Offset = 4;
     internal const int mcpm_session_params_prefill_chunk_Offset = 8;
+    internal const int mcpm_session_params_draft_Offset = 16;
 
-    internal const int mcpm_sampling_params_Size = 64;
+    internal const int mcpm_sampling_params_Size = 80;
     internal const int mcpm_sampling_params_struct_size_Offset = 0;
     internal const int mcpm_sampling_params_temperature_Offset = 4;
     internal const int mcpm_sampling_params_top_k_Offset = 8;
@@ -146,8 +167,12 @@ internal static class NativeLayout
     internal const int mcpm_sampling_params_stop_tokens_Offset = 48;
     internal const int mcpm_sampling_params_stop_token_count_Offset = 56;
     internal const int mcpm_sampling_params_max_new_tokens_Offset = 60;
+    internal const int mcpm_sampling_params_speculative_Offset = 64;
+    internal const int mcpm_sampling_params_spec_num_iter_Offset = 68;
+    internal const int mcpm_sampling_params_spec_topk_per_iter_Offset = 72;
+    internal const int mcpm_sampling_params_spec_tree_size_Offset = 76;
 
-    internal const int mcpm_session_stats_Size = 56;
+    internal const int mcpm_session_stats_Size = 88;
     internal const int mcpm_session_stats_struct_size_Offset = 0;
     internal const int mcpm_session_stats_prefill_tokens_Offset = 8;
     internal const int mcpm_session_stats_prefill_ns_Offset = 16;
@@ -155,6 +180,10 @@ internal static class NativeLayout
     internal const int mcpm_session_stats_decode_ns_Offset = 32;
     internal const int mcpm_session_stats_sample_ns_Offset = 40;
     internal const int mcpm_session_stats_generated_tokens_Offset = 48;
+    internal const int mcpm_session_stats_spec_steps_Offset = 56;
+    internal const int mcpm_session_stats_spec_emitted_tokens_Offset = 64;
+    internal const int mcpm_session_stats_spec_draft_ns_Offset = 72;
+    internal const int mcpm_session_stats_spec_verify_ns_Offset = 80;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -247,6 +276,33 @@ internal unsafe struct mcpm_model_options
     public int num_threads;
 }
 
+/// <summary>
+/// The architecture of an EAGLE(-2) draft for a MiniCPM4 target (the MiniCPM4-Eagle-FRSpec layout):
+/// fc [hidden, 2*hidden] over [embedding ; target feature], then num_layers decoder layers, reusing
+/// the target's embedding and LM head. hidden_size is the target's.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct mcpm_draft_config
+{
+    /// <summary>in: sizeof(mcpm_draft_config)</summary>
+    public uint struct_size;
+    /// <summary>default 1</summary>
+    public int num_layers;
+    public int num_heads;
+    /// <summary>must divide num_heads</summary>
+    public int num_kv_heads;
+    /// <summary>must equal the target's (the RoPE tables are shared)</summary>
+    public int head_dim;
+    public int intermediate_size;
+    public float rms_norm_eps;
+    /// <summary>sublayer outputs are multiplied by this (MiniCPM4: scale_depth/sqrt(target layers + 1))</summary>
+    public float residual_scale;
+    /// <summary>nonzero: input_norm1/input_norm2 RMSNorms before fc (MiniCPM4); default 1</summary>
+    public int use_input_norm;
+    /// <summary>nonzero: layer 0 has input_layernorm (MiniCPM4); 0: skipped (plain EAGLE); default 1</summary>
+    public int use_attn_norm;
+}
+
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct mcpm_session_params
 {
@@ -256,6 +312,8 @@ internal unsafe struct mcpm_session_params
     public int context_capacity;
     /// <summary>tokens per prefill chunk (activation memory scales with it); default 256</summary>
     public int prefill_chunk;
+    /// <summary>EAGLE draft for speculative decoding (finalized, over the same model); NULL = none (default)</summary>
+    public nint draft;
 }
 
 /// <summary>
@@ -291,6 +349,18 @@ internal unsafe struct mcpm_sampling_params
     public int stop_token_count;
     /// <summary>generation ends after this many tokens; 0 = until stop or context full. Default 0</summary>
     public int max_new_tokens;
+    /// <summary>nonzero: use the session's draft (default 1); 0: plain decoding</summary>
+    public int speculative;
+    /// <summary>draft levels, the root's included, in [1, 64]; default 2</summary>
+    public int spec_num_iter;
+    /// <summary>children per expanded node and frontier width, in [1, spec_tree_size-1]; default 10</summary>
+    public int spec_topk_per_iter;
+    /// <summary>
+    /// tree nodes including the root, in [2, 64]; default 12. Also
+    /// spec_topk_per_iter*(spec_num_iter-1) &lt;= 64 and spec_tree_size-1 &lt;= the
+    /// number of drafted candidates
+    /// </summary>
+    public int spec_tree_size;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -309,6 +379,14 @@ internal unsafe struct mcpm_session_stats
     public long sample_ns;
     /// <summary>tokens produced by mcpm_session_generate since creation or stats reset</summary>
     public long generated_tokens;
+    /// <summary>speculative draft-and-verify rounds</summary>
+    public long spec_steps;
+    /// <summary>tokens those rounds emitted; spec_emitted_tokens/spec_steps is the mean accepted length</summary>
+    public long spec_emitted_tokens;
+    /// <summary>time spent drafting trees</summary>
+    public long spec_draft_ns;
+    /// <summary>time spent in target verification passes</summary>
+    public long spec_verify_ns;
 }
 
 /// <summary>The exported functions of native/include/minicpm4.h, bound with source-generated marshalling.</summary>
@@ -401,13 +479,65 @@ internal static unsafe partial class NativeMethods
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial void mcpm_model_free(nint model);
 
+    /// <summary>
+    /// Fills *config with the target's attention shape (heads, KV heads, head_dim, FFN size, eps) and
+    /// the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1)).
+    /// Errors: INVALID_ARGUMENT for NULL, an unknown struct_size or a model that is not finalized.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_config_default(ModelHandle target, mcpm_draft_config* config);
+
+    /// <summary>
+    /// Creates an empty draft over a finalized target model (the draft holds a reference to it). On
+    /// success *out_draft is owned by the caller (mcpm_draft_free). Fill it with mcpm_draft_set_tensor,
+    /// optionally restrict its vocabulary (mcpm_draft_set_vocabulary), then mcpm_draft_finalize.
+    /// Errors: INVALID_ARGUMENT naming the bad field, OUT_OF_MEMORY.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_create(ModelHandle target, mcpm_draft_config* config, out DraftHandle out_draft);
+
+    /// <summary>
+    /// Copies one draft tensor, with the conventions of mcpm_model_set_tensor. Names (checkpoint names):
+    /// "fc.weight" [H, 2H], "fc.bias" [H] (optional), "input_norm1.weight", "input_norm2.weight" [H],
+    /// "layers.{i}.input_layernorm.weight", "layers.{i}.self_attn.{q,k,v,o}_proj.weight",
+    /// "layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp.{gate,up,down}_proj.weight".
+    /// Errors: INVALID_ARGUMENT (unknown name, shape, dtype, size, already finalized), OUT_OF_MEMORY.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_set_tensor(DraftHandle draft, string name, int dtype, long* shape, int ndim, void* data, nuint data_size);
+
+    /// <summary>
+    /// FR-Spec: restricts the draft's LM head to `count` target token ids (row i of the head is token
+    /// ids[i], with the target's logit scale); the target still verifies over the whole vocabulary, so
+    /// outputs do not change. ids are copied. Errors: INVALID_ARGUMENT (count outside [1, vocab], an id
+    /// out of range or repeated, already finalized).
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_set_vocabulary(DraftHandle draft, int* ids, int count);
+
+    /// <summary>
+    /// Checks that every required tensor is present and builds the draft head. Errors: INVALID_ARGUMENT
+    /// naming the first missing tensor, or if already finalized; OUT_OF_MEMORY.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_finalize(DraftHandle draft);
+
+    /// <summary>Number of bytes the draft holds (its tensors and an FR-Spec head).</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_draft_weight_bytes(DraftHandle draft, ulong* out_bytes);
+
+    /// <summary>Releases the caller's reference; sessions using the draft keep theirs. NULL is a no-op.</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial void mcpm_draft_free(nint draft);
+
     /// <summary>Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size.</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_params_default(mcpm_session_params* @params);
 
     /// <summary>
     /// Creates a session over a finalized model, allocating its KV cache. The session holds a reference
-    /// to the model. params may be NULL for defaults. Thread-safe with respect to the model (sessions
+    /// to the model (and to params-&gt;draft, whose own draft KV cache it allocates). With a draft the KV
+    /// cache has 64 extra rows for the tree under verification. params may be NULL for defaults. Thread-safe with respect to the model (sessions
     /// may be created concurrently). The KV cache capacity cannot exceed max_position_embeddings.
     /// With LongRoPE, the long factors are used when context_capacity exceeds
     /// original_max_position_embeddings, else the short factors (the choice is fixed per session).
@@ -506,6 +636,9 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_generate(SessionHandle session, int max_tokens, int* tokens, int capacity, int* out_count, int* out_finish);
+
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_session_generate_step(SessionHandle session, int* tokens, int capacity, int* out_count, int* out_finish);
 
     /// <summary>
     /// Samples one token from caller-provided logits ([n_vocab] floats, not modified) with the session's

@@ -56,3 +56,22 @@ internal sealed class SessionHandle : SafeHandle
         return true;
     }
 }
+
+/// <summary>Owns an mcpm_draft*; releasing it calls mcpm_draft_free. Sessions created with the draft
+/// hold their own native reference.</summary>
+internal sealed class DraftHandle : SafeHandle
+{
+    /// <summary>Creates an invalid handle; the LibraryImport marshaller fills it from an out-parameter.</summary>
+    public DraftHandle()
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        NativeMethods.mcpm_draft_free(handle);
+        return true;
+    }
+}

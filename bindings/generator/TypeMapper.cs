@@ -30,6 +30,7 @@ internal sealed class TypeMapper
     {
         ["mcpm_model"] = "ModelHandle",
         ["mcpm_session"] = "SessionHandle",
+        ["mcpm_draft"] = "DraftHandle",
     };
 
     private readonly HeaderModel _model;
@@ -92,6 +93,10 @@ internal sealed class TypeMapper
                 if (t.PointerDepth == 0)
                     break;
                 return name + Stars(t.PointerDepth);
+            // A handle stored in a struct is the raw pointer; the managed layer keeps its SafeHandle
+            // alive (DangerousAddRef) for as long as the struct is in use.
+            case Kind.Opaque when t.PointerDepth == 1:
+                return "nint";
         }
         throw new GeneratorException($"{what}: type '{t.Spelling}' is not supported in a struct field");
     }

@@ -24,6 +24,13 @@ internal static class Cli
     internal static readonly Option<float?> MinP = new("--min-p") { Description = "Drop tokens below min-p times the most likely" };
     internal static readonly Option<float?> RepetitionPenalty = new("--repetition-penalty") { Description = "Penalty for repeated tokens (1 = off)" };
     internal static readonly Option<ulong?> Seed = new("--seed") { Description = "RNG seed (same seed, same tokens)" };
+    internal static readonly Option<string?> Draft = new("--draft") { Description = "EAGLE-2 draft checkpoint directory: speculative decoding (same output, faster)" };
+    internal static readonly Option<string?> FrSpec = new("--frspec") { Description = "FR-Spec draft vocabulary (freq_<V>.pt, .npy or .safetensors, or a directory with freq_<V>.pt); needs --draft" };
+    internal static readonly Option<int?> FrSpecSize = new("--frspec-size") { Description = "Expected FR-Spec list length (the freq_<V>.pt looked for in a directory)" };
+    internal static readonly Option<int?> SpecIter = new("--spec-iter") { Description = "Draft levels per speculative round, root included (default 2)" };
+    internal static readonly Option<int?> SpecTopK = new("--spec-topk") { Description = "Children per expanded draft node (default 10)" };
+    internal static readonly Option<int?> SpecTree = new("--spec-tree") { Description = "Tree nodes verified per round, root included, <= 64 (default 12)" };
+    internal static readonly Option<bool> NoSpec = new("--no-speculative") { Description = "Plain decoding even with --draft" };
     internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
 
     public static async Task<int> RunAsync(string[] args)
@@ -113,9 +120,15 @@ internal static class Cli
             DeviceIndex = index,
             Threads = parse.GetValue(Threads),
             SparseAttention = parse.GetValue(Dense) ? false : null,
+            DraftDirectory = parse.GetValue(Draft),
+            FrSpecPath = parse.GetValue(FrSpec),
+            FrSpecSize = parse.GetValue(FrSpecSize),
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
+        if (parse.CommandResult.Command.Options.Contains(SpecTree)) SpeculativeFrom(parse);
+        if (options.FrSpecPath is not null && options.DraftDirectory is null)
+            throw new UsageException("--frspec needs --draft (an FR-Spec list restricts the draft's vocabulary)");
         return await Progress.RunAsync("Loading " + Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)),
             progress => MiniCpmModel.LoadAsync(directory, options, progress, ct));
     }
@@ -161,17 +174,31 @@ internal static class Cli
         }
         o = o with { Seed = parse.GetValue(Seed) ?? 0 };
         if (parse.GetValue(Stop) is { Length: > 0 } stops) o = o with { StopStrings = stops };
-        return o;
+        return o with { Speculative = SpeculativeFrom(parse) };
+    }
+
+    /// <summary>The speculative tree options of the command line (checked before the model loads).</summary>
+    public static SpeculativeOptions SpeculativeFrom(ParseResult parse)
+    {
+        var spec = new SpeculativeOptions();
+        if (parse.GetValue(SpecIter) is int iter) spec = spec with { NumIterations = iter };
+        if (parse.GetValue(SpecTopK) is int topk) spec = spec with { TopKPerIteration = topk };
+        if (parse.GetValue(SpecTree) is int tree) spec = spec with { TreeSize = tree };
+        if (parse.GetValue(NoSpec)) spec = spec with { Enabled = false };
+        if (spec.Enabled && (spec.NumIterations is < 1 or > 64 || spec.TreeSize is < 2 or > 64 ||
+                             spec.TopKPerIteration < 1 || spec.TopKPerIteration > spec.TreeSize - 1))
+            throw new UsageException("--spec-iter must be in [1, 64], --spec-tree in [2, 64] and --spec-topk in [1, spec-tree - 1]");
+        return spec;
     }
 
     public static void AddGenerationOptions(Command command)
     {
-        foreach (var option in new Option[] { MaxTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Stop })
+        foreach (var option in new Option[] { MaxTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Stop, SpecIter, SpecTopK, SpecTree, NoSpec })
             command.Options.Add(option);
     }
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense }) command.Options.Add(option);
+        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize }) command.Options.Add(option);
     }
 }

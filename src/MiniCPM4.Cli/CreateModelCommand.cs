@@ -10,6 +10,7 @@ internal static class CreateModelCommand
     private static readonly Option<string> OutDir = new("--out") { Description = "Output directory", Required = true };
     private static readonly Option<ulong> SeedOption = new("--seed") { Description = "RNG seed for the weights" };
     private static readonly Option<string> DType = new("--dtype") { Description = "bf16, fp16 or fp32", DefaultValueFactory = _ => "bf16" };
+    private static readonly Option<string?> DraftOut = new("--draft-out") { Description = "Also write a random EAGLE-2 draft for the model here (for trying --draft)" };
 
     public static Command Create()
     {
@@ -18,6 +19,7 @@ internal static class CreateModelCommand
         command.Options.Add(OutDir);
         command.Options.Add(SeedOption);
         command.Options.Add(DType);
+        command.Options.Add(DraftOut);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse)));
         return command;
     }
@@ -51,5 +53,10 @@ internal static class CreateModelCommand
                 return true;
             }));
         Console.Out.WriteLine(Path.GetFullPath(outDir));
+        if (parse.GetValue(DraftOut) is { } draftDir)
+        {
+            CheckpointWriter.CreateRandomDraft(draftDir, CheckpointWriter.GetPresetConfig(preset, dtype), parse.GetValue(SeedOption) + 1, dtype);
+            Console.Out.WriteLine(Path.GetFullPath(draftDir));
+        }
     }
 }

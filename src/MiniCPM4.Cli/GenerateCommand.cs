@@ -40,6 +40,7 @@ internal static class GenerateCommand
         var text = new StringBuilder();
         var ids = new List<int>();
         var stdout = Console.Out;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         await foreach (var token in session.GenerateAsync(options, ct))
         {
             if (token.Id >= 0) ids.Add(token.Id);
@@ -50,6 +51,7 @@ internal static class GenerateCommand
                 await stdout.FlushAsync(ct);
             }
         }
+        clock.Stop();
         var stats = session.Statistics;
         if (json)
         {
@@ -66,6 +68,11 @@ internal static class GenerateCommand
                 w.WriteString("finish_reason", FinishName(session.LastFinishReason));
                 w.WriteNumber("prefill_tokens_per_s", Math.Round(stats.PrefillTokensPerSecond, 3));
                 w.WriteNumber("decode_tokens_per_s", Math.Round(stats.DecodeTokensPerSecond, 3));
+                // Wall-clock rate of the whole generation (sampling, drafting and verification included).
+                w.WriteNumber("generate_tokens_per_s", clock.Elapsed > TimeSpan.Zero ? Math.Round(ids.Count / clock.Elapsed.TotalSeconds, 3) : 0);
+                w.WriteBoolean("speculative", model.Draft is not null && options.Speculative?.Enabled != false);
+                w.WriteNumber("speculative_steps", stats.SpeculativeSteps);
+                w.WriteNumber("mean_accepted_tokens", Math.Round(stats.MeanAcceptedTokens, 4));
                 w.WriteEndObject();
             }
             stdout.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));

@@ -15,6 +15,8 @@ public sealed class MiniCpmModel : IDisposable
 {
     private readonly ModelHandle _handle;
 
+    private DraftHandle? _draft;
+
     private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
         MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse)
     {
@@ -47,6 +49,11 @@ public sealed class MiniCpmModel : IDisposable
     /// <see cref="SparseAttentionConfig.DenseLen"/>), or null when attention is always dense.
     /// </summary>
     public SparseAttentionConfig? SparseAttention { get; }
+
+    /// <summary>The EAGLE draft used for speculative decoding, or null.</summary>
+    public DraftInfo? Draft { get; private set; }
+
+    internal DraftHandle? DraftHandle => _draft;
 
     internal ModelHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmModel)) : _handle;
 
@@ -163,14 +170,38 @@ public sealed class MiniCpmModel : IDisposable
             NativeStatus.Check(NativeMethods.mcpm_model_finalize(handle));
             ulong bytes;
             NativeStatus.Check(NativeMethods.mcpm_model_weight_bytes(handle, &bytes));
-            return new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
+            var model = new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
                 (long)bytes, SparseSettings(config, options));
+            if (options.DraftDirectory is { } draftDir)
+            {
+                progress?.Report(new LoadProgress("draft", total, total));
+                model.AttachDraft(draftDir, options, ct);
+            }
+            else if (options.FrSpecPath is not null)
+            {
+                throw new ArgumentException("FrSpecPath needs DraftDirectory: an FR-Spec list restricts a draft's vocabulary",
+                    nameof(options));
+            }
+            return model;
         }
         catch
         {
             handle.Dispose();
             throw;
         }
+    }
+
+    private unsafe void AttachDraft(string draftDir, MiniCpmLoadOptions options, CancellationToken ct)
+    {
+        IReadOnlyList<int>? vocabulary = null;
+        if (options.FrSpecPath is { } fr)
+            vocabulary = Speculative.FrSpecVocabulary.Load(fr, Config.VocabSize, StopTokenIds, options.FrSpecSize).TokenIds;
+        _draft = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options.Log, ct);
+        ulong draftBytes;
+        NativeStatus.Check(NativeMethods.mcpm_draft_weight_bytes(_draft, &draftBytes));
+        var draftConfig = Speculative.EagleDraftConfig.Load(Path.Combine(draftDir, "config.json"), Config);
+        Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count ?? Config.VocabSize,
+            options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes);
     }
 
     /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
@@ -212,5 +243,13 @@ public sealed class MiniCpmModel : IDisposable
         }
     }
 
-    public void Dispose() => _handle.Dispose();
+    public void Dispose()
+    {
+        _draft?.Dispose();
+        _handle.Dispose();
+    }
 }
+
+/// <summary>The EAGLE draft of a model: its directory, layers, the draft head's vocabulary size (the FR-Spec
+/// list's length, else the full vocabulary), the FR-Spec file and the bytes it holds.</summary>
+public sealed record DraftInfo(string Directory, int Layers, int VocabularySize, string? FrSpecPath, long WeightBytes);

@@ -24,7 +24,23 @@ public sealed class MiniCpmSession : IDisposable
             NativeStatus.Check(NativeMethods.mcpm_session_params_default(&p));
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
-            NativeStatus.Check(NativeMethods.mcpm_session_create(model.Handle, &p, out _handle));
+            // The native session takes its own reference to the draft; the handle only has to stay open
+            // during the call.
+            var draft = model.DraftHandle;
+            bool addedRef = false;
+            try
+            {
+                if (draft is not null)
+                {
+                    draft.DangerousAddRef(ref addedRef);
+                    p.draft = draft.DangerousGetHandle();
+                }
+                NativeStatus.Check(NativeMethods.mcpm_session_create(model.Handle, &p, out _handle));
+            }
+            finally
+            {
+                if (addedRef) draft!.DangerousRelease();
+            }
         }
         _handle.Model = model.Handle;
     }
@@ -124,7 +140,8 @@ public sealed class MiniCpmSession : IDisposable
             s.struct_size = (uint)sizeof(mcpm_session_stats);
             NativeStatus.Check(NativeMethods.mcpm_session_get_stats(Handle, &s));
             return new SessionStatistics(s.prefill_tokens, FromNs(s.prefill_ns), s.decode_tokens, FromNs(s.decode_ns),
-                FromNs(s.sample_ns), s.generated_tokens);
+                FromNs(s.sample_ns), s.generated_tokens, s.spec_steps, s.spec_emitted_tokens, FromNs(s.spec_draft_ns),
+                FromNs(s.spec_verify_ns));
         }
     }
 
@@ -197,24 +214,31 @@ public sealed class MiniCpmSession : IDisposable
                 finish = FinishReason.Length;
                 break;
             }
-            var (token, nativeFinish) = await Task.Run(() => GenerateOne(cancellationToken), cancellationToken)
+            // One engine step: one token, or with a draft one draft-and-verify round of one or more tokens.
+            var (tokens, nativeFinish) = await Task.Run(() => GenerateStep(cancellationToken), cancellationToken)
                 .ConfigureAwait(false);
-            if (token is not int id)
+            if (tokens.Length == 0)
             {
                 finish = nativeFinish ?? FinishReason.ContextFull;
                 break;
             }
-            produced++;
-            // The engine stops on the configured stop ids: it returns the stop token without evaluating it.
-            if (nativeFinish == FinishReason.Stop)
+            for (int i = 0; i < tokens.Length && finish is null; i++)
             {
-                finish = FinishReason.Stop;
-                break;
+                int id = tokens[i];
+                produced++;
+                bool last = i == tokens.Length - 1;
+                // The engine stops on the configured stop ids: it returns the stop token without evaluating it.
+                if (last && nativeFinish == FinishReason.Stop)
+                {
+                    finish = FinishReason.Stop;
+                    break;
+                }
+                var text = stops.Push(detokenizer.Push(id));
+                if (stops.Stopped) finish = FinishReason.Stop;
+                else if (last && nativeFinish is not null) finish = nativeFinish;
+                else if (produced >= options.MaxTokens && !last) finish = FinishReason.Length;
+                yield return new GeneratedToken(id, text);
             }
-            var text = stops.Push(detokenizer.Push(id));
-            if (stops.Stopped) finish = FinishReason.Stop;
-            else if (nativeFinish is not null) finish = nativeFinish;
-            yield return new GeneratedToken(id, text);
         }
         var tail = stops.Push(detokenizer.Flush()) + stops.Flush();
         if (tail.Length > 0) yield return new GeneratedToken(-1, tail);
@@ -251,6 +275,13 @@ public sealed class MiniCpmSession : IDisposable
         p.presence_penalty = o.PresencePenalty;
         p.penalty_last_n = o.PenaltyLastN;
         p.seed = o.Seed ?? (ulong)Random.Shared.NextInt64();
+        // The engine counts the tokens too, so a speculative round never runs past MaxTokens.
+        p.max_new_tokens = o.MaxTokens > 0 ? o.MaxTokens : 0;
+        var spec = o.Speculative ?? new SpeculativeOptions();
+        p.speculative = spec.Enabled ? 1 : 0;
+        p.spec_num_iter = spec.NumIterations;
+        p.spec_topk_per_iter = spec.TopKPerIteration;
+        p.spec_tree_size = spec.TreeSize;
         // The engine decides stop tokens, so a stop token is never evaluated into the KV cache.
         var stopIds = (o.StopTokenIds ?? Model.StopTokenIds).ToArray();
         fixed (int* stops = stopIds)
@@ -261,23 +292,26 @@ public sealed class MiniCpmSession : IDisposable
         }
     }
 
-    // Samples one token and evaluates it (unless it is a stop token). Returns null when nothing could
-    // be generated (context full).
-    private unsafe (int? Token, FinishReason? Finish) GenerateOne(CancellationToken ct)
+    // One engine step (see mcpm_session_generate_step). Returns no tokens when nothing could be
+    // generated (context full or the token budget used).
+    private unsafe (int[] Tokens, FinishReason? Finish) GenerateStep(CancellationToken ct)
     {
         NativeStatus.Check(NativeMethods.mcpm_session_clear_abort(Handle));
         ct.ThrowIfCancellationRequested();
-        int token = -1, count = 0, finish = 0;
-        int status = NativeMethods.mcpm_session_generate(Handle, 1, &token, 1, &count, &finish);
+        int* buffer = stackalloc int[NativeConstants.MCPM_MAX_STEP_TOKENS];
+        int count = 0, finish = 0;
+        int status = NativeMethods.mcpm_session_generate_step(Handle, buffer, NativeConstants.MCPM_MAX_STEP_TOKENS,
+            &count, &finish);
         if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
         NativeStatus.Check(status);
         FinishReason? reason = finish switch
         {
             NativeConstants.MCPM_FINISH_CONTEXT_FULL => FinishReason.ContextFull,
             NativeConstants.MCPM_FINISH_STOP_TOKEN => FinishReason.Stop,
+            NativeConstants.MCPM_FINISH_MAX_TOKENS => FinishReason.Length,
             _ => null,
         };
-        return (count == 1 ? token : null, reason);
+        return (new ReadOnlySpan<int>(buffer, count).ToArray(), reason);
     }
 
     private unsafe void PrefillCore(ReadOnlySpan<int> tokens, int mode, Span<float> logits, CancellationToken ct)

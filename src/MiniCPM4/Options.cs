@@ -32,6 +32,20 @@ public sealed record MiniCpmLoadOptions
     /// sparse_config cannot be honoured (use_nope).
     /// </summary>
     public bool? SparseAttention { get; init; }
+    /// <summary>
+    /// An EAGLE-2 draft checkpoint directory (MiniCPM4-Eagle layout: config.json + safetensors with fc, input_norm1/2 and
+    /// layers.*) for speculative decoding. Sessions of the model then draft token trees and verify them in one pass;
+    /// the output does not change, only the speed.
+    /// </summary>
+    public string? DraftDirectory { get; init; }
+    /// <summary>
+    /// FR-Spec draft vocabulary: a <c>freq_&lt;V&gt;.pt</c> file (as published), an .npy or .safetensors int list, or a
+    /// directory holding <c>freq_&lt;FrSpecSize&gt;.pt</c>. Restricts the draft's LM head to those token ids. Needs
+    /// <see cref="DraftDirectory"/>.
+    /// </summary>
+    public string? FrSpecPath { get; init; }
+    /// <summary>The FR-Spec list's expected length (and the file looked for in a directory); null accepts the file's.</summary>
+    public int? FrSpecSize { get; init; }
 }
 
 /// <summary>Progress of a model load.</summary>
@@ -70,6 +84,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<string>? StopStrings { get; init; }
     /// <summary>Omit special tokens (such as &lt;|im_end|&gt;) from the text.</summary>
     public bool SkipSpecialTokens { get; init; } = true;
+    /// <summary>Speculative decoding tree (used when the model has a draft); null uses <see cref="SpeculativeOptions"/>' defaults.</summary>
+    public SpeculativeOptions? Speculative { get; init; }
 
     /// <summary>The checkpoint's generation_config.json defaults (sampling when do_sample is set).</summary>
     public static GenerationOptions FromDefaults(GenerationConfig config)
@@ -90,6 +106,17 @@ public sealed record GenerationOptions
     }
 }
 
+/// <summary>
+/// EAGLE-2 dynamic-tree parameters: <see cref="NumIterations"/> draft levels (the root's included), each expanding
+/// <see cref="TopKPerIteration"/> nodes into as many children, and the best <see cref="TreeSize"/> nodes (root
+/// included, at most 64) verified by the target in one pass. Defaults are CPM.cu's (2, 10, 12).
+/// </summary>
+public sealed record SpeculativeOptions(bool Enabled = true, int NumIterations = 2, int TopKPerIteration = 10, int TreeSize = 12)
+{
+    /// <summary>Plain decoding even when the model has a draft.</summary>
+    public static SpeculativeOptions Off { get; } = new(Enabled: false);
+}
+
 /// <summary>Why a generation ended.</summary>
 public enum FinishReason
 {
@@ -106,11 +133,14 @@ public enum FinishReason
 /// <see cref="Id"/> = -1: text held back until the end, with no token of its own.</summary>
 public readonly record struct GeneratedToken(int Id, string Text);
 
-/// <summary>Counters of a session.</summary>
+/// <summary>Counters of a session. The speculative counters stay 0 without a draft.</summary>
 public sealed record SessionStatistics(
     long PrefillTokens, TimeSpan PrefillTime, long DecodeTokens, TimeSpan DecodeTime, TimeSpan SampleTime,
-    long GeneratedTokens)
+    long GeneratedTokens, long SpeculativeSteps = 0, long SpeculativeTokens = 0, TimeSpan DraftTime = default,
+    TimeSpan VerifyTime = default)
 {
+    /// <summary>Tokens emitted per draft-and-verify round (the mean accepted length), or 0 before any round.</summary>
+    public double MeanAcceptedTokens => SpeculativeSteps > 0 ? (double)SpeculativeTokens / SpeculativeSteps : 0;
     public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PrefillTokens / PrefillTime.TotalSeconds : 0;
     public double DecodeTokensPerSecond => DecodeTime > TimeSpan.Zero ? DecodeTokens / DecodeTime.TotalSeconds : 0;
 }

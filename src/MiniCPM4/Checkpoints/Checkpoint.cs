@@ -178,7 +178,7 @@ public sealed class Checkpoint : IDisposable
         "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"";
 
     /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should name.</summary>
-    private static Dictionary<string, (SafetensorsFile File, TensorInfo Info)> FindWeights(
+    internal static Dictionary<string, (SafetensorsFile File, TensorInfo Info)> FindWeights(
         string dir, List<SafetensorsFile> opened, out string mapSource)
     {
         string[] entries;

@@ -292,6 +292,59 @@ public static class CheckpointWriter
     }
 
     /// <summary>True for names of the form model-NNNNN-of-NNNNN.safetensors.</summary>
+    /// <summary>
+    /// Writes a random EAGLE-2 draft for <paramref name="target"/> in the MiniCPM4-Eagle layout (config.json with the
+    /// target's muP scales and one layer; model.safetensors with fc, input_norm1/2 and layers.0.*). Its proposals are
+    /// random, so it only exercises the speculative machinery: acceptance stays near one token per round.
+    /// </summary>
+    public static void CreateRandomDraft(string outputDirectory, MiniCpmConfig target, ulong seed = 0,
+        TensorDType dtype = TensorDType.BF16)
+    {
+        ArgumentNullException.ThrowIfNull(outputDirectory);
+        ArgumentNullException.ThrowIfNull(target);
+        System.IO.Directory.CreateDirectory(outputDirectory);
+        long h = target.HiddenSize, i = target.IntermediateSize;
+        long q = (long)target.NumAttentionHeads * target.HeadDim, kv = (long)target.NumKeyValueHeads * target.HeadDim;
+        var specs = new List<(string Name, long[] Shape, Checkpoint.TensorRole Role)>
+        {
+            ("fc.weight", [h, 2 * h], Checkpoint.TensorRole.Linear),
+            ("fc.bias", [h], Checkpoint.TensorRole.Norm),
+            ("input_norm1.weight", [h], Checkpoint.TensorRole.Norm),
+            ("input_norm2.weight", [h], Checkpoint.TensorRole.Norm),
+            ("layers.0.input_layernorm.weight", [h], Checkpoint.TensorRole.Norm),
+            ("layers.0.self_attn.q_proj.weight", [q, h], Checkpoint.TensorRole.Linear),
+            ("layers.0.self_attn.k_proj.weight", [kv, h], Checkpoint.TensorRole.Linear),
+            ("layers.0.self_attn.v_proj.weight", [kv, h], Checkpoint.TensorRole.Linear),
+            ("layers.0.self_attn.o_proj.weight", [h, q], Checkpoint.TensorRole.Linear),
+            ("layers.0.post_attention_layernorm.weight", [h], Checkpoint.TensorRole.Norm),
+            ("layers.0.mlp.gate_proj.weight", [i, h], Checkpoint.TensorRole.Linear),
+            ("layers.0.mlp.up_proj.weight", [i, h], Checkpoint.TensorRole.Linear),
+            ("layers.0.mlp.down_proj.weight", [h, i], Checkpoint.TensorRole.Linear),
+        };
+        WriteSafetensorsStreaming(Path.Combine(outputDirectory, "model.safetensors"),
+            specs.Select(s => (s.Name, dtype, s.Shape)).ToList(), null,
+            (index, stream) => WriteRandomTensor(stream, specs[index].Name, specs[index].Shape, specs[index].Role, target,
+                seed, dtype, _ => { }));
+        using var fs = new FileStream(Path.Combine(outputDirectory, "config.json"), FileMode.Create, FileAccess.Write, FileShare.None);
+        using var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteStartArray("architectures");
+        w.WriteStringValue("MiniCPM4EagleDraft");
+        w.WriteEndArray();
+        w.WriteNumber("hidden_size", target.HiddenSize);
+        w.WriteNumber("num_hidden_layers", 1);
+        w.WriteNumber("num_attention_heads", target.NumAttentionHeads);
+        w.WriteNumber("num_key_value_heads", target.NumKeyValueHeads);
+        w.WriteNumber("head_dim", target.HeadDim);
+        w.WriteNumber("intermediate_size", target.IntermediateSize);
+        w.WriteNumber("rms_norm_eps", target.RmsNormEps);
+        w.WriteNumber("scale_emb", target.ScaleEmb);
+        w.WriteNumber("scale_depth", target.ScaleDepth);
+        w.WriteNumber("dim_model_base", target.DimModelBase);
+        w.WriteNumber("vocab_size", target.VocabSize);
+        w.WriteEndObject();
+    }
+
     private static bool IsShardName(string n) =>
         n.Length == 32 && n.StartsWith("model-", StringComparison.Ordinal) && n.EndsWith(".safetensors", StringComparison.Ordinal)
         && n.AsSpan(11, 4).SequenceEqual("-of-") && n.AsSpan(6, 5).IndexOfAnyExceptInRange('0', '9') < 0
