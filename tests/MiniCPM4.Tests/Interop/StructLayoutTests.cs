@@ -37,6 +37,7 @@ public unsafe class StructLayoutTests
             Assert.That(sizeof(mcpm_session_params), Is.EqualTo(NativeLayout.mcpm_session_params_Size));
             Assert.That(sizeof(mcpm_sampling_params), Is.EqualTo(NativeLayout.mcpm_sampling_params_Size));
             Assert.That(sizeof(mcpm_session_stats), Is.EqualTo(NativeLayout.mcpm_session_stats_Size));
+            Assert.That(sizeof(mcpm_draft_config), Is.EqualTo(NativeLayout.mcpm_draft_config_Size));
         });
     }
 
@@ -44,7 +45,7 @@ public unsafe class StructLayoutTests
     public void EveryStructHasLayoutConstantsAndMatchingOffsets()
     {
         Type[] structs = GeneratedStructs();
-        Assert.That(structs, Has.Length.EqualTo(6));
+        Assert.That(structs, Has.Length.EqualTo(7));
         Assert.Multiple(() =>
         {
             foreach (Type t in structs)
