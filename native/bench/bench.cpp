@@ -4,6 +4,7 @@
 //   mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N --layers N --heads N --kv-heads N
 //              --head-dim N --ffn N --vocab N] [--dtype bf16|fp16|fp32] [--untied]
 //              [--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]
+//              [--spec-trees N,N,...] [--frspec-size R]   (speculative round costs, random draft)
 //
 // Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
 // LM head; of an untied embedding only one row) + the KV cache rows attention reads.
@@ -33,6 +34,8 @@ struct Options {
   int gen_tokens = 32;
   int threads = 0;
   bool json = false;
+  std::vector<int> spec_trees;  // --spec-trees 12,32,60: speculative round costs for these tree sizes
+  int frspec = 0;               // --frspec-size R: also measure a draft head restricted to R ids
 };
 
 [[noreturn]] void die(const std::string& msg) {
@@ -85,6 +88,18 @@ Options parse(int argc, char** argv) {
     else if (a == "--gen-tokens") o.gen_tokens = int_value();
     else if (a == "--threads") o.threads = int_value();
     else if (a == "--json") o.json = true;
+    else if (a == "--frspec-size") o.frspec = int_value();
+    else if (a == "--spec-trees") {
+      const std::string list = value();
+      size_t pos = 0;
+      while (pos <= list.size()) {
+        const size_t comma = std::min(list.find(',', pos), list.size());
+        const int n = std::atoi(list.substr(pos, comma - pos).c_str());
+        if (n < 2 || n > 64) die("--spec-trees sizes must be in [2, 64]");
+        o.spec_trees.push_back(n);
+        pos = comma + 1;
+      }
+    }
     else if (a == "--dtype") {
       const std::string d = value();
       o.dtype = d == "bf16" ? MCPM_DTYPE_BF16 : d == "fp16" ? MCPM_DTYPE_F16 : d == "fp32" ? MCPM_DTYPE_F32 : -1;
@@ -92,7 +107,8 @@ Options parse(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N] [--layers N] [--heads N] "
                   "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
-                  "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]\n");
+                  "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--spec-trees N,N,...] "
+                  "[--frspec-size R]\n");
       std::exit(0);
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -182,8 +198,9 @@ uint16_t to_half_bits(float f, mcpm_dtype dtype) {
 }
 
 // Fills a tensor with uniform values in [-scale, scale] (norm weights: [0.5, 1.5]) and sets it.
-void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> shape, mcpm_dtype dtype, float scale,
-                bool is_norm, uint64_t& rng, std::vector<unsigned char>& buf) {
+// Fills buf with random values of `shape` in `dtype`: norms in [0.5, 1.5), others in [-scale, scale).
+void fill_random(const std::vector<int64_t>& shape, mcpm_dtype dtype, float scale, bool is_norm, uint64_t& rng,
+                 std::vector<unsigned char>& buf) {
   size_t count = 1;
   for (int64_t d : shape) count *= static_cast<size_t>(d);
   const size_t esize = dtype == MCPM_DTYPE_F32 ? 4 : 2;
@@ -200,9 +217,54 @@ void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> sha
       std::memcpy(buf.data() + i * 2, &h, 2);
     }
   }
+}
+
+void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> shape, mcpm_dtype dtype, float scale,
+                bool is_norm, uint64_t& rng, std::vector<unsigned char>& buf) {
+  fill_random(shape, dtype, scale, is_norm, rng, buf);
   check(mcpm_model_set_tensor(m, name.c_str(), dtype, shape.data(), static_cast<int32_t>(shape.size()), buf.data(),
                               buf.size()),
         name.c_str());
+}
+
+// A random one-layer EAGLE draft for `model` (MiniCPM4 layout), with an FR-Spec head of `frspec`
+// ids (0 = the whole vocabulary).
+mcpm_draft* random_draft(mcpm_model* model, const mcpm_model_config& c, mcpm_dtype dtype, int frspec, uint64_t& rng) {
+  mcpm_draft_config dc{};
+  dc.struct_size = sizeof(dc);
+  check(mcpm_draft_config_default(model, &dc), "mcpm_draft_config_default");
+  mcpm_draft* d = nullptr;
+  check(mcpm_draft_create(model, &dc, &d), "mcpm_draft_create");
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const int64_t Q = int64_t{c.num_heads} * c.head_dim, KV = int64_t{c.num_kv_heads} * c.head_dim;
+  const float sh = 1.0f / std::sqrt(static_cast<float>(H));
+  std::vector<unsigned char> buf;
+  auto set = [&](const std::string& name, std::vector<int64_t> shape, float scale, bool norm) {
+    fill_random(shape, dtype, scale, norm, rng, buf);
+    check(mcpm_draft_set_tensor(d, name.c_str(), dtype, shape.data(), static_cast<int32_t>(shape.size()), buf.data(),
+                                buf.size()),
+          name.c_str());
+  };
+  set("fc.weight", {H, 2 * H}, sh, false);
+  set("fc.bias", {H}, 0.01f, false);
+  set("input_norm1.weight", {H}, 0, true);
+  set("input_norm2.weight", {H}, 0, true);
+  set("layers.0.input_layernorm.weight", {H}, 0, true);
+  set("layers.0.self_attn.q_proj.weight", {Q, H}, sh, false);
+  set("layers.0.self_attn.k_proj.weight", {KV, H}, sh, false);
+  set("layers.0.self_attn.v_proj.weight", {KV, H}, sh, false);
+  set("layers.0.self_attn.o_proj.weight", {H, Q}, 1.0f / std::sqrt(static_cast<float>(Q)), false);
+  set("layers.0.post_attention_layernorm.weight", {H}, 0, true);
+  set("layers.0.mlp.gate_proj.weight", {I, H}, sh, false);
+  set("layers.0.mlp.up_proj.weight", {I, H}, sh, false);
+  set("layers.0.mlp.down_proj.weight", {H, I}, 1.0f / std::sqrt(static_cast<float>(I)), false);
+  if (frspec > 0) {
+    std::vector<int32_t> ids(static_cast<size_t>(frspec));
+    for (int i = 0; i < frspec; ++i) ids[static_cast<size_t>(i)] = i;
+    check(mcpm_draft_set_vocabulary(d, ids.data(), frspec), "mcpm_draft_set_vocabulary");
+  }
+  check(mcpm_draft_finalize(d), "mcpm_draft_finalize");
+  return d;
 }
 
 }  // namespace
@@ -331,6 +393,57 @@ int main(int argc, char** argv) {
     std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s = %.0f%% of copy, %.0f%% of read bandwidth\n",
                 static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs,
                 100.0 * achieved_gbs / bw.copy_gbs, 100.0 * achieved_gbs / bw.read_gbs);
+  }
+  // Speculative round costs: a random draft (its acceptance is meaningless, so only the cost of one
+  // draft-and-verify round is reported), per tree size, with the full draft head and an FR-Spec one.
+  if (!o.spec_trees.empty()) {
+    const double decode_ms = static_cast<double>(st.decode_ns) * 1e-6 / static_cast<double>(st.decode_tokens);
+    std::vector<int> heads{0};
+    if (o.frspec > 0) heads.push_back(o.frspec);
+    for (int frspec : heads) {
+      mcpm_draft* draft = random_draft(model, c, o.dtype, frspec, rng);
+      for (int tree : o.spec_trees) {
+        mcpm_session_params dp = sp;
+        dp.context_capacity = o.prompt_tokens + o.gen_tokens + 1;
+        dp.draft = draft;
+        mcpm_session* s = nullptr;
+        check(mcpm_session_create(model, &dp, &s), "mcpm_session_create (draft)");
+        check(mcpm_session_prefill(s, prompt.data(), o.prompt_tokens, MCPM_LOGITS_NONE, nullptr, 0), "prefill");
+        mcpm_sampling_params ss = samp;
+        // k = 10 children per node (fewer for tiny trees) and just enough levels to fill the tree.
+        ss.spec_topk_per_iter = std::min(10, tree - 1);
+        const int k = ss.spec_topk_per_iter;
+        ss.spec_num_iter = 1;
+        while (k + (ss.spec_num_iter - 1) * k * k < tree - 1) ++ss.spec_num_iter;
+        ss.spec_tree_size = tree;
+        check(mcpm_session_set_sampling(s, &ss), "set_sampling (speculative)");
+        int32_t n = 0;
+        mcpm_finish_reason f = MCPM_FINISH_NONE;
+        std::vector<int32_t> toks(static_cast<size_t>(o.gen_tokens) + MCPM_MAX_STEP_TOKENS);
+        for (int produced_spec = 0; f == MCPM_FINISH_NONE;) {
+          check(mcpm_session_generate_step(s, toks.data(), MCPM_MAX_STEP_TOKENS, &n, &f), "generate_step");
+          produced_spec += n;
+        }
+        mcpm_session_stats ds{};
+        ds.struct_size = sizeof(ds);
+        check(mcpm_session_get_stats(s, &ds), "stats");
+        const double rounds = static_cast<double>(std::max<int64_t>(ds.spec_steps, 1));
+        const double verify_ms = static_cast<double>(ds.spec_verify_ns) * 1e-6 / rounds;
+        const double draft_ms = static_cast<double>(ds.spec_draft_ns) * 1e-6 / rounds;
+        if (o.json)
+          std::printf("{\"spec_tree\":%d,\"spec_num_iter\":%d,\"spec_topk\":%d,\"draft_vocab\":%d,\"rounds\":%lld,"
+                      "\"verify_ms\":%.3f,\"verify_vs_decode\":%.3f,\"draft_ms\":%.3f,\"decode_ms\":%.3f}\n",
+                      tree, ss.spec_num_iter, k, frspec > 0 ? frspec : c.vocab_size, static_cast<long long>(ds.spec_steps),
+                      verify_ms, verify_ms / decode_ms, draft_ms, decode_ms);
+        else
+          std::printf("spec       tree %2d (%d levels x %2d), draft head %6d rows: verify %.2f ms = %.2fx a 1-token "
+                      "decode (%.2f ms), draft %.2f ms per round (%lld rounds)\n",
+                      tree, ss.spec_num_iter, k, frspec > 0 ? frspec : c.vocab_size, verify_ms, verify_ms / decode_ms,
+                      decode_ms, draft_ms, static_cast<long long>(ds.spec_steps));
+        mcpm_session_free(s);
+      }
+      mcpm_draft_free(draft);
+    }
   }
   mcpm_session_free(session);
   mcpm_model_free(model);
