@@ -42,7 +42,8 @@ void KvCache::truncate(int64_t rows) {
   for (const std::unique_ptr<AttentionState>& s : sparse) s->truncate(rows);
 }
 
-Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n) : max_tokens(n) {
+Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n, int64_t rows)
+    : max_tokens(n), logit_rows(rows) {
   const DType dt = backend.activation_dtype();
   auto make = [&](int64_t rows, int64_t cols, DType type) {
     storage_.push_back(backend.alloc(static_cast<size_t>(rows * cols) * dtype_size(type)));
@@ -57,7 +58,7 @@ Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n) : max_to
   proj = make(n, c.hidden_size, dt);
   gate = make(n, c.intermediate_size, dt);
   up = make(n, c.intermediate_size, dt);
-  logits = make(kLogitRows, c.vocab_size, DType::F32);
+  logits = make(logit_rows, c.vocab_size, DType::F32);
   inv_freq = make(1, c.head_dim / 2, DType::F32);
 }
 
@@ -131,8 +132,8 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
                   proj.slice_rows(first, n - first), s, w.final_norm, c.rms_norm_eps);
   if (a.host_logits == nullptr) return;
   const int64_t count = n - logit_first;
-  for (int64_t r = 0; r < count; r += Workspace::kLogitRows) {
-    const int64_t m = std::min(Workspace::kLogitRows, count - r);
+  for (int64_t r = 0; r < count; r += ws.logit_rows) {
+    const int64_t m = std::min(ws.logit_rows, count - r);
     const Tensor out = ws.logits.slice_rows(0, m);
     be.linear(ctx, out, normed.slice_rows(logit_first + r, m), w.lm_head);
     be.scale(ctx, out, c.lm_head_scale());

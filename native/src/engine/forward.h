@@ -28,8 +28,11 @@ struct KvCache {
 
 // Activation buffers sized for `max_tokens` tokens per forward call, plus the LM-head output.
 struct Workspace {
-  Workspace(Backend& backend, const ModelConfig& config, int64_t max_tokens);
+  // logit_rows: LM-head rows per pass (bounds the logits buffer; a speculative session verifies a
+  // whole tree of up to 64 rows in one pass).
+  Workspace(Backend& backend, const ModelConfig& config, int64_t max_tokens, int64_t logit_rows = 16);
   int64_t max_tokens;
+  int64_t logit_rows;
   Tensor x;        // residual stream [n, hidden]
   Tensor normed;   // [n, hidden]
   Tensor q;        // [n, heads * head_dim]
@@ -37,11 +40,10 @@ struct Workspace {
   Tensor attn;     // [n, heads * head_dim]
   Tensor proj;     // sublayer output [n, hidden]
   Tensor gate, up; // [n, intermediate]
-  Tensor logits;   // [kLogitRows, vocab]
+  Tensor logits;   // [logit_rows, vocab]
   Tensor inv_freq; // [head_dim / 2] f32
   float attn_factor = 1.0f;
 
-  static constexpr int64_t kLogitRows = 16;  // LM-head rows per pass (bounds logits memory)
 
  private:
   std::vector<std::unique_ptr<Buffer>> storage_;

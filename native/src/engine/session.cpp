@@ -28,7 +28,8 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
       capacity_(context_capacity),
       // A tree under verification occupies up to kTreeRows rows past the history.
       kv_(model_->backend(), model_->config(), context_capacity + (draft ? kTreeRows : 0)),
-      ws_(model_->backend(), model_->config(), draft ? std::max(prefill_chunk, kTreeRows) : prefill_chunk) {
+      ws_(model_->backend(), model_->config(), draft ? std::max(prefill_chunk, kTreeRows) : prefill_chunk,
+          draft ? kTreeRows : 16) {
   const RopeParams rope = compute_rope(model_->config(), context_capacity);
   model_->backend().upload(ws_.inv_freq.data, rope.inv_freq.data(), rope.inv_freq.size() * sizeof(float));
   ws_.attn_factor = rope.attn_factor;
