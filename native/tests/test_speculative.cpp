@@ -201,6 +201,35 @@ std::vector<int32_t> Distinct(const std::vector<int32_t>& tokens, size_t limit) 
   return out;
 }
 
+// A plain greedy run of n tokens, then the same prompt with a random draft whose FR-Spec vocabulary
+// is the reference's first 8 distinct tokens, so its trees cover what the target emits and paths of
+// several tokens are accepted. The sessions stay open for further checks.
+struct CoveredRun {
+  SessionPtr plain, spec;
+  DraftPtr draft;
+  GenRun reference, result;
+  double mean_accepted = 0;
+};
+
+CoveredRun RunWithCoveringDraft(mcpm_model* m, const TinyConfig& tc, const std::vector<int32_t>& prompt, int n,
+                                uint64_t draft_seed = 5) {
+  CoveredRun r;
+  r.plain = MakeSession(m, 256);
+  mcpm_sampling_params off = Sampling({3, 6, 24});
+  off.speculative = 0;
+  r.reference = Generate(r.plain.get(), prompt, n, off);
+  DraftSpec ds;
+  ds.seed = draft_seed;
+  ds.vocabulary = Distinct(r.reference.tokens, 8);
+  r.draft = MakeDraft(m, tc, ds);
+  if (!r.draft) return r;
+  r.spec = MakeSpecSession(m, r.draft.get());
+  r.result = Generate(r.spec.get(), prompt, n, Sampling(TreeFor(ds.vocabulary.size())));
+  r.mean_accepted = static_cast<double>(r.result.stats.spec_emitted_tokens) /
+                    static_cast<double>(std::max<int64_t>(r.result.stats.spec_steps, 1));
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------------
 
 struct GreedyCase {
@@ -280,19 +309,9 @@ TEST(Speculative, AcceptedPathsOfSeveralTokensKeepTheOutputExact) {
     ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
     ASSERT_TRUE(m);
     const auto prompt = tm.RandomTokens(7, seed);
-    SessionPtr plain = MakeSession(m.get(), 256);
-    mcpm_sampling_params off = Sampling({3, 6, 24});
-    off.speculative = 0;
-    const GenRun reference = Generate(plain.get(), prompt, 60, off);
-    DraftSpec ds;
-    ds.seed = seed;
-    ds.vocabulary = Distinct(reference.tokens, 8);
-    DraftPtr d = MakeDraft(m.get(), tc, ds);
-    ASSERT_TRUE(d);
-    SessionPtr s = MakeSpecSession(m.get(), d.get());
-    const GenRun spec = Generate(s.get(), prompt, 60, Sampling(TreeFor(ds.vocabulary.size())));
-    EXPECT_EQ(spec.tokens, reference.tokens) << "seed " << seed;
-    const double mean = static_cast<double>(spec.stats.spec_emitted_tokens) / static_cast<double>(spec.stats.spec_steps);
+    const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 60, seed);
+    EXPECT_EQ(r.result.tokens, r.reference.tokens) << "seed " << seed;
+    const double mean = r.mean_accepted;
     EXPECT_GT(mean, 1.3) << "seed " << seed << ": the trees should cover the target's tokens";
   }
 }
@@ -305,16 +324,10 @@ TEST(Speculative, KvCacheAfterSpeculativeRoundsEqualsPlainRun) {
   ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
   ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(12, 4);
-  SessionPtr plain = MakeSession(m.get(), 256);
-  mcpm_sampling_params off = Sampling({3, 6, 24});
-  off.speculative = 0;
-  const GenRun reference = Generate(plain.get(), prompt, 40, off);
-  DraftSpec ds;
-  ds.vocabulary = Distinct(reference.tokens, 8);
-  DraftPtr d = MakeDraft(m.get(), tc, ds);
-  SessionPtr s = MakeSpecSession(m.get(), d.get());
-  const GenRun spec = Generate(s.get(), prompt, 40, Sampling(TreeFor(ds.vocabulary.size())));
-  ASSERT_EQ(spec.tokens, reference.tokens);
+  CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 40);
+  ASSERT_EQ(r.result.tokens, r.reference.tokens);
+  SessionPtr& plain = r.plain;
+  SessionPtr& s = r.spec;
   EXPECT_EQ(SessionTokens(s.get()), SessionTokens(plain.get()));
 
   const auto tail = tm.RandomTokens(5, 99);
@@ -456,16 +469,8 @@ TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitc
   ASSERT_MCPM_OK(tm.SetAll(m.get()));
   ASSERT_MCPM_OK(mcpm_model_finalize(m.get()));
   const auto prompt = tm.RandomTokens(20, 3);
-  SessionPtr plain = MakeSession(m.get(), 256);
-  mcpm_sampling_params off = Sampling({3, 6, 24});
-  off.speculative = 0;
-  const GenRun reference = Generate(plain.get(), prompt, 120, off);
-  DraftSpec ds;
-  ds.vocabulary = Distinct(reference.tokens, 8);
-  DraftPtr d = MakeDraft(m.get(), tc, ds);
-  SessionPtr s = MakeSpecSession(m.get(), d.get());
-  const GenRun spec = Generate(s.get(), prompt, 120, Sampling(TreeFor(ds.vocabulary.size())));
-  EXPECT_EQ(spec.tokens, reference.tokens);
+  const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 120);
+  EXPECT_EQ(r.result.tokens, r.reference.tokens);
 }
 
 class SpecSessionTest : public ::testing::Test {

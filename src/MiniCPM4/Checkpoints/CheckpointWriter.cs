@@ -325,24 +325,9 @@ public static class CheckpointWriter
             specs.Select(s => (s.Name, dtype, s.Shape)).ToList(), null,
             (index, stream) => WriteRandomTensor(stream, specs[index].Name, specs[index].Shape, specs[index].Role, target,
                 seed, dtype, _ => { }));
-        using var fs = new FileStream(Path.Combine(outputDirectory, "config.json"), FileMode.Create, FileAccess.Write, FileShare.None);
-        using var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true });
-        w.WriteStartObject();
-        w.WriteStartArray("architectures");
-        w.WriteStringValue("MiniCPM4EagleDraft");
-        w.WriteEndArray();
-        w.WriteNumber("hidden_size", target.HiddenSize);
-        w.WriteNumber("num_hidden_layers", 1);
-        w.WriteNumber("num_attention_heads", target.NumAttentionHeads);
-        w.WriteNumber("num_key_value_heads", target.NumKeyValueHeads);
-        w.WriteNumber("head_dim", target.HeadDim);
-        w.WriteNumber("intermediate_size", target.IntermediateSize);
-        w.WriteNumber("rms_norm_eps", target.RmsNormEps);
-        w.WriteNumber("scale_emb", target.ScaleEmb);
-        w.WriteNumber("scale_depth", target.ScaleDepth);
-        w.WriteNumber("dim_model_base", target.DimModelBase);
-        w.WriteNumber("vocab_size", target.VocabSize);
-        w.WriteEndObject();
+        // The draft's config is the target's with one layer (the muP scales must match the target's).
+        (target with { NumHiddenLayers = 1, Architectures = ["MiniCPM4EagleDraft"], ModelType = null, Sparse = null })
+            .WriteJson(Path.Combine(outputDirectory, "config.json"));
     }
 
     private static bool IsShardName(string n) =>

@@ -16,9 +16,9 @@ public class CliTests
     [OneTimeTearDown]
     public void Cleanup() => Directory.Delete(_temp, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args) => RunWithInput(null, args);
+    internal static (int Code, string Out, string Err) Run(params string[] args) => RunWithInput(null, args);
 
-    private static (int Code, string Out, string Err) RunWithInput(string? stdin, params string[] args)
+    internal static (int Code, string Out, string Err) RunWithInput(string? stdin, params string[] args)
     {
         var cli = Path.Combine(TestContext.CurrentContext.TestDirectory, "minicpm4.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
