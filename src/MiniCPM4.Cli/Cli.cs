@@ -44,6 +44,7 @@ internal static class Cli
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(CreateModelCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(FrSpecCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
