@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.IO.Compression;
 using System.Text;
 using MiniCPM4.Speculative;
@@ -16,8 +15,8 @@ namespace MiniCPM4.Tests.Speculative;
 /// The fixtures in TestData/FrSpec were written by real PyTorch 1.13 and NumPy (Debian python3-torch, see
 /// make_frspec_fixtures.py). The reverse direction — <c>torch.load(f, weights_only=True)</c> reading a file that
 /// <see cref="FrSpecVocabulary.Save"/> wrote — was checked by hand with the same PyTorch (the list came back
-/// equal, and the data.pkl bytes equal those of torch.save for the same list), and
-/// <see cref="SavedFile_LoadsInPyTorch_WhenAvailable"/> repeats that check whenever a python3 with torch is present.
+/// equal). What keeps that true without PyTorch at test time: our data.pkl is byte-identical to torch.save's for the
+/// same list (checked below against the committed torch-made fixtures), and the zip records are those torch reads.
 /// </remarks>
 public class FrSpecVocabularyTests : TempDirTest
 {
@@ -181,52 +180,6 @@ public class FrSpecVocabularyTests : TempDirTest
         Assert.That(PickleIntListReader.Write(Enumerable.Repeat(1, 1001).ToArray()),
             Is.EqualTo(B(@"\x80\x02]q\x00(", ones, "e(K", 1, "e.")));
         Assert.That(PickleIntListReader.Read(PickleIntListReader.Write(Enumerable.Repeat(1, 1001).ToArray())), Has.Length.EqualTo(1001));
-    }
-
-    private static string? PythonWithTorch()
-    {
-        foreach (var python in new[] { "python3", "/usr/bin/python3" })
-        {
-            try
-            {
-                var (code, _) = RunProcess(python, "-c", "import torch");
-                if (code == 0) return python;
-            }
-            catch (System.ComponentModel.Win32Exception)
-            {
-            }
-        }
-        return null;
-    }
-
-    private static (int Code, string Output) RunProcess(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"{file} timed out");
-        }
-        return (p.ExitCode, stdout.Result + stderr.Result);
-    }
-
-    [Test]
-    public void SavedFile_LoadsInPyTorch_WhenAvailable()
-    {
-        string? python = PythonWithTorch();
-        if (python is null) Assert.Ignore("no python3 with torch here (Debian: apt-get install python3-torch)");
-        int[] ids = SampleIds(2500, 11);
-        string path = TempFile("freq_2500.pt");
-        FrSpecVocabulary.FromTokenIds(ids, 100_000, Eos).Save(path);
-        var (code, output) = RunProcess(python!, "-c",
-            "import sys, torch; x = torch.load(sys.argv[1], weights_only=True); " +
-            "assert type(x) is list and all(type(i) is int for i in x); print(','.join(map(str, x)))", path);
-        Assert.That(code, Is.EqualTo(0), output);
-        Assert.That(output.Trim().Split(',').Select(int.Parse), Is.EqualTo(ids));
     }
 
     // ------------------------------------------------------------------------------------------------ building

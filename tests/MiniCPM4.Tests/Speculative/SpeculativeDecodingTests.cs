@@ -87,6 +87,32 @@ public class SpeculativeDecodingTests
     }
 
     [Test]
+    public async Task FrSpecListRestrictsTheDraftHeadWithoutChangingTheOutput()
+    {
+        // A list ranked from the plain model's own output, saved in the torch.save format and loaded back.
+        var options = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
+        var plain = await Generate(_plain, options);
+        var corpus = new[] { plain.Ids.ToArray(), _plain.EncodePrompt("Once upon a time") };
+        var list = MiniCPM4.Speculative.FrSpecVocabulary.Build(corpus, 64, _plain.Config.VocabSize, _plain.StopTokenIds.ToArray());
+        string path = Path.Combine(Path.GetDirectoryName(_draft)!, $"freq_{list.Count}.pt");
+        list.Save(path);
+        using var model = MiniCpmModel.Load(TinyModelFixture.Directory, new MiniCpmLoadOptions
+        {
+            Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft, FrSpecPath = path, FrSpecSize = list.Count,
+        });
+        Assert.That(model.Draft!.VocabularySize, Is.EqualTo(list.Count));
+        Assert.That(model.Draft.FrSpecPath, Is.EqualTo(Path.GetFullPath(path)));
+        var spec = await Generate(model, options with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) });
+        Assert.That(spec.Ids, Is.EqualTo(plain.Ids));
+        Assert.That(spec.Stats.SpeculativeSteps, Is.GreaterThan(0));
+
+        // A list of the wrong length is named in the error.
+        var ex = Assert.Throws<MiniCPM4.Speculative.FrSpecFormatException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 1, DraftDirectory = _draft, FrSpecPath = path, FrSpecSize = 32768 }));
+        Assert.That(ex!.Message, Does.Contain(path));
+    }
+
+    [Test]
     public async Task InvalidTreeIsRejectedByTheEngine()
     {
         using var s = _spec.CreateSession(new SessionOptions { ContextLength = 64 });
