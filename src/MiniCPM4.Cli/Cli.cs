@@ -10,7 +10,7 @@ internal sealed class UsageException(string message) : Exception(message);
 /// (0 success, 2 usage error, 1 any other error with a one-line message on stderr).</summary>
 internal static class Cli
 {
-    internal static readonly Option<string> Model = new("--model", "-m") { Description = "Checkpoint directory (Hugging Face MiniCPM4 format)", Required = true };
+    internal static readonly Option<string?> Model = new("--model", "-m") { Description = "Checkpoint directory (Hugging Face MiniCPM4 format); default: $MINICPM4_MODEL, else the bundled demo model" };
     internal static readonly Option<string> Device = new("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "auto" };
     internal static readonly Option<int> Threads = new("--threads") { Description = "CPU threads (0 = all cores)" };
     internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
@@ -109,10 +109,30 @@ internal static class Cli
         throw new UsageException($"unknown device '{text}' (expected cpu, cuda, cuda:N or auto)");
     }
 
+    /// <summary>The directory of the bundled demo model (next to the CLI, else models/demo of the enclosing checkout), or null.</summary>
+    internal static string? DemoModelDirectory()
+    {
+        var candidates = new List<string> { Path.Combine(AppContext.BaseDirectory, "models", "demo") };
+        for (var dir = new DirectoryInfo(Environment.CurrentDirectory); dir is not null; dir = dir.Parent)
+            candidates.Add(Path.Combine(dir.FullName, "models", "demo"));
+        return candidates.FirstOrDefault(d => File.Exists(Path.Combine(d, "config.json")));
+    }
+
+    /// <summary>--model, else $MINICPM4_MODEL, else the bundled demo model.</summary>
+    public static string ModelDirectory(ParseResult parse)
+    {
+        if (parse.GetValue(Model) is { Length: > 0 } given) return given;
+        if (Environment.GetEnvironmentVariable("MINICPM4_MODEL") is { Length: > 0 } env) return env;
+        return DemoModelDirectory() ?? throw new UsageException(
+            "no model: pass --model DIR (a Hugging Face MiniCPM4 checkpoint) or set MINICPM4_MODEL; the demo model " +
+            "(models/demo in the repository) was not found next to the CLI or above the current directory");
+    }
+
     /// <summary>Loads the model named by --model with a progress bar on an interactive stderr.</summary>
     public static async Task<MiniCpmModel> LoadModelAsync(ParseResult parse, CancellationToken ct)
     {
-        var directory = parse.GetValue(Model)!;
+        bool explicitModel = parse.GetValue(Model) is { Length: > 0 } || Environment.GetEnvironmentVariable("MINICPM4_MODEL") is { Length: > 0 };
+        var directory = ModelDirectory(parse);
         var (device, index) = ParseDevice(parse.GetValue(Device) ?? "auto");
         bool verbose = parse.GetValue(Verbose);
         var options = new MiniCpmLoadOptions
@@ -127,6 +147,16 @@ internal static class Cli
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
+        // The demo model comes with its EAGLE draft and FR-Spec list: use them unless told otherwise.
+        string demoDraft = Path.Combine(directory, "draft");
+        if (!explicitModel && options.DraftDirectory is null && !parse.GetValue(NoSpec) && Directory.Exists(demoDraft))
+        {
+            options = options with
+            {
+                DraftDirectory = demoDraft,
+                FrSpecPath = Directory.GetFiles(demoDraft, "freq_*.pt").Order(StringComparer.Ordinal).FirstOrDefault(),
+            };
+        }
         if (parse.CommandResult.Command.Options.Contains(SpecTree)) SpeculativeFrom(parse);
         if (options.FrSpecPath is not null && options.DraftDirectory is null)
             throw new UsageException("--frspec needs --draft (an FR-Spec list restricts the draft's vocabulary)");

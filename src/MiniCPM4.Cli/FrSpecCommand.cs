@@ -69,7 +69,7 @@ internal static class FrSpecCommand
 
     private static async Task BuildAsync(ParseResult parse, CancellationToken ct)
     {
-        string model = parse.GetValue(Cli.Model)!;
+        string model = Cli.ModelDirectory(parse);
         string corpus = parse.GetValue(Corpus)!;
         string output = parse.GetValue(Out)!;
         int size = parse.GetValue(Size);

@@ -17,7 +17,7 @@ internal static class InfoCommand
 
     private static Task Run(ParseResult parse)
     {
-        var directory = parse.GetValue(Cli.Model)!;
+        var directory = Cli.ModelDirectory(parse);
         using var checkpoint = Checkpoint.Open(directory, parse.GetValue(Cli.Verbose) ? l => Console.Error.WriteLine($"minicpm4: {l}") : null);
         var c = checkpoint.Config;
         var o = Console.Out;

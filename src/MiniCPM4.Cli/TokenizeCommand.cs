@@ -29,7 +29,7 @@ internal static class TokenizeCommand
         var jsonl = parse.GetValue(JsonLines);
         if ((text is null) == (jsonl is null)) throw new UsageException("give exactly one of --text or --jsonl");
         bool bos = parse.GetValue(Bos);
-        var tokenizer = MiniCpmTokenizer.Load(parse.GetValue(Cli.Model)!);
+        var tokenizer = MiniCpmTokenizer.Load(Cli.ModelDirectory(parse));
         if (text is not null)
         {
             Console.Out.WriteLine(ToJson(tokenizer.Encode(text, bos)));
