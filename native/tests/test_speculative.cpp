@@ -13,6 +13,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -239,6 +240,8 @@ struct GreedyCase {
   DraftSpec draft;
   const char* name;
 };
+
+void PrintTo(const GreedyCase& c, std::ostream* os) { *os << c.name; }
 
 class GreedyEquality : public ::testing::TestWithParam<GreedyCase> {};
 
