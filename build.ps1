@@ -1,5 +1,5 @@
 # Build and run MiniCPM4.NET on Windows (PowerShell). Same verbs as build.sh:
-#   ./build.ps1          build native + managed (Release), create a tiny checkpoint once, generate from it
+#   ./build.ps1          build native + managed (Release), generate from the bundled demo model (models/demo)
 #   ./build.ps1 test     build and run the native tests and the managed tests
 #   ./build.ps1 bench    build, then run the native benchmark with the remaining arguments
 #   ./build.ps1 cli      build, then run the minicpm4 CLI with the remaining arguments
@@ -43,9 +43,7 @@ switch ($Verb) {
   "run" {
     Build-Native @("-DMCPM_BUILD_TESTS=OFF")
     Build-Managed
-    $model = "$BuildDir/models/tiny"
-    if (-not (Test-Path "$model/config.json")) { & (Cli-Path) create-model --preset tiny --out $model --seed 1 }
-    & (Cli-Path) generate -m $model -p "Once upon a time" --max-tokens 48 --temperature 0.8 --seed 7
+    & (Cli-Path) generate -p "Once upon a time" --max-tokens 48 --temperature 0.8 --seed 7
   }
   "test" {
     Build-Native @("-DMCPM_BUILD_TESTS=ON")
