@@ -1,6 +1,6 @@
 """MiniCPM4 (Hugging Face "minicpm" architecture) and its one-layer EAGLE draft, in plain PyTorch.
 
-The math is the one MiniCPM4.NET's engine computes (docs: /work/shared/reference/cpmcu.md 3.2):
+The math is the one MiniCPM4.NET's engine computes (Hugging Face MiniCPM semantics):
 
     h = embed[ids] * scale_emb
     per layer:  h += s * o_proj(attention(rope(q), rope(k), v))       with q, k, v from input_layernorm(h)
