@@ -123,14 +123,6 @@ std::vector<int32_t> Draw(mcpm_session* s, const std::vector<float>& logits, int
   return out;
 }
 
-// Upper 0.999 quantile of chi-square with k degrees of freedom (Wilson-Hilferty approximation,
-// accurate to ~1% for k >= 3).
-double ChiSquareCritical999(int k) {
-  const double z = 3.090232306167813;  // standard normal 0.999 quantile
-  const double a = 2.0 / (9.0 * k);
-  const double c = 1.0 - a + z * std::sqrt(a);
-  return k * c * c * c;
-}
 
 double ChiSquare(const std::map<int32_t, int>& counts, const std::vector<int32_t>& support,
                  const std::vector<double>& expected_p, int n) {

@@ -327,17 +327,15 @@ TEST(Speculative, KvCacheAfterSpeculativeRoundsEqualsPlainRun) {
   ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
   ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(12, 4);
-  CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 40);
+  const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 40);
   ASSERT_EQ(r.result.tokens, r.reference.tokens);
-  SessionPtr& plain = r.plain;
-  SessionPtr& s = r.spec;
-  EXPECT_EQ(SessionTokens(s.get()), SessionTokens(plain.get()));
+  EXPECT_EQ(SessionTokens(r.spec.get()), SessionTokens(r.plain.get()));
 
   const auto tail = tm.RandomTokens(5, 99);
   const size_t V = static_cast<size_t>(tc.vocab);
   std::vector<float> a(V * tail.size()), b(V * tail.size());
-  ASSERT_MCPM_OK(mcpm_session_prefill(plain.get(), tail.data(), 5, MCPM_LOGITS_ALL, a.data(), a.size()));
-  ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), tail.data(), 5, MCPM_LOGITS_ALL, b.data(), b.size()));
+  ASSERT_MCPM_OK(mcpm_session_prefill(r.plain.get(), tail.data(), 5, MCPM_LOGITS_ALL, a.data(), a.size()));
+  ASSERT_MCPM_OK(mcpm_session_prefill(r.spec.get(), tail.data(), 5, MCPM_LOGITS_ALL, b.data(), b.size()));
   EXPECT_LT(MaxAbsDiff(a.data(), b.data(), a.size()), 1e-4 * std::max(1.0, MaxAbs(a.data(), a.size())));
 }
 
@@ -364,12 +362,6 @@ TEST(Speculative, SamplingWithTheSameSeedGivesPlainDecodingsTokens) {
   }
 }
 
-double ChiSquareCritical999(int k) {
-  const double z = 3.090232306167813;
-  const double a = 2.0 / (9.0 * k);
-  const double c = 1.0 - a + z * std::sqrt(a);
-  return k * c * c * c;
-}
 
 // §3.7 invariant 6: on a toy vocabulary, tokens sampled speculatively (T = 1, a draft restricted to
 // half the vocabulary) follow the target's exact distribution. The tokens x2, x3 are the first

@@ -371,6 +371,13 @@ double MaxAbs(const double* a, size_t n) {
   return m;
 }
 
+double ChiSquareCritical999(int k) {
+  const double z = 3.090232306167813;  // standard normal 0.999 quantile
+  const double a = 2.0 / (9.0 * k);
+  const double c = 1.0 - a + z * std::sqrt(a);
+  return k * c * c * c;
+}
+
 int32_t ArgMax(const float* v, size_t n) {
   size_t best = 0;
   for (size_t i = 1; i < n; ++i) {

@@ -145,6 +145,10 @@ double MaxAbs(const double* a, size_t n);
 // Index of the largest value, lowest index on ties.
 int32_t ArgMax(const float* v, size_t n);
 
+// Upper 0.999 quantile of chi-square with k degrees of freedom (Wilson-Hilferty approximation,
+// accurate to ~1% for k >= 3).
+double ChiSquareCritical999(int k);
+
 // Session helpers (return empty / -1 and record a failure on error).
 int32_t SessionLength(const mcpm_session* s);
 std::vector<int32_t> SessionTokens(const mcpm_session* s);

@@ -36,4 +36,9 @@ class Error : public std::runtime_error {
 void set_last_error(const std::string& message);
 const char* last_error();
 
+// Throws INVALID_ARGUMENT "invalid <what>: <field> <why>" unless ok (config validation).
+inline void require_field(bool ok, const char* what, const char* field, const std::string& why) {
+  if (!ok) invalid_argument(std::string("invalid ") + what + ": " + field + " " + why);
+}
+
 }  // namespace mcpm

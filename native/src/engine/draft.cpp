@@ -10,9 +10,7 @@ namespace mcpm {
 
 namespace {
 
-void require(bool ok, const char* field, const std::string& why) {
-  if (!ok) invalid_argument(std::string("invalid draft config: ") + field + " " + why);
-}
+void require(bool ok, const char* field, const std::string& why) { require_field(ok, "draft config", field, why); }
 
 }  // namespace
 

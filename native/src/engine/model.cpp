@@ -14,9 +14,7 @@ namespace mcpm {
 
 namespace {
 
-void require(bool ok, const char* field, const std::string& why) {
-  if (!ok) invalid_argument(std::string("invalid model config: ") + field + " " + why);
-}
+void require(bool ok, const char* field, const std::string& why) { require_field(ok, "model config", field, why); }
 
 }  // namespace
 

@@ -34,8 +34,7 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
   model_->backend().upload(ws_.inv_freq.data, rope.inv_freq.data(), rope.inv_freq.size() * sizeof(float));
   ws_.attn_factor = rope.attn_factor;
   if (draft)
-    speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity,
-                                               static_cast<int32_t>(ws_.max_tokens), model_->num_threads());
+    speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity, static_cast<int32_t>(ws_.max_tokens));
   if (speculator_) {
     // Until the host sets sampling params, speculate with the default tree if the draft's
     // vocabulary allows it.

@@ -75,8 +75,7 @@ DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& cand
   return t;
 }
 
-Speculator::Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows,
-                       int32_t /*num_threads*/)
+Speculator::Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows)
     : draft_(std::move(draft)), ws_(*draft_, capacity, max_rows) {
   Backend& be = draft_->base().backend();
   const int64_t H = draft_->base().config().hidden_size;

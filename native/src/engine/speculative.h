@@ -54,7 +54,7 @@ void log_softmax(float* x, int32_t n);
 // known. rows = max rows per draft call.
 class Speculator {
  public:
-  Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows, int32_t num_threads);
+  Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows);
 
   const DraftModel& draft() const { return *draft_; }
 
