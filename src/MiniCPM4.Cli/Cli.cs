@@ -119,20 +119,21 @@ internal static class Cli
     }
 
     /// <summary>--model, else $MINICPM4_MODEL, else the bundled demo model.</summary>
-    public static string ModelDirectory(ParseResult parse)
+    public static string ModelDirectory(ParseResult parse) => ResolveModel(parse).Directory;
+
+    private static (string Directory, bool IsDemo) ResolveModel(ParseResult parse)
     {
-        if (parse.GetValue(Model) is { Length: > 0 } given) return given;
-        if (Environment.GetEnvironmentVariable("MINICPM4_MODEL") is { Length: > 0 } env) return env;
-        return DemoModelDirectory() ?? throw new UsageException(
+        if (parse.GetValue(Model) is { Length: > 0 } given) return (given, false);
+        if (Environment.GetEnvironmentVariable("MINICPM4_MODEL") is { Length: > 0 } env) return (env, false);
+        return (DemoModelDirectory() ?? throw new UsageException(
             "no model: pass --model DIR (a Hugging Face MiniCPM4 checkpoint) or set MINICPM4_MODEL; the demo model " +
-            "(models/demo in the repository) was not found next to the CLI or above the current directory");
+            "(models/demo in the repository) was not found next to the CLI or above the current directory"), true);
     }
 
     /// <summary>Loads the model named by --model with a progress bar on an interactive stderr.</summary>
     public static async Task<MiniCpmModel> LoadModelAsync(ParseResult parse, CancellationToken ct)
     {
-        bool explicitModel = parse.GetValue(Model) is { Length: > 0 } || Environment.GetEnvironmentVariable("MINICPM4_MODEL") is { Length: > 0 };
-        var directory = ModelDirectory(parse);
+        var (directory, isDemo) = ResolveModel(parse);
         var (device, index) = ParseDevice(parse.GetValue(Device) ?? "auto");
         bool verbose = parse.GetValue(Verbose);
         var options = new MiniCpmLoadOptions
@@ -149,7 +150,7 @@ internal static class Cli
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
         // The demo model comes with its EAGLE draft and FR-Spec list: use them unless told otherwise.
         string demoDraft = Path.Combine(directory, "draft");
-        if (!explicitModel && options.DraftDirectory is null && !parse.GetValue(NoSpec) && Directory.Exists(demoDraft))
+        if (isDemo && options.DraftDirectory is null && !parse.GetValue(NoSpec) && Directory.Exists(demoDraft))
         {
             options = options with
             {

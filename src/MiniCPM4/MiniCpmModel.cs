@@ -196,10 +196,9 @@ public sealed class MiniCpmModel : IDisposable
         IReadOnlyList<int>? vocabulary = null;
         if (options.FrSpecPath is { } fr)
             vocabulary = Speculative.FrSpecVocabulary.Load(fr, Config.VocabSize, StopTokenIds, options.FrSpecSize).TokenIds;
-        _draft = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options.Log, ct);
+        (_draft, var draftConfig) = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options.Log, ct);
         ulong draftBytes;
         NativeStatus.Check(NativeMethods.mcpm_draft_weight_bytes(_draft, &draftBytes));
-        var draftConfig = Speculative.EagleDraftConfig.Load(Path.Combine(draftDir, "config.json"), Config);
         Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count ?? Config.VocabSize,
             options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes);
     }

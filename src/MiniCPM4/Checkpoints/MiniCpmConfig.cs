@@ -93,11 +93,7 @@ public sealed record MiniCpmConfig
         int kvHeads = f.Int("num_key_value_heads", 1) ?? heads;
         if (heads % kvHeads != 0)
             throw f.Error($"num_attention_heads ({heads}) is not divisible by num_key_value_heads ({kvHeads})");
-        int headDim;
-        if (f.Int("head_dim", 1) is int hd) headDim = hd;
-        else if (hidden % heads != 0)
-            throw f.Error($"head_dim is absent and hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})");
-        else headDim = hidden / heads;
+        int headDim = HeadDimOf(f, hidden, heads);
         if (headDim % 2 != 0) throw f.Error($"head_dim ({headDim}) must be even (rotary embeddings rotate pairs)");
 
         RopeScalingConfig? rope = null;
@@ -160,6 +156,15 @@ public sealed record MiniCpmConfig
             ModelType = modelType,
             Sparse = sparse,
         };
+    }
+
+    /// <summary>config.json's head_dim, or hidden_size / num_attention_heads when it is absent.</summary>
+    internal static int HeadDimOf(JsonFields f, int hidden, int heads)
+    {
+        if (f.Int("head_dim", 1) is int hd) return hd;
+        if (hidden % heads != 0)
+            throw f.Error($"head_dim is absent and hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})");
+        return hidden / heads;
     }
 
     /// <summary>Writes this config as a Hugging Face config.json (indented UTF-8).</summary>

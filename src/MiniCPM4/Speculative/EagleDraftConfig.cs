@@ -35,8 +35,7 @@ public sealed record EagleDraftConfig
         int hidden = f.RequiredInt("hidden_size");
         int heads = f.RequiredInt("num_attention_heads");
         int kv = f.Int("num_key_value_heads", 1) ?? heads;
-        int headDim = f.Int("head_dim", 1) ?? (hidden % heads == 0 ? hidden / heads : throw f.Error(
-            $"head_dim is absent and hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})"));
+        int headDim = MiniCpmConfig.HeadDimOf(f, hidden, heads);
         var c = new EagleDraftConfig
         {
             HiddenSize = hidden,

@@ -9,8 +9,8 @@ internal static class EagleDraftLoader
     // Tensors some draft exports carry although the draft reuses the target's.
     private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal) { "embed_tokens.weight", "lm_head.weight" };
 
-    public static unsafe DraftHandle Load(ModelHandle target, MiniCpmConfig targetConfig, string directory,
-        IReadOnlyList<int>? vocabulary, Action<string>? log, CancellationToken ct)
+    public static unsafe (DraftHandle Handle, EagleDraftConfig Config) Load(ModelHandle target, MiniCpmConfig targetConfig,
+        string directory, IReadOnlyList<int>? vocabulary, Action<string>? log, CancellationToken ct)
     {
         string dir = Path.GetFullPath(directory);
         if (!Directory.Exists(dir))
@@ -62,7 +62,7 @@ internal static class EagleDraftLoader
                     fixed (int* p = ids) NativeStatus.Check(NativeMethods.mcpm_draft_set_vocabulary(handle, p, ids.Length));
                 }
                 NativeStatus.Check(NativeMethods.mcpm_draft_finalize(handle));
-                return handle;
+                return (handle, config);
             }
             catch
             {

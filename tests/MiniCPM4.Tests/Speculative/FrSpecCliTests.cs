@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using MiniCPM4.Speculative;
 using NUnit.Framework;
@@ -26,23 +25,7 @@ public class FrSpecCliTests
     [OneTimeTearDown]
     public void Cleanup() => Directory.Delete(_temp, recursive: true);
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var cli = Path.Combine(TestContext.CurrentContext.TestDirectory, "minicpm4.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add("exec");
-        psi.ArgumentList.Add(cli);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
-        {
-            p.Kill(entireProcessTree: true);
-            Assert.Fail($"minicpm4 {string.Join(' ', args)} timed out");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Cli.CliTests.Run(args);
 
     private string WriteCorpus()
     {
