@@ -41,6 +41,9 @@ internal static class NativeConstants
     public const int MCPM_DTYPE_F16 = 1;
     public const int MCPM_DTYPE_BF16 = 2;
 
+    /// <summary>int32: packed int4 weights (qweight), AutoGPTQ qzeros and g_idx</summary>
+    public const int MCPM_DTYPE_I32 = 3;
+
     /// <summary>the fastest compiled-in backend with a usable device, else CPU</summary>
     public const int MCPM_BACKEND_AUTO = 0;
     public const int MCPM_BACKEND_CPU = 1;
@@ -72,6 +75,12 @@ internal static class NativeConstants
 
     /// <summary>the KV cache is full; rewind or reset to continue</summary>
     public const int MCPM_FINISH_CONTEXT_FULL = 3;
+
+    /// <summary>qweight int32 [K/16, 2N] (Marlin tiles), scales fp16 [K/128, N] permuted</summary>
+    public const int MCPM_INT4_LAYOUT_MARLIN = 0;
+
+    /// <summary>AutoGPTQ: qweight int32 [K/8, N] (nibble j of row i is k = 8i + j), scales fp16 [K/128, N]</summary>
+    public const int MCPM_INT4_LAYOUT_GPTQ = 1;
 
     /// <summary>
     /// One decoding step for streaming: like mcpm_session_generate, but returns after one token without
@@ -146,6 +155,12 @@ internal static class NativeLayout
     internal const int mcpm_draft_config_residual_scale_Offset = 28;
     internal const int mcpm_draft_config_use_input_norm_Offset = 32;
     internal const int mcpm_draft_config_use_attn_norm_Offset = 36;
+
+    internal const int mcpm_int4_quantize_params_Size = 16;
+    internal const int mcpm_int4_quantize_params_struct_size_Offset = 0;
+    internal const int mcpm_int4_quantize_params_layout_Offset = 4;
+    internal const int mcpm_int4_quantize_params_clip_search_Offset = 8;
+    internal const int mcpm_int4_quantize_params_num_threads_Offset = 12;
 
     internal const int mcpm_session_params_Size = 24;
     internal const int mcpm_session_params_struct_size_Offset = 0;
@@ -304,6 +319,22 @@ internal unsafe struct mcpm_draft_config
 }
 
 [StructLayout(LayoutKind.Sequential)]
+internal unsafe struct mcpm_int4_quantize_params
+{
+    /// <summary>in: sizeof(mcpm_int4_quantize_params)</summary>
+    public uint struct_size;
+    /// <summary>default MCPM_INT4_LAYOUT_MARLIN</summary>
+    public int layout;
+    /// <summary>
+    /// nonzero: per group, also try clipping ranges p*absmax (p = 1, 0.99, ..., 0.21) and keep the one with the least squared error; 0: plain
+    /// round-to-nearest with the absmax scale (default)
+    /// </summary>
+    public int clip_search;
+    /// <summary>worker threads; 0 = one per available core (default)</summary>
+    public int num_threads;
+}
+
+[StructLayout(LayoutKind.Sequential)]
 internal unsafe struct mcpm_session_params
 {
     /// <summary>in: sizeof(mcpm_session_params)</summary>
@@ -451,9 +482,18 @@ internal static unsafe partial class NativeMethods
     /// outermost first, exactly as in the checkpoint; `data_size` is the byte size of `data`, which must
     /// equal the element count times the dtype size. Setting a tensor twice replaces it.
     /// Not thread-safe with other calls on the same model. Fails after mcpm_model_finalize().
+    ///
+    /// W4A16 int4 linear layers (the seven projections of every layer; the embedding, norms and LM head
+    /// stay dense): instead of "&lt;linear&gt;.weight" [N, K] a layer may be given as "&lt;linear&gt;.qweight"
+    /// (MCPM_DTYPE_I32 [K/16, 2N], Marlin layout) plus "&lt;linear&gt;.scales" (MCPM_DTYPE_F16 [K/128, N],
+    /// Marlin-permuted, finite), i.e. symmetric 4-bit with group size 128 and zero point 8:
+    /// w[n][k] = (q - 8) * scale (mcpm_int4_quantize writes this format; mcpm_int4_repack_gptq converts
+    /// AutoGPTQ tensors to it). It needs K % 128 == 0 and N % 64 == 0. CPM.cu's fused names
+    /// "self_attn.qkv_proj.{qweight,scales}" (columns q | k | v) and "mlp.gate_up_proj.{qweight,scales}"
+    /// (gate | up) are accepted and split. Setting one form of a layer drops the other form.
     /// Errors: INVALID_ARGUMENT (unknown name, shape that disagrees with the config, unknown dtype,
-    /// data_size mismatch, model already finalized; the message names the tensor and both shapes),
-    /// OUT_OF_MEMORY.
+    /// data_size mismatch, model already finalized, an int4 layer whose shape the layout does not
+    /// support, non-finite scales; the message names the tensor and both shapes), OUT_OF_MEMORY.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_model_set_tensor(ModelHandle model, string name, int dtype, long* shape, int ndim, void* data, nuint data_size);
@@ -461,8 +501,8 @@ internal static unsafe partial class NativeMethods
     /// <summary>
     /// Checks that every tensor the architecture needs is present and makes the model ready for
     /// sessions. After success the model is immutable. Calling it twice is an error.
-    /// Errors: INVALID_ARGUMENT naming the first missing tensor (and how many are missing), or if
-    /// already finalized.
+    /// Errors: INVALID_ARGUMENT naming the first missing tensor (and how many are missing; an int4 layer
+    /// with qweight but no scales, or the reverse, names the missing half), or if already finalized.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_model_finalize(ModelHandle model);
@@ -470,6 +510,10 @@ internal static unsafe partial class NativeMethods
     /// <summary>Number of weight bytes held by the model (all tensors, in their stored dtypes).</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_model_weight_bytes(ModelHandle model, ulong* out_bytes);
+
+    /// <summary>Number of linear layers held as int4 (0 for a dense model; 7 per layer when fully quantized).</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_model_int4_linear_count(ModelHandle model, int* out_count);
 
     /// <summary>
     /// Releases the caller's reference to the model. Sessions hold their own reference, so a model freed
@@ -501,6 +545,8 @@ internal static unsafe partial class NativeMethods
     /// "fc.weight" [H, 2H], "fc.bias" [H] (optional), "input_norm1.weight", "input_norm2.weight" [H],
     /// "layers.{i}.input_layernorm.weight", "layers.{i}.self_attn.{q,k,v,o}_proj.weight",
     /// "layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp.{gate,up,down}_proj.weight".
+    /// Int4 layers as for the model; CPM.cu's quantized fc is "fc.qweight" [H/16, 4H] / "fc.scales"
+    /// [H/128, 2H], the N-concatenation of the embedding half's and the feature half's Marlin tensors.
     /// Errors: INVALID_ARGUMENT (unknown name, shape, dtype, size, already finalized), OUT_OF_MEMORY.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
@@ -529,6 +575,32 @@ internal static unsafe partial class NativeMethods
     /// <summary>Releases the caller's reference; sessions using the draft keep theirs. NULL is a no-op.</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial void mcpm_draft_free(nint draft);
+
+    /// <summary>Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size.</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_int4_quantize_params_default(mcpm_int4_quantize_params* @params);
+
+    /// <summary>
+    /// Quantizes w ([N, K] row-major, dtype F32/F16/BF16, w_size bytes): per output feature n and group
+    /// g of 128 inputs, scale = fp16(2 * absmax / 15) (absmax 0 -&gt; 1), q = clamp(round_half_even(w / scale)
+    /// + 8, 0, 15). Writes qweight (qweight_size bytes: 4 * K/16 * 2N for Marlin, 4 * K/8 * N for GPTQ) and
+    /// scales (scales_size bytes: 2 * K/128 * N, fp16 bits) in params-&gt;layout. params may be NULL.
+    /// Errors: INVALID_ARGUMENT (shape, dtype, a size that does not match, NULL pointers, non-finite
+    /// weights, a scale that overflows fp16).
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_int4_quantize(int dtype, void* w, nuint w_size, long n_out, long k_in, mcpm_int4_quantize_params* @params, int* qweight, nuint qweight_size, ushort* scales, nuint scales_size);
+
+    /// <summary>
+    /// Repacks one AutoGPTQ linear (checkpoint_format "gptq", sym, desc_act false, group 128) into the
+    /// Marlin layout that mcpm_model_set_tensor takes: gptq_qweight int32 [K/8, N], gptq_scales fp16 [K/128, N];
+    /// qzeros int32 [K/128, N/8] and g_idx int32 [K] may be NULL, and when given are checked to be the
+    /// symmetric zero point (every nibble 7) and g_idx[k] == k / 128 (anything else is act-order or an
+    /// asymmetric quantization: INVALID_ARGUMENT). Each size is in bytes. Output sizes as for
+    /// mcpm_int4_quantize with the Marlin layout.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_int4_repack_gptq(long n_out, long k_in, int* gptq_qweight, nuint gptq_qweight_size, ushort* gptq_scales, nuint gptq_scales_size, int* qzeros, nuint qzeros_size, int* g_idx, nuint g_idx_size, int* qweight, nuint qweight_size, ushort* scales, nuint scales_size);
 
     /// <summary>Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size.</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

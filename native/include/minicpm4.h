@@ -61,6 +61,7 @@ typedef int32_t mcpm_dtype;
 #define MCPM_DTYPE_F32 0
 #define MCPM_DTYPE_F16 1
 #define MCPM_DTYPE_BF16 2
+#define MCPM_DTYPE_I32 3  /* int32: packed int4 weights (qweight), AutoGPTQ qzeros and g_idx */
 
 /* Backends. */
 typedef int32_t mcpm_backend;
@@ -193,21 +194,33 @@ MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mc
  * outermost first, exactly as in the checkpoint; `data_size` is the byte size of `data`, which must
  * equal the element count times the dtype size. Setting a tensor twice replaces it.
  * Not thread-safe with other calls on the same model. Fails after mcpm_model_finalize().
+ *
+ * W4A16 int4 linear layers (the seven projections of every layer; the embedding, norms and LM head
+ * stay dense): instead of "<linear>.weight" [N, K] a layer may be given as "<linear>.qweight"
+ * (MCPM_DTYPE_I32 [K/16, 2N], Marlin layout) plus "<linear>.scales" (MCPM_DTYPE_F16 [K/128, N],
+ * Marlin-permuted, finite), i.e. symmetric 4-bit with group size 128 and zero point 8:
+ * w[n][k] = (q - 8) * scale (mcpm_int4_quantize writes this format; mcpm_int4_repack_gptq converts
+ * AutoGPTQ tensors to it). It needs K % 128 == 0 and N % 64 == 0. CPM.cu's fused names
+ * "self_attn.qkv_proj.{qweight,scales}" (columns q | k | v) and "mlp.gate_up_proj.{qweight,scales}"
+ * (gate | up) are accepted and split. Setting one form of a layer drops the other form.
  * Errors: INVALID_ARGUMENT (unknown name, shape that disagrees with the config, unknown dtype,
- * data_size mismatch, model already finalized; the message names the tensor and both shapes),
- * OUT_OF_MEMORY. */
+ * data_size mismatch, model already finalized, an int4 layer whose shape the layout does not
+ * support, non-finite scales; the message names the tensor and both shapes), OUT_OF_MEMORY. */
 MCPM_API mcpm_status mcpm_model_set_tensor(mcpm_model* model, const char* name, mcpm_dtype dtype,
                                            const int64_t* shape, int32_t ndim, const void* data,
                                            size_t data_size);
 
 /* Checks that every tensor the architecture needs is present and makes the model ready for
  * sessions. After success the model is immutable. Calling it twice is an error.
- * Errors: INVALID_ARGUMENT naming the first missing tensor (and how many are missing), or if
- * already finalized. */
+ * Errors: INVALID_ARGUMENT naming the first missing tensor (and how many are missing; an int4 layer
+ * with qweight but no scales, or the reverse, names the missing half), or if already finalized. */
 MCPM_API mcpm_status mcpm_model_finalize(mcpm_model* model);
 
 /* Number of weight bytes held by the model (all tensors, in their stored dtypes). */
 MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* out_bytes);
+
+/* Number of linear layers held as int4 (0 for a dense model; 7 per layer when fully quantized). */
+MCPM_API mcpm_status mcpm_model_int4_linear_count(const mcpm_model* model, int32_t* out_count);
 
 /* Releases the caller's reference to the model. Sessions hold their own reference, so a model freed
  * before its sessions stays alive until the last session is freed. NULL is a no-op. Must not race
@@ -251,6 +264,8 @@ MCPM_API mcpm_status mcpm_draft_create(mcpm_model* target, const mcpm_draft_conf
  * "fc.weight" [H, 2H], "fc.bias" [H] (optional), "input_norm1.weight", "input_norm2.weight" [H],
  * "layers.{i}.input_layernorm.weight", "layers.{i}.self_attn.{q,k,v,o}_proj.weight",
  * "layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp.{gate,up,down}_proj.weight".
+ * Int4 layers as for the model; CPM.cu's quantized fc is "fc.qweight" [H/16, 4H] / "fc.scales"
+ * [H/128, 2H], the N-concatenation of the embedding half's and the feature half's Marlin tensors.
  * Errors: INVALID_ARGUMENT (unknown name, shape, dtype, size, already finalized), OUT_OF_MEMORY. */
 MCPM_API mcpm_status mcpm_draft_set_tensor(mcpm_draft* draft, const char* name, mcpm_dtype dtype, const int64_t* shape,
                                            int32_t ndim, const void* data, size_t data_size);
@@ -270,6 +285,50 @@ MCPM_API mcpm_status mcpm_draft_weight_bytes(const mcpm_draft* draft, uint64_t* 
 
 /* Releases the caller's reference; sessions using the draft keep theirs. NULL is a no-op. */
 MCPM_API void mcpm_draft_free(mcpm_draft* draft);
+
+/* ------------------------------------------------------------------------------------------------
+ * W4A16 int4 weights (GPTQ symmetric 4-bit, group size 128 along K, zero point 8, fp16 scales)
+ *
+ * Stateless helpers for hosts that load or write quantized checkpoints. Shapes: a linear layer has
+ * K input and N output features (nn.Linear.weight is [N, K]); K % 128 == 0 and N % 64 == 0.
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef int32_t mcpm_int4_layout;
+#define MCPM_INT4_LAYOUT_MARLIN 0  /* qweight int32 [K/16, 2N] (Marlin tiles), scales fp16 [K/128, N] permuted */
+#define MCPM_INT4_LAYOUT_GPTQ 1    /* AutoGPTQ: qweight int32 [K/8, N] (nibble j of row i is k = 8i + j), scales fp16 [K/128, N] */
+
+typedef struct mcpm_int4_quantize_params {
+  uint32_t struct_size;     /* in: sizeof(mcpm_int4_quantize_params) */
+  mcpm_int4_layout layout;  /* default MCPM_INT4_LAYOUT_MARLIN */
+  int32_t clip_search;      /* nonzero: per group, also try clipping ranges p*absmax (p = 1, 0.99, ..., 0.21) and keep the one with the least squared error; 0: plain
+                               round-to-nearest with the absmax scale (default) */
+  int32_t num_threads;      /* worker threads; 0 = one per available core (default) */
+} mcpm_int4_quantize_params;
+
+/* Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_int4_quantize_params_default(mcpm_int4_quantize_params* params);
+
+/* Quantizes w ([N, K] row-major, dtype F32/F16/BF16, w_size bytes): per output feature n and group
+ * g of 128 inputs, scale = fp16(2 * absmax / 15) (absmax 0 -> 1), q = clamp(round_half_even(w / scale)
+ * + 8, 0, 15). Writes qweight (qweight_size bytes: 4 * K/16 * 2N for Marlin, 4 * K/8 * N for GPTQ) and
+ * scales (scales_size bytes: 2 * K/128 * N, fp16 bits) in params->layout. params may be NULL.
+ * Errors: INVALID_ARGUMENT (shape, dtype, a size that does not match, NULL pointers, non-finite
+ * weights, a scale that overflows fp16). */
+MCPM_API mcpm_status mcpm_int4_quantize(mcpm_dtype dtype, const void* w, size_t w_size, int64_t n_out, int64_t k_in,
+                                        const mcpm_int4_quantize_params* params, int32_t* qweight,
+                                        size_t qweight_size, uint16_t* scales, size_t scales_size);
+
+/* Repacks one AutoGPTQ linear (checkpoint_format "gptq", sym, desc_act false, group 128) into the
+ * Marlin layout that mcpm_model_set_tensor takes: gptq_qweight int32 [K/8, N], gptq_scales fp16 [K/128, N];
+ * qzeros int32 [K/128, N/8] and g_idx int32 [K] may be NULL, and when given are checked to be the
+ * symmetric zero point (every nibble 7) and g_idx[k] == k / 128 (anything else is act-order or an
+ * asymmetric quantization: INVALID_ARGUMENT). Each size is in bytes. Output sizes as for
+ * mcpm_int4_quantize with the Marlin layout. */
+MCPM_API mcpm_status mcpm_int4_repack_gptq(int64_t n_out, int64_t k_in, const int32_t* gptq_qweight, size_t gptq_qweight_size,
+                                           const uint16_t* gptq_scales, size_t gptq_scales_size, const int32_t* qzeros,
+                                           size_t qzeros_size, const int32_t* g_idx, size_t g_idx_size,
+                                           int32_t* qweight, size_t qweight_size, uint16_t* scales,
+                                           size_t scales_size);
 
 /* ------------------------------------------------------------------------------------------------
  * Session: a KV cache and the generation state of one conversation
