@@ -4,9 +4,10 @@ using MiniCPM4.Checkpoints;
 using MiniCPM4.Server;
 
 // dotnet run --project samples/MiniCPM4.Server -- --model DIR [--urls http://127.0.0.1:8080] [--context N]
-//     [--max-concurrent N] [--max-queue N] [--max-request-bytes N] [--model-id ID] [--threads N]
+//     [--max-concurrent N] [--max-queue N] [--max-request-bytes N] [--model-id ID] [--threads N] [--quantize int4]
 var options = new ServerOptions();
 int threads = 0;
+var quantization = WeightQuantization.None;
 for (int i = 0; i < args.Length; i++)
 {
     string Value() => i + 1 < args.Length ? args[++i] : throw Usage($"{args[i]} needs a value");
@@ -23,9 +24,17 @@ for (int i = 0; i < args.Length; i++)
         case "--max-tokens": options.DefaultMaxTokens = Math.Max(1, Int()); break;
         case "--model-id": options.ModelId = Value(); break;
         case "--threads": threads = Int(); break;
+        case "--quantize":
+            quantization = Value() switch
+            {
+                "int4" => WeightQuantization.Int4,
+                "none" => WeightQuantization.None,
+                var other => throw Usage($"--quantize {other}: expected int4 or none"),
+            };
+            break;
         case "--help" or "-h":
             Console.WriteLine("usage: MiniCPM4.Server --model DIR [--urls URLS] [--context N] [--max-concurrent N] " +
-                              "[--max-queue N] [--max-request-bytes N] [--max-tokens N] [--model-id ID] [--threads N]");
+                              "[--max-queue N] [--max-request-bytes N] [--max-tokens N] [--model-id ID] [--threads N] [--quantize int4]");
             return 0;
         default:
             Console.Error.WriteLine($"error: unknown argument '{args[i]}' (see --help)");
@@ -42,7 +51,7 @@ if (options.ModelDirectory is null)
     options.ModelDirectory = dir;
     options.ModelId ??= "minicpm4-tiny-random";
 }
-options.LoadOptions = new MiniCpmLoadOptions { Threads = threads };
+options.LoadOptions = new MiniCpmLoadOptions { Threads = threads, Quantization = quantization };
 
 try
 {

@@ -24,6 +24,8 @@ internal static class BenchCommand
         command.Options.Add(Cli.Device);
         command.Options.Add(Cli.Threads);
         command.Options.Add(Cli.Dense);
+        command.Options.Add(Cli.Quantize);
+        command.Options.Add(Cli.ClipSearch);
         command.Options.Add(Cli.Json);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
         return command;
@@ -36,6 +38,7 @@ internal static class BenchCommand
         if ((dir is null) == (preset is null)) throw new UsageException("give exactly one of --model or --preset");
         int promptTokens = parse.GetValue(PromptTokens), genTokens = parse.GetValue(GenTokens);
         if (promptTokens < 1 || genTokens < 1) throw new UsageException("--prompt-tokens and --gen-tokens must be >= 1");
+        var quantization = Cli.QuantizationFrom(parse);
         string? temp = null;
         try
         {
@@ -47,7 +50,11 @@ internal static class BenchCommand
                 dir = temp;
             }
             var (device, index) = Cli.ParseDevice(parse.GetValue(Cli.Device) ?? "auto");
-            using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions { Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null }, null, ct);
+            using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions
+            {
+                Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null,
+                Quantization = quantization, QuantizationClipSearch = parse.GetValue(Cli.ClipSearch),
+            }, null, ct);
             using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });
             var rng = new Random(1234);
             var prompt = new int[promptTokens];
@@ -66,6 +73,7 @@ internal static class BenchCommand
                     w.WriteString("model", Path.GetFileName(Path.TrimEndingDirectorySeparator(dir!)));
                     w.WriteNumber("parameters", model.ParameterCount);
                     w.WriteNumber("weight_bytes", model.WeightBytes);
+                    w.WriteString("quantization", model.Quantization == WeightQuantization.Int4 ? "int4" : "none");
                     w.WriteNumber("prompt_tokens", s.PrefillTokens);
                     w.WriteNumber("generated_tokens", generated);
                     w.WriteNumber("prefill_tokens_per_s", Math.Round(s.PrefillTokensPerSecond, 3));
@@ -77,7 +85,8 @@ internal static class BenchCommand
             }
             else
             {
-                Console.Out.WriteLine($"model    {model.ParameterCount / 1e6:F1} M parameters, {InfoCommand.Bytes(model.WeightBytes)} of weights");
+                Console.Out.WriteLine($"model    {model.ParameterCount / 1e6:F1} M parameters, {InfoCommand.Bytes(model.WeightBytes)} of weights" +
+                                      (model.Int4LinearCount > 0 ? $" ({model.Int4LinearCount} int4 linear layers)" : ""));
                 Console.Out.WriteLine($"prefill  {s.PrefillTokens} tokens at {s.PrefillTokensPerSecond:F2} tokens/s");
                 Console.Out.WriteLine($"decode   {generated} tokens at {s.DecodeTokensPerSecond:F2} tokens/s ({s.DecodeTokensPerSecond * model.WeightBytes / 1e9:F2} GB/s of weights)");
             }

@@ -31,6 +31,8 @@ internal static class Cli
     internal static readonly Option<int?> SpecTopK = new("--spec-topk") { Description = "Children per expanded draft node (default 10)" };
     internal static readonly Option<int?> SpecTree = new("--spec-tree") { Description = "Tree nodes verified per round, root included, <= 64 (default 12)" };
     internal static readonly Option<bool> NoSpec = new("--no-speculative") { Description = "Plain decoding even with --draft" };
+    internal static readonly Option<string?> Quantize = new("--quantize") { Description = "Quantize while loading: int4 (W4A16, group 128, Marlin layout; embedding, norms and LM head stay dense) or none. A quantized checkpoint is int4 without it" };
+    internal static readonly Option<bool> ClipSearch = new("--clip-search") { Description = "With --quantize int4: per group, search the clipping range with the least error (slower load)" };
     internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
 
     public static async Task<int> RunAsync(string[] args)
@@ -45,6 +47,7 @@ internal static class Cli
         root.Subcommands.Add(CreateModelCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(FrSpecCommand.Create());
+        root.Subcommands.Add(QuantizeCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -145,6 +148,8 @@ internal static class Cli
             DraftDirectory = parse.GetValue(Draft),
             FrSpecPath = parse.GetValue(FrSpec),
             FrSpecSize = parse.GetValue(FrSpecSize),
+            Quantization = QuantizationFrom(parse),
+            QuantizationClipSearch = parse.GetValue(ClipSearch),
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
@@ -163,6 +168,20 @@ internal static class Cli
             throw new UsageException("--frspec needs --draft (an FR-Spec list restricts the draft's vocabulary)");
         return await Progress.RunAsync("Loading " + Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)),
             progress => MiniCpmModel.LoadAsync(directory, options, progress, ct));
+    }
+
+    /// <summary>--quantize (and the --clip-search that goes with it).</summary>
+    public static WeightQuantization QuantizationFrom(ParseResult parse)
+    {
+        var q = (parse.GetValue(Quantize) ?? "none").Trim().ToLowerInvariant() switch
+        {
+            "none" => WeightQuantization.None,
+            "int4" or "w4a16" => WeightQuantization.Int4,
+            var other => throw new UsageException($"unknown --quantize '{other}' (expected int4 or none)"),
+        };
+        if (parse.GetValue(ClipSearch) && q != WeightQuantization.Int4)
+            throw new UsageException("--clip-search needs --quantize int4");
+        return q;
     }
 
     public static SessionOptions SessionOptionsFrom(ParseResult parse)
@@ -231,6 +250,7 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize }) command.Options.Add(option);
+        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch })
+            command.Options.Add(option);
     }
 }

@@ -73,6 +73,8 @@ internal static class GenerateCommand
                 w.WriteBoolean("speculative", model.Draft is not null && options.Speculative?.Enabled != false);
                 w.WriteNumber("speculative_steps", stats.SpeculativeSteps);
                 w.WriteNumber("mean_accepted_tokens", Math.Round(stats.MeanAcceptedTokens, 4));
+                w.WriteString("quantization", model.Quantization == WeightQuantization.Int4 ? "int4" : "none");
+                w.WriteNumber("int4_linears", model.Int4LinearCount);
                 w.WriteEndObject();
             }
             stdout.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));

@@ -31,9 +31,11 @@ internal static class InfoCommand
             o.WriteLine($"sparse        InfLLM v2 from {(sp.DenseLen < 0 ? "the first token" : $"{sp.DenseLen} tokens")}: kernel {sp.KernelSize}/{sp.KernelStride}, block {sp.BlockSize}, " +
                         $"init {sp.InitBlocks}, window {sp.WindowSize}, top-k {sp.TopK}" +
                         (sp.UseNope ? " (use_nope is not supported: attention runs dense)" : " (CPU backend; --dense turns it off)"));
-        long parameters = checkpoint.Tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+        // Counted from the config: an int4 checkpoint's packed tensors do not have one element per parameter.
+        long parameters = Checkpoint.RequiredTensors(c).Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
         o.WriteLine($"parameters    {parameters:N0} ({parameters / 1e9:F2} B)");
         o.WriteLine($"weights       {Bytes(checkpoint.TotalBytes)} ({string.Join(", ", checkpoint.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"))})");
+        o.WriteLine($"quantization  {Quantization(checkpoint)}");
         long kvPerToken = 2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float);
         o.WriteLine($"KV cache      {Bytes(kvPerToken)} per token on the CPU backend (fp32): 4k context {Bytes(kvPerToken * 4096)}, full {c.MaxPositionEmbeddings} {Bytes(kvPerToken * c.MaxPositionEmbeddings)}");
         try
@@ -48,6 +50,27 @@ internal static class InfoCommand
             o.WriteLine($"engine        not loadable: {e.Message.ReplaceLineEndings(" ")}");
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>The checkpoint's int4 layers, or what --quantize int4 would make of a dense one.</summary>
+    private static string Quantization(Checkpoint checkpoint)
+    {
+        int projections = 7 * checkpoint.Config.NumHiddenLayers;
+        if (checkpoint.Quantization is { } q)
+        {
+            bool fused = checkpoint.Linears.Any(l => l.IsInt4 && l.IsFused);
+            string layout = checkpoint.Int4Format == LinearWeightFormat.Gptq
+                ? "AutoGPTQ layout (repacked to Marlin at load)"
+                : "Marlin layout" + (fused ? " (CPM.cu, fused qkv_proj / gate_up_proj)" : "");
+            return $"{q.Describe()}: {checkpoint.Int4ProjectionCount} of {projections} linear layers, {layout}; embedding, norms and LM head " +
+                   string.Join("/", checkpoint.OtherTensors.Select(t => t.DType).Distinct());
+        }
+        var dense = checkpoint.Linears.Where(l => !l.IsInt4).ToList();
+        if (dense.Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures)).OfType<string>().FirstOrDefault() is { } problem)
+            return $"none (--quantize int4 is not possible: {problem})";
+        long int4 = dense.Sum(l => l.OutFeatures * l.InFeatures / 2 + l.OutFeatures * l.InFeatures / LinearResolver.GroupSize * 2)
+                    + checkpoint.OtherTensors.Sum(t => t.ByteLength);
+        return $"none (dense); with --quantize int4 the weights take {Bytes(int4)}";
     }
 
     internal static string Bytes(long bytes) => bytes switch

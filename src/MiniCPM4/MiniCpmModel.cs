@@ -18,9 +18,10 @@ public sealed class MiniCpmModel : IDisposable
     private DraftHandle? _draft;
 
     private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
-        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse)
+        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse, int int4Linears)
     {
         _handle = handle;
+        Int4LinearCount = int4Linears;
         SparseAttention = sparse;
         Directory = directory;
         Config = config;
@@ -50,6 +51,16 @@ public sealed class MiniCpmModel : IDisposable
     /// </summary>
     public SparseAttentionConfig? SparseAttention { get; }
 
+    /// <summary>
+    /// <see cref="WeightQuantization.Int4"/> when the engine holds linear layers as int4 (W4A16: a quantized checkpoint,
+    /// or <see cref="MiniCpmLoadOptions.Quantization"/>), else <see cref="WeightQuantization.None"/>. The embedding, norms
+    /// and LM head are always dense.
+    /// </summary>
+    public WeightQuantization Quantization => Int4LinearCount > 0 ? WeightQuantization.Int4 : WeightQuantization.None;
+
+    /// <summary>Linear layers the engine holds as int4 (7 per decoder layer when fully quantized, 0 for a dense model).</summary>
+    public int Int4LinearCount { get; }
+
     /// <summary>The EAGLE draft used for speculative decoding, or null.</summary>
     public DraftInfo? Draft { get; private set; }
 
@@ -77,6 +88,16 @@ public sealed class MiniCpmModel : IDisposable
         NativeLibraryResolver.EnsureLoaded();
 
         using var checkpoint = Checkpoint.Open(directory, options.Log);
+        bool quantize = options.Quantization switch
+        {
+            WeightQuantization.None => false,
+            WeightQuantization.Int4 => true,
+            _ => throw new ArgumentException($"unknown Quantization {options.Quantization}", nameof(options)),
+        };
+        if (quantize && LinearLoader.CheckQuantizable(checkpoint.Linears.Where(l => !l.IsInt4)
+                .Select(l => (l.Name, l.OutFeatures, l.InFeatures))) is { } unquantizable)
+            throw unquantizable;
+        var int4Settings = new Int4Settings(options.QuantizationClipSearch, options.Threads);
         var tokenizer = MiniCpmTokenizer.Load(directory);
         if (tokenizer.ChatTemplate is not null && !ChatTemplate.IsCompatible(tokenizer.ChatTemplate))
             options.Log?.Invoke("warning: the checkpoint's chat_template is not MiniCPM4's ChatML; chat uses ChatML anyway");
@@ -155,23 +176,35 @@ public sealed class MiniCpmModel : IDisposable
         {
             long loaded = 0, total = checkpoint.TotalBytes;
             progress?.Report(new LoadProgress("weights", 0, total));
-            foreach (var tensor in checkpoint.Tensors)
+            LinearLoader.SetTensor set = (name, dtype, shape, data, byteLength) =>
             {
-                ct.ThrowIfCancellationRequested();
-                long[] shape = tensor.Shape;
                 fixed (long* shapePtr = shape)
                 {
-                    NativeStatus.Check(NativeMethods.mcpm_model_set_tensor(handle, tensor.Name, ToNative(tensor.DType),
-                        shapePtr, shape.Length, tensor.Pointer, (nuint)tensor.ByteLength));
+                    NativeStatus.Check(NativeMethods.mcpm_model_set_tensor(handle, name, dtype.ToNative(name), shapePtr, shape.Length,
+                        data, (nuint)byteLength));
                 }
+            };
+            foreach (var tensor in checkpoint.OtherTensors)
+            {
+                ct.ThrowIfCancellationRequested();
+                set(tensor.Name, tensor.DType, tensor.Shape, tensor.Pointer, tensor.ByteLength);
                 loaded += tensor.ByteLength;
+                progress?.Report(new LoadProgress("weights", loaded, total));
+            }
+            foreach (var linear in checkpoint.Linears)
+            {
+                ct.ThrowIfCancellationRequested();
+                LinearLoader.Load(linear, quantize, int4Settings, set);
+                loaded += linear.ByteLength;
                 progress?.Report(new LoadProgress("weights", loaded, total));
             }
             NativeStatus.Check(NativeMethods.mcpm_model_finalize(handle));
             ulong bytes;
             NativeStatus.Check(NativeMethods.mcpm_model_weight_bytes(handle, &bytes));
+            int int4Linears;
+            NativeStatus.Check(NativeMethods.mcpm_model_int4_linear_count(handle, &int4Linears));
             var model = new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
-                (long)bytes, SparseSettings(config, options));
+                (long)bytes, SparseSettings(config, options), int4Linears);
             if (options.DraftDirectory is { } draftDir)
             {
                 progress?.Report(new LoadProgress("draft", total, total));
@@ -196,11 +229,11 @@ public sealed class MiniCpmModel : IDisposable
         IReadOnlyList<int>? vocabulary = null;
         if (options.FrSpecPath is { } fr)
             vocabulary = Speculative.FrSpecVocabulary.Load(fr, Config.VocabSize, StopTokenIds, options.FrSpecSize).TokenIds;
-        (_draft, var draftConfig) = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options.Log, ct);
+        (_draft, var draftConfig, int draftInt4) = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options, ct);
         ulong draftBytes;
         NativeStatus.Check(NativeMethods.mcpm_draft_weight_bytes(_draft, &draftBytes));
         Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count ?? Config.VocabSize,
-            options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes);
+            options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes, draftInt4);
     }
 
     /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
@@ -211,14 +244,6 @@ public sealed class MiniCpmModel : IDisposable
         if (sparse.UseNope && options.SparseAttention is null) return null;
         return sparse;
     }
-
-    private static int ToNative(TensorDType dtype) => dtype switch
-    {
-        TensorDType.F32 => NativeConstants.MCPM_DTYPE_F32,
-        TensorDType.F16 => NativeConstants.MCPM_DTYPE_F16,
-        TensorDType.BF16 => NativeConstants.MCPM_DTYPE_BF16,
-        _ => throw new MiniCpmUnsupportedException($"tensor dtype {dtype} cannot be loaded"),
-    };
 
     /// <summary>Creates a session (a KV cache and generation state) over this model.</summary>
     public MiniCpmSession CreateSession(SessionOptions? options = null) => new(this, options ?? new SessionOptions());
@@ -250,5 +275,7 @@ public sealed class MiniCpmModel : IDisposable
 }
 
 /// <summary>The EAGLE draft of a model: its directory, layers, the draft head's vocabulary size (the FR-Spec
-/// list's length, else the full vocabulary), the FR-Spec file and the bytes it holds.</summary>
-public sealed record DraftInfo(string Directory, int Layers, int VocabularySize, string? FrSpecPath, long WeightBytes);
+/// list's length, else the full vocabulary), the FR-Spec file, the bytes it holds and how many of its linear layers
+/// (fc counted once) are int4.</summary>
+public sealed record DraftInfo(string Directory, int Layers, int VocabularySize, string? FrSpecPath, long WeightBytes,
+    int Int4LinearCount = 0);

@@ -13,6 +13,18 @@ public enum ComputeDevice
     Cuda,
 }
 
+/// <summary>How the linear layers of a model are held in the engine.</summary>
+public enum WeightQuantization
+{
+    /// <summary>As the checkpoint stores them (dense bf16/fp16/fp32, or int4 for a quantized checkpoint).</summary>
+    None,
+    /// <summary>
+    /// int4 W4A16 (symmetric 4-bit, group size 128, fp16 scales, Marlin layout): dense linear layers are quantized
+    /// while loading (round-to-nearest with the per-group absmax scale); the embedding, norms and LM head stay dense.
+    /// </summary>
+    Int4,
+}
+
 /// <summary>Options for <see cref="MiniCpmModel.Load(string, MiniCpmLoadOptions?)"/>.</summary>
 public sealed record MiniCpmLoadOptions
 {
@@ -46,6 +58,18 @@ public sealed record MiniCpmLoadOptions
     public string? FrSpecPath { get; init; }
     /// <summary>The FR-Spec list's expected length (and the file looked for in a directory); null accepts the file's.</summary>
     public int? FrSpecSize { get; init; }
+    /// <summary>
+    /// <see cref="WeightQuantization.Int4"/> quantizes a dense checkpoint's linear layers (and the draft's) to int4 while
+    /// loading; the result is the same as loading the checkpoint <c>minicpm4 quantize</c> writes. Layers a checkpoint
+    /// already stores as int4 load as they are (so Int4 on a quantized checkpoint changes nothing). Every linear layer
+    /// needs in_features % 128 == 0 and out_features % 64 == 0, else the load fails naming the layer.
+    /// </summary>
+    public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
+    /// <summary>
+    /// With <see cref="Quantization"/> Int4: per group, also try clipping ranges p·absmax (p = 1, 0.99, …, 0.21) and keep
+    /// the scale with the least squared error (slower to load, a little more accurate).
+    /// </summary>
+    public bool QuantizationClipSearch { get; init; }
 }
 
 /// <summary>Progress of a model load.</summary>

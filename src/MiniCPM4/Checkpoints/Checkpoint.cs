@@ -17,7 +17,7 @@ public sealed class CheckpointTensor
     /// <summary>Hugging Face tensor name, e.g. "model.layers.0.self_attn.q_proj.weight".</summary>
     public string Name => _info.Name;
 
-    /// <summary>Element type (F32, F16 or BF16).</summary>
+    /// <summary>Element type (F32, F16 or BF16; I32 for packed int4 weights and AutoGPTQ's qzeros / g_idx).</summary>
     public TensorDType DType => _info.DType;
 
     /// <summary>Dimensions, outermost first, as stored (Linear weights are [out_features, in_features]).</summary>
@@ -44,6 +44,9 @@ public sealed class CheckpointTensor
 /// safetensors weights (one file, or shards with model.safetensors.index.json). Opening validates the config
 /// and every tensor the architecture needs (presence, dtype, shape) without reading the weight data; the data is
 /// memory-mapped and stays available until <see cref="Dispose"/>.
+/// A config.json with a quantization_config makes it an int4 (W4A16) checkpoint: each linear layer is then read as
+/// CPM.cu's Marlin tensors (fused qkv_proj / gate_up_proj or per projection) or AutoGPTQ's, told apart by the
+/// tensors' shapes (see <see cref="Linears"/>); the weights file is chosen as CPM.cu does (model_gptq.safetensors).
 /// </summary>
 public sealed class Checkpoint : IDisposable
 {
@@ -51,6 +54,12 @@ public sealed class Checkpoint : IDisposable
     public const string IndexFileName = "model.safetensors.index.json";
 
     internal const long MaxIndexBytes = 64L << 20;
+
+    /// <summary>The weights file of CPM.cu's Marlin checkpoints.</summary>
+    public const string GptqFileName = "model_gptq.safetensors";
+
+    /// <summary>The weights file CPM.cu requires when a quantized checkpoint holds several safetensors files.</summary>
+    public const string GptqMarlinFileName = "model_gptq_marlin.safetensors";
 
     private readonly List<SafetensorsFile> _files;
     private readonly List<CheckpointTensor> _tensors;
@@ -65,8 +74,26 @@ public sealed class Checkpoint : IDisposable
     /// <summary>Full path of the checkpoint directory.</summary>
     public string Directory { get; }
 
-    /// <summary>The tensors the architecture needs, in canonical order (embeddings, layers, final norm, lm_head).</summary>
+    /// <summary>
+    /// The tensors the architecture needs, in canonical order (embeddings, layers, final norm, lm_head); an int4 layer
+    /// contributes its qweight and scales (and AutoGPTQ's qzeros / g_idx) where a dense one has its weight.
+    /// </summary>
     public IReadOnlyList<CheckpointTensor> Tensors => _tensors;
+
+    /// <summary>The linear layers (seven per decoder layer, fewer entries when fused), in canonical order.</summary>
+    public IReadOnlyList<CheckpointLinear> Linears { get; }
+
+    /// <summary>The tensors that are not part of a linear layer (embedding, norms, LM head), in canonical order.</summary>
+    internal IReadOnlyList<CheckpointTensor> OtherTensors { get; }
+
+    /// <summary>The quantization_config of config.json, or null for a dense checkpoint.</summary>
+    public QuantizationConfig? Quantization => Config.Quantization;
+
+    /// <summary>The layout of the int4 layers (<see cref="LinearWeightFormat.Marlin"/> or <see cref="LinearWeightFormat.Gptq"/>), or null when every layer is dense.</summary>
+    public LinearWeightFormat? Int4Format => Linears.FirstOrDefault(l => l.IsInt4)?.Format;
+
+    /// <summary>Number of projections (of the 7 per layer) stored as int4; a fused entry counts each projection it holds.</summary>
+    public int Int4ProjectionCount => Linears.Where(l => l.IsInt4).Sum(l => l.Projections.Count);
 
     /// <summary>Total bytes of <see cref="Tensors"/>.</summary>
     public long TotalBytes { get; }
@@ -75,13 +102,15 @@ public sealed class Checkpoint : IDisposable
     public IReadOnlyList<string> WeightFiles { get; }
 
     private Checkpoint(string directory, MiniCpmConfig config, GenerationConfig generation,
-        List<SafetensorsFile> files, List<CheckpointTensor> tensors)
+        List<SafetensorsFile> files, List<CheckpointTensor> tensors, List<CheckpointLinear> linears, List<CheckpointTensor> others)
     {
         Directory = directory;
         Config = config;
         Generation = generation;
         _files = files;
         _tensors = tensors;
+        Linears = linears;
+        OtherTensors = others;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         TotalBytes = tensors.Sum(t => t.ByteLength);
         WeightFiles = files.Select(f => f.Path).ToArray();
@@ -125,9 +154,9 @@ public sealed class Checkpoint : IDisposable
         var files = new List<SafetensorsFile>();
         try
         {
-            var map = FindWeights(dir, files, out string mapSource);
-            var tensors = Resolve(config, map, mapSource, log);
-            return new Checkpoint(dir, config, generation, files, tensors);
+            var map = FindWeights(dir, files, out string mapSource, config.Quantization is not null, log);
+            var (tensors, linears, others) = Resolve(config, map, mapSource, configPath, log);
+            return new Checkpoint(dir, config, generation, files, tensors, linears, others);
         }
         catch
         {
@@ -174,12 +203,41 @@ public sealed class Checkpoint : IDisposable
         return list;
     }
 
+    /// <summary>The seven linear layers of every decoder layer as resolver slots, and CPM.cu's fused groups of them.</summary>
+    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(MiniCpmConfig c, string prefix = "model.")
+    {
+        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        long inter = c.IntermediateSize;
+        return LinearLayout(c.NumHiddenLayers, hidden, q, kv, inter, prefix);
+    }
+
+    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(int layers, long hidden,
+        long q, long kv, long inter, string prefix)
+    {
+        var slots = new List<LinearResolver.Slot>(7 * layers);
+        var groups = new List<LinearResolver.FusedGroup>(2 * layers);
+        for (int i = 0; i < layers; i++)
+        {
+            string p = $"{prefix}layers.{i}.";
+            LinearResolver.Slot sq = new(p + "self_attn.q_proj", q, hidden), sk = new(p + "self_attn.k_proj", kv, hidden),
+                sv = new(p + "self_attn.v_proj", kv, hidden), so = new(p + "self_attn.o_proj", hidden, q),
+                sg = new(p + "mlp.gate_proj", inter, hidden), su = new(p + "mlp.up_proj", inter, hidden),
+                sd = new(p + "mlp.down_proj", hidden, inter);
+            slots.AddRange([sq, sk, sv, so, sg, su, sd]);
+            groups.Add(new(p + "self_attn.qkv_proj", [sq, sk, sv]));
+            groups.Add(new(p + "mlp.gate_up_proj", [sg, su]));
+        }
+        return (slots, groups);
+    }
+
     private const string ConvertCommand =
         "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"";
 
     /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should name.</summary>
+    /// <remarks>With <paramref name="quantized"/> (the config has a quantization_config) and no index, the file is chosen as
+    /// CPM.cu does: model_gptq.safetensors, else the only .safetensors file, else (among several) model_gptq_marlin.safetensors.</remarks>
     internal static Dictionary<string, (SafetensorsFile File, TensorInfo Info)> FindWeights(
-        string dir, List<SafetensorsFile> opened, out string mapSource)
+        string dir, List<SafetensorsFile> opened, out string mapSource, bool quantized = false, Action<string>? log = null)
     {
         string[] entries;
         try
@@ -207,6 +265,17 @@ public sealed class Checkpoint : IDisposable
         }
 
         var safetensors = entries.Where(n => n.EndsWith(".safetensors", StringComparison.Ordinal)).ToArray();
+        if (quantized && safetensors.Length > 1)
+        {
+            string? chosen = safetensors.Contains(GptqFileName) ? GptqFileName
+                : safetensors.Contains(GptqMarlinFileName) ? GptqMarlinFileName : null;
+            if (chosen is null)
+                throw new CheckpointException(dir, $"found {safetensors.Length} .safetensors files and no {IndexFileName}: a quantized " +
+                                                   $"checkpoint's weights are {GptqFileName} or, among several files, {GptqMarlinFileName} " +
+                                                   $"(found {string.Join(", ", safetensors.Take(10))}{(safetensors.Length > 10 ? ", ..." : "")})");
+            log?.Invoke($"quantized checkpoint: loading {chosen}, ignoring {string.Join(", ", safetensors.Where(n => n != chosen).Take(5))}");
+            safetensors = [chosen];
+        }
         if (safetensors.Length > 1)
             throw new CheckpointException(dir, $"found {safetensors.Length} .safetensors files but no {IndexFileName} saying which tensor is where: " +
                                                string.Join(", ", safetensors.Take(10)) + (safetensors.Length > 10 ? ", ..." : ""));
@@ -229,7 +298,9 @@ public sealed class Checkpoint : IDisposable
                 "PyTorch pickle files are not loaded because unpickling them can execute arbitrary code. " +
                 "Convert the checkpoint to safetensors first, e.g.: " + string.Format(ConvertCommand, dir, outDir));
         }
-        throw new CheckpointException(dir, $"no weights found: expected model.safetensors or {IndexFileName} with its shards");
+        throw new CheckpointException(dir, quantized
+            ? $"no weights found: expected {GptqFileName} (or another single .safetensors file) or {IndexFileName} with its shards"
+            : $"no weights found: expected model.safetensors or {IndexFileName} with its shards");
     }
 
     private static Dictionary<string, (SafetensorsFile, TensorInfo)> LoadIndex(string dir, string indexPath, List<SafetensorsFile> opened)
@@ -276,42 +347,73 @@ public sealed class Checkpoint : IDisposable
         name.Length > 0 && name != "." && name != ".." && name.IndexOfAny(new[] { '/', '\\', '\0', ':' }) < 0
         && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && !Path.IsPathRooted(name) && Path.GetFileName(name) == name;
 
-    private static List<CheckpointTensor> Resolve(MiniCpmConfig config,
-        Dictionary<string, (SafetensorsFile File, TensorInfo Info)> map, string mapSource, Action<string>? log)
+    private static (List<CheckpointTensor> Tensors, List<CheckpointLinear> Linears, List<CheckpointTensor> Others) Resolve(
+        MiniCpmConfig config, Dictionary<string, (SafetensorsFile File, TensorInfo Info)> map, string mapSource, string configPath,
+        Action<string>? log)
     {
+        bool quantized = config.Quantization is not null;
         var required = RequiredTensors(config);
-        var missing = required.Where(r => !map.ContainsKey(r.Name)).Select(r => r.Name).ToList();
+        var (slots, groups) = LinearLayout(config);
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        var linearMissing = new List<string>();
+        var linears = LinearResolver.Resolve(slots, groups, map, quantized, linearMissing, used);
+
+        // Missing tensors in canonical order (a missing linear is named by the tensor a checkpoint of its kind would have).
+        var missing = new List<string>();
+        foreach (var (name, _, role) in required)
+        {
+            if (role == TensorRole.Linear)
+            {
+                string module = name[..^".weight".Length];
+                if (!linears.ContainsKey(module)) missing.Add(module + (quantized ? ".qweight" : ".weight"));
+            }
+            else if (!map.ContainsKey(name))
+            {
+                missing.Add(name);
+            }
+        }
         if (missing.Count > 0)
         {
             string more = missing.Count > 1 ? $" (and {missing.Count - 1} other required tensor(s) are missing)" : "";
             throw new CheckpointException(mapSource, $"missing tensor '{missing[0]}'{more}");
         }
 
-        var result = new List<CheckpointTensor>(required.Count);
-        foreach (var (name, shape, _) in required)
+        var tensors = new List<CheckpointTensor>(required.Count);
+        var linearList = new List<CheckpointLinear>(slots.Count);
+        var others = new List<CheckpointTensor>();
+        var emitted = new HashSet<CheckpointLinear>();
+        foreach (var (name, shape, role) in required)
         {
-            var (file, info) = map[name];
-            if (!info.DType.IsSupportedForWeights())
-                throw new CheckpointException(file.Path,
-                    $"tensor '{name}' has dtype {info.DType.ToSafetensorsName()}; weights must be F32, F16 or BF16");
-            if (!info.Shape.AsSpan().SequenceEqual(shape))
-                throw new CheckpointException(file.Path,
-                    $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(info.Shape)} but config.json implies {TensorDTypeInfo.FormatShape(shape)}");
-            result.Add(new CheckpointTensor(file, info));
+            if (role == TensorRole.Linear)
+            {
+                var linear = linears[name[..^".weight".Length]];
+                if (emitted.Add(linear))
+                {
+                    linearList.Add(linear);
+                    tensors.AddRange(linear.Tensors);
+                }
+                continue;
+            }
+            var entry = map[name];
+            LinearResolver.RequireDense(name, entry, shape);
+            var tensor = new CheckpointTensor(entry.File, entry.Info);
+            tensors.Add(tensor);
+            others.Add(tensor);
+            used.Add(name);
         }
+        LinearResolver.CheckConsistent(linearList, quantized, configPath, mapSource);
 
-        var requiredNames = required.Select(r => r.Name).ToHashSet(StringComparer.Ordinal);
         if (config.TieWordEmbeddings && map.ContainsKey("lm_head.weight"))
         {
             log?.Invoke("ignoring lm_head.weight: tie_word_embeddings is true, so model.embed_tokens.weight serves as the LM head");
-            requiredNames.Add("lm_head.weight");
+            used.Add("lm_head.weight");
         }
-        var extras = map.Keys.Where(k => !requiredNames.Contains(k)).Order(StringComparer.Ordinal).ToList();
+        var extras = map.Keys.Where(k => !used.Contains(k)).Order(StringComparer.Ordinal).ToList();
         if (extras.Count > 0)
         {
             string sample = string.Join(", ", extras.Take(5)) + (extras.Count > 5 ? ", ..." : "");
             log?.Invoke($"ignoring {extras.Count} tensor(s) that MiniCPM does not use: {sample}");
         }
-        return result;
+        return (tensors, linearList, others);
     }
 }

@@ -17,7 +17,7 @@ public enum ModelPreset
 }
 
 /// <summary>Writes safetensors files and complete random-weight Hugging Face checkpoints.</summary>
-public static class CheckpointWriter
+public static partial class CheckpointWriter
 {
     /// <summary>Name of the embedded SentencePiece model shipped as tokenizer.model.</summary>
     internal const string TokenizerResourceName = "MiniCPM4.Resources.tokenizer.model";

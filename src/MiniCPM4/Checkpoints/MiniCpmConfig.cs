@@ -53,6 +53,11 @@ public sealed record MiniCpmConfig
     public string[] Architectures { get; init; } = Array.Empty<string>();
     public string? ModelType { get; init; }
     public SparseAttentionConfig? Sparse { get; init; }
+    /// <summary>
+    /// config.json's quantization_config (an int4 W4A16 checkpoint: Marlin or AutoGPTQ tensors for the linear layers),
+    /// or null for a dense checkpoint. Parsing rejects settings the engine cannot run.
+    /// </summary>
+    public QuantizationConfig? Quantization { get; init; }
 
     /// <summary>Reads and validates a config.json file.</summary>
     /// <exception cref="CheckpointException">The file is missing, unreadable, not JSON, or not a supported MiniCPM config.</exception>
@@ -81,8 +86,7 @@ public sealed record MiniCpmConfig
                           "expected architectures [\"MiniCPMForCausalLM\"] or model_type \"minicpm\"");
         }
 
-        if (f.Has("quantization_config"))
-            throw f.Error("quantized checkpoints are not supported yet (quantization_config in config.json)");
+        QuantizationConfig? quantization = f.Has("quantization_config") ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
 
         int vocab = f.RequiredInt("vocab_size");
         int hidden = f.RequiredInt("hidden_size");
@@ -155,6 +159,7 @@ public sealed record MiniCpmConfig
             Architectures = architectures,
             ModelType = modelType,
             Sparse = sparse,
+            Quantization = quantization,
         };
     }
 
@@ -231,6 +236,11 @@ public sealed record MiniCpmConfig
             w.WriteBoolean("use_nope", s.UseNope);
             w.WriteNumber("dense_len", s.DenseLen);
             w.WriteEndObject();
+        }
+        if (Quantization is { } q)
+        {
+            w.WritePropertyName("quantization_config");
+            q.Write(w);
         }
         w.WriteEndObject();
         w.Flush();

@@ -1,8 +1,9 @@
 namespace MiniCPM4.Checkpoints;
 
 /// <summary>
-/// Element types of safetensors tensors. The first three are the weight types the engine loads; their values
-/// match MCPM_DTYPE_F32/F16/BF16 in minicpm4.h. The others are recognised so files that contain them can be
+/// Element types of safetensors tensors. The first three are the dense weight types the engine loads; their values
+/// match MCPM_DTYPE_F32/F16/BF16 in minicpm4.h. <see cref="I32"/> holds packed int4 weights (qweight) and AutoGPTQ's
+/// qzeros / g_idx (MCPM_DTYPE_I32 in the engine). The others are recognised so files that contain them can be
 /// opened, but they are not accepted as model weights.
 /// </summary>
 public enum TensorDType
@@ -40,6 +41,17 @@ public static class TensorDTypeInfo
     /// <summary>True for the dtypes model weights may have (F32, F16, BF16).</summary>
     public static bool IsSupportedForWeights(this TensorDType dtype) =>
         dtype is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16;
+
+    /// <summary>The engine's MCPM_DTYPE_* code of a dtype it accepts (F32, F16, BF16, I32).</summary>
+    /// <exception cref="MiniCpmUnsupportedException">Any other dtype; the message names <paramref name="tensorName"/>.</exception>
+    internal static int ToNative(this TensorDType dtype, string tensorName) => dtype switch
+    {
+        TensorDType.F32 => Interop.NativeConstants.MCPM_DTYPE_F32,
+        TensorDType.F16 => Interop.NativeConstants.MCPM_DTYPE_F16,
+        TensorDType.BF16 => Interop.NativeConstants.MCPM_DTYPE_BF16,
+        TensorDType.I32 => Interop.NativeConstants.MCPM_DTYPE_I32,
+        _ => throw new MiniCpmUnsupportedException($"tensor '{tensorName}' has dtype {dtype.ToSafetensorsName()}, which the engine cannot load"),
+    };
 
     /// <summary>The dtype string used in safetensors headers ("F32", "BF16", "F8_E4M3", ...).</summary>
     public static string ToSafetensorsName(this TensorDType dtype) => dtype switch

@@ -19,17 +19,18 @@ public sealed record EagleDraftConfig
     public float? ScaleEmb { get; init; }
     public float? ScaleDepth { get; init; }
     public float? DimModelBase { get; init; }
+    /// <summary>The draft's quantization_config (CPM.cu's Marlin drafts), or null for a dense draft.</summary>
+    public QuantizationConfig? Quantization { get; init; }
 
     /// <summary>Reads a draft config.json and checks it against the target's config.</summary>
-    /// <exception cref="CheckpointException">The file is missing, not JSON, quantized, or disagrees with the target.</exception>
+    /// <exception cref="CheckpointException">The file is missing, not JSON, has an unsupported quantization_config, or disagrees with the target.</exception>
     public static EagleDraftConfig Load(string path, MiniCpmConfig target)
     {
         string full = Path.GetFullPath(path);
         if (!File.Exists(full)) throw new CheckpointException(full, "draft config.json not found");
         using var doc = JsonFields.ParseDocument(JsonFields.ReadSmallTextFile(full, MiniCpmConfig.MaxFileBytes), full);
         var f = new JsonFields(doc.RootElement, full);
-        if (f.Has("quantization_config"))
-            throw f.Error("quantized (Marlin) EAGLE drafts are not supported yet; use the bf16/fp16 draft");
+        QuantizationConfig? quantization = f.Has("quantization_config") ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
         if (f.Has("draft_vocab_size") || f.Has("d2t"))
             throw f.Error("this is an EAGLE-3 draft (draft_vocab_size); only EAGLE-2 drafts (fc [H, 2H]) are supported");
         int hidden = f.RequiredInt("hidden_size");
@@ -48,6 +49,7 @@ public sealed record EagleDraftConfig
             ScaleEmb = f.Float("scale_emb", positive: true),
             ScaleDepth = f.Float("scale_depth", positive: true),
             DimModelBase = f.Float("dim_model_base", positive: true),
+            Quantization = quantization,
         };
         if (c.HiddenSize != target.HiddenSize)
             throw f.Error($"hidden_size {c.HiddenSize} differs from the target's {target.HiddenSize}: this draft belongs to another model");
