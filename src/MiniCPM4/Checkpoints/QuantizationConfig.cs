@@ -50,7 +50,7 @@ public sealed record QuantizationConfig(
             throw f.Error("quantization_config.sym is false: asymmetric (zero-point) quantization is not supported; only symmetric int4 is");
         bool descAct = f.Bool("desc_act") ?? false;
         if (descAct)
-            throw f.Error("quantization_config.desc_act is true: act-order (desc_act) is not supported; quantize with desc_act=false");
+            throw f.Error("quantization_config.desc_act is true: desc_act (act-order) is not supported; quantize with desc_act=false");
         string? format = f.String("checkpoint_format");
         if (format is not null && !Formats.Contains(format.ToLowerInvariant()))
             throw f.Error($"quantization_config.checkpoint_format is '{format}'; only \"gptq\" (AutoGPTQ v1 zero points, or CPM.cu's Marlin files), \"marlin\" and \"gptq_marlin\" are supported");

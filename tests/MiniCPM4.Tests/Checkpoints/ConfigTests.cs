@@ -138,10 +138,53 @@ public class ConfigTests : TempDirTest
     }
 
     [Test]
-    public void QuantizationConfig_Fails()
+    public void QuantizationConfig_CpmCuMarlin_IsRead()
     {
-        var e = Assert.Throws<CheckpointException>(() => P(""", "quantization_config": {"bits": 4, "group_size": 128}"""))!;
-        Assert.That(e.Message, Does.Contain("quantized checkpoints are not supported yet (quantization_config in config.json)"));
+        // config.json of openbmb/MiniCPM4-8B-marlin-cpmcu (the quantization_config part).
+        var c = P("""
+            , "quantization_config": {"bits": 4, "group_size": 128, "damp_percent": 0.01, "desc_act": false, "static_groups": true,
+            "sym": true, "true_sequential": true, "model_name_or_path": null, "model_file_base_name": null, "quant_method": "gptq",
+            "checkpoint_format": "gptq", "lm_head": false}
+            """);
+        Assert.That(c.Quantization, Is.EqualTo(new QuantizationConfig("gptq", 4, 128, true, false, "gptq", true, false)));
+        Assert.That(c.Quantization!.Describe(), Does.Contain("int4").And.Contain("group 128"));
+        Assert.That(P().Quantization, Is.Null);
+    }
+
+    [Test]
+    public void QuantizationConfig_AbsentFields_TakeTheSupportedValues()
+    {
+        Assert.That(P(""", "quantization_config": {"group_size": 128}""").Quantization,
+            Is.EqualTo(new QuantizationConfig(null, 4, 128, true, false, null, null, false)));
+        Assert.That(P(""", "quantization_config": {}""").Quantization!.Bits, Is.EqualTo(4));
+        Assert.That(P(""", "quantization_config": {"quant_method": "marlin", "checkpoint_format": "marlin"}""").Quantization!.QuantMethod,
+            Is.EqualTo("marlin"));
+        Assert.That(P(""", "quantization_config": {"quant_method": "gptq_marlin"}""").Quantization, Is.Not.Null);
+    }
+
+    [TestCase("\"bits\": 8", "quantization_config.bits is 8; only 4 is supported")]
+    [TestCase("\"bits\": 3", "quantization_config.bits is 3")]
+    [TestCase("\"group_size\": 64", "quantization_config.group_size is 64; only 128 is supported")]
+    [TestCase("\"group_size\": -1", "quantization_config.group_size is -1; only 128 is supported")]
+    [TestCase("\"desc_act\": true", "desc_act (act-order) is not supported")]
+    [TestCase("\"sym\": false", "quantization_config.sym is false", "asymmetric")]
+    [TestCase("\"lm_head\": true", "quantization_config.lm_head is true", "LM head")]
+    [TestCase("\"quant_method\": \"awq\"", "quantization_config.quant_method is 'awq'")]
+    [TestCase("\"quant_method\": \"bitsandbytes\"", "quant_method is 'bitsandbytes'")]
+    [TestCase("\"checkpoint_format\": \"gptq_v2\"", "quantization_config.checkpoint_format is 'gptq_v2'")]
+    [TestCase("\"bits\": \"4\"", "'quantization_config.bits' must be an integer")]
+    public void QuantizationConfig_Unsupported_FailsNamingTheField(string field, params string[] fragments)
+    {
+        var e = Assert.Throws<CheckpointException>(() => P(""", "quantization_config": {"group_size": 128, """ + field + "}"))!;
+        foreach (var f in fragments) Assert.That(e.Message, Does.Contain(f));
+        Assert.That(e.FilePath, Is.EqualTo(Path));
+    }
+
+    [Test]
+    public void QuantizationConfig_NotAnObject_Fails()
+    {
+        var e = Assert.Throws<CheckpointException>(() => P(""", "quantization_config": 4"""))!;
+        Assert.That(e.Message, Does.Contain("quantization_config"));
     }
 
     [Test]
@@ -161,6 +204,7 @@ public class ConfigTests : TempDirTest
         var c = CheckpointWriter.GetPresetConfig(ModelPreset.MiniCpm4_8B) with
         {
             Sparse = new SparseAttentionConfig(WindowSize: 1024),
+            Quantization = QuantizationConfig.Supported,
         };
         string path = System.IO.Path.Combine(Dir, "config.json");
         c.WriteJson(path);
