@@ -1,4 +1,4 @@
-// W4A16 int4 module (engine/int4.h) against algorithms.md §4.6, on random inputs (normal weights and
+// W4A16 int4 module (common/int4.h) against algorithms.md §4.6, on random inputs (normal weights and
 // activations, uniform codes; never all zeros except the one test of the all-zero-group rule).
 //
 // Expected layouts are written out here independently of the implementation: the Marlin position
@@ -13,6 +13,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
+#include <memory>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,7 +23,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/int4.h"
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels.h"
+#include "common/int4.h"
 
 namespace mcpm {
 namespace int4 {
@@ -409,6 +413,114 @@ TEST(Int4Gemm, MatchesDoubleReference) {
           }
         EXPECT_LT(abs_err / abs_ref, 1e-5) << "M=" << M << " K=" << K << " N=" << N;
       }
+}
+
+// ---- decode tables and parallel quantisation ---------------------------------------------------------
+
+// The tile table read word by word reproduces unpack_marlin_qweight (the closed form), and the scale
+// table finds every original scale inside the permuted row, for both permutations.
+TEST(Int4Marlin, DecodeTablesMatchClosedForm) {
+  std::mt19937 rng(611);
+  const std::array<uint16_t, 1024>& pos = marlin_tile_positions();
+  std::vector<int> seen(1024, 0);
+  for (uint16_t p : pos) ++seen[p];
+  EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; })) << "not a bijection";
+  for (int64_t K : {128, 384})
+    for (int64_t N : {64, 192}) {
+      const std::vector<uint8_t> q = random_codes(rng, K, N);
+      const std::vector<int32_t> B = pack_marlin_qweight(q.data(), K, N);
+      for (int64_t r = 0; r < K / 16; ++r)
+        for (int64_t c = 0; c < N / 64; ++c)
+          for (int w = 0; w < 128; ++w)
+            for (int p = 0; p < 8; ++p) {
+              const int at = pos[static_cast<size_t>(8 * w + p)];
+              const int64_t k = 16 * r + at / 64, n = 64 * c + at % 64;
+              const int v = static_cast<int>((static_cast<uint32_t>(B[static_cast<size_t>(r * 2 * N + 128 * c + w)]) >> (4 * p)) & 15u);
+              ASSERT_EQ(v, q[static_cast<size_t>(k * N + n)]) << "K=" << K << " N=" << N << " k=" << k << " n=" << n;
+            }
+      const std::vector<uint16_t> s = random_scales(rng, K, N);
+      const std::vector<uint16_t> sp = permute_marlin_scales(s.data(), K, N);
+      const std::array<uint8_t, 64>& spos = marlin_scale_positions(K == 128);
+      for (int64_t g = 0; g < K / 128; ++g)
+        for (int64_t n = 0; n < N; ++n)
+          ASSERT_EQ(sp[static_cast<size_t>(g * N + n / 64 * 64 + spos[static_cast<size_t>(n % 64)])],
+                    s[static_cast<size_t>(g * N + n)])
+              << "K=" << K << " N=" << N << " g=" << g << " n=" << n;
+    }
+}
+
+// Quantising column ranges on several threads and concatenating gives the single-threaded result
+// byte for byte, for both layouts, with and without the clip search.
+TEST(Int4Quant, ParallelQuantizeEqualsSerial) {
+  std::mt19937 rng(612);
+  for (int64_t N : {64, 320})
+    for (int64_t K : {128, 256})
+      for (bool clip : {false, true}) {
+        const std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.05f);
+        QuantOptions opt;
+        opt.clip_search = clip;
+        const Quantized serial = quantize(w.data(), N, K, opt);
+        const MarlinWeight want_m = pack_marlin(serial);
+        const GptqWeight want_g = to_gptq(serial);
+        for (int threads : {1, 2, 3, 8}) {
+          const MarlinWeight m = quantize_marlin(w.data(), N, K, opt, threads);
+          EXPECT_EQ(m.qweight, want_m.qweight) << "N=" << N << " K=" << K << " threads=" << threads;
+          EXPECT_EQ(m.scales, want_m.scales) << "N=" << N << " K=" << K << " threads=" << threads;
+          const GptqWeight g = quantize_gptq(w.data(), N, K, opt, threads);
+          EXPECT_EQ(g.qweight, want_g.qweight) << "N=" << N << " K=" << K << " threads=" << threads;
+          EXPECT_EQ(g.scales, want_g.scales) << "N=" << N << " K=" << K << " threads=" << threads;
+        }
+      }
+  const std::vector<float> bad = randn(rng, 96 * 128);
+  expect_throw_with([&] { quantize_marlin(bad.data(), 96, 128, {}, 2); }, "multiple of 64");
+}
+
+// ---- the CPU backend's int4 linear op ------------------------------------------------------------------
+
+// CpuBackend::linear_int4 against gemm_dequant (the scalar closed-form reference) for every kernel ISA
+// and thread count, at the M of algorithms.md §4.6 and shapes covering both scale permutations
+// (K == 128 and K > 128) and several 64-column chunks. Same tolerance as Int4Gemm above: per element
+// |y - y_ref| <= 1e-5 * sum_k |x * What| (both sum in ascending k in fp32; only FMA contraction differs).
+TEST(Int4CpuOp, LinearInt4MatchesReference) {
+  std::mt19937 rng(613);
+  struct Shape {
+    int64_t K, N;
+  };
+  for (const char* isa : {"scalar", "avx2", "neon"}) {
+    const CpuKernels* kernels = cpu_kernels_for(isa);
+    if (kernels == nullptr) continue;
+    for (int32_t threads : {1, 3}) {
+      CpuBackend backend(*kernels);
+      std::unique_ptr<ExecContext> ctx = backend.create_context(threads);
+      for (const Shape sh : {Shape{128, 64}, Shape{128, 192}, Shape{256, 128}, Shape{640, 320}})
+        for (int64_t M : {1, 2, 3, 8, 16, 17, 64, 118}) {
+          if (sh.K * sh.N > 128 * 192 && M > 17) continue;  // keep the big shape to small M
+          const std::vector<float> w = randn(rng, static_cast<size_t>(sh.N * sh.K), 0.05f);
+          const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
+          MarlinWeight mw = pack_marlin(qw);
+          std::vector<float> x = randn(rng, static_cast<size_t>(M * sh.K));
+          std::vector<float> want(static_cast<size_t>(M * sh.N));
+          gemm_dequant(x.data(), M, mw, want.data());
+          std::vector<float> got(static_cast<size_t>(M * sh.N), 777.0f);
+          const Tensor out{got.data(), DType::F32, M, sh.N}, in{x.data(), DType::F32, M, sh.K};
+          const Tensor qweight{mw.qweight.data(), DType::I32, sh.K / 16, 2 * sh.N};
+          const Tensor scales{mw.scales.data(), DType::F16, sh.K / 128, sh.N};
+          backend.linear_int4(*ctx, out, in, qweight, scales);
+          const std::vector<float> deq = dequantize(qw);  // [K][N]
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < sh.N; ++n) {
+              double mag = 0;
+              for (int64_t k = 0; k < sh.K; ++k)
+                mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * sh.K + k)]) *
+                                 deq[static_cast<size_t>(k * sh.N + n)]);
+              const size_t i = static_cast<size_t>(m * sh.N + n);
+              ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), 1e-5 * mag + 1e-30)
+                  << isa << " threads=" << threads << " K=" << sh.K << " N=" << sh.N << " M=" << M << " m=" << m
+                  << " n=" << n;
+            }
+        }
+    }
+  }
 }
 
 // ---- validation --------------------------------------------------------------------------------------

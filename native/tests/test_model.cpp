@@ -761,7 +761,8 @@ TEST(ModelLoading, BadSetTensorCallsFailNamingTheTensorAndChangeNothing) {
   expect_fail("wrong outer dim", q.name, q.dtype, {QD + 2, H}, static_cast<size_t>((QD + 2) * H * 2));
   expect_fail("wrong rank", q.name, q.dtype, {QD * H}, q.bytes.size());
   expect_fail("rank 3", q.name, q.dtype, {1, QD, H}, q.bytes.size());
-  expect_fail("unknown dtype 3", q.name, 3, {QD, H}, q.bytes.size());
+  expect_fail("i32 dtype for a dense weight", q.name, MCPM_DTYPE_I32, {QD, H}, q.bytes.size());
+  expect_fail("unknown dtype 4", q.name, 4, {QD, H}, q.bytes.size());
   expect_fail("unknown dtype -1", q.name, -1, {QD, H}, q.bytes.size());
   expect_fail("data_size too small", q.name, q.dtype, {QD, H}, q.bytes.size() - 2);
   expect_fail("data_size too large", q.name, q.dtype, {QD, H}, q.bytes.size() + 2);

@@ -38,6 +38,7 @@ struct DraftSpec {
   bool bias = true;
   uint64_t seed = 5;
   std::vector<int32_t> vocabulary;  // FR-Spec ids; empty = whole vocabulary
+  bool int4 = false;                 // linears as Marlin int4 (fc through CPM.cu's fused fc.qweight/fc.scales)
 };
 
 // Random draft tensors in the MiniCPM4-Eagle layout for a target of config `tc`.
@@ -91,15 +92,53 @@ mcpm_draft_config DraftConfigFor(mcpm_model* m, const DraftSpec& spec) {
   return c;
 }
 
+// CPM.cu's quantized fc: fc.weight [H, 2H] split into its embedding and feature halves ([H, H] each,
+// input columns), each quantized on its own, and the Marlin tensors concatenated along N.
+mcpm_status SetInt4Fc(const SetTensorFn& set, const HostTensor& fc) {
+  const int64_t H = fc.shape[0];
+  Int4Tensors halves[2];
+  for (int side = 0; side < 2; ++side) {
+    HostTensor half;
+    half.name = "fc.weight (half)";
+    half.shape = {H, H};
+    half.dtype = MCPM_DTYPE_F32;
+    for (int64_t r = 0; r < H; ++r)
+      half.values.insert(half.values.end(), fc.values.begin() + (r * 2 * H + side * H),
+                         fc.values.begin() + (r * 2 * H + side * H + H));
+    half.bytes = EncodeTensor(half.values, MCPM_DTYPE_F32);
+    halves[side] = QuantizeInt4(half);
+    if (halves[side].qweight.empty()) return MCPM_ERR_INVALID_ARGUMENT;
+  }
+  std::vector<int32_t> qweight;
+  for (int64_t r = 0; r < H / 16; ++r)
+    for (const Int4Tensors& h : halves)
+      qweight.insert(qweight.end(), h.qweight.begin() + r * 2 * H, h.qweight.begin() + (r + 1) * 2 * H);
+  std::vector<uint16_t> scales;
+  for (int64_t g = 0; g < H / 128; ++g)
+    for (const Int4Tensors& h : halves) scales.insert(scales.end(), h.scales.begin() + g * H, h.scales.begin() + (g + 1) * H);
+  const int64_t qshape[2] = {H / 16, 4 * H}, sshape[2] = {H / 128, 2 * H};
+  mcpm_status st = set("fc.qweight", MCPM_DTYPE_I32, qshape, 2, qweight.data(), qweight.size() * 4);
+  if (st == MCPM_OK) st = set("fc.scales", MCPM_DTYPE_F16, sshape, 2, scales.data(), scales.size() * 2);
+  return st;
+}
+
 DraftPtr MakeDraft(mcpm_model* m, const TinyConfig& tc, const DraftSpec& spec) {
   const mcpm_draft_config c = DraftConfigFor(m, spec);
   mcpm_draft* d = nullptr;
   EXPECT_MCPM_OK(mcpm_draft_create(m, &c, &d));
   if (!d) return nullptr;
   DraftPtr draft(d);
+  const SetTensorFn set = [d](const char* name, mcpm_dtype dt, const int64_t* shape, int32_t ndim, const void* data,
+                              size_t size) { return mcpm_draft_set_tensor(d, name, dt, shape, ndim, data, size); };
   for (const HostTensor& t : DraftTensors(tc, spec)) {
-    const mcpm_status st = mcpm_draft_set_tensor(d, t.name.c_str(), t.dtype, t.shape.data(),
-                                                 static_cast<int32_t>(t.shape.size()), t.bytes.data(), t.bytes.size());
+    mcpm_status st;
+    if (spec.int4 && t.name == "fc.weight")
+      st = SetInt4Fc(set, t);
+    else if (spec.int4 && IsLinearWeight(t.name))
+      st = SetInt4(set, t);
+    else
+      st = set(t.name.c_str(), t.dtype, t.shape.data(), static_cast<int32_t>(t.shape.size()), t.bytes.data(),
+               t.bytes.size());
     if (st != MCPM_OK) {
       ADD_FAILURE() << "draft tensor " << t.name << ": " << mcpm_last_error();
       return nullptr;
@@ -316,6 +355,42 @@ TEST(Speculative, AcceptedPathsOfSeveralTokensKeepTheOutputExact) {
     EXPECT_EQ(r.result.tokens, r.reference.tokens) << "seed " << seed;
     const double mean = r.mean_accepted;
     EXPECT_GT(mean, 1.3) << "seed " << seed << ": the trees should cover the target's tokens";
+  }
+}
+
+// Int4 (Marlin) target and draft, the draft's fc through CPM.cu's fused fc.qweight: speculative
+// greedy output is the int4 target's plain greedy output, and the int4 draft (whose FR-Spec
+// vocabulary covers some of the target's tokens) still gets draft tokens accepted.
+TEST(Speculative, Int4TargetAndDraftGreedyEqualsPlainGreedy) {
+  TinyConfig tc = TargetConfig(35, 4, 2, 32);
+  tc.hidden = 128, tc.intermediate = 256;  // int4-compatible: every K % 128 == 0, N % 64 == 0
+  tc.tied = false;  // with a tied head this wider random model keeps repeating its input token
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2, /*int4=*/true);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(8, 31);
+  const int n = 40;
+  const Tree tree{3, 6, 24};
+  SessionPtr plain = MakeSession(m.get(), 256);
+  mcpm_sampling_params off = Sampling(tree);
+  off.speculative = 0;
+  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
+  ASSERT_GE(Distinct(reference.tokens, 8).size(), 6u) << "the target should not repeat one token";
+  DraftSpec ds;
+  ds.int4 = true;
+  ds.seed = 32;
+  for (bool covering : {false, true}) {
+    ds.vocabulary = covering ? Distinct(reference.tokens, 8) : std::vector<int32_t>{};
+    DraftPtr d = MakeDraft(m.get(), tc, ds);
+    ASSERT_TRUE(d);
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    const GenRun spec = Generate(s.get(), prompt, n, Sampling(covering ? TreeFor(ds.vocabulary.size()) : tree));
+    EXPECT_EQ(spec.tokens, reference.tokens) << (covering ? "covering FR-Spec draft" : "random draft");
+    EXPECT_GT(spec.stats.spec_steps, 0) << "draft " << covering << " vocabulary " << ds.vocabulary.size();
+    if (covering) {
+      EXPECT_GT(spec.stats.spec_emitted_tokens, spec.stats.spec_steps) << "no round accepted a draft token";
+    }
   }
 }
 

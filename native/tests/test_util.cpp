@@ -297,10 +297,22 @@ mcpm_status TinyModel::SetAll(mcpm_model* model, const std::string& skip) const 
   return MCPM_OK;
 }
 
-ModelPtr TinyModel::Load(mcpm_backend backend, mcpm_status* status, int32_t num_threads) const {
+mcpm_status TinyModel::SetAllInt4(mcpm_model* model) const {
+  const SetTensorFn set = [model](const char* name, mcpm_dtype dt, const int64_t* shape, int32_t ndim,
+                                  const void* data, size_t size) {
+    return mcpm_model_set_tensor(model, name, dt, shape, ndim, data, size);
+  };
+  for (const auto& t : tensors_) {
+    const mcpm_status s = IsLinearWeight(t.name) ? SetInt4(set, t) : SetTensor(model, t);
+    if (s != MCPM_OK) return s;
+  }
+  return MCPM_OK;
+}
+
+ModelPtr TinyModel::Load(mcpm_backend backend, mcpm_status* status, int32_t num_threads, bool int4) const {
   ModelPtr m;
   mcpm_status s = Create(&m, backend, num_threads);
-  if (s == MCPM_OK) s = SetAll(m.get());
+  if (s == MCPM_OK) s = int4 ? SetAllInt4(m.get()) : SetAll(m.get());
   if (s == MCPM_OK) s = mcpm_model_finalize(m.get());
   if (status) *status = s;
   if (s != MCPM_OK) {
@@ -317,6 +329,60 @@ std::vector<int32_t> TinyModel::RandomTokens(int n, uint64_t seed) const {
   std::vector<int32_t> out(static_cast<size_t>(n));
   for (auto& t : out) t = dist(rng);
   return out;
+}
+
+Int4Tensors QuantizeInt4(const HostTensor& t, mcpm_int4_layout layout, bool clip) {
+  Int4Tensors out;
+  if (t.shape.size() != 2) {
+    ADD_FAILURE() << "QuantizeInt4: " << t.name << " is not a matrix";
+    return out;
+  }
+  const int64_t N = t.shape[0], K = t.shape[1];
+  out.qweight.resize(static_cast<size_t>(layout == MCPM_INT4_LAYOUT_MARLIN ? K / 16 * 2 * N : K / 8 * N));
+  out.scales.resize(static_cast<size_t>(K / 128 * N));
+  mcpm_int4_quantize_params p{};
+  p.struct_size = sizeof p;
+  mcpm_int4_quantize_params_default(&p);
+  p.layout = layout;
+  p.clip_search = clip ? 1 : 0;
+  p.num_threads = 2;
+  const mcpm_status s = mcpm_int4_quantize(t.dtype, t.bytes.data(), t.bytes.size(), N, K, &p, out.qweight.data(),
+                                           out.qweight.size() * 4, out.scales.data(), out.scales.size() * 2);
+  if (s != MCPM_OK) {
+    ADD_FAILURE() << "mcpm_int4_quantize(" << t.name << "): " << mcpm_last_error();
+    return Int4Tensors{};
+  }
+  return out;
+}
+
+bool IsLinearWeight(const std::string& name) {
+  static const char* const kLinears[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                         "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                                         "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+                                         "mlp.down_proj.weight"};
+  for (const char* l : kLinears) {
+    const std::string suffix(l);
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        name[name.size() - suffix.size() - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
+std::string LinearName(const std::string& weight_name, const char* suffix) {
+  return weight_name.substr(0, weight_name.size() - std::string(".weight").size()) + suffix;
+}
+
+mcpm_status SetInt4(const SetTensorFn& set, const HostTensor& t) {
+  const Int4Tensors q = QuantizeInt4(t);
+  if (q.qweight.empty()) return MCPM_ERR_INVALID_ARGUMENT;
+  const int64_t N = t.shape[0], K = t.shape[1];
+  const int64_t qshape[2] = {K / 16, 2 * N}, sshape[2] = {K / 128, N};
+  mcpm_status s = set(LinearName(t.name, ".qweight").c_str(), MCPM_DTYPE_I32, qshape, 2, q.qweight.data(),
+                      q.qweight.size() * 4);
+  if (s == MCPM_OK)
+    s = set(LinearName(t.name, ".scales").c_str(), MCPM_DTYPE_F16, sshape, 2, q.scales.data(), q.scales.size() * 2);
+  return s;
 }
 
 SessionPtr MakeSession(mcpm_model* model, int32_t capacity, int32_t prefill_chunk) {

@@ -115,9 +115,12 @@ class TinyModel {
   mcpm_status SetTensor(mcpm_model* model, const HostTensor& t) const;
   // Sets every tensor except the one named `skip` (if any); stops at the first failure.
   mcpm_status SetAll(mcpm_model* model, const std::string& skip = std::string()) const;
-  // Create + SetAll + finalize. On failure records a test failure (with mcpm_last_error) and
-  // returns nullptr; *status (if given) receives the failing status.
-  ModelPtr Load(mcpm_backend backend, mcpm_status* status = nullptr, int32_t num_threads = 0) const;
+  // Like SetAll, but the seven linear weights of every layer are quantized with mcpm_int4_quantize
+  // and set as Marlin qweight/scales.
+  mcpm_status SetAllInt4(mcpm_model* model) const;
+  // Create + SetAll (SetAllInt4 with int4) + finalize. On failure records a test failure (with
+  // mcpm_last_error) and returns nullptr; *status (if given) receives the failing status.
+  ModelPtr Load(mcpm_backend backend, mcpm_status* status = nullptr, int32_t num_threads = 0, bool int4 = false) const;
   ModelPtr Load() const { return Load(PrimaryBackend()); }
 
   // Random token ids in [0, vocab).
@@ -131,6 +134,24 @@ class TinyModel {
   std::vector<float> short_factor_;
   std::vector<float> long_factor_;
 };
+
+// ---- int4 -------------------------------------------------------------------------------------------
+
+struct Int4Tensors {
+  std::vector<int32_t> qweight;  // Marlin [K/16][2N] or GPTQ [K/8][N]
+  std::vector<uint16_t> scales;  // [K/128][N] fp16 bits (Marlin-permuted for the Marlin layout)
+};
+// mcpm_int4_quantize of the [N, K] tensor t; records a test failure (and returns empty vectors) on error.
+Int4Tensors QuantizeInt4(const HostTensor& t, mcpm_int4_layout layout = MCPM_INT4_LAYOUT_MARLIN, bool clip = false);
+// True for the seven projection weights of a decoder layer ("...self_attn.q_proj.weight", "...mlp.down_proj.weight").
+bool IsLinearWeight(const std::string& name);
+// "x.q_proj.weight" -> "x.q_proj" + suffix.
+std::string LinearName(const std::string& weight_name, const char* suffix);
+// The set_tensor of a model or a draft.
+using SetTensorFn = std::function<mcpm_status(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim,
+                                              const void* data, size_t size)>;
+// Quantizes t (a linear weight) and sets its ".qweight" and ".scales" through `set`.
+mcpm_status SetInt4(const SetTensorFn& set, const HostTensor& t);
 
 // Session with the given capacity (0 = engine default) and prefill chunk (0 = engine default).
 // Records a test failure and returns nullptr on failure.

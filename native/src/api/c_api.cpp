@@ -5,11 +5,14 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <vector>
 #include <string>
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #include "common/error.h"
+#include "common/int4.h"
 #include "engine/draft.h"
 #include "engine/model.h"
 #include "engine/session.h"
@@ -90,6 +93,38 @@ class SessionCall {
  private:
   mcpm_session* s_;
 };
+
+}  // namespace
+
+namespace {
+
+// Checks one int4 helper buffer: non-NULL and exactly `elements` elements of `element_size` bytes.
+void require_buffer(const void* p, size_t size, int64_t elements, size_t element_size, const char* what) {
+  require_not_null(p, what);
+  const size_t want = static_cast<size_t>(elements) * element_size;
+  if (size != want)
+    invalid_argument(std::string(what) + " size is " + std::to_string(size) + " bytes, expected " +
+                     std::to_string(want));
+}
+
+void require_int4_shape(int64_t n_out, int64_t k_in) {
+  if (k_in <= 0 || k_in % int4::kGroupSize != 0 || k_in > (int64_t{1} << 24))
+    invalid_argument("k_in (input features) must be a positive multiple of 128 up to 16777216, got " +
+                     std::to_string(k_in));
+  if (n_out <= 0 || n_out % int4::kMarlinMinN != 0 || n_out > (int64_t{1} << 24))
+    invalid_argument("n_out (output features) must be a positive multiple of 64 up to 16777216, got " +
+                     std::to_string(n_out));
+}
+
+// Runs an int4 module call, turning its std::invalid_argument into INVALID_ARGUMENT.
+template <typename F>
+void int4_call(F&& body) {
+  try {
+    body();
+  } catch (const std::invalid_argument& e) {
+    invalid_argument(e.what());
+  }
+}
 
 }  // namespace
 
@@ -235,7 +270,108 @@ MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* 
   });
 }
 
+MCPM_API mcpm_status mcpm_model_int4_linear_count(const mcpm_model* model, int32_t* out_count) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    require_not_null(out_count, "out_count");
+    *out_count = model->impl->int4_linear_count();
+  });
+}
+
 MCPM_API void mcpm_model_free(mcpm_model* model) { delete model; }
+
+// ---- int4 ----------------------------------------------------------------------------------------
+
+MCPM_API mcpm_status mcpm_int4_quantize_params_default(mcpm_int4_quantize_params* p) {
+  return guarded([&] {
+    require_struct(p, "params");
+    p->layout = MCPM_INT4_LAYOUT_MARLIN;
+    p->clip_search = 0;
+    p->num_threads = 0;
+  });
+}
+
+MCPM_API mcpm_status mcpm_int4_quantize(mcpm_dtype dtype, const void* w, size_t w_size, int64_t n_out, int64_t k_in,
+                                        const mcpm_int4_quantize_params* params, int32_t* qweight,
+                                        size_t qweight_size, uint16_t* scales, size_t scales_size) {
+  return guarded([&] {
+    mcpm_int4_quantize_params p{};
+    p.struct_size = sizeof p;
+    mcpm_int4_quantize_params_default(&p);
+    if (params != nullptr) {
+      require_struct(params, "params");
+      p = *params;
+    }
+    if (p.layout != MCPM_INT4_LAYOUT_MARLIN && p.layout != MCPM_INT4_LAYOUT_GPTQ)
+      invalid_argument("params->layout must be MCPM_INT4_LAYOUT_MARLIN or _GPTQ, got " + std::to_string(p.layout));
+    if (p.num_threads < 0 || p.num_threads > 1024)
+      invalid_argument("params->num_threads must be in [0, 1024], got " + std::to_string(p.num_threads));
+    if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
+      invalid_argument("dtype must be MCPM_DTYPE_F32, _F16 or _BF16, got " + std::to_string(dtype));
+    require_int4_shape(n_out, k_in);
+    const DType dt = static_cast<DType>(dtype);
+    require_buffer(w, w_size, n_out * k_in, dtype_size(dt), "w");
+    const bool marlin = p.layout == MCPM_INT4_LAYOUT_MARLIN;
+    const int64_t q_elements = marlin ? k_in / int4::kTile * 2 * n_out : k_in / 8 * n_out;
+    require_buffer(qweight, qweight_size, q_elements, 4, "qweight");
+    require_buffer(scales, scales_size, k_in / int4::kGroupSize * n_out, 2, "scales");
+
+    std::vector<float> wf(static_cast<size_t>(n_out * k_in));
+    for (size_t i = 0; i < wf.size(); ++i) {
+      switch (dt) {
+        case DType::F32: std::memcpy(&wf[i], static_cast<const char*>(w) + 4 * i, 4); break;
+        case DType::F16: wf[i] = f16_to_f32(static_cast<const uint16_t*>(w)[i]); break;
+        case DType::BF16: wf[i] = bf16_to_f32(static_cast<const uint16_t*>(w)[i]); break;
+        case DType::I32: break;
+      }
+      if (!std::isfinite(wf[i]))
+        invalid_argument("w[" + std::to_string(i / static_cast<size_t>(k_in)) + "][" +
+                         std::to_string(i % static_cast<size_t>(k_in)) + "] is not a finite number");
+    }
+    int4::QuantOptions opt;
+    opt.clip_search = p.clip_search != 0;
+    const int threads = p.num_threads > 0 ? p.num_threads : available_cores();
+    int4_call([&] {
+      if (marlin) {
+        const int4::MarlinWeight m = int4::quantize_marlin(wf.data(), n_out, k_in, opt, threads);
+        std::memcpy(qweight, m.qweight.data(), qweight_size);
+        std::memcpy(scales, m.scales.data(), scales_size);
+      } else {
+        const int4::GptqWeight g = int4::quantize_gptq(wf.data(), n_out, k_in, opt, threads);
+        std::memcpy(qweight, g.qweight.data(), qweight_size);
+        std::memcpy(scales, g.scales.data(), scales_size);
+      }
+    });
+  });
+}
+
+MCPM_API mcpm_status mcpm_int4_repack_gptq(int64_t n_out, int64_t k_in, const int32_t* gptq_qweight,
+                                           size_t gptq_qweight_size, const uint16_t* gptq_scales,
+                                           size_t gptq_scales_size, const int32_t* qzeros, size_t qzeros_size,
+                                           const int32_t* g_idx, size_t g_idx_size, int32_t* qweight,
+                                           size_t qweight_size, uint16_t* scales, size_t scales_size) {
+  return guarded([&] {
+    require_int4_shape(n_out, k_in);
+    require_buffer(gptq_qweight, gptq_qweight_size, k_in / 8 * n_out, 4, "gptq_qweight");
+    require_buffer(gptq_scales, gptq_scales_size, k_in / int4::kGroupSize * n_out, 2, "gptq_scales");
+    if (qzeros != nullptr) require_buffer(qzeros, qzeros_size, k_in / int4::kGroupSize * n_out / 8, 4, "qzeros");
+    if (g_idx != nullptr) require_buffer(g_idx, g_idx_size, k_in, 4, "g_idx");
+    require_buffer(qweight, qweight_size, k_in / int4::kTile * 2 * n_out, 4, "qweight");
+    require_buffer(scales, scales_size, k_in / int4::kGroupSize * n_out, 2, "scales");
+    int4::GptqWeight g;
+    g.K = k_in;
+    g.N = n_out;
+    g.qweight.assign(gptq_qweight, gptq_qweight + gptq_qweight_size / 4);
+    g.scales.assign(gptq_scales, gptq_scales + gptq_scales_size / 2);
+    if (qzeros != nullptr) g.qzeros.assign(qzeros, qzeros + qzeros_size / 4);
+    if (g_idx != nullptr) g.g_idx.assign(g_idx, g_idx + g_idx_size / 4);
+    int4_call([&] {
+      const int4::MarlinWeight m = int4::gptq_to_marlin(g);
+      std::memcpy(qweight, m.qweight.data(), qweight_size);
+      std::memcpy(scales, m.scales.data(), scales_size);
+    });
+  });
+}
 
 // ---- draft ---------------------------------------------------------------------------------------
 

@@ -19,6 +19,10 @@ void Backend::sparse_attention(ExecContext&, const Tensor&, const Tensor&, const
                                         " backend");
 }
 
+void Backend::linear_int4(ExecContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+  throw_error(MCPM_ERR_UNSUPPORTED, std::string("int4 linear layers are not implemented by the ") + name() + " backend");
+}
+
 uint32_t compiled_backends() {
   uint32_t flags = MCPM_BACKEND_FLAG_CPU;
 #ifdef MCPM_HAVE_CUDA

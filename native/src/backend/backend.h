@@ -47,6 +47,16 @@ struct Tensor {
   }
 };
 
+// A linear layer's weight: either `dense` ([N, K], F32/F16/BF16) or W4A16 int4 in the Marlin layout
+// (shared/reference/algorithms.md §4.2): `qweight` I32 [K/16, 2N] and `scales` F16 [K/128, N]
+// (permuted), with What[k][n] = (q[k][n] - 8) * s[k/128][n]. Exactly one form is set.
+struct LinearWeight {
+  Tensor dense;
+  Tensor qweight;
+  Tensor scales;
+  bool is_int4() const { return qweight.data != nullptr; }
+};
+
 class ExecContext {
  public:
   virtual ~ExecContext() = default;
@@ -115,6 +125,20 @@ class Backend {
 
   // out[n, N] = x[n, K] · W[N, K]^T, fp32 accumulation.
   virtual void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) = 0;
+
+  // out[n, N] = x[n, K] · What, What[k][n] = (q[k][n] - 8) * s[k/128][n] read from the Marlin layout
+  // (qweight I32 [K/16, 2N], scales F16 [K/128, N] permuted; K % 128 == 0, N % 64 == 0), fp32
+  // accumulation. The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED).
+  virtual void linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                           const Tensor& scales);
+
+  // The linear layer in whichever form its weight is held.
+  void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const LinearWeight& w) {
+    if (w.is_int4())
+      linear_int4(ctx, out, x, w.qweight, w.scales);
+    else
+      linear(ctx, out, x, w.dense);
+  }
 
   // Rotate-half RoPE in place on x[n, heads * head_dim]: for each head and i < head_dim/2, with
   // angle = positions[t] * inv_freq[i]: (x[i], x[i+d/2]) -> (x[i]c - x[i+d/2]s, x[i+d/2]c + x[i]s)

@@ -11,15 +11,17 @@
 
 namespace mcpm {
 
-enum class DType : int32_t { F32 = MCPM_DTYPE_F32, F16 = MCPM_DTYPE_F16, BF16 = MCPM_DTYPE_BF16 };
+// I32 holds packed int4 weights (Marlin qweight); float ops never see it.
+enum class DType : int32_t { F32 = MCPM_DTYPE_F32, F16 = MCPM_DTYPE_F16, BF16 = MCPM_DTYPE_BF16, I32 = MCPM_DTYPE_I32 };
 
-static inline size_t dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+static inline size_t dtype_size(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : 2; }
 
 static inline const char* dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
   }
   return "?";
 }

@@ -43,28 +43,22 @@ DraftModel::DraftModel(std::shared_ptr<const Model> base, DraftConfig config)
     : base_(std::move(base)), config_(std::move(config)), store_(base_->backend(), "this EAGLE draft") {
   const DraftConfig& c = config_;
   const int64_t H = base_->config().hidden_size, I = c.intermediate_size;
-  // fc.weight [H, 2H] arrives whole and is split in set_tensor into its two [H, H] halves.
-  store_.add("fc.weight (embedding half)", {H, H}, &weights_.fc_embed);
-  store_.add("fc.weight (feature half)", {H, H}, &weights_.fc_feature);
+  // fc.weight [H, 2H] arrives whole and is split in set_tensor into its two [H, H] halves (input
+  // columns); a Marlin fc is the N-concatenation of the halves' int4 tensors.
+  store_.add_linear("fc.weight (embedding half)", "fc.qweight (embedding half)", "fc.scales (embedding half)", H, H,
+                    &weights_.fc_embed);
+  store_.add_linear("fc.weight (feature half)", "fc.qweight (feature half)", "fc.scales (feature half)", H, H,
+                    &weights_.fc_feature);
+  store_.add_fused_int4("fc.qweight", "fc.scales", {"fc.qweight (embedding half)", "fc.qweight (feature half)"});
   store_.add("fc.bias", {H}, &weights_.fc_bias, /*optional=*/true);
   if (c.use_input_norm) {
     store_.add("input_norm1.weight", {H}, &weights_.input_norm1);
     store_.add("input_norm2.weight", {H}, &weights_.input_norm2);
   }
   weights_.layers.resize(static_cast<size_t>(c.num_layers));
-  for (int32_t l = 0; l < c.num_layers; ++l) {
-    LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
-    const std::string p = "layers." + std::to_string(l) + ".";
-    if (l > 0 || c.use_attn_norm) store_.add(p + "input_layernorm.weight", {H}, &w.input_norm);
-    store_.add(p + "self_attn.q_proj.weight", {c.q_dim(), H}, &w.q);
-    store_.add(p + "self_attn.k_proj.weight", {c.kv_dim(), H}, &w.k);
-    store_.add(p + "self_attn.v_proj.weight", {c.kv_dim(), H}, &w.v);
-    store_.add(p + "self_attn.o_proj.weight", {H, c.q_dim()}, &w.o);
-    store_.add(p + "post_attention_layernorm.weight", {H}, &w.post_norm);
-    store_.add(p + "mlp.gate_proj.weight", {I, H}, &w.gate);
-    store_.add(p + "mlp.up_proj.weight", {I, H}, &w.up);
-    store_.add(p + "mlp.down_proj.weight", {H, I}, &w.down);
-  }
+  for (int32_t l = 0; l < c.num_layers; ++l)
+    declare_layer(store_, "layers." + std::to_string(l) + ".", H, c.q_dim(), c.kv_dim(), I,
+                  weights_.layers[static_cast<size_t>(l)], l > 0 || c.use_attn_norm);
 }
 
 void DraftModel::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim,
@@ -82,7 +76,7 @@ void DraftModel::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* s
                      " but the draft requires " + shape_string(expected, 2));
   }
   if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
-    invalid_argument("tensor 'fc.weight': unknown dtype " + std::to_string(dtype) +
+    invalid_argument("tensor 'fc.weight': unsupported dtype " + std::to_string(dtype) +
                      " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
   const size_t es = dtype_size(static_cast<DType>(dtype));
   const size_t row = static_cast<size_t>(H) * es;

@@ -39,7 +39,7 @@ struct DraftConfig {
 };
 
 struct DraftWeights {
-  Tensor fc_embed, fc_feature;  // [H, H]: the two halves of fc.weight [H, 2H]
+  LinearWeight fc_embed, fc_feature;  // [H, H]: the two halves of fc.weight [H, 2H] (dense or int4)
   Tensor fc_bias;               // [H]; data == nullptr when the checkpoint has none
   Tensor input_norm1, input_norm2;
   std::vector<LayerWeights> layers;

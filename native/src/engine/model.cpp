@@ -116,6 +116,24 @@ ModelConfig ModelConfig::from_abi(const mcpm_model_config& a) {
   return c;
 }
 
+void declare_layer(WeightStore& store, const std::string& p, int64_t H, int64_t q_dim, int64_t kv_dim, int64_t I,
+                   LayerWeights& w, bool has_input_norm) {
+  if (has_input_norm) store.add(p + "input_layernorm.weight", {H}, &w.input_norm);
+  store.add_linear(p + "self_attn.q_proj", q_dim, H, &w.q);
+  store.add_linear(p + "self_attn.k_proj", kv_dim, H, &w.k);
+  store.add_linear(p + "self_attn.v_proj", kv_dim, H, &w.v);
+  store.add_linear(p + "self_attn.o_proj", H, q_dim, &w.o);
+  store.add(p + "post_attention_layernorm.weight", {H}, &w.post_norm);
+  store.add_linear(p + "mlp.gate_proj", I, H, &w.gate);
+  store.add_linear(p + "mlp.up_proj", I, H, &w.up);
+  store.add_linear(p + "mlp.down_proj", H, I, &w.down);
+  // CPM.cu's Marlin checkpoints fuse q|k|v and gate|up along N.
+  store.add_fused_int4(p + "self_attn.qkv_proj.qweight", p + "self_attn.qkv_proj.scales",
+                       {p + "self_attn.q_proj.qweight", p + "self_attn.k_proj.qweight", p + "self_attn.v_proj.qweight"});
+  store.add_fused_int4(p + "mlp.gate_up_proj.qweight", p + "mlp.gate_up_proj.scales",
+                       {p + "mlp.gate_proj.qweight", p + "mlp.up_proj.qweight"});
+}
+
 int32_t available_cores() {
 #if defined(__linux__)
   cpu_set_t set;
@@ -136,26 +154,14 @@ Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_t
   const ModelConfig& c = config_;
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   weights_.layers.resize(static_cast<size_t>(c.num_layers));
-  add_slot("model.embed_tokens.weight", {V, H}, &weights_.embed);
+  store_->add("model.embed_tokens.weight", {V, H}, &weights_.embed);
   for (int32_t l = 0; l < c.num_layers; ++l) {
     LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    add_slot(p + "input_layernorm.weight", {H}, &w.input_norm);
-    add_slot(p + "self_attn.q_proj.weight", {c.q_dim(), H}, &w.q);
-    add_slot(p + "self_attn.k_proj.weight", {c.kv_dim(), H}, &w.k);
-    add_slot(p + "self_attn.v_proj.weight", {c.kv_dim(), H}, &w.v);
-    add_slot(p + "self_attn.o_proj.weight", {H, c.q_dim()}, &w.o);
-    add_slot(p + "post_attention_layernorm.weight", {H}, &w.post_norm);
-    add_slot(p + "mlp.gate_proj.weight", {I, H}, &w.gate);
-    add_slot(p + "mlp.up_proj.weight", {I, H}, &w.up);
-    add_slot(p + "mlp.down_proj.weight", {H, I}, &w.down);
+    declare_layer(*store_, p, H, c.q_dim(), c.kv_dim(), I, w, /*has_input_norm=*/true);
   }
-  add_slot("model.norm.weight", {H}, &weights_.final_norm);
-  if (!c.tie_word_embeddings) add_slot("lm_head.weight", {V, H}, &weights_.lm_head);
-}
-
-void Model::add_slot(std::string name, std::vector<int64_t> shape, Tensor* target) {
-  store_->add(std::move(name), std::move(shape), target);
+  store_->add("model.norm.weight", {H}, &weights_.final_norm);
+  if (!c.tie_word_embeddings) store_->add("lm_head.weight", {V, H}, &weights_.lm_head);
 }
 
 void Model::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,

@@ -14,7 +14,8 @@
 namespace mcpm {
 
 struct LayerWeights {
-  Tensor input_norm, q, k, v, o, post_norm, gate, up, down;
+  Tensor input_norm, post_norm;
+  LinearWeight q, k, v, o, gate, up, down;  // dense or int4 (Marlin)
 };
 
 struct ModelWeights {
@@ -38,9 +39,9 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   int32_t num_threads() const { return num_threads_; }
   uint64_t weight_bytes() const;
+  int32_t int4_linear_count() const { return store_->int4_linear_count(); }
 
  private:
-  void add_slot(std::string name, std::vector<int64_t> shape, Tensor* target);
 
   ModelConfig config_;
   std::shared_ptr<Backend> backend_;
@@ -49,6 +50,11 @@ class Model {
   std::unique_ptr<WeightStore> store_;
   bool finalized_ = false;
 };
+
+// Declares one decoder layer's tensors under prefix p ("model.layers.3.", "layers.0."): the norms,
+// the seven linears (dense or int4) and CPM.cu's fused int4 names. Shared by the model and the draft.
+void declare_layer(WeightStore& store, const std::string& p, int64_t H, int64_t q_dim, int64_t kv_dim, int64_t I,
+                   LayerWeights& w, bool has_input_norm);
 
 // Number of threads to use when the host asks for "one per available core".
 int32_t available_cores();

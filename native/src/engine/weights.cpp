@@ -1,9 +1,11 @@
 #include "engine/weights.h"
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "common/error.h"
+#include "common/int4.h"
 
 namespace mcpm {
 
@@ -15,54 +17,215 @@ std::string shape_string(const int64_t* shape, size_t ndim) {
   return s.str();
 }
 
-void WeightStore::add(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional) {
+size_t WeightStore::add_slot(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional, Role role,
+                             int32_t linear) {
   index_.emplace(name, slots_.size());
-  slots_.push_back(Slot{std::move(name), std::move(shape), target, optional, nullptr});
+  slots_.push_back(Slot{std::move(name), std::move(shape), target, optional, role, linear, nullptr});
+  return slots_.size() - 1;
 }
 
-void WeightStore::set(const std::string& name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim,
-                      const void* data, size_t data_size) {
-  auto it = index_.find(name);
-  if (it == index_.end()) invalid_argument("unknown tensor '" + name + "' for " + what_);
-  Slot& slot = slots_[it->second];
-  if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
-    invalid_argument("tensor '" + slot.name + "': unknown dtype " + std::to_string(dtype) +
-                     " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
+void WeightStore::add(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional) {
+  add_slot(std::move(name), std::move(shape), target, optional, Role::Plain, -1);
+}
+
+void WeightStore::add_linear(std::string dense, std::string qweight, std::string scales, int64_t N, int64_t K,
+                             LinearWeight* target) {
+  const int32_t id = static_cast<int32_t>(linears_.size());
+  Linear l;
+  l.N = N;
+  l.K = K;
+  l.dense = add_slot(std::move(dense), {N, K}, &target->dense, false, Role::Dense, id);
+  l.qweight = add_slot(std::move(qweight), {K / int4::kTile, 2 * N}, &target->qweight, false, Role::QWeight, id);
+  l.scales = add_slot(std::move(scales), {K / int4::kGroupSize, N}, &target->scales, false, Role::Scales, id);
+  linears_.push_back(l);
+}
+
+void WeightStore::add_linear(const std::string& base, int64_t N, int64_t K, LinearWeight* target) {
+  add_linear(base + ".weight", base + ".qweight", base + ".scales", N, K, target);
+}
+
+void WeightStore::add_fused_int4(std::string qweight, std::string scales, const std::vector<std::string>& parts) {
+  Fused q, s;
+  s.scales = true;
+  for (const std::string& part : parts) {
+    const Slot& slot = slots_[index_.at(part)];
+    MCPM_CHECK(slot.role == Role::QWeight);
+    q.linears.push_back(static_cast<size_t>(slot.linear));
+  }
+  s.linears = q.linears;
+  fused_.emplace(std::move(qweight), std::move(q));
+  fused_.emplace(std::move(scales), std::move(s));
+}
+
+void WeightStore::validate(const Slot& slot, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
+                           size_t data_size) const {
+  const std::string tensor = "tensor '" + slot.name + "'";
+  switch (slot.role) {
+    case Role::Plain:
+    case Role::Dense:
+      if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
+        invalid_argument(tensor + ": unsupported dtype " + std::to_string(dtype) +
+                         " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
+      break;
+    case Role::QWeight:
+    case Role::Scales: {
+      const Linear& l = linears_[static_cast<size_t>(slot.linear)];
+      if (l.K % int4::kGroupSize != 0 || l.N % int4::kMarlinMinN != 0)
+        invalid_argument(tensor + ": an int4 (Marlin) layer needs in_features divisible by 128 and out_features "
+                         "divisible by 64, but this layer has out_features " + std::to_string(l.N) +
+                         " and in_features " + std::to_string(l.K));
+      const mcpm_dtype want = slot.role == Role::QWeight ? MCPM_DTYPE_I32 : MCPM_DTYPE_F16;
+      if (dtype != want)
+        invalid_argument(tensor + ": dtype must be " +
+                         (slot.role == Role::QWeight ? "MCPM_DTYPE_I32 (packed int4)" : "MCPM_DTYPE_F16 (int4 scales)") +
+                         ", got " + std::to_string(dtype));
+      break;
+    }
+  }
   const bool same_shape = ndim >= 0 && static_cast<size_t>(ndim) == slot.shape.size() &&
                           std::equal(slot.shape.begin(), slot.shape.end(), shape);
   if (!same_shape)
-    invalid_argument("tensor '" + slot.name + "' has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
-                     " but the config requires " + shape_string(slot.shape.data(), slot.shape.size()));
+    invalid_argument(tensor + " has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
+                     " but " + what_ + " requires " + shape_string(slot.shape.data(), slot.shape.size()));
+  const DType dt = static_cast<DType>(dtype);
+  const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
+  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(slot.shape.back()) * dtype_size(dt);
+  if (data_size != bytes)
+    invalid_argument(tensor + ": data_size is " + std::to_string(data_size) + " bytes but " +
+                     shape_string(slot.shape.data(), slot.shape.size()) + " " + dtype_name(dt) + " needs " +
+                     std::to_string(bytes));
+  if (slot.role == Role::Scales) {
+    // inf or NaN (exponent all ones) would turn every output of the layer into NaN.
+    const uint16_t* s = static_cast<const uint16_t*>(data);
+    for (size_t i = 0; i < bytes / 2; ++i)
+      if ((s[i] & 0x7c00u) == 0x7c00u)
+        invalid_argument(tensor + ": scale " + std::to_string(i) + " is not a finite number (fp16 bits 0x" +
+                         [&] {
+                           char hex[8];
+                           std::snprintf(hex, sizeof hex, "%04x", s[i]);
+                           return std::string(hex);
+                         }() + ")");
+  }
+}
+
+void WeightStore::clear(Slot& slot) {
+  slot.storage.reset();
+  *slot.target = Tensor{};
+}
+
+void WeightStore::store(Slot& slot, mcpm_dtype dtype, const void* data) {
   const DType dt = static_cast<DType>(dtype);
   const int64_t cols = slot.shape.back();
   const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
   const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * dtype_size(dt);
-  if (data_size != bytes)
-    invalid_argument("tensor '" + slot.name + "': data_size is " + std::to_string(data_size) + " bytes but " +
-                     shape_string(slot.shape.data(), slot.shape.size()) + " " + dtype_name(dt) + " needs " +
-                     std::to_string(bytes));
   std::unique_ptr<Buffer> storage = backend_.alloc(bytes);
   backend_.upload(storage->data(), data, bytes);
   slot.storage = std::move(storage);
   *slot.target = Tensor{slot.storage->data(), dt, rows, cols};
+  if (slot.linear < 0) return;
+  // The later form of a linear layer replaces the earlier one.
+  const Linear& l = linears_[static_cast<size_t>(slot.linear)];
+  if (slot.role == Role::Dense) {
+    clear(slots_[l.qweight]);
+    clear(slots_[l.scales]);
+  } else {
+    clear(slots_[l.dense]);
+  }
+}
+
+void WeightStore::set(const std::string& name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim,
+                      const void* data, size_t data_size) {
+  auto fused = fused_.find(name);
+  if (fused != fused_.end()) {
+    set_fused(name, fused->second, dtype, shape, ndim, data, data_size);
+    return;
+  }
+  auto it = index_.find(name);
+  if (it == index_.end()) invalid_argument("unknown tensor '" + name + "' for " + what_);
+  Slot& slot = slots_[it->second];
+  validate(slot, dtype, shape, ndim, data, data_size);
+  store(slot, dtype, data);
+}
+
+// A fused int4 tensor is the column concatenation of its parts' tensors (Marlin packing commutes
+// with concatenation along N at multiples of 64: algorithms.md §4.2). Rows are K/16 (qweight, two
+// int32 per output column) or K/128 (scales, one fp16 per column).
+void WeightStore::set_fused(const std::string& name, const Fused& fused, mcpm_dtype dtype, const int64_t* shape,
+                            int32_t ndim, const void* data, size_t data_size) {
+  const Linear& first = linears_[fused.linears.front()];
+  const int64_t K = first.K;
+  int64_t total_n = 0;
+  for (size_t id : fused.linears) total_n += linears_[id].N;
+  const int64_t rows = fused.scales ? K / int4::kGroupSize : K / int4::kTile;
+  const int64_t per_col = fused.scales ? 1 : 2;  // elements per output column in one row
+  const size_t es = fused.scales ? 2 : 4;
+  const int64_t expected[2] = {rows, per_col * total_n};
+  const bool same_shape = ndim == 2 && shape[0] == expected[0] && shape[1] == expected[1];
+  if (!same_shape)
+    invalid_argument("tensor '" + name + "' has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
+                     " but " + what_ + " requires " + shape_string(expected, 2));
+  const mcpm_dtype want = fused.scales ? MCPM_DTYPE_F16 : MCPM_DTYPE_I32;
+  if (dtype != want)
+    invalid_argument("tensor '" + name + "': dtype must be " +
+                     (fused.scales ? "MCPM_DTYPE_F16 (int4 scales)" : "MCPM_DTYPE_I32 (packed int4)") + ", got " +
+                     std::to_string(dtype));
+  if (data_size != static_cast<size_t>(rows * per_col * total_n) * es)
+    invalid_argument("tensor '" + name + "': data_size is " + std::to_string(data_size) + " bytes but " +
+                     shape_string(expected, 2) + " needs " + std::to_string(rows * per_col * total_n * static_cast<int64_t>(es)));
+  // Split into the parts' own tensors and validate every part before storing any.
+  std::vector<std::vector<char>> parts;
+  int64_t col0 = 0;
+  for (size_t id : fused.linears) {
+    const Linear& l = linears_[id];
+    Slot& slot = slots_[fused.scales ? l.scales : l.qweight];
+    const size_t part_row = static_cast<size_t>(per_col * l.N) * es, full_row = static_cast<size_t>(per_col * total_n) * es;
+    std::vector<char> part(part_row * static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(part.data() + static_cast<size_t>(r) * part_row,
+                  static_cast<const char*>(data) + static_cast<size_t>(r) * full_row + static_cast<size_t>(per_col * col0) * es,
+                  part_row);
+    const int64_t part_shape[2] = {rows, per_col * l.N};
+    validate(slot, dtype, part_shape, 2, part.data(), part.size());
+    parts.push_back(std::move(part));
+    col0 += l.N;
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Linear& l = linears_[fused.linears[i]];
+    store(slots_[fused.scales ? l.scales : l.qweight], dtype, parts[i].data());
+  }
+}
+
+bool WeightStore::linear_complete(const Linear& l) const {
+  return slots_[l.dense].storage || (slots_[l.qweight].storage && slots_[l.scales].storage);
 }
 
 void WeightStore::check_complete() const {
   size_t missing = 0;
-  const Slot* first = nullptr;
-  for (const Slot& s : slots_) {
-    if (s.storage || s.optional) continue;
-    if (!first) first = &s;
+  std::string first;
+  auto miss = [&](const std::string& name) {
+    if (first.empty()) first = name;
     ++missing;
+  };
+  for (const Slot& s : slots_) {
+    if (s.role == Role::Plain) {
+      if (!s.storage && !s.optional) miss(s.name);
+      continue;
+    }
+    if (s.role != Role::Dense) continue;  // each linear is reported once, at its dense slot
+    const Linear& l = linears_[static_cast<size_t>(s.linear)];
+    if (linear_complete(l)) continue;
+    const Slot& q = slots_[l.qweight];
+    const Slot& sc = slots_[l.scales];
+    if (q.storage && !sc.storage)
+      miss(sc.name + "' (the int4 scales of '" + q.name);
+    else if (sc.storage && !q.storage)
+      miss(q.name + "' (the int4 weights for '" + sc.name);
+    else
+      miss(s.name);
   }
-  if (first)
-    invalid_argument("missing tensor '" + first->name + "'" +
+  if (!first.empty())
+    invalid_argument("missing tensor '" + first + "'" +
                      (missing > 1 ? " (and " + std::to_string(missing - 1) + " more)" : std::string()));
-}
-
-bool WeightStore::is_set(const std::string& name) const {
-  auto it = index_.find(name);
-  return it != index_.end() && slots_[it->second].storage != nullptr;
 }
 
 uint64_t WeightStore::bytes() const {
@@ -70,6 +233,13 @@ uint64_t WeightStore::bytes() const {
   for (const Slot& s : slots_)
     if (s.storage) total += s.storage->size();
   return total;
+}
+
+int32_t WeightStore::int4_linear_count() const {
+  int32_t n = 0;
+  for (const Linear& l : linears_)
+    if (slots_[l.qweight].storage && slots_[l.scales].storage) ++n;
+  return n;
 }
 
 }  // namespace mcpm

@@ -1,5 +1,10 @@
 // Named weight slots filled tensor by tensor from the host: shape and dtype validation, upload into
 // backend memory, and the completeness check. Shared by the model and the EAGLE draft.
+//
+// A linear layer has two forms: the dense "<name>.weight" [N, K], or W4A16 int4 in the Marlin
+// layout, "<name>.qweight" (I32 [K/16, 2N]) plus "<name>.scales" (F16 [K/128, N]). Setting one form
+// drops the other. Fused int4 names (CPM.cu's qkv_proj, gate_up_proj, the draft's fc) are split
+// along N into their parts' slots.
 #pragma once
 
 #include <memory>
@@ -17,32 +22,69 @@ class WeightStore {
   // `what` names the owner in messages ("this MiniCPM4 config", "this EAGLE draft").
   WeightStore(Backend& backend, std::string what) : backend_(backend), what_(std::move(what)) {}
 
-  // Declares a tensor: its checkpoint name, shape (1-D or 2-D) and where its view goes.
+  // Declares a plain tensor (norm weight, embedding, LM head, bias): its checkpoint name, shape
+  // (1-D or 2-D) and where its view goes.
   void add(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional = false);
-  bool knows(const std::string& name) const { return index_.count(name) != 0; }
+
+  // Declares a linear layer with N outputs and K inputs under its three names.
+  void add_linear(std::string dense, std::string qweight, std::string scales, int64_t N, int64_t K,
+                  LinearWeight* target);
+  // The same with the checkpoint convention base + ".weight" / ".qweight" / ".scales".
+  void add_linear(const std::string& base, int64_t N, int64_t K, LinearWeight* target);
+
+  // Declares fused int4 names whose columns are the given linears' (declared before, same K)
+  // concatenated along N in order; `parts` are the linears' qweight names.
+  void add_fused_int4(std::string qweight, std::string scales, const std::vector<std::string>& parts);
 
   // Validates dtype, shape and byte size against the declaration and uploads a copy. Throws
-  // INVALID_ARGUMENT naming the tensor (unknown name, wrong shape, dtype or size).
+  // INVALID_ARGUMENT naming the tensor (unknown name, wrong shape, dtype or size, an int4 layer whose
+  // shape the Marlin layout does not support, non-finite int4 scales). Validation happens before
+  // anything is replaced.
   void set(const std::string& name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
            size_t data_size);
 
   // Throws INVALID_ARGUMENT naming the first missing required tensor and how many more are missing.
   void check_complete() const;
-  bool is_set(const std::string& name) const;
   uint64_t bytes() const;
+  // Linear layers currently held as int4.
+  int32_t int4_linear_count() const;
 
  private:
+  enum class Role { Plain, Dense, QWeight, Scales };
   struct Slot {
     std::string name;
     std::vector<int64_t> shape;
     Tensor* target = nullptr;
     bool optional = false;
+    Role role = Role::Plain;
+    int32_t linear = -1;  // index into linears_ for the three linear roles
     std::unique_ptr<Buffer> storage;
   };
+  struct Linear {
+    int64_t N = 0, K = 0;
+    size_t dense = 0, qweight = 0, scales = 0;  // slot indices
+  };
+  struct Fused {
+    bool scales = false;          // the scales tensor (else the qweight)
+    std::vector<size_t> linears;  // parts, in column order
+  };
+
+  size_t add_slot(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional, Role role,
+                  int32_t linear);
+  void validate(const Slot& slot, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
+                size_t data_size) const;
+  void store(Slot& slot, mcpm_dtype dtype, const void* data);
+  void set_fused(const std::string& name, const Fused& fused, mcpm_dtype dtype, const int64_t* shape, int32_t ndim,
+                 const void* data, size_t data_size);
+  void clear(Slot& slot);
+  bool linear_complete(const Linear& l) const;
+
   Backend& backend_;
   std::string what_;
   std::vector<Slot> slots_;
+  std::vector<Linear> linears_;
   std::unordered_map<std::string, size_t> index_;
+  std::unordered_map<std::string, Fused> fused_;
 };
 
 std::string shape_string(const int64_t* shape, size_t ndim);

@@ -55,7 +55,10 @@ class CpuBackend final : public Backend {
                     const Tensor& weight, float eps) override;
   void add_scaled(ExecContext& ctx, const Tensor& residual, const Tensor& delta, float scale) override;
   void scale(ExecContext& ctx, const Tensor& x, float scale) override;
+  using Backend::linear;
   void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) override;
+  void linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                   const Tensor& scales) override;
   void rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim, const int32_t* positions,
             const Tensor& inv_freq, float attn_factor) override;
   void store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,

@@ -153,6 +153,16 @@ const std::array<int, 1024>& marlin_perm();
 const std::array<int, 64>& marlin_scale_perm();
 const std::array<int, 32>& marlin_scale_perm_single();
 
+// Where each nibble of one slab's 64-column chunk lands: entry 8w + p (w = word index in
+// [0, 128) from the chunk's first word 128c of the slab row, p = nibble) is ki * 64 + nl, i.e.
+// row 16r + ki and column 64c + nl of W[k][n] (the closed form above). Used by CPU kernels that
+// decode whole tiles.
+const std::array<uint16_t, 1024>& marlin_tile_positions();
+// Where the scale of local column nl (0..63) of a 64-column chunk sits inside that chunk of a
+// permuted scale row: s[g][64c + nl] == s'[g][64c + idx[nl]]. `single_group` selects the K == 128
+// permutation (see the header comment).
+const std::array<uint8_t, 64>& marlin_scale_positions(bool single_group);
+
 // Marlin qweight from codes q [K][N], via the permutation (tile, permute each 1024-chunk, pack 8
 // consecutive nibbles little-end first): B[r][w] = sum_p P[r][8w+p] << 4p.
 std::vector<int32_t> pack_marlin_qweight(const uint8_t* q, int64_t K, int64_t N);
@@ -167,6 +177,14 @@ Quantized unpack_marlin(const MarlinWeight& w);
 // AutoGPTQ -> Marlin, as gptq2marlin.py does for one (possibly already N-concatenated) matrix:
 // validate, unpack qweight, pack Marlin, permute scales. qzeros and g_idx are dropped.
 MarlinWeight gptq_to_marlin(const GptqWeight& w, const GptqConfig& cfg = {});
+
+// Quantises w_hf [N][K] (f32) straight into the Marlin layout (qweight [K/16][2N], permuted scales
+// [K/128][N]), splitting N over up to `threads` workers (packing commutes with concatenation along N
+// at multiples of 64, so each worker packs its own column range). Same codes and scales as
+// pack_marlin(quantize(w_hf, N, K, opt)).
+MarlinWeight quantize_marlin(const float* w_hf, int64_t N, int64_t K, const QuantOptions& opt, int threads);
+// The same for the AutoGPTQ layout (qweight [K/8][N], unpermuted scales; qzeros/g_idx left empty).
+GptqWeight quantize_gptq(const float* w_hf, int64_t N, int64_t K, const QuantOptions& opt, int threads);
 
 // ---- CPU reference GEMM ----------------------------------------------------------------------------
 

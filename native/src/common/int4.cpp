@@ -1,9 +1,12 @@
-#include "engine/int4.h"
+#include "common/int4.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "common/dtype.h"
 
@@ -311,6 +314,42 @@ std::vector<int32_t> pack_marlin_qweight(const uint8_t* q, int64_t K, int64_t N)
   return out;
 }
 
+const std::array<uint16_t, 1024>& marlin_tile_positions() {
+  static const std::array<uint16_t, 1024> table = [] {
+    std::array<uint16_t, 1024> t{};
+    for (int i = 0; i < 32; ++i) {
+      const int lane_t = i % 4, col = i / 4;
+      const int rows[4] = {2 * lane_t, 2 * lane_t + 1, 2 * lane_t + 8, 2 * lane_t + 9};
+      for (int j = 0; j < 4; ++j)
+        for (int p = 0; p < 8; ++p) {
+          const int o = kInterleave[p];
+          const int w = 4 * i + j;
+          t[static_cast<size_t>(8 * w + p)] = static_cast<uint16_t>(rows[o % 4] * 64 + 16 * j + 8 * (o / 4) + col);
+        }
+    }
+    return t;
+  }();
+  return table;
+}
+
+const std::array<uint8_t, 64>& marlin_scale_positions(bool single_group) {
+  // s'[base + x] = s[base + perm[x]], so original column perm[x] sits at permuted index x.
+  static const std::array<uint8_t, 64> grouped = [] {
+    std::array<uint8_t, 64> t{};
+    for (int x = 0; x < 64; ++x) t[static_cast<size_t>(marlin_scale_perm()[static_cast<size_t>(x)])] = static_cast<uint8_t>(x);
+    return t;
+  }();
+  static const std::array<uint8_t, 64> single = [] {
+    std::array<uint8_t, 64> t{};
+    for (int half = 0; half < 2; ++half)
+      for (int x = 0; x < 32; ++x)
+        t[static_cast<size_t>(32 * half + marlin_scale_perm_single()[static_cast<size_t>(x)])] =
+            static_cast<uint8_t>(32 * half + x);
+    return t;
+  }();
+  return single_group ? single : grouped;
+}
+
 std::vector<uint8_t> unpack_marlin_qweight(const int32_t* qweight, int64_t K, int64_t N) {
   validate_marlin_shape(K, N);
   std::vector<uint8_t> q(static_cast<size_t>(K * N));
@@ -396,6 +435,74 @@ MarlinWeight gptq_to_marlin(const GptqWeight& w, const GptqConfig& cfg) {
   m.qweight = pack_marlin_qweight(q.data(), w.K, w.N);
   m.scales = permute_marlin_scales(w.scales.data(), w.K, w.N);
   return m;
+}
+
+// ---- parallel quantisation -------------------------------------------------------------------------
+
+namespace {
+
+// Splits [0, N) into at most `threads` ranges of whole 64-column chunks, runs body(n0, n1, part) on
+// each (part = range index) on its own thread, and rethrows the first exception.
+template <typename F>
+void for_column_ranges(int64_t N, int threads, F&& body) {
+  const int64_t chunks = N / kMarlinMinN;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, chunks));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
+  std::vector<std::thread> pool;
+  auto run = [&](int64_t part) {
+    try {
+      const int64_t n0 = chunks * part / parts * kMarlinMinN, n1 = chunks * (part + 1) / parts * kMarlinMinN;
+      body(n0, n1, part);
+    } catch (...) {
+      errors[static_cast<size_t>(part)] = std::current_exception();
+    }
+  };
+  for (int64_t part = 1; part < parts; ++part) pool.emplace_back(run, part);
+  run(0);
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// Copies the columns [0, src_cols) of every row of src into columns [col0, col0 + src_cols) of dst.
+template <typename T>
+void place_columns(const std::vector<T>& src, int64_t rows, int64_t src_cols, std::vector<T>& dst, int64_t dst_cols,
+                   int64_t col0) {
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst.data() + r * dst_cols + col0, src.data() + r * src_cols, static_cast<size_t>(src_cols) * sizeof(T));
+}
+
+}  // namespace
+
+MarlinWeight quantize_marlin(const float* w_hf, int64_t N, int64_t K, const QuantOptions& opt, int threads) {
+  validate_marlin_shape(K, N);
+  MarlinWeight out;
+  out.K = K;
+  out.N = N;
+  out.qweight.resize(static_cast<size_t>(K / kTile * 2 * N));
+  out.scales.resize(static_cast<size_t>(K / kGroupSize * N));
+  for_column_ranges(N, threads, [&](int64_t n0, int64_t n1, int64_t) {
+    // Rows n0..n1 of w_hf are output columns n0..n1: quantise and pack them as their own matrix.
+    const MarlinWeight part = pack_marlin(quantize(w_hf + n0 * K, n1 - n0, K, opt));
+    place_columns(part.qweight, K / kTile, 2 * (n1 - n0), out.qweight, 2 * N, 2 * n0);
+    place_columns(part.scales, K / kGroupSize, n1 - n0, out.scales, N, n0);
+  });
+  return out;
+}
+
+GptqWeight quantize_gptq(const float* w_hf, int64_t N, int64_t K, const QuantOptions& opt, int threads) {
+  validate_marlin_shape(K, N);
+  GptqWeight out;
+  out.K = K;
+  out.N = N;
+  out.qweight.resize(static_cast<size_t>(K / 8 * N));
+  out.scales.resize(static_cast<size_t>(K / kGroupSize * N));
+  for_column_ranges(N, threads, [&](int64_t n0, int64_t n1, int64_t) {
+    const Quantized part = quantize(w_hf + n0 * K, n1 - n0, K, opt);
+    place_columns(pack_gptq_qweight(part.q.data(), K, n1 - n0), K / 8, n1 - n0, out.qweight, N, n0);
+    place_columns(part.scales, K / kGroupSize, n1 - n0, out.scales, N, n0);
+  });
+  return out;
 }
 
 // ---- CPU reference GEMM ----------------------------------------------------------------------------
