@@ -42,7 +42,7 @@ internal static unsafe class LinearLoader
             {
                 var q = linear.QWeight!;
                 var s = linear.Scales!;
-                FromCheckpoint(q, () =>
+                FromCheckpoint(linear, q, () =>
                 {
                     set(q.Name, TensorDType.I32, q.Shape, q.Pointer, q.ByteLength);
                     set(s.Name, TensorDType.F16, s.Shape, s.Pointer, s.ByteLength);
@@ -52,7 +52,7 @@ internal static unsafe class LinearLoader
             case LinearWeightFormat.Gptq:
             {
                 using var m = Int4Weights.RepackGptq(linear);
-                FromCheckpoint(linear.Scales!, () => SetMarlin(linear.Name, m, set));
+                FromCheckpoint(linear, linear.Scales!, () => SetMarlin(linear.Name, m, set));
                 return 1;
             }
             default:
@@ -71,9 +71,10 @@ internal static unsafe class LinearLoader
 
     /// <summary>
     /// The engine rejecting int4 data read from a checkpoint (non-finite scales, say) is a defect of that checkpoint:
-    /// it becomes a CheckpointException naming the file, with the engine's message (which names the tensor).
+    /// it becomes a CheckpointException naming the file and the layer, with the engine's message (which names the
+    /// tensor it was given: for CPM.cu's fused layers, the projection it split off).
     /// </summary>
-    private static void FromCheckpoint(CheckpointTensor tensor, Action action)
+    private static void FromCheckpoint(CheckpointLinear linear, CheckpointTensor tensor, Action action)
     {
         try
         {
@@ -81,7 +82,7 @@ internal static unsafe class LinearLoader
         }
         catch (MiniCpmInvalidArgumentException e)
         {
-            throw new CheckpointException(tensor.FilePath, e.Message, e);
+            throw new CheckpointException(tensor.FilePath, $"int4 layer '{linear.Name}': {e.Message}", e);
         }
     }
 }

@@ -77,12 +77,13 @@ public unsafe class Int4PackingTests
         Assert.That(Int4Reference.PackMarlin(q), Is.EqualTo(expected));
     }
 
-    [TestCase(TensorDType.F32)]
-    [TestCase(TensorDType.F16)]
-    [TestCase(TensorDType.BF16)]
-    public void Quantize_Marlin_EqualsTheReference(TensorDType dtype)
+    [TestCase(TensorDType.F32, 192, 384)]
+    [TestCase(TensorDType.F16, 192, 384)]
+    [TestCase(TensorDType.BF16, 192, 384)]
+    [TestCase(TensorDType.BF16, 128, 128)] // one group: Marlin's per-channel scale permutation
+    [TestCase(TensorDType.F32, 64, 256)]
+    public void Quantize_Marlin_EqualsTheReference(TensorDType dtype, int n, int k)
     {
-        int n = 192, k = 384;
         var w = Int4Reference.RandomWeights(n, k, Environment.TickCount);
         using var m = Quantize(w, n, k, dtype);
         var (q, s) = Int4Reference.Quantize(Rounded(w, dtype), n, k);

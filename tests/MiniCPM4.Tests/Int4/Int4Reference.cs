@@ -83,11 +83,25 @@ internal static class Int4Reference
         return packed;
     }
 
-    /// <summary>Marlin's grouped scale permutation: within each 64-column chunk, s'[64c + 8a + b] = s[64c + a + 8b].</summary>
+    /// <summary>
+    /// Marlin's scale permutation. Grouped (more than one group along K): within each 64-column chunk,
+    /// s'[64c + 8a + b] = s[64c + a + 8b]. With a single group (K == 128, the group is the whole column) Marlin treats the
+    /// layer as per-channel, as vLLM's marlin_permute_scales does: within each 32-column chunk,
+    /// s'[32c + 8a + m] = s[32c + 2a + off[m]], off = [0, 1, 8, 9, 16, 17, 24, 25].
+    /// </summary>
     public static Half[] PermuteScales(Half[,] s)
     {
         int groups = s.GetLength(0), n = s.GetLength(1);
         var result = new Half[groups * n];
+        if (groups == 1)
+        {
+            int[] off = [0, 1, 8, 9, 16, 17, 24, 25];
+            for (int c = 0; c < n / 32; c++)
+                for (int a = 0; a < 4; a++)
+                    for (int m = 0; m < 8; m++)
+                        result[32 * c + 8 * a + m] = s[0, 32 * c + 2 * a + off[m]];
+            return result;
+        }
         for (int g = 0; g < groups; g++)
             for (int c = 0; c < n / 64; c++)
                 for (int a = 0; a < 8; a++)
