@@ -5,6 +5,7 @@
 //              --head-dim N --ffn N --vocab N] [--dtype bf16|fp16|fp32] [--untied]
 //              [--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]
 //              [--spec-trees N,N,...] [--frspec-size R]   (speculative round costs, random draft)
+//              [--int4]   (linear layers quantized on load to W4A16 int4, Marlin layout)
 //
 // Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
 // LM head; of an untied embedding only one row) + the KV cache rows attention reads.
@@ -36,6 +37,7 @@ struct Options {
   bool json = false;
   std::vector<int> spec_trees;  // --spec-trees 12,32,60: speculative round costs for these tree sizes
   int frspec = 0;               // --frspec-size R: also measure a draft head restricted to R ids
+  bool int4 = false;            // --int4: the seven linears of every layer as W4A16 int4
 };
 
 [[noreturn]] void die(const std::string& msg) {
@@ -88,6 +90,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--gen-tokens") o.gen_tokens = int_value();
     else if (a == "--threads") o.threads = int_value();
     else if (a == "--json") o.json = true;
+    else if (a == "--int4") o.int4 = true;
     else if (a == "--frspec-size") o.frspec = int_value();
     else if (a == "--spec-trees") {
       const std::string list = value();
@@ -108,7 +111,7 @@ Options parse(int argc, char** argv) {
       std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N] [--layers N] [--heads N] "
                   "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
                   "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--spec-trees N,N,...] "
-                  "[--frspec-size R]\n");
+                  "[--frspec-size R] [--int4]\n");
       std::exit(0);
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -227,6 +230,28 @@ void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> sha
         name.c_str());
 }
 
+// A random linear weight [N, K], set dense or (int4) quantized to the Marlin layout on the host.
+void set_linear(mcpm_model* m, const std::string& name, int64_t N, int64_t K, mcpm_dtype dtype, float scale, bool int4,
+                uint64_t& rng, std::vector<unsigned char>& buf) {
+  if (!int4) {
+    set_random(m, name + ".weight", {N, K}, dtype, scale, false, rng, buf);
+    return;
+  }
+  fill_random({N, K}, dtype, scale, false, rng, buf);
+  std::vector<int32_t> qweight(static_cast<size_t>(K / 16 * 2 * N));
+  std::vector<uint16_t> scales(static_cast<size_t>(K / 128 * N));
+  check(mcpm_int4_quantize(dtype, buf.data(), buf.size(), N, K, nullptr, qweight.data(), qweight.size() * 4,
+                           scales.data(), scales.size() * 2),
+        (name + " (quantize)").c_str());
+  const std::vector<int64_t> qshape{K / 16, 2 * N}, sshape{K / 128, N};
+  check(mcpm_model_set_tensor(m, (name + ".qweight").c_str(), MCPM_DTYPE_I32, qshape.data(), 2, qweight.data(),
+                              qweight.size() * 4),
+        (name + ".qweight").c_str());
+  check(mcpm_model_set_tensor(m, (name + ".scales").c_str(), MCPM_DTYPE_F16, sshape.data(), 2, scales.data(),
+                              scales.size() * 2),
+        (name + ".scales").c_str());
+}
+
 // A random one-layer EAGLE draft for `model` (MiniCPM4 layout), with an FR-Spec head of `frspec`
 // ids (0 = the whole vocabulary).
 mcpm_draft* random_draft(mcpm_model* model, const mcpm_model_config& c, mcpm_dtype dtype, int frspec, uint64_t& rng) {
@@ -296,15 +321,14 @@ int main(int argc, char** argv) {
     set_random(model, p + "input_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
     set_random(model, p + "post_attention_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
     const float sh = 1.0f / std::sqrt(static_cast<float>(H));
-    set_random(model, p + "self_attn.q_proj.weight", {Q, H}, o.dtype, sh, false, rng, buf);
-    set_random(model, p + "self_attn.k_proj.weight", {KV, H}, o.dtype, sh, false, rng, buf);
-    set_random(model, p + "self_attn.v_proj.weight", {KV, H}, o.dtype, sh, false, rng, buf);
-    set_random(model, p + "self_attn.o_proj.weight", {H, Q}, o.dtype, 1.0f / std::sqrt(static_cast<float>(Q)), false,
-               rng, buf);
-    set_random(model, p + "mlp.gate_proj.weight", {I, H}, o.dtype, sh, false, rng, buf);
-    set_random(model, p + "mlp.up_proj.weight", {I, H}, o.dtype, sh, false, rng, buf);
-    set_random(model, p + "mlp.down_proj.weight", {H, I}, o.dtype, 1.0f / std::sqrt(static_cast<float>(I)), false,
-               rng, buf);
+    const float sq = 1.0f / std::sqrt(static_cast<float>(Q)), si = 1.0f / std::sqrt(static_cast<float>(I));
+    set_linear(model, p + "self_attn.q_proj", Q, H, o.dtype, sh, o.int4, rng, buf);
+    set_linear(model, p + "self_attn.k_proj", KV, H, o.dtype, sh, o.int4, rng, buf);
+    set_linear(model, p + "self_attn.v_proj", KV, H, o.dtype, sh, o.int4, rng, buf);
+    set_linear(model, p + "self_attn.o_proj", H, Q, o.dtype, sq, o.int4, rng, buf);
+    set_linear(model, p + "mlp.gate_proj", I, H, o.dtype, sh, o.int4, rng, buf);
+    set_linear(model, p + "mlp.up_proj", I, H, o.dtype, sh, o.int4, rng, buf);
+    set_linear(model, p + "mlp.down_proj", H, I, o.dtype, si, o.int4, rng, buf);
   }
   set_random(model, "model.norm.weight", {H}, o.dtype, 0, true, rng, buf);
   if (!c.tie_word_embeddings) set_random(model, "lm_head.weight", {V, H}, o.dtype, 0.05f, false, rng, buf);
@@ -372,20 +396,20 @@ int main(int argc, char** argv) {
   if (o.json) {
     std::printf(
         "{\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"ffn\":%d,\"vocab\":%d,"
-        "\"dtype\":\"%s\",\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
+        "\"dtype\":\"%s\",\"int4\":%s,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
         "\"gen_tokens\":%lld,\"load_s\":%.3f,\"weight_bytes\":%llu,\"copy_bandwidth_gbs\":%.2f,"
         "\"read_bandwidth_gbs\":%.2f,\"prefill_tokens_per_s\":%.3f,\"decode_tokens_per_s\":%.3f,"
         "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%.3f,"
         "\"decode_fraction_of_read_bw\":%.3f}\n",
         c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size,
-        dtype_name, c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features, o.prompt_tokens,
+        dtype_name, o.int4 ? "true" : "false", c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features, o.prompt_tokens,
         static_cast<long long>(st.decode_tokens), load_s, static_cast<unsigned long long>(weight_bytes), bw.copy_gbs,
         bw.read_gbs, prefill_tps, decode_tps, bytes_per_token, achieved_gbs, achieved_gbs / bw.copy_gbs,
         achieved_gbs / bw.read_gbs);
   } else {
-    std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s, %s\n",
+    std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s%s, %s\n",
                 c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-                c.vocab_size, dtype_name, c.tie_word_embeddings ? "tied" : "untied");
+                c.vocab_size, dtype_name, o.int4 ? " (linears int4)" : "", c.tie_word_embeddings ? "tied" : "untied");
     std::printf("machine    %d threads, kernels: %s\n", threads, info.cpu_features);
     std::printf("memory     copy %.2f GB/s (read+write), read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
     std::printf("weights    %.1f MB, loaded in %.2f s\n", static_cast<double>(weight_bytes) / 1e6, load_s);

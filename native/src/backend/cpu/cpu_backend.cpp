@@ -31,8 +31,25 @@ class HostBuffer final : public Buffer {
   explicit HostBuffer(size_t bytes) {
     // Large buffers (weights, KV cache) are aligned to 2 MiB and offered to transparent huge pages:
     // decode streams every weight once per token, and 4 KiB pages would cost a TLB miss per page.
-    const size_t align = bytes >= 2 * kHugePage ? kHugePage : kAlignment;
+    // On Linux they are their own mappings, so freeing a model returns its memory to the system at
+    // once instead of leaving it in the malloc heap (where 2 MiB-aligned holes fragment it).
+    const bool large = bytes >= 2 * kHugePage;
+    const size_t align = large ? kHugePage : kAlignment;
     const size_t rounded = (std::max<size_t>(bytes, 1) + align - 1) / align * align;
+#if defined(__linux__)
+    if (large) {
+      map_ = map_aligned(rounded);
+      if (map_ == nullptr)
+        throw_error(MCPM_ERR_OUT_OF_MEMORY, "out of host memory allocating " + std::to_string(bytes) + " bytes");
+      data_ = map_;
+      mapped_ = rounded;
+#if defined(MADV_HUGEPAGE)
+      madvise(data_, rounded, MADV_HUGEPAGE);  // advisory; failure is harmless
+#endif
+      size_ = bytes;
+      return;
+    }
+#endif
 #if defined(_WIN32)
     data_ = _aligned_malloc(rounded, align);
 #else
@@ -40,18 +57,40 @@ class HostBuffer final : public Buffer {
 #endif
     if (data_ == nullptr)
       throw_error(MCPM_ERR_OUT_OF_MEMORY, "out of host memory allocating " + std::to_string(bytes) + " bytes");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == kHugePage) madvise(data_, rounded, MADV_HUGEPAGE);  // advisory; failure is harmless
-#endif
     size_ = bytes;
   }
   ~HostBuffer() override {
+#if defined(__linux__)
+    if (map_ != nullptr) {
+      munmap(map_, mapped_);
+      return;
+    }
+#endif
 #if defined(_WIN32)
     _aligned_free(data_);
 #else
     std::free(data_);
 #endif
   }
+
+ private:
+#if defined(__linux__)
+  // An anonymous mapping of `bytes` (a multiple of kHugePage) starting on a kHugePage boundary: map
+  // one huge page more, then unmap the unaligned head and the tail.
+  static void* map_aligned(size_t bytes) {
+    const size_t span = bytes + kHugePage;
+    void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    const uintptr_t base = reinterpret_cast<uintptr_t>(p);
+    const uintptr_t start = (base + kHugePage - 1) / kHugePage * kHugePage;
+    if (start > base) munmap(p, start - base);
+    const size_t tail = (base + span) - (start + bytes);
+    if (tail > 0) munmap(reinterpret_cast<void*>(start + bytes), tail);
+    return reinterpret_cast<void*>(start);
+  }
+  void* map_ = nullptr;
+  size_t mapped_ = 0;
+#endif
 };
 
 CpuContext& cpu(ExecContext& ctx) { return static_cast<CpuContext&>(ctx); }
