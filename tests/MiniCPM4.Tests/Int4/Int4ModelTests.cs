@@ -379,6 +379,57 @@ public class Int4ModelTests
             Is.EqualTo(await GenerateIds(plain, sampled)));
     }
 
+    [Test]
+    public void BadQuantizedDrafts_FailNamingTheProblem()
+    {
+        var target = MiniCpmConfig.Load(Path.Combine(_dense, "config.json"));
+        string draft = Path.Combine(_root, "draft-for-errors"), marlinDraft = Path.Combine(_root, "draft-for-errors-marlin");
+        CheckpointWriter.CreateRandomDraft(draft, target, seed: 4, TensorDType.BF16);
+        WriteMarlinDraft(draft, marlinDraft);
+        void SetQuantization(string dir, string json)
+        {
+            var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            cfg["quantization_config"] = System.Text.Json.Nodes.JsonNode.Parse(json);
+            File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
+        }
+        CheckpointException Fails(string dir, params string[] fragments)
+        {
+            int live = SafetensorsFile.LiveCount;
+            var e = Assert.Throws<CheckpointException>(() => Load(_marlin, draft: dir).Dispose())!;
+            foreach (var f in fragments) Assert.That(e.Message, Does.Contain(f));
+            Assert.That(SafetensorsFile.LiveCount, Is.EqualTo(live));
+            return e;
+        }
+
+        SetQuantization(marlinDraft, """{"bits": 4, "group_size": 64}""");
+        Fails(marlinDraft, "quantization_config.group_size is 64; only 128 is supported", Path.Combine(marlinDraft, "config.json"));
+        SetQuantization(marlinDraft, """{"bits": 4, "group_size": 128}""");
+
+        // A dense draft that claims to be quantized, and an int4 draft that does not say so.
+        string claims = Path.Combine(_root, "draft-claims");
+        Directory.CreateDirectory(claims);
+        foreach (var f in Directory.GetFiles(draft)) File.Copy(f, Path.Combine(claims, Path.GetFileName(f)), overwrite: true);
+        SetQuantization(claims, """{"group_size": 128}""");
+        Fails(claims, "quantization_config but no linear layer has int4 tensors");
+        string silent = Path.Combine(_root, "draft-silent");
+        Directory.CreateDirectory(silent);
+        foreach (var f in Directory.GetFiles(marlinDraft)) File.Copy(f, Path.Combine(silent, Path.GetFileName(f)), overwrite: true);
+        File.Copy(Path.Combine(draft, "config.json"), Path.Combine(silent, "config.json"), overwrite: true);
+        Fails(silent, "is an int4 tensor but config.json has no quantization_config");
+
+        // fc in AutoGPTQ's shape ([2H/8, H]) is not CPM.cu's fc: named with both shapes.
+        string badFc = CopyWithEdit(marlinDraft, "draft-bad-fc", "fc.scales", _ => { });
+        var tensors = new List<(string, TensorDType, long[], ReadOnlyMemory<byte>)>();
+        string weights = Path.Combine(badFc, Checkpoint.GptqFileName);
+        using (var file = SafetensorsFile.Open(weights))
+            foreach (var t in file.Tensors.Values)
+                tensors.Add(t.Name == "fc.qweight"
+                    ? (t.Name, TensorDType.I32, [32, 128], new byte[32 * 128 * 4])
+                    : (t.Name, t.DType, t.Shape, file.GetBytes(t).ToArray()));
+        CheckpointWriter.WriteSafetensors(weights, tensors);
+        Fails(badFc, "tensor 'fc.qweight' has shape [32, 128]", "implies [8, 512]");
+    }
+
     /// <summary>CPM.cu's quantized draft layout: fc.qweight / fc.scales = concat_N(marlin(fc1), marlin(fc2)), fused qkv_proj and gate_up_proj.</summary>
     private static unsafe void WriteMarlinDraft(string source, string dir)
     {
