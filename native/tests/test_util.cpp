@@ -205,7 +205,7 @@ mcpm_backend EffectiveBackend(mcpm_backend b) {
 
 double RefTolerance(mcpm_backend b) { return EffectiveBackend(b) == MCPM_BACKEND_CUDA ? 1e-2 : 2e-3; }
 
-double PathTolerance(mcpm_backend b) { return EffectiveBackend(b) == MCPM_BACKEND_CUDA ? 2e-3 : 1e-4; }
+double PathTolerance(mcpm_backend b) { return EffectiveBackend(b) == MCPM_BACKEND_CUDA ? 1e-2 : 1e-4; }
 
 // ---- TinyModel ----------------------------------------------------------------------------------------
 
