@@ -55,6 +55,9 @@ struct AttnArgs {
   float* part;        // splits > 1: [splits][n * heads][hd + 2] = (acc[hd], m, l)
 };
 
+// For the block's (query token, head) rows of KV head blockIdx.y, over the keys of split blockIdx.z:
+// online-softmax attention (see the file comment), written normalised to out (one split) or as
+// unnormalised partials (acc, m, l) to a.part. q/out fp32 [n, heads*hd]; k/v bf16 [cap, kv_heads*hd].
 // DPL: accumulator elements per lane (hd <= 32 * DPL).
 template <int DPL>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {

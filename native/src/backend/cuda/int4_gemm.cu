@@ -38,6 +38,8 @@ __device__ __forceinline__ int scale_position(int nl, bool single_group) {
   return 32 * h + 8 * ((l % 8) / 2) + 2 * (l / 8) + l % 2;
 }
 
+// out[t, n] (or its K-split partial) = sum over this block's slabs of x[t, k] * What[k][n] for the
+// block's 64 columns and up to 32 tokens (see the file comment for the layouts).
 // partial: nullptr -> write out directly (one K split); else partial[z][t][n].
 __global__ void __launch_bounds__(kThreads)
     int4_gemm_kernel(const float* __restrict__ x, const int32_t* __restrict__ qweight,
