@@ -10,7 +10,8 @@ Set-Location $PSScriptRoot
 $BuildDir = if ($env:BUILD_DIR) { $env:BUILD_DIR } else { "build" }
 
 function Build-Native([string[]]$Extra) {
-  cmake -S native -B "$BuildDir/native" @Extra
+  # The CPU-only library, as build.sh builds it (the CUDA backend: README, "CUDA backend").
+  cmake -S native -B "$BuildDir/native" -DMCPM_CUDA=OFF @Extra
   if ($LASTEXITCODE -ne 0) { throw "cmake configure failed" }
   cmake --build "$BuildDir/native" --config Release --parallel
   if ($LASTEXITCODE -ne 0) { throw "build failed" }

@@ -5,14 +5,21 @@
 #                         job: generate English from the bundled demo model (models/demo), speculatively
 #   ./build.sh test       build and run every test tier this machine supports: native tests
 #                         (Release), native tests under ASan + UBSan, native tests for aarch64 under
-#                         QEMU (when the cross compiler and qemu-user are installed), managed tests (NUnit)
+#                         QEMU (when the cross compiler and qemu-user are installed), the CUDA backend
+#                         compiled for sm_80 with its tests (when nvcc is installed; they report
+#                         skipped without a GPU), managed tests (NUnit)
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
 #   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4, MiniCPM4.AI and
 #                         MiniCPM4.Runtime.linux-x64 (plus MiniCPM4.Runtime.linux-x64.Cuda when
 #                         $BUILD_DIR/native-cuda/libminicpm4.so exists) into artifacts/packages/
 #
-# Environment: BUILD_DIR (default ./build), JOBS (default: number of cores).
+# Environment: BUILD_DIR (default ./build), JOBS (default: number of cores), CUDA_ARCHS (the CUDA
+# compile check's architectures, default 80), MCPM_REQUIRE_CUDA_BUILD=1 (a missing nvcc fails the
+# CUDA tier instead of skipping it; .ci/run sets it).
+#
+# build/native is the CPU-only library (MCPM_CUDA=OFF) the managed layer and packages use; the CUDA
+# build lives in build/native-cuda (README: "CUDA backend"; scripts/gpu-check.sh on a GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,7 +35,41 @@ configure_and_build() {  # dir, extra cmake args...
   cmake --build "$dir" -j "$JOBS"
 }
 
-native_release() { configure_and_build "$BUILD_DIR/native" -DCMAKE_BUILD_TYPE=Release "$@"; }
+native_release() { configure_and_build "$BUILD_DIR/native" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=OFF "$@"; }
+
+# The CUDA backend's compile check: the library, the CUDA tests and the benchmark for CUDA_ARCHS
+# (default sm_80 only, to keep CI short), then the CUDA tests (skipped without a GPU). nvcc 11.x
+# refuses GCC 12, so clang++-14 is its host compiler when installed.
+cuda_tier() {
+  local nvcc host=()
+  nvcc=$(command -v nvcc 2>/dev/null || true)
+  if [ -z "$nvcc" ] && [ -x /usr/local/cuda/bin/nvcc ]; then nvcc=/usr/local/cuda/bin/nvcc; fi
+  if [ -z "$nvcc" ]; then
+    echo "== skipping the CUDA compile check: nvcc not found (install a CUDA toolkit; on Debian 12 .ci/run"
+    echo "   installs nvidia-cuda-toolkit from non-free, see shared/reference/toolchain.md)"
+    if [ "${MCPM_REQUIRE_CUDA_BUILD:-0}" = 1 ]; then
+      echo "   MCPM_REQUIRE_CUDA_BUILD=1: counted as a failure"
+      FAILED=$((FAILED + 1))
+    fi
+    return 0
+  fi
+  if "$nvcc" --version | grep -q "release 11\." && command -v clang++-14 >/dev/null 2>&1; then
+    host=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
+  fi
+  echo "== CUDA backend: compile check for sm_${CUDA_ARCHS:-80} ($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p')${host:+, host clang++-14}) and its tests"
+  local t0=$SECONDS dir="$BUILD_DIR/native-cuda"
+  if ! cmake -S native -B "$dir" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=ON \
+      -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80}" "${host[@]}" \
+      -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=ON >/dev/null ||
+     ! cmake --build "$dir" -j "$JOBS" --target minicpm4 test_cuda_ops test_cuda_model mcpm_bench; then
+    echo "CUDA build failed"
+    FAILED=$((FAILED + 1))
+    return 0
+  fi
+  echo "   (CUDA build: $((SECONDS - t0)) s)"
+  # Only the CUDA tests (the CPU tests run in the tiers above); without a GPU they report skipped.
+  tally ctest ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -R '^Cuda'
+}
 
 managed_build() {
   local lib
@@ -41,20 +82,24 @@ CLI="src/MiniCPM4.Cli/bin/Release/net10.0/minicpm4"
 # Runs a test tier, echoing its output, and adds its counts to the totals for the closing line.
 PASSED=0
 FAILED=0
+SKIPPED=0
 tally() {  # kind (ctest|dotnet), command...
   local kind=$1 log rc=0
   shift
   log=$(mktemp)
   "$@" 2>&1 | tee "$log" || rc=$?
   if [ "$kind" = ctest ]; then
-    local total failed
+    local total failed skipped
     total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$log" | tail -1)
     failed=$(sed -n 's/.*, \([0-9]*\) tests failed out of.*/\1/p' "$log" | tail -1)
-    PASSED=$((PASSED + ${total:-0} - ${failed:-0}))
+    skipped=$(grep -c '(Skipped)$' "$log" || true)
+    PASSED=$((PASSED + ${total:-0} - ${failed:-0} - ${skipped:-0}))
     FAILED=$((FAILED + ${failed:-0}))
+    SKIPPED=$((SKIPPED + ${skipped:-0}))
   else
     PASSED=$((PASSED + $(sed -n 's/.*Passed: *\([0-9]*\),.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')))
     FAILED=$((FAILED + $(sed -n 's/.*Failed: *\([0-9]*\),.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')))
+    SKIPPED=$((SKIPPED + $(sed -n 's/.*Skipped: *\([0-9]*\),.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')))
   fi
   rm -f "$log"
   if [ $rc -ne 0 ] && [ "$FAILED" -eq 0 ]; then FAILED=1; fi  # a build or runner failure counts too
@@ -68,7 +113,7 @@ run_tests() {
 
   echo "== native tests (AddressSanitizer + UndefinedBehaviorSanitizer)"
   configure_and_build "$BUILD_DIR/native-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMCPM_SANITIZE=ON \
-    -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF
+    -DMCPM_CUDA=OFF -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     tally ctest ctest --test-dir "$BUILD_DIR/native-asan" --output-on-failure -j "$JOBS"
 
@@ -79,12 +124,14 @@ run_tests() {
     echo "== skipping the aarch64 tier: install g++-aarch64-linux-gnu and qemu-user to run it"
   fi
 
+  cuda_tier
+
   echo "== managed tests (NUnit)"
   managed_build
   tally dotnet dotnet test MiniCPM4.sln -c Release --no-build -nologo
 
   echo
-  echo "all tiers: $PASSED passed, $FAILED failed"
+  echo "all tiers: $PASSED passed, $FAILED failed, $SKIPPED skipped"
   [ "$FAILED" -eq 0 ]
 }
 

@@ -13,7 +13,7 @@ if [ ! -f "$gt/lib/libgtest.a" ]; then
   cmake --install "$gt/build" >/dev/null
 fi
 cmake -S native -B "$out/native" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/aarch64-linux-gnu.cmake" \
-  -DCMAKE_BUILD_TYPE=Release -DMCPM_BUILD_BENCH=OFF -DCMAKE_PREFIX_PATH="$PWD/$gt" \
+  -DCMAKE_BUILD_TYPE=Release -DMCPM_BUILD_BENCH=OFF -DMCPM_CUDA=OFF -DCMAKE_PREFIX_PATH="$PWD/$gt" \
   -DCMAKE_FIND_ROOT_PATH="/usr/aarch64-linux-gnu;$PWD/$gt" >/dev/null
 cmake --build "$out/native" -j "${JOBS:-2}"
 ctest --test-dir "$out/native" --output-on-failure -j "${JOBS:-2}"

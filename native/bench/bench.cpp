@@ -1,14 +1,19 @@
-// mcpm_bench: CPU prefill/decode throughput of a MiniCPM4-shaped model with random weights, the
-// machine's measured memory bandwidth, and how close decode comes to it.
+// mcpm_bench: prefill/decode throughput of a MiniCPM4-shaped model with random weights on the CPU
+// (with the machine's measured memory bandwidth and how close decode comes to it) or on CUDA.
 //
-//   mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N --layers N --heads N --kv-heads N
+//   mcpm_bench [--preset minicpm4-0.5b|minicpm4-8b|tiny] [--hidden N --layers N --heads N --kv-heads N
 //              --head-dim N --ffn N --vocab N] [--dtype bf16|fp16|fp32] [--untied]
 //              [--prompt-tokens N] [--gen-tokens N] [--threads N] [--json]
+//              [--backend cpu|cuda] [--device N]
 //              [--spec-trees N,N,...] [--frspec-size R]   (speculative round costs, random draft)
 //              [--int4]   (linear layers quantized on load to W4A16 int4, Marlin layout)
 //
 // Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
-// LM head; of an untied embedding only one row) + the KV cache rows attention reads.
+// LM head; of an untied embedding only one row) + the KV cache rows attention reads (fp32 on the
+// CPU, bf16 on CUDA). With --backend cuda the host bandwidth probe is skipped (it measures the CPU);
+// compare decode_gbs with the device's bandwidth instead (scripts/gpu-check.sh measures it).
+// Layers share their random weights (generated once per shape), which keeps the 8B preset's load
+// short and changes no timing.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -38,6 +43,8 @@ struct Options {
   std::vector<int> spec_trees;  // --spec-trees 12,32,60: speculative round costs for these tree sizes
   int frspec = 0;               // --frspec-size R: also measure a draft head restricted to R ids
   bool int4 = false;            // --int4: the seven linears of every layer as W4A16 int4
+  mcpm_backend backend = MCPM_BACKEND_CPU;
+  int device = 0;
 };
 
 [[noreturn]] void die(const std::string& msg) {
@@ -57,11 +64,14 @@ void preset(mcpm_model_config& c, const std::string& name) {
   if (name == "minicpm4-0.5b") {
     c.vocab_size = 73448; c.hidden_size = 1024; c.num_layers = 24; c.num_heads = 16; c.num_kv_heads = 2;
     c.head_dim = 64; c.intermediate_size = 4096; c.tie_word_embeddings = 1;
+  } else if (name == "minicpm4-8b") {
+    c.vocab_size = 73448; c.hidden_size = 4096; c.num_layers = 32; c.num_heads = 32; c.num_kv_heads = 2;
+    c.head_dim = 128; c.intermediate_size = 16384; c.tie_word_embeddings = 0;
   } else if (name == "tiny") {
     c.vocab_size = 4096; c.hidden_size = 256; c.num_layers = 4; c.num_heads = 4; c.num_kv_heads = 2;
     c.head_dim = 64; c.intermediate_size = 768; c.tie_word_embeddings = 1;
   } else {
-    die("unknown preset '" + name + "' (minicpm4-0.5b, tiny)");
+    die("unknown preset '" + name + "' (minicpm4-0.5b, minicpm4-8b, tiny)");
   }
 }
 
@@ -92,6 +102,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json = true;
     else if (a == "--int4") o.int4 = true;
     else if (a == "--frspec-size") o.frspec = int_value();
+    else if (a == "--device") o.device = int_value();
+    else if (a == "--backend") {
+      const std::string b = value();
+      if (b == "cpu") o.backend = MCPM_BACKEND_CPU;
+      else if (b == "cuda") o.backend = MCPM_BACKEND_CUDA;
+      else die("unknown backend '" + b + "' (cpu, cuda)");
+    }
     else if (a == "--spec-trees") {
       const std::string list = value();
       size_t pos = 0;
@@ -108,10 +125,10 @@ Options parse(int argc, char** argv) {
       o.dtype = d == "bf16" ? MCPM_DTYPE_BF16 : d == "fp16" ? MCPM_DTYPE_F16 : d == "fp32" ? MCPM_DTYPE_F32 : -1;
       if (o.dtype < 0) die("unknown dtype '" + d + "' (bf16, fp16, fp32)");
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|tiny] [--hidden N] [--layers N] [--heads N] "
+      std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|minicpm4-8b|tiny] [--hidden N] [--layers N] [--heads N] "
                   "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
-                  "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--spec-trees N,N,...] "
-                  "[--frspec-size R] [--int4]\n");
+                  "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--backend cpu|cuda] [--device N] "
+                  "[--spec-trees N,N,...] [--frspec-size R] [--int4]\n");
       std::exit(0);
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -222,9 +239,24 @@ void fill_random(const std::vector<int64_t>& shape, mcpm_dtype dtype, float scal
   }
 }
 
+// Random tensors by (shape, scale, kind): layers reuse the first layer's values.
+struct RandomCache {
+  std::vector<std::pair<std::string, std::vector<unsigned char>>> entries;
+  const std::vector<unsigned char>& get(const std::vector<int64_t>& shape, mcpm_dtype dtype, float scale, bool is_norm,
+                                        uint64_t& rng) {
+    std::string key = std::to_string(dtype) + "/" + std::to_string(scale) + "/" + (is_norm ? "n" : "w");
+    for (int64_t d : shape) key += "/" + std::to_string(d);
+    for (const auto& e : entries)
+      if (e.first == key) return e.second;
+    entries.emplace_back(key, std::vector<unsigned char>());
+    fill_random(shape, dtype, scale, is_norm, rng, entries.back().second);
+    return entries.back().second;
+  }
+};
+
 void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> shape, mcpm_dtype dtype, float scale,
-                bool is_norm, uint64_t& rng, std::vector<unsigned char>& buf) {
-  fill_random(shape, dtype, scale, is_norm, rng, buf);
+                bool is_norm, uint64_t& rng, RandomCache& cache) {
+  const std::vector<unsigned char>& buf = cache.get(shape, dtype, scale, is_norm, rng);
   check(mcpm_model_set_tensor(m, name.c_str(), dtype, shape.data(), static_cast<int32_t>(shape.size()), buf.data(),
                               buf.size()),
         name.c_str());
@@ -232,12 +264,12 @@ void set_random(mcpm_model* m, const std::string& name, std::vector<int64_t> sha
 
 // A random linear weight [N, K], set dense or (int4) quantized to the Marlin layout on the host.
 void set_linear(mcpm_model* m, const std::string& name, int64_t N, int64_t K, mcpm_dtype dtype, float scale, bool int4,
-                uint64_t& rng, std::vector<unsigned char>& buf) {
+                uint64_t& rng, RandomCache& cache) {
   if (!int4) {
-    set_random(m, name + ".weight", {N, K}, dtype, scale, false, rng, buf);
+    set_random(m, name + ".weight", {N, K}, dtype, scale, false, rng, cache);
     return;
   }
-  fill_random({N, K}, dtype, scale, false, rng, buf);
+  const std::vector<unsigned char>& buf = cache.get({N, K}, dtype, scale, false, rng);
   std::vector<int32_t> qweight(static_cast<size_t>(K / 16 * 2 * N));
   std::vector<uint16_t> scales(static_cast<size_t>(K / 128 * N));
   check(mcpm_int4_quantize(dtype, buf.data(), buf.size(), N, K, nullptr, qweight.data(), qweight.size() * 4,
@@ -300,12 +332,14 @@ int main(int argc, char** argv) {
   c.max_position_embeddings = std::max(c.max_position_embeddings, o.prompt_tokens + o.gen_tokens + 1);
   const int threads = thread_count(o.threads);
 
-  const Bandwidth bw = measure_bandwidth(threads);
+  const bool on_cpu = o.backend == MCPM_BACKEND_CPU;
+  const Bandwidth bw = on_cpu ? measure_bandwidth(threads) : Bandwidth{0, 0};
 
   mcpm_model_options mo{};
   mo.struct_size = sizeof(mo);
   check(mcpm_model_options_default(&mo), "mcpm_model_options_default");
-  mo.backend = MCPM_BACKEND_CPU;
+  mo.backend = o.backend;
+  mo.device_index = o.device;
   mo.num_threads = threads;
   mcpm_model* model = nullptr;
   check(mcpm_model_create(&c, &mo, &model), "mcpm_model_create");
@@ -313,29 +347,29 @@ int main(int argc, char** argv) {
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   const int64_t Q = int64_t{c.num_heads} * c.head_dim, KV = int64_t{c.num_kv_heads} * c.head_dim;
   uint64_t rng = 0x9e3779b97f4a7c15ull;
-  std::vector<unsigned char> buf;
+  RandomCache cache;
   const auto t_load = std::chrono::steady_clock::now();
-  set_random(model, "model.embed_tokens.weight", {V, H}, o.dtype, 1.0f, false, rng, buf);
+  set_random(model, "model.embed_tokens.weight", {V, H}, o.dtype, 1.0f, false, rng, cache);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
-    set_random(model, p + "input_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
-    set_random(model, p + "post_attention_layernorm.weight", {H}, o.dtype, 0, true, rng, buf);
+    set_random(model, p + "input_layernorm.weight", {H}, o.dtype, 0, true, rng, cache);
+    set_random(model, p + "post_attention_layernorm.weight", {H}, o.dtype, 0, true, rng, cache);
     const float sh = 1.0f / std::sqrt(static_cast<float>(H));
     const float sq = 1.0f / std::sqrt(static_cast<float>(Q)), si = 1.0f / std::sqrt(static_cast<float>(I));
-    set_linear(model, p + "self_attn.q_proj", Q, H, o.dtype, sh, o.int4, rng, buf);
-    set_linear(model, p + "self_attn.k_proj", KV, H, o.dtype, sh, o.int4, rng, buf);
-    set_linear(model, p + "self_attn.v_proj", KV, H, o.dtype, sh, o.int4, rng, buf);
-    set_linear(model, p + "self_attn.o_proj", H, Q, o.dtype, sq, o.int4, rng, buf);
-    set_linear(model, p + "mlp.gate_proj", I, H, o.dtype, sh, o.int4, rng, buf);
-    set_linear(model, p + "mlp.up_proj", I, H, o.dtype, sh, o.int4, rng, buf);
-    set_linear(model, p + "mlp.down_proj", H, I, o.dtype, si, o.int4, rng, buf);
+    set_linear(model, p + "self_attn.q_proj", Q, H, o.dtype, sh, o.int4, rng, cache);
+    set_linear(model, p + "self_attn.k_proj", KV, H, o.dtype, sh, o.int4, rng, cache);
+    set_linear(model, p + "self_attn.v_proj", KV, H, o.dtype, sh, o.int4, rng, cache);
+    set_linear(model, p + "self_attn.o_proj", H, Q, o.dtype, sq, o.int4, rng, cache);
+    set_linear(model, p + "mlp.gate_proj", I, H, o.dtype, sh, o.int4, rng, cache);
+    set_linear(model, p + "mlp.up_proj", I, H, o.dtype, sh, o.int4, rng, cache);
+    set_linear(model, p + "mlp.down_proj", H, I, o.dtype, si, o.int4, rng, cache);
   }
-  set_random(model, "model.norm.weight", {H}, o.dtype, 0, true, rng, buf);
-  if (!c.tie_word_embeddings) set_random(model, "lm_head.weight", {V, H}, o.dtype, 0.05f, false, rng, buf);
+  set_random(model, "model.norm.weight", {H}, o.dtype, 0, true, rng, cache);
+  if (!c.tie_word_embeddings) set_random(model, "lm_head.weight", {V, H}, o.dtype, 0.05f, false, rng, cache);
   check(mcpm_model_finalize(model), "mcpm_model_finalize");
   const double load_s = seconds_since(t_load);
-  buf.clear();
-  buf.shrink_to_fit();
+  cache.entries.clear();
+  cache.entries.shrink_to_fit();
 
   uint64_t weight_bytes = 0;
   check(mcpm_model_weight_bytes(model, &weight_bytes), "mcpm_model_weight_bytes");
@@ -384,7 +418,8 @@ int main(int argc, char** argv) {
   const double decode_tps = static_cast<double>(st.decode_tokens) / (static_cast<double>(st.decode_ns) * 1e-9);
   // KV rows read per decoded token: on average the context at the middle of the generation.
   const double mean_context = o.prompt_tokens + (st.decode_tokens + 1) / 2.0;
-  const double kv_bytes = mean_context * c.num_layers * 2.0 * static_cast<double>(KV) * 4.0;  // f32 cache
+  const double kv_elem = on_cpu ? 4.0 : 2.0;  // f32 cache on the CPU, bf16 on CUDA
+  const double kv_bytes = mean_context * c.num_layers * 2.0 * static_cast<double>(KV) * kv_elem;
   const double bytes_per_token = streamed_weight_bytes + kv_bytes;
   const double achieved_gbs = bytes_per_token * decode_tps / 1e9;
 
@@ -393,30 +428,48 @@ int main(int argc, char** argv) {
   check(mcpm_get_build_info(&info), "build info");
   const char* dtype_name = o.dtype == MCPM_DTYPE_BF16 ? "bf16" : o.dtype == MCPM_DTYPE_F16 ? "fp16" : "fp32";
 
+  const char* backend_name = on_cpu ? "cpu" : "cuda";
+  // Fractions of the host bandwidth only mean something on the CPU (null / "n/a" on CUDA).
+  auto fraction = [&](double bw_gbs) { return on_cpu && bw_gbs > 0 ? achieved_gbs / bw_gbs : -1.0; };
   if (o.json) {
+    char copy_frac[32] = "null", read_frac[32] = "null";
+    if (on_cpu) {
+      std::snprintf(copy_frac, sizeof copy_frac, "%.3f", fraction(bw.copy_gbs));
+      std::snprintf(read_frac, sizeof read_frac, "%.3f", fraction(bw.read_gbs));
+    }
     std::printf(
-        "{\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"ffn\":%d,\"vocab\":%d,"
-        "\"dtype\":\"%s\",\"int4\":%s,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
+        "{\"backend\":\"%s\",\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"ffn\":%d,"
+        "\"vocab\":%d,\"dtype\":\"%s\",\"int4\":%s,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
         "\"gen_tokens\":%lld,\"load_s\":%.3f,\"weight_bytes\":%llu,\"copy_bandwidth_gbs\":%.2f,"
         "\"read_bandwidth_gbs\":%.2f,\"prefill_tokens_per_s\":%.3f,\"decode_tokens_per_s\":%.3f,"
-        "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%.3f,"
-        "\"decode_fraction_of_read_bw\":%.3f}\n",
-        c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size,
-        dtype_name, o.int4 ? "true" : "false", c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features, o.prompt_tokens,
-        static_cast<long long>(st.decode_tokens), load_s, static_cast<unsigned long long>(weight_bytes), bw.copy_gbs,
-        bw.read_gbs, prefill_tps, decode_tps, bytes_per_token, achieved_gbs, achieved_gbs / bw.copy_gbs,
-        achieved_gbs / bw.read_gbs);
+        "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%s,"
+        "\"decode_fraction_of_read_bw\":%s}\n",
+        backend_name, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
+        c.vocab_size, dtype_name, o.int4 ? "true" : "false", c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features,
+        o.prompt_tokens, static_cast<long long>(st.decode_tokens), load_s,
+        static_cast<unsigned long long>(weight_bytes), bw.copy_gbs, bw.read_gbs, prefill_tps, decode_tps,
+        bytes_per_token, achieved_gbs, copy_frac, read_frac);
   } else {
     std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s%s, %s\n",
                 c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
                 c.vocab_size, dtype_name, o.int4 ? " (linears int4)" : "", c.tie_word_embeddings ? "tied" : "untied");
-    std::printf("machine    %d threads, kernels: %s\n", threads, info.cpu_features);
-    std::printf("memory     copy %.2f GB/s (read+write), read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
+    if (on_cpu) {
+      std::printf("machine    %d threads, kernels: %s\n", threads, info.cpu_features);
+      std::printf("memory     copy %.2f GB/s (read+write), read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);
+    } else {
+      std::printf("machine    CUDA device %d (CUDA %d, architectures %s)\n", o.device, info.cuda_version,
+                  info.cuda_archs);
+    }
     std::printf("weights    %.1f MB, loaded in %.2f s\n", static_cast<double>(weight_bytes) / 1e6, load_s);
     std::printf("prefill    %d tokens: %.2f tokens/s\n", o.prompt_tokens, prefill_tps);
-    std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s = %.0f%% of copy, %.0f%% of read bandwidth\n",
-                static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs,
-                100.0 * achieved_gbs / bw.copy_gbs, 100.0 * achieved_gbs / bw.read_gbs);
+    if (on_cpu)
+      std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s = %.0f%% of copy, %.0f%% of read "
+                  "bandwidth\n",
+                  static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs,
+                  100.0 * fraction(bw.copy_gbs), 100.0 * fraction(bw.read_gbs));
+    else
+      std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s\n",
+                  static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs);
   }
   // Speculative round costs: a random draft (its acceptance is meaningless, so only the cost of one
   // draft-and-verify round is reported), per tree size, with the full draft head and an FR-Spec one.

@@ -9,8 +9,16 @@ namespace {
 
 using Vec = std::vector<double>;
 
+// x rounded to `dtype` (unchanged for F32).
+Vec RoundVec(const Vec& x, mcpm_dtype dtype) {
+  Vec r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) r[i] = RoundToDtype(static_cast<float>(x[i]), dtype);
+  return r;
+}
+
 // y[o] = sum_i W[o, i] * x[i]; W is [out, in] row-major (a Hugging Face Linear weight).
-Vec Linear(const std::vector<float>& W, const Vec& x, size_t out, size_t in) {
+Vec Linear(const std::vector<float>& W, const Vec& x_in, size_t out, size_t in, mcpm_dtype round_to = MCPM_DTYPE_F32) {
+  const Vec x = round_to == MCPM_DTYPE_F32 ? x_in : RoundVec(x_in, round_to);
   Vec y(out, 0.0);
   for (size_t o = 0; o < out; ++o) {
     const float* row = W.data() + o * in;
@@ -89,6 +97,12 @@ std::vector<double> ReferenceLogits(const TinyModel& model, const std::vector<in
     for (size_t i = 0; i < H; ++i) h[t][i] = static_cast<double>(row[i]) * emb_scale;
   }
 
+  // The dtype a linear layer's input is rounded to under cuda_rounding.
+  auto in_dtype = [&](const std::string& weight) {
+    if (!opt.cuda_rounding) return MCPM_DTYPE_F32;
+    return model.tensor(weight).dtype;
+  };
+
   const size_t group = NH / NKV;
   const double softmax_scale = 1.0 / std::sqrt(static_cast<double>(D));
   for (int l = 0; l < c.layers; ++l) {
@@ -106,14 +120,18 @@ std::vector<double> ReferenceLogits(const TinyModel& model, const std::vector<in
     std::vector<Vec> q(n), k(n), v(n);
     for (size_t t = 0; t < n; ++t) {
       const Vec a = RmsNorm(h[t], w_in, eps);
-      q[t] = Linear(Wq, a, NH * D, H);
-      k[t] = Linear(Wk, a, NKV * D, H);
-      v[t] = Linear(Wv, a, NKV * D, H);
+      q[t] = Linear(Wq, a, NH * D, H, in_dtype(p + "self_attn.q_proj.weight"));
+      k[t] = Linear(Wk, a, NKV * D, H, in_dtype(p + "self_attn.k_proj.weight"));
+      v[t] = Linear(Wv, a, NKV * D, H, in_dtype(p + "self_attn.v_proj.weight"));
       for (size_t hh = 0; hh < NH; ++hh) {
         Rope(q[t].data() + hh * D, c.head_dim, inv_freq, static_cast<double>(t), attn_factor, opt.bug_interleaved_rope);
       }
       for (size_t hh = 0; hh < NKV; ++hh) {
         Rope(k[t].data() + hh * D, c.head_dim, inv_freq, static_cast<double>(t), attn_factor, opt.bug_interleaved_rope);
+      }
+      if (opt.cuda_rounding) {
+        k[t] = RoundVec(k[t], MCPM_DTYPE_BF16);
+        v[t] = RoundVec(v[t], MCPM_DTYPE_BF16);
       }
     }
 
@@ -144,17 +162,17 @@ std::vector<double> ReferenceLogits(const TinyModel& model, const std::vector<in
           for (size_t d = 0; d < D; ++d) out[d] += pr * vh[d];
         }
       }
-      const Vec o = Linear(Wo, attn, H, NH * D);
+      const Vec o = Linear(Wo, attn, H, NH * D, in_dtype(p + "self_attn.o_proj.weight"));
       for (size_t i = 0; i < H; ++i) h[t][i] += o[i] * residual_scale;
     }
 
     for (size_t t = 0; t < n; ++t) {
       const Vec f = RmsNorm(h[t], w_post, eps);
-      const Vec g = Linear(Wg, f, I, H);
-      const Vec u = Linear(Wu, f, I, H);
+      const Vec g = Linear(Wg, f, I, H, in_dtype(p + "mlp.gate_proj.weight"));
+      const Vec u = Linear(Wu, f, I, H, in_dtype(p + "mlp.up_proj.weight"));
       Vec m(I);
       for (size_t i = 0; i < I; ++i) m[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
-      const Vec d = Linear(Wd, m, H, I);
+      const Vec d = Linear(Wd, m, H, I, in_dtype(p + "mlp.down_proj.weight"));
       for (size_t i = 0; i < H; ++i) h[t][i] += d[i] * residual_scale;
     }
   }
@@ -163,9 +181,11 @@ std::vector<double> ReferenceLogits(const TinyModel& model, const std::vector<in
   const std::vector<float>& Wlm = c.tied ? E : model.w("lm_head.weight");
   std::vector<double> logits(n * V);
   for (size_t t = 0; t < n; ++t) {
-    Vec hf = RmsNorm(h[t], w_final, eps);
-    for (auto& x : hf) x *= lm_scale;
-    const Vec row = Linear(Wlm, hf, V, H);
+    // The engine applies the LM-head input scale to the logits (the same value in exact arithmetic;
+    // with cuda_rounding the unscaled rows are what gets rounded).
+    const Vec hf = RmsNorm(h[t], w_final, eps);
+    Vec row = Linear(Wlm, hf, V, H, in_dtype(c.tied ? "model.embed_tokens.weight" : "lm_head.weight"));
+    for (auto& x : row) x *= lm_scale;
     std::copy(row.begin(), row.end(), logits.begin() + static_cast<std::ptrdiff_t>(t * V));
   }
   return logits;

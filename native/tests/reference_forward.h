@@ -15,6 +15,11 @@ struct RefOptions {
   // as the engine's default.
   int32_t context_capacity = 0;
 
+  // Round what the CUDA backend rounds (cuda_internal.cuh): every linear layer's input to the weight's
+  // dtype (bf16/fp16 weights), and keys and values (after RoPE) to bf16 as its KV cache stores them.
+  // The reference is then the exact result of the CUDA backend's arithmetic model.
+  bool cuda_rounding = false;
+
   // Deliberate deviations from the correct math. Only used to show that the comparison tolerance
   // would detect the corresponding engine bug; never used as a ground truth.
   bool bug_no_attention_factor = false;  // LongRoPE attention factor forced to 1

@@ -137,7 +137,8 @@ TEST(Int4Model, LogitsEqualDenseModelWithDequantizedWeights) {
                              c = AllLogits(dense.get(), tokens, V);
     const double scale = MaxAbs(b.data(), b.size());
     ASSERT_GT(scale, 0.1);
-    EXPECT_LE(MaxAbsDiff(a.data(), b.data(), a.size()), 1e-4 * scale);
+    // Same weights, different kernels: the engine's path tolerance (1e-4 on the CPU; test_util.h).
+    EXPECT_LE(MaxAbsDiff(a.data(), b.data(), a.size()), PathTolerance(PrimaryBackend()) * scale);
     EXPECT_GT(MaxAbsDiff(a.data(), c.data(), a.size()), 1e-3 * scale) << "int4 logits equal the dense model's";
     const auto prompt = tm.RandomTokens(6, 9);
     const std::vector<int32_t> greedy = Greedy(int4.get(), prompt, 24);

@@ -31,6 +31,10 @@ class SparseModelTest : public ::testing::Test {
     return c;
   }
   void SetUp() override {
+    // CUDA has no InfLLM v2 yet: a session that can reach dense_len fails with MCPM_ERR_UNSUPPORTED
+    // there (test_cuda_model.cpp checks that).
+    if (EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CUDA)
+      GTEST_SKIP() << "InfLLM v2 sparse attention is not implemented on the CUDA backend yet";
     tm_ = std::make_unique<TinyModel>(Config());
     V_ = static_cast<size_t>(tm_->config().vocab);
     tokens_ = tm_->RandomTokens(kTokens, 11);

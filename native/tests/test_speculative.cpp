@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <numeric>
 #include <ostream>
@@ -220,6 +221,50 @@ GenRun Generate(mcpm_session* s, const std::vector<int32_t>& prompt, int n, cons
   return r;
 }
 
+// Greedy speculative output equals plain greedy output "up to floating-point ties" (architecture.md):
+// exactly on the CPU, whose evaluation paths differ only in summation order. On CUDA a one-ulp
+// difference can flip a bf16 rounding (PathTolerance in test_util.h), so the two runs may part where
+// the target's two best (penalised) logits are within that tolerance of each other. Success iff
+// `got` equals `want` (on their common length), or on a non-CPU backend they first differ at such
+// a tie, recomputed from a fresh plain session over prefix + want[0, i).
+::testing::AssertionResult SameGreedyTokens(mcpm_model* m, int32_t vocab, const std::vector<int32_t>& prefix,
+                                            const std::vector<int32_t>& want, const std::vector<int32_t>& got,
+                                            const mcpm_sampling_params& sp) {
+  const size_t common = std::min(want.size(), got.size());
+  size_t i = 0;
+  while (i < common && want[i] == got[i]) ++i;
+  if (i == common) return ::testing::AssertionSuccess();
+  auto failure = ::testing::AssertionFailure();
+  failure << "tokens differ first at index " << i << " (want " << want[i] << ", got " << got[i] << ")";
+  if (EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CPU) return failure;
+  std::vector<int32_t> context(prefix);
+  context.insert(context.end(), want.begin(), want.begin() + static_cast<std::ptrdiff_t>(i));
+  SessionPtr s = MakeSession(m, static_cast<int32_t>(context.size()) + 8);
+  if (!s) return failure << "; no session to check for a tie";
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  if (mcpm_session_prefill(s.get(), context.data(), static_cast<int32_t>(context.size()), MCPM_LOGITS_LAST,
+                           logits.data(), logits.size()) != MCPM_OK)
+    return failure << "; prefill for the tie check failed: " << mcpm_last_error();
+  // The sampler's penalties over the last penalty_last_n context tokens (engine/sampler.cpp).
+  const int64_t len = static_cast<int64_t>(context.size());
+  const int64_t n = sp.penalty_last_n < 0 ? len : std::min<int64_t>(sp.penalty_last_n, len);
+  std::map<int32_t, int> counts;
+  for (int64_t k = len - n; k < len; ++k) ++counts[context[static_cast<size_t>(k)]];
+  for (const auto& [token, count] : counts) {
+    float& l = logits[static_cast<size_t>(token)];
+    if (sp.repetition_penalty != 1.0f) l = l > 0 ? l / sp.repetition_penalty : l * sp.repetition_penalty;
+    l -= sp.frequency_penalty * static_cast<float>(count) + sp.presence_penalty;
+  }
+  const double margin = std::fabs(static_cast<double>(logits[static_cast<size_t>(want[i])]) - logits[static_cast<size_t>(got[i])]);
+  const double bound = PathTolerance(PrimaryBackend()) * std::max(1.0, MaxAbs(logits.data(), static_cast<size_t>(vocab)));
+  if (margin <= bound) {
+    std::printf("[ NOTE     ] greedy runs part at a floating-point tie at index %zu: logits %d and %d are %.3g apart "
+                "(tie bound %.3g)\n", i, want[i], got[i], margin, bound);
+    return ::testing::AssertionSuccess();
+  }
+  return failure << "; the target's logits for them are " << margin << " apart, more than the tie bound " << bound;
+}
+
 TinyConfig TargetConfig(uint64_t seed, int32_t heads = 4, int32_t kv_heads = 2, int32_t head_dim = 32) {
   TinyConfig c;
   c.vocab = 320, c.hidden = 96, c.layers = 2, c.heads = heads, c.kv_heads = kv_heads, c.head_dim = head_dim;
@@ -307,7 +352,8 @@ TEST_P(GreedyEquality, SpeculativeGreedyEqualsPlainGreedy) {
   for (bool step : {true, false}) {
     SessionPtr s = MakeSpecSession(m.get(), d.get());
     const GenRun spec = Generate(s.get(), prompt, n, Sampling(gc.tree), step);
-    EXPECT_EQ(spec.tokens, reference.tokens) << gc.name << (step ? " (generate_step)" : " (generate)");
+    EXPECT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, reference.tokens, spec.tokens, off))
+        << gc.name << (step ? " (generate_step)" : " (generate)");
     EXPECT_GT(spec.stats.spec_steps, 0);
     EXPECT_GE(spec.stats.spec_emitted_tokens, spec.stats.spec_steps);  // each round emits >= 1 token
     EXPECT_LE(spec.stats.spec_emitted_tokens, spec.stats.spec_steps * (gc.tree.num_iter + 1));
@@ -352,7 +398,8 @@ TEST(Speculative, AcceptedPathsOfSeveralTokensKeepTheOutputExact) {
     ASSERT_TRUE(m);
     const auto prompt = tm.RandomTokens(7, seed);
     const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 60, seed);
-    EXPECT_EQ(r.result.tokens, r.reference.tokens) << "seed " << seed;
+    EXPECT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, r.reference.tokens, r.result.tokens, Sampling({3, 6, 24})))
+        << "seed " << seed;
     const double mean = r.mean_accepted;
     EXPECT_GT(mean, 1.3) << "seed " << seed << ": the trees should cover the target's tokens";
   }
@@ -386,7 +433,8 @@ TEST(Speculative, Int4TargetAndDraftGreedyEqualsPlainGreedy) {
     ASSERT_TRUE(d);
     SessionPtr s = MakeSpecSession(m.get(), d.get());
     const GenRun spec = Generate(s.get(), prompt, n, Sampling(covering ? TreeFor(ds.vocabulary.size()) : tree));
-    EXPECT_EQ(spec.tokens, reference.tokens) << (covering ? "covering FR-Spec draft" : "random draft");
+    EXPECT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, reference.tokens, spec.tokens, off))
+        << (covering ? "covering FR-Spec draft" : "random draft");
     EXPECT_GT(spec.stats.spec_steps, 0) << "draft " << covering << " vocabulary " << ds.vocabulary.size();
     if (covering) {
       EXPECT_GT(spec.stats.spec_emitted_tokens, spec.stats.spec_steps) << "no round accepted a draft token";
@@ -403,7 +451,8 @@ TEST(Speculative, KvCacheAfterSpeculativeRoundsEqualsPlainRun) {
   ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(12, 4);
   const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 40);
-  ASSERT_EQ(r.result.tokens, r.reference.tokens);
+  ASSERT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, r.reference.tokens, r.result.tokens, Sampling({3, 6, 24})));
+  if (r.result.tokens != r.reference.tokens) GTEST_SKIP() << "the runs parted at a floating-point tie (see NOTE)";
   EXPECT_EQ(SessionTokens(r.spec.get()), SessionTokens(r.plain.get()));
 
   const auto tail = tm.RandomTokens(5, 99);
@@ -411,7 +460,8 @@ TEST(Speculative, KvCacheAfterSpeculativeRoundsEqualsPlainRun) {
   std::vector<float> a(V * tail.size()), b(V * tail.size());
   ASSERT_MCPM_OK(mcpm_session_prefill(r.plain.get(), tail.data(), 5, MCPM_LOGITS_ALL, a.data(), a.size()));
   ASSERT_MCPM_OK(mcpm_session_prefill(r.spec.get(), tail.data(), 5, MCPM_LOGITS_ALL, b.data(), b.size()));
-  EXPECT_LT(MaxAbsDiff(a.data(), b.data(), a.size()), 1e-4 * std::max(1.0, MaxAbs(a.data(), a.size())));
+  EXPECT_LT(MaxAbsDiff(a.data(), b.data(), a.size()),
+            PathTolerance(PrimaryBackend()) * std::max(1.0, MaxAbs(a.data(), a.size())));
 }
 
 // Sampling: each emitted token is drawn from the target's logits at its accepted prefix with the
@@ -523,6 +573,8 @@ TEST(Speculative, SampledTokensFollowTheTargetDistribution) {
 
 // InfLLM v2 targets: tree verification while dense, chain verification once sparse attention is on.
 TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitch) {
+  if (EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CUDA)
+    GTEST_SKIP() << "InfLLM v2 sparse attention is not implemented on the CUDA backend yet";
   const TinyConfig tc = TargetConfig(51);
   TinyModel tm(tc);
   mcpm_model_config c = tm.ApiConfig();
@@ -581,7 +633,7 @@ TEST_F(SpecSessionTest, StopTokenInsideAnAcceptedPathEndsGenerationThere) {
   const GenRun r = Generate(s.get(), prompt_, 60, sp);
   EXPECT_EQ(r.finish, MCPM_FINISH_STOP_TOKEN);
   ASSERT_EQ(r.tokens.size(), first + 1);
-  EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+  EXPECT_TRUE(SameGreedyTokens(model_.get(), tc_.vocab, prompt_, reference_, r.tokens, Sampling(tree_)));
   // The stop token is reported, not appended.
   EXPECT_EQ(SessionLength(s.get()), static_cast<int32_t>(prompt_.size() + first));
 }
@@ -594,7 +646,7 @@ TEST_F(SpecSessionTest, MaxNewTokensIsExactAcrossRounds) {
     const GenRun r = Generate(s.get(), prompt_, 100, sp);
     EXPECT_EQ(r.finish, MCPM_FINISH_MAX_TOKENS);
     ASSERT_EQ(r.tokens.size(), static_cast<size_t>(max_new));
-    EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+    EXPECT_TRUE(SameGreedyTokens(model_.get(), tc_.vocab, prompt_, reference_, r.tokens, Sampling(tree_)));
     EXPECT_EQ(SessionLength(s.get()), static_cast<int32_t>(prompt_.size()) + max_new);
   }
 }
@@ -605,7 +657,7 @@ TEST_F(SpecSessionTest, ContextFullStopsAtCapacityWithPlainTokens) {
   const GenRun r = Generate(s.get(), prompt_, 100, Sampling(tree_));
   EXPECT_EQ(r.finish, MCPM_FINISH_CONTEXT_FULL);
   ASSERT_EQ(r.tokens.size(), 23u);
-  EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), reference_.begin()));
+  EXPECT_TRUE(SameGreedyTokens(model_.get(), tc_.vocab, prompt_, reference_, r.tokens, Sampling(tree_)));
   EXPECT_EQ(SessionLength(s.get()), capacity);
   // The last token is held for the next round, yet the session can still evaluate it (rewind first).
   ASSERT_MCPM_OK(mcpm_session_rewind(s.get(), capacity - 1));
@@ -634,7 +686,8 @@ TEST_F(SpecSessionTest, RewindThenContinueMatchesAFreshPlainSession) {
   mcpm_sampling_params off = Sampling({3, 6, 24});
   off.speculative = 0;
   const GenRun expected = Generate(plain.get(), more, 30, off);
-  EXPECT_EQ(spec.tokens, expected.tokens);
+  context.insert(context.end(), more.begin(), more.end());
+  EXPECT_TRUE(SameGreedyTokens(model_.get(), tc_.vocab, context, expected.tokens, spec.tokens, off));
   EXPECT_EQ(SessionTokens(s.get()), SessionTokens(plain.get()));
 }
 

@@ -167,6 +167,46 @@ const char* BackendName(mcpm_backend b) {
   }
 }
 
+// ---- CUDA ----------------------------------------------------------------------------------------------
+
+const std::string& CudaUnavailableReason() {
+  static const std::string reason = [] {
+    mcpm_build_info info{};
+    info.struct_size = sizeof info;
+    if (mcpm_get_build_info(&info) != MCPM_OK || !(info.backends & MCPM_BACKEND_FLAG_CUDA))
+      return std::string("the CUDA backend is not compiled into this library");
+    mcpm_model_config c{};
+    c.struct_size = sizeof c;
+    mcpm_model_config_default(&c);
+    mcpm_model_options o{};
+    o.struct_size = sizeof o;
+    mcpm_model_options_default(&o);
+    o.backend = MCPM_BACKEND_CUDA;
+    const char* dev = std::getenv("MCPM_TEST_CUDA_DEVICE");
+    o.device_index = dev ? std::atoi(dev) : 0;
+    mcpm_model* m = nullptr;
+    const mcpm_status s = mcpm_model_create(&c, &o, &m);
+    if (s != MCPM_OK) return std::string(mcpm_status_string(s)) + ": " + mcpm_last_error();
+    mcpm_model_free(m);
+    return std::string();
+  }();
+  return reason;
+}
+
+bool CudaRequired() {
+  const char* env = std::getenv("MCPM_REQUIRE_CUDA");
+  return env != nullptr && std::string(env) == "1";
+}
+
+mcpm_backend EffectiveBackend(mcpm_backend b) {
+  if (b == MCPM_BACKEND_AUTO) return CudaUnavailableReason().empty() ? MCPM_BACKEND_CUDA : MCPM_BACKEND_CPU;
+  return b;
+}
+
+double RefTolerance(mcpm_backend b) { return EffectiveBackend(b) == MCPM_BACKEND_CUDA ? 1e-2 : 2e-3; }
+
+double PathTolerance(mcpm_backend b) { return EffectiveBackend(b) == MCPM_BACKEND_CUDA ? 1e-2 : 1e-4; }
+
 // ---- TinyModel ----------------------------------------------------------------------------------------
 
 TinyModel::TinyModel(const TinyConfig& cfg) : cfg_(cfg) {
@@ -277,6 +317,7 @@ mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_t
   mcpm_model_options_default(&o);
   o.backend = backend;
   o.num_threads = num_threads;
+  if (const char* dev = std::getenv("MCPM_TEST_CUDA_DEVICE")) o.device_index = std::atoi(dev);
   mcpm_model* m = nullptr;
   const mcpm_status s = mcpm_model_create(&c, &o, &m);
   if (s == MCPM_OK) out->reset(m);

@@ -56,6 +56,42 @@ mcpm_backend PrimaryBackend();
 std::vector<mcpm_backend> CompiledBackends();
 const char* BackendName(mcpm_backend b);
 
+// ---- CUDA ------------------------------------------------------------------------------------------
+// "" when this library can create a model on the CUDA backend (device $MCPM_TEST_CUDA_DEVICE, default
+// 0); otherwise why not (mcpm_last_error of the attempt). Probed once per process.
+const std::string& CudaUnavailableReason();
+// $MCPM_REQUIRE_CUDA=1: tests that need CUDA fail instead of skipping when it is unavailable (a GPU
+// machine must never skip them silently).
+bool CudaRequired();
+// Skips the current test when the CUDA backend is unavailable, or fails it under MCPM_REQUIRE_CUDA=1.
+// Use at the top of a TEST body (or SetUp).
+#define MCPM_SKIP_WITHOUT_CUDA()                                                                       \
+  do {                                                                                                 \
+    const std::string& mcpm_reason_ = ::mcpm_test::CudaUnavailableReason();                            \
+    if (!mcpm_reason_.empty()) {                                                                       \
+      if (::mcpm_test::CudaRequired()) FAIL() << "MCPM_REQUIRE_CUDA=1 but CUDA is unavailable: " << mcpm_reason_; \
+      GTEST_SKIP() << "CUDA backend unavailable: " << mcpm_reason_;                                  \
+    }                                                                                                  \
+  } while (0)
+
+// The backend a model created with `b` runs on (AUTO resolves to CUDA when it is available).
+mcpm_backend EffectiveBackend(mcpm_backend b);
+
+// ---- tolerances per backend -----------------------------------------------------------------------------
+// Engine logits vs the double-precision reference: max |engine - ref| <= RefTolerance * max(1, max |ref|).
+// CPU: 2e-3 (fp32 accumulation only; see test_model.cpp). CUDA: 1e-2, the bound, because the
+// CUDA backend rounds every linear input to the weight dtype and stores K/V in bf16
+// (backend/cuda/cuda_internal.cuh): the reference with exactly that rounding applied
+// (RefOptions::cuda_rounding) differs from the exact one by up to 6e-3 on the tiny test models.
+double RefTolerance(mcpm_backend b);
+// Between one backend's own evaluation paths (one-shot/chunked prefill, decode, speculative rounds):
+// CPU 1e-4 (summation order only). CUDA 1e-2: its paths also differ by summation order only, but a
+// last-bit difference can flip the bf16 rounding of a K/V entry or a linear input (one bf16 ulp of
+// one element), and the test models' large q/k gains amplify a flipped key: the reference with
+// cuda_rounding and a 3e-7 relative perturbation before each rounding moved the logits by up to
+// 2.9e-3 relative (gqa2_hd128_untied_bf16), i.e. as much as the rounding itself.
+double PathTolerance(mcpm_backend b);
+
 // ---- tiny random models ------------------------------------------------------------------------------
 struct TinyConfig {
   int32_t vocab = 384;

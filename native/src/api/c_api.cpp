@@ -11,6 +11,9 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
+#ifdef MCPM_HAVE_CUDA
+#include "cuda_config.h"  // generated: MCPM_CUDA_VERSION, MCPM_CUDA_ARCHS
+#endif
 #include "common/error.h"
 #include "common/int4.h"
 #include "engine/draft.h"

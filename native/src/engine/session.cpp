@@ -50,6 +50,15 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
   last_logits_.resize(static_cast<size_t>(model_->config().vocab_size));
 }
 
+Session::~Session() {
+  // An asynchronous backend (CUDA) may still run work that reads the KV cache or the workspace, which
+  // the members' destructors free next; a failure here (a device fault) leaves nothing to wait for.
+  try {
+    model_->backend().synchronize(*ctx_);
+  } catch (...) {
+  }
+}
+
 void Session::check_tokens(const int32_t* tokens, int32_t n) const {
   if (static_cast<int64_t>(length()) + n > capacity())
     throw_error(MCPM_ERR_CONTEXT_FULL, std::to_string(n) + " tokens do not fit: the session holds " +

@@ -44,6 +44,10 @@ class Session {
   // `draft` may be null (no speculative decoding).
   Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft, int32_t context_capacity,
           int32_t prefill_chunk);
+  // Waits for the session's queued backend work before its buffers are released.
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
 
   const Model& model() const { return *model_; }
   int32_t length() const { return static_cast<int32_t>(tokens_.size()); }

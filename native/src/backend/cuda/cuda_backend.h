@@ -1,0 +1,43 @@
+// The CUDA backend's entry points for the rest of the engine. Plain C++ (no CUDA headers), so that
+// backend.cpp and the tests, compiled by the host compiler, can create and probe the backend; the
+// implementation lives in the .cu files of this directory (cuda_internal.cuh declares the class).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace mcpm {
+
+// The oldest compute capability the CUDA backend runs on (bf16 tensor cores, cp.async: Ampere).
+constexpr int32_t kCudaMinComputeCapability = 80;
+
+// Why device `device_index` cannot run the CUDA backend, or "" when it can. The messages are the
+// ones MCPM_ERR_BACKEND_UNAVAILABLE carries: "no CUDA device / driver: <cudaGetErrorString>",
+// "CUDA device 1 does not exist (1 device found)", "CUDA device 0 (Tesla T4) is sm_75; sm_80 or
+// newer required". Never throws.
+std::string cuda_device_problem(int32_t device_index);
+
+// Creates the CUDA backend on device `device_index`; throws mcpm::Error(MCPM_ERR_BACKEND_UNAVAILABLE)
+// with cuda_device_problem()'s message, or when this build's architectures cannot run on the device.
+std::shared_ptr<Backend> create_cuda_backend(int32_t device_index);
+
+struct CudaDeviceInfo {
+  int32_t index = 0;
+  std::string name;
+  int32_t compute_capability = 0;  // 10 * major + minor
+  int32_t multiprocessors = 0;
+  uint64_t total_bytes = 0;
+  std::string problem;  // "" when usable (see cuda_device_problem)
+};
+
+// Every device the driver reports (empty without a driver or device). Never throws.
+std::vector<CudaDeviceInfo> cuda_devices();
+
+// Free and total bytes of device memory on `device_index` (cudaMemGetInfo); throws on a CUDA error.
+void cuda_memory_info(int32_t device_index, uint64_t* free_bytes, uint64_t* total_bytes);
+
+}  // namespace mcpm

@@ -1,0 +1,160 @@
+// W4A16 int4 linear layers of the CUDA backend (Backend::linear_int4), a correct dequantising kernel
+// on CUDA cores; the tensor-core Marlin kernel is a later task.
+//
+//   out[t, n] = sum_k x[t, k] * What[k][n],   What[k][n] = (q[k][n] - 8) * s[k/128][n]   (exact in fp32)
+//
+// Layouts (common/int4.h, read with its closed form, not through the CPU's lookup tables):
+//   x       fp32 [n_tok, K] row-major;  out fp32 [n_tok, N]
+//   qweight int32 [K/16][2N]: for slab r (rows 16r..16r+15) and 64-column chunk c, word 128c + w of the
+//           slab row (w = 4i + j, lane i = 4 col + t) holds 8 nibbles p, o = [0,2,4,6,1,3,5,7][p]:
+//           k = 16r + [2t, 2t+1, 2t+8, 2t+9][o % 4],  n = 64c + 16j + 8(o / 4) + col
+//   scales  fp16 [K/128][N], permuted per row: K > 128: column 64c + nl sits at 64c + 8(nl % 8) + nl / 8;
+//           K == 128 (one group): column 32h + l sits at 32h + 8((l % 8) / 2) + 2(l / 8) + l % 2.
+//
+// Block = 256 threads for one 64-column chunk (grid.x), one tile of up to 32 tokens (grid.y) and one
+// range of slabs (grid.z, a K split that keeps the GPU busy when N and n are small). Per slab the
+// block decodes the chunk's 1024 nibbles into a shared fp32 tile [16][64] with the scales applied,
+// stages the 32 x 16 inputs, and every thread accumulates 8 outputs (one column, 8 tokens) in
+// ascending k, like the CPU reference. K-split partial sums go to scratch and are added in split
+// order by a second kernel, so results are deterministic (no atomics).
+#include <algorithm>
+
+#include "backend/cuda/cuda_internal.cuh"
+
+namespace mcpm {
+
+namespace cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTokTile = 32;  // tokens per block
+constexpr int kChunk = 64;    // output columns per block
+constexpr int kSlab = 16;     // K rows per Marlin slab
+
+__device__ __forceinline__ int scale_position(int nl, bool single_group) {
+  if (!single_group) return 8 * (nl % 8) + nl / 8;
+  const int h = nl / 32, l = nl % 32;
+  return 32 * h + 8 * ((l % 8) / 2) + 2 * (l / 8) + l % 2;
+}
+
+// out[t, n] (or its K-split partial) = sum over this block's slabs of x[t, k] * What[k][n] for the
+// block's 64 columns and up to 32 tokens (see the file comment for the layouts).
+// partial: nullptr -> write out directly (one K split); else partial[z][t][n].
+__global__ void __launch_bounds__(kThreads)
+    int4_gemm_kernel(const float* __restrict__ x, const int32_t* __restrict__ qweight,
+                     const __half* __restrict__ scales, float* __restrict__ out, float* __restrict__ partial,
+                     int n_tok, int64_t N, int64_t K, int slabs_per_split) {
+  __shared__ float tile[kSlab][kChunk];
+  __shared__ float xs[kTokTile][kSlab];
+  const int tid = threadIdx.x;
+  const int64_t chunk = blockIdx.x;
+  const int t0 = blockIdx.y * kTokTile;
+  const int64_t slabs = K / kSlab;
+  const int64_t r_begin = static_cast<int64_t>(blockIdx.z) * slabs_per_split;
+  const int64_t r_end = r_begin + slabs_per_split < slabs ? r_begin + slabs_per_split : slabs;
+  const bool single_group = K == 128;
+
+  // Accumulation mapping: column col, tokens tg, tg + 4, ..., tg + 28 of the tile.
+  const int col = tid % kChunk, tg = tid / kChunk;
+  float acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
+
+  // Decode mapping: half a word per thread (word w = tid / 2, nibbles p in [4 (tid % 2), +4)).
+  const int w = tid / 2, p0 = (tid % 2) * 4;
+  const int lane_i = w / 4, j = w % 4, t_sub = lane_i % 4, qcol = lane_i / 4;
+
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    __syncthreads();  // the previous slab's tile and inputs are no longer read
+    const uint32_t word = static_cast<uint32_t>(qweight[r * 2 * N + 128 * chunk + w]);
+    const int64_t g = (16 * r) / 128;
+#pragma unroll
+    for (int pp = 0; pp < 4; ++pp) {
+      const int p = p0 + pp;
+      const int o = p < 4 ? 2 * p : 2 * (p - 4) + 1;  // [0,2,4,6,1,3,5,7][p]
+      const int om = o % 4;
+      const int kl = om == 0 ? 2 * t_sub : om == 1 ? 2 * t_sub + 1 : om == 2 ? 2 * t_sub + 8 : 2 * t_sub + 9;
+      const int nl = 16 * j + 8 * (o / 4) + qcol;
+      const float s = __half2float(scales[g * N + kChunk * chunk + scale_position(nl, single_group)]);
+      const int q = static_cast<int>((word >> (4 * p)) & 15u);
+      tile[kl][nl] = static_cast<float>(q - 8) * s;
+    }
+    for (int e = tid; e < kTokTile * kSlab; e += kThreads) {
+      const int tt = e / kSlab, kk = e % kSlab;
+      const int t = t0 + tt;
+      xs[tt][kk] = t < n_tok ? x[static_cast<int64_t>(t) * K + 16 * r + kk] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kSlab; ++kk) {
+      const float wv = tile[kk][col];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = fmaf(xs[tg + 4 * i][kk], wv, acc[i]);
+    }
+  }
+
+  const int64_t n_col = kChunk * chunk + col;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int t = t0 + tg + 4 * i;
+    if (t >= n_tok) continue;
+    if (partial)
+      partial[(static_cast<int64_t>(blockIdx.z) * n_tok + t) * N + n_col] = acc[i];
+    else
+      out[static_cast<int64_t>(t) * N + n_col] = acc[i];
+  }
+}
+
+// out[i] = sum_z partial[z][i] in split order, i < count.
+__global__ void int4_reduce_kernel(const float* __restrict__ partial, float* __restrict__ out, int splits,
+                                   int64_t count) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float s = partial[i];
+    for (int z = 1; z < splits; ++z) s += partial[z * count + i];
+    out[i] = s;
+  }
+}
+
+}  // namespace
+
+}  // namespace cuda
+
+void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                              const Tensor& scales) {
+  CudaContext& c = cuda_context(ctx);
+  const int64_t n = x.rows, K = x.cols, N = out.cols;
+  MCPM_CHECK(out.rows == n && K % 128 == 0 && N % 64 == 0 && K > 0 && N > 0);
+  MCPM_CHECK(x.dtype == DType::F32 && out.dtype == DType::F32);
+  MCPM_CHECK(qweight.dtype == DType::I32 && qweight.rows == K / 16 && qweight.cols == 2 * N);
+  MCPM_CHECK(scales.dtype == DType::F16 && scales.rows == K / 128 && scales.cols == N);
+  if (n == 0) return;
+  MCPM_CHECK(n <= 65535LL * cuda::kTokTile);
+  DeviceGuard guard(device_);
+  const int64_t chunks = N / cuda::kChunk, tok_tiles = (n + cuda::kTokTile - 1) / cuda::kTokTile;
+  const int64_t slabs = K / cuda::kSlab;
+  // Split K so that about two blocks per multiprocessor run, keeping at least 8 slabs (128 k) each.
+  const int64_t base = chunks * tok_tiles;
+  int64_t splits = std::min<int64_t>((2 * multiprocessors_ + base - 1) / base, std::max<int64_t>(1, slabs / 8));
+  splits = std::max<int64_t>(1, std::min<int64_t>(splits, 64));
+  const int64_t per_split = (slabs + splits - 1) / splits;
+  splits = (slabs + per_split - 1) / per_split;
+  float* partial = nullptr;
+  if (splits > 1)
+    partial = static_cast<float*>(
+        c.scratch(CudaContext::kInt4Partial, static_cast<size_t>(splits * n * N) * sizeof(float)));
+  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tok_tiles), static_cast<unsigned>(splits));
+  cuda::int4_gemm_kernel<<<grid, cuda::kThreads, 0, c.stream>>>(
+      x.as<const float>(), qweight.as<const int32_t>(), static_cast<const __half*>(scales.data), out.as<float>(),
+      partial, static_cast<int>(n), N, K, static_cast<int>(per_split));
+  MCPM_CUDA_LAUNCHED(int4_gemm_kernel);
+  if (partial) {
+    const int64_t count = n * N;
+    cuda::int4_reduce_kernel<<<cuda::grid_for(count, cuda::kThreads, 8192), cuda::kThreads, 0, c.stream>>>(
+        partial, out.as<float>(), static_cast<int>(splits), count);
+    MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
+  }
+}
+
+}  // namespace mcpm

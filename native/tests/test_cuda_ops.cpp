@@ -1,0 +1,666 @@
+// Every op of the CUDA backend against the CPU backend (the oracle) on fresh random inputs (never
+// zeros) at the shapes that matter: odd lengths and widths, GQA 16:1 and 8:1 and MHA, head_dim 64
+// and 128 (plus 96 and 256 for the generic paths), contexts from 1 to 32k, and the fp32/fp16/bf16
+// weight dtypes. Without a usable CUDA device every test is skipped with the reason; with
+// MCPM_REQUIRE_CUDA=1 it fails instead, so a GPU machine cannot skip silently.
+//
+// Tolerances (u = 2^-24, fp32's unit roundoff):
+//   - embedding, store_kv (bf16, round to nearest even), copy_rows, linear_int4 with one K split:
+//     the same operations in the same order -> compared exactly (store_kv and copy_rows bit for bit).
+//   - elementwise ops (add_scaled, scale, add_bias, silu_mul) and RoPE: one or two roundings apart
+//     (fma contraction, expf's 2-ulp bound on CUDA): |d| <= 4e-7 * |terms| + 1e-30.
+//   - RMSNorm: the sum of squares is summed in a different order; |d| <= 2e-5 * |out| + 1e-6.
+//   - linear: inputs are made exactly representable in the weight dtype (the CUDA backend rounds its
+//     fp32 input to that dtype), so every product is exact in fp32 and only the summation order of
+//     K terms differs: |d| <= 1e-4 * sum_k |x_k w_k| + 1e-6 (tensor cores may round partial sums
+//     toward zero, hence 1e-4 rather than sqrt(K) u). A second test feeds arbitrary fp32 inputs
+//     and allows the input rounding on top: + 2^-8 (bf16) or 2^-11 (fp16) * sum_k |x_k w_k|.
+//   - linear_int4: both dequantise exactly in fp32 and sum in ascending k; K splits change the
+//     order: |d| <= 1e-5 * sum_k |x_k w_k| + 1e-6.
+//   - attention and tree attention: K/V are made bf16-representable (the CUDA cache is bf16, the CPU
+//     cache fp32), so only fp32 evaluation order differs (online vs two-pass softmax, split-KV
+//     merge): |d| <= 5e-5 * max|v| + 1e-6.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+#include "common/dtype.h"
+#include "common/error.h"
+#include "common/int4.h"
+
+namespace {
+
+using namespace mcpm;
+
+bool CudaRequired() {
+  const char* env = std::getenv("MCPM_REQUIRE_CUDA");
+  return env != nullptr && std::string(env) == "1";
+}
+
+int32_t TestDevice() {
+  const char* env = std::getenv("MCPM_TEST_CUDA_DEVICE");
+  return env ? std::atoi(env) : 0;
+}
+
+float Round(float v, DType dt) {
+  switch (dt) {
+    case DType::BF16: return bf16_to_f32(f32_to_bf16(v));
+    case DType::F16: return int4::f16_to_f32(int4::f32_to_f16(v));
+    default: return v;
+  }
+}
+
+std::vector<float> RoundAll(std::vector<float> v, DType dt) {
+  for (float& x : v) x = Round(x, dt);
+  return v;
+}
+
+// Uniform in [lo, hi), never exactly zero.
+std::vector<float> Random(size_t n, std::mt19937_64& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    x = d(rng);
+    if (x == 0.0f) x = 0.5f * hi;
+  }
+  return v;
+}
+
+// A tensor in one backend's memory.
+struct Dev {
+  std::unique_ptr<Buffer> buf;
+  Tensor t;
+};
+
+std::vector<uint8_t> Encode(const std::vector<float>& v, DType dt) {
+  std::vector<uint8_t> bytes(v.size() * dtype_size(dt));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dt == DType::F32) {
+      std::memcpy(&bytes[4 * i], &v[i], 4);
+    } else {
+      const uint16_t h = dt == DType::BF16 ? f32_to_bf16(v[i]) : int4::f32_to_f16(v[i]);
+      std::memcpy(&bytes[2 * i], &h, 2);
+    }
+  }
+  return bytes;
+}
+
+Dev Make(Backend& be, DType dt, int64_t rows, int64_t cols, const std::vector<float>& values) {
+  Dev d;
+  const size_t n = static_cast<size_t>(rows * cols);
+  d.buf = be.alloc(n * dtype_size(dt));
+  d.t = Tensor{d.buf->data(), dt, rows, cols};
+  std::vector<float> v = values;
+  v.resize(n, 0.0f);
+  const std::vector<uint8_t> bytes = Encode(v, dt);
+  be.upload(d.buf->data(), bytes.data(), bytes.size());
+  return d;
+}
+
+Dev MakeRaw(Backend& be, DType dt, int64_t rows, int64_t cols, const void* data) {
+  Dev d;
+  const size_t bytes = static_cast<size_t>(rows * cols) * dtype_size(dt);
+  d.buf = be.alloc(bytes);
+  d.t = Tensor{d.buf->data(), dt, rows, cols};
+  be.upload(d.buf->data(), data, bytes);
+  return d;
+}
+
+std::vector<float> Read(Backend& be, const Tensor& t) {
+  const size_t n = static_cast<size_t>(t.rows * t.cols);
+  std::vector<uint8_t> bytes(n * dtype_size(t.dtype));
+  be.download(bytes.data(), t.data, bytes.size());
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (t.dtype == DType::F32) {
+      std::memcpy(&out[i], &bytes[4 * i], 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, &bytes[2 * i], 2);
+      out[i] = t.dtype == DType::BF16 ? bf16_to_f32(h) : int4::f16_to_f32(h);
+    }
+  }
+  return out;
+}
+
+std::vector<uint8_t> ReadBytes(Backend& be, const Tensor& t) {
+  std::vector<uint8_t> bytes(t.bytes());
+  be.download(bytes.data(), t.data, bytes.size());
+  return bytes;
+}
+
+// got vs want with a per-element bound; reports the worst element relative to its bound.
+::testing::AssertionResult Within(const std::vector<float>& got, const std::vector<float>& want,
+                                  const std::vector<double>& bound) {
+  if (got.size() != want.size() || bound.size() != want.size())
+    return ::testing::AssertionFailure() << "sizes " << got.size() << " / " << want.size() << " / " << bound.size();
+  double worst = 0.0;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    const double r = d / bound[i];
+    if (!(r <= worst)) {  // NaN propagates
+      worst = r;
+      at = i;
+    }
+  }
+  if (worst <= 1.0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "element " << at << ": cuda " << got[at] << " vs cpu " << want[at]
+                                       << " (|d| = " << std::fabs(static_cast<double>(got[at]) - want[at])
+                                       << ", bound " << bound[at] << ", " << worst << "x the bound)";
+}
+
+::testing::AssertionResult Within(const std::vector<float>& got, const std::vector<float>& want, double rel,
+                                  double abs) {
+  std::vector<double> bound(want.size());
+  for (size_t i = 0; i < want.size(); ++i) bound[i] = rel * std::fabs(static_cast<double>(want[i])) + abs;
+  return Within(got, want, bound);
+}
+
+::testing::AssertionResult Exact(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return ::testing::AssertionFailure() << "sizes differ";
+  for (size_t i = 0; i < got.size(); ++i)
+    if (std::memcmp(&got[i], &want[i], 4) != 0)
+      return ::testing::AssertionFailure() << "element " << i << ": cuda " << got[i] << " vs cpu " << want[i];
+  return ::testing::AssertionSuccess();
+}
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string problem = cuda_device_problem(TestDevice());
+    if (!problem.empty()) {
+      if (CudaRequired()) FAIL() << "MCPM_REQUIRE_CUDA=1 but CUDA is unavailable: " << problem;
+      GTEST_SKIP() << "no usable CUDA device: " << problem;
+    }
+    try {
+      gpu_ = create_cuda_backend(TestDevice());
+    } catch (const Error& e) {
+      if (CudaRequired()) FAIL() << "MCPM_REQUIRE_CUDA=1 but creating the CUDA backend failed: " << e.what();
+      GTEST_SKIP() << "CUDA backend unavailable: " << e.what();
+    }
+    cpu_ = std::make_shared<CpuBackend>();
+    gctx_ = gpu_->create_context(1);
+    cctx_ = cpu_->create_context(2);
+  }
+
+  void Sync() { gpu_->synchronize(*gctx_); }
+
+  std::shared_ptr<Backend> gpu_, cpu_;
+  std::unique_ptr<ExecContext> gctx_, cctx_;
+  std::mt19937_64 rng_{20261125};
+};
+
+// ---- backend basics ---------------------------------------------------------------------------------
+
+TEST_F(CudaOps, DtypesAndName) {
+  EXPECT_STREQ(gpu_->name(), "cuda");
+  EXPECT_EQ(gpu_->activation_dtype(), DType::F32);
+  EXPECT_EQ(gpu_->kv_dtype(), DType::BF16);
+}
+
+TEST_F(CudaOps, UploadDownloadRoundTrip) {
+  const std::vector<float> v = Random(1000003, rng_);
+  Dev d = Make(*gpu_, DType::F32, 1, static_cast<int64_t>(v.size()), v);
+  EXPECT_TRUE(Exact(Read(*gpu_, d.t), v));
+}
+
+TEST_F(CudaOps, OutOfMemoryIsTypedAndRecoverable) {
+  try {
+    (void)gpu_->alloc(size_t{1} << 50);  // 1 PiB
+    FAIL() << "a 1 PiB allocation succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), MCPM_ERR_OUT_OF_MEMORY) << e.what();
+    EXPECT_NE(std::string(e.what()).find("out of device memory"), std::string::npos) << e.what();
+  }
+  // The device keeps working.
+  const std::vector<float> v = Random(4096, rng_);
+  Dev d = Make(*gpu_, DType::F32, 64, 64, v);
+  EXPECT_TRUE(Exact(Read(*gpu_, d.t), v));
+}
+
+TEST_F(CudaOps, UnknownDeviceIsUnavailable) {
+  try {
+    (void)create_cuda_backend(4096);
+    FAIL() << "device 4096 exists";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), MCPM_ERR_BACKEND_UNAVAILABLE);
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+}
+
+// ---- elementwise ----------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, EmbeddingEqualsCpu) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    for (int64_t cols : {1, 67, 1024}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " cols " + std::to_string(cols));
+      const int64_t vocab = 301;
+      const std::vector<float> table = RoundAll(Random(static_cast<size_t>(vocab * cols), rng_), dt);
+      Dev tg = Make(*gpu_, dt, vocab, cols, table), tc = Make(*cpu_, dt, vocab, cols, table);
+      for (int64_t n : {1, 7, 33}) {
+        std::vector<int32_t> ids(static_cast<size_t>(n));
+        std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
+        for (auto& id : ids) id = pick(rng_);
+        ids[0] = static_cast<int32_t>(vocab - 1);  // the last row
+        Dev og = Make(*gpu_, DType::F32, n, cols, {}), oc = Make(*cpu_, DType::F32, n, cols, {});
+        gpu_->embedding(*gctx_, og.t, tg.t, ids.data(), 2.5f);
+        cpu_->embedding(*cctx_, oc.t, tc.t, ids.data(), 2.5f);
+        Sync();
+        EXPECT_TRUE(Exact(Read(*gpu_, og.t), Read(*cpu_, oc.t)));
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, AddScaledScaleAddBiasSiluMulMatchCpu) {
+  for (int64_t rows : {1, 5, 33}) {
+    for (int64_t cols : {3, 257, 4096}) {
+      SCOPED_TRACE("rows " + std::to_string(rows) + " cols " + std::to_string(cols));
+      const size_t n = static_cast<size_t>(rows * cols);
+      const std::vector<float> r = Random(n, rng_, -4, 4), d = Random(n, rng_, -4, 4);
+      // add_scaled
+      Dev rg = Make(*gpu_, DType::F32, rows, cols, r), dg = Make(*gpu_, DType::F32, rows, cols, d);
+      Dev rc = Make(*cpu_, DType::F32, rows, cols, r), dc = Make(*cpu_, DType::F32, rows, cols, d);
+      gpu_->add_scaled(*gctx_, rg.t, dg.t, 0.37f);
+      cpu_->add_scaled(*cctx_, rc.t, dc.t, 0.37f);
+      // scale (in place on d)
+      gpu_->scale(*gctx_, dg.t, -1.7f);
+      cpu_->scale(*cctx_, dc.t, -1.7f);
+      Sync();
+      std::vector<double> bound(n);
+      for (size_t i = 0; i < n; ++i) bound[i] = 4e-7 * (std::fabs(r[i]) + 0.37 * std::fabs(d[i])) + 1e-30;
+      EXPECT_TRUE(Within(Read(*gpu_, rg.t), Read(*cpu_, rc.t), bound)) << "add_scaled";
+      EXPECT_TRUE(Within(Read(*gpu_, dg.t), Read(*cpu_, dc.t), 4e-7, 1e-30)) << "scale";
+      // add_bias with each bias dtype
+      for (DType bt : {DType::F32, DType::F16, DType::BF16}) {
+        const std::vector<float> b = RoundAll(Random(static_cast<size_t>(cols), rng_), bt);
+        Dev bg = Make(*gpu_, bt, 1, cols, b), bc = Make(*cpu_, bt, 1, cols, b);
+        Dev xg = Make(*gpu_, DType::F32, rows, cols, r), xc = Make(*cpu_, DType::F32, rows, cols, r);
+        gpu_->add_bias(*gctx_, xg.t, bg.t);
+        cpu_->add_bias(*cctx_, xc.t, bc.t);
+        Sync();
+        EXPECT_TRUE(Exact(Read(*gpu_, xg.t), Read(*cpu_, xc.t))) << "add_bias " << dtype_name(bt);
+      }
+      // silu_mul, out aliasing gate as the model graph calls it
+      Dev gg = Make(*gpu_, DType::F32, rows, cols, r), ug = Make(*gpu_, DType::F32, rows, cols, d);
+      Dev gc = Make(*cpu_, DType::F32, rows, cols, r), uc = Make(*cpu_, DType::F32, rows, cols, d);
+      gpu_->silu_mul(*gctx_, gg.t, gg.t, ug.t);
+      cpu_->silu_mul(*cctx_, gc.t, gc.t, uc.t);
+      Sync();
+      EXPECT_TRUE(Within(Read(*gpu_, gg.t), Read(*cpu_, gc.t), 1e-6, 1e-30)) << "silu_mul";
+    }
+  }
+}
+
+// ---- norms ------------------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, RmsNormAndAddRmsNormMatchCpu) {
+  for (int64_t dim : {1, 67, 1024, 4096}) {
+    for (int64_t rows : {1, 5, 33}) {
+      for (DType wt : {DType::F32, DType::BF16}) {
+        SCOPED_TRACE("dim " + std::to_string(dim) + " rows " + std::to_string(rows) + " " + dtype_name(wt));
+        const size_t n = static_cast<size_t>(rows * dim);
+        const std::vector<float> x = Random(n, rng_, -3, 3), d = Random(n, rng_, -3, 3);
+        const std::vector<float> w = RoundAll(Random(static_cast<size_t>(dim), rng_, 0.5f, 1.5f), wt);
+        Dev wg = Make(*gpu_, wt, 1, dim, w), wc = Make(*cpu_, wt, 1, dim, w);
+        // In place (out == x), as the EAGLE draft calls it.
+        Dev xg = Make(*gpu_, DType::F32, rows, dim, x), xc = Make(*cpu_, DType::F32, rows, dim, x);
+        gpu_->rms_norm(*gctx_, xg.t, xg.t, wg.t, 1e-5f);
+        cpu_->rms_norm(*cctx_, xc.t, xc.t, wc.t, 1e-5f);
+        // Fused residual add.
+        Dev rg = Make(*gpu_, DType::F32, rows, dim, x), dg = Make(*gpu_, DType::F32, rows, dim, d);
+        Dev rc = Make(*cpu_, DType::F32, rows, dim, x), dc = Make(*cpu_, DType::F32, rows, dim, d);
+        Dev og = Make(*gpu_, DType::F32, rows, dim, {}), oc = Make(*cpu_, DType::F32, rows, dim, {});
+        gpu_->add_rms_norm(*gctx_, og.t, rg.t, dg.t, 0.6f, wg.t, 1e-5f);
+        cpu_->add_rms_norm(*cctx_, oc.t, rc.t, dc.t, 0.6f, wc.t, 1e-5f);
+        Sync();
+        EXPECT_TRUE(Within(Read(*gpu_, xg.t), Read(*cpu_, xc.t), 2e-5, 1e-6)) << "rms_norm";
+        EXPECT_TRUE(Within(Read(*gpu_, rg.t), Read(*cpu_, rc.t), 4e-7, 1e-6)) << "add_rms_norm residual";
+        EXPECT_TRUE(Within(Read(*gpu_, og.t), Read(*cpu_, oc.t), 2e-5, 1e-6)) << "add_rms_norm output";
+      }
+    }
+  }
+}
+
+// ---- RoPE ---------------------------------------------------------------------------------------------------
+
+TEST_F(CudaOps, RopeMatchesCpuIncludingLongPositionsAndLongRopeFactors) {
+  struct Case {
+    int32_t heads, head_dim;
+    bool longrope;
+  };
+  for (const Case& cs : {Case{16, 64, false}, Case{2, 128, true}, Case{3, 96, true}, Case{1, 256, false}}) {
+    SCOPED_TRACE("heads " + std::to_string(cs.heads) + " head_dim " + std::to_string(cs.head_dim));
+    const int32_t half = cs.head_dim / 2;
+    std::vector<float> inv(static_cast<size_t>(half));
+    std::uniform_real_distribution<double> fac(1.0, 4.0);
+    for (int32_t i = 0; i < half; ++i)
+      inv[static_cast<size_t>(i)] = static_cast<float>(
+          1.0 / ((cs.longrope ? fac(rng_) : 1.0) * std::pow(10000.0, 2.0 * i / cs.head_dim)));
+    Dev fg = Make(*gpu_, DType::F32, 1, half, inv), fc = Make(*cpu_, DType::F32, 1, half, inv);
+    const std::vector<int32_t> positions{0, 1, 2, 17, 4095, 32767, 131071, 1000003, 5};
+    const int64_t n = static_cast<int64_t>(positions.size()), cols = int64_t{cs.heads} * cs.head_dim;
+    const std::vector<float> x = Random(static_cast<size_t>(n * cols), rng_, -2, 2);
+    Dev xg = Make(*gpu_, DType::F32, n, cols, x), xc = Make(*cpu_, DType::F32, n, cols, x);
+    const float attn_factor = cs.longrope ? 1.29f : 1.0f;
+    gpu_->rope(*gctx_, xg.t, cs.heads, cs.head_dim, positions.data(), fg.t, attn_factor);
+    cpu_->rope(*cctx_, xc.t, cs.heads, cs.head_dim, positions.data(), fc.t, attn_factor);
+    Sync();
+    // Each output is a*c -/+ b*s of inputs |a|, |b| <= 2 and |c|, |s| <= attn_factor.
+    EXPECT_TRUE(Within(Read(*gpu_, xg.t), Read(*cpu_, xc.t), 0.0, 4e-7 * 2 * 2 * attn_factor));
+  }
+}
+
+// ---- KV cache and row copies ----------------------------------------------------------------------
+
+TEST_F(CudaOps, StoreKvRoundsToBf16BitExactly) {
+  const int64_t capacity = 41, kv_dim = 2 * 64, n = 7, start = 33;
+  const std::vector<float> k = Random(static_cast<size_t>(n * kv_dim), rng_, -8, 8);
+  const std::vector<float> v = Random(static_cast<size_t>(n * kv_dim), rng_, -8, 8);
+  Dev kg = Make(*gpu_, DType::F32, n, kv_dim, k), vg = Make(*gpu_, DType::F32, n, kv_dim, v);
+  Dev kc = Make(*gpu_, DType::BF16, capacity, kv_dim, Random(static_cast<size_t>(capacity * kv_dim), rng_));
+  Dev vc = Make(*gpu_, DType::BF16, capacity, kv_dim, Random(static_cast<size_t>(capacity * kv_dim), rng_));
+  const std::vector<uint8_t> k_before = ReadBytes(*gpu_, kc.t);
+  gpu_->store_kv(*gctx_, kc.t, vc.t, kg.t, vg.t, start);
+  Sync();
+  const std::vector<uint8_t> k_after = ReadBytes(*gpu_, kc.t), v_after = ReadBytes(*gpu_, vc.t);
+  for (int64_t r = 0; r < capacity; ++r)
+    for (int64_t c = 0; c < kv_dim; ++c) {
+      const size_t at = static_cast<size_t>(r * kv_dim + c);
+      uint16_t got_k, got_v;
+      std::memcpy(&got_k, &k_after[2 * at], 2);
+      std::memcpy(&got_v, &v_after[2 * at], 2);
+      if (r >= start && r < start + n) {
+        const size_t src = static_cast<size_t>((r - start) * kv_dim + c);
+        ASSERT_EQ(got_k, f32_to_bf16(k[src])) << "row " << r << " col " << c;
+        ASSERT_EQ(got_v, f32_to_bf16(v[src])) << "row " << r << " col " << c;
+      } else {
+        uint16_t before;
+        std::memcpy(&before, &k_before[2 * at], 2);
+        ASSERT_EQ(got_k, before) << "row " << r << " outside [start, start + n) changed";
+      }
+    }
+}
+
+TEST_F(CudaOps, CopyRowsGatherAndInPlaceCompactionMatchCpu) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    for (int64_t cols : {1, 3, 256}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " cols " + std::to_string(cols));
+      const int64_t rows = 80;
+      const std::vector<float> a = RoundAll(Random(static_cast<size_t>(rows * cols), rng_), dt);
+      const std::vector<float> b = RoundAll(Random(static_cast<size_t>(rows * cols), rng_), dt);
+      // Gather between tensors (parallel path), with a repeated destination (in-order path).
+      {
+        const std::vector<int32_t> dst{5, 0, 79, 6, 7}, src{79, 3, 0, 3, 40};
+        Dev sg = Make(*gpu_, dt, rows, cols, a), dg = Make(*gpu_, dt, rows, cols, b);
+        Dev sc = Make(*cpu_, dt, rows, cols, a), dc = Make(*cpu_, dt, rows, cols, b);
+        gpu_->copy_rows(*gctx_, dg.t, sg.t, dst.data(), src.data(), static_cast<int32_t>(dst.size()));
+        cpu_->copy_rows(*cctx_, dc.t, sc.t, dst.data(), src.data(), static_cast<int32_t>(dst.size()));
+        const std::vector<int32_t> dst2{9, 9, 9}, src2{1, 2, 3};  // the last write wins
+        gpu_->copy_rows(*gctx_, dg.t, sg.t, dst2.data(), src2.data(), 3);
+        cpu_->copy_rows(*cctx_, dc.t, sc.t, dst2.data(), src2.data(), 3);
+        Sync();
+        EXPECT_TRUE(Exact(Read(*gpu_, dg.t), Read(*cpu_, dc.t))) << "gather";
+      }
+      // In-place ascending compaction (speculative KV fix-up) and a chain that needs in-order copies.
+      {
+        const std::vector<int32_t> dst{10, 11, 12, 13}, src{10, 14, 17, 30};
+        const std::vector<int32_t> dst2{1, 2, 3}, src2{0, 1, 2};  // shifts row 0 down by three, in order
+        Dev xg = Make(*gpu_, dt, rows, cols, a), xc = Make(*cpu_, dt, rows, cols, a);
+        gpu_->copy_rows(*gctx_, xg.t, xg.t, dst.data(), src.data(), 4);
+        cpu_->copy_rows(*cctx_, xc.t, xc.t, dst.data(), src.data(), 4);
+        gpu_->copy_rows(*gctx_, xg.t, xg.t, dst2.data(), src2.data(), 3);
+        cpu_->copy_rows(*cctx_, xc.t, xc.t, dst2.data(), src2.data(), 3);
+        Sync();
+        EXPECT_TRUE(Exact(Read(*gpu_, xg.t), Read(*cpu_, xc.t))) << "in place";
+      }
+    }
+  }
+}
+
+// ---- linear layers ------------------------------------------------------------------------------------------
+
+struct LinearCase {
+  int64_t n, N, K;
+};
+
+std::vector<LinearCase> LinearCases() {
+  // n: GEMV (1, 3, 8) and cuBLAS (9, 17, 64) paths; K odd (scalar GEMV path) and vector-friendly.
+  return {{1, 67, 129}, {3, 256, 1024}, {8, 33, 4096}, {9, 96, 257}, {17, 512, 1024}, {64, 1000, 384}, {1, 73448, 64}};
+}
+
+// sum_k |x[t][k] w[r][k]| for every output.
+std::vector<double> AbsDot(const std::vector<float>& x, const std::vector<float>& w, int64_t n, int64_t N,
+                           int64_t K) {
+  std::vector<double> out(static_cast<size_t>(n * N));
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t r = 0; r < N; ++r) {
+      double s = 0.0;
+      for (int64_t k = 0; k < K; ++k)
+        s += std::fabs(static_cast<double>(x[static_cast<size_t>(t * K + k)]) * w[static_cast<size_t>(r * K + k)]);
+      out[static_cast<size_t>(t * N + r)] = s;
+    }
+  return out;
+}
+
+TEST_F(CudaOps, LinearMatchesCpuForEveryWeightDtypeAndBatchSize) {
+  for (DType wt : {DType::F32, DType::F16, DType::BF16}) {
+    for (const LinearCase& lc : LinearCases()) {
+      for (bool representable : {true, false}) {
+        SCOPED_TRACE(std::string(dtype_name(wt)) + " n " + std::to_string(lc.n) + " N " + std::to_string(lc.N) +
+                     " K " + std::to_string(lc.K) + (representable ? "" : " (arbitrary fp32 input)"));
+        const std::vector<float> w = RoundAll(Random(static_cast<size_t>(lc.N * lc.K), rng_), wt);
+        std::vector<float> x = Random(static_cast<size_t>(lc.n * lc.K), rng_, -2, 2);
+        if (representable) x = RoundAll(x, wt);
+        Dev wg = Make(*gpu_, wt, lc.N, lc.K, w), wc = Make(*cpu_, wt, lc.N, lc.K, w);
+        Dev xg = Make(*gpu_, DType::F32, lc.n, lc.K, x), xc = Make(*cpu_, DType::F32, lc.n, lc.K, x);
+        Dev og = Make(*gpu_, DType::F32, lc.n, lc.N, {}), oc = Make(*cpu_, DType::F32, lc.n, lc.N, {});
+        gpu_->linear(*gctx_, og.t, xg.t, wg.t);
+        cpu_->linear(*cctx_, oc.t, xc.t, wc.t);
+        Sync();
+        const double input_rounding = representable || wt == DType::F32 ? 0.0 : wt == DType::BF16 ? 1.0 / 256 : 1.0 / 2048;
+        std::vector<double> bound = AbsDot(x, w, lc.n, lc.N, lc.K);
+        for (double& b : bound) b = (1e-4 + input_rounding) * b + 1e-6;
+        EXPECT_TRUE(Within(Read(*gpu_, og.t), Read(*cpu_, oc.t), bound));
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, LinearInt4MatchesCpu) {
+  struct Case {
+    int64_t n, N, K;
+  };
+  // K == 128 (single-group scale permutation) and K > 128; several 64-column chunks; decode, small
+  // batches and a tile boundary (33 tokens).
+  for (const Case& lc : {Case{1, 64, 128}, Case{1, 192, 512}, Case{5, 128, 256}, Case{8, 64, 2048},
+                         Case{33, 192, 384}, Case{1, 4096, 4096}}) {
+    SCOPED_TRACE("n " + std::to_string(lc.n) + " N " + std::to_string(lc.N) + " K " + std::to_string(lc.K));
+    const std::vector<float> w = Random(static_cast<size_t>(lc.N * lc.K), rng_);  // [N][K]
+    const int4::MarlinWeight mw = int4::quantize_marlin(w.data(), lc.N, lc.K, int4::QuantOptions{}, 2);
+    const std::vector<float> x = Random(static_cast<size_t>(lc.n * lc.K), rng_, -2, 2);
+    Dev qg = MakeRaw(*gpu_, DType::I32, lc.K / 16, 2 * lc.N, mw.qweight.data());
+    Dev sg = MakeRaw(*gpu_, DType::F16, lc.K / 128, lc.N, mw.scales.data());
+    Dev qc = MakeRaw(*cpu_, DType::I32, lc.K / 16, 2 * lc.N, mw.qweight.data());
+    Dev sc = MakeRaw(*cpu_, DType::F16, lc.K / 128, lc.N, mw.scales.data());
+    Dev xg = Make(*gpu_, DType::F32, lc.n, lc.K, x), xc = Make(*cpu_, DType::F32, lc.n, lc.K, x);
+    Dev og = Make(*gpu_, DType::F32, lc.n, lc.N, {}), oc = Make(*cpu_, DType::F32, lc.n, lc.N, {});
+    gpu_->linear_int4(*gctx_, og.t, xg.t, qg.t, sg.t);
+    cpu_->linear_int4(*cctx_, oc.t, xc.t, qc.t, sc.t);
+    Sync();
+    // Bound from the dequantised weights What[k][n] (exact), as W [N][K].
+    const int4::Quantized qz = int4::unpack_marlin(mw);
+    const std::vector<float> deq = int4::dequantize(qz);  // [K][N]
+    std::vector<float> wt(static_cast<size_t>(lc.N * lc.K));
+    for (int64_t k = 0; k < lc.K; ++k)
+      for (int64_t nn = 0; nn < lc.N; ++nn)
+        wt[static_cast<size_t>(nn * lc.K + k)] = deq[static_cast<size_t>(k * lc.N + nn)];
+    std::vector<double> bound = AbsDot(x, wt, lc.n, lc.N, lc.K);
+    for (double& b : bound) b = 1e-5 * b + 1e-6;
+    EXPECT_TRUE(Within(Read(*gpu_, og.t), Read(*cpu_, oc.t), bound));
+  }
+}
+
+// ---- attention ------------------------------------------------------------------------------------------------
+
+struct AttnCase {
+  int32_t heads, kv_heads, head_dim;
+  int64_t n, start;
+};
+
+std::string Name(const AttnCase& a) {
+  return "heads " + std::to_string(a.heads) + "/" + std::to_string(a.kv_heads) + " hd " + std::to_string(a.head_dim) +
+         " n " + std::to_string(a.n) + " start " + std::to_string(a.start);
+}
+
+class CudaAttention : public CudaOps {
+ protected:
+  // Random q and bf16-representable caches of `capacity` rows; the rows past `filled`, and row
+  // `nan_row` if >= 0, hold NaN on the GPU (never visible: no result may depend on them).
+  void Prepare(const AttnCase& a, int64_t capacity, int64_t filled, int64_t nan_row = -1) {
+    const int64_t q_dim = int64_t{a.heads} * a.head_dim, kv_dim = int64_t{a.kv_heads} * a.head_dim;
+    q_ = Random(static_cast<size_t>(a.n * q_dim), rng_, -2, 2);
+    k_ = RoundAll(Random(static_cast<size_t>(capacity * kv_dim), rng_), DType::BF16);
+    v_ = RoundAll(Random(static_cast<size_t>(capacity * kv_dim), rng_, -3, 3), DType::BF16);
+    std::vector<float> kg = k_, vg = v_;
+    for (int64_t i = filled * kv_dim; i < capacity * kv_dim; ++i) kg[static_cast<size_t>(i)] = vg[static_cast<size_t>(i)] = std::nanf("");
+    if (nan_row >= 0)
+      for (int64_t i = nan_row * kv_dim; i < (nan_row + 1) * kv_dim; ++i)
+        kg[static_cast<size_t>(i)] = vg[static_cast<size_t>(i)] = std::nanf("");
+    qg_ = Make(*gpu_, DType::F32, a.n, q_dim, q_);
+    qc_ = Make(*cpu_, DType::F32, a.n, q_dim, q_);
+    kg_ = Make(*gpu_, DType::BF16, capacity, kv_dim, kg);
+    vg_ = Make(*gpu_, DType::BF16, capacity, kv_dim, vg);
+    kc_ = Make(*cpu_, DType::F32, capacity, kv_dim, k_);
+    vc_ = Make(*cpu_, DType::F32, capacity, kv_dim, v_);
+    og_ = Make(*gpu_, DType::F32, a.n, q_dim, {});
+    oc_ = Make(*cpu_, DType::F32, a.n, q_dim, {});
+  }
+
+  ::testing::AssertionResult Compare() {
+    double vmax = 0.0;
+    for (float x : v_) vmax = std::max(vmax, std::fabs(static_cast<double>(x)));
+    return Within(Read(*gpu_, og_.t), Read(*cpu_, oc_.t), 0.0, 5e-5 * vmax + 1e-6);
+  }
+
+  std::vector<float> q_, k_, v_;
+  Dev qg_, qc_, kg_, vg_, kc_, vc_, og_, oc_;
+};
+
+TEST_F(CudaAttention, CausalMatchesCpu) {
+  const std::vector<AttnCase> cases{
+      // GQA 16:1, head_dim 64: decode, odd prefill chunks, chunks after a prefix.
+      {16, 1, 64, 1, 0}, {16, 1, 64, 7, 0}, {16, 1, 64, 33, 5}, {16, 1, 64, 1, 100},
+      // GQA 8:1, head_dim 128.
+      {16, 2, 128, 1, 0}, {16, 2, 128, 13, 77}, {16, 2, 128, 1, 1000}, {16, 2, 128, 40, 1000},
+      // MHA, and the MiniCPM4 shapes (0.5B: 16/2 x 64; 8B: 32/2 x 128).
+      {4, 4, 128, 9, 3}, {16, 2, 64, 64, 2000}, {32, 2, 128, 3, 511},
+      // Generic head dims (the DPL=4 path with a partial lane, and DPL=32).
+      {6, 2, 96, 11, 20}, {4, 1, 256, 5, 300},
+  };
+  for (const AttnCase& a : cases) {
+    SCOPED_TRACE(Name(a));
+    const int64_t capacity = a.start + a.n + 3;
+    Prepare(a, capacity, a.start + a.n);
+    const AttentionShape shape{a.heads, a.kv_heads, a.head_dim};
+    gpu_->attention(*gctx_, og_.t, qg_.t, kg_.t, vg_.t, shape, a.start);
+    cpu_->attention(*cctx_, oc_.t, qc_.t, kc_.t, vc_.t, shape, a.start);
+    Sync();
+    EXPECT_TRUE(Compare());
+  }
+}
+
+// Long contexts: decode at 4k and 32k (split-KV with many splits) and a prefill chunk at 8k.
+TEST_F(CudaAttention, LongContextsMatchCpu) {
+  for (const AttnCase& a : {AttnCase{32, 2, 128, 1, 4095}, AttnCase{16, 2, 64, 1, 32767},
+                            AttnCase{32, 2, 128, 1, 32767}, AttnCase{16, 2, 64, 16, 8000}}) {
+    SCOPED_TRACE(Name(a));
+    const int64_t capacity = a.start + a.n;
+    Prepare(a, capacity, capacity);
+    const AttentionShape shape{a.heads, a.kv_heads, a.head_dim};
+    gpu_->attention(*gctx_, og_.t, qg_.t, kg_.t, vg_.t, shape, a.start);
+    cpu_->attention(*cctx_, oc_.t, qc_.t, kc_.t, vc_.t, shape, a.start);
+    Sync();
+    EXPECT_TRUE(Compare());
+  }
+}
+
+// Random trees of n nodes over a prefix: node i's mask marks its own bit and its ancestors'.
+TEST_F(CudaAttention, TreeAttentionMatchesCpu) {
+  for (const AttnCase& a : {AttnCase{16, 1, 64, 12, 0}, AttnCase{16, 2, 128, 12, 10}, AttnCase{16, 2, 64, 60, 300},
+                            AttnCase{4, 4, 128, 1, 37}, AttnCase{32, 2, 128, 64, 5000}}) {
+    SCOPED_TRACE(Name(a));
+    std::vector<uint64_t> masks(static_cast<size_t>(a.n));
+    for (int64_t i = 0; i < a.n; ++i) {
+      uint64_t m = uint64_t{1} << i;
+      if (i > 0) {
+        std::uniform_int_distribution<int64_t> parent(0, i - 1);
+        m |= masks[static_cast<size_t>(parent(rng_))];
+      }
+      masks[static_cast<size_t>(i)] = m;
+    }
+    const int64_t capacity = a.start + 64 + 2;  // tree slots past the prefix; rows past the tree are NaN
+    Prepare(a, capacity, a.start + a.n);
+    const AttentionShape shape{a.heads, a.kv_heads, a.head_dim};
+    gpu_->tree_attention(*gctx_, og_.t, qg_.t, kg_.t, vg_.t, shape, a.start, masks.data());
+    cpu_->tree_attention(*cctx_, oc_.t, qc_.t, kc_.t, vc_.t, shape, a.start, masks.data());
+    Sync();
+    EXPECT_TRUE(Compare());
+    // The same tree one slot further on: slot 0 (row `prefix`) is seen by no query and holds NaN, as
+    // an unwritten draft scratch row may; it shares a key tile with visible rows.
+    if (a.n < 64) {
+      for (uint64_t& m : masks) m <<= 1;
+      Prepare(a, capacity, a.start + a.n + 1, a.start);
+      gpu_->tree_attention(*gctx_, og_.t, qg_.t, kg_.t, vg_.t, shape, a.start, masks.data());
+      cpu_->tree_attention(*cctx_, oc_.t, qc_.t, kc_.t, vc_.t, shape, a.start, masks.data());
+      Sync();
+      EXPECT_TRUE(Compare()) << "with an invisible NaN row";
+    }
+  }
+}
+
+// Ops queued back to back on one stream without synchronising in between see each other's results,
+// and two contexts (two sessions) work independently over the same weights.
+TEST_F(CudaOps, QueuedOpsAndTwoContexts) {
+  const int64_t n = 4, K = 256, N = 128;
+  const std::vector<float> w = RoundAll(Random(static_cast<size_t>(N * K), rng_), DType::BF16);
+  const std::vector<float> x = Random(static_cast<size_t>(n * K), rng_);
+  const std::vector<float> nw = Random(static_cast<size_t>(K), rng_, 0.5f, 1.5f);
+  Dev wg = Make(*gpu_, DType::BF16, N, K, w), wc = Make(*cpu_, DType::BF16, N, K, w);
+  Dev nwg = Make(*gpu_, DType::F32, 1, K, nw), nwc = Make(*cpu_, DType::F32, 1, K, nw);
+  std::unique_ptr<ExecContext> second = gpu_->create_context(1);
+  std::vector<float> results[2];
+  for (int ci = 0; ci < 2; ++ci) {
+    ExecContext& ctx = ci == 0 ? *gctx_ : *second;
+    Dev xg = Make(*gpu_, DType::F32, n, K, x), og = Make(*gpu_, DType::F32, n, N, {});
+    gpu_->rms_norm(ctx, xg.t, xg.t, nwg.t, 1e-5f);
+    gpu_->linear(ctx, og.t, xg.t, wg.t);
+    gpu_->scale(ctx, og.t, 0.5f);
+    gpu_->synchronize(ctx);
+    results[ci] = Read(*gpu_, og.t);
+  }
+  Dev xc = Make(*cpu_, DType::F32, n, K, x), oc = Make(*cpu_, DType::F32, n, N, {});
+  cpu_->rms_norm(*cctx_, xc.t, xc.t, nwc.t, 1e-5f);
+  cpu_->linear(*cctx_, oc.t, xc.t, wc.t);
+  cpu_->scale(*cctx_, oc.t, 0.5f);
+  // The CUDA linear rounds the normed input to bf16: allow that rounding (2^-8 of sum |x w|) and the
+  // normalisation's own difference (2e-5 relative), times the 0.5 scale.
+  const std::vector<float> want = Read(*cpu_, oc.t);
+  std::vector<double> bound = AbsDot(Read(*cpu_, xc.t), w, n, N, K);
+  for (double& b : bound) b = 0.5 * (1.0 / 256 + 1e-4 + 2e-5) * b + 1e-6;
+  EXPECT_TRUE(Within(results[0], want, bound));
+  EXPECT_TRUE(Exact(results[1], results[0])) << "two contexts, same inputs: bit-identical (deterministic kernels)";
+}
+
+}  // namespace
