@@ -6,7 +6,9 @@ The math is the one MiniCPM4.NET's engine computes (Hugging Face MiniCPM semanti
     per layer:  h += s * o_proj(attention(rope(q), rope(k), v))       with q, k, v from input_layernorm(h)
                 h += s * down(silu(gate(n)) * up(n))                   with n = post_attention_layernorm(h)
                 s = scale_depth / sqrt(num_hidden_layers)
-    logits = (norm(h) * dim_model_base / hidden_size) @ embed^T         (tied LM head)
+    logits = (norm(h) * dim_model_base / hidden_size) @ W^T
+             W = lm_head.weight when tie_word_embeddings is false (a separate [vocab, hidden] matrix),
+             W = embed when it is true (tied LM head)
 
 RMSNorm is x / sqrt(mean(x^2) + eps) * w, in fp32. RoPE is the rotate-half form with
 inv_freq[i] = theta^(-2i/head_dim). Attention is causal with grouped KV heads: query head j reads KV head
@@ -19,7 +21,7 @@ base model's final normed hidden state f[i] (after model.norm, before the dim_mo
     h = [a, b] @ fc.weight^T + fc.bias
     one decoder layer as above (RoPE at position i, causal over draft rows), residual scale
     scale_depth / sqrt(base_layers + 1); no final norm
-    logits = (h * dim_model_base / hidden_size) @ embed^T                (the base model's LM head)
+    logits = (h * dim_model_base / hidden_size) @ W^T                    (W: the base model's LM head)
 """
 
 import math
@@ -120,7 +122,8 @@ def causal_mask(t):
 
 class MiniCPM(nn.Module):
     """The base model. Parameter names (with the "model." prefix added for embed/layers/norm) are the Hugging Face
-    tensor names."""
+    tensor names. With cfg["tie_word_embeddings"] false the LM head is a separate matrix, "lm_head.weight" (no
+    prefix, as in Hugging Face MiniCPM checkpoints); when it is true or absent, the embedding is the LM head."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -130,12 +133,20 @@ class MiniCPM(nn.Module):
         s = cfg["scale_depth"] / math.sqrt(n)
         self.layers = nn.ModuleList([DecoderLayer(cfg, s) for _ in range(n)])
         self.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
+        self.tied = cfg.get("tie_word_embeddings", True)
+        self.lm_head = None if self.tied else nn.Linear(cfg["hidden_size"], cfg["vocab_size"], bias=False)
+
+    @property
+    def lm_head_weight(self):
+        """The output matrix [vocab, hidden]: lm_head.weight, or the embedding when tied."""
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
 
     def hf_state_dict(self):
-        return {("model." + k): v for k, v in self.state_dict().items()}
+        return {(k if k.startswith("lm_head.") else "model." + k): v for k, v in self.state_dict().items()}
 
     def load_hf_state_dict(self, sd):
-        self.load_state_dict({k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")})
+        self.load_state_dict({(k if k.startswith("lm_head.") else k[len("model."):]): v for k, v in sd.items()
+                              if k.startswith("model.") or (k == "lm_head.weight" and not self.tied)})
 
     def features(self, ids, positions=None):
         """Final normed hidden states f [b, t, H] (before the dim_model_base/hidden_size factor)."""
@@ -150,14 +161,15 @@ class MiniCPM(nn.Module):
         return self.norm(h)
 
     def logits_from_features(self, f):
-        return F.linear(f * (self.cfg["dim_model_base"] / self.cfg["hidden_size"]), self.embed_tokens.weight)
+        return F.linear(f * (self.cfg["dim_model_base"] / self.cfg["hidden_size"]), self.lm_head_weight)
 
     def forward(self, ids):
         return self.logits_from_features(self.features(ids))
 
 
 class EagleDraft(nn.Module):
-    """The one-layer MiniCPM4 EAGLE draft. It holds no embedding or LM head: both are the base model's, passed in."""
+    """The one-layer MiniCPM4 EAGLE draft. It holds no embedding or LM head: both are the base model's, passed in
+    (the embedding to forward, the LM head matrix, lm_head.weight or the tied embedding, to logits)."""
 
     def __init__(self, cfg, base_layers):
         super().__init__()
@@ -178,8 +190,8 @@ class EagleDraft(nn.Module):
         h = self.fc(torch.cat([self.input_norm1(e), self.input_norm2(feats)], dim=-1))
         return self.layers[0](h, cos, sin, causal_mask(t))
 
-    def logits(self, h, embed_weight):
-        return F.linear(h * (self.cfg["dim_model_base"] / self.cfg["hidden_size"]), embed_weight)
+    def logits(self, h, head_weight):
+        return F.linear(h * (self.cfg["dim_model_base"] / self.cfg["hidden_size"]), head_weight)
 
 
 def count_parameters(module):

@@ -47,19 +47,20 @@ COMMON_MODEL = {
 }
 
 PRESETS = {
-    # The shipped model: 6.3 M parameters (2.1 M of them the tied embedding); about 45 minutes end to end on one
-    # core of a 2-core machine whose other core is busy, about 35 on an idle one.
+    # The shipped model: 10.2 M parameters (2.1 M of them the embedding and 2.1 M the untied LM head). Every linear
+    # layer's input size is a multiple of 128 and its output size a multiple of 64 (Marlin int4, group size 128).
+    # 58 minutes end to end (measured) on one core of a 2-core machine whose other core was busy.
     "full": {
-        "model": {"hidden_size": 256, "num_hidden_layers": 6, "num_attention_heads": 8, "num_key_value_heads": 2,
-                  "head_dim": 32, "intermediate_size": 704},
+        "model": {"hidden_size": 256, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 2,
+                  "head_dim": 32, "intermediate_size": 768, "tie_word_embeddings": False},
         "seq_len": 512, "batch": 8, "steps": 540, "warmup": 27, "decay_frac": 0.10, "eval_every": 108,
         "draft_steps": 128, "draft_warmup": 8, "draft_eval_every": 64,
         "spec_prompts": 8, "spec_new_tokens": 48,
     },
-    # A few minutes end to end, to check the whole pipeline.
+    # About a minute end to end, to check the whole pipeline (untied LM head too, like the shipped model).
     "quick": {
         "model": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                  "head_dim": 16, "intermediate_size": 176},
+                  "head_dim": 16, "intermediate_size": 176, "tie_word_embeddings": False},
         "seq_len": 128, "batch": 4, "steps": 40, "warmup": 4, "decay_frac": 0.10, "eval_every": 10,
         "draft_steps": 20, "draft_warmup": 2, "draft_eval_every": 10,
         "spec_prompts": 2, "spec_new_tokens": 16,
@@ -67,8 +68,8 @@ PRESETS = {
 }
 
 OPTIM = {
-    "lr": 0.01,            # eta_max for the embedding and the norm weights; hidden matrices get lr / width_mult
-    "init_std": 0.1,       # embedding std; hidden matrices get init_std / sqrt(width_mult)
+    "lr": 0.01,            # eta_max for the embedding, LM head and norm weights; hidden matrices get lr / width_mult
+    "init_std": 0.1,       # embedding and LM head std; hidden matrices get init_std / sqrt(width_mult)
     "betas": (0.9, 0.95),
     "eps": 1e-8,
     "weight_decay": 0.1,   # hidden matrices only
@@ -253,7 +254,9 @@ def init_weights(module, width_mult, generator):
                 p.fill_(1.0)
             elif name.endswith("bias"):
                 p.zero_()
-            elif "embed_tokens" in name:
+            elif "embed_tokens" in name or name.startswith("lm_head."):
+                # The untied LM head is initialised and trained like the embedding: MiniCPM's muP output scale
+                # (dim_model_base / hidden_size) is already applied to its input.
                 p.normal_(0.0, std_embed, generator=generator)
             else:
                 p.normal_(0.0, std_matrix, generator=generator)
@@ -264,7 +267,8 @@ def make_optimizer(module, width_mult):
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (matrices if p.dim() == 2 and "embed_tokens" not in name else others).append(p)
+        vocab_matrix = "embed_tokens" in name or name.startswith("lm_head.")
+        (matrices if p.dim() == 2 and not vocab_matrix else others).append(p)
     groups = [
         {"params": others, "base_lr": OPTIM["lr"], "weight_decay": 0.0},
         {"params": matrices, "base_lr": OPTIM["lr"] / width_mult, "weight_decay": OPTIM["weight_decay"]},
@@ -340,7 +344,8 @@ def hf_config(cfg, architectures, extra=None):
         c[k] = cfg[k]
     c.update({"hidden_act": "silu", "rms_norm_eps": cfg["rms_norm_eps"], "rope_theta": cfg["rope_theta"],
               "rope_scaling": None, "scale_emb": cfg["scale_emb"], "scale_depth": cfg["scale_depth"],
-              "dim_model_base": cfg["dim_model_base"], "tie_word_embeddings": True, "bos_token_id": BOS,
+              "dim_model_base": cfg["dim_model_base"],
+              "tie_word_embeddings": cfg.get("tie_word_embeddings", True), "bos_token_id": BOS,
               "eos_token_id": [EOS, IM_END], "pad_token_id": EOS, "initializer_range": OPTIM["init_std"],
               "attention_bias": False, "use_cache": True, "torch_dtype": "bfloat16"})
     if extra:
@@ -355,7 +360,10 @@ def base_tensor_order(cfg):
         names += [p + "input_layernorm.weight", p + "self_attn.q_proj.weight", p + "self_attn.k_proj.weight",
                   p + "self_attn.v_proj.weight", p + "self_attn.o_proj.weight", p + "post_attention_layernorm.weight",
                   p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight"]
-    return names + ["model.norm.weight"]
+    names.append("model.norm.weight")
+    if not cfg.get("tie_word_embeddings", True):
+        names.append("lm_head.weight")
+    return names
 
 
 def draft_tensor_order():
@@ -395,10 +403,9 @@ def draft_losses(base, draft, x):
     with torch.no_grad():
         f = base.features(ids)
         teacher = torch.softmax(base.logits_from_features(f[:, 1:]), dim=-1)
-    emb = base.embed_tokens.weight
-    h = draft(ids[:, 1:], f[:, :-1], emb)
+    h = draft(ids[:, 1:], f[:, :-1], base.embed_tokens.weight)
     feat = F.smooth_l1_loss(h, f[:, 1:])
-    logp = torch.log_softmax(draft.logits(h, emb), dim=-1)
+    logp = torch.log_softmax(draft.logits(h, base.lm_head_weight), dim=-1)
     tok = -(teacher * logp).sum(-1).mean()
     return feat, tok, h, logp, teacher
 
@@ -508,7 +515,7 @@ def speculative_chain(base, draft, prompt, new_tokens, depth):
     """Greedy speculative decoding with a chain of `depth` draft tokens per step, recomputing everything from scratch
     each step (no caches; the models are tiny). Returns (generated ids, accept lengths). An accept length counts the
     target's own token plus the accepted draft tokens, as the engine's accept_len does."""
-    emb = base.embed_tokens.weight
+    emb, head = base.embed_tokens.weight, base.lm_head_weight
     seq = list(prompt)
     f = base.features(torch.tensor([seq]))[0]
     root = int(base.logits_from_features(f[-1]).argmax())
@@ -521,7 +528,7 @@ def speculative_chain(base, draft, prompt, new_tokens, depth):
         proposals = []
         for _ in range(depth):
             h = draft(torch.tensor([tokens[1:]]), feats[None], emb)[0]
-            nxt = int(draft.logits(h[-1], emb).argmax())
+            nxt = int(draft.logits(h[-1], head).argmax())
             proposals.append(nxt)
             tokens.append(nxt)
             feats = torch.cat([feats, h[-1:]], dim=0)
@@ -577,7 +584,7 @@ def reference_values(base, draft, sp):
     ids = prompts[0]["token_ids"] + prompts[0]["greedy_continuation"][:8]
     f = base.features(torch.tensor([ids]))
     h = draft(torch.tensor([ids[1:]]), f[:, :-1], base.embed_tokens.weight)
-    dl = draft.logits(h, base.embed_tokens.weight)[0]
+    dl = draft.logits(h, base.lm_head_weight)[0]
     draft_ref = {
         "token_ids": ids,
         "rows": "row i reads token_ids[i+1] and the base model's final normed hidden state at position i",
@@ -737,7 +744,9 @@ def main():
         val_bytes = metrics["corpus"]["val_bytes"]
         metrics["base"] = dict(base_info, **{
             "config": cfg,
-            "non_embedding_parameters": base_info["parameters"] - cfg["vocab_size"] * cfg["hidden_size"],
+            # Without the embedding and the LM head (one matrix when tied).
+            "non_embedding_parameters": base_info["parameters"] - cfg["vocab_size"] * cfg["hidden_size"] *
+                                        (1 if cfg.get("tie_word_embeddings", True) else 2),
             "val_loss_fp32_weights": round(fp32_val, 5),
             "val_ppl_fp32_weights": round(math.exp(fp32_val), 3),
             "val_loss": round(nll / n, 5), "val_ppl": round(math.exp(nll / n), 3), "val_tokens_scored": n,
@@ -834,6 +843,8 @@ def main():
         "hidden_size": cfg["hidden_size"], "num_hidden_layers": cfg["num_hidden_layers"],
         "num_attention_heads": cfg["num_attention_heads"], "num_key_value_heads": cfg["num_key_value_heads"],
         "head_dim": cfg["head_dim"], "intermediate_size": cfg["intermediate_size"], "vocab_size": cfg["vocab_size"],
+        "lm_head": ("tied input/output embedding" if cfg.get("tie_word_embeddings", True) else
+                    "separate (untied) LM head `lm_head.weight`, initialised and trained like the embedding"),
         "scale_emb": cfg["scale_emb"], "scale_depth": cfg["scale_depth"], "dim_model_base": cfg["dim_model_base"],
         "seq_len": preset["seq_len"], "batch": preset["batch"], "steps": b["steps"], "warmup": b["warmup_steps"],
         "decay": b["decay_steps"], "half_life": b["decay_half_life_steps"], "lr": OPTIM["lr"],
