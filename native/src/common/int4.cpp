@@ -314,24 +314,6 @@ std::vector<int32_t> pack_marlin_qweight(const uint8_t* q, int64_t K, int64_t N)
   return out;
 }
 
-const std::array<uint16_t, 1024>& marlin_tile_positions() {
-  static const std::array<uint16_t, 1024> table = [] {
-    std::array<uint16_t, 1024> t{};
-    for (int i = 0; i < 32; ++i) {
-      const int lane_t = i % 4, col = i / 4;
-      const int rows[4] = {2 * lane_t, 2 * lane_t + 1, 2 * lane_t + 8, 2 * lane_t + 9};
-      for (int j = 0; j < 4; ++j)
-        for (int p = 0; p < 8; ++p) {
-          const int o = kInterleave[p];
-          const int w = 4 * i + j;
-          t[static_cast<size_t>(8 * w + p)] = static_cast<uint16_t>(rows[o % 4] * 64 + 16 * j + 8 * (o / 4) + col);
-        }
-    }
-    return t;
-  }();
-  return table;
-}
-
 const std::array<uint8_t, 64>& marlin_scale_positions(bool single_group) {
   // s'[base + x] = s[base + perm[x]], so original column perm[x] sits at permuted index x.
   static const std::array<uint8_t, 64> grouped = [] {

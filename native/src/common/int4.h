@@ -153,11 +153,6 @@ const std::array<int, 1024>& marlin_perm();
 const std::array<int, 64>& marlin_scale_perm();
 const std::array<int, 32>& marlin_scale_perm_single();
 
-// Where each nibble of one slab's 64-column chunk lands: entry 8w + p (w = word index in
-// [0, 128) from the chunk's first word 128c of the slab row, p = nibble) is ki * 64 + nl, i.e.
-// row 16r + ki and column 64c + nl of W[k][n] (the closed form above). Used by CPU kernels that
-// decode whole tiles.
-const std::array<uint16_t, 1024>& marlin_tile_positions();
 // Where the scale of local column nl (0..63) of a 64-column chunk sits inside that chunk of a
 // permuted scale row: s[g][64c + nl] == s'[g][64c + idx[nl]]. `single_group` selects the K == 128
 // permutation (see the header comment).

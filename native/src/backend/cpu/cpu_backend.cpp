@@ -240,6 +240,7 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
 // the group's scales applied (exact: (q - 8) * fp16 scale), and every token row accumulates
 // x[t][k] * tile[k][:] over the slab's 16 k in ascending order, so each output sums its products in
 // ascending k like the reference int4::gemm_dequant. Decoding once per slab serves all n rows.
+// The tile decode and the register-blocked accumulation are per-ISA kernels (kernels.h).
 void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                              const Tensor& scales) {
   CpuContext& c = cpu(ctx);
@@ -247,15 +248,14 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
   MCPM_CHECK(out.rows == n && K % int4::kGroupSize == 0 && N % int4::kMarlinMinN == 0);
   MCPM_CHECK(qweight.dtype == DType::I32 && qweight.rows == K / int4::kTile && qweight.cols == 2 * N);
   MCPM_CHECK(scales.dtype == DType::F16 && scales.rows == K / int4::kGroupSize && scales.cols == N);
-  const std::array<uint16_t, 1024>& tile_pos = int4::marlin_tile_positions();
   const std::array<uint8_t, 64>& scale_pos = int4::marlin_scale_positions(K == int4::kGroupSize);
   const float* X = x.as<const float>();
   const int32_t* B = qweight.as<const int32_t>();
   const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
   const int64_t chunks = N / 64, slabs = K / int4::kTile, slabs_per_group = int4::kGroupSize / int4::kTile;
-  c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t t) {
-    float* tile = c.scratch(t, static_cast<size_t>(1024 + 64 + 64 * n));
+  c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
+    float* tile = c.scratch(thread, static_cast<size_t>(1024 + 64 + 64 * n));
     float* scale = tile + 1024;
     float* acc = scale + 64;
     for (int64_t chunk = b; chunk < e; ++chunk) {
@@ -265,19 +265,8 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
           const uint16_t* srow = S + (r / slabs_per_group) * N + 64 * chunk;
           for (int nl = 0; nl < 64; ++nl) scale[nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
         }
-        const int32_t* words = B + r * 2 * N + 128 * chunk;
-        for (int w = 0; w < 128; ++w) {
-          const uint32_t word = static_cast<uint32_t>(words[w]);
-          for (int p = 0; p < 8; ++p) {
-            const int pos = tile_pos[static_cast<size_t>(8 * w + p)];
-            tile[pos] = static_cast<float>(static_cast<int>((word >> (4 * p)) & 15u) - int4::kZeroPoint) * scale[pos & 63];
-          }
-        }
-        for (int64_t i = 0; i < n; ++i) {
-          const float* xs = X + i * K + r * int4::kTile;
-          float* a = acc + 64 * i;
-          for (int ki = 0; ki < int4::kTile; ++ki) k_.axpy_f32(xs[ki], tile + 64 * ki, a, 64);
-        }
+        k_.int4_tile(B + r * 2 * N + 128 * chunk, scale, tile);
+        for (int64_t i = 0; i < n; ++i) k_.tile_accumulate(X + i * K + r * int4::kTile, tile, acc + 64 * i);
       }
       for (int64_t i = 0; i < n; ++i) std::memcpy(Y + i * N + 64 * chunk, acc + 64 * i, 64 * sizeof(float));
     }

@@ -29,6 +29,12 @@ struct CpuKernels {
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
   // y[i] = a * y[i].
   void (*scale_f32)(float a, float* y, int64_t n);
+  // W4A16 (Marlin layout, common/int4.h): decodes one slab's 64-column chunk, its 128 int32 words,
+  // into tile[16][64] = (q - 8) * scale[column]. Word 16*col + 4*t + j, nibble p, holds row
+  // [2t, 2t+1, 2t+8, 2t+9][o % 4] and column 16j + 8(o / 4) + col, o = [0,2,4,6,1,3,5,7][p].
+  void (*int4_tile)(const int32_t* words, const float* scale, float* tile);
+  // acc[0:64] += x[k] * tile[k][0:64] for k = 0..15 in ascending order.
+  void (*tile_accumulate)(const float* x, const float* tile, float* acc);
 };
 
 // The best kernels for this CPU. MCPM_CPU_ISA=scalar|avx2|neon in the environment forces a choice

@@ -62,9 +62,32 @@ void scale(float a, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= a;
 }
 
+constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+void int4_tile(const int32_t* words, const float* scale, float* tile) {
+  for (int t = 0; t < 4; ++t) {
+    const int rows[4] = {2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9};
+    for (int j = 0; j < 4; ++j)
+      for (int p = 0; p < 8; ++p) {
+        const int o = kInterleave[p];
+        const int nbase = 16 * j + 8 * (o / 4);
+        for (int col = 0; col < 8; ++col) {
+          const uint32_t w = static_cast<uint32_t>(words[16 * col + 4 * t + j]);
+          tile[64 * rows[o % 4] + nbase + col] =
+              static_cast<float>(static_cast<int>((w >> (4 * p)) & 15u) - 8) * scale[nbase + col];
+        }
+      }
+  }
+}
+
+void tile_accumulate(const float* x, const float* tile, float* acc) {
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 64; ++n) acc[n] += x[k] * tile[64 * k + n];
+}
+
 }  // namespace
 
-const CpuKernels kScalarKernels = {"scalar", gemv_f32, gemv_f16, gemv_bf16, pack_x, f16_row,
-                                   bf16_row, gemm4,    dot,      axpy,      scale};
+const CpuKernels kScalarKernels = {"scalar", gemv_f32, gemv_f16, gemv_bf16, pack_x, f16_row, bf16_row,
+                                   gemm4,    dot,      axpy,     scale,     int4_tile, tile_accumulate};
 
 }  // namespace mcpm
