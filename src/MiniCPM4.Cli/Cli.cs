@@ -32,6 +32,7 @@ internal static class Cli
     internal static readonly Option<int?> SpecTree = new("--spec-tree") { Description = "Tree nodes verified per round, root included, <= 64 (default 12)" };
     internal static readonly Option<bool> NoSpec = new("--no-speculative") { Description = "Plain decoding even with --draft" };
     internal static readonly Option<string?> Quantize = new("--quantize") { Description = "Quantize while loading: int4 (W4A16, group 128, Marlin layout; embedding, norms and LM head stay dense) or none. A quantized checkpoint is int4 without it" };
+    internal static readonly Option<int?> LongContext = new("--long-context") { Description = "Raise the position limit to N tokens with MiniCPM4's published long-context LongRoPE factors (head_dim 128 models, e.g. 131072 for MiniCPM4-8B); use --context to size the KV cache" };
     internal static readonly Option<bool> ClipSearch = new("--clip-search") { Description = "With --quantize int4: per group, search the clipping range with the least error (slower load)" };
     internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
 
@@ -150,6 +151,7 @@ internal static class Cli
             FrSpecSize = parse.GetValue(FrSpecSize),
             Quantization = QuantizationFrom(parse),
             QuantizationClipSearch = parse.GetValue(ClipSearch),
+            LongContext = parse.GetValue(LongContext),
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
@@ -250,7 +252,7 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch })
+        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
             command.Options.Add(option);
     }
 }

@@ -38,6 +38,7 @@ internal static class InfoCommand
         o.WriteLine($"quantization  {Quantization(checkpoint)}");
         long kvPerToken = 2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float);
         o.WriteLine($"KV cache      {Bytes(kvPerToken)} per token on the CPU backend (fp32): 4k context {Bytes(kvPerToken * 4096)}, full {c.MaxPositionEmbeddings} {Bytes(kvPerToken * c.MaxPositionEmbeddings)}");
+        foreach (string line in ContextFit(checkpoint)) o.WriteLine(line);
         try
         {
             var build = MiniCpmNative.GetBuildInfo();
@@ -50,6 +51,37 @@ internal static class InfoCommand
             o.WriteLine($"engine        not loadable: {e.Message.ReplaceLineEndings(" ")}");
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>The longest context that fits 24 GB and 64 GB devices (bf16 KV cache, as on the CUDA backend), with the
+    /// weights as stored and, for a dense checkpoint that can be quantized, with --quantize int4.</summary>
+    private static IEnumerable<string> ContextFit(Checkpoint checkpoint)
+    {
+        var c = checkpoint.Config;
+        var weights = new List<(string Label, long Bytes)> { ("weights as stored", checkpoint.TotalBytes) };
+        if (checkpoint.Quantization is null && Int4Bytes(checkpoint) is long int4) weights.Add(("--quantize int4", int4));
+        var budgets = new[] { ("24 GB (RTX 4090)", 24_000_000_000L), ("64 GB (Jetson AGX Orin)", 64_000_000_000L) };
+        bool first = true;
+        foreach (var (label, bytes) in weights)
+        {
+            var fits = budgets.Select(b => (b.Item1, Tokens: ContextBudget.LongestContext(c, bytes, b.Item2)));
+            yield return (first ? "context fit   " : "              ") + $"{label}: " +
+                         string.Join(", ", fits.Select(f => $"{f.Item1} {f.Tokens:N0} tokens"));
+            first = false;
+        }
+        int trained = LongContext.TrainedContext(c);
+        yield return $"              (bf16 KV {Bytes(ContextBudget.KvBytesPerToken(c, 2))}/token, {Bytes(ContextBudget.ReserveBytes)} reserve; " +
+                     $"positions are limited to {c.MaxPositionEmbeddings:N0}" +
+                     (c.HeadDim == 2 * LongContext.MiniCpm4Factors.Count ? $", --long-context N extends them beyond the trained {trained:N0})" : ")");
+    }
+
+    /// <summary>Bytes of a dense checkpoint after --quantize int4, or null when a layer cannot be quantized.</summary>
+    private static long? Int4Bytes(Checkpoint checkpoint)
+    {
+        var dense = checkpoint.Linears.Where(l => !l.IsInt4).ToList();
+        if (dense.Any(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures) is not null)) return null;
+        return dense.Sum(l => l.OutFeatures * l.InFeatures / 2 + l.OutFeatures * l.InFeatures / LinearResolver.GroupSize * 2)
+               + checkpoint.OtherTensors.Sum(t => t.ByteLength);
     }
 
     /// <summary>The checkpoint's int4 layers, or what --quantize int4 would make of a dense one.</summary>
@@ -65,12 +97,10 @@ internal static class InfoCommand
             return $"{q.Describe()}: {checkpoint.Int4ProjectionCount} of {projections} linear layers, {layout}; embedding, norms and LM head " +
                    string.Join("/", checkpoint.OtherTensors.Select(t => t.DType).Distinct());
         }
-        var dense = checkpoint.Linears.Where(l => !l.IsInt4).ToList();
-        if (dense.Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures)).OfType<string>().FirstOrDefault() is { } problem)
+        if (checkpoint.Linears.Where(l => !l.IsInt4)
+                .Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures)).OfType<string>().FirstOrDefault() is { } problem)
             return $"none (--quantize int4 is not possible: {problem})";
-        long int4 = dense.Sum(l => l.OutFeatures * l.InFeatures / 2 + l.OutFeatures * l.InFeatures / LinearResolver.GroupSize * 2)
-                    + checkpoint.OtherTensors.Sum(t => t.ByteLength);
-        return $"none (dense); with --quantize int4 the weights take {Bytes(int4)}";
+        return $"none (dense); with --quantize int4 the weights take {Bytes(Int4Bytes(checkpoint)!.Value)}";
     }
 
     internal static string Bytes(long bytes) => bytes switch

@@ -101,7 +101,7 @@ public sealed class MiniCpmModel : IDisposable
         var tokenizer = MiniCpmTokenizer.Load(directory);
         if (tokenizer.ChatTemplate is not null && !ChatTemplate.IsCompatible(tokenizer.ChatTemplate))
             options.Log?.Invoke("warning: the checkpoint's chat_template is not MiniCPM4's ChatML; chat uses ChatML anyway");
-        var config = checkpoint.Config;
+        var config = options.LongContext is int longContext ? LongContext.Extend(checkpoint.Config, longContext) : checkpoint.Config;
 
         mcpm_model_options modelOptions = default;
         modelOptions.struct_size = (uint)sizeof(mcpm_model_options);

@@ -70,6 +70,13 @@ public sealed record MiniCpmLoadOptions
     /// the scale with the least squared error (slower to load, a little more accurate).
     /// </summary>
     public bool QuantizationClipSearch { get; init; }
+    /// <summary>
+    /// Raises the model's position limit to this many tokens with MiniCPM4's published long-context LongRoPE factors
+    /// (<see cref="Checkpoints.LongContext"/>; MiniCPM4-8B is trained for 32k and published with this recipe for
+    /// longer inputs). null (default) keeps the checkpoint's rope_scaling. Needs head_dim 128 and a value above the
+    /// trained context. Sessions still choose their KV capacity with <see cref="SessionOptions.ContextLength"/>.
+    /// </summary>
+    public int? LongContext { get; init; }
 }
 
 /// <summary>Progress of a model load.</summary>

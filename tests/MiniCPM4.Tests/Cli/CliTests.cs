@@ -141,6 +141,16 @@ public class CliTests
         var (code, output, err) = Run("info", "-m", Model);
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(output, Does.Contain("vocab         32002").And.Contain("parameters").And.Contain("backends").And.Contain("cpu"));
+        Assert.That(output, Does.Contain("context fit   weights as stored: 24 GB (RTX 4090) ").And.Contain("64 GB (Jetson AGX Orin)"));
+    }
+
+    [Test]
+    public void LongContextNeedsMiniCpm4Heads()
+    {
+        // The tiny model has head_dim 32; the published factors are for 128.
+        var (code, _, err) = Run("generate", "-m", Model, "-p", "x", "--long-context", "65536");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(err, Does.Contain("head_dim 128").And.Contain("head_dim 32"));
     }
 
     [Test]
