@@ -17,15 +17,7 @@ public class DemoModelTests
     [OneTimeSetUp]
     public void Locate()
     {
-        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d is not null; d = d.Parent)
-        {
-            if (File.Exists(Path.Combine(d.FullName, "models", "demo", "config.json")))
-            {
-                _dir = Path.Combine(d.FullName, "models", "demo");
-                break;
-            }
-        }
-        Assert.That(_dir, Is.Not.Null, "models/demo is part of the repository and must be found above the test directory");
+        _dir = DemoModelDirectory.Find();
         _reference = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "reference.json")));
     }
 
