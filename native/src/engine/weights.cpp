@@ -57,49 +57,53 @@ void WeightStore::add_fused_int4(std::string qweight, std::string scales, const 
   fused_.emplace(std::move(scales), std::move(s));
 }
 
+void WeightStore::require_dtype(const std::string& name, Role role, mcpm_dtype dtype) {
+  if (role == Role::Plain || role == Role::Dense) {
+    if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
+      invalid_argument("tensor '" + name + "': unsupported dtype " + std::to_string(dtype) +
+                       " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
+    return;
+  }
+  const mcpm_dtype want = role == Role::QWeight ? MCPM_DTYPE_I32 : MCPM_DTYPE_F16;
+  if (dtype != want)
+    invalid_argument("tensor '" + name + "': dtype must be " +
+                     (role == Role::QWeight ? "MCPM_DTYPE_I32 (packed int4)" : "MCPM_DTYPE_F16 (int4 scales)") +
+                     ", got " + std::to_string(dtype));
+}
+
+void WeightStore::require_layout(const std::string& name, const std::vector<int64_t>& want, mcpm_dtype dtype,
+                                 const int64_t* shape, int32_t ndim, size_t data_size) const {
+  const bool same_shape = ndim >= 0 && static_cast<size_t>(ndim) == want.size() &&
+                          std::equal(want.begin(), want.end(), shape);
+  if (!same_shape)
+    invalid_argument("tensor '" + name + "' has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
+                     " but " + what_ + " requires " + shape_string(want.data(), want.size()));
+  const DType dt = static_cast<DType>(dtype);
+  const int64_t rows = want.size() == 2 ? want[0] : 1;
+  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(want.back()) * dtype_size(dt);
+  if (data_size != bytes)
+    invalid_argument("tensor '" + name + "': data_size is " + std::to_string(data_size) + " bytes but " +
+                     shape_string(want.data(), want.size()) + " " + dtype_name(dt) + " needs " +
+                     std::to_string(bytes));
+}
+
 void WeightStore::validate(const Slot& slot, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
                            size_t data_size) const {
-  const std::string tensor = "tensor '" + slot.name + "'";
-  switch (slot.role) {
-    case Role::Plain:
-    case Role::Dense:
-      if (dtype != MCPM_DTYPE_F32 && dtype != MCPM_DTYPE_F16 && dtype != MCPM_DTYPE_BF16)
-        invalid_argument(tensor + ": unsupported dtype " + std::to_string(dtype) +
-                         " (expected MCPM_DTYPE_F32, _F16 or _BF16)");
-      break;
-    case Role::QWeight:
-    case Role::Scales: {
-      const Linear& l = linears_[static_cast<size_t>(slot.linear)];
-      if (l.K % int4::kGroupSize != 0 || l.N % int4::kMarlinMinN != 0)
-        invalid_argument(tensor + ": an int4 (Marlin) layer needs in_features divisible by 128 and out_features "
-                         "divisible by 64, but this layer has out_features " + std::to_string(l.N) +
-                         " and in_features " + std::to_string(l.K));
-      const mcpm_dtype want = slot.role == Role::QWeight ? MCPM_DTYPE_I32 : MCPM_DTYPE_F16;
-      if (dtype != want)
-        invalid_argument(tensor + ": dtype must be " +
-                         (slot.role == Role::QWeight ? "MCPM_DTYPE_I32 (packed int4)" : "MCPM_DTYPE_F16 (int4 scales)") +
-                         ", got " + std::to_string(dtype));
-      break;
-    }
+  if (slot.role == Role::QWeight || slot.role == Role::Scales) {
+    const Linear& l = linears_[static_cast<size_t>(slot.linear)];
+    if (l.K % int4::kGroupSize != 0 || l.N % int4::kMarlinMinN != 0)
+      invalid_argument("tensor '" + slot.name + "': an int4 (Marlin) layer needs in_features divisible by 128 and "
+                       "out_features divisible by 64, but this layer has out_features " + std::to_string(l.N) +
+                       " and in_features " + std::to_string(l.K));
   }
-  const bool same_shape = ndim >= 0 && static_cast<size_t>(ndim) == slot.shape.size() &&
-                          std::equal(slot.shape.begin(), slot.shape.end(), shape);
-  if (!same_shape)
-    invalid_argument(tensor + " has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
-                     " but " + what_ + " requires " + shape_string(slot.shape.data(), slot.shape.size()));
-  const DType dt = static_cast<DType>(dtype);
-  const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
-  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(slot.shape.back()) * dtype_size(dt);
-  if (data_size != bytes)
-    invalid_argument(tensor + ": data_size is " + std::to_string(data_size) + " bytes but " +
-                     shape_string(slot.shape.data(), slot.shape.size()) + " " + dtype_name(dt) + " needs " +
-                     std::to_string(bytes));
+  require_dtype(slot.name, slot.role, dtype);
+  require_layout(slot.name, slot.shape, dtype, shape, ndim, data_size);
   if (slot.role == Role::Scales) {
     // inf or NaN (exponent all ones) would turn every output of the layer into NaN.
     const uint16_t* s = static_cast<const uint16_t*>(data);
-    for (size_t i = 0; i < bytes / 2; ++i)
+    for (size_t i = 0; i < data_size / 2; ++i)
       if ((s[i] & 0x7c00u) == 0x7c00u)
-        invalid_argument(tensor + ": scale " + std::to_string(i) + " is not a finite number (fp16 bits 0x" +
+        invalid_argument("tensor '" + slot.name + "': scale " + std::to_string(i) + " is not a finite number (fp16 bits 0x" +
                          [&] {
                            char hex[8];
                            std::snprintf(hex, sizeof hex, "%04x", s[i]);
@@ -159,19 +163,8 @@ void WeightStore::set_fused(const std::string& name, const Fused& fused, mcpm_dt
   const int64_t rows = fused.scales ? K / int4::kGroupSize : K / int4::kTile;
   const int64_t per_col = fused.scales ? 1 : 2;  // elements per output column in one row
   const size_t es = fused.scales ? 2 : 4;
-  const int64_t expected[2] = {rows, per_col * total_n};
-  const bool same_shape = ndim == 2 && shape[0] == expected[0] && shape[1] == expected[1];
-  if (!same_shape)
-    invalid_argument("tensor '" + name + "' has shape " + shape_string(shape, static_cast<size_t>(std::max(ndim, 0))) +
-                     " but " + what_ + " requires " + shape_string(expected, 2));
-  const mcpm_dtype want = fused.scales ? MCPM_DTYPE_F16 : MCPM_DTYPE_I32;
-  if (dtype != want)
-    invalid_argument("tensor '" + name + "': dtype must be " +
-                     (fused.scales ? "MCPM_DTYPE_F16 (int4 scales)" : "MCPM_DTYPE_I32 (packed int4)") + ", got " +
-                     std::to_string(dtype));
-  if (data_size != static_cast<size_t>(rows * per_col * total_n) * es)
-    invalid_argument("tensor '" + name + "': data_size is " + std::to_string(data_size) + " bytes but " +
-                     shape_string(expected, 2) + " needs " + std::to_string(rows * per_col * total_n * static_cast<int64_t>(es)));
+  require_dtype(name, fused.scales ? Role::Scales : Role::QWeight, dtype);
+  require_layout(name, {rows, per_col * total_n}, dtype, shape, ndim, data_size);
   // Split into the parts' own tensors and validate every part before storing any.
   std::vector<std::vector<char>> parts;
   int64_t col0 = 0;

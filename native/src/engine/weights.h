@@ -71,6 +71,11 @@ class WeightStore {
 
   size_t add_slot(std::string name, std::vector<int64_t> shape, Tensor* target, bool optional, Role role,
                   int32_t linear);
+  // Throws unless dtype suits a tensor of this role.
+  static void require_dtype(const std::string& name, Role role, mcpm_dtype dtype);
+  // Throws unless shape equals `want` and data_size is its byte size in dtype.
+  void require_layout(const std::string& name, const std::vector<int64_t>& want, mcpm_dtype dtype, const int64_t* shape,
+                      int32_t ndim, size_t data_size) const;
   void validate(const Slot& slot, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
                 size_t data_size) const;
   void store(Slot& slot, mcpm_dtype dtype, const void* data);
