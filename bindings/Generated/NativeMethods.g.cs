@@ -107,6 +107,17 @@ internal static class NativeLayout
     internal const int mcpm_build_info_cpu_features_Offset = 32;
     internal const int mcpm_build_info_compiler_Offset = 40;
 
+    internal const int mcpm_cuda_device_info_Size = 552;
+    internal const int mcpm_cuda_device_info_struct_size_Offset = 0;
+    internal const int mcpm_cuda_device_info_index_Offset = 4;
+    internal const int mcpm_cuda_device_info_name_Offset = 8;
+    internal const int mcpm_cuda_device_info_compute_capability_Offset = 264;
+    internal const int mcpm_cuda_device_info_multiprocessor_count_Offset = 268;
+    internal const int mcpm_cuda_device_info_total_memory_bytes_Offset = 272;
+    internal const int mcpm_cuda_device_info_free_memory_bytes_Offset = 280;
+    internal const int mcpm_cuda_device_info_usable_Offset = 288;
+    internal const int mcpm_cuda_device_info_problem_Offset = 292;
+
     internal const int mcpm_model_config_Size = 128;
     internal const int mcpm_model_config_struct_size_Offset = 0;
     internal const int mcpm_model_config_vocab_size_Offset = 4;
@@ -162,11 +173,13 @@ internal static class NativeLayout
     internal const int mcpm_int4_quantize_params_clip_search_Offset = 8;
     internal const int mcpm_int4_quantize_params_num_threads_Offset = 12;
 
-    internal const int mcpm_session_params_Size = 24;
+    internal const int mcpm_session_params_Size = 40;
     internal const int mcpm_session_params_struct_size_Offset = 0;
     internal const int mcpm_session_params_context_capacity_Offset = 4;
     internal const int mcpm_session_params_prefill_chunk_Offset = 8;
     internal const int mcpm_session_params_draft_Offset = 16;
+    internal const int mcpm_session_params_kv_memory_bytes_Offset = 24;
+    internal const int mcpm_session_params_kv_memory_fraction_Offset = 32;
 
     internal const int mcpm_sampling_params_Size = 80;
     internal const int mcpm_sampling_params_struct_size_Offset = 0;
@@ -220,6 +233,28 @@ internal unsafe struct mcpm_build_info
     public byte* cpu_features;
     /// <summary>compiler and build type; static storage</summary>
     public byte* compiler;
+}
+
+/// <summary>One CUDA device as the driver reports it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct mcpm_cuda_device_info
+{
+    /// <summary>in: sizeof(mcpm_cuda_device_info)</summary>
+    public uint struct_size;
+    /// <summary>the ordinal to pass as mcpm_model_options.device_index</summary>
+    public int index;
+    /// <summary>e.g. "NVIDIA H100 80GB HBM3"; NUL-terminated</summary>
+    public fixed byte name[256];
+    /// <summary>10 * major + minor, e.g. 90</summary>
+    public int compute_capability;
+    public int multiprocessor_count;
+    public ulong total_memory_bytes;
+    /// <summary>free device memory at the time of the call (cudaMemGetInfo)</summary>
+    public ulong free_memory_bytes;
+    /// <summary>nonzero: the CUDA backend runs on this device</summary>
+    public int usable;
+    /// <summary>why not when usable is 0 (e.g. "sm_75; sm_80 or newer required"), else ""</summary>
+    public fixed byte problem[256];
 }
 
 /// <summary>The architecture of a MiniCPM4 (Hugging Face MiniCPMForCausalLM) model.</summary>
@@ -339,12 +374,22 @@ internal unsafe struct mcpm_session_params
 {
     /// <summary>in: sizeof(mcpm_session_params)</summary>
     public uint struct_size;
-    /// <summary>KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096). Default 0</summary>
+    /// <summary>
+    /// KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096), or the most the
+    /// kv_memory limits below allow when one is set. Default 0
+    /// </summary>
     public int context_capacity;
     /// <summary>tokens per prefill chunk (activation memory scales with it); default 256</summary>
     public int prefill_chunk;
     /// <summary>EAGLE draft for speculative decoding (finalized, over the same model); NULL = none (default)</summary>
     public nint draft;
+    /// <summary>at most this many bytes; 0 = no byte limit (default)</summary>
+    public ulong kv_memory_bytes;
+    /// <summary>
+    /// at most this fraction, in (0, 1], of the memory free when the session is created
+    /// (CUDA: the device's free memory; CPU: the system's available memory); 0 = off (default)
+    /// </summary>
+    public float kv_memory_fraction;
 }
 
 /// <summary>
@@ -438,6 +483,22 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_get_build_info(mcpm_build_info* info);
+
+    /// <summary>
+    /// Writes the number of CUDA devices to *out_count (at least 1 on success). Thread-safe.
+    /// Errors: BACKEND_UNAVAILABLE when the CUDA backend is not compiled in, or there is no driver or no
+    /// device (mcpm_last_error() says which: this is how a host reports "CUDA unavailable").
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_cuda_device_count(int* out_count);
+
+    /// <summary>
+    /// Fills *info for device `index` in [0, count). Querying free memory creates the device's primary
+    /// CUDA context if no one has yet. Errors: INVALID_ARGUMENT (NULL, struct_size, index out of range),
+    /// BACKEND_UNAVAILABLE as for mcpm_cuda_device_count.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_cuda_device_get_info(int index, mcpm_cuda_device_info* info);
 
     /// <summary>
     /// Returns the message of the last failing call made on this thread, or "" if none failed yet. The
@@ -617,6 +678,13 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_create(ModelHandle model, mcpm_session_params* @params, out SessionHandle out_session);
+
+    /// <summary>
+    /// Writes the KV cache bytes one token of context costs a session of this model (with `draft`, which
+    /// may be NULL; the same model as the session's) to *out_bytes. Errors: INVALID_ARGUMENT.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_session_kv_bytes_per_token(ModelHandle model, DraftHandle draft, ulong* out_bytes);
 
     /// <summary>
     /// Frees the session and drops its model reference. NULL is a no-op. Must not race with other calls

@@ -19,6 +19,35 @@ public sealed record MiniCpmBuildInfo(
     string CpuFeatures,
     string Compiler);
 
+/// <summary>One CUDA device as the driver reports it.</summary>
+/// <param name="Index">The ordinal to select it with (<c>--device cuda:N</c>, <c>MiniCpmLoadOptions.DeviceIndex</c>).</param>
+/// <param name="Name">The device's name, e.g. "NVIDIA H100 80GB HBM3".</param>
+/// <param name="ComputeCapability">10 * major + minor, e.g. 90.</param>
+/// <param name="Multiprocessors">Streaming multiprocessors.</param>
+/// <param name="TotalMemoryBytes">Device memory.</param>
+/// <param name="FreeMemoryBytes">Free device memory when the list was taken.</param>
+/// <param name="Problem">Why the CUDA backend cannot run on it (e.g. "sm_75; sm_80 or newer required"), or null when it can.</param>
+public sealed record CudaDeviceInfo(
+    int Index,
+    string Name,
+    int ComputeCapability,
+    int Multiprocessors,
+    long TotalMemoryBytes,
+    long FreeMemoryBytes,
+    string? Problem)
+{
+    /// <summary>Whether the CUDA backend runs on this device.</summary>
+    public bool Usable => Problem is null;
+}
+
+/// <summary>The CUDA devices the engine sees.</summary>
+/// <param name="Devices">Every device the driver lists (usable or not); empty when CUDA is unavailable.</param>
+/// <param name="UnavailableReason">
+/// Why there are none ("CUDA unavailable: the CUDA backend is not compiled into this build of the library",
+/// "CUDA unavailable: no CUDA device / driver: ..."), or null when devices were listed.
+/// </param>
+public sealed record CudaDeviceList(IReadOnlyList<CudaDeviceInfo> Devices, string? UnavailableReason);
+
 /// <summary>Locating the native engine library and asking it about itself.</summary>
 public static class MiniCpmNative
 {
@@ -62,5 +91,37 @@ public static class MiniCpmNative
             NativeStatus.ToManagedString(info.cuda_archs),
             NativeStatus.ToManagedString(info.cpu_features),
             NativeStatus.ToManagedString(info.compiler));
+    }
+
+    /// <summary>
+    /// Lists the CUDA devices. A library without the CUDA backend, or a machine without a driver or device, gives an
+    /// empty list with the reason instead of an exception. Reading free memory creates each device's CUDA context.
+    /// </summary>
+    /// <exception cref="MiniCpmNativeLibraryException">The library cannot be found, loaded, or has another ABI version.</exception>
+    public static unsafe CudaDeviceList GetCudaDevices()
+    {
+        NativeLibraryResolver.EnsureLoaded();
+        int count = 0;
+        int status = NativeMethods.mcpm_cuda_device_count(&count);
+        if (status == NativeConstants.MCPM_ERR_BACKEND_UNAVAILABLE)
+            return new CudaDeviceList([], NativeStatus.LastError());
+        NativeStatus.Check(status);
+
+        var devices = new List<CudaDeviceInfo>(count);
+        for (int i = 0; i < count; i++)
+        {
+            var info = new mcpm_cuda_device_info { struct_size = (uint)sizeof(mcpm_cuda_device_info) };
+            NativeStatus.Check(NativeMethods.mcpm_cuda_device_get_info(i, &info));
+            string problem = NativeStatus.ToManagedString(info.problem);
+            devices.Add(new CudaDeviceInfo(
+                info.index,
+                NativeStatus.ToManagedString(info.name),
+                info.compute_capability,
+                info.multiprocessor_count,
+                (long)info.total_memory_bytes,
+                (long)info.free_memory_bytes,
+                info.usable != 0 ? null : problem.Length > 0 ? problem : "not usable (no reason given)"));
+        }
+        return new CudaDeviceList(devices.AsReadOnly(), null);
     }
 }

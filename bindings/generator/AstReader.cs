@@ -178,7 +178,7 @@ internal sealed class AstReader
                 if (fieldName.Length == 0)
                     throw new GeneratorException($"struct {name} has an unnamed field");
                 Reject(child, "isBitfield", what);
-                CType type = CTypeParser.Parse(QualType(child, what), what);
+                CType type = CTypeParser.ParseField(QualType(child, what), what);
                 fields.Add(new CField(fieldName, type, _header.TrailingComment(Offset(child))));
             }
         }
@@ -231,6 +231,25 @@ internal sealed class AstReader
 /// <summary>Parses clang's spelling of a non-function, non-array C type ("const mcpm_model_config *").</summary>
 internal static class CTypeParser
 {
+    /// <summary>
+    /// A struct field's type: what <see cref="Parse"/> accepts, or a one-dimensional array of a non-pointer
+    /// element with a decimal length ("char[256]"), bound as a C# fixed buffer.
+    /// </summary>
+    public static CType ParseField(string spelling, string what)
+    {
+        int open = spelling.IndexOf('[');
+        if (open < 0)
+            return Parse(spelling, what);
+        string length = spelling[(open + 1)..].TrimEnd();
+        if (!length.EndsWith(']') || !int.TryParse(length[..^1], System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out int n) || n <= 0)
+            throw new GeneratorException($"{what}: unsupported array type '{spelling}' (only T name[N] with a decimal N > 0)");
+        CType element = Parse(spelling[..open].TrimEnd(), what);
+        if (element.PointerDepth != 0)
+            throw new GeneratorException($"{what}: arrays of pointers ('{spelling}') are not supported");
+        return element with { Spelling = spelling, ArrayLength = n };
+    }
+
     public static CType Parse(string spelling, string what)
     {
         if (spelling.IndexOfAny(['(', '[', '<', '&']) >= 0)

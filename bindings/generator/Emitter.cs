@@ -83,7 +83,8 @@ internal static class Emitter
             foreach (CField f in s.Fields)
             {
                 w.Doc(1, f.Doc);
-                w.Line(1, $"public {mapper.MapField(f.Type, $"field {s.Name}.{f.Name}")} {Id(f.Name)};");
+                string length = f.Type.ArrayLength is int n ? $"[{n.ToString(CultureInfo.InvariantCulture)}]" : "";
+                w.Line(1, $"public {mapper.MapField(f.Type, $"field {s.Name}.{f.Name}")} {Id(f.Name)}{length};");
             }
             w.Line("}");
         }

@@ -1,7 +1,10 @@
 namespace MiniCPM4.BindingsGenerator;
 
-/// <summary>A C type as spelled in the header: a base name, whether the base is const, and a pointer depth.</summary>
-internal sealed record CType(string BaseName, bool BaseIsConst, int PointerDepth, string Spelling)
+/// <summary>
+/// A C type as spelled in the header: a base name, whether the base is const, a pointer depth, and for a
+/// fixed-size array field (<c>char name[256]</c>) its element count.
+/// </summary>
+internal sealed record CType(string BaseName, bool BaseIsConst, int PointerDepth, string Spelling, int? ArrayLength = null)
 {
     public override string ToString() => Spelling;
 }

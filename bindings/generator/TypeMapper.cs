@@ -78,9 +78,18 @@ internal sealed class TypeMapper
 
     private static string Stars(int n) => new('*', n);
 
+    /// <summary>The C# declaration of a struct field without its name: a type, or "fixed T" for an array (the
+    /// emitter appends "[N]" after the name).</summary>
     public string MapField(CType t, string what)
     {
         (Kind kind, string name) = ResolveBase(t.BaseName, what);
+        if (t.ArrayLength is not null)
+        {
+            // C# fixed buffers hold primitive elements only; char arrays are UTF-8 text (byte).
+            if (kind is Kind.Primitive or Kind.Char && name is not ("nint" or "nuint"))
+                return "fixed " + name;
+            throw new GeneratorException($"{what}: an array of '{t.BaseName}' is not supported (only fixed-size integer, float and char arrays)");
+        }
         switch (kind)
         {
             case Kind.Primitive when t.PointerDepth == 0:

@@ -114,6 +114,33 @@ typedef struct mcpm_build_info {
  * Errors: MCPM_ERR_INVALID_ARGUMENT if info is NULL or info->struct_size is not a known size. */
 MCPM_API mcpm_status mcpm_get_build_info(mcpm_build_info* info);
 
+/* ------------------------------------------------------------------------------------------------
+ * Devices
+ * ---------------------------------------------------------------------------------------------- */
+
+/* One CUDA device as the driver reports it. */
+typedef struct mcpm_cuda_device_info {
+  uint32_t struct_size;         /* in: sizeof(mcpm_cuda_device_info) */
+  int32_t index;                /* the ordinal to pass as mcpm_model_options.device_index */
+  char name[256];               /* e.g. "NVIDIA H100 80GB HBM3"; NUL-terminated */
+  int32_t compute_capability;   /* 10 * major + minor, e.g. 90 */
+  int32_t multiprocessor_count;
+  uint64_t total_memory_bytes;
+  uint64_t free_memory_bytes;   /* free device memory at the time of the call (cudaMemGetInfo) */
+  int32_t usable;               /* nonzero: the CUDA backend runs on this device */
+  char problem[256];            /* why not when usable is 0 (e.g. "sm_75; sm_80 or newer required"), else "" */
+} mcpm_cuda_device_info;
+
+/* Writes the number of CUDA devices to *out_count (at least 1 on success). Thread-safe.
+ * Errors: BACKEND_UNAVAILABLE when the CUDA backend is not compiled in, or there is no driver or no
+ * device (mcpm_last_error() says which: this is how a host reports "CUDA unavailable"). */
+MCPM_API mcpm_status mcpm_cuda_device_count(int32_t* out_count);
+
+/* Fills *info for device `index` in [0, count). Querying free memory creates the device's primary
+ * CUDA context if no one has yet. Errors: INVALID_ARGUMENT (NULL, struct_size, index out of range),
+ * BACKEND_UNAVAILABLE as for mcpm_cuda_device_count. */
+MCPM_API mcpm_status mcpm_cuda_device_get_info(int32_t index, mcpm_cuda_device_info* info);
+
 /* Returns the message of the last failing call made on this thread, or "" if none failed yet. The
  * pointer stays valid until the next call into the library on the same thread. Never NULL. A
  * successful call does not clear it. */
@@ -338,9 +365,18 @@ typedef struct mcpm_session mcpm_session;
 
 typedef struct mcpm_session_params {
   uint32_t struct_size;     /* in: sizeof(mcpm_session_params) */
-  int32_t context_capacity; /* KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096). Default 0 */
+  int32_t context_capacity; /* KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096), or the most the
+                               kv_memory limits below allow when one is set. Default 0 */
   int32_t prefill_chunk;    /* tokens per prefill chunk (activation memory scales with it); default 256 */
   const mcpm_draft* draft;  /* EAGLE draft for speculative decoding (finalized, over the same model); NULL = none (default) */
+  /* KV cache memory limits (added after the first release of ABI 1; a struct_size that ends before
+   * them is accepted and means 0 for both). The KV cache is every layer's K and V rows (the draft's
+   * too) plus InfLLM v2's compressed keys; mcpm_session_kv_bytes_per_token() gives its size per token.
+   * With a limit the capacity is the largest that fits it, capped at max_position_embeddings and, when
+   * set, at context_capacity; a limit that holds no token at all fails with OUT_OF_MEMORY. */
+  uint64_t kv_memory_bytes;   /* at most this many bytes; 0 = no byte limit (default) */
+  float kv_memory_fraction;   /* at most this fraction, in (0, 1], of the memory free when the session is created
+                                 (CUDA: the device's free memory; CPU: the system's available memory); 0 = off (default) */
 } mcpm_session_params;
 
 /* Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
@@ -355,6 +391,11 @@ MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* params);
  * Errors: INVALID_ARGUMENT (model not finalized, bad capacity or chunk), OUT_OF_MEMORY. */
 MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_params* params,
                                          mcpm_session** out_session);
+
+/* Writes the KV cache bytes one token of context costs a session of this model (with `draft`, which
+ * may be NULL; the same model as the session's) to *out_bytes. Errors: INVALID_ARGUMENT. */
+MCPM_API mcpm_status mcpm_session_kv_bytes_per_token(const mcpm_model* model, const mcpm_draft* draft,
+                                                     uint64_t* out_bytes);
 
 /* Frees the session and drops its model reference. NULL is a no-op. Must not race with other calls
  * on the same session (mcpm_session_request_abort included). */

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -90,6 +92,51 @@ TEST(AbiInfo, VersionAndBuildInfo) {
   }
 }
 
+// Device listing: a build without CUDA (or a machine without a driver or device) reports "CUDA
+// unavailable" as BACKEND_UNAVAILABLE; with devices, each one's facts are sane.
+TEST(AbiInfo, CudaDeviceListing) {
+  mcpm_build_info build{};
+  build.struct_size = sizeof build;
+  ASSERT_MCPM_OK(mcpm_get_build_info(&build));
+  int32_t count = -7;
+  EXPECT_FAILS_WITH(MCPM_ERR_INVALID_ARGUMENT, mcpm_cuda_device_count(nullptr));
+  mcpm_cuda_device_info info;
+  std::memset(&info, 0, sizeof info);
+  info.struct_size = 0;
+  EXPECT_FAILS_WITH(MCPM_ERR_INVALID_ARGUMENT, mcpm_cuda_device_get_info(0, &info));
+  EXPECT_FAILS_WITH(MCPM_ERR_INVALID_ARGUMENT, mcpm_cuda_device_get_info(0, nullptr));
+  info.struct_size = sizeof info;
+  const auto listed = CallOnFreshThread([&]() -> mcpm_status { return mcpm_cuda_device_count(&count); });
+  if (!(build.backends & MCPM_BACKEND_FLAG_CUDA)) {
+    EXPECT_EQ(listed.first, MCPM_ERR_BACKEND_UNAVAILABLE);
+    EXPECT_NE(listed.second.find("not compiled"), std::string::npos) << listed.second;
+  }
+  const char* require = std::getenv("MCPM_REQUIRE_CUDA");
+  if (require != nullptr && std::string(require) == "1")
+    ASSERT_EQ(listed.first, MCPM_OK) << "MCPM_REQUIRE_CUDA=1 but no CUDA device is listed: " << listed.second;
+  if (listed.first != MCPM_OK) {
+    EXPECT_EQ(listed.first, MCPM_ERR_BACKEND_UNAVAILABLE) << listed.second;
+    EXPECT_EQ(listed.second.rfind("CUDA unavailable: ", 0), 0u) << listed.second;
+    EXPECT_EQ(count, -7);
+    EXPECT_FAILS_NAMING(MCPM_ERR_BACKEND_UNAVAILABLE, "CUDA unavailable", mcpm_cuda_device_get_info(0, &info));
+    return;
+  }
+  ASSERT_GE(count, 1);
+  for (int32_t i = 0; i < count; ++i) {
+    ASSERT_MCPM_OK(mcpm_cuda_device_get_info(i, &info));
+    EXPECT_EQ(info.index, i);
+    EXPECT_GT(std::strlen(info.name), 0u);
+    EXPECT_GE(info.compute_capability, 30);
+    EXPECT_GT(info.multiprocessor_count, 0);
+    EXPECT_GT(info.total_memory_bytes, 0u);
+    EXPECT_LE(info.free_memory_bytes, info.total_memory_bytes);
+    EXPECT_EQ(info.usable != 0, info.problem[0] == '\0') << info.problem;
+    if (info.compute_capability < 80) EXPECT_EQ(info.usable, 0);
+  }
+  EXPECT_FAILS_NAMING(MCPM_ERR_INVALID_ARGUMENT, "out of range", mcpm_cuda_device_get_info(count, &info));
+  EXPECT_FAILS_NAMING(MCPM_ERR_INVALID_ARGUMENT, "out of range", mcpm_cuda_device_get_info(-1, &info));
+}
+
 TEST(AbiInfo, StatusStrings) {
   std::set<std::string> names;
   for (mcpm_status s = MCPM_OK; s <= MCPM_ERR_INTERNAL; ++s) {
@@ -173,6 +220,9 @@ TEST(AbiDefaults, ParamDefaultsMatchTheHeader) {
   EXPECT_EQ(sp.struct_size, sizeof sp);
   EXPECT_EQ(sp.context_capacity, 0);
   EXPECT_EQ(sp.prefill_chunk, 256);
+  EXPECT_EQ(sp.draft, nullptr);
+  EXPECT_EQ(sp.kv_memory_bytes, 0u);
+  EXPECT_EQ(sp.kv_memory_fraction, 0.0f);
 
   mcpm_sampling_params p;
   std::memset(&p, 0x7F, sizeof p);
@@ -531,6 +581,95 @@ TEST_F(AbiSession, CreateArguments) {
   EXPECT_MCPM_OK(mcpm_session_capacity(ok, &cap));
   EXPECT_EQ(cap, tm_->config().max_position_embeddings);
   mcpm_session_free(ok);
+}
+
+// KV memory limits: the capacity is the most that fits the byte limit or the fraction of available
+// memory, capped by context_capacity and max_position_embeddings; a limit without room for one token
+// is OUT_OF_MEMORY; a bad fraction is named.
+TEST_F(AbiSession, KvMemoryLimitsSizeTheCapacity) {
+  uint64_t per_token = 0;
+  ASSERT_MCPM_OK(mcpm_session_kv_bytes_per_token(model_.get(), nullptr, &per_token));
+  const TinyConfig& tc = tm_->config();
+  // CPU backend: fp32 K and V rows of every layer.
+  EXPECT_EQ(per_token, 2u * tc.layers * tc.kv_heads * tc.head_dim * sizeof(float));
+  uint64_t untouched = 77;
+  EXPECT_FAILS_WITH(kInvalid, mcpm_session_kv_bytes_per_token(nullptr, nullptr, &untouched));
+  EXPECT_FAILS_WITH(kInvalid, mcpm_session_kv_bytes_per_token(model_.get(), nullptr, nullptr));
+  EXPECT_EQ(untouched, 77u);
+
+  auto capacity_with = [&](uint64_t bytes, float fraction, int32_t context) -> int32_t {
+    mcpm_session_params p{};
+    p.struct_size = sizeof p;
+    EXPECT_MCPM_OK(mcpm_session_params_default(&p));
+    p.kv_memory_bytes = bytes, p.kv_memory_fraction = fraction, p.context_capacity = context;
+    mcpm_session* s = nullptr;
+    if (mcpm_session_create(model_.get(), &p, &s) != MCPM_OK) return -1;
+    int32_t cap = 0;
+    EXPECT_MCPM_OK(mcpm_session_capacity(s, &cap));
+    mcpm_session_free(s);
+    return cap;
+  };
+  const int32_t max_pos = tc.max_position_embeddings;
+  EXPECT_EQ(capacity_with(per_token * 50 + per_token - 1, 0, 0), 50);
+  EXPECT_EQ(capacity_with(per_token * 50, 0, 0), 50);
+  EXPECT_EQ(capacity_with(per_token * 50, 0, 20), 20);               // the explicit capacity caps it
+  EXPECT_EQ(capacity_with(per_token * 100000, 0, 0), max_pos);       // so does max_position_embeddings
+  EXPECT_EQ(capacity_with(0, 1.0f, 0), max_pos);                     // all available memory holds 128 tokens
+  EXPECT_EQ(capacity_with(per_token * 7, 1.0f, 0), 7);               // the tighter limit wins
+  // A session created with the limit really holds that many tokens, and no more.
+  {
+    mcpm_session_params p{};
+    p.struct_size = sizeof p;
+    ASSERT_MCPM_OK(mcpm_session_params_default(&p));
+    p.kv_memory_bytes = per_token * 9;
+    mcpm_session* raw = nullptr;
+    ASSERT_MCPM_OK(mcpm_session_create(model_.get(), &p, &raw));
+    SessionPtr s(raw);
+    const std::vector<int32_t> nine = tm_->RandomTokens(9, 4);
+    ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), nine.data(), 9, MCPM_LOGITS_NONE, nullptr, 0));
+    EXPECT_MCPM_STATUS(mcpm_session_decode(s.get(), nine[0], nullptr, 0), MCPM_ERR_CONTEXT_FULL);
+  }
+
+  mcpm_session* out = kSessionSentinel;
+  mcpm_session_params p{};
+  p.struct_size = sizeof p;
+  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
+  p.kv_memory_bytes = per_token - 1;
+  EXPECT_FAILS_NAMING(MCPM_ERR_OUT_OF_MEMORY, "holds no token", mcpm_session_create(model_.get(), &p, &out));
+  p.kv_memory_bytes = 0;
+  p.kv_memory_fraction = 1e-30f;
+  EXPECT_FAILS_NAMING(MCPM_ERR_OUT_OF_MEMORY, "kv_memory_fraction", mcpm_session_create(model_.get(), &p, &out));
+  for (float bad : {-0.5f, 1.5f, kNaN}) {
+    p.kv_memory_fraction = bad;
+    EXPECT_FAILS_NAMING(kInvalid, "kv_memory_fraction", mcpm_session_create(model_.get(), &p, &out));
+  }
+  EXPECT_EQ(out, kSessionSentinel);
+}
+
+// A host compiled against the first release of mcpm_session_params (which ended at `draft`) still
+// works: its struct_size is accepted, the defaults function does not write past it, and the KV limits
+// it cannot set are off.
+TEST_F(AbiSession, OlderSessionParamsSizeIsAccepted) {
+  const size_t v1 = offsetof(mcpm_session_params, kv_memory_bytes);
+  mcpm_session_params p;
+  std::memset(&p, 0x5A, sizeof p);
+  p.struct_size = static_cast<uint32_t>(v1);
+  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
+  EXPECT_EQ(p.struct_size, v1);
+  EXPECT_EQ(p.prefill_chunk, 256);
+  const unsigned char* tail = reinterpret_cast<const unsigned char*>(&p) + v1;
+  for (size_t i = 0; i < sizeof p - v1; ++i) ASSERT_EQ(tail[i], 0x5A) << "byte " << v1 + i << " was written";
+  p.context_capacity = 24;  // the tail still holds 0x5A garbage, which must be ignored
+  mcpm_session* raw = nullptr;
+  ASSERT_MCPM_OK(mcpm_session_create(model_.get(), &p, &raw));
+  SessionPtr s(raw);
+  int32_t cap = 0;
+  ASSERT_MCPM_OK(mcpm_session_capacity(s.get(), &cap));
+  EXPECT_EQ(cap, 24);
+  p.struct_size = static_cast<uint32_t>(v1 - 4);  // not a released size
+  mcpm_session* out = kSessionSentinel;
+  EXPECT_FAILS_NAMING(kInvalid, "struct_size", mcpm_session_create(model_.get(), &p, &out));
+  EXPECT_EQ(out, kSessionSentinel);
 }
 
 TEST_F(AbiSession, PrefillArguments) {

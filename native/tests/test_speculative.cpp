@@ -595,6 +595,63 @@ TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitc
   EXPECT_EQ(r.result.tokens, r.reference.tokens);
 }
 
+// The KV bytes per token count the draft's layers and InfLLM v2's compressed keys, and a KV memory
+// limit leaves room for the 64 tree rows a draft session adds.
+TEST(Speculative, KvBytesPerTokenCountsTheDraftAndSparseKeys) {
+  const TinyConfig tc = TargetConfig(61);
+  TinyModel tm(tc);
+  mcpm_model_config c = tm.ApiConfig();
+  c.sparse_enabled = 1;
+  c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
+  c.sparse_window_size = 32, c.sparse_topk = 2, c.sparse_dense_len = 48, c.sparse_use_nope = 0;
+  mcpm_model_options o{};
+  o.struct_size = sizeof o;
+  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
+  o.backend = MCPM_BACKEND_CPU;
+  mcpm_model* raw = nullptr;
+  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
+  ModelPtr sparse(raw);
+  ASSERT_MCPM_OK(tm.SetAll(sparse.get()));
+  ASSERT_MCPM_OK(mcpm_model_finalize(sparse.get()));
+  ModelPtr dense = tm.Load(MCPM_BACKEND_CPU);
+  ASSERT_TRUE(dense);
+
+  const uint64_t kv_dim = static_cast<uint64_t>(tc.kv_heads) * tc.head_dim;
+  const uint64_t kv_rows = 2 * tc.layers * kv_dim * sizeof(float);  // CPU: fp32 K and V
+  uint64_t dense_bytes = 0, sparse_bytes = 0, draft_bytes = 0;
+  ASSERT_MCPM_OK(mcpm_session_kv_bytes_per_token(dense.get(), nullptr, &dense_bytes));
+  ASSERT_MCPM_OK(mcpm_session_kv_bytes_per_token(sparse.get(), nullptr, &sparse_bytes));
+  EXPECT_EQ(dense_bytes, kv_rows);
+  // Level-1 keys: one fp32 row per 4 tokens, level 2: one per 16.
+  EXPECT_EQ(sparse_bytes, kv_rows + static_cast<uint64_t>(std::ceil(tc.layers * kv_dim * 4.0 * (1.0 / 4 + 1.0 / 16))));
+
+  DraftSpec ds;
+  DraftPtr d = MakeDraft(dense.get(), tc, ds);
+  ASSERT_TRUE(d);
+  ASSERT_MCPM_OK(mcpm_session_kv_bytes_per_token(dense.get(), d.get(), &draft_bytes));
+  EXPECT_EQ(draft_bytes, kv_rows + 2 * ds.layers * kv_dim * sizeof(float));
+  uint64_t untouched = 5;
+  EXPECT_MCPM_STATUS(mcpm_session_kv_bytes_per_token(sparse.get(), d.get(), &untouched), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(untouched, 5u);
+
+  mcpm_session_params p{};
+  p.struct_size = sizeof p;
+  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
+  p.draft = d.get();
+  p.kv_memory_bytes = draft_bytes * (64 + 100);
+  mcpm_session* s = nullptr;
+  ASSERT_MCPM_OK(mcpm_session_create(dense.get(), &p, &s));
+  int32_t cap = 0;
+  EXPECT_MCPM_OK(mcpm_session_capacity(s, &cap));
+  EXPECT_EQ(cap, 100);
+  mcpm_session_free(s);
+  p.kv_memory_bytes = draft_bytes * 64;  // the tree rows alone
+  s = nullptr;
+  EXPECT_MCPM_STATUS(mcpm_session_create(dense.get(), &p, &s), MCPM_ERR_OUT_OF_MEMORY);
+  EXPECT_NE(std::string(mcpm_last_error()).find("64 tree rows"), std::string::npos) << mcpm_last_error();
+  EXPECT_EQ(s, nullptr);
+}
+
 class SpecSessionTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -14,6 +14,7 @@ internal static class Cli
     internal static readonly Option<string> Device = new("--device") { Description = "cpu, cuda, cuda:N or auto", DefaultValueFactory = _ => "auto" };
     internal static readonly Option<int> Threads = new("--threads") { Description = "CPU threads (0 = all cores)" };
     internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
+    internal static readonly Option<string?> KvMemory = new("--kv-memory") { Description = "Size the KV cache from a memory limit: a size (8GiB, 512MB) or a share of the free memory (90%); --context then caps it" };
     internal static readonly Option<bool> Dense = new("--dense") { Description = "Dense attention even when the checkpoint has a sparse_config (InfLLM v2 off)" };
     internal static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and loader details", Recursive = true };
     internal static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object instead of text" };
@@ -190,7 +191,20 @@ internal static class Cli
     {
         int context = parse.GetValue(Context);
         if (context < 0) throw new UsageException("--context must be >= 0");
-        return new SessionOptions { ContextLength = context };
+        var options = new SessionOptions { ContextLength = context };
+        if (parse.GetValue(KvMemory) is { } limit)
+        {
+            try
+            {
+                var (bytes, fraction) = MemoryLimit.Parse(limit);
+                options = options with { KvCacheMemoryBytes = bytes, KvCacheMemoryFraction = fraction };
+            }
+            catch (FormatException e)
+            {
+                throw new UsageException($"--kv-memory {e.Message}");
+            }
+        }
+        return options;
     }
 
     /// <summary>Generation options: the checkpoint's defaults, overridden by the command line.</summary>
@@ -252,7 +266,7 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
+        foreach (var option in new Option[] { Model, Device, Threads, Context, KvMemory, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
             command.Options.Add(option);
     }
 }

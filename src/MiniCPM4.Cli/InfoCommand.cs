@@ -45,6 +45,12 @@ internal static class InfoCommand
             o.WriteLine($"engine        {build.Version} (ABI {build.AbiVersion}) from {MiniCpmNative.LoadedLibraryPath}");
             o.WriteLine($"backends      {string.Join(", ", build.Backends)}; CPU kernels: {build.CpuFeatures}");
             o.WriteLine($"devices       cpu ({Environment.ProcessorCount} cores){(build.CudaVersion > 0 ? $"; CUDA {build.CudaVersion / 1000}.{build.CudaVersion % 1000 / 10} for sm {build.CudaArchitectures}" : "; CUDA not compiled in")}");
+            var cuda = MiniCpmNative.GetCudaDevices();
+            if (cuda.UnavailableReason is { } why)
+                o.WriteLine($"cuda          {why}");
+            foreach (var d in cuda.Devices)
+                o.WriteLine($"cuda:{d.Index,-8} {d.Name}, sm_{d.ComputeCapability}, {d.Multiprocessors} SMs, {Bytes(d.TotalMemoryBytes)} " +
+                            $"({Bytes(d.FreeMemoryBytes)} free){(d.Usable ? "" : $": not usable, {d.Problem}")}");
         }
         catch (MiniCpmNativeLibraryException e)
         {

@@ -61,6 +61,22 @@ public sealed class MiniCpmModel : IDisposable
     /// <summary>Linear layers the engine holds as int4 (7 per decoder layer when fully quantized, 0 for a dense model).</summary>
     public int Int4LinearCount { get; }
 
+    /// <summary>
+    /// KV cache bytes one token of context costs a session on this model's backend: every layer's K and V rows (the
+    /// draft's too, when one is loaded) plus InfLLM v2's compressed keys. <see cref="SessionOptions.KvCacheMemoryBytes"/>
+    /// divides by it.
+    /// </summary>
+    public unsafe long KvBytesPerToken
+    {
+        get
+        {
+            ulong bytes;
+            using var noDraft = new DraftHandle();  // a NULL draft when none is loaded
+            NativeStatus.Check(NativeMethods.mcpm_session_kv_bytes_per_token(Handle, _draft ?? noDraft, &bytes));
+            return (long)bytes;
+        }
+    }
+
     /// <summary>The EAGLE draft used for speculative decoding, or null.</summary>
     public DraftInfo? Draft { get; private set; }
 

@@ -22,8 +22,14 @@ public sealed class MiniCpmSession : IDisposable
             mcpm_session_params p = default;
             p.struct_size = (uint)sizeof(mcpm_session_params);
             NativeStatus.Check(NativeMethods.mcpm_session_params_default(&p));
+            if (options.KvCacheMemoryBytes < 0)
+                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryBytes, "SessionOptions.KvCacheMemoryBytes must be >= 0 (0 = no limit)");
+            if (!(options.KvCacheMemoryFraction >= 0 && options.KvCacheMemoryFraction <= 1))
+                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryFraction, "SessionOptions.KvCacheMemoryFraction must be in [0, 1] (0 = off)");
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
+            p.kv_memory_bytes = (ulong)options.KvCacheMemoryBytes;
+            p.kv_memory_fraction = (float)options.KvCacheMemoryFraction;
             // The native session takes its own reference to the draft; the handle only has to stay open
             // during the call.
             var draft = model.DraftHandle;

@@ -88,8 +88,23 @@ public readonly record struct LoadProgress(string Stage, long BytesLoaded, long 
 /// <summary>Options for <see cref="MiniCpmModel.CreateSession(SessionOptions?)"/>.</summary>
 public sealed record SessionOptions
 {
-    /// <summary>KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096).</summary>
+    /// <summary>
+    /// KV cache capacity in tokens; 0 = min(max_position_embeddings, 4096), or the most that the KV memory limits below
+    /// allow when one is set (with a limit, a nonzero value caps the capacity instead).
+    /// </summary>
     public int ContextLength { get; init; }
+    /// <summary>
+    /// Size the KV cache to at most this many bytes (<see cref="MiniCpmModel.KvBytesPerToken"/> per token of context,
+    /// InfLLM v2's compressed keys and a draft's cache included); 0 = no byte limit. A limit that holds no token
+    /// throws <see cref="MiniCpmOutOfMemoryException"/>.
+    /// </summary>
+    public long KvCacheMemoryBytes { get; init; }
+    /// <summary>
+    /// Size the KV cache to at most this fraction, in (0, 1], of the memory free when the session is created (the
+    /// CUDA device's free memory, or the system's available memory on the CPU backend); 0 = off. With
+    /// <see cref="KvCacheMemoryBytes"/> as well, the tighter limit wins.
+    /// </summary>
+    public double KvCacheMemoryFraction { get; init; }
     /// <summary>Tokens evaluated per prefill chunk (activation memory grows with it).</summary>
     public int PrefillChunk { get; init; } = 256;
 }

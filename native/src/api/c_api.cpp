@@ -1,6 +1,9 @@
 // The C ABI: argument validation, handle management and the exception-to-status boundary. Every
 // entry point runs its body inside guarded(), so no C++ exception ever crosses into the host.
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <initializer_list>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -12,6 +15,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/kernels.h"
 #ifdef MCPM_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
 #include "cuda_config.h"  // generated: MCPM_CUDA_VERSION, MCPM_CUDA_ARCHS
 #endif
 #include "common/error.h"
@@ -74,6 +78,25 @@ void require_struct(const S* s, const char* what) {
                      std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
 }
 
+// A parameter struct that has grown: accepts the current size and the sizes of its earlier releases
+// (`older_sizes`, each the offset of the first field added after it); the fields the host's size
+// does not cover keep the values of `defaults`.
+template <typename S>
+S read_grown_struct(const S* given, S defaults, std::initializer_list<size_t> older_sizes, const char* what) {
+  require_not_null(given, what);
+  const size_t size = given->struct_size;
+  const bool known = size == sizeof(S) || std::find(older_sizes.begin(), older_sizes.end(), size) != older_sizes.end();
+  if (!known)
+    invalid_argument(std::string(what) + "->struct_size is " + std::to_string(size) + ", expected " +
+                     std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
+  std::memcpy(static_cast<void*>(&defaults), given, size);
+  defaults.struct_size = sizeof(S);
+  return defaults;
+}
+
+// mcpm_session_params as released first, before the KV memory limits.
+constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
+
 Model& finalized_model(mcpm_model* m) {
   require_not_null(m, "model");
   if (!m->impl->finalized()) invalid_argument("the model is not finalized: call mcpm_model_finalize first");
@@ -131,6 +154,38 @@ void int4_call(F&& body) {
 
 }  // namespace
 
+namespace {
+
+#ifdef MCPM_HAVE_CUDA
+// The driver's devices, or BACKEND_UNAVAILABLE with the reason there are none.
+std::vector<CudaDeviceInfo> cuda_devices_or_throw() {
+  std::vector<CudaDeviceInfo> devices = cuda_devices();
+  if (devices.empty()) {
+    std::string why = cuda_device_problem(0);
+    if (why.empty()) why = "the driver reports no usable CUDA device";
+    throw_error(MCPM_ERR_BACKEND_UNAVAILABLE, "CUDA unavailable: " + why);
+  }
+  return devices;
+}
+#endif
+
+#ifndef MCPM_HAVE_CUDA
+[[noreturn]] void cuda_not_compiled() {
+  throw_error(MCPM_ERR_BACKEND_UNAVAILABLE,
+              "CUDA unavailable: the CUDA backend is not compiled into this build of the library");
+}
+#endif
+
+// Copies a string into a fixed char array, truncating, always NUL-terminated.
+template <size_t N>
+void copy_text(char (&dst)[N], const std::string& text) {
+  const size_t n = std::min(text.size(), N - 1);
+  std::memcpy(dst, text.data(), n);
+  dst[n] = '\0';
+}
+
+}  // namespace
+
 extern "C" {
 
 MCPM_API uint32_t mcpm_abi_version(void) { return MCPM_ABI_VERSION; }
@@ -155,6 +210,41 @@ MCPM_API mcpm_status mcpm_get_build_info(mcpm_build_info* info) {
     info->compiler = "gcc " __VERSION__ " (" MCPM_BUILD_TYPE_STRING ")";
 #else
     info->compiler = "unknown compiler (" MCPM_BUILD_TYPE_STRING ")";
+#endif
+  });
+}
+
+MCPM_API mcpm_status mcpm_cuda_device_count(int32_t* out_count) {
+  return guarded([&] {
+    require_not_null(out_count, "out_count");
+#ifdef MCPM_HAVE_CUDA
+    *out_count = static_cast<int32_t>(cuda_devices_or_throw().size());
+#else
+    cuda_not_compiled();
+#endif
+  });
+}
+
+MCPM_API mcpm_status mcpm_cuda_device_get_info(int32_t index, mcpm_cuda_device_info* info) {
+  return guarded([&] {
+    require_struct(info, "mcpm_cuda_device_info");
+#ifdef MCPM_HAVE_CUDA
+    const std::vector<CudaDeviceInfo> devices = cuda_devices_or_throw();
+    if (index < 0 || static_cast<size_t>(index) >= devices.size())
+      invalid_argument("CUDA device index " + std::to_string(index) + " is out of range (" +
+                       std::to_string(devices.size()) + (devices.size() == 1 ? " device)" : " devices)"));
+    const CudaDeviceInfo& d = devices[static_cast<size_t>(index)];
+    info->index = d.index;
+    copy_text(info->name, d.name);
+    info->compute_capability = d.compute_capability;
+    info->multiprocessor_count = d.multiprocessors;
+    info->total_memory_bytes = d.total_bytes;
+    info->free_memory_bytes = d.free_bytes;
+    info->usable = d.problem.empty() ? 1 : 0;
+    copy_text(info->problem, d.problem);
+#else
+    (void)index;
+    cuda_not_compiled();
 #endif
   });
 }
@@ -449,10 +539,27 @@ MCPM_API void mcpm_draft_free(mcpm_draft* draft) { delete draft; }
 
 MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
   return guarded([&] {
-    require_struct(p, "mcpm_session_params");
-    p->context_capacity = 0;
-    p->prefill_chunk = 256;
-    p->draft = nullptr;
+    require_not_null(p, "mcpm_session_params");
+    if (p->struct_size != sizeof(*p) && p->struct_size != kSessionParamsV1Size) require_struct(p, "mcpm_session_params");
+    mcpm_session_params d{};
+    d.struct_size = p->struct_size;
+    d.context_capacity = 0;
+    d.prefill_chunk = 256;
+    d.draft = nullptr;
+    d.kv_memory_bytes = 0;
+    d.kv_memory_fraction = 0.0f;
+    std::memcpy(static_cast<void*>(p), &d, p->struct_size);  // an older host's struct ends earlier
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_kv_bytes_per_token(const mcpm_model* model, const mcpm_draft* draft,
+                                                     uint64_t* out_bytes) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    require_not_null(out_bytes, "out_bytes");
+    if (draft != nullptr && &draft->impl->base() != model->impl.get())
+      invalid_argument("the draft was created for a different target model");
+    *out_bytes = Session::kv_bytes_per_token(*model->impl, draft ? draft->impl.get() : nullptr);
   });
 }
 
@@ -464,23 +571,44 @@ MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_p
     mcpm_session_params p{};
     p.struct_size = sizeof(p);
     mcpm_session_params_default(&p);
-    if (params != nullptr) {
-      require_struct(params, "mcpm_session_params");
-      p = *params;
-    }
+    if (params != nullptr) p = read_grown_struct(params, p, {kSessionParamsV1Size}, "mcpm_session_params");
     const int32_t max_pos = m.config().max_position_embeddings;
     if (p.context_capacity < 0 || p.context_capacity > max_pos)
       invalid_argument("context_capacity must be in [0, max_position_embeddings = " + std::to_string(max_pos) +
                        "], got " + std::to_string(p.context_capacity));
     if (p.prefill_chunk < 1 || p.prefill_chunk > 65536)
       invalid_argument("prefill_chunk must be in [1, 65536], got " + std::to_string(p.prefill_chunk));
-    const int32_t capacity = p.context_capacity > 0 ? p.context_capacity : std::min(max_pos, 4096);
+    if (!(p.kv_memory_fraction >= 0.0f && p.kv_memory_fraction <= 1.0f))
+      invalid_argument("kv_memory_fraction must be in [0, 1] (0 = off), got " + std::to_string(p.kv_memory_fraction));
     std::shared_ptr<const DraftModel> draft;
     if (p.draft != nullptr) {
       if (!p.draft->impl->finalized()) invalid_argument("the draft is not finalized: call mcpm_draft_finalize first");
       if (&p.draft->impl->base() != &m)
         invalid_argument("the draft was created for a different target model than this session's");
       draft = p.draft->impl;
+    }
+    int32_t capacity = p.context_capacity > 0 ? p.context_capacity : std::min(max_pos, 4096);
+    if (p.kv_memory_bytes > 0 || p.kv_memory_fraction > 0.0f) {
+      // The tighter of the two limits; the capacity is then the most that fits, up to the explicit one.
+      uint64_t budget = p.kv_memory_bytes > 0 ? p.kv_memory_bytes : UINT64_MAX;
+      std::string source = std::to_string(p.kv_memory_bytes) + " bytes (kv_memory_bytes)";
+      if (p.kv_memory_fraction > 0.0f) {
+        const uint64_t available = m.backend().available_memory();
+        const auto share = static_cast<uint64_t>(static_cast<double>(p.kv_memory_fraction) * static_cast<double>(available));
+        if (share < budget) {
+          budget = share;
+          source = std::to_string(share) + " bytes (kv_memory_fraction " + std::to_string(p.kv_memory_fraction) +
+                   " of " + std::to_string(available) + " bytes available on " + m.backend().name() + ")";
+        }
+      }
+      const int64_t fits = Session::capacity_for_kv_budget(m, draft.get(), budget);
+      if (fits < 1)
+        throw_error(MCPM_ERR_OUT_OF_MEMORY,
+                    "the KV memory limit of " + source + " holds no token: one token of context takes " +
+                        std::to_string(Session::kv_bytes_per_token(m, draft.get())) + " bytes" +
+                        (draft ? " (and a draft session needs 64 tree rows on top)" : ""));
+      const int32_t ceiling = p.context_capacity > 0 ? p.context_capacity : max_pos;
+      capacity = static_cast<int32_t>(std::min<int64_t>(fits, ceiling));
     }
     auto handle = std::make_unique<mcpm_session>();
     handle->impl = std::make_unique<Session>(model->impl, std::move(draft), capacity, std::min(p.prefill_chunk, capacity));

@@ -103,6 +103,9 @@ class Backend {
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual std::unique_ptr<ExecContext> create_context(int32_t num_threads) = 0;
+  // Bytes the backend could still allocate right now: free device memory (CUDA), the system's
+  // available memory (CPU). Sizes KV caches from a fraction of it; never throws (0 if unknown).
+  virtual uint64_t available_memory() const = 0;
 
   // ---- ops ----
   // out[i, :] = table[ids[i], :] * scale.  ids: host int32 [n].

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -20,6 +21,23 @@ int64_t now_ns() {
 constexpr int32_t kTreeRows = DraftWorkspace::kTreeSlots;
 
 }  // namespace
+
+uint64_t Session::kv_bytes_per_token(const Model& model, const DraftModel* draft) {
+  const ModelConfig& c = model.config();
+  const double kv_element = static_cast<double>(dtype_size(model.backend().kv_dtype()));
+  double bytes = 2.0 * c.num_layers * static_cast<double>(c.kv_dim()) * kv_element;
+  if (c.sparse.enabled) {
+    const double stride = c.sparse.kernel_stride;
+    bytes += c.num_layers * static_cast<double>(c.kv_dim()) * sizeof(float) * (1.0 / stride + 1.0 / (4.0 * stride));
+  }
+  if (draft) bytes += 2.0 * draft->config().num_layers * static_cast<double>(draft->config().kv_dim()) * kv_element;
+  return static_cast<uint64_t>(std::ceil(bytes));
+}
+
+int64_t Session::capacity_for_kv_budget(const Model& model, const DraftModel* draft, uint64_t budget) {
+  const int64_t rows = static_cast<int64_t>(budget / kv_bytes_per_token(model, draft));
+  return rows - (draft ? kTreeRows : 0);
+}
 
 Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft,
                  int32_t context_capacity, int32_t prefill_chunk)

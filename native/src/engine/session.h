@@ -49,6 +49,14 @@ class Session {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
+  // KV cache bytes per token of context capacity: K and V rows of every target and draft layer in the
+  // backend's KV dtype, plus InfLLM v2's fp32 compressed keys (a level-1 row per kernel_stride tokens
+  // and a level-2 row per 4*kernel_stride) when sparse attention is on; rounded up. `draft` may be null.
+  static uint64_t kv_bytes_per_token(const Model& model, const DraftModel* draft);
+  // The largest capacity whose KV cache (including the tree rows a draft adds) fits in `budget` bytes;
+  // 0 or less when not even one token fits.
+  static int64_t capacity_for_kv_budget(const Model& model, const DraftModel* draft, uint64_t budget);
+
   const Model& model() const { return *model_; }
   int32_t length() const { return static_cast<int32_t>(tokens_.size()); }
   int32_t capacity() const { return capacity_; }

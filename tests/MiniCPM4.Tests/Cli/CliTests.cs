@@ -142,6 +142,22 @@ public class CliTests
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(output, Does.Contain("vocab         32002").And.Contain("parameters").And.Contain("backends").And.Contain("cpu"));
         Assert.That(output, Does.Contain("context fit   weights as stored: 24 GB (RTX 4090) ").And.Contain("64 GB (Jetson AGX Orin)"));
+        // The CPU-only test library has no CUDA backend: info says so instead of listing devices.
+        Assert.That(output, Does.Contain("cuda          CUDA unavailable: the CUDA backend is not compiled into this build"));
+    }
+
+    [Test]
+    public void KvMemorySizesTheContext()
+    {
+        var (code, output, err) = Run("generate", "-m", Model, "-p", "Hello", "--max-tokens", "4", "--kv-memory", "64KiB", "--json", "--device", "cpu");
+        Assert.That(code, Is.EqualTo(0), err);
+        Assert.That(output, Does.Contain("\"generated_tokens\""));
+        var tooSmall = Run("generate", "-m", Model, "-p", "Hello", "--kv-memory", "1B", "--device", "cpu");
+        Assert.That(tooSmall.Code, Is.EqualTo(1));
+        Assert.That(tooSmall.Err, Does.Contain("holds no token"));
+        var unitless = Run("generate", "-m", Model, "-p", "Hello", "--kv-memory", "12");
+        Assert.That(unitless.Code, Is.EqualTo(2));
+        Assert.That(unitless.Err, Does.Contain("--kv-memory").And.Contain("unit"));
     }
 
     [Test]

@@ -32,4 +32,24 @@ public class AbiTests
         });
         Assert.That(MiniCpmNative.LoadedLibraryPath, Is.Not.Null);
     }
+
+    [Test]
+    public void CudaDevicesAreListedOrTheReasonIsGiven()
+    {
+        CudaDeviceList list = MiniCpmNative.GetCudaDevices();
+        if (!MiniCpmNative.GetBuildInfo().Backends.Contains("cuda"))
+            Assert.That(list.UnavailableReason, Does.StartWith("CUDA unavailable: ").And.Contain("not compiled"));
+        if (list.UnavailableReason is not null)
+        {
+            Assert.That(list.Devices, Is.Empty);
+            return;
+        }
+        Assert.That(list.Devices, Is.Not.Empty);
+        foreach (CudaDeviceInfo d in list.Devices)
+        {
+            Assert.That(d.Name, Is.Not.Empty);
+            Assert.That(d.TotalMemoryBytes, Is.GreaterThanOrEqualTo(d.FreeMemoryBytes).And.GreaterThan(0));
+            Assert.That(d.Usable, Is.EqualTo(d.Problem is null));
+        }
+    }
 }

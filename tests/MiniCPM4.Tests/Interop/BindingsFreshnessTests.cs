@@ -87,7 +87,9 @@ public class BindingsFreshnessTests
 
     [TestCase("MCPM_API mcpm_status mcpm_bad(long value);", "unknown C type 'long'")]
     [TestCase("MCPM_API mcpm_status mcpm_bad(void (*callback)(void));", "function pointers")]
-    [TestCase("typedef struct mcpm_bad { int32_t values[4]; } mcpm_bad;", "arrays are not supported")]
+    [TestCase("typedef struct mcpm_bad { const char* names[4]; } mcpm_bad;", "arrays of pointers")]
+    [TestCase("typedef struct mcpm_bad { int32_t grid[2][2]; } mcpm_bad;", "unsupported array type")]
+    [TestCase("typedef struct mcpm_bad { mcpm_model_options many[2]; } mcpm_bad;", "only fixed-size integer, float and char arrays")]
     [TestCase("typedef union mcpm_bad { int32_t a; float b; } mcpm_bad;", "only structs are supported")]
     [TestCase("#define MCPM_BAD_FLOAT 1.5f", "MCPM_BAD_FLOAT")]
     [TestCase("typedef struct mcpm_other mcpm_other;\nMCPM_API mcpm_status mcpm_bad(mcpm_other* x);", "no SafeHandle")]

@@ -39,6 +39,7 @@ public unsafe class StructLayoutTests
             Assert.That(sizeof(mcpm_session_stats), Is.EqualTo(NativeLayout.mcpm_session_stats_Size));
             Assert.That(sizeof(mcpm_draft_config), Is.EqualTo(NativeLayout.mcpm_draft_config_Size));
             Assert.That(sizeof(mcpm_int4_quantize_params), Is.EqualTo(NativeLayout.mcpm_int4_quantize_params_Size));
+            Assert.That(sizeof(mcpm_cuda_device_info), Is.EqualTo(NativeLayout.mcpm_cuda_device_info_Size));
         });
     }
 
@@ -46,7 +47,7 @@ public unsafe class StructLayoutTests
     public void EveryStructHasLayoutConstantsAndMatchingOffsets()
     {
         Type[] structs = GeneratedStructs();
-        Assert.That(structs, Has.Length.EqualTo(8));
+        Assert.That(structs, Has.Length.EqualTo(9));
         Assert.Multiple(() =>
         {
             foreach (Type t in structs)

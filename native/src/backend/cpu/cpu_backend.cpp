@@ -7,8 +7,16 @@
 #include <new>
 #include <stdexcept>
 
+#include <fstream>
+#include <string>
+
 #if defined(_WIN32)
 #include <malloc.h>
+#define WIN32_LEAN_AND_MEAN
+#define NOMINMAX
+#include <windows.h>
+#else
+#include <unistd.h>
 #endif
 
 #if defined(__linux__)
@@ -107,6 +115,28 @@ CpuBackend::CpuBackend() : k_(cpu_kernels()) {}
 CpuBackend::CpuBackend(const CpuKernels& kernels) : k_(kernels) {}
 
 std::unique_ptr<Buffer> CpuBackend::alloc(size_t bytes) { return std::make_unique<HostBuffer>(bytes); }
+
+// Linux: MemAvailable of /proc/meminfo (free memory plus what the kernel can reclaim, the number
+// `free` shows as "available"); Windows: ullAvailPhys; other POSIX systems: free pages.
+uint64_t CpuBackend::available_memory() const {
+#if defined(_WIN32)
+  MEMORYSTATUSEX status{};
+  status.dwLength = sizeof(status);
+  return GlobalMemoryStatusEx(&status) ? static_cast<uint64_t>(status.ullAvailPhys) : 0;
+#else
+#if defined(__linux__)
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) return std::strtoull(line.c_str() + 13, nullptr, 10) * 1024;  // "...  N kB"
+#endif
+#if defined(_SC_AVPHYS_PAGES)
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+#endif
+  return 0;
+#endif
+}
+
 void CpuBackend::upload(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void CpuBackend::download(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 std::unique_ptr<ExecContext> CpuBackend::create_context(int32_t num_threads) {

@@ -234,6 +234,16 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
 
 std::unique_ptr<ExecContext> CudaBackend::create_context(int32_t) { return std::make_unique<CudaContext>(device_); }
 
+uint64_t CudaBackend::available_memory() const {
+  DeviceGuard guard(device_);
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return free_bytes;
+}
+
 void CudaBackend::synchronize(ExecContext& ctx) {
   CudaContext& c = cuda_context(ctx);
   DeviceGuard guard(device_);
@@ -289,18 +299,30 @@ std::vector<CudaDeviceInfo> cuda_devices() {
     return out;
   }
   for (int i = 0; i < count; ++i) {
-    cudaDeviceProp prop{};
-    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
-      (void)cudaGetLastError();
-      continue;
-    }
     CudaDeviceInfo d;
     d.index = i;
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+      d.problem = std::string("cudaGetDeviceProperties failed: ") + cudaGetErrorString(cudaGetLastError());
+      out.push_back(std::move(d));
+      continue;
+    }
     d.name = prop.name;
     d.compute_capability = 10 * prop.major + prop.minor;
     d.multiprocessors = prop.multiProcessorCount;
     d.total_bytes = prop.totalGlobalMem;
     d.problem = problem_of(prop, i);
+    DeviceGuard guard(i);
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) d.free_bytes = free_bytes;
+    // Whether this build holds code for the device: loading the probe kernel's attributes fails
+    // with "no kernel image" otherwise.
+    cudaFuncAttributes attributes{};
+    const cudaError_t image = cudaFuncGetAttributes(&attributes, cuda::probe_kernel);
+    if (image != cudaSuccess && d.problem.empty())
+      d.problem = std::string("this build (CUDA architectures ") + MCPM_CUDA_ARCHS + ") cannot run on sm_" +
+                  std::to_string(d.compute_capability) + ": " + cudaGetErrorString(image);
+    (void)cudaGetLastError();
     out.push_back(std::move(d));
   }
   return out;

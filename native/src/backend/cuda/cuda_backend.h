@@ -31,10 +31,12 @@ struct CudaDeviceInfo {
   int32_t compute_capability = 0;  // 10 * major + minor
   int32_t multiprocessors = 0;
   uint64_t total_bytes = 0;
-  std::string problem;  // "" when usable (see cuda_device_problem)
+  uint64_t free_bytes = 0;  // at the time of the call
+  std::string problem;      // "" when the CUDA backend runs on it (compute capability and this build's code)
 };
 
-// Every device the driver reports (empty without a driver or device). Never throws.
+// Every device the driver reports (empty without a driver or device). Creates each device's primary
+// context (to read free memory and check for code). Never throws.
 std::vector<CudaDeviceInfo> cuda_devices();
 
 // Free and total bytes of device memory on `device_index` (cudaMemGetInfo); throws on a CUDA error.

@@ -197,6 +197,7 @@ class CudaBackend final : public Backend {
   void upload(void* dst, const void* host_src, size_t bytes) override;
   void download(void* host_dst, const void* src, size_t bytes) override;
   std::unique_ptr<ExecContext> create_context(int32_t num_threads) override;
+  uint64_t available_memory() const override;
 
   void embedding(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids, float scale) override;
   void rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight, float eps) override;
