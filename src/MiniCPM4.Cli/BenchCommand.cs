@@ -24,6 +24,7 @@ internal static class BenchCommand
         command.Options.Add(Cli.Device);
         command.Options.Add(Cli.Threads);
         command.Options.Add(Cli.Dense);
+        command.Options.Add(Cli.Sparse);
         command.Options.Add(Cli.Quantize);
         command.Options.Add(Cli.ClipSearch);
         command.Options.Add(Cli.Json);
@@ -52,7 +53,7 @@ internal static class BenchCommand
             var (device, index) = Cli.ParseDevice(parse.GetValue(Cli.Device) ?? "auto");
             using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions
             {
-                Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null,
+                Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null, SparseOverrides = Cli.SparseOverridesFrom(parse),
                 Quantization = quantization, QuantizationClipSearch = parse.GetValue(Cli.ClipSearch),
             }, null, ct);
             using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });

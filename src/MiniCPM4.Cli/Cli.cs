@@ -15,6 +15,7 @@ internal static class Cli
     internal static readonly Option<int> Threads = new("--threads") { Description = "CPU threads (0 = all cores)" };
     internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
     internal static readonly Option<string?> KvMemory = new("--kv-memory") { Description = "Size the KV cache from a memory limit: a size (8GiB, 512MB) or a share of the free memory (90%); --context then caps it" };
+    internal static readonly Option<string?> Sparse = new("--sparse") { Description = "Change InfLLM v2 settings, e.g. topk=16,dense_len=4096 (keys: kernel_size, kernel_stride, init_blocks, block_size, window_size, topk, dense_len; lengths in tokens). Turns InfLLM v2 on for a checkpoint without sparse_config" };
     internal static readonly Option<bool> Dense = new("--dense") { Description = "Dense attention even when the checkpoint has a sparse_config (InfLLM v2 off)" };
     internal static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and loader details", Recursive = true };
     internal static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object instead of text" };
@@ -147,6 +148,7 @@ internal static class Cli
             DeviceIndex = index,
             Threads = parse.GetValue(Threads),
             SparseAttention = parse.GetValue(Dense) ? false : null,
+            SparseOverrides = SparseOverridesFrom(parse),
             DraftDirectory = parse.GetValue(Draft),
             FrSpecPath = parse.GetValue(FrSpec),
             FrSpecSize = parse.GetValue(FrSpecSize),
@@ -171,6 +173,21 @@ internal static class Cli
             throw new UsageException("--frspec needs --draft (an FR-Spec list restricts the draft's vocabulary)");
         return await Progress.RunAsync("Loading " + Path.GetFileName(Path.TrimEndingDirectorySeparator(directory)),
             progress => MiniCpmModel.LoadAsync(directory, options, progress, ct));
+    }
+
+    /// <summary>--sparse key=value,... (InfLLM v2 settings), or null.</summary>
+    public static SparseAttentionOverrides? SparseOverridesFrom(ParseResult parse)
+    {
+        if (parse.GetValue(Sparse) is not { } text) return null;
+        if (parse.GetValue(Dense)) throw new UsageException("--sparse changes InfLLM v2's settings, but --dense turns it off");
+        try
+        {
+            return SparseAttentionOverrides.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"--sparse {e.Message}");
+        }
     }
 
     /// <summary>--quantize (and the --clip-search that goes with it).</summary>
@@ -266,7 +283,7 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, KvMemory, Dense, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
+        foreach (var option in new Option[] { Model, Device, Threads, Context, KvMemory, Dense, Sparse, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
             command.Options.Add(option);
     }
 }

@@ -100,6 +100,8 @@ public sealed class MiniCpmModel : IDisposable
         IProgress<LoadProgress>? progress, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (options.SparseAttention == false && options.SparseOverrides is not null)
+            throw new ArgumentException("SparseOverrides change InfLLM v2's settings, but SparseAttention = false turns it off", nameof(options));
         if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
         NativeLibraryResolver.EnsureLoaded();
 
@@ -255,10 +257,13 @@ public sealed class MiniCpmModel : IDisposable
     /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
     private static SparseAttentionConfig? SparseSettings(MiniCpmConfig config, MiniCpmLoadOptions options)
     {
-        if (config.Sparse is not { } sparse || options.SparseAttention == false) return null;
+        if (options.SparseAttention == false) return null;
+        // Overrides on a checkpoint without sparse_config start from MiniCPM4-8B's settings.
+        var sparse = config.Sparse ?? (options.SparseOverrides is not null ? new SparseAttentionConfig() : null);
+        if (sparse is null) return null;
         // use_nope scoring is not implemented: "as configured" degrades to dense, an explicit request fails in the engine.
         if (sparse.UseNope && options.SparseAttention is null) return null;
-        return sparse;
+        return options.SparseOverrides?.ApplyTo(sparse) ?? sparse;
     }
 
     /// <summary>Creates a session (a KV cache and generation state) over this model.</summary>

@@ -45,6 +45,12 @@ public sealed record MiniCpmLoadOptions
     /// </summary>
     public bool? SparseAttention { get; init; }
     /// <summary>
+    /// Replaces some of the checkpoint's sparse_config settings (top-k, window, dense_len, ...). On a checkpoint
+    /// without a sparse_config this turns InfLLM v2 on, with MiniCPM4-8B's settings for the fields not given.
+    /// Cannot be combined with <see cref="SparseAttention"/> = false.
+    /// </summary>
+    public Checkpoints.SparseAttentionOverrides? SparseOverrides { get; init; }
+    /// <summary>
     /// An EAGLE-2 draft checkpoint directory (MiniCPM4-Eagle layout: config.json + safetensors with fc, input_norm1/2 and
     /// layers.*) for speculative decoding. Sessions of the model then draft token trees and verify them in one pass;
     /// the output does not change, only the speed.

@@ -21,6 +21,76 @@ public sealed record SparseAttentionConfig(
     int DenseLen = 8192);
 
 /// <summary>
+/// Changes to InfLLM v2's settings at load time (<see cref="MiniCpmLoadOptions.SparseOverrides"/>): each non-null
+/// field replaces the checkpoint's sparse_config value of the same name; all lengths are in tokens. The engine checks
+/// the result (block_size a multiple of kernel_stride, window_size a multiple of block_size, ...) and names the field
+/// it rejects.
+/// </summary>
+public sealed record SparseAttentionOverrides
+{
+    public int? KernelSize { get; init; }
+    public int? KernelStride { get; init; }
+    public int? InitBlocks { get; init; }
+    public int? BlockSize { get; init; }
+    public int? WindowSize { get; init; }
+    public int? TopK { get; init; }
+    /// <summary>Total context length from which attention turns sparse; -1 = from the first token.</summary>
+    public int? DenseLen { get; init; }
+
+    /// <summary>The config.json names these fields override, as accepted by <see cref="Parse"/>.</summary>
+    public static IReadOnlyList<string> Keys { get; } =
+        ["kernel_size", "kernel_stride", "init_blocks", "block_size", "window_size", "topk", "dense_len"];
+
+    /// <summary><paramref name="config"/> with every field set here replaced.</summary>
+    public SparseAttentionConfig ApplyTo(SparseAttentionConfig config) => config with
+    {
+        KernelSize = KernelSize ?? config.KernelSize,
+        KernelStride = KernelStride ?? config.KernelStride,
+        InitBlocks = InitBlocks ?? config.InitBlocks,
+        BlockSize = BlockSize ?? config.BlockSize,
+        WindowSize = WindowSize ?? config.WindowSize,
+        TopK = TopK ?? config.TopK,
+        DenseLen = DenseLen ?? config.DenseLen,
+    };
+
+    /// <summary>
+    /// Parses "key=value[,key=value...]" with the sparse_config names of <see cref="Keys"/> ("topk=16,dense_len=4096").
+    /// </summary>
+    /// <exception cref="FormatException">An unknown or repeated key, or a value that is not an integer.</exception>
+    public static SparseAttentionOverrides Parse(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var result = new SparseAttentionOverrides();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            int eq = part.IndexOf('=');
+            string key = eq < 0 ? part : part[..eq].Trim().ToLowerInvariant();
+            if (eq < 0 || !Keys.Contains(key))
+                throw new FormatException($"'{part}': expected key=value with a key of {string.Join(", ", Keys)}");
+            if (!seen.Add(key))
+                throw new FormatException($"'{key}' is given twice");
+            if (!int.TryParse(part[(eq + 1)..].Trim(), System.Globalization.NumberStyles.AllowLeadingSign,
+                    System.Globalization.CultureInfo.InvariantCulture, out int value))
+                throw new FormatException($"'{part}': the value of {key} must be an integer");
+            result = key switch
+            {
+                "kernel_size" => result with { KernelSize = value },
+                "kernel_stride" => result with { KernelStride = value },
+                "init_blocks" => result with { InitBlocks = value },
+                "block_size" => result with { BlockSize = value },
+                "window_size" => result with { WindowSize = value },
+                "topk" => result with { TopK = value },
+                _ => result with { DenseLen = value },
+            };
+        }
+        if (seen.Count == 0)
+            throw new FormatException($"no setting given (expected key=value with a key of {string.Join(", ", Keys)})");
+        return result;
+    }
+}
+
+/// <summary>
 /// The architecture of a MiniCPM / MiniCPM4 checkpoint as read from its Hugging Face config.json. All values
 /// are validated and resolved (defaults applied, head_dim derived), so they can be handed to the engine.
 /// </summary>

@@ -147,6 +147,21 @@ public class CliTests
     }
 
     [Test]
+    public void SparseOverridesFromTheCommandLine()
+    {
+        var (code, _, err) = Run("generate", "-m", Model, "-p", "Hello", "--max-tokens", "4", "--device", "cpu",
+            "--sparse", "kernel_size=8,kernel_stride=4,block_size=16,window_size=32,topk=2,dense_len=-1");
+        Assert.That(code, Is.EqualTo(0), err);
+        var unknown = Run("generate", "-m", Model, "-p", "Hello", "--sparse", "top_k=2");
+        Assert.That(unknown.Code, Is.EqualTo(2));
+        Assert.That(unknown.Err, Does.Contain("--sparse").And.Contain("topk"));
+        Assert.That(Run("generate", "-m", Model, "-p", "Hello", "--sparse", "topk=2", "--dense").Code, Is.EqualTo(2));
+        var invalid = Run("generate", "-m", Model, "-p", "Hello", "--sparse", "block_size=10", "--device", "cpu");
+        Assert.That(invalid.Code, Is.EqualTo(1));
+        Assert.That(invalid.Err, Does.Contain("sparse_block_size"));
+    }
+
+    [Test]
     public void KvMemorySizesTheContext()
     {
         var (code, output, err) = Run("generate", "-m", Model, "-p", "Hello", "--max-tokens", "4", "--kv-memory", "64KiB", "--json", "--device", "cpu");
