@@ -5,8 +5,9 @@
 // MCPM_REQUIRE_CUDA=1 it fails instead, so a GPU machine cannot skip silently.
 //
 // Tolerances (u = 2^-24, fp32's unit roundoff):
-//   - embedding, store_kv (bf16, round to nearest even), copy_rows, linear_int4 with one K split:
-//     the same operations in the same order -> compared exactly (store_kv and copy_rows bit for bit).
+//   - embedding, store_kv (bf16, round to nearest even), copy_rows, linear_int4 with one K split,
+//     greedy_sample (penalties with explicitly rounded operations, then argmax): the same operations
+//     in the same order -> compared exactly (store_kv and copy_rows bit for bit).
 //   - elementwise ops (add_scaled, scale, add_bias, silu_mul) and RoPE: one or two roundings apart
 //     (fma contraction, expf's 2-ulp bound on CUDA): |d| <= 4e-7 * |terms| + 1e-30.
 //   - RMSNorm: the sum of squares is summed in a different order; |d| <= 2e-5 * |out| + 1e-6.
@@ -632,6 +633,44 @@ TEST_F(CudaAttention, TreeAttentionMatchesCpu) {
 
 // Ops queued back to back on one stream without synchronising in between see each other's results,
 // and two contexts (two sessions) work independently over the same weights.
+// greedy_sample: the penalized row bit for bit and the chosen index, on random logits with a random
+// penalty window, with every penalty and none, and with planted ties (the lowest index must win).
+TEST_F(CudaOps, GreedySampleMatchesCpuIncludingPenaltiesAndTies) {
+  for (int64_t vocab : {1, 7, 1000, 73448}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      SCOPED_TRACE("vocab " + std::to_string(vocab) + " variant " + std::to_string(variant));
+      std::vector<float> logits = Random(static_cast<size_t>(vocab), rng_, -8.0f, 8.0f);
+      std::uniform_int_distribution<int64_t> pick(0, vocab - 1);
+      if (variant == 2 && vocab > 1) {  // three equal maxima: the first must be chosen
+        const float top = 100.0f;
+        for (int k = 0; k < 3; ++k) logits[static_cast<size_t>(pick(rng_))] = top;
+      }
+      std::vector<int32_t> ids;
+      std::vector<float> counts;
+      if (variant != 0) {
+        std::vector<char> used(static_cast<size_t>(vocab), 0);
+        for (int k = 0; k < std::min<int64_t>(40, vocab); ++k) {
+          const int64_t id = pick(rng_);
+          if (used[static_cast<size_t>(id)]) continue;
+          used[static_cast<size_t>(id)] = 1;
+          ids.push_back(static_cast<int32_t>(id));
+          counts.push_back(static_cast<float>(1 + k % 4));
+        }
+      }
+      PenaltyTable t;
+      t.ids = ids.data();
+      t.counts = counts.data();
+      t.n = static_cast<int32_t>(ids.size());
+      if (variant != 0) t.repetition = 1.3f, t.frequency = 0.37f, t.presence = 0.21f;
+      Dev g = Make(*gpu_, DType::F32, 1, vocab, logits), c = Make(*cpu_, DType::F32, 1, vocab, logits);
+      const int32_t gpu_token = gpu_->greedy_sample(*gctx_, g.t, t);
+      const int32_t cpu_token = cpu_->greedy_sample(*cctx_, c.t, t);
+      EXPECT_EQ(gpu_token, cpu_token);
+      EXPECT_TRUE(Exact(Read(*gpu_, g.t), Read(*cpu_, c.t))) << "penalized logits differ";
+    }
+  }
+}
+
 TEST_F(CudaOps, QueuedOpsAndTwoContexts) {
   const int64_t n = 4, K = 256, N = 128;
   const std::vector<float> w = RoundAll(Random(static_cast<size_t>(N * K), rng_), DType::BF16);

@@ -557,6 +557,74 @@ TEST_F(PenaltyTest, GenerateAppliesPenaltiesOverPromptAndGeneratedTokens) {
   EXPECT_GT(penalised_changes, 0);
 }
 
+// Greedy generation keeps each step's logits on the backend and samples there (Backend::greedy_sample);
+// with all three penalties it must pick, token by token, what the host sampler picks from the same
+// step's logits (mcpm_session_sample on the decode logits of a second session).
+TEST_F(PenaltyTest, BackendGreedySamplingEqualsTheHostSamplerWithEveryPenalty) {
+  const auto prompt = tm_->RandomTokens(7, 21);
+  mcpm_sampling_params p = Params();
+  p.repetition_penalty = 1.35f;
+  p.frequency_penalty = 0.4f;
+  p.presence_penalty = 0.25f;
+  p.penalty_last_n = 9;
+  SessionPtr gen = SessionWith(prompt);
+  ASSERT_TRUE(gen);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(gen.get(), &p));
+  const GenResult r = Generate(gen.get(), 24);
+  ASSERT_MCPM_OK(r.status);
+  ASSERT_EQ(r.tokens.size(), 24u);
+
+  SessionPtr ref = MakeSession(model_.get());
+  ASSERT_TRUE(ref);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &p));
+  std::vector<float> logits(kVocab);
+  ASSERT_MCPM_OK(mcpm_session_prefill(ref.get(), prompt.data(), static_cast<int32_t>(prompt.size()), MCPM_LOGITS_LAST,
+                                      logits.data(), logits.size()));
+  int penalised_changes = 0;
+  for (size_t i = 0; i < r.tokens.size(); ++i) {
+    int32_t expect = -1;
+    ASSERT_MCPM_OK(mcpm_session_sample(ref.get(), logits.data(), kVocab, &expect));
+    if (expect != ArgMax(logits.data(), logits.size())) ++penalised_changes;
+    ASSERT_EQ(r.tokens[i], expect) << "generated token " << i;
+    ASSERT_MCPM_OK(mcpm_session_decode(ref.get(), expect, logits.data(), logits.size()));
+  }
+  EXPECT_GT(penalised_changes, 0);
+}
+
+// After greedy generation the next step's logits are still on the backend. Whatever comes next must
+// see them as if they had been copied: a cancelled prefill (which reuses the logits buffer) keeps
+// them, and a switch to temperature sampling samples from them on the host.
+TEST_F(SamplingTest, LogitsLeftOnTheBackendSurviveACancelledPrefillAndASamplingSwitch) {
+  const auto prompt = tm_->RandomTokens(6, 31);
+  const auto more = tm_->RandomTokens(5, 32);
+  mcpm_sampling_params greedy = Params();
+  mcpm_sampling_params warm = Params();
+  warm.temperature = 1.5f;
+  warm.seed = 99;
+
+  SessionPtr s = SessionWith(prompt);
+  ASSERT_TRUE(s);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(s.get(), &greedy));
+  const GenResult first = Generate(s.get(), 3);
+  ASSERT_MCPM_OK(first.status);
+  ASSERT_EQ(first.tokens.size(), 3u);
+  ASSERT_MCPM_OK(mcpm_session_request_abort(s.get()));
+  EXPECT_MCPM_STATUS(mcpm_session_prefill(s.get(), more.data(), 5, MCPM_LOGITS_NONE, nullptr, 0), MCPM_ERR_CANCELLED);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(s.get(), &warm));
+  const GenResult next = Generate(s.get(), 4);
+  ASSERT_MCPM_OK(next.status);
+
+  // The same history prefilled in one go, logits on the host from the start.
+  std::vector<int32_t> history = prompt;
+  history.insert(history.end(), first.tokens.begin(), first.tokens.end());
+  SessionPtr ref = SessionWith(history);
+  ASSERT_TRUE(ref);
+  ASSERT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &warm));
+  const GenResult expect = Generate(ref.get(), 4);
+  ASSERT_MCPM_OK(expect.status);
+  EXPECT_EQ(next.tokens, expect.tokens);
+}
+
 // ---- generation control ---------------------------------------------------------------------------
 
 TEST_F(SamplingTest, StopTokenEndsGenerationAndIsNotAppended) {

@@ -57,6 +57,26 @@ struct LinearWeight {
   bool is_int4() const { return qweight.data != nullptr; }
 };
 
+// Repetition / frequency / presence penalties of one sampling step: the n distinct context tokens of
+// the penalty window, ids[i] seen counts[i] times (host arrays).
+struct PenaltyTable {
+  const int32_t* ids = nullptr;
+  const float* counts = nullptr;
+  int32_t n = 0;
+  float repetition = 1.0f;
+  float frequency = 0.0f;
+  float presence = 0.0f;
+};
+
+// A penalized logit, the one definition of the math (Hugging Face order): CTRL's repetition penalty
+// (l / r for l > 0, else l * r), then l -= frequency * count + presence. The CUDA kernel repeats it
+// with explicitly rounded operations, so both give the same bits.
+inline float penalized_logit(float l, float count, const PenaltyTable& t) {
+  if (t.repetition != 1.0f) l = l > 0 ? l / t.repetition : l * t.repetition;
+  const float penalty = t.frequency * count;
+  return l - (penalty + t.presence);
+}
+
 class ExecContext {
  public:
   virtual ~ExecContext() = default;
@@ -197,6 +217,12 @@ class Backend {
 
   // out = silu(gate) * up, elementwise over [n, intermediate].
   virtual void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) = 0;
+
+  // Greedy sampling where the logits live, so only the token id comes back: `logits` is one row
+  // [1, vocab] f32, used as scratch (penalized in place); the penalties are applied first, then the
+  // index of the maximum is returned (the lowest index on ties, as Sampler's greedy path). Waits for
+  // the queued work it depends on.
+  virtual int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) = 0;
 
   // Waits until every op queued on ctx has finished (a no-op on the synchronous CPU backend).
   virtual void synchronize(ExecContext& ctx) = 0;

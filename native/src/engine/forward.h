@@ -63,6 +63,9 @@ struct ForwardArgs {
   const uint64_t* tree_masks = nullptr;
   LogitRows rows = LogitRows::Last;
   float* host_logits = nullptr;  // [vocab] (Last) or [n, vocab] (All)
+  // With LogitRows::Last and no host_logits: leave the last token's logits in ws.logits row 0 (on the
+  // backend, not copied to the host), for Backend::greedy_sample.
+  bool device_logits = false;
   // Leave the final-normed hidden state of every token (before the LM-head scale) in ws.normed
   // rows [0, n): the features an EAGLE draft reads.
   bool keep_features = false;

@@ -80,23 +80,38 @@ bool Sampler::is_stop(int32_t token) const {
   return std::find(config_.stop_tokens.begin(), config_.stop_tokens.end(), token) != config_.stop_tokens.end();
 }
 
-void Sampler::apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length) {
+PenaltyTable Sampler::penalties(int32_t vocab, const int32_t* context, int64_t context_length) {
   const SamplingConfig& c = config_;
-  if (c.repetition_penalty == 1.0f && c.frequency_penalty == 0.0f && c.presence_penalty == 0.0f) return;
+  PenaltyTable t;
+  t.repetition = c.repetition_penalty;
+  t.frequency = c.frequency_penalty;
+  t.presence = c.presence_penalty;
+  penalty_ids_.clear();
+  penalty_counts_.clear();
+  if (c.repetition_penalty == 1.0f && c.frequency_penalty == 0.0f && c.presence_penalty == 0.0f) return t;
   const int64_t n = c.penalty_last_n < 0 ? context_length : std::min<int64_t>(c.penalty_last_n, context_length);
-  if (n == 0) return;
   window_.assign(context + context_length - n, context + context_length);
   std::sort(window_.begin(), window_.end());
   for (size_t i = 0; i < window_.size();) {
     size_t j = i;
     while (j < window_.size() && window_[j] == window_[i]) ++j;
-    const int32_t token = window_[i];
-    const float count = static_cast<float>(j - i);
+    if (window_[i] >= 0 && window_[i] < vocab) {
+      penalty_ids_.push_back(window_[i]);
+      penalty_counts_.push_back(static_cast<float>(j - i));
+    }
     i = j;
-    if (token < 0 || token >= vocab) continue;
-    float& l = logits_[static_cast<size_t>(token)];
-    if (c.repetition_penalty != 1.0f) l = l > 0 ? l / c.repetition_penalty : l * c.repetition_penalty;
-    l -= c.frequency_penalty * count + c.presence_penalty;
+  }
+  t.ids = penalty_ids_.data();
+  t.counts = penalty_counts_.data();
+  t.n = static_cast<int32_t>(penalty_ids_.size());
+  return t;
+}
+
+void Sampler::apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length) {
+  const PenaltyTable t = penalties(vocab, context, context_length);
+  for (int32_t i = 0; i < t.n; ++i) {
+    float& l = logits_[static_cast<size_t>(t.ids[i])];
+    l = penalized_logit(l, t.counts[i], t);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "backend/backend.h"
 #include "engine/speculative.h"
 #include "minicpm4.h"
 
@@ -50,6 +51,13 @@ class Sampler {
   // Draws one token from logits[0, vocab) given the context tokens (for the penalties).
   int32_t sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length);
 
+  // Greedy (temperature <= 0): the token is the argmax of the penalized logits, which a backend can
+  // find where the logits are (Backend::greedy_sample) without this sampler.
+  bool greedy() const { return config_.temperature <= 0.0f; }
+  // The penalties for the next token after context[0, context_length): the distinct in-vocabulary tokens
+  // of the penalty window and their counts. Valid until the next call on this sampler.
+  PenaltyTable penalties(int32_t vocab, const int32_t* context, int64_t context_length);
+
  private:
   void apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length);
 
@@ -59,6 +67,8 @@ class Sampler {
   std::vector<int32_t> ids_;    // candidate ids
   std::vector<float> probs_;    // candidate probabilities
   std::vector<int32_t> window_; // sorted penalty window
+  std::vector<int32_t> penalty_ids_;
+  std::vector<float> penalty_counts_;
 };
 
 }  // namespace mcpm

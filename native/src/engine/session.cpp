@@ -89,21 +89,26 @@ void Session::check_tokens(const int32_t* tokens, int32_t n) const {
                        " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
 }
 
-void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits) {
+void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits, bool device_logits) {
   ForwardArgs args;
   args.tokens = tokens;
   args.n = m;
   args.start = kv_len_;
   args.rows = rows;
   args.host_logits = logits;
+  args.device_logits = device_logits;
   args.keep_features = speculator_ != nullptr;
   forward(*model_, *ctx_, ws_, kv_, args);
   if (speculator_) speculator_->advance(*ctx_, tokens, ws_.normed, m, kv_len_, ws_.inv_freq, ws_.attn_factor);
   kv_len_ += m;
 }
 
-void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable) {
+void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable, bool device_logits) {
   const int32_t vocab = model_->config().vocab_size;
+  // The forward pass reuses ws_.logits: keep pending logits that are still there (a failed call must
+  // leave them as they were).
+  if (device_logits_pending_) pending_logits();
+  device_logits = device_logits && all_logits == nullptr && n > 0;
   const int32_t start_length = length();
   const int64_t start_kv = kv_len_;
   Speculator::Mark draft_mark{};
@@ -125,6 +130,8 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
       if (dst) {
         forward_chunk(tokens + done, m, LogitRows::All, dst);
         if (last_chunk) std::memcpy(next_logits_.data(), dst + static_cast<size_t>(m - 1) * vocab, vocab * sizeof(float));
+      } else if (last_chunk && device_logits) {
+        forward_chunk(tokens + done, m, LogitRows::Last, nullptr, true);
       } else {
         // Intermediate chunks still pay for one LM-head row; negligible next to the chunk itself.
         forward_chunk(tokens + done, m, LogitRows::Last, next_logits_.data());
@@ -139,9 +146,47 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
     if (speculator_) speculator_->restore(*ctx_, draft_mark);
     throw;
   }
-  last_logits_.swap(next_logits_);
+  if (device_logits)
+    device_logits_pending_ = true;
+  else
+    last_logits_.swap(next_logits_);
   logits_valid_ = true;
   root_pending_ = false;
+}
+
+const float* Session::pending_logits() {
+  if (device_logits_pending_) {
+    Backend& be = model_->backend();
+    be.synchronize(*ctx_);
+    be.download(last_logits_.data(), ws_.logits.data, last_logits_.size() * sizeof(float));
+    device_logits_pending_ = false;
+  }
+  return last_logits_.data();
+}
+
+int32_t Session::sample_pending() {
+  if (!(device_logits_pending_ && sampler_.greedy())) return sample(pending_logits());
+  const int64_t t0 = now_ns();
+  const int32_t vocab = model_->config().vocab_size;
+  const PenaltyTable penalties = sampler_.penalties(vocab, tokens_.data(), length());
+  const int32_t token = model_->backend().greedy_sample(*ctx_, ws_.logits.slice_rows(0, 1), penalties);
+  // The row is penalized in place and so no longer the pending logits; the caller evaluates the
+  // token next or ends the generation.
+  device_logits_pending_ = false;
+  logits_valid_ = false;
+  stats_.sample_ns += now_ns() - t0;
+  return token;
+}
+
+void Session::advance(int32_t token) {
+  check_tokens(&token, 1);
+  const int64_t t0 = now_ns();
+  const bool greedy = sampler_.greedy();
+  evaluate(&token, 1, nullptr, false, greedy);
+  // An asynchronous backend has only queued the step: wait, so decode time is not counted as sampling.
+  if (greedy) model_->backend().synchronize(*ctx_);
+  stats_.decode_tokens += 1;
+  stats_.decode_ns += now_ns() - t0;
 }
 
 void Session::prefill(const int32_t* tokens, int32_t n, mcpm_logits_mode mode, float* logits,
@@ -191,6 +236,7 @@ void Session::rewind(int32_t new_length) {
   if (speculator_) speculator_->truncate(kv_len_);
   logits_valid_ = false;
   root_pending_ = false;
+  device_logits_pending_ = false;
 }
 
 void Session::reset() {
@@ -200,6 +246,7 @@ void Session::reset() {
   if (speculator_) speculator_->truncate(0);
   logits_valid_ = false;
   root_pending_ = false;
+  device_logits_pending_ = false;
   generated_since_config_ = 0;
 }
 
@@ -234,6 +281,7 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   const int32_t vocab = c.vocab_size;
   const int64_t root_row = kv_len_;
   const SpecParams& params = sampler_.config().spec;
+  if (device_logits_pending_) pending_logits();  // verification reuses ws_.logits
 
   int64_t t0 = now_ns();
   DraftTree tree =
@@ -363,7 +411,7 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
       continue;
     }
     if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
-    const int32_t token = sample(last_logits_.data());
+    const int32_t token = sample_pending();
     out[r.count++] = token;
     ++generated_since_config_;
     ++stats_.generated_tokens;
@@ -380,7 +428,7 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
       r.finish = finished();
       continue;  // a step is not over until its round ran
     }
-    decode(token, nullptr, 0);
+    advance(token);
     r.finish = finished();
     if (single_step) break;
   }

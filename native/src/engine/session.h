@@ -87,9 +87,18 @@ class Session {
   bool speculative() const { return speculator_ && sampler_.config().spec.num_iter > 0; }
   // Evaluates the history's unevaluated token (if any), then tokens [0, n) appended to it, in chunks;
   // keeps the last logits.
-  void evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable);
+  // With device_logits (and no all_logits) the last logits stay in ws_.logits row 0 on the backend
+  // (device_logits_pending_) instead of coming to last_logits_.
+  void evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable, bool device_logits = false);
   // One forward chunk at cache row kv_len_; feeds the draft.
-  void forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits);
+  void forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits, bool device_logits = false);
+  // Evaluates a generated token; under greedy sampling its logits stay on the backend.
+  void advance(int32_t token);
+  // The pending logits in last_logits_, copied from the backend first if they are still there.
+  const float* pending_logits();
+  // Samples the next token from the pending logits: on the backend (Backend::greedy_sample) when they
+  // are there and sampling is greedy, else on the host.
+  int32_t sample_pending();
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
 
@@ -106,6 +115,7 @@ class Session {
   std::vector<float> tree_logits_;  // [tree nodes, vocab] of a verification pass
   bool logits_valid_ = false;       // last_logits_ belong to tokens_.back() (all tokens evaluated)
   bool root_pending_ = false;       // tokens_.back() is an emitted speculative root, not yet evaluated
+  bool device_logits_pending_ = false;  // the pending logits are in ws_.logits row 0, not last_logits_
   Sampler sampler_;
   int32_t generated_since_config_ = 0;
   SessionStats stats_;

@@ -520,6 +520,16 @@ void CpuBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Ten
   });
 }
 
+int32_t CpuBackend::greedy_sample(ExecContext&, const Tensor& logits, const PenaltyTable& t) {
+  MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0);
+  float* l = logits.as<float>();
+  for (int32_t i = 0; i < t.n; ++i) l[t.ids[i]] = penalized_logit(l[t.ids[i]], t.counts[i], t);
+  int64_t best = 0;
+  for (int64_t i = 1; i < logits.cols; ++i)
+    if (l[i] > l[best]) best = i;
+  return static_cast<int32_t>(best);
+}
+
 void CpuBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) {
   MCPM_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols);
   const int64_t total = gate.rows * gate.cols;

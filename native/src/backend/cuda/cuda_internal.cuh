@@ -155,6 +155,9 @@ class CudaContext final : public ExecContext {
     kGemmInput,    // the linear input rounded to the weight dtype
     kAttnPartial,  // split-KV partial results
     kInt4Partial,  // int4 K-split partial sums
+    kPenaltyIds,   // greedy_sample: penalty-window token ids
+    kPenaltyCounts,// greedy_sample: their counts
+    kSampledToken, // greedy_sample: the result
     kSlotCount
   };
 
@@ -222,6 +225,7 @@ class CudaBackend final : public Backend {
                  const int32_t* src_rows, int32_t n) override;
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
+  int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
   void synchronize(ExecContext& ctx) override;
   // sparse_attention / create_sparse_attention_state: the base class's UNSUPPORTED (no InfLLM v2 yet).
 
