@@ -155,7 +155,7 @@ internal static class NativeLayout
     internal const int mcpm_model_options_device_index_Offset = 8;
     internal const int mcpm_model_options_num_threads_Offset = 12;
 
-    internal const int mcpm_draft_config_Size = 40;
+    internal const int mcpm_draft_config_Size = 44;
     internal const int mcpm_draft_config_struct_size_Offset = 0;
     internal const int mcpm_draft_config_num_layers_Offset = 4;
     internal const int mcpm_draft_config_num_heads_Offset = 8;
@@ -166,6 +166,7 @@ internal static class NativeLayout
     internal const int mcpm_draft_config_residual_scale_Offset = 28;
     internal const int mcpm_draft_config_use_input_norm_Offset = 32;
     internal const int mcpm_draft_config_use_attn_norm_Offset = 36;
+    internal const int mcpm_draft_config_attention_window_Offset = 40;
 
     internal const int mcpm_int4_quantize_params_Size = 16;
     internal const int mcpm_int4_quantize_params_struct_size_Offset = 0;
@@ -351,6 +352,13 @@ internal unsafe struct mcpm_draft_config
     public int use_input_norm;
     /// <summary>nonzero: layer 0 has input_layernorm (MiniCPM4); 0: skipped (plain EAGLE); default 1</summary>
     public int use_attn_norm;
+    /// <summary>
+    /// draft attention reads at most the last attention_window cache rows before a draft
+    /// call (plus the call's own rows: each query sees at least its window); 0 = the
+    /// whole context (default). Bounds the draft's cost at long contexts (CPM.cu's
+    /// eagle_window_size); the output does not change, only the draft's proposals.
+    /// </summary>
+    public int attention_window;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -586,7 +594,8 @@ internal static unsafe partial class NativeMethods
 
     /// <summary>
     /// Fills *config with the target's attention shape (heads, KV heads, head_dim, FFN size, eps) and
-    /// the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1)).
+    /// the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1), no
+    /// attention window).
     /// Errors: INVALID_ARGUMENT for NULL, an unknown struct_size or a model that is not finalized.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

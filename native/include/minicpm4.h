@@ -274,10 +274,16 @@ typedef struct mcpm_draft_config {
   float residual_scale;       /* sublayer outputs are multiplied by this (MiniCPM4: scale_depth/sqrt(target layers + 1)) */
   int32_t use_input_norm;     /* nonzero: input_norm1/input_norm2 RMSNorms before fc (MiniCPM4); default 1 */
   int32_t use_attn_norm;      /* nonzero: layer 0 has input_layernorm (MiniCPM4); 0: skipped (plain EAGLE); default 1 */
+  /* Added after the first release of ABI 1 (a struct_size ending before it is accepted and means 0). */
+  int32_t attention_window;   /* draft attention reads at most the last attention_window cache rows before a draft
+                                 call (plus the call's own rows: each query sees at least its window); 0 = the
+                                 whole context (default). Bounds the draft's cost at long contexts (CPM.cu's
+                                 eagle_window_size); the output does not change, only the draft's proposals. */
 } mcpm_draft_config;
 
 /* Fills *config with the target's attention shape (heads, KV heads, head_dim, FFN size, eps) and
- * the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1)).
+ * the MiniCPM4 draft defaults (1 layer, both norms, residual scale scale_depth/sqrt(layers + 1), no
+ * attention window).
  * Errors: INVALID_ARGUMENT for NULL, an unknown struct_size or a model that is not finalized. */
 MCPM_API mcpm_status mcpm_draft_config_default(const mcpm_model* target, mcpm_draft_config* config);
 

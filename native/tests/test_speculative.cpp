@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstring>
 #include <cstdio>
 #include <map>
 #include <numeric>
@@ -40,6 +42,7 @@ struct DraftSpec {
   uint64_t seed = 5;
   std::vector<int32_t> vocabulary;  // FR-Spec ids; empty = whole vocabulary
   bool int4 = false;                 // linears as Marlin int4 (fc through CPM.cu's fused fc.qweight/fc.scales)
+  int32_t window = 0;                // mcpm_draft_config.attention_window
 };
 
 // Random draft tensors in the MiniCPM4-Eagle layout for a target of config `tc`.
@@ -90,6 +93,7 @@ mcpm_draft_config DraftConfigFor(mcpm_model* m, const DraftSpec& spec) {
   c.num_layers = spec.layers;
   c.use_input_norm = spec.input_norm ? 1 : 0;
   c.use_attn_norm = spec.attn_norm ? 1 : 0;
+  c.attention_window = spec.window;
   return c;
 }
 
@@ -650,6 +654,72 @@ TEST(Speculative, KvBytesPerTokenCountsTheDraftAndSparseKeys) {
   EXPECT_MCPM_STATUS(mcpm_session_create(dense.get(), &p, &s), MCPM_ERR_OUT_OF_MEMORY);
   EXPECT_NE(std::string(mcpm_last_error()).find("64 tree rows"), std::string::npos) << mcpm_last_error();
   EXPECT_EQ(s, nullptr);
+}
+
+// A draft attention window changes what the draft proposes (fewer cache rows), never the output: greedy
+// speculative tokens equal plain greedy for every window, a window covering the whole context gives
+// exactly the unwindowed rounds, and a small one gives different rounds for some draft.
+TEST(Speculative, DraftAttentionWindowKeepsTheOutputAndChangesTheProposals) {
+  const TinyConfig tc = TargetConfig(71);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend());
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(60, 72);
+  constexpr int n = 80;
+  SessionPtr plain = MakeSession(m.get(), 256);
+  mcpm_sampling_params off = Sampling({3, 6, 24});
+  off.speculative = 0;
+  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
+
+  bool some_round_differs = false;
+  for (uint64_t seed : {5u, 6u, 7u}) {
+    SCOPED_TRACE("draft seed " + std::to_string(seed));
+    std::vector<mcpm_session_stats> stats;
+    for (int32_t window : {0, 1000, 4}) {
+      SCOPED_TRACE("window " + std::to_string(window));
+      DraftSpec ds;
+      ds.seed = seed;
+      ds.vocabulary = Distinct(reference.tokens, 8);
+      ds.window = window;
+      DraftPtr d = MakeDraft(m.get(), tc, ds);
+      ASSERT_TRUE(d);
+      SessionPtr s = MakeSpecSession(m.get(), d.get());
+      const GenRun run = Generate(s.get(), prompt, n, Sampling(TreeFor(ds.vocabulary.size())));
+      EXPECT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, reference.tokens, run.tokens, off));
+      stats.push_back(run.stats);
+    }
+    EXPECT_EQ(stats[1].spec_steps, stats[0].spec_steps) << "a window longer than the context changes nothing";
+    EXPECT_EQ(stats[1].spec_emitted_tokens, stats[0].spec_emitted_tokens);
+    if (stats[2].spec_steps != stats[0].spec_steps || stats[2].spec_emitted_tokens != stats[0].spec_emitted_tokens)
+      some_round_differs = true;
+  }
+  EXPECT_TRUE(some_round_differs) << "a 4-row window should change some draft's proposals";
+}
+
+TEST(Speculative, DraftConfigWindowIsValidatedAndAnOlderStructIsAccepted) {
+  const TinyConfig tc = TargetConfig(73);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(MCPM_BACKEND_CPU);
+  ASSERT_TRUE(m);
+  mcpm_draft_config c = DraftConfigFor(m.get(), DraftSpec{});
+  EXPECT_EQ(c.attention_window, 0);
+  c.attention_window = -1;
+  mcpm_draft* d = nullptr;
+  EXPECT_MCPM_STATUS(mcpm_draft_create(m.get(), &c, &d), MCPM_ERR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(mcpm_last_error()).find("attention_window"), std::string::npos) << mcpm_last_error();
+  EXPECT_EQ(d, nullptr);
+
+  // A host compiled before attention_window existed: its struct ends just before it.
+  const size_t v1 = offsetof(mcpm_draft_config, attention_window);
+  mcpm_draft_config old;
+  std::memset(&old, 0x5A, sizeof old);
+  old.struct_size = static_cast<uint32_t>(v1);
+  ASSERT_MCPM_OK(mcpm_draft_config_default(m.get(), &old));
+  EXPECT_EQ(old.struct_size, v1);
+  EXPECT_EQ(old.attention_window, 0x5A5A5A5A) << "the defaults must not be written past the host's struct";
+  ASSERT_MCPM_OK(mcpm_draft_create(m.get(), &old, &d));  // the 0x5A tail is ignored: no window
+  mcpm_draft_free(d);
 }
 
 class SpecSessionTest : public ::testing::Test {

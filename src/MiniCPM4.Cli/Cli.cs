@@ -29,6 +29,7 @@ internal static class Cli
     internal static readonly Option<string?> Draft = new("--draft") { Description = "EAGLE-2 draft checkpoint directory: speculative decoding (same output, faster)" };
     internal static readonly Option<string?> FrSpec = new("--frspec") { Description = "FR-Spec draft vocabulary (freq_<V>.pt, .npy or .safetensors, or a directory with freq_<V>.pt); needs --draft" };
     internal static readonly Option<int?> FrSpecSize = new("--frspec-size") { Description = "Expected FR-Spec list length (the freq_<V>.pt looked for in a directory)" };
+    internal static readonly Option<int> DraftWindow = new("--draft-window") { Description = "The draft attends to at most the last N context tokens (0 = all; CPM.cu's eagle_window_size): cheaper drafts at long contexts, same output" };
     internal static readonly Option<int?> SpecIter = new("--spec-iter") { Description = "Draft levels per speculative round, root included (default 2)" };
     internal static readonly Option<int?> SpecTopK = new("--spec-topk") { Description = "Children per expanded draft node (default 10)" };
     internal static readonly Option<int?> SpecTree = new("--spec-tree") { Description = "Tree nodes verified per round, root included, <= 64 (default 12)" };
@@ -152,12 +153,14 @@ internal static class Cli
             DraftDirectory = parse.GetValue(Draft),
             FrSpecPath = parse.GetValue(FrSpec),
             FrSpecSize = parse.GetValue(FrSpecSize),
+            DraftAttentionWindow = parse.GetValue(DraftWindow),
             Quantization = QuantizationFrom(parse),
             QuantizationClipSearch = parse.GetValue(ClipSearch),
             LongContext = parse.GetValue(LongContext),
             Log = verbose ? line => Console.Error.WriteLine($"minicpm4: {line}") : null,
         };
         if (options.Threads < 0) throw new UsageException("--threads must be >= 0");
+        if (options.DraftAttentionWindow < 0) throw new UsageException("--draft-window must be >= 0 (0 = the whole context)");
         // The demo model comes with its EAGLE draft and FR-Spec list: use them unless told otherwise.
         string demoDraft = Path.Combine(directory, "draft");
         if (isDemo && options.DraftDirectory is null && !parse.GetValue(NoSpec) && Directory.Exists(demoDraft))
@@ -283,7 +286,7 @@ internal static class Cli
 
     public static void AddModelOptions(Command command)
     {
-        foreach (var option in new Option[] { Model, Device, Threads, Context, KvMemory, Dense, Sparse, Draft, FrSpec, FrSpecSize, Quantize, ClipSearch, LongContext })
+        foreach (var option in new Option[] { Model, Device, Threads, Context, KvMemory, Dense, Sparse, Draft, FrSpec, FrSpecSize, DraftWindow, Quantize, ClipSearch, LongContext })
             command.Options.Add(option);
     }
 }

@@ -100,6 +100,8 @@ public sealed class MiniCpmModel : IDisposable
         IProgress<LoadProgress>? progress, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (options.DraftAttentionWindow < 0)
+            throw new ArgumentOutOfRangeException(nameof(options), options.DraftAttentionWindow, "DraftAttentionWindow must be >= 0 (0 = the whole context)");
         if (options.SparseAttention == false && options.SparseOverrides is not null)
             throw new ArgumentException("SparseOverrides change InfLLM v2's settings, but SparseAttention = false turns it off", nameof(options));
         if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
@@ -251,7 +253,8 @@ public sealed class MiniCpmModel : IDisposable
         ulong draftBytes;
         NativeStatus.Check(NativeMethods.mcpm_draft_weight_bytes(_draft, &draftBytes));
         Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count ?? Config.VocabSize,
-            options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes, draftInt4);
+            options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes, draftInt4,
+            options.DraftAttentionWindow);
     }
 
     /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
@@ -297,6 +300,6 @@ public sealed class MiniCpmModel : IDisposable
 
 /// <summary>The EAGLE draft of a model: its directory, layers, the draft head's vocabulary size (the FR-Spec
 /// list's length, else the full vocabulary), the FR-Spec file, the bytes it holds and how many of its linear layers
-/// (fc counted once) are int4.</summary>
+/// (fc counted once) are int4, and its attention window in tokens (0 = the whole context).</summary>
 public sealed record DraftInfo(string Directory, int Layers, int VocabularySize, string? FrSpecPath, long WeightBytes,
-    int Int4LinearCount = 0);
+    int Int4LinearCount = 0, int AttentionWindow = 0);

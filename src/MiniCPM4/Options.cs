@@ -65,6 +65,12 @@ public sealed record MiniCpmLoadOptions
     /// <summary>The FR-Spec list's expected length (and the file looked for in a directory); null accepts the file's.</summary>
     public int? FrSpecSize { get; init; }
     /// <summary>
+    /// The draft's attention reads at most this many of the most recent context tokens (CPM.cu's eagle_window_size);
+    /// 0 (default) reads the whole context. Bounds the draft's cost at long contexts; the output does not change,
+    /// only how many drafted tokens are accepted.
+    /// </summary>
+    public int DraftAttentionWindow { get; init; }
+    /// <summary>
     /// <see cref="WeightQuantization.Int4"/> quantizes a dense checkpoint's linear layers (and the draft's) to int4 while
     /// loading; the result is the same as loading the checkpoint <c>minicpm4 quantize</c> writes. Layers a checkpoint
     /// already stores as int4 load as they are (so Int4 on a quantized checkpoint changes nothing). Every linear layer

@@ -78,24 +78,37 @@ void require_struct(const S* s, const char* what) {
                      std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
 }
 
-// A parameter struct that has grown: accepts the current size and the sizes of its earlier releases
-// (`older_sizes`, each the offset of the first field added after it); the fields the host's size
-// does not cover keep the values of `defaults`.
+// Structs that have grown since their first release accept the current size and the sizes of their
+// earlier releases (`older_sizes`, each the offset of the first field added after it).
 template <typename S>
-S read_grown_struct(const S* given, S defaults, std::initializer_list<size_t> older_sizes, const char* what) {
-  require_not_null(given, what);
-  const size_t size = given->struct_size;
-  const bool known = size == sizeof(S) || std::find(older_sizes.begin(), older_sizes.end(), size) != older_sizes.end();
-  if (!known)
+void require_known_size(const S* s, std::initializer_list<size_t> older_sizes, const char* what) {
+  require_not_null(s, what);
+  const size_t size = s->struct_size;
+  if (size != sizeof(S) && std::find(older_sizes.begin(), older_sizes.end(), size) == older_sizes.end())
     invalid_argument(std::string(what) + "->struct_size is " + std::to_string(size) + ", expected " +
                      std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
-  std::memcpy(static_cast<void*>(&defaults), given, size);
+}
+
+// The host's struct over `defaults`: the fields its struct_size does not cover keep their defaults.
+template <typename S>
+S read_grown_struct(const S* given, S defaults, std::initializer_list<size_t> older_sizes, const char* what) {
+  require_known_size(given, older_sizes, what);
+  std::memcpy(static_cast<void*>(&defaults), given, given->struct_size);
   defaults.struct_size = sizeof(S);
   return defaults;
 }
 
-// mcpm_session_params as released first, before the KV memory limits.
+// Writes `values` into the host's struct, no further than its struct_size (an older host's struct ends
+// earlier), keeping the host's struct_size.
+template <typename S>
+void write_grown_struct(S* host, S values) {
+  values.struct_size = host->struct_size;
+  std::memcpy(static_cast<void*>(host), &values, host->struct_size);
+}
+
+// The first released sizes of the structs that grew since.
 constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
+constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
 
 Model& finalized_model(mcpm_model* m) {
   require_not_null(m, "model");
@@ -470,28 +483,32 @@ MCPM_API mcpm_status mcpm_int4_repack_gptq(int64_t n_out, int64_t k_in, const in
 
 MCPM_API mcpm_status mcpm_draft_config_default(const mcpm_model* target, mcpm_draft_config* c) {
   return guarded([&] {
-    require_struct(c, "mcpm_draft_config");
+    require_known_size(c, {kDraftConfigV1Size}, "mcpm_draft_config");
     require_not_null(target, "target");
     if (!target->impl->finalized()) invalid_argument("the target model is not finalized: call mcpm_model_finalize first");
     const ModelConfig& m = target->impl->config();
-    c->num_layers = 1;
-    c->num_heads = m.num_heads;
-    c->num_kv_heads = m.num_kv_heads;
-    c->head_dim = m.head_dim;
-    c->intermediate_size = m.intermediate_size;
-    c->rms_norm_eps = m.rms_norm_eps;
-    c->residual_scale = m.scale_depth / std::sqrt(static_cast<float>(m.num_layers + 1));
-    c->use_input_norm = 1;
-    c->use_attn_norm = 1;
+    mcpm_draft_config d{};
+    d.num_layers = 1;
+    d.num_heads = m.num_heads;
+    d.num_kv_heads = m.num_kv_heads;
+    d.head_dim = m.head_dim;
+    d.intermediate_size = m.intermediate_size;
+    d.rms_norm_eps = m.rms_norm_eps;
+    d.residual_scale = m.scale_depth / std::sqrt(static_cast<float>(m.num_layers + 1));
+    d.use_input_norm = 1;
+    d.use_attn_norm = 1;
+    d.attention_window = 0;
+    write_grown_struct(c, d);
   });
 }
 
 MCPM_API mcpm_status mcpm_draft_create(mcpm_model* target, const mcpm_draft_config* config, mcpm_draft** out_draft) {
   return guarded([&] {
     finalized_model(target);
-    require_struct(config, "mcpm_draft_config");
+    mcpm_draft_config defaults{};  // attention_window 0 for an older host's struct
+    const mcpm_draft_config full = read_grown_struct(config, defaults, {kDraftConfigV1Size}, "mcpm_draft_config");
     require_not_null(out_draft, "out_draft");
-    DraftConfig cfg = DraftConfig::from_abi(*config, target->impl->config());
+    DraftConfig cfg = DraftConfig::from_abi(full, target->impl->config());
     auto handle = std::make_unique<mcpm_draft>();
     handle->impl = std::make_shared<DraftModel>(target->impl, std::move(cfg));
     *out_draft = handle.release();
@@ -539,16 +556,14 @@ MCPM_API void mcpm_draft_free(mcpm_draft* draft) { delete draft; }
 
 MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
   return guarded([&] {
-    require_not_null(p, "mcpm_session_params");
-    if (p->struct_size != sizeof(*p) && p->struct_size != kSessionParamsV1Size) require_struct(p, "mcpm_session_params");
+    require_known_size(p, {kSessionParamsV1Size}, "mcpm_session_params");
     mcpm_session_params d{};
-    d.struct_size = p->struct_size;
     d.context_capacity = 0;
     d.prefill_chunk = 256;
     d.draft = nullptr;
     d.kv_memory_bytes = 0;
     d.kv_memory_fraction = 0.0f;
-    std::memcpy(static_cast<void*>(p), &d, p->struct_size);  // an older host's struct ends earlier
+    write_grown_struct(p, d);
   });
 }
 

@@ -1,5 +1,6 @@
 #include "engine/draft.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
@@ -26,6 +27,7 @@ DraftConfig DraftConfig::from_abi(const mcpm_draft_config& a, const ModelConfig&
           "must be in [1, 1048576], got " + std::to_string(a.intermediate_size));
   require(std::isfinite(a.rms_norm_eps) && a.rms_norm_eps > 0, "rms_norm_eps", "must be a positive number");
   require(std::isfinite(a.residual_scale) && a.residual_scale != 0, "residual_scale", "must be a nonzero number");
+  require(a.attention_window >= 0, "attention_window", "must be >= 0 (0 = the whole context), got " + std::to_string(a.attention_window));
   DraftConfig c;
   c.num_layers = a.num_layers;
   c.num_heads = a.num_heads;
@@ -36,6 +38,7 @@ DraftConfig DraftConfig::from_abi(const mcpm_draft_config& a, const ModelConfig&
   c.residual_scale = a.residual_scale;
   c.use_input_norm = a.use_input_norm != 0;
   c.use_attn_norm = a.use_attn_norm != 0;
+  c.attention_window = a.attention_window;
   return c;
 }
 
@@ -164,6 +167,17 @@ DraftWorkspace::DraftWorkspace(const DraftModel& draft, int64_t cap, int32_t row
   logits = make(rows, draft.head_rows(), DType::F32);
 }
 
+namespace {
+
+// The first cache row a draft call's attention reads (see DraftConfig::attention_window).
+int64_t window_start(const DraftConfig& c, const DraftCall& call) {
+  if (c.attention_window <= 0) return 0;
+  const int64_t first = call.tree_masks ? call.tree_prefix - c.attention_window : call.slot - c.attention_window + 1;
+  return std::max<int64_t>(0, first);
+}
+
+}  // namespace
+
 void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, const DraftCall& call,
                    const Tensor& inv_freq, float attn_factor) {
   const int32_t n = call.n;
@@ -204,10 +218,14 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
     be.rope(ctx, q, c.num_heads, c.head_dim, call.positions, inv_freq, attn_factor);
     be.rope(ctx, k, c.num_kv_heads, c.head_dim, call.positions, inv_freq, attn_factor);
     be.store_kv(ctx, k_cache, v_cache, k, v, call.slot);
+    // A window is a view of the cache that starts later: the attention ops need no window of their own.
+    const int64_t first = window_start(c, call);
+    const Tensor k_view = k_cache.slice_rows(first, k_cache.rows - first);
+    const Tensor v_view = v_cache.slice_rows(first, v_cache.rows - first);
     if (call.tree_masks)
-      be.tree_attention(ctx, attn, q, k_cache, v_cache, shape, call.tree_prefix, call.tree_masks);
+      be.tree_attention(ctx, attn, q, k_view, v_view, shape, call.tree_prefix - first, call.tree_masks);
     else
-      be.attention(ctx, attn, q, k_cache, v_cache, shape, call.slot);
+      be.attention(ctx, attn, q, k_view, v_view, shape, call.slot - first);
     be.linear(ctx, proj, attn, lw.o);
     be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
     be.linear(ctx, gate, normed, lw.gate);

@@ -30,6 +30,9 @@ struct DraftConfig {
   float residual_scale = 1.0f;
   bool use_input_norm = true;  // norm1/norm2 before fc (MiniCPM4 drafts)
   bool use_attn_norm = true;   // layer 0 keeps its attention input norm (MiniCPM4); plain EAGLE skips it
+  // Draft attention window in cache rows (0 = whole context): a call over rows [slot, slot + n), or a
+  // tree over `prefix`, reads cache rows from max(0, slot - window + 1) / max(0, prefix - window) on.
+  int32_t attention_window = 0;
 
   int64_t q_dim() const { return static_cast<int64_t>(num_heads) * head_dim; }
   int64_t kv_dim() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }

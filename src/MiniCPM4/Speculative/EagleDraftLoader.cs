@@ -84,6 +84,7 @@ internal static class EagleDraftLoader
             c.residual_scale = targetConfig.ScaleDepth / MathF.Sqrt(targetConfig.NumHiddenLayers + 1);
             c.use_input_norm = map.ContainsKey("input_norm1.weight") ? 1 : 0;
             c.use_attn_norm = map.ContainsKey("layers.0.input_layernorm.weight") ? 1 : 0;
+            c.attention_window = options.DraftAttentionWindow;
             NativeStatus.Check(NativeMethods.mcpm_draft_create(target, &c, out var handle));
             try
             {

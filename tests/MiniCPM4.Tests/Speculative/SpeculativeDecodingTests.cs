@@ -78,6 +78,21 @@ public class SpeculativeDecodingTests
     }
 
     [Test]
+    public async Task ADraftAttentionWindowKeepsTheOutput()
+    {
+        using var windowed = MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft, DraftAttentionWindow = 3 });
+        Assert.That(windowed.Draft!.AttentionWindow, Is.EqualTo(3));
+        var options = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
+        var plain = await Generate(_plain, options);
+        var spec = await Generate(windowed, options);
+        Assert.That(spec.Ids, Is.EqualTo(plain.Ids));
+        Assert.That(spec.Stats.SpeculativeSteps, Is.GreaterThan(0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, DraftDirectory = _draft, DraftAttentionWindow = -1 }).Dispose());
+    }
+
+    [Test]
     public async Task SeededSamplingGivesTheSameTokensWithAndWithoutTheDraft()
     {
         var options = new GenerationOptions { MaxTokens = 30, Temperature = 0.9f, TopP = 0.95f, Seed = 17, StopTokenIds = [] };
