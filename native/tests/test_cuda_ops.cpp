@@ -671,6 +671,42 @@ TEST_F(CudaOps, GreedySampleMatchesCpuIncludingPenaltiesAndTies) {
   }
 }
 
+// sample_token: the same u picks the same token as the CPU backend (common/token_draw.h on the host)
+// for plain temperature sampling and every truncation, on random logits with planted ties and a
+// penalty window. A u within ~1e-12 of a boundary between two candidates' cumulative probabilities
+// could legitimately differ (double sums in another order); the u values here are fixed and random.
+TEST_F(CudaOps, SampleTokenMatchesCpuForTheSameUniformNumber) {
+  struct Mix {
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+  };
+  const Mix mixes[] = {{1.0f, 0, 1.0f, 0.0f}, {0.7f, 50, 1.0f, 0.0f}, {0.9f, 0, 0.8f, 0.0f},
+                       {1.2f, 0, 1.0f, 0.05f}, {0.6f, 100, 0.95f, 0.01f}, {2.0f, 1, 1.0f, 0.0f}};
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (int64_t vocab : {5, 1000, 73448}) {
+    std::vector<float> logits = Random(static_cast<size_t>(vocab), rng_, -6.0f, 6.0f);
+    for (int64_t i = 0; i + 3 < vocab; i += 97) logits[static_cast<size_t>(i + 3)] = logits[static_cast<size_t>(i)];  // ties
+    std::vector<int32_t> ids{0, static_cast<int32_t>(vocab / 2), static_cast<int32_t>(vocab - 1)};
+    std::vector<float> counts{1.0f, 2.0f, 3.0f};
+    PenaltyTable t;
+    t.ids = ids.data(), t.counts = counts.data(), t.n = static_cast<int32_t>(ids.size());
+    t.repetition = 1.25f, t.frequency = 0.1f;
+    for (const Mix& mix : mixes) {
+      DrawParams p;
+      p.temperature = mix.temperature, p.top_k = mix.top_k, p.top_p = mix.top_p, p.min_p = mix.min_p;
+      for (int draw = 0; draw < 8; ++draw) {
+        const double u = uniform(rng_);
+        SCOPED_TRACE("vocab " + std::to_string(vocab) + " T " + std::to_string(p.temperature) + " top_k " +
+                     std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p) + " min_p " +
+                     std::to_string(p.min_p) + " u " + std::to_string(u));
+        Dev g = Make(*gpu_, DType::F32, 1, vocab, logits), c = Make(*cpu_, DType::F32, 1, vocab, logits);
+        EXPECT_EQ(gpu_->sample_token(*gctx_, g.t, t, p, u), cpu_->sample_token(*cctx_, c.t, t, p, u));
+      }
+    }
+  }
+}
+
 TEST_F(CudaOps, QueuedOpsAndTwoContexts) {
   const int64_t n = 4, K = 256, N = 128;
   const std::vector<float> w = RoundAll(Random(static_cast<size_t>(N * K), rng_), DType::BF16);

@@ -591,6 +591,45 @@ TEST_F(PenaltyTest, BackendGreedySamplingEqualsTheHostSamplerWithEveryPenalty) {
   EXPECT_GT(penalised_changes, 0);
 }
 
+// Temperature sampling during generation also runs where the logits are (Backend::sample_token), with
+// one RNG draw per token like the host sampler: for each mix of truncations, generate's tokens equal a
+// manual loop that samples every step's decode logits on the host (mcpm_session_sample) with the same seed.
+TEST_F(PenaltyTest, BackendTemperatureSamplingEqualsTheHostSamplerForTheSameSeed) {
+  struct Mix {
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+  };
+  const auto prompt = tm_->RandomTokens(5, 41);
+  for (const Mix& mix : {Mix{0.9f, 0, 1.0f, 0.0f}, Mix{1.3f, 12, 1.0f, 0.0f}, Mix{0.8f, 0, 0.9f, 0.0f},
+                         Mix{1.1f, 0, 1.0f, 0.05f}, Mix{0.7f, 40, 0.8f, 0.02f}}) {
+    SCOPED_TRACE("T " + std::to_string(mix.temperature) + " top_k " + std::to_string(mix.top_k) + " top_p " +
+                 std::to_string(mix.top_p) + " min_p " + std::to_string(mix.min_p));
+    mcpm_sampling_params p = Params();
+    p.temperature = mix.temperature, p.top_k = mix.top_k, p.top_p = mix.top_p, p.min_p = mix.min_p;
+    p.repetition_penalty = 1.2f, p.presence_penalty = 0.1f, p.seed = 1234;
+    SessionPtr gen = SessionWith(prompt);
+    ASSERT_TRUE(gen);
+    ASSERT_MCPM_OK(mcpm_session_set_sampling(gen.get(), &p));
+    const GenResult r = Generate(gen.get(), 20);
+    ASSERT_MCPM_OK(r.status);
+    ASSERT_EQ(r.tokens.size(), 20u);
+
+    SessionPtr ref = MakeSession(model_.get());
+    ASSERT_TRUE(ref);
+    ASSERT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &p));
+    std::vector<float> logits(kVocab);
+    ASSERT_MCPM_OK(mcpm_session_prefill(ref.get(), prompt.data(), static_cast<int32_t>(prompt.size()),
+                                        MCPM_LOGITS_LAST, logits.data(), logits.size()));
+    for (size_t i = 0; i < r.tokens.size(); ++i) {
+      int32_t expect = -1;
+      ASSERT_MCPM_OK(mcpm_session_sample(ref.get(), logits.data(), kVocab, &expect));
+      ASSERT_EQ(r.tokens[i], expect) << "generated token " << i;
+      ASSERT_MCPM_OK(mcpm_session_decode(ref.get(), expect, logits.data(), logits.size()));
+    }
+  }
+}
+
 // After greedy generation the next step's logits are still on the backend. Whatever comes next must
 // see them as if they had been copied: a cancelled prefill (which reuses the logits buffer) keeps
 // them, and a switch to temperature sampling samples from them on the host.

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/dtype.h"
+#include "common/token_draw.h"
 
 namespace mcpm {
 
@@ -223,6 +224,13 @@ class Backend {
   // index of the maximum is returned (the lowest index on ties, as Sampler's greedy path). Waits for
   // the queued work it depends on.
   virtual int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) = 0;
+
+  // Temperature sampling where the logits live: the penalties, then common/token_draw.h's candidates,
+  // softmax, top-k / top-p / min-p and the draw at the uniform number u in [0, 1) (the caller's RNG
+  // draw), so the same u picks the same token as the host sampler up to the summation order of
+  // doubles. `logits` as for greedy_sample; params.temperature > 0.
+  virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
+                               const DrawParams& params, double u) = 0;
 
   // Waits until every op queued on ctx has finished (a no-op on the synchronous CPU backend).
   virtual void synchronize(ExecContext& ctx) = 0;

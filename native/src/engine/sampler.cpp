@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
-#include <numeric>
 #include <string>
 
 #include "common/error.h"
+#include "common/token_draw.h"
 
 namespace mcpm {
 
@@ -127,61 +127,16 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const int32_t* conte
     return best;
   }
 
-  // Candidates in descending logit order (ties by id, so the order and the draw are deterministic).
-  ids_.resize(static_cast<size_t>(vocab));
-  std::iota(ids_.begin(), ids_.end(), 0);
-  auto before = [this](int32_t a, int32_t b) {
-    const float la = logits_[static_cast<size_t>(a)], lb = logits_[static_cast<size_t>(b)];
-    return la > lb || (la == lb && a < b);
-  };
-  size_t n = ids_.size();
-  if (c.top_k > 0 && static_cast<size_t>(c.top_k) < n) {
-    std::nth_element(ids_.begin(), ids_.begin() + c.top_k, ids_.end(), before);
-    n = static_cast<size_t>(c.top_k);
-  }
-  // Sorting is only needed for the truncations; plain temperature sampling draws in id order.
-  const bool truncating = c.top_k > 0 || c.top_p < 1.0f || c.min_p > 0.0f;
-  if (truncating) std::sort(ids_.begin(), ids_.begin() + static_cast<std::ptrdiff_t>(n), before);
+  return draw_token(logits_.data(), vocab, draw_params(), rng_.uniform(), scratch_);
+}
 
-  // Softmax of logits / T over the candidates.
-  const double inv_t = 1.0 / static_cast<double>(c.temperature);
-  double max_l = logits_[static_cast<size_t>(ids_[0])];
-  if (!truncating) max_l = *std::max_element(logits_.begin(), logits_.end());
-  probs_.resize(n);
-  double total = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    const double p = std::exp((static_cast<double>(logits_[static_cast<size_t>(ids_[i])]) - max_l) * inv_t);
-    probs_[i] = static_cast<float>(p);
-    total += p;
-  }
-  // top-p: the smallest prefix whose probability reaches top_p (at least one token).
-  if (c.top_p < 1.0f) {
-    double cumulative = 0.0;
-    size_t keep = n;
-    for (size_t i = 0; i < n; ++i) {
-      cumulative += probs_[i] / total;
-      if (cumulative >= c.top_p) {
-        keep = i + 1;
-        break;
-      }
-    }
-    n = keep;
-  }
-  // min-p: drop candidates below min_p times the most likely one (probs_[0] is the maximum).
-  if (c.min_p > 0.0f) {
-    const float threshold = c.min_p * probs_[0];
-    size_t keep = 1;
-    while (keep < n && probs_[keep] >= threshold) ++keep;
-    n = keep;
-  }
-  double kept = 0.0;
-  for (size_t i = 0; i < n; ++i) kept += probs_[i];
-  double u = rng_.uniform() * kept;
-  for (size_t i = 0; i < n; ++i) {
-    u -= probs_[i];
-    if (u < 0.0) return ids_[i];
-  }
-  return ids_[n - 1];  // rounding left u at or just above zero
+DrawParams Sampler::draw_params() const {
+  DrawParams d;
+  d.temperature = config_.temperature;
+  d.top_k = config_.top_k;
+  d.top_p = config_.top_p;
+  d.min_p = config_.min_p;
+  return d;
 }
 
 }  // namespace mcpm

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "common/token_draw.h"
 #include "engine/speculative.h"
 #include "minicpm4.h"
 
@@ -57,6 +58,10 @@ class Sampler {
   // The penalties for the next token after context[0, context_length): the distinct in-vocabulary tokens
   // of the penalty window and their counts. Valid until the next call on this sampler.
   PenaltyTable penalties(int32_t vocab, const int32_t* context, int64_t context_length);
+  // The temperature and truncations of the current config, and the uniform number of the next draw
+  // (one per sampled token, as sample() takes it): what Backend::sample_token needs.
+  DrawParams draw_params() const;
+  double next_uniform() { return rng_.uniform(); }
 
  private:
   void apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length);
@@ -64,8 +69,7 @@ class Sampler {
   SamplingConfig config_;
   Rng rng_;
   std::vector<float> logits_;   // working copy
-  std::vector<int32_t> ids_;    // candidate ids
-  std::vector<float> probs_;    // candidate probabilities
+  DrawScratch scratch_;         // candidates of draw_token
   std::vector<int32_t> window_; // sorted penalty window
   std::vector<int32_t> penalty_ids_;
   std::vector<float> penalty_counts_;

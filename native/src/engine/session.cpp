@@ -165,11 +165,16 @@ const float* Session::pending_logits() {
 }
 
 int32_t Session::sample_pending() {
-  if (!(device_logits_pending_ && sampler_.greedy())) return sample(pending_logits());
+  if (!device_logits_pending_) return sample(last_logits_.data());
   const int64_t t0 = now_ns();
   const int32_t vocab = model_->config().vocab_size;
   const PenaltyTable penalties = sampler_.penalties(vocab, tokens_.data(), length());
-  const int32_t token = model_->backend().greedy_sample(*ctx_, ws_.logits.slice_rows(0, 1), penalties);
+  Backend& be = model_->backend();
+  const Tensor row = ws_.logits.slice_rows(0, 1);
+  // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
+  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, row, penalties)
+                                          : be.sample_token(*ctx_, row, penalties, sampler_.draw_params(),
+                                                            sampler_.next_uniform());
   // The row is penalized in place and so no longer the pending logits; the caller evaluates the
   // token next or ends the generation.
   device_logits_pending_ = false;
@@ -181,10 +186,9 @@ int32_t Session::sample_pending() {
 void Session::advance(int32_t token) {
   check_tokens(&token, 1);
   const int64_t t0 = now_ns();
-  const bool greedy = sampler_.greedy();
-  evaluate(&token, 1, nullptr, false, greedy);
+  evaluate(&token, 1, nullptr, false, true);
   // An asynchronous backend has only queued the step: wait, so decode time is not counted as sampling.
-  if (greedy) model_->backend().synchronize(*ctx_);
+  model_->backend().synchronize(*ctx_);
   stats_.decode_tokens += 1;
   stats_.decode_ns += now_ns() - t0;
 }

@@ -92,12 +92,12 @@ class Session {
   void evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool abortable, bool device_logits = false);
   // One forward chunk at cache row kv_len_; feeds the draft.
   void forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits, bool device_logits = false);
-  // Evaluates a generated token; under greedy sampling its logits stay on the backend.
+  // Evaluates a generated token, leaving its logits on the backend for sample_pending.
   void advance(int32_t token);
   // The pending logits in last_logits_, copied from the backend first if they are still there.
   const float* pending_logits();
-  // Samples the next token from the pending logits: on the backend (Backend::greedy_sample) when they
-  // are there and sampling is greedy, else on the host.
+  // Samples the next token from the pending logits: on the backend (Backend::greedy_sample or
+  // sample_token) when they are there, else on the host.
   int32_t sample_pending();
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);

@@ -530,6 +530,15 @@ int32_t CpuBackend::greedy_sample(ExecContext&, const Tensor& logits, const Pena
   return static_cast<int32_t>(best);
 }
 
+int32_t CpuBackend::sample_token(ExecContext&, const Tensor& logits, const PenaltyTable& t, const DrawParams& params,
+                                 double u) {
+  MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0 && params.temperature > 0.0f);
+  float* l = logits.as<float>();
+  for (int32_t i = 0; i < t.n; ++i) l[t.ids[i]] = penalized_logit(l[t.ids[i]], t.counts[i], t);
+  thread_local DrawScratch scratch;  // the backend is shared by sessions on several threads
+  return draw_token(l, static_cast<int32_t>(logits.cols), params, u, scratch);
+}
+
 void CpuBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) {
   MCPM_CHECK(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols);
   const int64_t total = gate.rows * gate.cols;

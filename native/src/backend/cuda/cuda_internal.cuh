@@ -155,9 +155,14 @@ class CudaContext final : public ExecContext {
     kGemmInput,    // the linear input rounded to the weight dtype
     kAttnPartial,  // split-KV partial results
     kInt4Partial,  // int4 K-split partial sums
-    kPenaltyIds,   // greedy_sample: penalty-window token ids
-    kPenaltyCounts,// greedy_sample: their counts
-    kSampledToken, // greedy_sample: the result
+    kPenaltyIds,   // sampling: penalty-window token ids
+    kPenaltyCounts,// sampling: their counts
+    kSampledToken, // greedy_sample / sample_token: the result
+    kSortIdsIn,    // sample_token: token ids 0..vocab-1
+    kSortIdsOut,   // sample_token: ids in sorted order
+    kSortKeysOut,  // sample_token: logits in sorted order
+    kSortTemp,     // sample_token: the radix sort's temporary storage
+    kProbs,        // sample_token: candidate probabilities
     kSlotCount
   };
 
@@ -226,6 +231,8 @@ class CudaBackend final : public Backend {
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
+  int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
+                       double u) override;
   void synchronize(ExecContext& ctx) override;
   // sparse_attention / create_sparse_attention_state: the base class's UNSUPPORTED (no InfLLM v2 yet).
 

@@ -1,12 +1,27 @@
-// Greedy sampling on the device: penalties, then argmax, so one int32 crosses to the host per token
-// instead of the [vocab] logits row.
+// Sampling on the device, so one int32 crosses to the host per token instead of the [vocab] logits
+// row. The math is the host's (common/token_draw.h, PenaltyTable in backend/backend.h).
 //
 //   penalty_kernel  logits[ids[i]] = penalized_logit(logits[ids[i]], counts[i]) for the n distinct
 //                   penalty-window tokens (one thread each; distinct ids, so no two threads share a
 //                   logit). Rounded operations, no FMA contraction: the same bits as the CPU.
-//   argmax_kernel   one block of kArgmaxThreads: each thread scans a strided slice keeping the first
+//   argmax_kernel   greedy: one block of kThreads; each thread scans a strided slice keeping the first
 //                   maximum, then a warp-shuffle and shared-memory reduction ordered by (value desc,
-//                   index asc) picks the lowest index among equal maxima, as Sampler's greedy path.
+//                   index asc) picks the lowest index among equal maxima, as the host does.
+//   draw_kernel     temperature sampling over n candidates (keys = logits, ids = token ids; sorted by
+//                   (logit desc, id asc) when a truncation is on: CUB's stable radix sort of (logit, id)
+//                   pairs in id order gives exactly that order, up to -0.0 sorting below +0.0). One
+//                   block of kThreads, each thread owning a contiguous chunk: p_i and the double total,
+//                   top-p's cut (block scan of p_i / total, the crossing chunk rescanned in order),
+//                   min-p's cut (p_i is non-increasing over sorted candidates, so it is a count), then
+//                   the draw: the first candidate whose running sum of the kept p_i exceeds u * kept.
+//                   Sums are block reductions of per-chunk partial sums, so they may differ from the
+//                   host's sequential sums in the last bits of a double: a u that close to a boundary
+//                   may pick the neighbour.
+#include <algorithm>
+#include <climits>
+
+#include <cub/device/device_radix_sort.cuh>
+
 #include "backend/cuda/cuda_internal.cuh"
 
 namespace mcpm {
@@ -16,6 +31,7 @@ namespace cuda {
 namespace {
 
 constexpr int kArgmaxThreads = 1024;
+constexpr int kDrawThreads = 1024;
 
 __global__ void penalty_kernel(float* __restrict__ logits, const int32_t* __restrict__ ids,
                                const float* __restrict__ counts, int32_t n, float repetition, float frequency,
@@ -69,31 +85,210 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, i
   }
 }
 
+// ids[i] = i.
+__global__ void iota_kernel(int32_t* __restrict__ ids, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    ids[i] = static_cast<int32_t>(i);
+}
+
+// The exclusive prefix of v over the block's threads in thread order, and (in *total) the sum of all.
+// `shared` holds blockDim.x / 32 doubles. Every thread must call it.
+__device__ double block_exclusive_scan(double v, double* shared, double* total) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  double inclusive = v;
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const double up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+    if (lane >= offset) inclusive += up;
+  }
+  __syncthreads();  // `shared` may still be read by a previous call
+  if (lane == 31) shared[warp] = inclusive;
+  __syncthreads();
+  double before = 0.0, all = 0.0;
+  for (int w = 0; w < warps; ++w) {
+    if (w < warp) before += shared[w];
+    all += shared[w];
+  }
+  *total = all;
+  return before + inclusive - v;
+}
+
+__device__ float block_max(float v, float* shared) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) shared[threadIdx.x / 32] = v;
+  __syncthreads();
+  float m = shared[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) m = fmaxf(m, shared[w]);
+  return m;
+}
+
+// See the file comment. keys/ids: n candidates (ids == nullptr: id = index); probs: scratch [n].
+__global__ void draw_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int64_t n, int sorted,
+                            float temperature, float top_p, float min_p, double u, float* __restrict__ probs,
+                            int32_t* __restrict__ out) {
+  __shared__ double scan_shared[kDrawThreads / 32];
+  __shared__ float max_shared[kDrawThreads / 32];
+  __shared__ unsigned long long cut;
+  const int64_t per = (n + blockDim.x - 1) / blockDim.x;
+  const int64_t begin = min(n, static_cast<int64_t>(threadIdx.x) * per), end = min(n, begin + per);
+  if (threadIdx.x == 0) cut = static_cast<unsigned long long>(n);
+
+  // Softmax numerators and their total.
+  float local_max = -INFINITY;
+  if (!sorted)
+    for (int64_t i = begin; i < end; ++i) local_max = fmaxf(local_max, keys[i]);
+  const double max_l = sorted ? static_cast<double>(keys[0]) : static_cast<double>(block_max(local_max, max_shared));
+  const double inv_t = 1.0 / static_cast<double>(temperature);
+  double local = 0.0;
+  for (int64_t i = begin; i < end; ++i) {
+    const double p = exp((static_cast<double>(keys[i]) - max_l) * inv_t);
+    probs[i] = static_cast<float>(p);
+    local += p;
+  }
+  double total = 0.0;
+  block_exclusive_scan(local, scan_shared, &total);
+
+  // top-p: the first i whose cumulative probs[0..i] / total reaches top_p; the cut is i + 1.
+  if (top_p < 1.0f) {
+    double mine = 0.0;
+    for (int64_t i = begin; i < end; ++i) mine += probs[i] / total;
+    double all = 0.0;
+    const double prefix = block_exclusive_scan(mine, scan_shared, &all);
+    if (begin < end && prefix < top_p && prefix + mine >= top_p) {
+      int64_t found = end;  // rounding: the chunk's sum reached top_p, its running sum not quite
+      double c = prefix;
+      for (int64_t i = begin; i < end; ++i) {
+        c += probs[i] / total;
+        if (c >= top_p) {
+          found = i + 1;
+          break;
+        }
+      }
+      atomicMin(&cut, static_cast<unsigned long long>(found));
+    }
+  }
+  __syncthreads();
+  int64_t keep = static_cast<int64_t>(cut);
+
+  // min-p over sorted candidates: probs[0] is the largest and probs never increases, so the kept ones
+  // are those at or above the threshold, and at least the first.
+  if (min_p > 0.0f) {
+    const float threshold = min_p * probs[0];
+    double count = 0.0;
+    const int64_t from = begin > 1 ? begin : 1, to = end < keep ? end : keep;
+    for (int64_t i = from; i < to; ++i) count += probs[i] >= threshold ? 1.0 : 0.0;
+    double above = 0.0;
+    block_exclusive_scan(count, scan_shared, &above);
+    keep = 1 + static_cast<int64_t>(above);
+  }
+
+  // The draw: the first kept candidate whose running sum exceeds u * kept.
+  __syncthreads();
+  if (threadIdx.x == 0) cut = static_cast<unsigned long long>(keep - 1);  // rounding fallback: the last kept
+  double mine = 0.0;
+  const int64_t stop = end < keep ? end : keep;
+  for (int64_t i = begin; i < stop; ++i) mine += probs[i];
+  double kept = 0.0;
+  const double prefix = block_exclusive_scan(mine, scan_shared, &kept);
+  const double target = u * kept;
+  if (begin < stop && prefix <= target && target < prefix + mine) {
+    int64_t found = stop - 1;
+    double c = prefix;
+    for (int64_t i = begin; i < stop; ++i) {
+      c += probs[i];
+      if (c > target) {
+        found = i;
+        break;
+      }
+    }
+    atomicMin(&cut, static_cast<unsigned long long>(found));
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int64_t pick = static_cast<int64_t>(cut);
+    *out = ids ? ids[pick] : static_cast<int32_t>(pick);
+  }
+}
+
 }  // namespace
 
 }  // namespace cuda
+
+namespace {
+
+// Queues the penalties for one logits row on the context's stream.
+void apply_penalties(CudaContext& c, float* logits, const PenaltyTable& t) {
+  if (t.n <= 0) return;
+  const auto* ids = static_cast<const int32_t*>(
+      c.upload(CudaContext::kPenaltyIds, t.ids, static_cast<size_t>(t.n) * sizeof(int32_t)));
+  const auto* counts = static_cast<const float*>(
+      c.upload(CudaContext::kPenaltyCounts, t.counts, static_cast<size_t>(t.n) * sizeof(float)));
+  cuda::penalty_kernel<<<(t.n + 255) / 256, 256, 0, c.stream>>>(logits, ids, counts, t.n, t.repetition, t.frequency,
+                                                                 t.presence);
+  MCPM_CUDA_LAUNCHED(penalty_kernel);
+}
+
+// Copies the sampled token back (the only device-to-host transfer of a sampling step).
+int32_t read_token(CudaContext& c, const int32_t* token) {
+  int32_t host = 0;
+  MCPM_CUDA_CHECK(cudaMemcpyAsync(&host, token, sizeof(host), cudaMemcpyDeviceToHost, c.stream));
+  MCPM_CUDA_CHECK(cudaStreamSynchronize(c.stream));
+  return host;
+}
+
+}  // namespace
+
+int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t,
+                                  const DrawParams& params, double u) {
+  CudaContext& c = cuda_context(ctx);
+  MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0 && params.temperature > 0.0f);
+  MCPM_CHECK(logits.cols <= INT32_MAX);
+  DeviceGuard guard(device_);
+  float* l = logits.as<float>();
+  const int64_t vocab = logits.cols;
+  apply_penalties(c, l, t);
+
+  const float* keys = l;
+  const int32_t* ids = nullptr;
+  int64_t n = vocab;
+  if (params.truncating()) {
+    // (logit, id) pairs sorted by logit descending; the radix sort is stable, so ties keep id order.
+    const size_t key_bytes = static_cast<size_t>(vocab) * sizeof(float), id_bytes = static_cast<size_t>(vocab) * sizeof(int32_t);
+    auto* ids_in = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsIn, id_bytes));
+    auto* ids_out = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsOut, id_bytes));
+    auto* keys_out = static_cast<float*>(c.scratch(CudaContext::kSortKeysOut, key_bytes));
+    cuda::iota_kernel<<<cuda::grid_for(vocab, 256, 1024), 256, 0, c.stream>>>(ids_in, vocab);
+    MCPM_CUDA_LAUNCHED(iota_kernel);
+    size_t temp_bytes = 0;
+    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, l, keys_out, ids_in, ids_out,
+                                                              static_cast<int>(vocab), 0, 32, c.stream));
+    void* temp = c.scratch(CudaContext::kSortTemp, std::max<size_t>(temp_bytes, 1));
+    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, l, keys_out, ids_in, ids_out,
+                                                              static_cast<int>(vocab), 0, 32, c.stream));
+    keys = keys_out;
+    ids = ids_out;
+    if (params.top_k > 0) n = std::min<int64_t>(params.top_k, vocab);
+  }
+  auto* probs = static_cast<float*>(c.scratch(CudaContext::kProbs, static_cast<size_t>(n) * sizeof(float)));
+  auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
+  cuda::draw_kernel<<<1, cuda::kDrawThreads, 0, c.stream>>>(keys, ids, n, params.truncating() ? 1 : 0,
+                                                            params.temperature, params.top_p, params.min_p, u, probs,
+                                                            token);
+  MCPM_CUDA_LAUNCHED(draw_kernel);
+  return read_token(c, token);
+}
 
 int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t) {
   CudaContext& c = cuda_context(ctx);
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0);
   DeviceGuard guard(device_);
   float* l = logits.as<float>();
-  if (t.n > 0) {
-    const auto* ids = static_cast<const int32_t*>(
-        c.upload(CudaContext::kPenaltyIds, t.ids, static_cast<size_t>(t.n) * sizeof(int32_t)));
-    const auto* counts = static_cast<const float*>(
-        c.upload(CudaContext::kPenaltyCounts, t.counts, static_cast<size_t>(t.n) * sizeof(float)));
-    cuda::penalty_kernel<<<(t.n + 255) / 256, 256, 0, c.stream>>>(l, ids, counts, t.n, t.repetition, t.frequency,
-                                                                   t.presence);
-    MCPM_CUDA_LAUNCHED(penalty_kernel);
-  }
+  apply_penalties(c, l, t);
   auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
   cuda::argmax_kernel<<<1, cuda::kArgmaxThreads, 0, c.stream>>>(l, logits.cols, token);
   MCPM_CUDA_LAUNCHED(argmax_kernel);
-  int32_t host = 0;
-  MCPM_CUDA_CHECK(cudaMemcpyAsync(&host, token, sizeof(host), cudaMemcpyDeviceToHost, c.stream));
-  MCPM_CUDA_CHECK(cudaStreamSynchronize(c.stream));
-  return host;
+  return read_token(c, token);
 }
 
 }  // namespace mcpm
