@@ -308,21 +308,11 @@ TEST(CudaModel, OutOfMemoryIsTypedAndDeviceMemoryReturnsAfterFree) {
 // a session that could reach it, with UNSUPPORTED and a message.
 TEST(CudaModel, SparseModelRunsDenseBelowDenseLenAndIsUnsupportedBeyond) {
   MCPM_SKIP_WITHOUT_CUDA();
-  const TinyModel tm(TinyPreset(8));
-  mcpm_model_config c = tm.ApiConfig();
-  c.sparse_enabled = 1;
-  c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
-  c.sparse_window_size = 32, c.sparse_topk = 2, c.sparse_dense_len = 64, c.sparse_use_nope = 0;
-  mcpm_model_options o{};
-  o.struct_size = sizeof o;
-  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
-  o.backend = MCPM_BACKEND_CUDA;
-  o.device_index = CudaDevice();
-  mcpm_model* raw = nullptr;
-  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
-  ModelPtr m(raw);
-  ASSERT_MCPM_OK(tm.SetAll(m.get()));
-  ASSERT_MCPM_OK(mcpm_model_finalize(m.get()));
+  TinyConfig tc = TinyPreset(8);
+  tc.sparse_dense_len = 64;
+  const TinyModel tm(tc);
+  ModelPtr m = tm.Load(MCPM_BACKEND_CUDA);  // TinyModel takes MCPM_TEST_CUDA_DEVICE as CudaDevice() does
+  ASSERT_TRUE(m);
   SessionPtr short_session = MakeSession(m.get(), 63);
   ASSERT_TRUE(short_session);
   const std::vector<int32_t> prompt = tm.RandomTokens(20, 8);

@@ -557,50 +557,59 @@ TEST_F(PenaltyTest, GenerateAppliesPenaltiesOverPromptAndGeneratedTokens) {
   EXPECT_GT(penalised_changes, 0);
 }
 
-// Greedy generation keeps each step's logits on the backend and samples there (Backend::greedy_sample);
-// with all three penalties it must pick, token by token, what the host sampler picks from the same
-// step's logits (mcpm_session_sample on the decode logits of a second session).
+// Generation samples where the logits are (Backend::greedy_sample / sample_token) with one RNG draw
+// per token, like the host sampler. `n` tokens generated with `p` after `prompt` must equal, token by
+// token, what the host sampler (mcpm_session_sample with the same params and seed) picks from a second
+// session's decode logits. Returns how many of those picks were not the plain argmax.
+int ExpectGenerateMatchesHostSampling(mcpm_model* model, const std::vector<int32_t>& prompt,
+                                      const mcpm_sampling_params& p, int n) {
+  int not_argmax = 0;
+  SessionPtr gen = MakeSession(model);
+  SessionPtr ref = MakeSession(model);
+  if (!gen || !ref) {
+    ADD_FAILURE() << "session creation failed";
+    return 0;
+  }
+  const int32_t len = static_cast<int32_t>(prompt.size());
+  EXPECT_MCPM_OK(mcpm_session_prefill(gen.get(), prompt.data(), len, MCPM_LOGITS_NONE, nullptr, 0));
+  EXPECT_MCPM_OK(mcpm_session_set_sampling(gen.get(), &p));
+  const GenResult r = Generate(gen.get(), n);
+  EXPECT_MCPM_OK(r.status);
+  EXPECT_EQ(r.tokens.size(), static_cast<size_t>(n));
+
+  EXPECT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &p));
+  std::vector<float> logits(kVocab);
+  EXPECT_MCPM_OK(mcpm_session_prefill(ref.get(), prompt.data(), len, MCPM_LOGITS_LAST, logits.data(), logits.size()));
+  for (size_t i = 0; i < r.tokens.size(); ++i) {
+    int32_t expect = -1;
+    EXPECT_MCPM_OK(mcpm_session_sample(ref.get(), logits.data(), kVocab, &expect));
+    if (expect != ArgMax(logits.data(), logits.size())) ++not_argmax;
+    if (r.tokens[i] != expect) {
+      ADD_FAILURE() << "generated token " << i << " is " << r.tokens[i] << ", the host sampler picks " << expect;
+      break;
+    }
+    EXPECT_MCPM_OK(mcpm_session_decode(ref.get(), expect, logits.data(), logits.size()));
+  }
+  return not_argmax;
+}
+
+// Greedy with all three penalties: the penalties must have changed some picks.
 TEST_F(PenaltyTest, BackendGreedySamplingEqualsTheHostSamplerWithEveryPenalty) {
-  const auto prompt = tm_->RandomTokens(7, 21);
   mcpm_sampling_params p = Params();
   p.repetition_penalty = 1.35f;
   p.frequency_penalty = 0.4f;
   p.presence_penalty = 0.25f;
   p.penalty_last_n = 9;
-  SessionPtr gen = SessionWith(prompt);
-  ASSERT_TRUE(gen);
-  ASSERT_MCPM_OK(mcpm_session_set_sampling(gen.get(), &p));
-  const GenResult r = Generate(gen.get(), 24);
-  ASSERT_MCPM_OK(r.status);
-  ASSERT_EQ(r.tokens.size(), 24u);
-
-  SessionPtr ref = MakeSession(model_.get());
-  ASSERT_TRUE(ref);
-  ASSERT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &p));
-  std::vector<float> logits(kVocab);
-  ASSERT_MCPM_OK(mcpm_session_prefill(ref.get(), prompt.data(), static_cast<int32_t>(prompt.size()), MCPM_LOGITS_LAST,
-                                      logits.data(), logits.size()));
-  int penalised_changes = 0;
-  for (size_t i = 0; i < r.tokens.size(); ++i) {
-    int32_t expect = -1;
-    ASSERT_MCPM_OK(mcpm_session_sample(ref.get(), logits.data(), kVocab, &expect));
-    if (expect != ArgMax(logits.data(), logits.size())) ++penalised_changes;
-    ASSERT_EQ(r.tokens[i], expect) << "generated token " << i;
-    ASSERT_MCPM_OK(mcpm_session_decode(ref.get(), expect, logits.data(), logits.size()));
-  }
-  EXPECT_GT(penalised_changes, 0);
+  EXPECT_GT(ExpectGenerateMatchesHostSampling(model_.get(), tm_->RandomTokens(7, 21), p, 24), 0);
 }
 
-// Temperature sampling during generation also runs where the logits are (Backend::sample_token), with
-// one RNG draw per token like the host sampler: for each mix of truncations, generate's tokens equal a
-// manual loop that samples every step's decode logits on the host (mcpm_session_sample) with the same seed.
+// Temperature sampling with every mix of truncations, penalties and a seed.
 TEST_F(PenaltyTest, BackendTemperatureSamplingEqualsTheHostSamplerForTheSameSeed) {
   struct Mix {
     float temperature;
     int32_t top_k;
     float top_p, min_p;
   };
-  const auto prompt = tm_->RandomTokens(5, 41);
   for (const Mix& mix : {Mix{0.9f, 0, 1.0f, 0.0f}, Mix{1.3f, 12, 1.0f, 0.0f}, Mix{0.8f, 0, 0.9f, 0.0f},
                          Mix{1.1f, 0, 1.0f, 0.05f}, Mix{0.7f, 40, 0.8f, 0.02f}}) {
     SCOPED_TRACE("T " + std::to_string(mix.temperature) + " top_k " + std::to_string(mix.top_k) + " top_p " +
@@ -608,25 +617,7 @@ TEST_F(PenaltyTest, BackendTemperatureSamplingEqualsTheHostSamplerForTheSameSeed
     mcpm_sampling_params p = Params();
     p.temperature = mix.temperature, p.top_k = mix.top_k, p.top_p = mix.top_p, p.min_p = mix.min_p;
     p.repetition_penalty = 1.2f, p.presence_penalty = 0.1f, p.seed = 1234;
-    SessionPtr gen = SessionWith(prompt);
-    ASSERT_TRUE(gen);
-    ASSERT_MCPM_OK(mcpm_session_set_sampling(gen.get(), &p));
-    const GenResult r = Generate(gen.get(), 20);
-    ASSERT_MCPM_OK(r.status);
-    ASSERT_EQ(r.tokens.size(), 20u);
-
-    SessionPtr ref = MakeSession(model_.get());
-    ASSERT_TRUE(ref);
-    ASSERT_MCPM_OK(mcpm_session_set_sampling(ref.get(), &p));
-    std::vector<float> logits(kVocab);
-    ASSERT_MCPM_OK(mcpm_session_prefill(ref.get(), prompt.data(), static_cast<int32_t>(prompt.size()),
-                                        MCPM_LOGITS_LAST, logits.data(), logits.size()));
-    for (size_t i = 0; i < r.tokens.size(); ++i) {
-      int32_t expect = -1;
-      ASSERT_MCPM_OK(mcpm_session_sample(ref.get(), logits.data(), kVocab, &expect));
-      ASSERT_EQ(r.tokens[i], expect) << "generated token " << i;
-      ASSERT_MCPM_OK(mcpm_session_decode(ref.get(), expect, logits.data(), logits.size()));
-    }
+    EXPECT_GT(ExpectGenerateMatchesHostSampling(model_.get(), tm_->RandomTokens(5, 41), p, 20), 0);
   }
 }
 

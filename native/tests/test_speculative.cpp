@@ -579,21 +579,11 @@ TEST(Speculative, SampledTokensFollowTheTargetDistribution) {
 TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitch) {
   if (EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CUDA)
     GTEST_SKIP() << "InfLLM v2 sparse attention is not implemented on the CUDA backend yet";
-  const TinyConfig tc = TargetConfig(51);
+  TinyConfig tc = TargetConfig(51);
+  tc.sparse_dense_len = 48;
   TinyModel tm(tc);
-  mcpm_model_config c = tm.ApiConfig();
-  c.sparse_enabled = 1;
-  c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
-  c.sparse_window_size = 32, c.sparse_topk = 2, c.sparse_dense_len = 48, c.sparse_use_nope = 0;
-  mcpm_model_options o{};
-  o.struct_size = sizeof o;
-  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
-  o.backend = PrimaryBackend();
-  mcpm_model* raw = nullptr;
-  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
-  ModelPtr m(raw);
-  ASSERT_MCPM_OK(tm.SetAll(m.get()));
-  ASSERT_MCPM_OK(mcpm_model_finalize(m.get()));
+  ModelPtr m = tm.Load(PrimaryBackend());
+  ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(20, 3);
   const CoveredRun r = RunWithCoveringDraft(m.get(), tc, prompt, 120);
   EXPECT_EQ(r.result.tokens, r.reference.tokens);
@@ -602,23 +592,12 @@ TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitc
 // The KV bytes per token count the draft's layers and InfLLM v2's compressed keys, and a KV memory
 // limit leaves room for the 64 tree rows a draft session adds.
 TEST(Speculative, KvBytesPerTokenCountsTheDraftAndSparseKeys) {
-  const TinyConfig tc = TargetConfig(61);
+  TinyConfig tc = TargetConfig(61);
   TinyModel tm(tc);
-  mcpm_model_config c = tm.ApiConfig();
-  c.sparse_enabled = 1;
-  c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
-  c.sparse_window_size = 32, c.sparse_topk = 2, c.sparse_dense_len = 48, c.sparse_use_nope = 0;
-  mcpm_model_options o{};
-  o.struct_size = sizeof o;
-  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
-  o.backend = MCPM_BACKEND_CPU;
-  mcpm_model* raw = nullptr;
-  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
-  ModelPtr sparse(raw);
-  ASSERT_MCPM_OK(tm.SetAll(sparse.get()));
-  ASSERT_MCPM_OK(mcpm_model_finalize(sparse.get()));
-  ModelPtr dense = tm.Load(MCPM_BACKEND_CPU);
-  ASSERT_TRUE(dense);
+  tc.sparse_dense_len = 48;
+  TinyModel sparse_tm(tc);  // the same seed: the same weights
+  ModelPtr sparse = sparse_tm.Load(MCPM_BACKEND_CPU), dense = tm.Load(MCPM_BACKEND_CPU);
+  ASSERT_TRUE(sparse && dense);
 
   const uint64_t kv_dim = static_cast<uint64_t>(tc.kv_heads) * tc.head_dim;
   const uint64_t kv_rows = 2 * tc.layers * kv_dim * sizeof(float);  // CPU: fp32 K and V

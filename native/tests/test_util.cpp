@@ -293,6 +293,12 @@ mcpm_model_config TinyModel::ApiConfig() const {
   c.scale_depth = cfg_.scale_depth;
   c.dim_model_base = cfg_.dim_model_base;
   c.tie_word_embeddings = cfg_.tied ? 1 : 0;
+  if (cfg_.sparse_dense_len != 0) {
+    c.sparse_enabled = 1;
+    c.sparse_kernel_size = 8, c.sparse_kernel_stride = 4, c.sparse_init_blocks = 1, c.sparse_block_size = 16;
+    c.sparse_window_size = 32, c.sparse_topk = cfg_.sparse_topk, c.sparse_dense_len = cfg_.sparse_dense_len;
+    c.sparse_use_nope = 0;
+  }
   return c;
 }
 

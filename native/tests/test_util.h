@@ -113,6 +113,10 @@ struct TinyConfig {
   // dim_model_base / hidden scales the LM head input; a quarter keeps the logits O(1-10).
   float dim_model_base = 32.0f;
   bool tied = true;
+  // Nonzero: InfLLM v2 sparse attention from this total length (-1: always), with sizes for tiny
+  // contexts (kernel 8 / stride 4, 1 init block, block 16, window 32, top-k sparse_topk).
+  int32_t sparse_dense_len = 0;
+  int32_t sparse_topk = 2;
   mcpm_dtype dtype = MCPM_DTYPE_F32;
   // Give each tensor a different dtype (cycling F32, F16, BF16) instead of `dtype`.
   bool mixed_dtypes = false;
