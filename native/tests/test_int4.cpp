@@ -25,6 +25,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
+#include "backend/cuda/int4_gemv_lane.h"
 #include "common/int4.h"
 
 namespace mcpm {
@@ -543,6 +544,89 @@ TEST(Int4CpuOp, LinearInt4MatchesReference) {
         }
     }
   }
+}
+
+// ---- the CUDA GEMV's lane math, emulated on the CPU ------------------------------------------------------
+
+// The batch-1..8 int4 GEMV of the CUDA backend (int4_gemm.cu) as a CPU emulation built from the very
+// lane functions the kernel calls (backend/cuda/int4_gemv_lane.h): lane l of a warp takes words
+// 4l..4l+3 of each slab of a 64-column chunk, the four lanes that share columns add their partial sums
+// in the kernel's shuffle order (xor 1, then xor 2), and the warps' slab ranges are summed in order.
+// Checks the decode path's Marlin index math in CI, where no GPU runs the kernel itself.
+template <int M>
+void EmulateInt4Gemv(const float* x, int64_t K, int64_t N, const MarlinWeight& w, int64_t slabs_per_warp, float* y) {
+  using namespace mcpm::int4_gemv;
+  const int64_t slabs = K / kSlabRows;
+  for (int64_t i = 0; i < M * N; ++i) y[i] = 0.0f;
+  for (int64_t c = 0; c < N / kChunkColumns; ++c)
+    for (int64_t r0 = 0; r0 < slabs; r0 += slabs_per_warp) {
+      float acc[32][M][kLaneColumns] = {};
+      for (int lane = 0; lane < 32; ++lane)
+        for (int64_t r = r0; r < std::min(slabs, r0 + slabs_per_warp); ++r) {
+          uint32_t words[4];
+          for (int j = 0; j < 4; ++j)
+            words[j] = static_cast<uint32_t>(w.qweight[static_cast<size_t>(r * 2 * N + 128 * c + 4 * lane + j)]);
+          float scale[8];
+          const int64_t g = r * kSlabRows / 128;
+          for (int a = 0; a < 8; ++a)
+            scale[a] = f16_to_f32(w.scales[static_cast<size_t>(g * N + 64 * c +
+                                                                scale_position(lane_column(lane, a), K == 128))]);
+          float xv[M][4];
+          for (int m = 0; m < M; ++m)
+            for (int slot = 0; slot < 4; ++slot) xv[m][slot] = x[m * K + r * kSlabRows + slot_row(lane, slot)];
+          accumulate_slab<M>(words, xv, scale, acc[lane]);
+        }
+      for (int step : {1, 2}) {  // __shfl_xor_sync(…, step): every lane adds its partner's value
+        float next[32][M][kLaneColumns];
+        for (int lane = 0; lane < 32; ++lane)
+          for (int m = 0; m < M; ++m)
+            for (int a = 0; a < kLaneColumns; ++a) next[lane][m][a] = acc[lane][m][a] + acc[lane ^ step][m][a];
+        std::memcpy(acc, next, sizeof acc);
+      }
+      for (int lane = 0; lane < 32; lane += 4)
+        for (int m = 0; m < M; ++m)
+          for (int a = 0; a < kLaneColumns; ++a) y[m * N + 64 * c + lane_column(lane, a)] += acc[lane][m][a];
+    }
+}
+
+TEST(Int4GemvLane, WarpEmulationMatchesReference) {
+  std::mt19937 rng(614);
+  struct Shape {
+    int64_t K, N;
+  };
+  for (const Shape sh : {Shape{128, 64}, Shape{128, 192}, Shape{384, 128}, Shape{1024, 256}})
+    for (int64_t spw : {1, 3, 8}) {
+      const std::vector<float> w = randn(rng, static_cast<size_t>(sh.N * sh.K), 0.05f);
+      const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
+      const MarlinWeight mw = pack_marlin(qw);
+      const std::vector<float> deq = dequantize(qw);  // [K][N]
+      auto check = [&](int64_t M, const std::vector<float>& x, const std::vector<float>& got) {
+        std::vector<float> want(static_cast<size_t>(M * sh.N));
+        gemm_dequant(x.data(), M, mw, want.data());
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < sh.N; ++n) {
+            double mag = 0;
+            for (int64_t k = 0; k < sh.K; ++k)
+              mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * sh.K + k)]) *
+                               deq[static_cast<size_t>(k * sh.N + n)]);
+            const size_t i = static_cast<size_t>(m * sh.N + n);
+            ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), 1e-5 * mag + 1e-30)
+                << "K=" << sh.K << " N=" << sh.N << " M=" << M << " slabs/warp=" << spw << " m=" << m << " n=" << n;
+          }
+      };
+      {
+        const std::vector<float> x = randn(rng, static_cast<size_t>(sh.K));
+        std::vector<float> got(static_cast<size_t>(sh.N));
+        EmulateInt4Gemv<1>(x.data(), sh.K, sh.N, mw, spw, got.data());
+        check(1, x, got);
+      }
+      {
+        const std::vector<float> x = randn(rng, static_cast<size_t>(3 * sh.K));
+        std::vector<float> got(static_cast<size_t>(3 * sh.N));
+        EmulateInt4Gemv<3>(x.data(), sh.K, sh.N, mw, spw, got.data());
+        check(3, x, got);
+      }
+    }
 }
 
 // ---- validation --------------------------------------------------------------------------------------

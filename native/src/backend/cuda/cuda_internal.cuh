@@ -243,6 +243,9 @@ class CudaBackend final : public Backend {
   static constexpr int64_t kGemvMaxRows = 8;
 
  private:
+  // linear_int4 for 1..8 tokens (int4_gemm.cu).
+  void linear_int4_gemv(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                        const Tensor& scales);
   // Shared body of attention() and tree_attention() (masks == nullptr: causal).
   void attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
               const AttentionShape& shape, int64_t start, const uint64_t* masks);

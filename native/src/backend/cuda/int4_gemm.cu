@@ -1,5 +1,6 @@
-// W4A16 int4 linear layers of the CUDA backend (Backend::linear_int4), a correct dequantising kernel
-// on CUDA cores; the tensor-core Marlin kernel is a later task.
+// W4A16 int4 linear layers of the CUDA backend (Backend::linear_int4) on CUDA cores: a GEMV for 1..8
+// tokens (decode, short verification) that streams the packed weights at full width, and a tiled
+// dequantising kernel for more tokens. The tensor-core Marlin kernel (mma.sync) is a later task.
 //
 //   out[t, n] = sum_k x[t, k] * What[k][n],   What[k][n] = (q[k][n] - 8) * s[k/128][n]   (exact in fp32)
 //
@@ -11,15 +12,22 @@
 //   scales  fp16 [K/128][N], permuted per row: K > 128: column 64c + nl sits at 64c + 8(nl % 8) + nl / 8;
 //           K == 128 (one group): column 32h + l sits at 32h + 8((l % 8) / 2) + 2(l / 8) + l % 2.
 //
-// Block = 256 threads for one 64-column chunk (grid.x), one tile of up to 32 tokens (grid.y) and one
-// range of slabs (grid.z, a K split that keeps the GPU busy when N and n are small). Per slab the
-// block decodes the chunk's 1024 nibbles into a shared fp32 tile [16][64] with the scales applied,
-// stages the 32 x 16 inputs, and every thread accumulates 8 outputs (one column, 8 tokens) in
-// ascending k, like the CPU reference. K-split partial sums go to scratch and are added in split
-// order by a second kernel, so results are deterministic (no atomics).
+// GEMV (n_tok <= 8): lane l of a warp loads words 4l..4l+3 of a slab's chunk (one 16-byte load, the
+// warp 512 contiguous bytes) and those are 32 weights of 8 columns (int4_gemv_lane.h, whose lane math
+// a CPU test emulates). A block of 8 warps owns one chunk and 8 consecutive ranges of slabs; the four
+// lanes sharing columns add their sums by shuffles, the warps in order through shared memory, and
+// K ranges of several blocks (grid.y) in order by the reduce kernel: deterministic, no atomics.
+//
+// Tiled (n_tok > 8): block = 256 threads for one 64-column chunk (grid.x), one tile of up to 32
+// tokens (grid.y) and one range of slabs (grid.z, a K split that keeps the GPU busy when N and n are
+// small). Per slab the block decodes the chunk's 1024 nibbles into a shared fp32 tile [16][64] with the
+// scales applied, stages the 32 x 16 inputs, and every thread accumulates 8 outputs (one column, 8
+// tokens) in ascending k, like the CPU reference. K-split partial sums go to scratch and are added in
+// split order by a second kernel.
 #include <algorithm>
 
 #include "backend/cuda/cuda_internal.cuh"
+#include "backend/cuda/int4_gemv_lane.h"
 
 namespace mcpm {
 
@@ -106,6 +114,81 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+constexpr int kGemvWarps = 8;
+constexpr int kGemvMaxTokens = 8;
+
+// The batch-1..8 GEMV (file comment). out: [n_tok][N], or with gridDim.y > 1 the partial sums
+// [blockIdx.y][n_tok][N]. Warp w of block (c, y) takes slabs [(y * kGemvWarps + w) * spw, + spw).
+template <int M>
+__global__ void __launch_bounds__(kGemvWarps * kWarp)
+    int4_gemv_kernel(const float* __restrict__ x, const int32_t* __restrict__ qweight,
+                     const __half* __restrict__ scales, float* __restrict__ out, int64_t N, int64_t K,
+                     int64_t slabs_per_warp) {
+  using namespace int4_gemv;
+  __shared__ float sums[kGemvWarps][M][kChunkColumns];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  const int64_t c = blockIdx.x;
+  const int64_t slabs = K / kSlabRows;
+  const int64_t r0 = (static_cast<int64_t>(blockIdx.y) * kGemvWarps + warp) * slabs_per_warp;
+  const int64_t r1 = r0 + slabs_per_warp < slabs ? r0 + slabs_per_warp : slabs;
+  const bool single_group = K == 128;
+  const int row0 = slot_row(lane, 0);  // the lane's inputs: rows row0, row0 + 1, row0 + 8, row0 + 9
+
+  float acc[M][kLaneColumns];
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int a = 0; a < kLaneColumns; ++a) acc[m][a] = 0.0f;
+  float scale[kLaneColumns];
+  int64_t group = -1;
+  const uint4* words_at = reinterpret_cast<const uint4*>(qweight + 128 * c) + lane;  // + r * (2N / 4) for slab r
+  const int64_t row_stride = 2 * N / 4;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint4 v = __ldg(words_at + r * row_stride);
+    const int64_t g = r * kSlabRows / 128;
+    if (g != group) {
+      group = g;
+#pragma unroll
+      for (int a = 0; a < kLaneColumns; ++a)
+        scale[a] = __half2float(scales[g * N + kChunkColumns * c + scale_position(lane_column(lane, a), single_group)]);
+    }
+    float xv[M][4];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float* xr = x + m * K + r * kSlabRows + row0;
+      const float2 lo = __ldg(reinterpret_cast<const float2*>(xr));
+      const float2 hi = __ldg(reinterpret_cast<const float2*>(xr + 8));
+      xv[m][0] = lo.x, xv[m][1] = lo.y, xv[m][2] = hi.x, xv[m][3] = hi.y;
+    }
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+    accumulate_slab<M>(words, xv, scale, acc);
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int a = 0; a < kLaneColumns; ++a) {
+      float s = acc[m][a];
+      s += __shfl_xor_sync(0xffffffffu, s, 1);
+      s += __shfl_xor_sync(0xffffffffu, s, 2);
+      if (lane % 4 == 0) sums[warp][m][lane_column(lane, a)] = s;
+    }
+  __syncthreads();
+  for (int e = threadIdx.x; e < M * kChunkColumns; e += blockDim.x) {
+    const int m = e / kChunkColumns, col = e % kChunkColumns;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kGemvWarps; ++w) s += sums[w][m][col];
+    out[(static_cast<int64_t>(blockIdx.y) * M + m) * N + kChunkColumns * c + col] = s;
+  }
+}
+
+template <int M>
+void launch_int4_gemv(dim3 grid, cudaStream_t stream, const float* x, const int32_t* qweight, const __half* scales,
+                      float* out, int64_t N, int64_t K, int64_t slabs_per_warp) {
+  int4_gemv_kernel<M><<<grid, kGemvWarps * kWarp, 0, stream>>>(x, qweight, scales, out, N, K, slabs_per_warp);
+  MCPM_CUDA_LAUNCHED(int4_gemv_kernel);
+}
+
 // out[i] = sum_z partial[z][i] in split order, i < count.
 __global__ void int4_reduce_kernel(const float* __restrict__ partial, float* __restrict__ out, int splits,
                                    int64_t count) {
@@ -132,6 +215,10 @@ void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor&
   if (n == 0) return;
   MCPM_CHECK(n <= 65535LL * cuda::kTokTile);
   DeviceGuard guard(device_);
+  if (n <= cuda::kGemvMaxTokens) {
+    linear_int4_gemv(c, out, x, qweight, scales);
+    return;
+  }
   const int64_t chunks = N / cuda::kChunk, tok_tiles = (n + cuda::kTokTile - 1) / cuda::kTokTile;
   const int64_t slabs = K / cuda::kSlab;
   // Split K so that about two blocks per multiprocessor run, keeping at least 8 slabs (128 k) each.
@@ -153,6 +240,43 @@ void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor&
     const int64_t count = n * N;
     cuda::int4_reduce_kernel<<<cuda::grid_for(count, cuda::kThreads, 8192), cuda::kThreads, 0, c.stream>>>(
         partial, out.as<float>(), static_cast<int>(splits), count);
+    MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
+  }
+}
+
+// Decode-sized calls: enough warps in flight to saturate memory (about 16 per multiprocessor), at
+// least 2 slabs (32 k) per warp, blocks of 8 warps over one chunk, partial sums per block row (grid.y).
+void CudaBackend::linear_int4_gemv(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                                   const Tensor& scales) {
+  const int64_t n = x.rows, K = x.cols, N = out.cols;
+  const int64_t chunks = N / cuda::kChunk, slabs = K / cuda::kSlab;
+  const int64_t want_warps = 16LL * multiprocessors_;
+  const int64_t warps_per_chunk = std::max<int64_t>(1, std::min<int64_t>(slabs, (want_warps + chunks - 1) / chunks));
+  int64_t per_warp = std::max<int64_t>(2, (slabs + warps_per_chunk - 1) / warps_per_chunk);
+  const int64_t warps = (slabs + per_warp - 1) / per_warp;
+  const int64_t rows = (warps + cuda::kGemvWarps - 1) / cuda::kGemvWarps;
+  MCPM_CHECK(chunks <= INT32_MAX && rows <= 65535);
+  float* dst = out.as<float>();
+  if (rows > 1)
+    dst = static_cast<float*>(c.scratch(CudaContext::kInt4Partial, static_cast<size_t>(rows * n * N) * sizeof(float)));
+  const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(rows));
+  const float* xp = x.as<const float>();
+  const int32_t* qp = qweight.as<const int32_t>();
+  const auto* sp = static_cast<const __half*>(scales.data);
+  switch (n) {
+    case 1: cuda::launch_int4_gemv<1>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 2: cuda::launch_int4_gemv<2>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 3: cuda::launch_int4_gemv<3>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 4: cuda::launch_int4_gemv<4>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 5: cuda::launch_int4_gemv<5>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 6: cuda::launch_int4_gemv<6>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    case 7: cuda::launch_int4_gemv<7>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+    default: cuda::launch_int4_gemv<8>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
+  }
+  if (rows > 1) {
+    const int64_t count = n * N;
+    cuda::int4_reduce_kernel<<<cuda::grid_for(count, cuda::kThreads, 8192), cuda::kThreads, 0, c.stream>>>(
+        dst, out.as<float>(), static_cast<int>(rows), count);
     MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
   }
 }
