@@ -61,7 +61,7 @@ cuda_tier() {
   if ! cmake -S native -B "$dir" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=ON \
       -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80}" "${host[@]}" \
       -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=ON >/dev/null ||
-     ! cmake --build "$dir" -j "$JOBS" --target minicpm4 test_cuda_ops test_cuda_model mcpm_bench; then
+     ! cmake --build "$dir" -j "$JOBS" --target minicpm4 test_cuda_ops test_cuda_model mcpm_bench mcpm_op_bench; then
     echo "CUDA build failed"
     FAILED=$((FAILED + 1))
     return 0

@@ -4,7 +4,7 @@
 # and the script ends with one summary table in which anything that did not run says so and why.
 #
 #   scripts/gpu-check.sh            everything below
-#   QUICK=1 scripts/gpu-check.sh    skip the 8B benchmark
+#   QUICK=1 scripts/gpu-check.sh    skip the 8B benchmarks
 #
 # Steps:
 #   build     native library, tests and mcpm_bench with the CUDA backend for the GPUs present
@@ -13,7 +13,9 @@
 #             a missing device fails instead of skipping
 #   suite     the whole native test suite with MCPM_TEST_BACKEND=cuda (every ABI test on CUDA)
 #   bandwidth device-to-device copy bandwidth measured with PyTorch (the decode roofline)
-#   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16)
+#   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 8B
+#             also with --int4)
+#   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
 #             -p:PublishSingleFile=true -p:PublishTrimmed=true -o artifacts/minicpm4-linux-x64):
@@ -189,8 +191,32 @@ EOF
 bench_row bench-0.5b --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
 if [ "${QUICK:-0}" = 1 ]; then
   row bench-8b "NOT RUN" "QUICK=1"
+  row bench-8b-int4 "NOT RUN" "QUICK=1"
 else
   bench_row bench-8b --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
+  bench_row bench-8b-int4 --preset minicpm4-8b --int4 --prompt-tokens 512 --gen-tokens 64
+fi
+
+# ---- the 8B linear layers one at a time: bf16 vs int4 (issue #5's M = 1 floor and speed-up) --------------------
+ops_log="$OUT/op-bench.log"
+if timeout 600 "$DIR/bench/mcpm_op_bench" --backend cuda --json --m 1,4,16,64,1024 ${BW:+--bandwidth "$BW"} >"$ops_log" 2>&1; then
+  if [ -n "$PY" ]; then
+    ops=$("$PY" - "$ops_log" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+m1 = [r for r in rows if r["M"] == 1]
+worst = min(m1, key=lambda r: r["int4_floor_fraction"])
+slow = min(m1, key=lambda r: r["speedup"])
+print(f"M=1: int4 at {100*worst['int4_floor_fraction']:.0f}% of the floor at worst ({worst['shape']}), "
+      f"{slow['speedup']:.2f}x bf16 at worst ({slow['shape']}); all rows in op-bench.log")
+EOF
+)
+    row op-bench INFO "$ops"
+  else
+    row op-bench INFO "see $ops_log"
+  fi
+else
+  row op-bench FAIL "mcpm_op_bench failed: $(tail -2 "$ops_log" | tr '\n' ' ' | cut -c1-200)"
 fi
 
 # ---- end to end with the published CLI ----------------------------------------------------------------------

@@ -328,6 +328,42 @@ std::vector<CudaDeviceInfo> cuda_devices() {
   return out;
 }
 
+double cuda_copy_bandwidth_gbs(int32_t device_index) {
+  DeviceGuard guard(device_index);
+  const size_t bytes = size_t{1} << 30;
+  void* a = nullptr;
+  void* b = nullptr;
+  MCPM_CUDA_CHECK(cudaMalloc(&a, bytes));
+  double best = 0.0;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  try {
+    MCPM_CUDA_CHECK(cudaMalloc(&b, bytes));
+    MCPM_CUDA_CHECK(cudaEventCreate(&start));
+    MCPM_CUDA_CHECK(cudaEventCreate(&stop));
+    MCPM_CUDA_CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));  // warm-up
+    for (int i = 0; i < 5; ++i) {
+      MCPM_CUDA_CHECK(cudaEventRecord(start));
+      MCPM_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
+      MCPM_CUDA_CHECK(cudaEventRecord(stop));
+      MCPM_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0.0f;
+      MCPM_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      best = std::max(best, 2.0 * static_cast<double>(bytes) / (static_cast<double>(ms) * 1e-3) / 1e9);
+    }
+  } catch (...) {
+    if (start) (void)cudaEventDestroy(start);
+    if (stop) (void)cudaEventDestroy(stop);
+    (void)cudaFree(b);
+    (void)cudaFree(a);
+    throw;
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  (void)cudaFree(b);
+  (void)cudaFree(a);
+  return best;
+}
+
 void cuda_memory_info(int32_t device_index, uint64_t* free_bytes, uint64_t* total_bytes) {
   DeviceGuard guard(device_index);
   size_t f = 0, t = 0;

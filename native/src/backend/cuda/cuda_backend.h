@@ -39,6 +39,10 @@ struct CudaDeviceInfo {
 // context (to read free memory and check for code). Never throws.
 std::vector<CudaDeviceInfo> cuda_devices();
 
+// Device-to-device copy bandwidth of `device_index` in GB/s, (read + write bytes) / s of a 1 GiB
+// cudaMemcpy, the best of 5 (the convention of the benchmarks' bandwidth floors). Throws on a CUDA error.
+double cuda_copy_bandwidth_gbs(int32_t device_index);
+
 // Free and total bytes of device memory on `device_index` (cudaMemGetInfo); throws on a CUDA error.
 void cuda_memory_info(int32_t device_index, uint64_t* free_bytes, uint64_t* total_bytes);
 
