@@ -284,6 +284,21 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
   const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
   const int64_t chunks = N / 64, slabs = K / int4::kTile, slabs_per_group = int4::kGroupSize / int4::kTile;
+  if (k_.int4_gemv != nullptr && n <= kInt4GemvMaxTokens) {
+    // Few tokens: straight from the packed words, with the chunk's scales unpermuted to fp32 first.
+    const int64_t groups = K / int4::kGroupSize;
+    c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
+      float* scale = c.scratch(thread, static_cast<size_t>(64 * groups));
+      for (int64_t chunk = b; chunk < e; ++chunk) {
+        for (int64_t g = 0; g < groups; ++g) {
+          const uint16_t* srow = S + g * N + 64 * chunk;
+          for (int nl = 0; nl < 64; ++nl) scale[64 * g + nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
+        }
+        k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X, K, n, Y + 64 * chunk, N);
+      }
+    });
+    return;
+  }
   c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
     float* tile = c.scratch(thread, static_cast<size_t>(1024 + 64 + 64 * n));
     float* scale = tile + 1024;

@@ -214,9 +214,87 @@ void tile_accumulate(const float* x, const float* tile, float* acc) {
   for (int i = 0; i < 8; ++i) _mm256_storeu_ps(acc + 8 * i, a[i]);
 }
 
+// The int4 GEMV without a tile. Eight consecutive words 8v..8v+7 of a slab's chunk are lanes
+// 2v, 2v+1 (j = 0..3 each) of the Marlin layout: element e holds, per nibble p, row
+// [2t, 2t+1, 2t+8, 2t+9][o % 4] with t = 2(v % 2) + e / 4 and column 16(e % 4) + 8(o / 4) + v / 2.
+// So one vector of words decodes, nibble by nibble, into weights that meet a fixed input vector
+// (two broadcasts: the rows of the two t) and land in accumulator (v, o / 4), element e of which is a
+// partial sum of column 16(e % 4) + 8(o / 4) + v / 2. The weight (q - 8) * s is formed exactly as
+// q * s - 8s with one FMA; the four partial sums of a column are added at the end.
+template <int M>
+void int4_gemv_m(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
+                 int64_t ldx, float* y, int64_t ldy) {
+  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  alignas(32) float acc[M][16][2][8] = {};
+  alignas(32) float sv[16][2][8], s8v[16][2][8];  // per group: the scales of accumulator (v, h), and 8x
+  alignas(32) float xv[M][2][8][8];                // per slab: the input vector of (v % 2, p)
+  const __m256i mask = _mm256_set1_epi32(15);
+  const int64_t slabs = K / 16;
+  for (int64_t r = 0; r < slabs; ++r) {
+    if (r % 8 == 0) {
+      const float* s = scale + (r / 8) * 64;
+      for (int v = 0; v < 16; ++v)
+        for (int h = 0; h < 2; ++h)
+          for (int e = 0; e < 8; ++e) {
+            sv[v][h][e] = s[16 * (e % 4) + 8 * h + v / 2];
+            s8v[v][h][e] = 8.0f * sv[v][h][e];
+          }
+    }
+    for (int m = 0; m < M; ++m) {
+      const float* xs = x + m * ldx + 16 * r;
+      for (int vt = 0; vt < 2; ++vt)
+        for (int p = 0; p < 8; ++p) {
+          const int slot = kInterleave[p] % 4;
+          const int row0 = 2 * (2 * vt) + slot % 2 + 8 * (slot / 2), row1 = row0 + 2;  // t = 2vt and 2vt + 1
+          _mm256_store_ps(xv[m][vt][p], _mm256_set_m128(_mm_set1_ps(xs[row1]), _mm_set1_ps(xs[row0])));
+        }
+    }
+    const int32_t* wr = words + r * row_words;
+    for (int v = 0; v < 16; ++v) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 8 * v));
+      const __m256 s0 = _mm256_load_ps(sv[v][0]), s1 = _mm256_load_ps(sv[v][1]);
+      const __m256 e0 = _mm256_load_ps(s8v[v][0]), e1 = _mm256_load_ps(s8v[v][1]);
+      __m256 a[M][2];
+      for (int m = 0; m < M; ++m) {
+        a[m][0] = _mm256_load_ps(acc[m][v][0]);
+        a[m][1] = _mm256_load_ps(acc[m][v][1]);
+      }
+#pragma GCC unroll 8
+      for (int p = 0; p < 8; ++p) {
+        const int h = kInterleave[p] / 4;
+        const __m256 qf = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(q, _mm_cvtsi32_si128(4 * p)), mask));
+        const __m256 w = h == 0 ? _mm256_fmsub_ps(qf, s0, e0) : _mm256_fmsub_ps(qf, s1, e1);
+        for (int m = 0; m < M; ++m) a[m][h] = _mm256_fmadd_ps(_mm256_load_ps(xv[m][v % 2][p]), w, a[m][h]);
+      }
+      for (int m = 0; m < M; ++m) {
+        _mm256_store_ps(acc[m][v][0], a[m][0]);
+        _mm256_store_ps(acc[m][v][1], a[m][1]);
+      }
+    }
+  }
+  // Column 16j + 8h + c = elements j and 4 + j of accumulators (2c, h) and (2c + 1, h).
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h)
+        for (int c = 0; c < 8; ++c)
+          y[m * ldy + 16 * j + 8 * h + c] = (acc[m][2 * c][h][j] + acc[m][2 * c][h][4 + j]) +
+                                             (acc[m][2 * c + 1][h][j] + acc[m][2 * c + 1][h][4 + j]);
+}
+
+void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
+               int64_t M, float* y, int64_t ldy) {
+  switch (M) {
+    case 1: int4_gemv_m<1>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    case 2: int4_gemv_m<2>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    case 3: int4_gemv_m<3>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    default: int4_gemv_m<4>(words, row_words, K, scale, x, ldx, y, ldy); break;
+  }
+}
+
 }  // namespace
 
 const CpuKernels kAvx2Kernels = {"avx2",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate};
+                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate,
+                                 int4_gemv};
 
 }  // namespace mcpm

@@ -202,6 +202,6 @@ void tile_accumulate(const float* x, const float* tile, float* acc) {
 }  // namespace
 
 const CpuKernels kNeonKernels = {"neon",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate};
+                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate, nullptr};
 
 }  // namespace mcpm
