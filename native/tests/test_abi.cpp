@@ -112,8 +112,9 @@ TEST(AbiInfo, CudaDeviceListing) {
     EXPECT_NE(listed.second.find("not compiled"), std::string::npos) << listed.second;
   }
   const char* require = std::getenv("MCPM_REQUIRE_CUDA");
-  if (require != nullptr && std::string(require) == "1")
+  if (require != nullptr && std::string(require) == "1") {
     ASSERT_EQ(listed.first, MCPM_OK) << "MCPM_REQUIRE_CUDA=1 but no CUDA device is listed: " << listed.second;
+  }
   if (listed.first != MCPM_OK) {
     EXPECT_EQ(listed.first, MCPM_ERR_BACKEND_UNAVAILABLE) << listed.second;
     EXPECT_EQ(listed.second.rfind("CUDA unavailable: ", 0), 0u) << listed.second;
@@ -131,7 +132,9 @@ TEST(AbiInfo, CudaDeviceListing) {
     EXPECT_GT(info.total_memory_bytes, 0u);
     EXPECT_LE(info.free_memory_bytes, info.total_memory_bytes);
     EXPECT_EQ(info.usable != 0, info.problem[0] == '\0') << info.problem;
-    if (info.compute_capability < 80) EXPECT_EQ(info.usable, 0);
+    if (info.compute_capability < 80) {
+      EXPECT_EQ(info.usable, 0);
+    }
   }
   EXPECT_FAILS_NAMING(MCPM_ERR_INVALID_ARGUMENT, "out of range", mcpm_cuda_device_get_info(count, &info));
   EXPECT_FAILS_NAMING(MCPM_ERR_INVALID_ARGUMENT, "out of range", mcpm_cuda_device_get_info(-1, &info));

@@ -199,9 +199,75 @@ void tile_accumulate(const float* x, const float* tile, float* acc) {
   for (int i = 0; i < 16; ++i) vst1q_f32(acc + 4 * i, a[i]);
 }
 
+// The int4 GEMV without a tile (see the AVX2 version). Four consecutive words 4u..4u+3 are Marlin
+// lane u (j = 0..3): per nibble p every element has the same row, [2t, 2t+1, 2t+8, 2t+9][o % 4]
+// with t = u % 4, so the input is one scalar, and element j lands in column 16j + 8(o / 4) + u / 4:
+// accumulator (u, o / 4). A column's four partial sums (t = 0..3) are added at the end.
+template <int M>
+void int4_gemv_m(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
+                 int64_t ldx, float* y, int64_t ldy) {
+  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  float acc[M][32][2][4] = {};
+  float sv[32][2][4], s8v[32][2][4];  // per group: the scales of accumulator (u, h), and 8x
+  const uint32x4_t mask = vdupq_n_u32(15);
+  const int64_t slabs = K / 16;
+  for (int64_t r = 0; r < slabs; ++r) {
+    if (r % 8 == 0) {
+      const float* s = scale + (r / 8) * 64;
+      for (int u = 0; u < 32; ++u)
+        for (int h = 0; h < 2; ++h)
+          for (int j = 0; j < 4; ++j) {
+            sv[u][h][j] = s[16 * j + 8 * h + u / 4];
+            s8v[u][h][j] = 8.0f * sv[u][h][j];
+          }
+    }
+    const int32_t* wr = words + r * row_words;
+    for (int u = 0; u < 32; ++u) {
+      const uint32x4_t q = vld1q_u32(reinterpret_cast<const uint32_t*>(wr + 4 * u));
+      const float32x4_t s0 = vld1q_f32(sv[u][0]), s1 = vld1q_f32(sv[u][1]);
+      const float32x4_t e0 = vld1q_f32(s8v[u][0]), e1 = vld1q_f32(s8v[u][1]);
+      const int t = u % 4;
+      float32x4_t a[M][2];
+      for (int m = 0; m < M; ++m) {
+        a[m][0] = vld1q_f32(acc[m][u][0]);
+        a[m][1] = vld1q_f32(acc[m][u][1]);
+      }
+      for (int p = 0; p < 8; ++p) {
+        const int o = kInterleave[p], h = o / 4, slot = o % 4;
+        const int row = 2 * t + slot % 2 + 8 * (slot / 2);
+        const float32x4_t qf = vcvtq_f32_u32(vandq_u32(vshlq_u32(q, vdupq_n_s32(-4 * p)), mask));
+        // (q - 8) * s = q * s - 8s, exact in fp32.
+        const float32x4_t w = h == 0 ? vsubq_f32(vmulq_f32(qf, s0), e0) : vsubq_f32(vmulq_f32(qf, s1), e1);
+        for (int m = 0; m < M; ++m) a[m][h] = vfmaq_n_f32(a[m][h], w, x[m * ldx + 16 * r + row]);
+      }
+      for (int m = 0; m < M; ++m) {
+        vst1q_f32(acc[m][u][0], a[m][0]);
+        vst1q_f32(acc[m][u][1], a[m][1]);
+      }
+    }
+  }
+  // Column 16j + 8h + c = element j of accumulators (4c + t, h), t = 0..3.
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h)
+        for (int c = 0; c < 8; ++c)
+          y[m * ldy + 16 * j + 8 * h + c] = (acc[m][4 * c][h][j] + acc[m][4 * c + 1][h][j]) +
+                                             (acc[m][4 * c + 2][h][j] + acc[m][4 * c + 3][h][j]);
+}
+
+void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
+               int64_t M, float* y, int64_t ldy) {
+  switch (M) {
+    case 1: int4_gemv_m<1>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    case 2: int4_gemv_m<2>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    case 3: int4_gemv_m<3>(words, row_words, K, scale, x, ldx, y, ldy); break;
+    default: int4_gemv_m<4>(words, row_words, K, scale, x, ldx, y, ldy); break;
+  }
+}
+
 }  // namespace
 
 const CpuKernels kNeonKernels = {"neon",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate, nullptr};
+                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate, int4_gemv};
 
 }  // namespace mcpm

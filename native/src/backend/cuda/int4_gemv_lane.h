@@ -15,9 +15,11 @@
 
 #if defined(__CUDACC__)
 #define MCPM_HD __host__ __device__ __forceinline__
+#define MCPM_UNROLL _Pragma("unroll")
 #else
 #include <cmath>
 #define MCPM_HD inline
+#define MCPM_UNROLL
 #endif
 
 namespace mcpm {
@@ -63,13 +65,13 @@ MCPM_HD float fused_multiply_add(float a, float b, float c) {
 template <int M>
 MCPM_HD void accumulate_slab(const uint32_t (&words)[4], const float (&xv)[M][4], const float (&scale)[8],
                              float (&acc)[M][kLaneColumns]) {
-#pragma unroll
+MCPM_UNROLL
   for (int j = 0; j < 4; ++j) {
-#pragma unroll
+MCPM_UNROLL
     for (int p = 0; p < 8; ++p) {
       const int a = nibble_accumulator(j, p), slot = input_slot(p);
       const float w = static_cast<float>(static_cast<int>((words[j] >> (4 * p)) & 15u) - 8) * scale[a];
-#pragma unroll
+MCPM_UNROLL
       for (int m = 0; m < M; ++m) acc[m][a] = fused_multiply_add(xv[m][slot], w, acc[m][a]);
     }
   }
