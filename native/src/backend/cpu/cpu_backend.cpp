@@ -284,8 +284,10 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
   const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
   const int64_t chunks = N / 64, slabs = K / int4::kTile, slabs_per_group = int4::kGroupSize / int4::kTile;
-  if (k_.int4_gemv != nullptr && n <= kInt4GemvMaxTokens) {
-    // Few tokens: straight from the packed words, with the chunk's scales unpermuted to fp32 first.
+  if (k_.int4_gemv != nullptr) {
+    // Straight from the packed words, 4 tokens at a time (each block decodes the words again, still
+    // cheaper than decoding a tile once and reading it back per token), with the chunk's scales
+    // unpermuted to fp32 first.
     const int64_t groups = K / int4::kGroupSize;
     c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
       float* scale = c.scratch(thread, static_cast<size_t>(64 * groups));
@@ -294,7 +296,9 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
           const uint16_t* srow = S + g * N + 64 * chunk;
           for (int nl = 0; nl < 64; ++nl) scale[64 * g + nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
         }
-        k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X, K, n, Y + 64 * chunk, N);
+        for (int64_t t = 0; t < n; t += kInt4GemvMaxTokens)
+          k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X + t * K, K, std::min(kInt4GemvMaxTokens, n - t),
+                       Y + t * N + 64 * chunk, N);
       }
     });
     return;

@@ -35,10 +35,10 @@ struct CpuKernels {
   void (*int4_tile)(const int32_t* words, const float* scale, float* tile);
   // acc[0:64] += x[k] * tile[k][0:64] for k = 0..15 in ascending order.
   void (*tile_accumulate)(const float* x, const float* tile, float* acc);
-  // W4A16 GEMV of one 64-column chunk for 1 <= M <= kInt4GemvMaxTokens tokens, straight from the
-  // packed words (no tile): y[m*ldy + n] = sum_k x[m*ldx + k] * (q[k][n] - 8) * scale[k/128][n] for
+  // W4A16 GEMV of one 64-column chunk for 1 <= M <= kInt4GemvMaxTokens tokens (the backend calls it
+  // per block of tokens), straight from the packed words (no tile): y[m*ldy + n] = sum_k x[m*ldx + k] * (q[k][n] - 8) * scale[k/128][n] for
   // n < 64. Slab r's 128 words start at words + r * row_words; scale is fp32 [K/128][64] in column
-  // order. nullptr: the ISA has none (int4_tile + tile_accumulate serve every M).
+  // order. nullptr: the ISA has none (int4_tile + tile_accumulate serve every M instead).
   void (*int4_gemv)(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
                     int64_t ldx, int64_t M, float* y, int64_t ldy);
 };
