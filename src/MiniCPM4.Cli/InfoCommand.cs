@@ -59,14 +59,14 @@ internal static class InfoCommand
         return Task.CompletedTask;
     }
 
-    /// <summary>The longest context that fits 24 GB and 64 GB devices (bf16 KV cache, as on the CUDA backend), with the
+    /// <summary>The longest context that fits 8 GB, 24 GB and 64 GB devices (bf16 KV cache, as on the CUDA backend), with the
     /// weights as stored and, for a dense checkpoint that can be quantized, with --quantize int4.</summary>
     private static IEnumerable<string> ContextFit(Checkpoint checkpoint)
     {
         var c = checkpoint.Config;
         var weights = new List<(string Label, long Bytes)> { ("weights as stored", checkpoint.TotalBytes) };
         if (checkpoint.Quantization is null && Int4Bytes(checkpoint) is long int4) weights.Add(("--quantize int4", int4));
-        var budgets = new[] { ("24 GB (RTX 4090)", 24_000_000_000L), ("64 GB (Jetson AGX Orin)", 64_000_000_000L) };
+        var budgets = new[] { ("8 GB (Jetson Orin NX)", 8_000_000_000L), ("24 GB (RTX 4090)", 24_000_000_000L), ("64 GB (Jetson AGX Orin)", 64_000_000_000L) };
         bool first = true;
         foreach (var (label, bytes) in weights)
         {

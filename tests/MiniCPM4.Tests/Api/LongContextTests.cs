@@ -105,6 +105,14 @@ public class LongContextTests
         Assert.That(ContextBudget.LongestContext(c, 4_500_000_000L, 80_000_000_000L), Is.GreaterThanOrEqualTo(128 * 1024),
             "the 8B int4 model takes a 128k cache on an 80 GB GPU");
         Assert.That(ContextBudget.LongestContext(c, 30_000_000_000L, budget), Is.Zero, "weights larger than the budget");
+        // Issue #5: the 8B int4 model (every projection at 4 bits + an fp16 scale per 128 weights; embedding and
+        // untied LM head bf16) with a 32k context in 8 GB.
+        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim, ffn = c.IntermediateSize;
+        long projections = c.NumHiddenLayers * (2 * h * q + 2 * h * kv + 3 * h * ffn);
+        long int4Weights = projections / 2 + projections / 128 * 2 + 2 * (long)c.VocabSize * h * 2;
+        Assert.That(int4Weights, Is.InRange(5_000_000_000L, 5_300_000_000L));
+        Assert.That(ContextBudget.LongestContext(c, int4Weights, 8_000_000_000L), Is.GreaterThanOrEqualTo(32 * 1024),
+            "the 8B int4 model takes a 32k cache in 8 GB");
         // InfLLM v2's pooled keys: fp32, one per 16 tokens plus one per 64, for each layer's K.
         var sparse = c with { Sparse = new SparseAttentionConfig() };
         Assert.That(ContextBudget.KvBytesPerToken(sparse, 2) - ContextBudget.KvBytesPerToken(c, 2),

@@ -141,7 +141,8 @@ public class CliTests
         var (code, output, err) = Run("info", "-m", Model);
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(output, Does.Contain("vocab         32002").And.Contain("parameters").And.Contain("backends").And.Contain("cpu"));
-        Assert.That(output, Does.Contain("context fit   weights as stored: 24 GB (RTX 4090) ").And.Contain("64 GB (Jetson AGX Orin)"));
+        Assert.That(output, Does.Contain("context fit   weights as stored: 8 GB (Jetson Orin NX) ").And.Contain("24 GB (RTX 4090)")
+            .And.Contain("64 GB (Jetson AGX Orin)"));
         // The CPU-only test library has no CUDA backend: info says so instead of listing devices.
         Assert.That(output, Does.Contain("cuda          CUDA unavailable: the CUDA backend is not compiled into this build"));
     }
