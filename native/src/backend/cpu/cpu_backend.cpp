@@ -265,12 +265,9 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
   });
 }
 
-// W4A16: one work item is a 64-column chunk of the output (the Marlin layout's unit). For each
-// 16-row slab of K the chunk's 128 words (1024 nibbles) are decoded into an fp32 tile [16][64] with
-// the group's scales applied (exact: (q - 8) * fp16 scale), and every token row accumulates
-// x[t][k] * tile[k][:] over the slab's 16 k in ascending order, so each output sums its products in
-// ascending k like the reference int4::gemm_dequant. Decoding once per slab serves all n rows.
-// The tile decode and the register-blocked accumulation are per-ISA kernels (kernels.h).
+// W4A16: one work item is a 64-column chunk of the output (the Marlin layout's unit), computed by the
+// per-ISA int4_gemv kernel (kernels.h) straight from the packed words, with the exact weights
+// (q - 8) * fp16 scale; only the summation order differs from the reference int4::gemm_dequant.
 void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                              const Tensor& scales) {
   CpuContext& c = cpu(ctx);
@@ -283,41 +280,20 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
   const int32_t* B = qweight.as<const int32_t>();
   const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
-  const int64_t chunks = N / 64, slabs = K / int4::kTile, slabs_per_group = int4::kGroupSize / int4::kTile;
-  if (k_.int4_gemv != nullptr) {
-    // Straight from the packed words, 4 tokens at a time (each block decodes the words again, still
-    // cheaper than decoding a tile once and reading it back per token), with the chunk's scales
-    // unpermuted to fp32 first.
-    const int64_t groups = K / int4::kGroupSize;
-    c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
-      float* scale = c.scratch(thread, static_cast<size_t>(64 * groups));
-      for (int64_t chunk = b; chunk < e; ++chunk) {
-        for (int64_t g = 0; g < groups; ++g) {
-          const uint16_t* srow = S + g * N + 64 * chunk;
-          for (int nl = 0; nl < 64; ++nl) scale[64 * g + nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
-        }
-        for (int64_t t = 0; t < n; t += kInt4GemvMaxTokens)
-          k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X + t * K, K, std::min(kInt4GemvMaxTokens, n - t),
-                       Y + t * N + 64 * chunk, N);
-      }
-    });
-    return;
-  }
+  const int64_t chunks = N / 64;
+  // 4 tokens at a time (each block decodes the words again, still cheaper than decoding a tile once
+  // and reading it back per token), with the chunk's scales unpermuted to fp32 first.
+  const int64_t groups = K / int4::kGroupSize;
   c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
-    float* tile = c.scratch(thread, static_cast<size_t>(1024 + 64 + 64 * n));
-    float* scale = tile + 1024;
-    float* acc = scale + 64;
+    float* scale = c.scratch(thread, static_cast<size_t>(64 * groups));
     for (int64_t chunk = b; chunk < e; ++chunk) {
-      std::fill(acc, acc + 64 * n, 0.0f);
-      for (int64_t r = 0; r < slabs; ++r) {
-        if (r % slabs_per_group == 0) {
-          const uint16_t* srow = S + (r / slabs_per_group) * N + 64 * chunk;
-          for (int nl = 0; nl < 64; ++nl) scale[nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
-        }
-        k_.int4_tile(B + r * 2 * N + 128 * chunk, scale, tile);
-        for (int64_t i = 0; i < n; ++i) k_.tile_accumulate(X + i * K + r * int4::kTile, tile, acc + 64 * i);
+      for (int64_t g = 0; g < groups; ++g) {
+        const uint16_t* srow = S + g * N + 64 * chunk;
+        for (int nl = 0; nl < 64; ++nl) scale[64 * g + nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
       }
-      for (int64_t i = 0; i < n; ++i) std::memcpy(Y + i * N + 64 * chunk, acc + 64 * i, 64 * sizeof(float));
+      for (int64_t t = 0; t < n; t += kInt4GemvMaxTokens)
+        k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X + t * K, K, std::min(kInt4GemvMaxTokens, n - t),
+                     Y + t * N + 64 * chunk, N);
     }
   });
 }

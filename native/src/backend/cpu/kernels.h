@@ -29,16 +29,12 @@ struct CpuKernels {
   void (*axpy_f32)(float a, const float* x, float* y, int64_t n);
   // y[i] = a * y[i].
   void (*scale_f32)(float a, float* y, int64_t n);
-  // W4A16 (Marlin layout, common/int4.h): decodes one slab's 64-column chunk, its 128 int32 words,
-  // into tile[16][64] = (q - 8) * scale[column]. Word 16*col + 4*t + j, nibble p, holds row
-  // [2t, 2t+1, 2t+8, 2t+9][o % 4] and column 16j + 8(o / 4) + col, o = [0,2,4,6,1,3,5,7][p].
-  void (*int4_tile)(const int32_t* words, const float* scale, float* tile);
-  // acc[0:64] += x[k] * tile[k][0:64] for k = 0..15 in ascending order.
-  void (*tile_accumulate)(const float* x, const float* tile, float* acc);
-  // W4A16 GEMV of one 64-column chunk for 1 <= M <= kInt4GemvMaxTokens tokens (the backend calls it
-  // per block of tokens), straight from the packed words (no tile): y[m*ldy + n] = sum_k x[m*ldx + k] * (q[k][n] - 8) * scale[k/128][n] for
-  // n < 64. Slab r's 128 words start at words + r * row_words; scale is fp32 [K/128][64] in column
-  // order. nullptr: the ISA has none (int4_tile + tile_accumulate serve every M instead).
+  // W4A16 GEMV of one 64-column chunk (Marlin layout, common/int4.h) for 1 <= M <= kInt4GemvMaxTokens
+  // tokens (the backend calls it per block of tokens), straight from the packed words:
+  // y[m*ldy + n] = sum_k x[m*ldx + k] * (q[k][n] - 8) * scale[k/128][n] for n < 64. Slab r's 128 words
+  // start at words + r * row_words (word 16*col + 4*t + j, nibble p, holds row [2t, 2t+1, 2t+8, 2t+9]
+  // [o % 4] and column 16j + 8(o / 4) + col, o = [0,2,4,6,1,3,5,7][p]); scale is fp32 [K/128][64] in
+  // column order.
   void (*int4_gemv)(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
                     int64_t ldx, int64_t M, float* y, int64_t ldy);
 };

@@ -182,39 +182,7 @@ void scale(float a, float* y, int64_t n) {
   for (; i < n; ++i) y[i] *= a;
 }
 
-// For fixed (t, j) the eight words col = 0..7 (stride 16) fill, nibble by nibble, eight consecutive
-// columns of one tile row: one gather, then per nibble shift, mask, convert, scale, store.
-void int4_tile(const int32_t* words, const float* scale, float* tile) {
-  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  const __m256i stride = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
-  const __m256i mask = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
-  for (int t = 0; t < 4; ++t) {
-    const int rows[4] = {2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9};
-    for (int j = 0; j < 4; ++j) {
-      const __m256i w = _mm256_i32gather_epi32(words + 4 * t + j, stride, 4);
-      for (int p = 0; p < 8; ++p) {
-        const int o = kInterleave[p];
-        const int nbase = 16 * j + 8 * (o / 4);
-        const __m256i q = _mm256_sub_epi32(_mm256_and_si256(_mm256_srl_epi32(w, _mm_cvtsi32_si128(4 * p)), mask), eight);
-        _mm256_storeu_ps(tile + 64 * rows[o % 4] + nbase,
-                         _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(scale + nbase)));
-      }
-    }
-  }
-}
-
-// The 64 accumulators live in eight registers for the whole 16-row tile.
-void tile_accumulate(const float* x, const float* tile, float* acc) {
-  __m256 a[8];
-  for (int i = 0; i < 8; ++i) a[i] = _mm256_loadu_ps(acc + 8 * i);
-  for (int k = 0; k < 16; ++k) {
-    const __m256 xv = _mm256_set1_ps(x[k]);
-    for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(tile + 64 * k + 8 * i), a[i]);
-  }
-  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(acc + 8 * i, a[i]);
-}
-
-// The int4 GEMV without a tile. Eight consecutive words 8v..8v+7 of a slab's chunk are lanes
+// The int4 GEMV. Eight consecutive words 8v..8v+7 of a slab's chunk are lanes
 // 2v, 2v+1 (j = 0..3 each) of the Marlin layout: element e holds, per nibble p, row
 // [2t, 2t+1, 2t+8, 2t+9][o % 4] with t = 2(v % 2) + e / 4 and column 16(e % 4) + 8(o / 4) + v / 2.
 // So one vector of words decodes, nibble by nibble, into weights that meet a fixed input vector
@@ -294,7 +262,6 @@ void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* 
 }  // namespace
 
 const CpuKernels kAvx2Kernels = {"avx2",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate,
-                                 int4_gemv};
+                                 gemm4,    dot,      axpy,     scale,     int4_gemv};
 
 }  // namespace mcpm

@@ -162,44 +162,7 @@ void scale(float a, float* y, int64_t n) {
   for (; i < n; ++i) y[i] *= a;
 }
 
-// As the AVX2 version, with the eight words in two 4-lane vectors.
-void int4_tile(const int32_t* words, const float* scale, float* tile) {
-  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  const uint32x4_t mask = vdupq_n_u32(15);
-  const int32x4_t eight = vdupq_n_s32(8);
-  for (int t = 0; t < 4; ++t) {
-    const int rows[4] = {2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9};
-    for (int j = 0; j < 4; ++j) {
-      const int32_t* w0 = words + 4 * t + j;
-      const uint32_t lo_words[4] = {static_cast<uint32_t>(w0[0]), static_cast<uint32_t>(w0[16]),
-                                    static_cast<uint32_t>(w0[32]), static_cast<uint32_t>(w0[48])};
-      const uint32_t hi_words[4] = {static_cast<uint32_t>(w0[64]), static_cast<uint32_t>(w0[80]),
-                                    static_cast<uint32_t>(w0[96]), static_cast<uint32_t>(w0[112])};
-      const uint32x4_t lo = vld1q_u32(lo_words), hi = vld1q_u32(hi_words);
-      for (int p = 0; p < 8; ++p) {
-        const int o = kInterleave[p];
-        const int nbase = 16 * j + 8 * (o / 4);
-        const int32x4_t shift = vdupq_n_s32(-4 * p);  // a negative left shift is a logical right shift
-        const int32x4_t qlo = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vshlq_u32(lo, shift), mask)), eight);
-        const int32x4_t qhi = vsubq_s32(vreinterpretq_s32_u32(vandq_u32(vshlq_u32(hi, shift), mask)), eight);
-        float* dst = tile + 64 * rows[o % 4] + nbase;
-        vst1q_f32(dst, vmulq_f32(vcvtq_f32_s32(qlo), vld1q_f32(scale + nbase)));
-        vst1q_f32(dst + 4, vmulq_f32(vcvtq_f32_s32(qhi), vld1q_f32(scale + nbase + 4)));
-      }
-    }
-  }
-}
-
-// The 64 accumulators live in sixteen registers for the whole 16-row tile.
-void tile_accumulate(const float* x, const float* tile, float* acc) {
-  float32x4_t a[16];
-  for (int i = 0; i < 16; ++i) a[i] = vld1q_f32(acc + 4 * i);
-  for (int k = 0; k < 16; ++k)
-    for (int i = 0; i < 16; ++i) a[i] = vfmaq_n_f32(a[i], vld1q_f32(tile + 64 * k + 4 * i), x[k]);
-  for (int i = 0; i < 16; ++i) vst1q_f32(acc + 4 * i, a[i]);
-}
-
-// The int4 GEMV without a tile (see the AVX2 version). Four consecutive words 4u..4u+3 are Marlin
+// The int4 GEMV (see the AVX2 version). Four consecutive words 4u..4u+3 are Marlin
 // lane u (j = 0..3): per nibble p every element has the same row, [2t, 2t+1, 2t+8, 2t+9][o % 4]
 // with t = u % 4, so the input is one scalar, and element j lands in column 16j + 8(o / 4) + u / 4:
 // accumulator (u, o / 4). A column's four partial sums (t = 0..3) are added at the end.
@@ -268,6 +231,6 @@ void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* 
 }  // namespace
 
 const CpuKernels kNeonKernels = {"neon",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_tile,   tile_accumulate, int4_gemv};
+                                 gemm4,    dot,      axpy,     scale,     int4_gemv};
 
 }  // namespace mcpm

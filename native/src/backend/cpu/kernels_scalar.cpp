@@ -62,32 +62,33 @@ void scale(float a, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= a;
 }
 
-constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-
-void int4_tile(const int32_t* words, const float* scale, float* tile) {
-  for (int t = 0; t < 4; ++t) {
-    const int rows[4] = {2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9};
-    for (int j = 0; j < 4; ++j)
+// The int4 GEMV word by word: word w = 16*col + 4*t + j of a slab, nibble p, is the weight of row
+// [2t, 2t+1, 2t+8, 2t+9][o % 4] and column 16j + 8(o / 4) + col, o = [0,2,4,6,1,3,5,7][p].
+void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
+               int64_t M, float* y, int64_t ldy) {
+  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+  float acc[4][64] = {};
+  for (int64_t r = 0; r < K / 16; ++r) {
+    const float* s = scale + (r / 8) * 64;
+    const int32_t* wr = words + r * row_words;
+    for (int w = 0; w < 128; ++w) {
+      const uint32_t word = static_cast<uint32_t>(wr[w]);
+      const int t = (w / 4) % 4, j = w % 4, col = w / 16;
       for (int p = 0; p < 8; ++p) {
         const int o = kInterleave[p];
-        const int nbase = 16 * j + 8 * (o / 4);
-        for (int col = 0; col < 8; ++col) {
-          const uint32_t w = static_cast<uint32_t>(words[16 * col + 4 * t + j]);
-          tile[64 * rows[o % 4] + nbase + col] =
-              static_cast<float>(static_cast<int>((w >> (4 * p)) & 15u) - 8) * scale[nbase + col];
-        }
+        const int row = 2 * t + (o % 4) % 2 + 8 * ((o % 4) / 2), n = 16 * j + 8 * (o / 4) + col;
+        const float weight = static_cast<float>(static_cast<int>((word >> (4 * p)) & 15u) - 8) * s[n];
+        for (int64_t m = 0; m < M; ++m) acc[m][n] += x[m * ldx + 16 * r + row] * weight;
       }
+    }
   }
-}
-
-void tile_accumulate(const float* x, const float* tile, float* acc) {
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 64; ++n) acc[n] += x[k] * tile[64 * k + n];
+  for (int64_t m = 0; m < M; ++m)
+    for (int n = 0; n < 64; ++n) y[m * ldy + n] = acc[m][n];
 }
 
 }  // namespace
 
 const CpuKernels kScalarKernels = {"scalar", gemv_f32, gemv_f16, gemv_bf16, pack_x, f16_row, bf16_row,
-                                   gemm4,    dot,      axpy,     scale,     int4_tile, tile_accumulate, nullptr};
+                                   gemm4,    dot,      axpy,     scale,     int4_gemv};
 
 }  // namespace mcpm
