@@ -462,6 +462,26 @@ TEST(Int4Quant, ParallelQuantizeEqualsSerial) {
 
 // ---- the CPU backend's int4 linear op ------------------------------------------------------------------
 
+// got [M][N] against gemm_dequant (the scalar closed-form reference) per element within
+// 1e-5 * sum_k |x * What| (only the summation order differs).
+::testing::AssertionResult MatchesInt4Reference(const std::vector<float>& x, int64_t M, const Quantized& qw,
+                                                const MarlinWeight& mw, const std::vector<float>& got) {
+  const int64_t K = mw.K, N = mw.N;
+  std::vector<float> want(static_cast<size_t>(M * N));
+  gemm_dequant(x.data(), M, mw, want.data());
+  const std::vector<float> deq = dequantize(qw);  // [K][N]
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double mag = 0;
+      for (int64_t k = 0; k < K; ++k)
+        mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * K + k)]) * deq[static_cast<size_t>(k * N + n)]);
+      const size_t i = static_cast<size_t>(m * N + n);
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= 1e-5 * mag + 1e-30))
+        return ::testing::AssertionFailure() << "m=" << m << " n=" << n << ": " << got[i] << " vs " << want[i];
+    }
+  return ::testing::AssertionSuccess();
+}
+
 // CpuBackend::linear_int4 against gemm_dequant (the scalar closed-form reference) for every kernel ISA
 // and thread count, at the M of algorithms.md §4.6 and shapes covering both scale permutations
 // (K == 128 and K > 128) and several 64-column chunks. Same tolerance as Int4Gemm above: per element
@@ -484,25 +504,13 @@ TEST(Int4CpuOp, LinearInt4MatchesReference) {
           const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
           MarlinWeight mw = pack_marlin(qw);
           std::vector<float> x = randn(rng, static_cast<size_t>(M * sh.K));
-          std::vector<float> want(static_cast<size_t>(M * sh.N));
-          gemm_dequant(x.data(), M, mw, want.data());
           std::vector<float> got(static_cast<size_t>(M * sh.N), 777.0f);
           const Tensor out{got.data(), DType::F32, M, sh.N}, in{x.data(), DType::F32, M, sh.K};
           const Tensor qweight{mw.qweight.data(), DType::I32, sh.K / 16, 2 * sh.N};
           const Tensor scales{mw.scales.data(), DType::F16, sh.K / 128, sh.N};
           backend.linear_int4(*ctx, out, in, qweight, scales);
-          const std::vector<float> deq = dequantize(qw);  // [K][N]
-          for (int64_t m = 0; m < M; ++m)
-            for (int64_t n = 0; n < sh.N; ++n) {
-              double mag = 0;
-              for (int64_t k = 0; k < sh.K; ++k)
-                mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * sh.K + k)]) *
-                                 deq[static_cast<size_t>(k * sh.N + n)]);
-              const size_t i = static_cast<size_t>(m * sh.N + n);
-              ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), 1e-5 * mag + 1e-30)
-                  << isa << " threads=" << threads << " K=" << sh.K << " N=" << sh.N << " M=" << M << " m=" << m
-                  << " n=" << n;
-            }
+          ASSERT_TRUE(MatchesInt4Reference(x, M, qw, mw, got))
+              << isa << " threads=" << threads << " K=" << sh.K << " N=" << sh.N << " M=" << M;
         }
     }
   }
@@ -561,20 +569,9 @@ TEST(Int4GemvLane, WarpEmulationMatchesReference) {
       const std::vector<float> w = randn(rng, static_cast<size_t>(sh.N * sh.K), 0.05f);
       const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
       const MarlinWeight mw = pack_marlin(qw);
-      const std::vector<float> deq = dequantize(qw);  // [K][N]
       auto check = [&](int64_t M, const std::vector<float>& x, const std::vector<float>& got) {
-        std::vector<float> want(static_cast<size_t>(M * sh.N));
-        gemm_dequant(x.data(), M, mw, want.data());
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = 0; n < sh.N; ++n) {
-            double mag = 0;
-            for (int64_t k = 0; k < sh.K; ++k)
-              mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * sh.K + k)]) *
-                               deq[static_cast<size_t>(k * sh.N + n)]);
-            const size_t i = static_cast<size_t>(m * sh.N + n);
-            ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), 1e-5 * mag + 1e-30)
-                << "K=" << sh.K << " N=" << sh.N << " M=" << M << " slabs/warp=" << spw << " m=" << m << " n=" << n;
-          }
+        ASSERT_TRUE(MatchesInt4Reference(x, M, qw, mw, got))
+            << "K=" << sh.K << " N=" << sh.N << " M=" << M << " slabs/warp=" << spw;
       };
       {
         const std::vector<float> x = randn(rng, static_cast<size_t>(sh.K));
