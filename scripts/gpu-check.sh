@@ -13,8 +13,8 @@
 #             a missing device fails instead of skipping
 #   suite     the whole native test suite with MCPM_TEST_BACKEND=cuda (every ABI test on CUDA)
 #   bandwidth device-to-device copy bandwidth measured with PyTorch (the decode roofline)
-#   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 8B
-#             also with --int4)
+#   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 0.5B
+#             also without CUDA graphs, the 8B also with --int4)
 #   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
@@ -189,6 +189,7 @@ EOF
   fi
 }
 bench_row bench-0.5b --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
+bench_row bench-0.5b-no-graphs --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --no-graphs
 if [ "${QUICK:-0}" = 1 ]; then
   row bench-8b "NOT RUN" "QUICK=1"
   row bench-8b-int4 "NOT RUN" "QUICK=1"

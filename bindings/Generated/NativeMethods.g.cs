@@ -181,6 +181,7 @@ internal static class NativeLayout
     internal const int mcpm_session_params_draft_Offset = 16;
     internal const int mcpm_session_params_kv_memory_bytes_Offset = 24;
     internal const int mcpm_session_params_kv_memory_fraction_Offset = 32;
+    internal const int mcpm_session_params_cuda_graphs_Offset = 36;
 
     internal const int mcpm_sampling_params_Size = 80;
     internal const int mcpm_sampling_params_struct_size_Offset = 0;
@@ -398,6 +399,14 @@ internal unsafe struct mcpm_session_params
     /// (CUDA: the device's free memory; CPU: the system's available memory); 0 = off (default)
     /// </summary>
     public float kv_memory_fraction;
+    /// <summary>
+    /// nonzero (default): on CUDA, each generated token of a session without a draft runs as
+    /// a replayed CUDA graph (one recorded per context-length bucket of powers of two from
+    /// 256; contexts in InfLLM v2's sparse range are not recorded); 0: kernels are launched
+    /// one by one. The output is the same. Ignored by the CPU backend. Also added after the
+    /// first release (an older struct_size means 1).
+    /// </summary>
+    public int cuda_graphs;
 }
 
 /// <summary>

@@ -7,6 +7,7 @@
 //              [--backend cpu|cuda] [--device N]
 //              [--spec-trees N,N,...] [--frspec-size R]   (speculative round costs, random draft)
 //              [--int4]   (linear layers quantized on load to W4A16 int4, Marlin layout)
+//              [--no-graphs]  (CUDA: launch every kernel of a decode step instead of replaying CUDA graphs)
 //
 // Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
 // LM head; of an untied embedding only one row) + the KV cache rows attention reads (fp32 on the
@@ -43,6 +44,7 @@ struct Options {
   std::vector<int> spec_trees;  // --spec-trees 12,32,60: speculative round costs for these tree sizes
   int frspec = 0;               // --frspec-size R: also measure a draft head restricted to R ids
   bool int4 = false;            // --int4: the seven linears of every layer as W4A16 int4
+  bool graphs = true;           // --no-graphs: mcpm_session_params.cuda_graphs = 0
   mcpm_backend backend = MCPM_BACKEND_CPU;
   int device = 0;
 };
@@ -101,6 +103,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = int_value();
     else if (a == "--json") o.json = true;
     else if (a == "--int4") o.int4 = true;
+    else if (a == "--no-graphs") o.graphs = false;
     else if (a == "--frspec-size") o.frspec = int_value();
     else if (a == "--device") o.device = int_value();
     else if (a == "--backend") {
@@ -128,7 +131,7 @@ Options parse(int argc, char** argv) {
       std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|minicpm4-8b|tiny] [--hidden N] [--layers N] [--heads N] "
                   "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
                   "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--backend cpu|cuda] [--device N] "
-                  "[--spec-trees N,N,...] [--frspec-size R] [--int4]\n");
+                  "[--spec-trees N,N,...] [--frspec-size R] [--int4] [--no-graphs]\n");
       std::exit(0);
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -383,6 +386,7 @@ int main(int argc, char** argv) {
   sp.struct_size = sizeof(sp);
   check(mcpm_session_params_default(&sp), "mcpm_session_params_default");
   sp.context_capacity = o.prompt_tokens + o.gen_tokens + 1;
+  sp.cuda_graphs = o.graphs ? 1 : 0;
   mcpm_session* session = nullptr;
   check(mcpm_session_create(model, &sp, &session), "mcpm_session_create");
 

@@ -226,6 +226,7 @@ TEST(AbiDefaults, ParamDefaultsMatchTheHeader) {
   EXPECT_EQ(sp.draft, nullptr);
   EXPECT_EQ(sp.kv_memory_bytes, 0u);
   EXPECT_EQ(sp.kv_memory_fraction, 0.0f);
+  EXPECT_EQ(sp.cuda_graphs, 1);
 
   mcpm_sampling_params p;
   std::memset(&p, 0x7F, sizeof p);

@@ -30,6 +30,7 @@ public sealed class MiniCpmSession : IDisposable
             p.prefill_chunk = options.PrefillChunk;
             p.kv_memory_bytes = (ulong)options.KvCacheMemoryBytes;
             p.kv_memory_fraction = (float)options.KvCacheMemoryFraction;
+            p.cuda_graphs = options.CudaGraphs ? 1 : 0;
             // The native session takes its own reference to the draft; the handle only has to stay open
             // during the call.
             var draft = model.DraftHandle;

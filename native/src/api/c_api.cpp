@@ -563,6 +563,7 @@ MCPM_API mcpm_status mcpm_session_params_default(mcpm_session_params* p) {
     d.draft = nullptr;
     d.kv_memory_bytes = 0;
     d.kv_memory_fraction = 0.0f;
+    d.cuda_graphs = 1;
     write_grown_struct(p, d);
   });
 }
@@ -626,7 +627,8 @@ MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_p
       capacity = static_cast<int32_t>(std::min<int64_t>(fits, ceiling));
     }
     auto handle = std::make_unique<mcpm_session>();
-    handle->impl = std::make_unique<Session>(model->impl, std::move(draft), capacity, std::min(p.prefill_chunk, capacity));
+    handle->impl = std::make_unique<Session>(model->impl, std::move(draft), capacity, std::min(p.prefill_chunk, capacity),
+                                             p.cuda_graphs != 0);
     *out_session = handle.release();
   });
 }

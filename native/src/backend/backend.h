@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -77,6 +78,14 @@ inline float penalized_logit(float l, float count, const PenaltyTable& t) {
   const float penalty = t.frequency * count;
   return l - (penalty + t.presence);
 }
+
+// One single-token decode step, for backends that replay recorded work (Backend::decode_step).
+struct DecodeStep {
+  int32_t token = 0;
+  int32_t position = 0;  // RoPE position (the cache row for causal decoding)
+  int64_t start = 0;     // the cache row the token's K/V go to: the tokens before it
+  int64_t capacity = 0;  // cache rows
+};
 
 class ExecContext {
  public:
@@ -231,6 +240,17 @@ class Backend {
   // doubles. `logits` as for greedy_sample; params.temperature > 0.
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u) = 0;
+
+  // Runs `record`, the forward pass of one causal, single-token, dense decode step, or a replay of it.
+  // The default runs it. The CUDA backend keeps one CUDA graph per length bucket: it copies the step's
+  // token, position and start to device memory that the recorded kernels read (inside `record` its
+  // embedding, rope, store_kv and attention ops take them from there, not from their host arguments),
+  // so one replay serves every step of its bucket.
+  virtual void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) {
+    (void)ctx;
+    (void)step;
+    record();
+  }
 
   // Waits until every op queued on ctx has finished (a no-op on the synchronous CPU backend).
   virtual void synchronize(ExecContext& ctx) = 0;

@@ -40,8 +40,9 @@ int64_t Session::capacity_for_kv_budget(const Model& model, const DraftModel* dr
 }
 
 Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft,
-                 int32_t context_capacity, int32_t prefill_chunk)
+                 int32_t context_capacity, int32_t prefill_chunk, bool use_graphs)
     : model_(std::move(model)),
+      use_graphs_(use_graphs),
       ctx_(model_->backend().create_context(model_->num_threads())),
       capacity_(context_capacity),
       // A tree under verification occupies up to kTreeRows rows past the history.
@@ -98,7 +99,17 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
   args.host_logits = logits;
   args.device_logits = device_logits;
   args.keep_features = speculator_ != nullptr;
-  forward(*model_, *ctx_, ws_, kv_, args);
+  // A generated token of a plain dense session: the backend may replay a recorded step (CUDA graphs).
+  if (use_graphs_ && m == 1 && device_logits && !speculator_ && !uses_sparse_attention(model_->config(), kv_len_ + 1)) {
+    DecodeStep step;
+    step.token = tokens[0];
+    step.position = static_cast<int32_t>(kv_len_);
+    step.start = kv_len_;
+    step.capacity = kv_.capacity;
+    model_->backend().decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
+  } else {
+    forward(*model_, *ctx_, ws_, kv_, args);
+  }
   if (speculator_) speculator_->advance(*ctx_, tokens, ws_.normed, m, kv_len_, ws_.inv_freq, ws_.attn_factor);
   kv_len_ += m;
 }

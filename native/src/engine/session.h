@@ -42,8 +42,9 @@ struct GenerateResult {
 class Session {
  public:
   // `draft` may be null (no speculative decoding).
+  // use_graphs: generated tokens of a plain dense session go through Backend::decode_step (CUDA graphs).
   Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft, int32_t context_capacity,
-          int32_t prefill_chunk);
+          int32_t prefill_chunk, bool use_graphs = true);
   // Waits for the session's queued backend work before its buffers are released.
   ~Session();
   Session(const Session&) = delete;
@@ -103,6 +104,7 @@ class Session {
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
 
   std::shared_ptr<const Model> model_;
+  bool use_graphs_;
   std::unique_ptr<ExecContext> ctx_;
   int32_t capacity_;
   KvCache kv_;

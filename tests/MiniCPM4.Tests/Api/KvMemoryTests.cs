@@ -2,8 +2,8 @@ using NUnit.Framework;
 
 namespace MiniCPM4.Tests.Api;
 
-/// <summary>Sizing the KV cache from a memory limit (SessionOptions.KvCacheMemoryBytes / Fraction) and the
-/// memory-limit syntax of the CLI's --kv-memory.</summary>
+/// <summary>Session options that reach the engine's session params: sizing the KV cache from a memory limit
+/// (SessionOptions.KvCacheMemoryBytes / Fraction, and the CLI's --kv-memory syntax) and CudaGraphs.</summary>
 [TestFixture]
 public class KvMemoryTests
 {
@@ -45,6 +45,23 @@ public class KvMemoryTests
         Assert.Throws<ArgumentOutOfRangeException>(() => _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = -1 }).Dispose());
         foreach (double bad in new[] { -0.1, 1.5, double.NaN })
             Assert.Throws<ArgumentOutOfRangeException>(() => _model.CreateSession(new SessionOptions { KvCacheMemoryFraction = bad }).Dispose(), $"{bad}");
+    }
+
+    [Test]
+    public async Task TheCudaGraphsOptionReachesTheEngineAndChangesNothingOnTheCpu()
+    {
+        var options = new GenerationOptions { MaxTokens = 12, StopTokenIds = [] };
+        async Task<List<int>> Run(bool graphs)
+        {
+            using var s = _model.CreateSession(new SessionOptions { ContextLength = 64, CudaGraphs = graphs });
+            Assert.That(s.Capacity, Is.EqualTo(64), "the fields before cuda_graphs keep their values");
+            var ids = new List<int>();
+            await foreach (var t in s.GenerateAsync("Once upon a time", options)) if (t.Id >= 0) ids.Add(t.Id);
+            return ids;
+        }
+        var on = await Run(true);
+        Assert.That(on, Has.Count.EqualTo(12));
+        Assert.That(await Run(false), Is.EqualTo(on));
     }
 
     [TestCase("8GiB", 8L << 30, 0.0)]

@@ -46,6 +46,7 @@ struct AttnArgs {
   int n;              // query tokens
   int heads, group, hd;
   int64_t start;      // causal: first query's position; tree: prefix
+  const int64_t* start_dev;  // non-null (a recorded decode step, causal): start is read from here, kv_len = start + n
   const uint64_t* masks;  // tree mode when non-null (device, one per query)
   int64_t kv_len;     // rows [0, kv_len) hold every key any query of the call sees
   float scale;
@@ -88,9 +89,11 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
   }
 
   // The keys this block may need: its split's range, cut at the last key its queries can see.
+  const int64_t start = a.start_dev ? *a.start_dev : a.start;
+  const int64_t kv_len = a.start_dev ? start + a.n : a.kv_len;
   const int last_t = min(a.n, t0 + a.qt) - 1;
-  const int64_t causal_end = a.start + last_t + 1;
-  const int64_t visible_end = a.masks || causal_end > a.kv_len ? a.kv_len : causal_end;
+  const int64_t causal_end = start + last_t + 1;
+  const int64_t visible_end = a.masks || causal_end > kv_len ? kv_len : causal_end;
   const int64_t kb0 = static_cast<int64_t>(z) * a.split_len;
   const int64_t kb1 = kb0 + a.split_len < visible_end ? kb0 + a.split_len : visible_end;
   const int hp = hd / 2;
@@ -114,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
     for (int r = warp; r < rows; r += warps) {
       const int t = t0 + r / a.hb, hg = h0 + r % a.hb;
       if (t >= a.n || hg >= a.group) continue;  // warp-uniform
-      const int64_t own = a.start + t;          // causal: the query's own cache row
+      const int64_t own = start + t;            // causal: the query's own cache row
       const uint64_t mask = a.masks ? a.masks[t] : 0;
       float sc[kMaxKeysPerTile / kWarp];
       float tmax = -INFINITY;
@@ -124,8 +127,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
         float s = -INFINITY;
         if (jj < cnt) {
           const int64_t j = kb + jj;
-          const bool vis = a.masks ? (j < a.start || (j - a.start < 64 && ((mask >> (j - a.start)) & 1u)))
-                                   : j <= own;
+          const bool vis = a.masks ? (j < start || (j - start < 64 && ((mask >> (j - start)) & 1u))) : j <= own;
           if (vis) {
             const float2* q2 = reinterpret_cast<const float2*>(qs + r * hd);
             const __nv_bfloat162* k2 = reinterpret_cast<const __nv_bfloat162*>(ks + jj * kstride);
@@ -284,6 +286,13 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
     kv_len = start + n;
   }
   MCPM_CHECK(kv_len <= k_cache.rows);
+  // A recorded decode step reads its start from the step state and sizes the key splits for its
+  // bucket, so the same launch serves every length of the bucket (splits past the keys stay empty).
+  const bool recorded = c.graph_mode;
+  if (recorded) {
+    MCPM_CHECK(masks == nullptr && n == 1 && c.graph_bucket >= kv_len && c.graph_bucket <= k_cache.rows);
+    kv_len = c.graph_bucket;
+  }
   if (kv_len == 0) {  // a tree call with no visible key at all
     DeviceGuard guard(device_);
     MCPM_CUDA_CHECK(cudaMemsetAsync(out.data, 0, out.bytes(), c.stream));
@@ -303,6 +312,7 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   a.group = static_cast<int>(group);
   a.hd = static_cast<int>(hd);
   a.start = start;
+  a.start_dev = recorded ? &c.step->start : nullptr;
   a.kv_len = kv_len;
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
 

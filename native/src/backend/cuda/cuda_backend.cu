@@ -134,6 +134,8 @@ CudaContext::CudaContext(int dev) : device(dev) {
 CudaContext::~CudaContext() {
   DeviceGuard guard(device);
   (void)cudaStreamSynchronize(stream);
+  for (auto& g : graphs) (void)cudaGraphExecDestroy(g.second);
+  if (step) (void)cudaFree(step);
   for (Scratch& s : slots_)
     if (s.ptr) (void)cudaFree(s.ptr);
   if (cublas) (void)cublasDestroy(cublas);
@@ -233,6 +235,72 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
 }
 
 std::unique_ptr<ExecContext> CudaBackend::create_context(int32_t) { return std::make_unique<CudaContext>(device_); }
+
+// ---- CUDA graphs of decode steps ------------------------------------------------------------------------
+
+namespace {
+
+// The smallest power of two >= max(256, keys), capped at the cache: one recorded graph per bucket.
+int64_t decode_bucket(int64_t keys, int64_t capacity) {
+  int64_t bucket = 256;
+  while (bucket < keys) bucket *= 2;
+  return std::min(bucket, capacity);
+}
+
+}  // namespace
+
+// The first step of a bucket runs eagerly in graph mode (which also grows every scratch buffer the
+// recording needs, so nothing allocates or synchronises during the capture) and is then recorded;
+// later steps of the bucket replay the graph. Any failure to record turns graphs off for the context
+// (that step has already run eagerly).
+void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) {
+  CudaContext& c = cuda_context(ctx);
+  if (c.graphs_failed) {
+    record();
+    return;
+  }
+  DeviceGuard guard(device_);
+  if (c.step == nullptr) MCPM_CUDA_CHECK(cudaMalloc(&c.step, sizeof(CudaContext::StepState)));
+  // From pageable memory: the driver stages the bytes before returning, so `host` may go away.
+  const CudaContext::StepState host{step.token, step.position, step.start};
+  MCPM_CUDA_CHECK(cudaMemcpyAsync(c.step, &host, sizeof(host), cudaMemcpyHostToDevice, c.stream));
+  const int64_t bucket = decode_bucket(step.start + 1, step.capacity);
+  for (const auto& g : c.graphs)
+    if (g.first == bucket) {
+      MCPM_CUDA_CHECK(cudaGraphLaunch(g.second, c.stream));
+      return;
+    }
+  c.graph_mode = true;
+  c.graph_bucket = bucket;
+  struct ModeReset {
+    CudaContext& c;
+    ~ModeReset() { c.graph_mode = false; }
+  } reset{c};
+  record();
+  cudaGraph_t graph = nullptr;
+  cudaError_t err = cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal);
+  if (err == cudaSuccess) {
+    try {
+      record();
+    } catch (...) {
+      (void)cudaStreamEndCapture(c.stream, &graph);
+      if (graph) (void)cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      c.graphs_failed = true;
+      return;
+    }
+    err = cudaStreamEndCapture(c.stream, &graph);
+  }
+  cudaGraphExec_t exec = nullptr;
+  if (err == cudaSuccess) err = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+  if (graph) (void)cudaGraphDestroy(graph);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    c.graphs_failed = true;
+    return;
+  }
+  c.graphs.emplace_back(bucket, exec);
+}
 
 uint64_t CudaBackend::available_memory() const {
   DeviceGuard guard(device_);

@@ -181,6 +181,21 @@ class CudaContext final : public ExecContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
 
+  // CUDA graphs of decode steps (CudaBackend::decode_step). In graph mode the embedding, rope,
+  // store_kv and attention ops read the step's token, position and start from `step` (device memory)
+  // and attention sizes its key splits for `graph_bucket` keys, so a recording serves any step of
+  // its bucket.
+  struct StepState {
+    int32_t token;
+    int32_t position;
+    int64_t start;
+  };
+  StepState* step = nullptr;
+  bool graph_mode = false;
+  int64_t graph_bucket = 0;
+  std::vector<std::pair<int64_t, cudaGraphExec_t>> graphs;  // bucket -> instantiated graph
+  bool graphs_failed = false;  // a capture failed once: launch kernels one by one from then on
+
  private:
   struct Scratch {
     void* ptr = nullptr;
@@ -231,6 +246,7 @@ class CudaBackend final : public Backend {
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
+  void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) override;
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
                        double u) override;
   void synchronize(ExecContext& ctx) override;

@@ -57,8 +57,10 @@ void CudaBackend::rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int
   const int64_t n = x.rows;
   if (n == 0) return;
   DeviceGuard guard(device_);
-  const int32_t* d_pos = static_cast<const int32_t*>(
-      c.upload(CudaContext::kPositions, positions, static_cast<size_t>(n) * sizeof(int32_t)));
+  MCPM_CHECK(!c.graph_mode || n == 1);
+  const int32_t* d_pos = c.graph_mode ? &c.step->position
+                                      : static_cast<const int32_t*>(c.upload(CudaContext::kPositions, positions,
+                                                                             static_cast<size_t>(n) * sizeof(int32_t)));
   const size_t smem = static_cast<size_t>(head_dim) * sizeof(float);
   cuda::rope_kernel<<<static_cast<unsigned>(n), cuda::kThreads, smem, c.stream>>>(
       x.as<float>(), x.cols, num_heads, head_dim, d_pos, inv_freq.as<const float>(), attn_factor);
