@@ -292,7 +292,11 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
     err = cudaStreamEndCapture(c.stream, &graph);
   }
   cudaGraphExec_t exec = nullptr;
-  if (err == cudaSuccess) err = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+#if CUDART_VERSION >= 12000
+  if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, 0);
+#else
+  if (err == cudaSuccess) err = cudaGraphInstantiate(&exec, graph, nullptr, nullptr, 0);
+#endif
   if (graph) (void)cudaGraphDestroy(graph);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
