@@ -163,12 +163,13 @@ bench_row() {  # name, args...
   shift
   local log="$OUT/bench-$name.log"
   if timeout 900 "$DIR/bench/mcpm_bench" --backend cuda --json "$@" >"$log" 2>&1; then
-    local dec pre gbs frac=""
+    local dec pre gbs gen frac=""
     dec=$(json_field "$log" decode_tokens_per_s)
+    gen=$(json_field "$log" generate_tokens_per_s)
     pre=$(json_field "$log" prefill_tokens_per_s)
     gbs=$(json_field "$log" decode_gbs)
     if [ -n "$BW" ] && [ -n "$PY" ]; then frac=$("$PY" -c "print(f'{100*$gbs/$BW:.0f}% of the copy bandwidth')"); fi
-    row "$name" INFO "prefill $pre tok/s; decode $dec tok/s = $gbs GB/s ${frac:+($frac)}"
+    row "$name" INFO "prefill $pre tok/s; decode $dec tok/s = $gbs GB/s ${frac:+($frac)}; generate (wall, with sampling) $gen tok/s"
     if [ -n "$PY" ] && grep -q '"spec_tree"' "$log"; then
       local spec
       spec=$("$PY" - "$log" <<'EOF'

@@ -407,6 +407,8 @@ int main(int argc, char** argv) {
   std::vector<int32_t> out(static_cast<size_t>(o.gen_tokens));
   int32_t produced = 0;
   mcpm_finish_reason finish = MCPM_FINISH_NONE;
+  // Generation's wall time: decode steps plus sampling and every per-token overhead (what a user sees).
+  const auto generate_start = std::chrono::steady_clock::now();
   while (finish == MCPM_FINISH_NONE) {
     int32_t n = 0;
     check(mcpm_session_generate(session, o.gen_tokens - produced, out.data() + produced, o.gen_tokens - produced, &n,
@@ -415,6 +417,8 @@ int main(int argc, char** argv) {
     produced += n;
   }
 
+  const double generate_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - generate_start).count();
+  const double generate_tps = produced / generate_s;
   mcpm_session_stats st{};
   st.struct_size = sizeof(st);
   check(mcpm_session_get_stats(session, &st), "stats");
@@ -446,12 +450,13 @@ int main(int argc, char** argv) {
         "\"vocab\":%d,\"dtype\":\"%s\",\"int4\":%s,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
         "\"gen_tokens\":%lld,\"load_s\":%.3f,\"weight_bytes\":%llu,\"copy_bandwidth_gbs\":%.2f,"
         "\"read_bandwidth_gbs\":%.2f,\"prefill_tokens_per_s\":%.3f,\"decode_tokens_per_s\":%.3f,"
+        "\"generate_tokens_per_s\":%.3f,"
         "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%s,"
         "\"decode_fraction_of_read_bw\":%s}\n",
         backend_name, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
         c.vocab_size, dtype_name, o.int4 ? "true" : "false", c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features,
         o.prompt_tokens, static_cast<long long>(st.decode_tokens), load_s,
-        static_cast<unsigned long long>(weight_bytes), bw.copy_gbs, bw.read_gbs, prefill_tps, decode_tps,
+        static_cast<unsigned long long>(weight_bytes), bw.copy_gbs, bw.read_gbs, prefill_tps, decode_tps, generate_tps,
         bytes_per_token, achieved_gbs, copy_frac, read_frac);
   } else {
     std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s%s, %s\n",
@@ -474,6 +479,8 @@ int main(int argc, char** argv) {
     else
       std::printf("decode     %lld tokens: %.2f tokens/s, %.1f MB/token -> %.2f GB/s\n",
                   static_cast<long long>(st.decode_tokens), decode_tps, bytes_per_token / 1e6, achieved_gbs);
+    std::printf("generate   %d tokens in %.3f s: %.2f tokens/s (wall time: decode, sampling and per-token overhead)\n",
+                produced, generate_s, generate_tps);
   }
   // Speculative round costs: a random draft (its acceptance is meaningless, so only the cost of one
   // draft-and-verify round is reported), per tree size, with the full draft head and an FR-Spec one.
