@@ -631,8 +631,6 @@ TEST_F(CudaAttention, TreeAttentionMatchesCpu) {
   }
 }
 
-// Ops queued back to back on one stream without synchronising in between see each other's results,
-// and two contexts (two sessions) work independently over the same weights.
 // greedy_sample: the penalized row bit for bit and the chosen index, on random logits with a random
 // penalty window, with every penalty and none, and with planted ties (the lowest index must win).
 TEST_F(CudaOps, GreedySampleMatchesCpuIncludingPenaltiesAndTies) {
@@ -707,6 +705,8 @@ TEST_F(CudaOps, SampleTokenMatchesCpuForTheSameUniformNumber) {
   }
 }
 
+// Ops queued back to back on one stream without synchronising in between see each other's results,
+// and two contexts (two sessions) work independently over the same weights.
 TEST_F(CudaOps, QueuedOpsAndTwoContexts) {
   const int64_t n = 4, K = 256, N = 128;
   const std::vector<float> w = RoundAll(Random(static_cast<size_t>(N * K), rng_), DType::BF16);
