@@ -68,18 +68,9 @@ void require_not_null(const void* p, const char* what) {
   if (p == nullptr) invalid_argument(std::string(what) + " is NULL");
 }
 
-// Struct versioning: the host's struct_size must be one the library knows (today: exactly the
-// current size; older sizes are added here when a struct grows).
-template <typename S>
-void require_struct(const S* s, const char* what) {
-  require_not_null(s, what);
-  if (s->struct_size != sizeof(S))
-    invalid_argument(std::string(what) + "->struct_size is " + std::to_string(s->struct_size) + ", expected " +
-                     std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
-}
-
-// Structs that have grown since their first release accept the current size and the sizes of their
-// earlier releases (`older_sizes`, each the offset of the first field added after it).
+// Struct versioning: the host's struct_size must be one the library knows: the current size, or for a
+// struct that has grown since its first release the sizes of its earlier releases (`older_sizes`,
+// each the offset of the first field added after it).
 template <typename S>
 void require_known_size(const S* s, std::initializer_list<size_t> older_sizes, const char* what) {
   require_not_null(s, what);
@@ -87,6 +78,12 @@ void require_known_size(const S* s, std::initializer_list<size_t> older_sizes, c
   if (size != sizeof(S) && std::find(older_sizes.begin(), older_sizes.end(), size) == older_sizes.end())
     invalid_argument(std::string(what) + "->struct_size is " + std::to_string(size) + ", expected " +
                      std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
+}
+
+// A struct that has not grown: exactly the current size.
+template <typename S>
+void require_struct(const S* s, const char* what) {
+  require_known_size(s, {}, what);
 }
 
 // The host's struct over `defaults`: the fields its struct_size does not cover keep their defaults.
