@@ -40,12 +40,6 @@ constexpr int kTokTile = 32;  // tokens per block
 constexpr int kChunk = 64;    // output columns per block
 constexpr int kSlab = 16;     // K rows per Marlin slab
 
-__device__ __forceinline__ int scale_position(int nl, bool single_group) {
-  if (!single_group) return 8 * (nl % 8) + nl / 8;
-  const int h = nl / 32, l = nl % 32;
-  return 32 * h + 8 * ((l % 8) / 2) + 2 * (l / 8) + l % 2;
-}
-
 // out[t, n] (or its K-split partial) = sum over this block's slabs of x[t, k] * What[k][n] for the
 // block's 64 columns and up to 32 tokens (see the file comment for the layouts).
 // partial: nullptr -> write out directly (one K split); else partial[z][t][n].
@@ -69,9 +63,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
 
-  // Decode mapping: half a word per thread (word w = tid / 2, nibbles p in [4 (tid % 2), +4)).
+  // Decode mapping: half a word per thread (word w = tid / 2 of Marlin lane w / 4, nibbles p in
+  // [4 (tid % 2), +4)); the lane math is int4_gemv_lane.h's.
   const int w = tid / 2, p0 = (tid % 2) * 4;
-  const int lane_i = w / 4, j = w % 4, t_sub = lane_i % 4, qcol = lane_i / 4;
+  const int lane_i = w / 4, j = w % 4;
 
   for (int64_t r = r_begin; r < r_end; ++r) {
     __syncthreads();  // the previous slab's tile and inputs are no longer read
@@ -80,11 +75,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int pp = 0; pp < 4; ++pp) {
       const int p = p0 + pp;
-      const int o = p < 4 ? 2 * p : 2 * (p - 4) + 1;  // [0,2,4,6,1,3,5,7][p]
-      const int om = o % 4;
-      const int kl = om == 0 ? 2 * t_sub : om == 1 ? 2 * t_sub + 1 : om == 2 ? 2 * t_sub + 8 : 2 * t_sub + 9;
-      const int nl = 16 * j + 8 * (o / 4) + qcol;
-      const float s = __half2float(scales[g * N + kChunk * chunk + scale_position(nl, single_group)]);
+      const int kl = int4_gemv::slot_row(lane_i, int4_gemv::input_slot(p));
+      const int nl = int4_gemv::lane_column(lane_i, int4_gemv::nibble_accumulator(j, p));
+      const float s = __half2float(scales[g * N + kChunk * chunk + int4_gemv::scale_position(nl, single_group)]);
       const int q = static_cast<int>((word >> (4 * p)) & 15u);
       tile[kl][nl] = static_cast<float>(q - 8) * s;
     }

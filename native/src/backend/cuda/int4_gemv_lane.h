@@ -1,4 +1,5 @@
-// The per-lane arithmetic of the CUDA batch-1..8 int4 GEMV (int4_gemm.cu), in plain C++ that compiles
+// The per-lane arithmetic of the CUDA batch-1..8 int4 GEMV (int4_gemm.cu; its tiled kernel decodes
+// with the same index functions), in plain C++ that compiles
 // for the device and the host, so that a CPU test (tests/test_int4.cpp, Int4GemvLane.*) can emulate a
 // warp with exactly these functions and check the Marlin index math against the CPU reference in CI.
 //
