@@ -80,6 +80,14 @@ void require_known_size(const S* s, std::initializer_list<size_t> older_sizes, c
                      std::to_string(sizeof(S)) + " (set it to sizeof(" + what + ") and use the *_default function)");
 }
 
+// The arguments of a set_tensor call that the engine does not check itself.
+void require_tensor_args(const char* name, const int64_t* shape, int32_t ndim, const void* data) {
+  require_not_null(name, "name");
+  require_not_null(shape, "shape");
+  require_not_null(data, "data");
+  if (ndim < 1 || ndim > 8) invalid_argument("tensor '" + std::string(name) + "': ndim must be in [1, 8]");
+}
+
 // A struct that has not grown: exactly the current size.
 template <typename S>
 void require_struct(const S* s, const char* what) {
@@ -350,10 +358,7 @@ MCPM_API mcpm_status mcpm_model_set_tensor(mcpm_model* model, const char* name, 
                                            const int64_t* shape, int32_t ndim, const void* data, size_t data_size) {
   return guarded([&] {
     require_not_null(model, "model");
-    require_not_null(name, "name");
-    require_not_null(shape, "shape");
-    require_not_null(data, "data");
-    if (ndim < 1 || ndim > 8) invalid_argument("tensor '" + std::string(name) + "': ndim must be in [1, 8]");
+    require_tensor_args(name, shape, ndim, data);
     model->impl->set_tensor(name, dtype, shape, ndim, data, data_size);
   });
 }
@@ -516,10 +521,7 @@ MCPM_API mcpm_status mcpm_draft_set_tensor(mcpm_draft* draft, const char* name, 
                                            int32_t ndim, const void* data, size_t data_size) {
   return guarded([&] {
     require_not_null(draft, "draft");
-    require_not_null(name, "name");
-    require_not_null(shape, "shape");
-    require_not_null(data, "data");
-    if (ndim < 1 || ndim > 8) invalid_argument("tensor '" + std::string(name) + "': ndim must be in [1, 8]");
+    require_tensor_args(name, shape, ndim, data);
     draft->impl->set_tensor(name, dtype, shape, ndim, data, data_size);
   });
 }
