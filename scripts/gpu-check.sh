@@ -14,7 +14,7 @@
 #   suite     the whole native test suite with MCPM_TEST_BACKEND=cuda (every ABI test on CUDA)
 #   bandwidth device-to-device copy bandwidth measured with PyTorch (the decode roofline)
 #   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 0.5B
-#             also without CUDA graphs, the 8B also with --int4)
+#             also without CUDA graphs, the 8B also with --int4, and at a 32k context dense vs InfLLM v2)
 #   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
@@ -192,11 +192,13 @@ EOF
 bench_row bench-0.5b --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
 bench_row bench-0.5b-no-graphs --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --no-graphs
 if [ "${QUICK:-0}" = 1 ]; then
-  row bench-8b "NOT RUN" "QUICK=1"
-  row bench-8b-int4 "NOT RUN" "QUICK=1"
+  for s in bench-8b bench-8b-int4 bench-8b-32k-dense bench-8b-32k-sparse; do row "$s" "NOT RUN" "QUICK=1"; done
 else
   bench_row bench-8b --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
   bench_row bench-8b-int4 --preset minicpm4-8b --int4 --prompt-tokens 512 --gen-tokens 64
+  # InfLLM v2 vs dense at a 32k context (the same prompt; sparse from 8192 tokens, MiniCPM4-8B's sparse_config).
+  bench_row bench-8b-32k-dense --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64
+  bench_row bench-8b-32k-sparse --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64 --sparse
 fi
 
 # ---- the 8B linear layers one at a time: bf16 vs int4 (issue #5's M = 1 floor and speed-up) --------------------

@@ -8,10 +8,13 @@
 //              [--spec-trees N,N,...] [--frspec-size R]   (speculative round costs, random draft)
 //              [--int4]   (linear layers quantized on load to W4A16 int4, Marlin layout)
 //              [--no-graphs]  (CUDA: launch every kernel of a decode step instead of replaying CUDA graphs)
+//              [--sparse] [--dense-len N]  (InfLLM v2 with MiniCPM4-8B's sparse_config from N tokens, default
+//                                           8192: every prefill chunk that ends at or past N is sparse, as in
+//                                           a session)
 //
 // Decode bytes per token = every weight byte the step reads (all linear layers, the norms and the
 // LM head; of an untied embedding only one row) + the KV cache rows attention reads (fp32 on the
-// CPU, bf16 on CUDA). With --backend cuda the host bandwidth probe is skipped (it measures the CPU);
+// CPU, bf16 on CUDA; with sparse decode the selected blocks' rows plus the fp32 compressed keys). With --backend cuda the host bandwidth probe is skipped (it measures the CPU);
 // compare decode_gbs with the device's bandwidth instead (scripts/gpu-check.sh measures it).
 // Layers share their random weights (generated once per shape), which keeps the 8B preset's load
 // short and changes no timing.
@@ -104,6 +107,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--json") o.json = true;
     else if (a == "--int4") o.int4 = true;
     else if (a == "--no-graphs") o.graphs = false;
+    else if (a == "--sparse") o.cfg.sparse_enabled = 1;
+    else if (a == "--dense-len") o.cfg.sparse_dense_len = int_value();
     else if (a == "--frspec-size") o.frspec = int_value();
     else if (a == "--device") o.device = int_value();
     else if (a == "--backend") {
@@ -131,7 +136,7 @@ Options parse(int argc, char** argv) {
       std::printf("usage: mcpm_bench [--preset minicpm4-0.5b|minicpm4-8b|tiny] [--hidden N] [--layers N] [--heads N] "
                   "[--kv-heads N] [--head-dim N] [--ffn N] [--vocab N] [--untied] [--dtype bf16|fp16|fp32] "
                   "[--prompt-tokens N] [--gen-tokens N] [--threads N] [--json] [--backend cpu|cuda] [--device N] "
-                  "[--spec-trees N,N,...] [--frspec-size R] [--int4] [--no-graphs]\n");
+                  "[--spec-trees N,N,...] [--frspec-size R] [--int4] [--no-graphs] [--sparse] [--dense-len N]\n");
       std::exit(0);
     } else {
       die("unknown argument '" + a + "' (see --help)");
@@ -427,7 +432,16 @@ int main(int argc, char** argv) {
   // KV rows read per decoded token: on average the context at the middle of the generation.
   const double mean_context = o.prompt_tokens + (st.decode_tokens + 1) / 2.0;
   const double kv_elem = on_cpu ? 4.0 : 2.0;  // f32 cache on the CPU, bf16 on CUDA
-  const double kv_bytes = mean_context * c.num_layers * 2.0 * static_cast<double>(KV) * kv_elem;
+  double kv_bytes = mean_context * c.num_layers * 2.0 * static_cast<double>(KV) * kv_elem;
+  const bool sparse_decode = c.sparse_enabled && (c.sparse_dense_len < 0 || mean_context >= c.sparse_dense_len);
+  if (sparse_decode) {
+    // InfLLM v2: K and V of the selected blocks plus both levels of fp32 compressed keys.
+    const double selected = std::min(mean_context, static_cast<double>(c.sparse_topk + c.sparse_window_size /
+                                                                                         c.sparse_block_size) *
+                                                       c.sparse_block_size);
+    const double compressed = mean_context / c.sparse_kernel_stride + mean_context / (4.0 * c.sparse_kernel_stride);
+    kv_bytes = c.num_layers * static_cast<double>(KV) * (selected * 2.0 * kv_elem + compressed * 4.0);
+  }
   const double bytes_per_token = streamed_weight_bytes + kv_bytes;
   const double achieved_gbs = bytes_per_token * decode_tps / 1e9;
 
@@ -447,14 +461,15 @@ int main(int argc, char** argv) {
     }
     std::printf(
         "{\"backend\":\"%s\",\"hidden\":%d,\"layers\":%d,\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d,\"ffn\":%d,"
-        "\"vocab\":%d,\"dtype\":\"%s\",\"int4\":%s,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
+        "\"vocab\":%d,\"dtype\":\"%s\",\"int4\":%s,\"sparse_dense_len\":%d,\"tied\":%s,\"threads\":%d,\"cpu_kernels\":\"%s\",\"prompt_tokens\":%d,"
         "\"gen_tokens\":%lld,\"load_s\":%.3f,\"weight_bytes\":%llu,\"copy_bandwidth_gbs\":%.2f,"
         "\"read_bandwidth_gbs\":%.2f,\"prefill_tokens_per_s\":%.3f,\"decode_tokens_per_s\":%.3f,"
         "\"generate_tokens_per_s\":%.3f,"
         "\"decode_bytes_per_token\":%.0f,\"decode_gbs\":%.2f,\"decode_fraction_of_copy_bw\":%s,"
         "\"decode_fraction_of_read_bw\":%s}\n",
         backend_name, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
-        c.vocab_size, dtype_name, o.int4 ? "true" : "false", c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features,
+        c.vocab_size, dtype_name, o.int4 ? "true" : "false", c.sparse_enabled ? c.sparse_dense_len : 0,
+        c.tie_word_embeddings ? "true" : "false", threads, info.cpu_features,
         o.prompt_tokens, static_cast<long long>(st.decode_tokens), load_s,
         static_cast<unsigned long long>(weight_bytes), bw.copy_gbs, bw.read_gbs, prefill_tps, decode_tps, generate_tps,
         bytes_per_token, achieved_gbs, copy_frac, read_frac);
@@ -462,6 +477,10 @@ int main(int argc, char** argv) {
     std::printf("model      hidden %d, layers %d, heads %d/%d kv, head_dim %d, ffn %d, vocab %d, %s%s, %s\n",
                 c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size,
                 c.vocab_size, dtype_name, o.int4 ? " (linears int4)" : "", c.tie_word_embeddings ? "tied" : "untied");
+    if (c.sparse_enabled)
+      std::printf("attention  InfLLM v2 from %d tokens (top-k %d, window %d, block %d, kernels %d/%d)%s\n",
+                  c.sparse_dense_len, c.sparse_topk, c.sparse_window_size, c.sparse_block_size, c.sparse_kernel_size,
+                  c.sparse_kernel_stride, sparse_decode ? "" : "; decode stays dense at this context");
     if (on_cpu) {
       std::printf("machine    %d threads, kernels: %s\n", threads, info.cpu_features);
       std::printf("memory     copy %.2f GB/s (read+write), read %.2f GB/s\n", bw.copy_gbs, bw.read_gbs);

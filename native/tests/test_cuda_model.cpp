@@ -1,5 +1,5 @@
 // The whole model on the CUDA backend through the C ABI, against the CPU backend: logits, greedy
-// decoding, seeded sampling, int4, typed errors (out of memory, context full, unsupported InfLLM v2,
+// decoding, seeded sampling, int4, InfLLM v2, typed errors (out of memory, context full,
 // no device) and device memory coming back after a model is freed. Tests that need a GPU skip
 // without one (MCPM_REQUIRE_CUDA=1: fail); the build-info and no-device tests run everywhere.
 //
@@ -341,26 +341,38 @@ TEST(CudaModel, OutOfMemoryIsTypedAndDeviceMemoryReturnsAfterFree) {
               before / 1048576.0, during / 1048576.0, after / 1048576.0);
 }
 
-// No InfLLM v2 on CUDA yet: a sparse model serves contexts below dense_len (always dense) and refuses
-// a session that could reach it, with UNSUPPORTED and a message.
-TEST(CudaModel, SparseModelRunsDenseBelowDenseLenAndIsUnsupportedBeyond) {
+// InfLLM v2 through the whole model on CUDA: a tiny model whose attention turns sparse at 64 tokens
+// (kernel 8/4, block 16, window 32, top-k 2 on top of the 2 local blocks), so most blocks compete for
+// the top-k slots. Logits CUDA vs CPU over a 150-token prefill (dense, then sparse with history in
+// the second chunk) and 40 decode steps, within the dense bound; a selection that flips at a near tie
+// of block scores under bf16 rounding would show as a larger error here (the op test compares
+// selections directly).
+TEST(CudaModel, SparseModelLogitsMatchCpu) {
   MCPM_SKIP_WITHOUT_CUDA();
   TinyConfig tc = TinyPreset(8);
   tc.sparse_dense_len = 64;
   const TinyModel tm(tc);
-  ModelPtr m = tm.Load(MCPM_BACKEND_CUDA);  // TinyModel takes MCPM_TEST_CUDA_DEVICE as CudaDevice() does
-  ASSERT_TRUE(m);
-  SessionPtr short_session = MakeSession(m.get(), 63);
-  ASSERT_TRUE(short_session);
-  const std::vector<int32_t> prompt = tm.RandomTokens(20, 8);
-  EXPECT_MCPM_OK(mcpm_session_prefill(short_session.get(), prompt.data(), 20, MCPM_LOGITS_NONE, nullptr, 0));
-  mcpm_session_params p{};
-  p.struct_size = sizeof p;
-  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
-  p.context_capacity = 64;
-  mcpm_session* s = nullptr;
-  EXPECT_MCPM_STATUS(mcpm_session_create(m.get(), &p, &s), MCPM_ERR_UNSUPPORTED);
-  EXPECT_NE(std::string(mcpm_last_error()).find("sparse"), std::string::npos) << mcpm_last_error();
+  const size_t V = static_cast<size_t>(tm.config().vocab);
+  ModelPtr cpu = tm.Load(MCPM_BACKEND_CPU), gpu = tm.Load(MCPM_BACKEND_CUDA);
+  ASSERT_TRUE(cpu && gpu);
+  const std::vector<int32_t> prompt = tm.RandomTokens(150, 8);
+  SessionPtr sc = MakeSession(cpu.get(), 256, 100), sg = MakeSession(gpu.get(), 256, 100);
+  ASSERT_TRUE(sc && sg);
+  std::vector<float> lc(prompt.size() * V), lg(prompt.size() * V);
+  ASSERT_MCPM_OK(mcpm_session_prefill(sc.get(), prompt.data(), 150, MCPM_LOGITS_ALL, lc.data(), lc.size()));
+  ASSERT_MCPM_OK(mcpm_session_prefill(sg.get(), prompt.data(), 150, MCPM_LOGITS_ALL, lg.data(), lg.size()));
+  const double prefill_err = RelErr(lg, lc);
+  EXPECT_LE(prefill_err, kLogitsRelTol) << "prefill";
+  double decode_err = 0.0;
+  std::vector<float> dc(V), dg(V);
+  for (int32_t t : tm.RandomTokens(40, 9)) {
+    ASSERT_MCPM_OK(mcpm_session_decode(sc.get(), t, dc.data(), V));
+    ASSERT_MCPM_OK(mcpm_session_decode(sg.get(), t, dg.data(), V));
+    decode_err = std::max(decode_err, RelErr(dg, dc));
+  }
+  EXPECT_LE(decode_err, kLogitsRelTol) << "decode";
+  std::printf("[ NOTE     ] sparse model: CUDA vs CPU logits relative error: prefill %.2e, decode %.2e\n", prefill_err,
+              decode_err);
 }
 
 }  // namespace

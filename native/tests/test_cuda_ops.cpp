@@ -21,15 +21,23 @@
 //   - attention and tree attention: K/V are made bf16-representable (the CUDA cache is bf16, the CPU
 //     cache fp32), so only fp32 evaluation order differs (online vs two-pass softmax, split-KV
 //     merge): |d| <= 5e-5 * max|v| + 1e-6.
+//   - InfLLM v2 sparse attention: compressed keys bit-identical (same bf16 keys, same sums in the
+//     same order); selected blocks identical except at a near tie of the reference's block scores at
+//     the top-k boundary (|B - B_k| <= 1e-5 |B_k|: stage-1 scores are fp32 sums of exps in another
+//     order), which must stay rare (<= 2% of (token, KV head) pairs); outputs of the groups with the
+//     same blocks as attention: |d| <= 5e-5 * max|v| + 1e-6.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -38,6 +46,7 @@
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/int4.h"
+#include "engine/infllm.h"
 
 namespace {
 
@@ -736,6 +745,153 @@ TEST_F(CudaOps, QueuedOpsAndTwoContexts) {
   for (double& b : bound) b = 0.5 * (1.0 / 256 + 1e-4 + 2e-5) * b + 1e-6;
   EXPECT_TRUE(Within(results[0], want, bound));
   EXPECT_TRUE(Exact(results[1], results[0])) << "two contexts, same inputs: bit-identical (deterministic kernels)";
+}
+
+// ---- InfLLM v2 sparse attention ---------------------------------------------------------------------------
+
+struct SparseCase {
+  const char* name;
+  int32_t heads, kv_heads, head_dim;
+  SparseAttentionParams params;
+  int64_t capacity;
+  std::vector<std::pair<int64_t, int64_t>> calls;  // (start, n); a start before the last end is a rewind
+};
+
+SparseAttentionParams SmallSparse(int32_t topk, int32_t window) {
+  SparseAttentionParams p;
+  p.kernel_size = 8, p.kernel_stride = 4, p.init_blocks = 1, p.block_size = 16, p.window_size = window, p.topk = topk;
+  return p;
+}
+
+infllm::SparseConfig ReferenceConfig(const SparseAttentionParams& p) {
+  infllm::SparseConfig c;
+  c.kernel_size = p.kernel_size, c.kernel_stride = p.kernel_stride, c.init_blocks = p.init_blocks;
+  c.block_size = p.block_size, c.window_size = p.window_size, c.topk = p.topk, c.dense_len = -1;
+  return c;
+}
+
+// A sequence of sparse_attention calls on one cache, CUDA vs CPU after every call (the file comment
+// has the tolerances). Calls that start past the previous end read rows already in the cache as
+// history (a dense prefill wrote them); a rewind truncates both states and rewrites the rows.
+TEST_F(CudaOps, SparseAttentionMatchesCpuAcrossPrefillDecodeAndRewind) {
+  const std::vector<SparseCase> cases{
+      {"GQA 8:1 hd 64, small blocks", 16, 2, 64, SmallSparse(6, 32), 640,
+       {{0, 300}, {300, 1}, {301, 1}, {302, 37}, {339, 1}, {200, 50}, {250, 1}, {600, 3}}},
+      {"MHA hd 128, small blocks", 4, 4, 128, SmallSparse(3, 16), 300, {{0, 5}, {5, 200}, {205, 1}}},
+      {"only forced blocks: top-k 0", 8, 2, 64, SmallSparse(0, 32), 200, {{0, 150}, {150, 1}}},
+      {"nothing selectable: top-k 0, no window", 8, 2, 64, SmallSparse(0, 0), 64, {{0, 40}}},
+      {"MiniCPM4-8B shape (32/2 x 128), default sparse_config", 32, 2, 128, SparseAttentionParams{}, 32800,
+       {{20000, 16}, {20016, 1}, {20017, 1}, {32767, 1}, {20010, 5}, {20015, 1}}},
+      {"GQA 8:1 hd 64, default sparse_config", 16, 2, 64, SparseAttentionParams{}, 9100, {{8990, 33}, {9023, 1}}},
+  };
+  int64_t compared_pairs = 0, tie_pairs = 0;
+  for (const SparseCase& sc : cases) {
+    SCOPED_TRACE(sc.name);
+    const int64_t hd = sc.head_dim, kv_heads = sc.kv_heads, G = sc.heads / sc.kv_heads;
+    const int64_t q_dim = sc.heads * hd, kv_dim = kv_heads * hd, cap = sc.capacity;
+    const infllm::SparseConfig cfg = ReferenceConfig(sc.params);
+    std::vector<float> k = RoundAll(Random(static_cast<size_t>(cap * kv_dim), rng_), DType::BF16);
+    std::vector<float> v = RoundAll(Random(static_cast<size_t>(cap * kv_dim), rng_, -3, 3), DType::BF16);
+    Dev kg = Make(*gpu_, DType::BF16, cap, kv_dim, k), vg = Make(*gpu_, DType::BF16, cap, kv_dim, v);
+    Dev kc = Make(*cpu_, DType::F32, cap, kv_dim, k), vc = Make(*cpu_, DType::F32, cap, kv_dim, v);
+    double vmax = 0.0;
+    for (float x : v) vmax = std::max(vmax, std::fabs(static_cast<double>(x)));
+    const AttentionShape shape{sc.heads, sc.kv_heads, sc.head_dim};
+    std::unique_ptr<AttentionState> gstate = gpu_->create_sparse_attention_state(sc.params, shape, cap);
+    std::unique_ptr<AttentionState> cstate = cpu_->create_sparse_attention_state(sc.params, shape, cap);
+    int64_t end = 0;
+    for (const auto& [start, n] : sc.calls) {
+      SCOPED_TRACE("call start " + std::to_string(start) + " n " + std::to_string(n));
+      if (start < end) {  // rewind: new keys and values for the rewritten rows
+        gstate->truncate(start);
+        cstate->truncate(start);
+        const std::vector<float> nk = RoundAll(Random(static_cast<size_t>(n * kv_dim), rng_), DType::BF16);
+        const std::vector<float> nv = RoundAll(Random(static_cast<size_t>(n * kv_dim), rng_, -3, 3), DType::BF16);
+        std::copy(nk.begin(), nk.end(), k.begin() + start * kv_dim);
+        std::copy(nv.begin(), nv.end(), v.begin() + start * kv_dim);
+        const size_t off = static_cast<size_t>(start * kv_dim);
+        gpu_->upload(static_cast<uint16_t*>(kg.t.data) + off, Encode(nk, DType::BF16).data(), nk.size() * 2);
+        gpu_->upload(static_cast<uint16_t*>(vg.t.data) + off, Encode(nv, DType::BF16).data(), nv.size() * 2);
+        cpu_->upload(static_cast<float*>(kc.t.data) + off, nk.data(), nk.size() * 4);
+        cpu_->upload(static_cast<float*>(vc.t.data) + off, nv.data(), nv.size() * 4);
+      }
+      end = start + n;
+      const std::vector<float> q = Random(static_cast<size_t>(n * q_dim), rng_, -2, 2);
+      Dev qg = Make(*gpu_, DType::F32, n, q_dim, q), qc = Make(*cpu_, DType::F32, n, q_dim, q);
+      Dev og = Make(*gpu_, DType::F32, n, q_dim, {}), oc = Make(*cpu_, DType::F32, n, q_dim, {});
+      gpu_->sparse_attention(*gctx_, og.t, qg.t, kg.t, vg.t, shape, start, sc.params, *gstate);
+      cpu_->sparse_attention(*cctx_, oc.t, qc.t, kc.t, vc.t, shape, start, sc.params, *cstate);
+      Sync();
+
+      // Compressed keys, bit for bit, against engine/infllm's batch compression of rows [0, end).
+      std::vector<infllm::CompressedKeys> ck(static_cast<size_t>(kv_heads));
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        std::vector<float> kh(static_cast<size_t>(end * hd));
+        for (int64_t r = 0; r < end; ++r)
+          std::copy_n(k.begin() + r * kv_dim + h * hd, hd, kh.begin() + r * hd);
+        ck[static_cast<size_t>(h)] = infllm::compress_keys(cfg, kh.data(), end, hd);
+      }
+      for (int level : {1, 2}) {
+        int64_t kernels = -1;
+        const std::vector<float> got = cuda_sparse_compressed_keys(*gctx_, *gstate, level, &kernels);
+        for (int64_t h = 0; h < kv_heads; ++h) {
+          const infllm::CompressedKeys& want = ck[static_cast<size_t>(h)];
+          const std::vector<float>& wk = level == 1 ? want.c1 : want.c2;
+          ASSERT_EQ(kernels, level == 1 ? want.n1 : want.n2) << "level " << level;
+          EXPECT_EQ(std::memcmp(got.data() + h * kernels * hd, wk.data(), wk.size() * sizeof(float)), 0)
+              << "level " << level << " KV head " << h;
+        }
+      }
+
+      // Selections and outputs.
+      const std::vector<std::vector<int32_t>> selection = cuda_sparse_last_selection(*gctx_);
+      const bool nothing = sc.params.topk == 0 && sc.params.window_size == 0;
+      if (!nothing) {
+        ASSERT_EQ(static_cast<int64_t>(selection.size()), n * kv_heads);
+      }
+      const std::vector<float> got = Read(*gpu_, og.t), want = Read(*cpu_, oc.t);
+      const int64_t n_blocks = (end + cfg.block_size - 1) / cfg.block_size;
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t h = 0; h < kv_heads; ++h) {
+          const float* q_group = q.data() + i * q_dim + h * G * hd;
+          const infllm::CompressedKeys& ckh = ck[static_cast<size_t>(h)];
+          const std::vector<int32_t> want_sel = infllm::select_for_query(cfg, q_group, static_cast<int>(G), ckh,
+                                                                         start + i, n_blocks);
+          if (!nothing && selection[static_cast<size_t>(i * kv_heads + h)] != want_sel) {
+            // Only a near tie at the top-k boundary may differ.
+            std::vector<float> S(static_cast<size_t>(ckh.n1)), B(static_cast<size_t>(n_blocks));
+            infllm::stage1_kernel_scores(cfg, q_group, static_cast<int>(G), ckh, start + i, S.data());
+            infllm::pool_to_blocks(cfg, S.data(), ckh.n1, n_blocks, B.data());
+            infllm::force_blocks(cfg, start + i, n_blocks, B.data());
+            std::vector<float> sorted = B;
+            std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+            const float kth = sorted[static_cast<size_t>(std::min<int64_t>(cfg.topk_total(), n_blocks) - 1)];
+            std::vector<int32_t> diff;
+            const std::vector<int32_t>& gs = selection[static_cast<size_t>(i * kv_heads + h)];
+            std::set_symmetric_difference(gs.begin(), gs.end(), want_sel.begin(), want_sel.end(),
+                                          std::back_inserter(diff));
+            for (int32_t b : diff)
+              EXPECT_LE(std::fabs(static_cast<double>(B[static_cast<size_t>(b)]) - kth), 1e-5 * std::fabs(kth))
+                  << "token " << i << " KV head " << h << ": block " << b << " (score " << B[static_cast<size_t>(b)]
+                  << ") selected differently, k-th score " << kth;
+            ++tie_pairs;
+            continue;
+          }
+          ++compared_pairs;
+          for (int64_t g = 0; g < G; ++g) {
+            const size_t off = static_cast<size_t>(i * q_dim + (h * G + g) * hd);
+            const std::vector<float> a(got.begin() + off, got.begin() + off + hd);
+            const std::vector<float> b(want.begin() + off, want.begin() + off + hd);
+            EXPECT_TRUE(Within(a, b, 0.0, 5e-5 * vmax + 1e-6)) << "token " << i << " head " << h * G + g;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(compared_pairs, 0);
+  EXPECT_LE(tie_pairs, compared_pairs / 50) << tie_pairs << " near-tie selections of " << compared_pairs + tie_pairs;
+  std::printf("[ NOTE     ] sparse attention: %lld (token, KV head) pairs compared, %lld near-tie selections\n",
+              static_cast<long long>(compared_pairs), static_cast<long long>(tie_pairs));
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backend/cuda/infllm_select.h"
 #include "engine/infllm.h"
 
 namespace mcpm {
@@ -514,6 +515,130 @@ TEST(InfLLM, ConfigValidation) {
   EXPECT_THROW(validate(c), std::invalid_argument);
   EXPECT_EQ(SparseConfig{}.topk_total(), 96);
   EXPECT_EQ(SparseConfig{}.local_blocks(), 32);
+}
+
+
+// ---- the CUDA kernels' selection, emulated -------------------------------------------------------
+//
+// The CUDA backend selects blocks with backend/cuda/infllm_select.h (block scores from S, an MSB-first
+// radix select of the k-th largest block key, then every block with a key >= it up to t's own
+// block). Run here sequentially, as one thread block does it, it must give exactly
+// pool_to_blocks + force_blocks + select_blocks, including exact ties (adjacent blocks that pool the
+// same kernel, planted equal scores, zeros of invisible kernels, forced +inf blocks).
+std::vector<int32_t> EmulateCudaSelection(const SparseConfig& cfg, const float* S, int64_t n1, int64_t n_blocks,
+                                          int64_t t) {
+  namespace sel = infllm_select;
+  auto key = [&](int64_t b) {
+    const float score = sel::forced_block(b, t, cfg.block_size, cfg.init_blocks, cfg.local_blocks())
+                            ? INFINITY
+                            : sel::pooled_block_score(S, n1, cfg.pool_ratio(), b);
+    return sel::block_key(score, b);
+  };
+  const int64_t k = std::min<int64_t>(cfg.topk_total(), n_blocks);
+  std::vector<int32_t> out;
+  if (k == 0) return out;
+  uint64_t threshold = 0;
+  uint32_t rank = static_cast<uint32_t>(k);
+  for (int shift = sel::kFirstShift; shift >= 0; shift -= sel::kDigitBits) {
+    uint32_t hist[sel::kBins] = {};
+    const uint64_t fixed = sel::radix_fixed_mask(shift);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      const uint64_t kb = key(b);
+      if ((kb & fixed) == (threshold & fixed)) ++hist[sel::radix_digit(kb, shift)];
+    }
+    const int d = sel::radix_choose_digit(hist, rank);
+    EXPECT_GE(d, 0) << "shift " << shift;
+    if (d < 0) return out;
+    threshold |= static_cast<uint64_t>(d) << shift;
+  }
+  for (int64_t b = 0; b <= std::min(n_blocks - 1, t / cfg.block_size); ++b)
+    if (key(b) >= threshold) out.push_back(static_cast<int32_t>(b));
+  return out;
+}
+
+TEST(InfllmSelectEmulation, KernelScoresAndKeysMatchTheReference) {
+  namespace sel = infllm_select;
+  std::mt19937_64 rng(4242);
+  std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  const SparseConfig cfg = small_config();
+  for (int64_t L : {1, 7, 8, 11, 16, 100, 257}) {
+    const int64_t n1 = num_kernels(L, cfg.kernel_size, cfg.kernel_stride);
+    EXPECT_EQ(sel::kernel_count(L, cfg.kernel_size, cfg.kernel_stride), n1);
+    const int64_t n_blocks = (L + cfg.block_size - 1) / cfg.block_size;
+    std::vector<float> S(static_cast<size_t>(n1)), B(static_cast<size_t>(n_blocks));
+    for (float& x : S) x = u(rng);
+    pool_to_blocks(cfg, S.data(), n1, n_blocks, B.data());
+    for (int64_t b = 0; b < n_blocks; ++b)
+      EXPECT_EQ(sel::pooled_block_score(S.data(), n1, cfg.pool_ratio(), b), B[static_cast<size_t>(b)]) << b;
+    const int64_t t = L - 1;
+    std::vector<float> forced(static_cast<size_t>(n_blocks), 0.0f);
+    force_blocks(cfg, t, n_blocks, forced.data());
+    for (int64_t b = 0; b < n_blocks; ++b)
+      EXPECT_EQ(sel::forced_block(b, t, cfg.block_size, cfg.init_blocks, cfg.local_blocks()),
+                std::isinf(forced[static_cast<size_t>(b)]))
+          << "L " << L << " b " << b;
+  }
+  // The key order is the float order, then the lower block first.
+  const float values[] = {-INFINITY, -3.5f, -1e-30f, -0.0f, 0.0f, 1e-30f, 0.25f, 7.0f, 3e38f, INFINITY};
+  for (size_t i = 0; i + 1 < sizeof values / sizeof values[0]; ++i) {
+    EXPECT_LT(sel::float_order(values[i]), sel::float_order(values[i + 1])) << values[i] << " vs " << values[i + 1];
+    EXPECT_LT(sel::block_key(values[i], 0), sel::block_key(values[i + 1], 1000));
+  }
+  EXPECT_GT(sel::block_key(2.0f, 3), sel::block_key(2.0f, 4));
+}
+
+TEST(InfllmSelectEmulation, RadixSelectEqualsTopkWithTiesAndForcedBlocks) {
+  std::mt19937_64 rng(2026);
+  std::uniform_real_distribution<float> u(0.01f, 5.0f);
+  std::uniform_int_distribution<int> pick(0, 3);
+  for (int variant = 0; variant < 4; ++variant) {
+    SparseConfig cfg = small_config();
+    if (variant == 1) cfg.topk = 0;                      // only the forced blocks
+    if (variant == 2) cfg.topk = 40;                     // k >= n_blocks for short sequences
+    if (variant == 3) cfg.init_blocks = 0, cfg.window_size = 0, cfg.topk = 3;  // nothing forced
+    for (int64_t L : {1, 15, 16, 17, 64, 200, 555, 2048}) {
+      const int64_t n1 = num_kernels(L, cfg.kernel_size, cfg.kernel_stride);
+      const int64_t n_blocks = (L + cfg.block_size - 1) / cfg.block_size;
+      std::vector<float> S(static_cast<size_t>(n1));
+      // A third of the scores from four values (many exact ties), the rest distinct.
+      const float few[] = {0.0f, 0.5f, 1.5f, 4.0f};
+      for (float& x : S) x = pick(rng) == 0 ? few[pick(rng)] : u(rng);
+      for (int64_t t : {L - 1, L / 2, int64_t{0}}) {
+        // As for a query at t: kernels not visible to it score 0.
+        std::vector<float> St = S;
+        const int64_t vis = num_visible_kernels(t, n1, cfg.kernel_size, cfg.kernel_stride);
+        for (int64_t c = vis; c < n1; ++c) St[static_cast<size_t>(c)] = 0.0f;
+        std::vector<float> B(static_cast<size_t>(n_blocks));
+        pool_to_blocks(cfg, St.data(), n1, n_blocks, B.data());
+        force_blocks(cfg, t, n_blocks, B.data());
+        const std::vector<int32_t> want = select_blocks(cfg, B.data(), n_blocks, t);
+        EXPECT_EQ(EmulateCudaSelection(cfg, St.data(), n1, n_blocks, t), want)
+            << "variant " << variant << " L " << L << " t " << t;
+      }
+    }
+  }
+}
+
+// The same on real stage-1 scores of random queries and keys (the default geometry, 20k tokens).
+TEST(InfllmSelectEmulation, RadixSelectEqualsReferenceOnStage1Scores) {
+  SparseConfig cfg;  // 32/16, block 64, window 2048, topk 64
+  cfg.dense_len = -1;
+  const int64_t L = 20000, d = 32;
+  const int G = 4;
+  std::mt19937_64 rng(99);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> K(static_cast<size_t>(L * d)), q(static_cast<size_t>(G * d));
+  for (float& x : K) x = n(rng);
+  const CompressedKeys ck = compress_keys(cfg, K.data(), L, d);
+  const int64_t n_blocks = (L + cfg.block_size - 1) / cfg.block_size;
+  for (int64_t t : {L - 1, int64_t{12345}, int64_t{4096}}) {
+    for (float& x : q) x = n(rng);
+    std::vector<float> S(static_cast<size_t>(ck.n1));
+    stage1_kernel_scores(cfg, q.data(), G, ck, t, S.data());
+    EXPECT_EQ(EmulateCudaSelection(cfg, S.data(), ck.n1, n_blocks, t),
+              select_for_query(cfg, q.data(), G, ck, t, n_blocks))
+        << "t " << t;
+  }
 }
 
 }  // namespace

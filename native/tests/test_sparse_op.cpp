@@ -68,7 +68,7 @@ TEST(CpuSparseAttentionOp, MatchesReferenceForEveryChunkingAndAfterTruncation) {
     for (int chunk : {1, 13, 64, kTokens}) {
       SCOPED_TRACE(::testing::Message() << threads << " threads, chunk " << chunk);
       auto ctx = backend.create_context(threads);
-      auto state = backend.create_sparse_attention_state(p, shape);
+      auto state = backend.create_sparse_attention_state(p, shape, kTokens);
       std::vector<float> kc(d.k.size()), vc(d.v.size()), out(d.q.size(), -1.0f);
       const Tensor k_cache{kc.data(), DType::F32, kTokens, kKvHeads * kHeadDim};
       const Tensor v_cache{vc.data(), DType::F32, kTokens, kKvHeads * kHeadDim};

@@ -577,8 +577,6 @@ TEST(Speculative, SampledTokensFollowTheTargetDistribution) {
 
 // InfLLM v2 targets: tree verification while dense, chain verification once sparse attention is on.
 TEST(Speculative, SparseTargetGreedyEqualsPlainGreedyAcrossTheDenseToSparseSwitch) {
-  if (EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CUDA)
-    GTEST_SKIP() << "InfLLM v2 sparse attention is not implemented on the CUDA backend yet";
   TinyConfig tc = TargetConfig(51);
   tc.sparse_dense_len = 48;
   TinyModel tm(tc);

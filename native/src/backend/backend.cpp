@@ -11,7 +11,7 @@
 namespace mcpm {
 
 std::unique_ptr<AttentionState> Backend::create_sparse_attention_state(const SparseAttentionParams&,
-                                                                       const AttentionShape&) {
+                                                                       const AttentionShape&, int64_t) {
   throw_error(MCPM_ERR_UNSUPPORTED, std::string("InfLLM v2 sparse attention is not implemented by the ") + name() +
                                         " backend");
 }

@@ -191,10 +191,12 @@ class Backend {
   virtual void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                          const Tensor& v_cache, const AttentionShape& shape, int64_t start) = 0;
 
-  // State for sparse_attention() over one layer's KV cache. The default throws
-  // mcpm::Error(MCPM_ERR_UNSUPPORTED) (backends without InfLLM v2).
+  // State for sparse_attention() over one layer's KV cache of `capacity` rows (a backend may allocate
+  // the compressed keys for all of them up front). The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED)
+  // (backends without InfLLM v2).
   virtual std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
-                                                                        const AttentionShape& shape);
+                                                                        const AttentionShape& shape,
+                                                                        int64_t capacity);
 
   // InfLLM v2 attention (Hugging Face semantics) with the layout and contract of attention(): the
   // query at absolute position t = start + i attends, per KV group, to the keys j <= t of the blocks

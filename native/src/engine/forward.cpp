@@ -31,12 +31,12 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, int64_t cap) : cap
     }
   }
   // Sparse state only when a call on this cache can reach dense_len: a shorter context is always dense
-  // (backends without InfLLM v2, such as CUDA today, then serve sparse models at short contexts).
+  // (so a backend without InfLLM v2 still serves sparse models at short contexts).
   if (config.sparse.enabled && config.sparse.use_sparse(cap)) {
     const SparseAttentionParams& params = config.sparse;
     const AttentionShape shape{config.num_heads, config.num_kv_heads, config.head_dim};
     for (int32_t l = 0; l < config.num_layers; ++l)
-      sparse.push_back(backend.create_sparse_attention_state(params, shape));
+      sparse.push_back(backend.create_sparse_attention_state(params, shape, cap));
   }
 }
 

@@ -457,8 +457,9 @@ infllm::SparseConfig to_infllm(const SparseAttentionParams& p) {
 
 }  // namespace
 
+// The compressed keys grow with the cache (engine/infllm's vectors); `capacity` is not needed.
 std::unique_ptr<AttentionState> CpuBackend::create_sparse_attention_state(const SparseAttentionParams& params,
-                                                                          const AttentionShape& shape) {
+                                                                          const AttentionShape& shape, int64_t) {
   auto state = std::make_unique<CpuSparseState>();
   state->cfg = to_infllm(params);
   try {

@@ -67,7 +67,8 @@ class CpuBackend final : public Backend {
   void attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                  const AttentionShape& shape, int64_t start) override;
   std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
-                                                                const AttentionShape& shape) override;
+                                                                const AttentionShape& shape,
+                                                                int64_t capacity) override;
   void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, const AttentionShape& shape, int64_t start,
                         const SparseAttentionParams& params, AttentionState& state) override;

@@ -1,10 +1,12 @@
-// Attention of the CUDA backend: causal GQA attention over the KV cache (prefill and decode) and
-// tree attention (speculative verification and drafting), one kernel with online softmax and
-// split-KV (flash-decoding) partials.
+// Attention of the CUDA backend: causal GQA attention over the KV cache (prefill and decode), tree
+// attention (speculative verification and drafting) and block-sparse attention (InfLLM v2 stage 2,
+// sparse_attention.cu selects the blocks), one kernel with online softmax and split-KV
+// (flash-decoding) partials.
 //
 // Semantics (backend.h): query i (token row i of q [n, heads * hd], fp32) of head h reads KV head
 // g = h / (heads / kv_heads) of the bf16 caches [capacity, kv_heads * hd]. Causal: it sees cache rows
-// [0, start + i]. Tree: rows [0, prefix) plus prefix + j for every set bit j of masks[i]. Scores are
+// [0, start + i]. Tree: rows [0, prefix) plus prefix + j for every set bit j of masks[i]. Block-sparse:
+// the rows <= start + i of the selected blocks of (i, g), in ascending order. Scores are
 // q·k / sqrt(hd) in fp32, softmax in fp32, out[i, h*hd : (h+1)*hd] = sum_j p_j v_j / sum_j p_j.
 //
 // Tiling. A block (128 threads, 4 warps) owns `rows` = qt tokens x hb query heads of one KV head,
@@ -14,6 +16,10 @@
 // bank-conflict free), and each warp updates its rows with online softmax: running max m, running
 // sum l, and an unnormalised accumulator acc[hd] in shared memory. Keys with probability exactly 0
 // are skipped, so masked rows never touch values that may be uninitialised memory.
+//
+// Block-sparse mode walks "logical" keys u = s * block_size + r (r < block_size) over the s-th
+// selected block of its (token, KV head), i.e. cache row blocks[s] * block_size + r; a block then
+// owns one query token (qt = 1), since each token has its own selection.
 //
 // Split-KV. When the (token tile, head tile, KV head) blocks cannot fill the GPU (decode: kv_heads
 // blocks), the keys are also split into `splits` contiguous ranges (grid.z). Each split writes its
@@ -48,6 +54,7 @@ struct AttnArgs {
   int64_t start;      // causal: first query's position; tree: prefix
   const int64_t* start_dev;  // non-null (a recorded decode step, causal): start is read from here, kv_len = start + n
   const uint64_t* masks;  // tree mode when non-null (device, one per query)
+  KeyBlocks blocks;       // block-sparse mode when blocks.blocks is non-null (qt == 1)
   int64_t kv_len;     // rows [0, kv_len) hold every key any query of the call sees
   float scale;
   int qt, hb, head_tiles, kt, rows;
@@ -60,6 +67,13 @@ struct AttnArgs {
 // online-softmax attention (see the file comment), written normalised to out (one split) or as
 // unnormalised partials (acc, m, l) to a.part. q/out fp32 [n, heads*hd]; k/v bf16 [cap, kv_heads*hd].
 // DPL: accumulator elements per lane (hd <= 32 * DPL).
+// The cache row of logical key u: u itself, or in block-sparse mode row u % block_size of the
+// (u / block_size)-th selected block `sel`.
+__device__ __forceinline__ int64_t key_row(const AttnArgs& a, const int32_t* sel, int64_t u) {
+  if (sel == nullptr) return u;
+  return static_cast<int64_t>(sel[u / a.blocks.block_size]) * a.blocks.block_size + u % a.blocks.block_size;
+}
+
 template <int DPL>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
   extern __shared__ float smem[];
@@ -93,7 +107,13 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
   const int64_t kv_len = a.start_dev ? start + a.n : a.kv_len;
   const int last_t = min(a.n, t0 + a.qt) - 1;
   const int64_t causal_end = start + last_t + 1;
-  const int64_t visible_end = a.masks || causal_end > kv_len ? kv_len : causal_end;
+  const int32_t* sel = nullptr;  // block-sparse: this (token, KV head)'s selected blocks
+  int64_t visible_end = a.masks || causal_end > kv_len ? kv_len : causal_end;
+  if (a.blocks.blocks) {
+    const int64_t item = static_cast<int64_t>(t0) * gridDim.y + g;
+    sel = a.blocks.blocks + item * a.blocks.max_blocks;
+    visible_end = static_cast<int64_t>(a.blocks.counts[item]) * a.blocks.block_size;
+  }
   const int64_t kb0 = static_cast<int64_t>(z) * a.split_len;
   const int64_t kb1 = kb0 + a.split_len < visible_end ? kb0 + a.split_len : visible_end;
   const int hp = hd / 2;
@@ -104,8 +124,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
     for (int e = tid; e < kt * hp; e += blockDim.x) {
       const int jj = e / hp, dp = e - jj * hp;
       uint32_t kw = 0, vw = 0;  // rows past the range are zero, never garbage
-      if (jj < cnt) {
-        const int64_t off = (kb + jj) * a.kv_ld + static_cast<int64_t>(g) * hd + 2 * dp;
+      const int64_t row = jj < cnt ? key_row(a, sel, kb + jj) : kv_len;
+      if (row < kv_len) {  // block-sparse: the tail of the last block may lie past the cache's rows
+        const int64_t off = row * a.kv_ld + static_cast<int64_t>(g) * hd + 2 * dp;
         kw = *reinterpret_cast<const uint32_t*>(a.k + off);
         vw = *reinterpret_cast<const uint32_t*>(a.v + off);
       }
@@ -126,7 +147,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
         const int jj = lane + kWarp * cc;
         float s = -INFINITY;
         if (jj < cnt) {
-          const int64_t j = kb + jj;
+          const int64_t j = key_row(a, sel, kb + jj);
           const bool vis = a.masks ? (j < start || (j - start < 64 && ((mask >> (j - start)) & 1u))) : j <= own;
           if (vis) {
             const float2* q2 = reinterpret_cast<const float2*>(qs + r * hd);
@@ -263,7 +284,8 @@ void CudaBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tens
 }
 
 void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                         const Tensor& v_cache, const AttentionShape& shape, int64_t start, const uint64_t* masks) {
+                         const Tensor& v_cache, const AttentionShape& shape, int64_t start, const uint64_t* masks,
+                         const KeyBlocks* key_blocks) {
   const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
   MCPM_CHECK(hd > 0 && hd % 2 == 0 && hd <= 1024 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0);
   MCPM_CHECK(q.dtype == DType::F32 && out.dtype == DType::F32);
@@ -289,6 +311,8 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   // A recorded decode step reads its start from the step state and sizes the key splits for its
   // bucket, so the same launch serves every length of the bucket (splits past the keys stay empty).
   const bool recorded = c.graph_mode;
+  MCPM_CHECK(key_blocks == nullptr ||
+             (masks == nullptr && !recorded && key_blocks->block_size > 0 && key_blocks->max_blocks > 0));
   if (recorded) {
     MCPM_CHECK(masks == nullptr && n == 1 && c.graph_bucket >= kv_len && c.graph_bucket <= k_cache.rows);
     kv_len = c.graph_bucket;
@@ -314,13 +338,14 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   a.start = start;
   a.start_dev = recorded ? &c.step->start : nullptr;
   a.kv_len = kv_len;
+  if (key_blocks) a.blocks = *key_blocks;
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // Rows per block: queries x heads whose q and accumulators fit 16 KB of shared memory (at most 32).
   const int rows_max = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(32, 2048 / hd)));
   a.hb = static_cast<int>(std::min<int64_t>(group, rows_max));
   a.head_tiles = static_cast<int>((group + a.hb - 1) / a.hb);
-  a.qt = static_cast<int>(std::min<int64_t>(n, std::max(1, rows_max / a.hb)));
+  a.qt = key_blocks ? 1 : static_cast<int>(std::min<int64_t>(n, std::max(1, rows_max / a.hb)));
   a.rows = a.qt * a.hb;
   a.kt = static_cast<int>(std::min<int64_t>(cuda::kMaxKeysPerTile, std::max<int64_t>(4, 4096 / hd)));
   const int64_t token_tiles = (n + a.qt - 1) / a.qt;
@@ -328,7 +353,8 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   MCPM_CHECK(token_tiles * a.head_tiles <= INT_MAX && kv_heads <= 65535);
 
   // Split the keys when the blocks alone leave multiprocessors idle (decode), two tiles per split at least.
-  const int64_t tiles = (kv_len + a.kt - 1) / a.kt;
+  const int64_t key_span = key_blocks ? int64_t{key_blocks->max_blocks} * key_blocks->block_size : kv_len;
+  const int64_t tiles = (key_span + a.kt - 1) / a.kt;
   int64_t splits = 1;
   if (blocks < 2 * multiprocessors_) splits = std::min<int64_t>((2 * multiprocessors_ + blocks - 1) / blocks, (tiles + 1) / 2);
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, cuda::kMaxSplits));

@@ -46,4 +46,12 @@ double cuda_copy_bandwidth_gbs(int32_t device_index);
 // Free and total bytes of device memory on `device_index` (cudaMemGetInfo); throws on a CUDA error.
 void cuda_memory_info(int32_t device_index, uint64_t* free_bytes, uint64_t* total_bytes);
 
+// Test hooks (tests/test_cuda_ops.cpp, CudaOps.SparseAttention*), both waiting for ctx's queued work first:
+// the level-1 or level-2 compressed keys of a CUDA InfLLM v2 state, [kv_heads][kernels][head_dim]
+// with *kernels set to the kernels present; and the block lists the last sparse_attention call on ctx
+// selected, entry t * kv_heads + g for query token t and KV head g.
+std::vector<float> cuda_sparse_compressed_keys(ExecContext& ctx, const AttentionState& state, int level,
+                                               int64_t* kernels);
+std::vector<std::vector<int32_t>> cuda_sparse_last_selection(ExecContext& ctx);
+
 }  // namespace mcpm

@@ -1,6 +1,7 @@
 // Internals shared by the CUDA backend's translation units: error checking, dtype helpers, warp and
 // block reductions, and the CudaBackend / CudaContext classes. Each op is implemented in the .cu
-// file of its concern (elementwise.cu, norm.cu, rope.cu, gemm.cu, int4_gemm.cu, attention.cu).
+// file of its concern (elementwise.cu, norm.cu, rope.cu, gemm.cu, int4_gemm.cu, attention.cu,
+// sparse_attention.cu, sampling.cu).
 //
 // Data types, chosen once for the whole backend:
 //   - Activations are fp32 (activation_dtype()). The residual stream, norms, RoPE, softmax and every
@@ -163,6 +164,9 @@ class CudaContext final : public ExecContext {
     kSortKeysOut,  // sample_token: logits in sorted order
     kSortTemp,     // sample_token: the radix sort's temporary storage
     kProbs,        // sample_token: candidate probabilities
+    kSparseScores, // sparse_attention: stage-1 kernel scores [n][kv_heads][n1]
+    kSparseBlocks, // sparse_attention: selected blocks [n][kv_heads][max_blocks]
+    kSparseCounts, // sparse_attention: their counts [n][kv_heads]
     kSlotCount
   };
 
@@ -196,6 +200,9 @@ class CudaContext final : public ExecContext {
   std::vector<std::pair<int64_t, cudaGraphExec_t>> graphs;  // bucket -> instantiated graph
   bool graphs_failed = false;  // a capture failed once: launch kernels one by one from then on
 
+  // Shape of the last sparse_attention call's selection in kSparseBlocks / kSparseCounts (test hook).
+  int64_t sparse_rows = 0, sparse_max_blocks = 0;
+
  private:
   struct Scratch {
     void* ptr = nullptr;
@@ -204,6 +211,15 @@ class CudaContext final : public ExecContext {
     bool shadow_valid = false;
   };
   Scratch slots_[kSlotCount];
+};
+
+// The selected key blocks of block-sparse attention (device): for query token t and KV head g,
+// blocks[(t * kv_heads + g) * max_blocks + s] for s < counts[t * kv_heads + g], ascending.
+struct KeyBlocks {
+  const int32_t* blocks = nullptr;
+  const int32_t* counts = nullptr;
+  int32_t max_blocks = 0;
+  int32_t block_size = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -250,7 +266,12 @@ class CudaBackend final : public Backend {
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
                        double u) override;
   void synchronize(ExecContext& ctx) override;
-  // sparse_attention / create_sparse_attention_state: the base class's UNSUPPORTED (no InfLLM v2 yet).
+  std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
+                                                                const AttentionShape& shape,
+                                                                int64_t capacity) override;
+  void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, const AttentionShape& shape, int64_t start,
+                        const SparseAttentionParams& params, AttentionState& state) override;
 
   int device() const { return device_; }
   int multiprocessors() const { return multiprocessors_; }
@@ -262,9 +283,11 @@ class CudaBackend final : public Backend {
   // linear_int4 for 1..8 tokens (int4_gemm.cu).
   void linear_int4_gemv(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
                         const Tensor& scales);
-  // Shared body of attention() and tree_attention() (masks == nullptr: causal).
+  // Shared body of attention(), tree_attention() and sparse_attention()'s stage 2 (masks == nullptr
+  // and blocks == nullptr: causal).
   void attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-              const AttentionShape& shape, int64_t start, const uint64_t* masks);
+              const AttentionShape& shape, int64_t start, const uint64_t* masks,
+              const KeyBlocks* key_blocks = nullptr);
 
   int device_;
   int multiprocessors_ = 1;

@@ -12,16 +12,10 @@
 // four lanes 4col..4col+3 share their columns and sum their partial results at the end.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define MCPM_HD __host__ __device__ __forceinline__
-#define MCPM_UNROLL _Pragma("unroll")
-#else
-#include <cmath>
-#define MCPM_HD inline
-#define MCPM_UNROLL
-#endif
+#include "backend/cuda/host_device.h"
 
 namespace mcpm {
 namespace int4_gemv {
