@@ -187,8 +187,9 @@ TEST(CudaModel, GreedyTokensEqualCpuFor64Steps) {
 
 // CUDA graphs: generation replays recorded decode steps (one graph per length bucket: 256, 512, ...).
 // With graphs on and off the tokens must be identical, greedy and seeded sampling, across a bucket
-// boundary (a prompt of 240 tokens and 40 generated ones cross 256) and after a rewind into an older
-// bucket, whose graph is replayed at a shorter length.
+// boundary (a prompt of 240 tokens and 40 generated ones cross 256), after a rewind into an older
+// bucket, whose graph is replayed at a shorter length, and after a prefill that grows the scratch
+// buffers a recorded graph points into.
 TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
   MCPM_SKIP_WITHOUT_CUDA();
   const TinyModel tm(TinyPreset(5));
@@ -220,6 +221,15 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
     const std::vector<int32_t> more = tm.RandomTokens(3, 6);
     EXPECT_EQ(Generate(on.get(), more, 20, sp), Generate(off.get(), more, 20, sp));
   }
+  // A graph recorded while the scratch buffers were small, then a long prefill that grows them (the
+  // recorded addresses are freed), then generation in the same bucket: the stale graph must not be
+  // replayed.
+  SessionPtr on = session(true), off = session(false);
+  ASSERT_TRUE(on && off);
+  const std::vector<int32_t> short_prompt = tm.RandomTokens(5, 7), long_turn = tm.RandomTokens(200, 8);
+  EXPECT_EQ(Generate(on.get(), short_prompt, 10, Greedy()), Generate(off.get(), short_prompt, 10, Greedy()));
+  EXPECT_EQ(Generate(on.get(), long_turn, 20, Greedy()), Generate(off.get(), long_turn, 20, Greedy()))
+      << "after scratch growth";
 }
 
 TEST(CudaModel, ChunkedPrefillAndDecodeAgreeOnCuda) {

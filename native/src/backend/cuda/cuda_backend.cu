@@ -150,6 +150,9 @@ void* CudaContext::scratch(Slot slot, size_t bytes) {
   const size_t want = std::max<size_t>({bytes, 2 * s.size, 256});
   MCPM_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels may still read the old block
   if (s.ptr) {
+    // Recorded decode steps hold the old address: they are re-recorded when next needed.
+    for (auto& g : graphs) (void)cudaGraphExecDestroy(g.second);
+    graphs.clear();
     MCPM_CUDA_CHECK(cudaFree(s.ptr));
     s.ptr = nullptr;
     s.size = 0;

@@ -174,7 +174,8 @@ class CudaContext final : public ExecContext {
   ~CudaContext() override;
 
   // At least `bytes` of device scratch for `slot`, valid until the next call for the same slot. Growing
-  // waits for the stream first, so no queued kernel still reads the old allocation.
+  // waits for the stream first, so no queued kernel still reads the old allocation, and drops every
+  // recorded graph (they hold the old address).
   void* scratch(Slot slot, size_t bytes);
   // A device copy of host[0, bytes), queued on the stream (so kernels queued after it see it). A copy
   // whose bytes equal the slot's previous upload is skipped: a forward call passes the same positions,
