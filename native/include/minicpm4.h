@@ -385,7 +385,7 @@ typedef struct mcpm_session_params {
                                  (CUDA: the device's free memory; CPU: the system's available memory); 0 = off (default) */
   int32_t cuda_graphs;        /* nonzero (default): on CUDA, each generated token of a session without a draft runs as
                                  a replayed CUDA graph (one recorded per context-length bucket of powers of two from
-                                 256; contexts in InfLLM v2's sparse range are not recorded); 0: kernels are launched
+                                 256, dense and InfLLM v2 steps apart); 0: kernels are launched
                                  one by one. The output is the same. Ignored by the CPU backend. Also added after the
                                  first release (an older struct_size means 1). */
 } mcpm_session_params;

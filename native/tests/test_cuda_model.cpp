@@ -232,6 +232,42 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
       << "after scratch growth";
 }
 
+// InfLLM v2 decode steps are recorded too (apart from dense ones, which share their buckets up to
+// dense_len): 20k generated tokens of a tiny sparse model (sparse from 512 tokens, so the compressed
+// keys, selection and block lists are replayed across 7 buckets and ~1250 kernel completions) give
+// the same tokens with graphs on and off, greedy and with seeded sampling.
+TEST(CudaModel, SparseGraphsOnAndOffGiveIdenticalTokensOver20kSteps) {
+  MCPM_SKIP_WITHOUT_CUDA();
+  TinyConfig tc = TinyPreset(9);
+  tc.sparse_dense_len = 512;
+  tc.max_position_embeddings = 32768;
+  const TinyModel tm(tc);
+  ModelPtr gpu = tm.Load(MCPM_BACKEND_CUDA);
+  ASSERT_TRUE(gpu);
+  auto session = [&](bool graphs) {
+    mcpm_session_params p{};
+    p.struct_size = sizeof p;
+    EXPECT_MCPM_OK(mcpm_session_params_default(&p));
+    p.context_capacity = 20200;
+    p.cuda_graphs = graphs ? 1 : 0;
+    mcpm_session* s = nullptr;
+    EXPECT_MCPM_OK(mcpm_session_create(gpu.get(), &p, &s));
+    return SessionPtr(s);
+  };
+  const std::vector<int32_t> prompt = tm.RandomTokens(100, 9);
+  mcpm_sampling_params warm = Greedy();
+  warm.temperature = 0.9f, warm.top_k = 50, warm.seed = 5;
+  for (const mcpm_sampling_params& sp : {Greedy(), warm}) {
+    SCOPED_TRACE(sp.temperature > 0 ? "sampling" : "greedy");
+    const int steps = sp.temperature > 0 ? 3000 : 20000;
+    SessionPtr on = session(true), off = session(false);
+    ASSERT_TRUE(on && off);
+    const std::vector<int32_t> a = Generate(on.get(), prompt, steps, sp), b = Generate(off.get(), prompt, steps, sp);
+    ASSERT_EQ(a.size(), static_cast<size_t>(steps));
+    EXPECT_EQ(a, b);
+  }
+}
+
 TEST(CudaModel, ChunkedPrefillAndDecodeAgreeOnCuda) {
   MCPM_SKIP_WITHOUT_CUDA();
   const TinyModel tm(TinyPreset(4));

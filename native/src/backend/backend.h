@@ -85,6 +85,7 @@ struct DecodeStep {
   int32_t position = 0;  // RoPE position (the cache row for causal decoding)
   int64_t start = 0;     // the cache row the token's K/V go to: the tokens before it
   int64_t capacity = 0;  // cache rows
+  int32_t variant = 0;   // steps whose recorded work differs (0: dense attention, 1: InfLLM v2) are kept apart
 };
 
 class ExecContext {
@@ -243,11 +244,11 @@ class Backend {
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u) = 0;
 
-  // Runs `record`, the forward pass of one causal, single-token, dense decode step, or a replay of it.
-  // The default runs it. The CUDA backend keeps one CUDA graph per length bucket: it copies the step's
-  // token, position and start to device memory that the recorded kernels read (inside `record` its
-  // embedding, rope, store_kv and attention ops take them from there, not from their host arguments),
-  // so one replay serves every step of its bucket.
+  // Runs `record`, the forward pass of one causal, single-token decode step, or a replay of it.
+  // The default runs it. The CUDA backend keeps one CUDA graph per length bucket and variant: it copies
+  // the step's token, position and start to device memory that the recorded kernels read (inside
+  // `record` its embedding, rope, store_kv, attention and sparse_attention ops take them from there,
+  // not from their host arguments), so one replay serves every step of its bucket.
   virtual void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) {
     (void)ctx;
     (void)step;

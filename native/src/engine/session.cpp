@@ -99,13 +99,15 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
   args.host_logits = logits;
   args.device_logits = device_logits;
   args.keep_features = speculator_ != nullptr;
-  // A generated token of a plain dense session: the backend may replay a recorded step (CUDA graphs).
-  if (use_graphs_ && m == 1 && device_logits && !speculator_ && !uses_sparse_attention(model_->config(), kv_len_ + 1)) {
+  // A generated token of a session without a draft: the backend may replay a recorded step (CUDA
+  // graphs), dense and InfLLM v2 steps recorded apart.
+  if (use_graphs_ && m == 1 && device_logits && !speculator_) {
     DecodeStep step;
     step.token = tokens[0];
     step.position = static_cast<int32_t>(kv_len_);
     step.start = kv_len_;
     step.capacity = kv_.capacity;
+    step.variant = uses_sparse_attention(model_->config(), kv_len_ + 1) ? 1 : 0;
     model_->backend().decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
   } else {
     forward(*model_, *ctx_, ws_, kv_, args);

@@ -311,8 +311,7 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   // A recorded decode step reads its start from the step state and sizes the key splits for its
   // bucket, so the same launch serves every length of the bucket (splits past the keys stay empty).
   const bool recorded = c.graph_mode;
-  MCPM_CHECK(key_blocks == nullptr ||
-             (masks == nullptr && !recorded && key_blocks->block_size > 0 && key_blocks->max_blocks > 0));
+  MCPM_CHECK(key_blocks == nullptr || (masks == nullptr && key_blocks->block_size > 0 && key_blocks->max_blocks > 0));
   if (recorded) {
     MCPM_CHECK(masks == nullptr && n == 1 && c.graph_bucket >= kv_len && c.graph_bucket <= k_cache.rows);
     kv_len = c.graph_bucket;

@@ -134,7 +134,7 @@ CudaContext::CudaContext(int dev) : device(dev) {
 CudaContext::~CudaContext() {
   DeviceGuard guard(device);
   (void)cudaStreamSynchronize(stream);
-  for (auto& g : graphs) (void)cudaGraphExecDestroy(g.second);
+  for (auto& g : graphs) (void)cudaGraphExecDestroy(g.exec);
   if (step) (void)cudaFree(step);
   for (Scratch& s : slots_)
     if (s.ptr) (void)cudaFree(s.ptr);
@@ -151,7 +151,7 @@ void* CudaContext::scratch(Slot slot, size_t bytes) {
   MCPM_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels may still read the old block
   if (s.ptr) {
     // Recorded decode steps hold the old address: they are re-recorded when next needed.
-    for (auto& g : graphs) (void)cudaGraphExecDestroy(g.second);
+    for (auto& g : graphs) (void)cudaGraphExecDestroy(g.exec);
     graphs.clear();
     MCPM_CUDA_CHECK(cudaFree(s.ptr));
     s.ptr = nullptr;
@@ -269,8 +269,8 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
   MCPM_CUDA_CHECK(cudaMemcpyAsync(c.step, &host, sizeof(host), cudaMemcpyHostToDevice, c.stream));
   const int64_t bucket = decode_bucket(step.start + 1, step.capacity);
   for (const auto& g : c.graphs)
-    if (g.first == bucket) {
-      MCPM_CUDA_CHECK(cudaGraphLaunch(g.second, c.stream));
+    if (g.bucket == bucket && g.variant == step.variant) {
+      MCPM_CUDA_CHECK(cudaGraphLaunch(g.exec, c.stream));
       return;
     }
   c.graph_mode = true;
@@ -306,7 +306,7 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
     c.graphs_failed = true;
     return;
   }
-  c.graphs.emplace_back(bucket, exec);
+  c.graphs.push_back(CudaContext::RecordedStep{bucket, step.variant, exec});
 }
 
 uint64_t CudaBackend::available_memory() const {

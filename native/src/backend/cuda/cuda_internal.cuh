@@ -198,7 +198,12 @@ class CudaContext final : public ExecContext {
   StepState* step = nullptr;
   bool graph_mode = false;
   int64_t graph_bucket = 0;
-  std::vector<std::pair<int64_t, cudaGraphExec_t>> graphs;  // bucket -> instantiated graph
+  struct RecordedStep {
+    int64_t bucket;
+    int32_t variant;  // DecodeStep::variant
+    cudaGraphExec_t exec;
+  };
+  std::vector<RecordedStep> graphs;
   bool graphs_failed = false;  // a capture failed once: launch kernels one by one from then on
 
   // Shape of the last sparse_attention call's selection in kSparseBlocks / kSparseCounts (test hook).

@@ -17,8 +17,13 @@
 //   4. Stage 2: attention.cu's kernel in block-sparse mode over the selected blocks (split-KV for
 //      decode, one token per thread block for prefill).
 //
-// The compressed-row count is host bookkeeping in the state, so sparse steps run eagerly (a session
-// records CUDA graphs for dense decode steps only). Not yet: tensor cores for stage 1 and stage 2.
+// CUDA graphs (a recorded decode step, CudaContext::graph_mode): every kernel takes the step's start
+// from the device step state and derives its lengths from it (stage 1 and selection their kernel
+// and block counts; compression the one kernel per level, if any, that the step's row completes),
+// and scratch is sized for the bucket, so one replay serves every step of the bucket. The state's
+// host count of compressed rows (`rows`) is then only a lower bound (replays do not update it); an
+// eager call recompresses from it, which rewrites identical values. Not yet: tensor cores for stage 1
+// and stage 2.
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -58,11 +63,17 @@ constexpr int kMaxGroup = 32;  // query heads per KV head in stage 1 (MiniCPM4: 
 
 // out[h][c][d] = (1 / size) * sum_{j < size} K[c * stride + j][h * hd + d] for c = c0 + blockIdx.x and
 // KV head h = blockIdx.y; K bf16 [rows, kv_ld], out fp32 [kv_heads][cap][hd]. Token order, then the
-// scale, as engine/infllm's mean_pool.
+// scale, as engine/infllm's mean_pool. With start_dev (a recorded decode step, one block per head):
+// the kernel that ends at the step's row start_dev + 1, if there is one.
 __global__ void __launch_bounds__(kCompressThreads)
     compress_kernel(const __nv_bfloat16* __restrict__ k, int64_t kv_ld, int hd, int size, int stride, int64_t c0,
-                    float* __restrict__ out, int64_t cap) {
-  const int64_t c = c0 + blockIdx.x;
+                    const int64_t* start_dev, float* __restrict__ out, int64_t cap) {
+  int64_t c = c0 + blockIdx.x;
+  if (start_dev) {
+    const int64_t rows = *start_dev + 1;
+    if (rows < size || (rows - size) % stride != 0) return;
+    c = (rows - size) / stride;
+  }
   const int h = blockIdx.y;
   const float inv = 1.0f / static_cast<float>(size);
   const __nv_bfloat16* base = k + c * stride * kv_ld + static_cast<int64_t>(h) * hd;
@@ -79,9 +90,10 @@ struct Stage1Args {
   const float* c1;  // [kv_heads][cap1][hd]
   const float* c2;  // [kv_heads][cap2][hd]
   int64_t cap1, cap2;
-  int64_t n1, n2;   // kernels present (complete within start + n rows)
-  float* S;         // [n][kv_heads][n1]
+  float* S;         // [n][kv_heads][s_stride]
+  int64_t s_stride; // >= the level-1 kernels of the call's rows
   int64_t start;
+  const int64_t* start_dev;  // a recorded decode step: start is read from here
   int group, hd;
   int kernel_size, kernel_stride;  // level 1; level 2 is 4x both
   float scale;
@@ -101,12 +113,13 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_kernel(const Stage1Args
   for (int e = tid; e < group * hd; e += blockDim.x) qs[e] = qrow[e];
   __syncthreads();
 
-  const int64_t t = a.start + i;
-  const int64_t vis1 = min(a.n1, sel::kernel_count(t + 1, a.kernel_size, a.kernel_stride));
-  const int64_t vis2 = min(a.n2, sel::kernel_count(t + 1, 4 * a.kernel_size, 4 * a.kernel_stride));
-  float* S = a.S + (static_cast<int64_t>(i) * kv_heads + h) * a.n1;
+  const int64_t start = a.start_dev ? *a.start_dev : a.start, t = start + i, total = start + gridDim.x;
+  const int64_t n1 = sel::kernel_count(total, a.kernel_size, a.kernel_stride);  // the compressed kernels
+  const int64_t vis1 = sel::kernel_count(t + 1, a.kernel_size, a.kernel_stride);
+  const int64_t vis2 = sel::kernel_count(t + 1, 4 * a.kernel_size, 4 * a.kernel_stride);
+  float* S = a.S + (static_cast<int64_t>(i) * kv_heads + h) * a.s_stride;
   if (vis2 == 0) {  // no normalising key yet: every score 0 (the reference maps HF's NaN to 0)
-    for (int64_t c = tid; c < a.n1; c += blockDim.x) S[c] = 0.0f;
+    for (int64_t c = tid; c < n1; c += blockDim.x) S[c] = 0.0f;
     return;
   }
   const float* c1 = a.c1 + static_cast<int64_t>(h) * a.cap1 * hd;
@@ -140,7 +153,7 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_kernel(const Stage1Args
   __syncthreads();
 
   // S[c]: a thread per level-1 kernel, the group's dot products over d in ascending order.
-  for (int64_t c = tid; c < a.n1; c += blockDim.x) {
+  for (int64_t c = tid; c < n1; c += blockDim.x) {
     if (c >= vis1) {
       S[c] = 0.0f;
       continue;
@@ -164,9 +177,11 @@ __global__ void __launch_bounds__(kStage1Threads) stage1_kernel(const Stage1Args
 }
 
 struct SelectArgs {
-  const float* S;  // [n][kv_heads][n1]
-  int64_t n1;
-  int64_t start, total;  // the call's first query position and the rows after it (start + n)
+  const float* S;  // [n][kv_heads][s_stride]
+  int64_t s_stride;
+  int64_t start;             // the call's first query position (its rows end at start + n)
+  const int64_t* start_dev;  // a recorded decode step: start is read from here
+  int64_t kernel_size, kernel_stride;
   int64_t block_size, init_blocks, local_blocks, pool_ratio, topk_total;
   int32_t* blocks;  // [n][kv_heads][max_blocks]
   int32_t* counts;  // [n][kv_heads]
@@ -182,15 +197,16 @@ __global__ void __launch_bounds__(kSelectThreads) select_kernel(const SelectArgs
   __shared__ int warp_counts[kSelectThreads / kWarp];
   const int tid = threadIdx.x, lane = tid % kWarp, warp = tid / kWarp, warps = blockDim.x / kWarp;
   const int64_t item = static_cast<int64_t>(blockIdx.x) * gridDim.y + blockIdx.y;
-  const int64_t t = a.start + blockIdx.x;
-  const int64_t n_blocks = (a.total + a.block_size - 1) / a.block_size;
+  const int64_t start = a.start_dev ? *a.start_dev : a.start, t = start + blockIdx.x, total = start + gridDim.x;
+  const int64_t n1 = sel::kernel_count(total, a.kernel_size, a.kernel_stride);
+  const int64_t n_blocks = (total + a.block_size - 1) / a.block_size;
   const int64_t k = min(a.topk_total, n_blocks);
-  const float* S = a.S + item * a.n1;
+  const float* S = a.S + item * a.s_stride;
   int32_t* out = a.blocks + item * a.max_blocks;
   auto key = [&](int64_t b) {
     const float score = sel::forced_block(b, t, a.block_size, a.init_blocks, a.local_blocks)
                             ? INFINITY
-                            : sel::pooled_block_score(S, a.n1, a.pool_ratio, b);
+                            : sel::pooled_block_score(S, n1, a.pool_ratio, b);
     return sel::block_key(score, b);
   };
   if (k <= 0) {
@@ -280,13 +296,19 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
   MCPM_CHECK(q.dtype == DType::F32 && q.cols == heads * hd && k_cache.dtype == DType::BF16 &&
              k_cache.cols == kv_heads * hd);
   MCPM_CHECK(start >= 0 && start + n <= st.capacity && start + n <= k_cache.rows && n <= INT_MAX);
-  MCPM_CHECK(!c.graph_mode);  // sparse steps are never recorded (the file comment)
   if (n == 0) return;
   const SparseAttentionParams& p = st.params;
   const int64_t group = heads / kv_heads, total = start + n;
+  // A recorded step reads its start from the step state; the launches are sized for the bucket.
+  const bool recorded = c.graph_mode;
+  MCPM_CHECK(!recorded || (n == 1 && c.graph_bucket >= total && c.graph_bucket <= st.capacity));
+  const int64_t span = recorded ? c.graph_bucket : total;  // rows the launches are sized for
+  const int64_t* start_dev = recorded ? &c.step->start : nullptr;
   DeviceGuard guard(device_);
 
-  // 1. Compress the kernels completed since the state's rows (those reading rows >= start are redone).
+  // 1. Compress the kernels completed since the state's rows (those reading rows >= start are redone);
+  // a recorded step first catches up to its start eagerly (only the eager run before the capture
+  // finds anything to do), then records the kernels its own row completes.
   st.rows = std::min(st.rows, start);
   struct Level {
     int64_t size, stride, cap;
@@ -297,24 +319,30 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
       {4 * int64_t{p.kernel_size}, 4 * int64_t{p.kernel_stride}, st.cap2, static_cast<float*>(st.c2->data())}};
   for (const Level& lv : levels) {
     const int64_t from = infllm_select::kernel_count(st.rows, lv.size, lv.stride);
-    const int64_t to = infllm_select::kernel_count(total, lv.size, lv.stride);
-    if (to <= from) continue;
-    MCPM_CHECK(to <= lv.cap && to - from <= INT_MAX);
-    cuda::compress_kernel<<<dim3(static_cast<unsigned>(to - from), static_cast<unsigned>(kv_heads)),
-                            cuda::kCompressThreads, 0, c.stream>>>(
-        k_cache.as<const __nv_bfloat16>(), k_cache.cols, static_cast<int>(hd), static_cast<int>(lv.size),
-        static_cast<int>(lv.stride), from, lv.keys, lv.cap);
-    MCPM_CUDA_LAUNCHED(compress_kernel);
+    const int64_t to = infllm_select::kernel_count(recorded ? start : total, lv.size, lv.stride);
+    MCPM_CHECK(infllm_select::kernel_count(span, lv.size, lv.stride) <= lv.cap && to - from <= INT_MAX);
+    if (to > from) {
+      cuda::compress_kernel<<<dim3(static_cast<unsigned>(to - from), static_cast<unsigned>(kv_heads)),
+                              cuda::kCompressThreads, 0, c.stream>>>(
+          k_cache.as<const __nv_bfloat16>(), k_cache.cols, static_cast<int>(hd), static_cast<int>(lv.size),
+          static_cast<int>(lv.stride), from, nullptr, lv.keys, lv.cap);
+      MCPM_CUDA_LAUNCHED(compress_kernel);
+    }
+    if (recorded) {
+      cuda::compress_kernel<<<dim3(1, static_cast<unsigned>(kv_heads)), cuda::kCompressThreads, 0, c.stream>>>(
+          k_cache.as<const __nv_bfloat16>(), k_cache.cols, static_cast<int>(hd), static_cast<int>(lv.size),
+          static_cast<int>(lv.stride), 0, start_dev, lv.keys, lv.cap);
+      MCPM_CUDA_LAUNCHED(compress_kernel);
+    }
   }
   st.rows = total;
-  const int64_t n1 = infllm_select::kernel_count(total, p.kernel_size, p.kernel_stride);
-  const int64_t n2 = infllm_select::kernel_count(total, 4 * int64_t{p.kernel_size}, 4 * int64_t{p.kernel_stride});
+  const int64_t n1_span = infllm_select::kernel_count(span, p.kernel_size, p.kernel_stride);
 
   // 2. Stage-1 kernel scores.
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(kv_heads));
-  auto* scores = static_cast<float*>(
-      c.scratch(CudaContext::kSparseScores, static_cast<size_t>(n * kv_heads * std::max<int64_t>(n1, 1)) * sizeof(float)));
-  if (n1 > 0) {
+  auto* scores = static_cast<float*>(c.scratch(
+      CudaContext::kSparseScores, static_cast<size_t>(n * kv_heads * std::max<int64_t>(n1_span, 1)) * sizeof(float)));
+  if (n1_span > 0) {
     cuda::Stage1Args a{};
     a.q = q.as<const float>();
     a.q_ld = q.cols;
@@ -322,10 +350,10 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
     a.c2 = static_cast<const float*>(st.c2->data());
     a.cap1 = st.cap1;
     a.cap2 = st.cap2;
-    a.n1 = n1;
-    a.n2 = n2;
     a.S = scores;
+    a.s_stride = n1_span;
     a.start = start;
+    a.start_dev = start_dev;
     a.group = static_cast<int>(group);
     a.hd = static_cast<int>(hd);
     a.kernel_size = p.kernel_size;
@@ -343,7 +371,7 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
   }
 
   // 3. Block selection.
-  const int64_t n_blocks = (total + p.block_size - 1) / p.block_size;
+  const int64_t n_blocks = (span + p.block_size - 1) / p.block_size;
   const int64_t local_blocks = p.window_size / p.block_size;
   const int64_t topk_total = int64_t{p.topk} + local_blocks;
   const int64_t max_blocks = std::min(topk_total, n_blocks);
@@ -358,9 +386,11 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
       c.scratch(CudaContext::kSparseCounts, static_cast<size_t>(n * kv_heads) * sizeof(int32_t)));
   cuda::SelectArgs s{};
   s.S = scores;
-  s.n1 = n1;
+  s.s_stride = std::max<int64_t>(n1_span, 1);
   s.start = start;
-  s.total = total;
+  s.start_dev = start_dev;
+  s.kernel_size = p.kernel_size;
+  s.kernel_stride = p.kernel_stride;
   s.block_size = p.block_size;
   s.init_blocks = p.init_blocks;
   s.local_blocks = local_blocks;
