@@ -26,6 +26,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/int4_gemv_lane.h"
+#include "backend/cuda/int4_mma_fragment.h"
 #include "common/int4.h"
 
 namespace mcpm {
@@ -586,6 +587,149 @@ TEST(Int4GemvLane, WarpEmulationMatchesReference) {
         check(3, x, got);
       }
     }
+}
+
+// ---- the CUDA tensor-core kernel's fragment math, emulated on the CPU ------------------------------------
+
+// One fp16 value of a 32-bit register: element e (0 = low half).
+float HalfOf(uint32_t reg, int e) { return f16_to_f32(static_cast<uint16_t>(e == 0 ? reg & 0xffffu : reg >> 16)); }
+
+// The tensor-core int4 GEMM of the CUDA backend (int4_mma.cu) emulated warp by warp on the CPU: every
+// lane builds its A registers (fp16 inputs) and B registers (LOP3 magic, fp16 subtract of 1032, fp16
+// multiply by the column's scale) with the kernel's own functions (int4_mma_fragment.h,
+// int4_gemv_lane.h), and mma.sync.m16n8k16 is emulated from the PTX ISA's fragment tables, spelled
+// out here independently of the header: A reg i = A[g + 8(i odd)][2t + 8(i >= 2) + e], B reg i =
+// B[2t + 8i + e][g], C[i] = C[g + 8(i >= 2)][2t + (i & 1)] (g = lane / 4, t = lane % 4).
+void EmulateInt4Mma(const std::vector<float>& x, int64_t M, int64_t K, int64_t N, const MarlinWeight& w,
+                    std::vector<float>& y) {
+  using namespace mcpm::int4_mma;
+  y.assign(static_cast<size_t>(M * N), 0.0f);
+  const float bias = f16_to_f32(kHalfBias);
+  for (int64_t c = 0; c < N / 64; ++c)
+    for (int64_t m0 = 0; m0 < M; m0 += 16) {
+      double acc[32][kNTiles][4] = {};
+      for (int64_t r = 0; r < K / 16; ++r) {
+        const int64_t g = r * 16 / 128;
+        uint32_t af[32][4], bf[32][kNTiles][2];
+        for (int lane = 0; lane < 32; ++lane) {
+          for (int i = 0; i < 4; ++i) {
+            uint32_t reg = 0;
+            for (int e = 0; e < 2; ++e) {
+              const int64_t t = m0 + a_row(lane, i), k = 16 * r + a_col(lane, i, e);
+              const float v = t < M ? x[static_cast<size_t>(t * K + k)] : 0.0f;
+              reg |= static_cast<uint32_t>(f32_to_f16(v)) << (16 * e);
+            }
+            af[lane][i] = reg;
+          }
+          uint32_t words[4];
+          for (int j = 0; j < 4; ++j)
+            words[j] = static_cast<uint32_t>(w.qweight[static_cast<size_t>(r * 2 * N + 128 * c + 4 * lane + j)]);
+          for (int a = 0; a < kNTiles; ++a) {
+            const float s = f16_to_f32(w.scales[static_cast<size_t>(
+                g * N + 64 * c + int4_gemv::scale_position(int4_gemv::lane_column(lane, a), K == 128))]);
+            for (int reg = 0; reg < 2; ++reg) {
+              const uint32_t bits = magic_nibble_pair(words[b_word(a)], b_shift(a, reg));
+              uint32_t out = 0;
+              for (int e = 0; e < 2; ++e) {
+                const float q = HalfOf(bits, e) - bias;  // __hsub2: exact, q - 8 in [-8, 7]
+                out |= static_cast<uint32_t>(f32_to_f16(q * s)) << (16 * e);  // __hmul2: one rounding
+              }
+              bf[lane][a][reg] = out;
+            }
+          }
+        }
+        // mma.sync.m16n8k16 per n-tile, from the PTX tables.
+        for (int a = 0; a < kNTiles; ++a) {
+          float A[16][16], B[16][8];
+          for (int lane = 0; lane < 32; ++lane) {
+            const int gid = lane / 4, tid = lane % 4;
+            for (int i = 0; i < 4; ++i)
+              for (int e = 0; e < 2; ++e) A[gid + (i % 2 == 1 ? 8 : 0)][2 * tid + (i >= 2 ? 8 : 0) + e] = HalfOf(af[lane][i], e);
+            for (int i = 0; i < 2; ++i)
+              for (int e = 0; e < 2; ++e) B[2 * tid + 8 * i + e][gid] = HalfOf(bf[lane][a][i], e);
+          }
+          for (int lane = 0; lane < 32; ++lane) {
+            const int gid = lane / 4, tid = lane % 4;
+            for (int i = 0; i < 4; ++i) {
+              const int row = gid + (i >= 2 ? 8 : 0), col = 2 * tid + (i & 1);
+              double d = 0.0;
+              for (int k = 0; k < 16; ++k) d += static_cast<double>(A[row][k]) * B[k][col];
+              acc[lane][a][i] += d;
+            }
+          }
+        }
+      }
+      for (int lane = 0; lane < 32; ++lane)
+        for (int a = 0; a < kNTiles; ++a)
+          for (int i = 0; i < 4; ++i) {
+            const int64_t t = m0 + c_row(lane, i);
+            if (t < M) y[static_cast<size_t>(t * N + 64 * c + 8 * a + c_col(lane, i))] = static_cast<float>(acc[lane][a][i]);
+          }
+    }
+}
+
+TEST(Int4MmaFragments, HeaderLayoutsAreThePtxTables) {
+  using namespace mcpm::int4_mma;
+  // Lane 0 and lane 13 (g 3, t 1) from the PTX ISA's m16n8k16 figures.
+  EXPECT_EQ(a_row(0, 0), 0);
+  EXPECT_EQ(a_row(0, 1), 8);
+  EXPECT_EQ(a_row(0, 2), 0);
+  EXPECT_EQ(a_row(0, 3), 8);
+  EXPECT_EQ(a_col(0, 0, 1), 1);
+  EXPECT_EQ(a_col(0, 2, 0), 8);
+  EXPECT_EQ(a_col(0, 3, 1), 9);
+  EXPECT_EQ(a_row(13, 0), 3);
+  EXPECT_EQ(a_row(13, 3), 11);
+  EXPECT_EQ(a_col(13, 0, 0), 2);
+  EXPECT_EQ(a_col(13, 2, 1), 11);
+  EXPECT_EQ(c_row(13, 0), 3);
+  EXPECT_EQ(c_row(13, 2), 11);
+  EXPECT_EQ(c_col(13, 0), 2);
+  EXPECT_EQ(c_col(13, 3), 3);
+  // The magic: 0x6400 | q is 1024 + q in fp16, and 1032 is the bias.
+  for (uint32_t q = 0; q < 16; ++q) {
+    // Nibble p sits at bits 4p..4p+3: nibbles 0 and 4 (shift 0), 1 and 5 (shift 4), 3 and 7 (shift 12).
+    const uint32_t word = (q << 4) | ((15 - q) << 20) | (q << 12) | (0xau << 28) | 0x50005u;
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 0), 0), 1029.0f);
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 0), 1), 1029.0f);
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 4), 0), 1024.0f + q);
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 4), 1), 1024.0f + (15 - q));
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 12), 0), 1024.0f + q);
+    EXPECT_EQ(HalfOf(magic_nibble_pair(word, 12), 1), 1034.0f);
+  }
+  EXPECT_EQ(f16_to_f32(kHalfBias), 1032.0f);
+}
+
+// Against the exact reference: fp16 inputs and fp16 weights cost at most 2^-11 each per product, so
+// |y - y_ref| <= 1.1e-3 * sum_k |x w| (+ the emulation's double accumulation, negligible). An index
+// error in the fragment math is of the order of |y| itself, far above that bound.
+TEST(Int4MmaFragments, WarpEmulationMatchesReference) {
+  std::mt19937 rng(615);
+  struct Shape {
+    int64_t K, N, M;
+  };
+  for (const Shape sh : {Shape{128, 64, 16}, Shape{128, 192, 9}, Shape{384, 128, 33}, Shape{1024, 64, 20}}) {
+    const std::vector<float> w = randn(rng, static_cast<size_t>(sh.N * sh.K), 0.05f);
+    const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
+    const MarlinWeight mw = pack_marlin(qw);
+    const std::vector<float> x = randn(rng, static_cast<size_t>(sh.M * sh.K));
+    std::vector<float> got, want(static_cast<size_t>(sh.M * sh.N));
+    EmulateInt4Mma(x, sh.M, sh.K, sh.N, mw, got);
+    gemm_dequant(x.data(), sh.M, mw, want.data());
+    const std::vector<float> deq = dequantize(qw);  // [K][N]
+    double worst = 0.0;
+    for (int64_t m = 0; m < sh.M; ++m)
+      for (int64_t n = 0; n < sh.N; ++n) {
+        double mag = 0.0;
+        for (int64_t k = 0; k < sh.K; ++k)
+          mag += std::fabs(static_cast<double>(x[static_cast<size_t>(m * sh.K + k)]) * deq[static_cast<size_t>(k * sh.N + n)]);
+        const size_t i = static_cast<size_t>(m * sh.N + n);
+        const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+        worst = std::max(worst, d / mag);
+        ASSERT_LE(d, 1.1e-3 * mag + 1e-6) << "K=" << sh.K << " N=" << sh.N << " M=" << sh.M << " m=" << m << " n=" << n;
+      }
+    EXPECT_GT(worst, 0.0) << "fp16 rounding should show somewhere";
+  }
 }
 
 // ---- validation --------------------------------------------------------------------------------------

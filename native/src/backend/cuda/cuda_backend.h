@@ -54,4 +54,8 @@ std::vector<float> cuda_sparse_compressed_keys(ExecContext& ctx, const Attention
                                                int64_t* kernels);
 std::vector<std::vector<int32_t>> cuda_sparse_last_selection(ExecContext& ctx);
 
+// Test hook (CudaOps.LinearInt4*): int4 layers of more than 8 tokens on tensor cores (true, the
+// default: fp16 inputs and weights) or on the fp32 tiled kernel. `backend` must be the CUDA backend.
+void cuda_set_int4_tensor_cores(Backend& backend, bool on);
+
 }  // namespace mcpm

@@ -16,7 +16,8 @@
 //     tensor cores) for more than kGemvMaxRows rows, the hand-written GEMV up to that. Both paths see
 //     the same rounded inputs, so prefill, decode and speculative verification differ only by fp32
 //     summation order (as the CPU's paths do), and what rounding there is matches a bf16 PyTorch run.
-//     int4 layers keep fp32 inputs (their dequantised weights are exact in fp32).
+//     int4 layers keep fp32 inputs for 1..8 tokens (their dequantised weights are exact in fp32); more
+//     tokens run on tensor cores with fp16 inputs and fp16-rounded weights, as Marlin (int4_mma.cu).
 #pragma once
 
 #include <cublas_v2.h>
@@ -280,6 +281,9 @@ class CudaBackend final : public Backend {
                         const SparseAttentionParams& params, AttentionState& state) override;
 
   int device() const { return device_; }
+  // More than kGemvMaxRows tokens of an int4 layer: the tensor-core kernel (default) or the fp32
+  // tiled one. Set it while no work is queued (tests compare both paths).
+  void set_int4_tensor_cores(bool on) { int4_tensor_cores_ = on; }
   int multiprocessors() const { return multiprocessors_; }
 
   // Rows up to which linear() uses the hand-written GEMV instead of cuBLAS.
@@ -289,6 +293,9 @@ class CudaBackend final : public Backend {
   // linear_int4 for 1..8 tokens (int4_gemm.cu).
   void linear_int4_gemv(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
                         const Tensor& scales);
+  // linear_int4 for more tokens on tensor cores (int4_mma.cu).
+  void linear_int4_mma(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                       const Tensor& scales);
   // Shared body of attention(), tree_attention() and sparse_attention()'s stage 2 (masks == nullptr
   // and blocks == nullptr: causal).
   void attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
@@ -297,6 +304,7 @@ class CudaBackend final : public Backend {
 
   int device_;
   int multiprocessors_ = 1;
+  bool int4_tensor_cores_ = true;
   cudaStream_t transfer_ = nullptr;  // upload/download (synchronous to the caller)
 };
 

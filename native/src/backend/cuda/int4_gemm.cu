@@ -1,6 +1,8 @@
 // W4A16 int4 linear layers of the CUDA backend (Backend::linear_int4) on CUDA cores: a GEMV for 1..8
 // tokens (decode, short verification) that streams the packed weights at full width, and a tiled
-// dequantising kernel for more tokens. The tensor-core Marlin kernel (mma.sync) is a later task.
+// dequantising kernel for more tokens. More than 8 tokens normally go to the tensor-core kernel
+// (int4_mma.cu); the tiled kernel here serves when that is switched off (cuda_set_int4_tensor_cores),
+// with fp32 inputs and exact weights.
 //
 //   out[t, n] = sum_k x[t, k] * What[k][n],   What[k][n] = (q[k][n] - 8) * s[k/128][n]   (exact in fp32)
 //
@@ -182,7 +184,19 @@ void launch_int4_gemv(dim3 grid, cudaStream_t stream, const float* x, const int3
   MCPM_CUDA_LAUNCHED(int4_gemv_kernel);
 }
 
+__global__ void int4_reduce_kernel(const float* __restrict__ partial, float* __restrict__ out, int splits,
+                                   int64_t count);
+
+}  // namespace
+
 // out[i] = sum_z partial[z][i] in split order, i < count.
+void launch_int4_reduce(cudaStream_t stream, const float* partial, float* out, int splits, int64_t count) {
+  int4_reduce_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, stream>>>(partial, out, splits, count);
+  MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
+}
+
+namespace {
+
 __global__ void int4_reduce_kernel(const float* __restrict__ partial, float* __restrict__ out, int splits,
                                    int64_t count) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
@@ -212,6 +226,10 @@ void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor&
     linear_int4_gemv(c, out, x, qweight, scales);
     return;
   }
+  if (int4_tensor_cores_) {
+    linear_int4_mma(c, out, x, qweight, scales);
+    return;
+  }
   const int64_t chunks = N / cuda::kChunk, tok_tiles = (n + cuda::kTokTile - 1) / cuda::kTokTile;
   const int64_t slabs = K / cuda::kSlab;
   // Split K so that about two blocks per multiprocessor run, keeping at least 8 slabs (128 k) each.
@@ -229,12 +247,7 @@ void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor&
       x.as<const float>(), qweight.as<const int32_t>(), static_cast<const __half*>(scales.data), out.as<float>(),
       partial, static_cast<int>(n), N, K, static_cast<int>(per_split));
   MCPM_CUDA_LAUNCHED(int4_gemm_kernel);
-  if (partial) {
-    const int64_t count = n * N;
-    cuda::int4_reduce_kernel<<<cuda::grid_for(count, cuda::kThreads, 8192), cuda::kThreads, 0, c.stream>>>(
-        partial, out.as<float>(), static_cast<int>(splits), count);
-    MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
-  }
+  if (partial) cuda::launch_int4_reduce(c.stream, partial, out.as<float>(), static_cast<int>(splits), n * N);
 }
 
 // Decode-sized calls: enough warps in flight to saturate memory (about 16 per multiprocessor), at
@@ -266,12 +279,7 @@ void CudaBackend::linear_int4_gemv(CudaContext& c, const Tensor& out, const Tens
     case 7: cuda::launch_int4_gemv<7>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
     default: cuda::launch_int4_gemv<8>(grid, c.stream, xp, qp, sp, dst, N, K, per_warp); break;
   }
-  if (rows > 1) {
-    const int64_t count = n * N;
-    cuda::int4_reduce_kernel<<<cuda::grid_for(count, cuda::kThreads, 8192), cuda::kThreads, 0, c.stream>>>(
-        dst, out.as<float>(), static_cast<int>(rows), count);
-    MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
-  }
+  if (rows > 1) cuda::launch_int4_reduce(c.stream, dst, out.as<float>(), static_cast<int>(rows), n * N);
 }
 
 }  // namespace mcpm
