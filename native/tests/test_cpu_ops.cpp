@@ -219,6 +219,46 @@ TEST(Kernels, Gemm4DotAxpyScale) {
   }
 }
 
+// The direct multi-token bf16 kernel (ISAs that have one): every row/token tail, K tails past the
+// 16-element blocks, strided inputs and outputs, nothing written outside the tile.
+TEST(Kernels, GemmBf16MatchesExact) {
+  int tested = 0;
+  for (const CpuKernels* k : all_kernels()) {
+    if (k->gemm_bf16 == nullptr) continue;
+    ++tested;
+    for (int64_t rows : {1, 2, 3, 5})
+      for (int64_t K : {1, 15, 16, 17, 100, 256})
+        for (int64_t T : {1, 2, 3, 4, 5, 9}) {
+          const int64_t ldx = K + 3, ldo = rows + 2;
+          Weight w = random_weight(DType::BF16, rows, K);
+          const std::vector<float> X = random_floats(static_cast<size_t>(T * ldx));
+          std::vector<float> Xp(X.size());
+          for (int64_t t = 0; t < T; ++t) k->pack_x_bf16(X.data() + t * ldx, Xp.data() + t * ldx, K);
+          std::vector<float> out(static_cast<size_t>(T * ldo), 12345.0f);
+          k->gemm_bf16(reinterpret_cast<const uint16_t*>(w.bytes.data()), rows, K, X.data(), Xp.data(), ldx, T,
+                       out.data(), ldo);
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              double exact = 0, abs_sum = 0;
+              for (int64_t i = 0; i < K; ++i) {
+                exact += w.values[r * K + i] * X[t * ldx + i];
+                abs_sum += std::fabs(w.values[r * K + i] * X[t * ldx + i]);
+              }
+              expect_close(out[t * ldo + r], exact, abs_sum,
+                           std::string(k->name) + " gemm_bf16 rows=" + std::to_string(rows) + " K=" +
+                               std::to_string(K) + " T=" + std::to_string(T));
+            }
+            for (int64_t c = rows; c < ldo; ++c) ASSERT_EQ(out[t * ldo + c], 12345.0f) << "wrote outside its tile";
+          }
+        }
+  }
+#if defined(__x86_64__)
+  if (cpu_kernels_for("avx2") != nullptr) {
+    EXPECT_GT(tested, 0) << "the AVX2 table has gemm_bf16";
+  }
+#endif
+}
+
 // ---- backend ops --------------------------------------------------------------------------------
 
 struct OpsFixture {
@@ -242,7 +282,7 @@ void for_each_backend(F f) {
 TEST(CpuOps, Linear) {
   for_each_backend([](OpsFixture& fx) {
     for (DType dt : kDtypes) {
-      for (int64_t n : {1, 2, 5}) {
+      for (int64_t n : {1, 2, 5, 17}) {  // 17: past the direct bf16 kernel's token limit
         for (int64_t N : {1, 4, 7, 33}) {
           const int64_t K = 40;
           Weight w = random_weight(dt, N, K);

@@ -103,6 +103,9 @@ class HostBuffer final : public Buffer {
 
 CpuContext& cpu(ExecContext& ctx) { return static_cast<CpuContext&>(ctx); }
 
+// Token counts up to which bf16 linears take CpuKernels::gemm_bf16 (where the ISA has one).
+constexpr int64_t kDirectBf16MaxTokens = 16;
+
 // Rows per parallel chunk so each thread gets a few chunks (load balance) of useful size.
 int64_t row_chunk(const CpuContext& c, int64_t rows, int64_t min_chunk) {
   const int64_t per_thread = (rows + c.pool.size() * 4 - 1) / (c.pool.size() * 4);
@@ -213,8 +216,9 @@ void CpuBackend::scale(ExecContext& ctx, const Tensor& x, float s) {
 }
 
 // One token: each thread streams its slice of W straight from memory through the fused
-// widen-and-dot GEMV (this is the memory-bound decode path). Several tokens: each block of 4
-// weight rows is widened once into per-thread scratch and reused for every token.
+// widen-and-dot GEMV (this is the memory-bound decode path). A few tokens over bf16 weights: the
+// ISA's direct multi-token kernel. Otherwise each block of 4 weight rows is widened once into
+// per-thread scratch and reused for every token.
 void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& w) {
   CpuContext& c = cpu(ctx);
   const int64_t n = x.rows, K = x.cols, N = w.rows;
@@ -235,6 +239,16 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
         case DType::BF16: k_.gemv_bf16(w.as<const uint16_t>() + b * K, X, packed, Y + b, e - b, K); break;
         case DType::I32: break;  // excluded above
       }
+    });
+    return;
+  }
+  if (w.dtype == DType::BF16 && k_.gemm_bf16 != nullptr && n <= kDirectBf16MaxTokens) {
+    // A few tokens (speculative verification, short prefill chunks): bf16 rows read directly, each
+    // row pair once for all tokens; widening whole rows first would cost more than the products.
+    float* packed = c.shared_scratch(static_cast<size_t>(n * K));
+    for (int64_t i = 0; i < n; ++i) k_.pack_x_bf16(X + i * K, packed + i * K, K);
+    c.pool.parallel_for(N, row_chunk(c, N, 16), [&](int64_t b, int64_t e, int32_t) {
+      k_.gemm_bf16(w.as<const uint16_t>() + b * K, e - b, K, X, packed, K, n, Y + b, N);
     });
     return;
   }

@@ -37,6 +37,11 @@ struct CpuKernels {
   // column order.
   void (*int4_gemv)(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
                     int64_t ldx, int64_t M, float* y, int64_t ldy);
+  // Several tokens over bf16 rows, read directly (no widened copy): out[t*ldo + r] =
+  // dot(W[r, 0:K], x[t*ldx, 0:K]) for r < rows, t < T; xp holds the T rows of x packed by pack_x_bf16
+  // (same stride). nullptr where the ISA has none (the backend then widens rows and uses gemm4_f32).
+  void (*gemm_bf16)(const uint16_t* W, int64_t rows, int64_t K, const float* x, const float* xp, int64_t ldx,
+                    int64_t T, float* out, int64_t ldo);
 };
 
 constexpr int64_t kInt4GemvMaxTokens = 4;

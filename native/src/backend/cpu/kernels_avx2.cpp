@@ -98,6 +98,66 @@ void gemv_bf16(const uint16_t* W, const float* x, const float* xp, float* y, int
   }
 }
 
+// RR rows x TT tokens of the multi-token bf16 product, straight from the bf16 rows (the pair trick of
+// gemv_bf16): per 16 k, RR loads and 2 RR widening ops serve TT tokens, and RR x TT accumulators
+// (at most 8) take an even and an odd FMA each. xp: TT packed rows (stride ldx); tails from x.
+template <int RR, int TT>
+void gemm_bf16_tile(const uint16_t* W, int64_t K, const float* x, const float* xp, int64_t ldx, float* out,
+                    int64_t ldo) {
+  const __m256i upper = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  __m256 acc[RR][TT];
+  for (int r = 0; r < RR; ++r)
+    for (int t = 0; t < TT; ++t) acc[r][t] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m256 even[RR], odd[RR];
+    for (int r = 0; r < RR; ++r) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(W + r * K + k));
+      even[r] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+      odd[r] = _mm256_castsi256_ps(_mm256_and_si256(v, upper));
+    }
+    for (int t = 0; t < TT; ++t) {
+      const __m256 xe = _mm256_loadu_ps(xp + t * ldx + k), xo = _mm256_loadu_ps(xp + t * ldx + k + 8);
+      for (int r = 0; r < RR; ++r) acc[r][t] = _mm256_fmadd_ps(odd[r], xo, _mm256_fmadd_ps(even[r], xe, acc[r][t]));
+    }
+  }
+  for (int r = 0; r < RR; ++r)
+    for (int t = 0; t < TT; ++t) {
+      float s = hsum(acc[r][t]);
+      for (int64_t kk = k; kk < K; ++kk) s += bf16_to_f32(W[r * K + kk]) * x[t * ldx + kk];
+      out[t * ldo + r] = s;
+    }
+}
+
+template <int TT>
+void gemm_bf16_tokens(const uint16_t* W, int64_t rows, int64_t K, const float* x, const float* xp, int64_t ldx,
+                      float* out, int64_t ldo) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) gemm_bf16_tile<2, TT>(W + r * K, K, x, xp, ldx, out + r, ldo);
+  if (r < rows) gemm_bf16_tile<1, TT>(W + r * K, K, x, xp, ldx, out + r, ldo);
+}
+
+// Rows in pairs, tokens in groups of 4: a row pair (2 x K bf16) stays in cache across the groups, so
+// the weights stream from memory once.
+void gemm_bf16(const uint16_t* W, int64_t rows, int64_t K, const float* x, const float* xp, int64_t ldx, int64_t T,
+               float* out, int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 2) {
+    const int64_t rr = rows - r0 < 2 ? rows - r0 : 2;
+    int64_t t = 0;
+    for (; t + 4 <= T; t += 4)
+      gemm_bf16_tokens<4>(W + r0 * K, rr, K, x + t * ldx, xp + t * ldx, ldx, out + t * ldo + r0, ldo);
+    const float* xt = x + t * ldx;
+    const float* xpt = xp + t * ldx;
+    float* o = out + t * ldo + r0;
+    switch (T - t) {
+      case 3: gemm_bf16_tokens<3>(W + r0 * K, rr, K, xt, xpt, ldx, o, ldo); break;
+      case 2: gemm_bf16_tokens<2>(W + r0 * K, rr, K, xt, xpt, ldx, o, ldo); break;
+      case 1: gemm_bf16_tokens<1>(W + r0 * K, rr, K, xt, xpt, ldx, o, ldo); break;
+      default: break;
+    }
+  }
+}
+
 template <typename L>
 void convert_row(const uint16_t* src, float* dst, int64_t n) {
   int64_t i = 0;
@@ -262,6 +322,6 @@ void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* 
 }  // namespace
 
 const CpuKernels kAvx2Kernels = {"avx2",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_gemv};
+                                 gemm4,    dot,      axpy,     scale,     int4_gemv, gemm_bf16};
 
 }  // namespace mcpm

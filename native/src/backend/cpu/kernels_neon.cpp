@@ -231,6 +231,6 @@ void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* 
 }  // namespace
 
 const CpuKernels kNeonKernels = {"neon",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_gemv};
+                                 gemm4,    dot,      axpy,     scale,     int4_gemv, nullptr};
 
 }  // namespace mcpm
