@@ -68,6 +68,18 @@ std::vector<int32_t> Generate(mcpm_session* s, const std::vector<int32_t>& promp
   return out;
 }
 
+// A session of `capacity` tokens with CUDA graphs on or off.
+SessionPtr GraphSession(mcpm_model* model, int32_t capacity, bool graphs) {
+  mcpm_session_params p{};
+  p.struct_size = sizeof p;
+  EXPECT_MCPM_OK(mcpm_session_params_default(&p));
+  p.context_capacity = capacity;
+  p.cuda_graphs = graphs ? 1 : 0;
+  mcpm_session* s = nullptr;
+  EXPECT_MCPM_OK(mcpm_session_create(model, &p, &s));
+  return SessionPtr(s);
+}
+
 // ---- runs everywhere ----------------------------------------------------------------------------------
 
 TEST(CudaBuild, BuildInfoReportsTheCudaBackend) {
@@ -195,16 +207,7 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
   const TinyModel tm(TinyPreset(5));
   ModelPtr gpu = tm.Load(MCPM_BACKEND_CUDA);
   ASSERT_TRUE(gpu);
-  auto session = [&](bool graphs) {
-    mcpm_session_params p{};
-    p.struct_size = sizeof p;
-    EXPECT_MCPM_OK(mcpm_session_params_default(&p));
-    p.context_capacity = 600;
-    p.cuda_graphs = graphs ? 1 : 0;
-    mcpm_session* s = nullptr;
-    EXPECT_MCPM_OK(mcpm_session_create(gpu.get(), &p, &s));
-    return SessionPtr(s);
-  };
+  auto session = [&](bool graphs) { return GraphSession(gpu.get(), 600, graphs); };
   const std::vector<int32_t> prompt = tm.RandomTokens(240, 5);
   mcpm_sampling_params warm = Greedy();
   warm.temperature = 0.8f, warm.top_p = 0.9f, warm.seed = 77;
@@ -244,16 +247,7 @@ TEST(CudaModel, SparseGraphsOnAndOffGiveIdenticalTokensOver20kSteps) {
   const TinyModel tm(tc);
   ModelPtr gpu = tm.Load(MCPM_BACKEND_CUDA);
   ASSERT_TRUE(gpu);
-  auto session = [&](bool graphs) {
-    mcpm_session_params p{};
-    p.struct_size = sizeof p;
-    EXPECT_MCPM_OK(mcpm_session_params_default(&p));
-    p.context_capacity = 20200;
-    p.cuda_graphs = graphs ? 1 : 0;
-    mcpm_session* s = nullptr;
-    EXPECT_MCPM_OK(mcpm_session_create(gpu.get(), &p, &s));
-    return SessionPtr(s);
-  };
+  auto session = [&](bool graphs) { return GraphSession(gpu.get(), 20200, graphs); };
   const std::vector<int32_t> prompt = tm.RandomTokens(100, 9);
   mcpm_sampling_params warm = Greedy();
   warm.temperature = 0.9f, warm.top_k = 50, warm.seed = 5;
