@@ -3,8 +3,13 @@
 # .NET. Every step runs even when an earlier one fails (except that nothing runs without a build),
 # and the script ends with one summary table in which anything that did not run says so and why.
 #
-#   scripts/gpu-check.sh            everything below
-#   QUICK=1 scripts/gpu-check.sh    skip the 8B benchmarks
+#   scripts/gpu-check.sh                     everything below
+#   QUICK=1 scripts/gpu-check.sh             skip the 8B benchmarks
+#   BUDGET_S=570 scripts/gpu-check.sh        stop starting steps that cannot finish in 570 s from the
+#                                            start (each is also cut off there) and still print the
+#                                            summary: for a runner that kills the job at 600 s
+#   STEPS=ops,bench scripts/gpu-check.sh     only these steps (an existing build is reused when
+#                                            "build" is not among them); e.g. one call per step group
 #
 # Steps:
 #   build     native library, tests and mcpm_bench with the CUDA backend for the GPUs present
@@ -22,7 +27,8 @@
 #             demo-model logits CPU vs CUDA, greedy tokens CPU vs CUDA, speculative == plain on CUDA
 #
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CUDA_ARCHS (default native),
-# CLI (default artifacts/minicpm4-linux-x64/minicpm4), QUICK=1.
+# CLI (default artifacts/minicpm4-linux-x64/minicpm4), QUICK=1, BUDGET_S, STEPS (default: all of
+# build,ops,suite,bandwidth,bench,op-bench,cli).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +41,32 @@ mkdir -p "$OUT"
 
 ROWS=()
 FAILURES=0
+START=$SECONDS
+STEPS=",${STEPS:-build,ops,suite,bandwidth,bench,op-bench,cli},"
+want() { [[ "$STEPS" == *",$1,"* ]]; }
+# Seconds left of BUDGET_S, keeping 15 s for the summary (a large number without a budget).
+left() { if [ -n "${BUDGET_S:-}" ]; then echo $((BUDGET_S - 15 - (SECONDS - START))); else echo 100000; fi; }
+# step, seconds it needs at least -> true when it should run; otherwise records why not.
+should_run() {
+  if ! want "$1"; then
+    row "$1" "NOT RUN" "not in STEPS"
+    return 1
+  fi
+  if [ "$(left)" -lt "$2" ]; then
+    row "$1" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $2 s"
+    return 1
+  fi
+}
+# A command cut off where the budget ends (and at `cap` seconds in any case).
+budgeted() {  # cap, command...
+  local cap=$1
+  shift
+  local l
+  l=$(left)
+  [ "$l" -lt "$cap" ] && cap=$l
+  [ "$cap" -lt 1 ] && cap=1
+  timeout "$cap" "$@"
+}
 row() {  # step, status (PASS|FAIL|NOT RUN|INFO), detail
   ROWS+=("$1"$'\t'"$2"$'\t'"$3")
   [ "$2" = FAIL ] && FAILURES=$((FAILURES + 1))
@@ -96,10 +128,12 @@ fi
 gen=()
 command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
 t0=$SECONDS
-if cmake -S native -B "$DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
+if ! want build && [ -f "$DIR/libminicpm4.so" ]; then
+  row build INFO "reused $DIR (build not in STEPS)"
+elif cmake -S native -B "$DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" \
      -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-native}" "${host[@]}" -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=ON \
      >"$OUT/configure.log" 2>&1 &&
-   cmake --build "$DIR" -j "$JOBS" >"$OUT/build.log" 2>&1; then
+   budgeted 3600 cmake --build "$DIR" -j "$JOBS" >"$OUT/build.log" 2>&1; then
   row build PASS "$DIR ($((SECONDS - t0)) s, architectures $(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$DIR/CMakeCache.txt"))"
 else
   row build FAIL "see $OUT/configure.log and $OUT/build.log (last lines: $(tail -3 "$OUT/build.log" 2>/dev/null | tr '\n' ' ' | cut -c1-160))"
@@ -114,7 +148,7 @@ ctest_row() {  # step, log, ctest args...
   local step=$1 log=$2
   shift 2
   local t0=$SECONDS rc=0
-  ctest --test-dir "$DIR" --output-on-failure "$@" >"$log" 2>&1 || rc=$?
+  budgeted 1800 ctest --test-dir "$DIR" --output-on-failure "$@" >"$log" 2>&1 || rc=$?
   local line failed_list skipped
   line=$(grep -E "tests passed|tests failed" "$log" | tail -1)
   skipped=$(grep -c '(Skipped)$' "$log" || true)
@@ -126,15 +160,16 @@ ctest_row() {  # step, log, ctest args...
   fi
 }
 export MCPM_REQUIRE_CUDA=1  # a test that needs CUDA fails instead of skipping
-ctest_row ops "$OUT/ops.log" -R '^Cuda' -j 1
+should_run ops 60 && ctest_row ops "$OUT/ops.log" -R '^Cuda' -j 1
 export MCPM_TEST_BACKEND=cuda
-ctest_row suite "$OUT/suite.log" -j 2
+should_run suite 60 && ctest_row suite "$OUT/suite.log" -j 2
 unset MCPM_TEST_BACKEND MCPM_REQUIRE_CUDA
 
 # ---- device bandwidth (PyTorch) ---------------------------------------------------------------------------
 BW=""
-if [ -n "$PY" ] && "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
-  BW=$("$PY" - <<'EOF' 2>"$OUT/bandwidth.log"
+if (want bandwidth || want bench || want op-bench) && [ "$(left)" -ge 30 ] && [ -n "$PY" ] &&
+   "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+  BW=$(budgeted 120 "$PY" - <<'EOF' 2>"$OUT/bandwidth.log"
 import torch
 n = 1 << 30  # 1 GiB
 a = torch.empty(n, dtype=torch.uint8, device="cuda")
@@ -151,18 +186,28 @@ print(f"{best:.0f}")
 EOF
 )
 fi
-if [ -n "$BW" ]; then
+if ! want bandwidth; then
+  row bandwidth "NOT RUN" "not in STEPS${BW:+ (measured for the benchmarks: $BW GB/s)}"
+elif [ -n "$BW" ]; then
   row bandwidth INFO "device-to-device copy: $BW GB/s (read + write), PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
 else
   row bandwidth "NOT RUN" "no PyTorch with CUDA (python3 -c 'import torch'); decode is reported without a roofline"
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
-bench_row() {  # name, args...
-  local name=$1
-  shift
+bench_row() {  # name, seconds it needs at least, args...
+  local name=$1 need=$2
+  shift 2
   local log="$OUT/bench-$name.log"
-  if timeout 900 "$DIR/bench/mcpm_bench" --backend cuda --json "$@" >"$log" 2>&1; then
+  if ! want bench; then
+    row "$name" "NOT RUN" "bench not in STEPS"
+    return
+  fi
+  if [ "$(left)" -lt "$need" ]; then
+    row "$name" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $need s"
+    return
+  fi
+  if budgeted 900 "$DIR/bench/mcpm_bench" --backend cuda --json "$@" >"$log" 2>&1; then
     local dec pre gbs gen frac=""
     dec=$(json_field "$log" decode_tokens_per_s)
     gen=$(json_field "$log" generate_tokens_per_s)
@@ -189,21 +234,23 @@ EOF
     row "$name" FAIL "mcpm_bench failed: $(tail -2 "$log" | tr '\n' ' ' | cut -c1-200)"
   fi
 }
-bench_row bench-0.5b --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
-bench_row bench-0.5b-no-graphs --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --no-graphs
+bench_row bench-0.5b 20 --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
+bench_row bench-0.5b-no-graphs 15 --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --no-graphs
 if [ "${QUICK:-0}" = 1 ]; then
   for s in bench-8b bench-8b-int4 bench-8b-32k-dense bench-8b-32k-sparse; do row "$s" "NOT RUN" "QUICK=1"; done
 else
-  bench_row bench-8b --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
-  bench_row bench-8b-int4 --preset minicpm4-8b --int4 --prompt-tokens 512 --gen-tokens 64
+  bench_row bench-8b 60 --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
+  bench_row bench-8b-int4 60 --preset minicpm4-8b --int4 --prompt-tokens 512 --gen-tokens 64
   # InfLLM v2 vs dense at a 32k context (the same prompt; sparse from 8192 tokens, MiniCPM4-8B's sparse_config).
-  bench_row bench-8b-32k-dense --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64
-  bench_row bench-8b-32k-sparse --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64 --sparse
+  bench_row bench-8b-32k-dense 120 --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64
+  bench_row bench-8b-32k-sparse 90 --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64 --sparse
 fi
 
 # ---- the 8B linear layers one at a time: bf16 vs int4 (issue #5's M = 1 floor and speed-up) --------------------
 ops_log="$OUT/op-bench.log"
-if timeout 600 "$DIR/bench/mcpm_op_bench" --backend cuda --json --m 1,4,16,64,1024 ${BW:+--bandwidth "$BW"} >"$ops_log" 2>&1; then
+if ! should_run op-bench 45; then
+  :
+elif budgeted 600 "$DIR/bench/mcpm_op_bench" --backend cuda --json --m 1,4,16,64,1024 ${BW:+--bandwidth "$BW"} >"$ops_log" 2>&1; then
   if [ -n "$PY" ]; then
     ops=$("$PY" - "$ops_log" <<'EOF'
 import json, sys
@@ -224,7 +271,9 @@ else
 fi
 
 # ---- end to end with the published CLI ----------------------------------------------------------------------
-if [ ! -x "$CLI" ]; then
+if ! should_run cli 60; then
+  :
+elif [ ! -x "$CLI" ]; then
   row cli "NOT RUN" "no published CLI at $CLI (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained -p:PublishSingleFile=true -p:PublishTrimmed=true -o artifacts/minicpm4-linux-x64)"
 elif [ -z "$PY" ] || ! "$PY" -c "import numpy" >/dev/null 2>&1; then
   row cli "NOT RUN" "python3 with numpy is needed to compare the CLI's outputs"
