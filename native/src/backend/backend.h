@@ -79,13 +79,18 @@ inline float penalized_logit(float l, float count, const PenaltyTable& t) {
   return l - (penalty + t.presence);
 }
 
-// One single-token decode step, for backends that replay recorded work (Backend::decode_step).
+// One step for backends that replay recorded work (Backend::decode_step): a single decoded token, or
+// the tree of a speculative verification (up to kMaxStepTokens tokens with tree masks).
 struct DecodeStep {
-  int32_t token = 0;
-  int32_t position = 0;  // RoPE position (the cache row for causal decoding)
-  int64_t start = 0;     // the cache row the token's K/V go to: the tokens before it
-  int64_t capacity = 0;  // cache rows
-  int32_t variant = 0;   // steps whose recorded work differs (0: dense attention, 1: InfLLM v2) are kept apart
+  static constexpr int32_t kMaxStepTokens = 64;
+  int32_t n = 1;                       // tokens
+  const int32_t* tokens = nullptr;     // host [n]
+  const int32_t* positions = nullptr;  // host [n] RoPE positions
+  const uint64_t* masks = nullptr;     // host [n] tree masks (Backend::tree_attention); nullptr: causal
+  int64_t start = 0;                   // the cache row of the first token: the rows before it are history
+  int64_t capacity = 0;                // cache rows
+  // Steps whose recorded work differs are kept apart (0: dense decode, 1: InfLLM v2 decode, 2: tree).
+  int32_t variant = 0;
 };
 
 class ExecContext {
@@ -244,11 +249,12 @@ class Backend {
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u) = 0;
 
-  // Runs `record`, the forward pass of one causal, single-token decode step, or a replay of it.
-  // The default runs it. The CUDA backend keeps one CUDA graph per length bucket and variant: it copies
-  // the step's token, position and start to device memory that the recorded kernels read (inside
-  // `record` its embedding, rope, store_kv, attention and sparse_attention ops take them from there,
-  // not from their host arguments), so one replay serves every step of its bucket.
+  // Runs `record`, the forward pass of `step` (its logits left on the backend), or a replay of it.
+  // The default runs it. The CUDA backend keeps one CUDA graph per length bucket, variant and token
+  // count: it copies the step's tokens, positions, masks and start to device memory that the recorded
+  // kernels read (inside `record` its embedding, rope, store_kv, attention, tree_attention and
+  // sparse_attention ops take them from there, not from their host arguments), so one replay serves
+  // every step of its bucket.
   virtual void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) {
     (void)ctx;
     (void)step;

@@ -132,16 +132,16 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
   const int64_t first = a.keep_features ? 0 : logit_first;
   be.add_rms_norm(ctx, normed.slice_rows(first, n - first), x.slice_rows(first, n - first),
                   proj.slice_rows(first, n - first), s, w.final_norm, c.rms_norm_eps);
+  const int64_t count = n - logit_first;
   if (a.host_logits == nullptr) {
     if (a.device_logits) {
-      MCPM_CHECK(a.rows == LogitRows::Last);
-      const Tensor out = ws.logits.slice_rows(0, 1);
-      be.linear(ctx, out, normed.slice_rows(n - 1, 1), w.lm_head);
+      MCPM_CHECK(count <= ws.logit_rows);
+      const Tensor out = ws.logits.slice_rows(0, count);
+      be.linear(ctx, out, normed.slice_rows(logit_first, count), w.lm_head);
       be.scale(ctx, out, c.lm_head_scale());
     }
     return;
   }
-  const int64_t count = n - logit_first;
   for (int64_t r = 0; r < count; r += ws.logit_rows) {
     const int64_t m = std::min(ws.logit_rows, count - r);
     const Tensor out = ws.logits.slice_rows(0, m);

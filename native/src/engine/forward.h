@@ -63,8 +63,9 @@ struct ForwardArgs {
   const uint64_t* tree_masks = nullptr;
   LogitRows rows = LogitRows::Last;
   float* host_logits = nullptr;  // [vocab] (Last) or [n, vocab] (All)
-  // With LogitRows::Last and no host_logits: leave the last token's logits in ws.logits row 0 (on the
-  // backend, not copied to the host), for Backend::greedy_sample.
+  // Without host_logits: leave the wanted rows' logits in ws.logits rows [0, 1) (Last) or [0, n) (All,
+  // n <= ws.logit_rows) on the backend, not copied to the host (Backend::greedy_sample, a recorded
+  // verification step).
   bool device_logits = false;
   // Leave the final-normed hidden state of every token (before the LM-head scale) in ws.normed
   // rows [0, n): the features an EAGLE draft reads.

@@ -102,9 +102,10 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
   // A generated token of a session without a draft: the backend may replay a recorded step (CUDA
   // graphs), dense and InfLLM v2 steps recorded apart.
   if (use_graphs_ && m == 1 && device_logits && !speculator_) {
+    const int32_t position = static_cast<int32_t>(kv_len_);
     DecodeStep step;
-    step.token = tokens[0];
-    step.position = static_cast<int32_t>(kv_len_);
+    step.tokens = tokens;
+    step.positions = &position;
     step.start = kv_len_;
     step.capacity = kv_.capacity;
     step.variant = uses_sparse_attention(model_->config(), kv_len_ + 1) ? 1 : 0;
@@ -337,9 +338,27 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   args.positions = positions.data();
   args.tree_masks = chain ? nullptr : tree.masks.data();
   args.rows = LogitRows::All;
-  args.host_logits = tree_logits_.data();
   args.keep_features = true;
-  forward(*model_, *ctx_, ws_, kv_, args);
+  Backend& be = model_->backend();
+  if (use_graphs_ && !chain && n <= DecodeStep::kMaxStepTokens) {
+    // A recorded step (CUDA graphs: one per length bucket and tree size); the logits of every node
+    // stay on the device until one copy after the pass.
+    args.device_logits = true;
+    DecodeStep step;
+    step.n = n;
+    step.tokens = tree.tokens.data();
+    step.positions = positions.data();
+    step.masks = tree.masks.data();
+    step.start = root_row;
+    step.capacity = kv_.capacity;
+    step.variant = 2;
+    be.decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
+    be.synchronize(*ctx_);
+    be.download(tree_logits_.data(), ws_.logits.data, tree_logits_.size() * sizeof(float));
+  } else {
+    args.host_logits = tree_logits_.data();
+    forward(*model_, *ctx_, ws_, kv_, args);
+  }
   stats_.spec_verify_ns += now_ns() - t0;
 
   // Walk the tree, sampling at each node from the target's logits.
@@ -374,7 +393,6 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
     dst[static_cast<size_t>(d)] = static_cast<int32_t>(root_row + d);
     src[static_cast<size_t>(d)] = static_cast<int32_t>(root_row + path[static_cast<size_t>(d)]);
   }
-  Backend& be = model_->backend();
   for (int32_t l = 0; l < c.num_layers; ++l) {
     be.copy_rows(*ctx_, kv_.k[static_cast<size_t>(l)], kv_.k[static_cast<size_t>(l)], dst.data(), src.data(), keep);
     be.copy_rows(*ctx_, kv_.v[static_cast<size_t>(l)], kv_.v[static_cast<size_t>(l)], dst.data(), src.data(), keep);

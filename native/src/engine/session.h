@@ -42,7 +42,7 @@ struct GenerateResult {
 class Session {
  public:
   // `draft` may be null (no speculative decoding).
-  // use_graphs: generated tokens of a plain dense session go through Backend::decode_step (CUDA graphs).
+  // use_graphs: generated tokens and speculative verifications go through Backend::decode_step (CUDA graphs).
   Session(std::shared_ptr<const Model> model, std::shared_ptr<const DraftModel> draft, int32_t context_capacity,
           int32_t prefill_chunk, bool use_graphs = true);
   // Waits for the session's queued backend work before its buffers are released.

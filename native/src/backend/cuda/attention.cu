@@ -308,12 +308,12 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
     kv_len = start + n;
   }
   MCPM_CHECK(kv_len <= k_cache.rows);
-  // A recorded decode step reads its start from the step state and sizes the key splits for its
-  // bucket, so the same launch serves every length of the bucket (splits past the keys stay empty).
+  // A recorded step reads its start (and tree masks) from the step state and sizes the key splits for
+  // its bucket, so the same launch serves every length of the bucket (splits past the keys stay empty).
   const bool recorded = c.graph_mode;
   MCPM_CHECK(key_blocks == nullptr || (masks == nullptr && key_blocks->block_size > 0 && key_blocks->max_blocks > 0));
   if (recorded) {
-    MCPM_CHECK(masks == nullptr && n == 1 && c.graph_bucket >= kv_len && c.graph_bucket <= k_cache.rows);
+    MCPM_CHECK(n == c.graph_tokens && c.graph_bucket >= kv_len && c.graph_bucket <= k_cache.rows);
     kv_len = c.graph_bucket;
   }
   if (kv_len == 0) {  // a tree call with no visible key at all
@@ -364,7 +364,9 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
 
   DeviceGuard guard(device_);
   if (masks)
-    a.masks = static_cast<const uint64_t*>(c.upload(CudaContext::kMasks, masks, static_cast<size_t>(n) * sizeof(uint64_t)));
+    a.masks = recorded ? c.step->masks
+                       : static_cast<const uint64_t*>(
+                             c.upload(CudaContext::kMasks, masks, static_cast<size_t>(n) * sizeof(uint64_t)));
   if (splits > 1)
     a.part = static_cast<float*>(c.scratch(CudaContext::kAttnPartial,
                                            static_cast<size_t>(splits * n * heads * (hd + 2)) * sizeof(float)));

@@ -124,8 +124,22 @@ CudaContext::CudaContext(int dev) : device(dev) {
     st = cublasSetAtomicsMode(cublas, CUBLAS_ATOMICS_NOT_ALLOWED);
     what = "cublasSetAtomicsMode";
   }
+  if (st == CUBLAS_STATUS_SUCCESS) {
+    // A workspace of our own: cuBLAS then never allocates inside a call, which a CUDA graph capture
+    // (a recorded verification step runs cuBLAS GEMMs) would not allow.
+    if (cudaMalloc(&cublas_workspace, kCublasWorkspaceBytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      cublas_workspace = nullptr;
+      st = CUBLAS_STATUS_ALLOC_FAILED;
+      what = "cudaMalloc (cuBLAS workspace)";
+    } else {
+      st = cublasSetWorkspace(cublas, cublas_workspace, kCublasWorkspaceBytes);
+      what = "cublasSetWorkspace";
+    }
+  }
   if (st != CUBLAS_STATUS_SUCCESS) {
     if (cublas) (void)cublasDestroy(cublas);
+    if (cublas_workspace) (void)cudaFree(cublas_workspace);
     (void)cudaStreamDestroy(stream);
     cuda::throw_cublas(st, what, __FILE__, __LINE__);
   }
@@ -139,6 +153,7 @@ CudaContext::~CudaContext() {
   for (Scratch& s : slots_)
     if (s.ptr) (void)cudaFree(s.ptr);
   if (cublas) (void)cublasDestroy(cublas);
+  if (cublas_workspace) (void)cudaFree(cublas_workspace);
   if (stream) (void)cudaStreamDestroy(stream);
   (void)cudaGetLastError();
 }
@@ -263,18 +278,26 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
     return;
   }
   DeviceGuard guard(device_);
+  MCPM_CHECK(step.n >= 1 && step.n <= DecodeStep::kMaxStepTokens && step.tokens && step.positions);
   if (c.step == nullptr) MCPM_CUDA_CHECK(cudaMalloc(&c.step, sizeof(CudaContext::StepState)));
   // From pageable memory: the driver stages the bytes before returning, so `host` may go away.
-  const CudaContext::StepState host{step.token, step.position, step.start};
+  CudaContext::StepState host{};
+  host.start = step.start;
+  for (int32_t i = 0; i < step.n; ++i) {
+    host.tokens[i] = step.tokens[i];
+    host.positions[i] = step.positions[i];
+    host.masks[i] = step.masks ? step.masks[i] : 0;
+  }
   MCPM_CUDA_CHECK(cudaMemcpyAsync(c.step, &host, sizeof(host), cudaMemcpyHostToDevice, c.stream));
-  const int64_t bucket = decode_bucket(step.start + 1, step.capacity);
+  const int64_t bucket = decode_bucket(step.start + step.n, step.capacity);
   for (const auto& g : c.graphs)
-    if (g.bucket == bucket && g.variant == step.variant) {
+    if (g.bucket == bucket && g.variant == step.variant && g.tokens == step.n) {
       MCPM_CUDA_CHECK(cudaGraphLaunch(g.exec, c.stream));
       return;
     }
   c.graph_mode = true;
   c.graph_bucket = bucket;
+  c.graph_tokens = step.n;
   struct ModeReset {
     CudaContext& c;
     ~ModeReset() { c.graph_mode = false; }
@@ -306,7 +329,7 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
     c.graphs_failed = true;
     return;
   }
-  c.graphs.push_back(CudaContext::RecordedStep{bucket, step.variant, exec});
+  c.graphs.push_back(CudaContext::RecordedStep{bucket, step.variant, step.n, exec});
 }
 
 uint64_t CudaBackend::available_memory() const {

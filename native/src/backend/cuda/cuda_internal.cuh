@@ -186,22 +186,27 @@ class CudaContext final : public ExecContext {
   int device;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // cuBLAS's own default on Hopper
+  void* cublas_workspace = nullptr;
 
   // CUDA graphs of decode steps (CudaBackend::decode_step). In graph mode the embedding, rope,
   // store_kv and attention ops read the step's token, position and start from `step` (device memory)
   // and attention sizes its key splits for `graph_bucket` keys, so a recording serves any step of
   // its bucket.
   struct StepState {
-    int32_t token;
-    int32_t position;
     int64_t start;
+    uint64_t masks[DecodeStep::kMaxStepTokens];
+    int32_t tokens[DecodeStep::kMaxStepTokens];
+    int32_t positions[DecodeStep::kMaxStepTokens];
   };
   StepState* step = nullptr;
   bool graph_mode = false;
   int64_t graph_bucket = 0;
+  int32_t graph_tokens = 0;  // the recorded step's token count
   struct RecordedStep {
     int64_t bucket;
     int32_t variant;  // DecodeStep::variant
+    int32_t tokens;   // DecodeStep::n
     cudaGraphExec_t exec;
   };
   std::vector<RecordedStep> graphs;

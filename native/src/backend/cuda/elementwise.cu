@@ -26,12 +26,15 @@ __global__ void embedding_kernel(float* __restrict__ out, const void* __restrict
 
 // cache[*row, c] = bf16(src[c]) for c < cols (round to nearest even): store_kv of one token whose cache
 // row is read from device memory (a recorded decode step).
-__global__ void store_row_kernel(__nv_bfloat16* __restrict__ cache, const float* __restrict__ src, int64_t cols,
-                                 const int64_t* __restrict__ row) {
-  __nv_bfloat16* dst = cache + *row * cols;
+// Row blockIdx.y of src [rows, cols] fp32 -> cache row *start + blockIdx.y, rounded to bf16 (a
+// recorded step reads its first row from the step state).
+__global__ void store_rows_kernel(__nv_bfloat16* __restrict__ cache, const float* __restrict__ src, int64_t cols,
+                                  const int64_t* __restrict__ start) {
+  __nv_bfloat16* dst = cache + (*start + blockIdx.y) * cols;
+  const float* row = src + static_cast<int64_t>(blockIdx.y) * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < cols;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dst[i] = __float2bfloat16_rn(src[i]);
+    dst[i] = __float2bfloat16_rn(row[i]);
 }
 
 // r[i] += s * d[i] over `count` contiguous floats.
@@ -137,8 +140,8 @@ void CudaBackend::embedding(ExecContext& ctx, const Tensor& out, const Tensor& t
   if (n == 0) return;
   for (int64_t i = 0; i < n; ++i) MCPM_CHECK(ids[i] >= 0 && ids[i] < table.rows);
   DeviceGuard guard(device_);
-  MCPM_CHECK(!c.graph_mode || n == 1);
-  const int32_t* d_ids = c.graph_mode ? &c.step->token
+  MCPM_CHECK(!c.graph_mode || n == c.graph_tokens);
+  const int32_t* d_ids = c.graph_mode ? c.step->tokens
                                       : static_cast<const int32_t*>(c.upload(CudaContext::kIds, ids,
                                                                              static_cast<size_t>(n) * sizeof(int32_t)));
   cuda::embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, c.stream>>>(out.as<float>(), table.data,
@@ -200,14 +203,16 @@ void CudaBackend::store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor
   MCPM_CHECK(k.cols == k_cache.cols && v.cols == v_cache.cols && start >= 0 && start + k.rows <= k_cache.rows &&
              start + v.rows <= v_cache.rows);
   DeviceGuard guard(device_);
-  if (c.graph_mode) {  // the row comes from the recorded step state
-    MCPM_CHECK(k.rows == 1 && v.rows == 1);
-    cuda::store_row_kernel<<<cuda::grid_for(k.cols, kThreads, 64), kThreads, 0, c.stream>>>(
-        k_cache.as<__nv_bfloat16>(), k.as<const float>(), k.cols, &c.step->start);
-    MCPM_CUDA_LAUNCHED(store_row_kernel);
-    cuda::store_row_kernel<<<cuda::grid_for(v.cols, kThreads, 64), kThreads, 0, c.stream>>>(
-        v_cache.as<__nv_bfloat16>(), v.as<const float>(), v.cols, &c.step->start);
-    MCPM_CUDA_LAUNCHED(store_row_kernel);
+  if (c.graph_mode) {  // the first row comes from the recorded step state
+    MCPM_CHECK(k.rows == c.graph_tokens && v.rows == c.graph_tokens);
+    const dim3 kgrid(cuda::grid_for(k.cols, kThreads, 64), static_cast<unsigned>(k.rows));
+    const dim3 vgrid(cuda::grid_for(v.cols, kThreads, 64), static_cast<unsigned>(v.rows));
+    cuda::store_rows_kernel<<<kgrid, kThreads, 0, c.stream>>>(k_cache.as<__nv_bfloat16>(), k.as<const float>(),
+                                                              k.cols, &c.step->start);
+    MCPM_CUDA_LAUNCHED(store_rows_kernel);
+    cuda::store_rows_kernel<<<vgrid, kThreads, 0, c.stream>>>(v_cache.as<__nv_bfloat16>(), v.as<const float>(),
+                                                              v.cols, &c.step->start);
+    MCPM_CUDA_LAUNCHED(store_rows_kernel);
     return;
   }
   cuda::launch_to_dtype(c.stream, k_cache.as<__nv_bfloat16>() + start * k_cache.cols, DType::BF16,

@@ -57,8 +57,8 @@ void CudaBackend::rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int
   const int64_t n = x.rows;
   if (n == 0) return;
   DeviceGuard guard(device_);
-  MCPM_CHECK(!c.graph_mode || n == 1);
-  const int32_t* d_pos = c.graph_mode ? &c.step->position
+  MCPM_CHECK(!c.graph_mode || n == c.graph_tokens);
+  const int32_t* d_pos = c.graph_mode ? c.step->positions
                                       : static_cast<const int32_t*>(c.upload(CudaContext::kPositions, positions,
                                                                              static_cast<size_t>(n) * sizeof(int32_t)));
   const size_t smem = static_cast<size_t>(head_dim) * sizeof(float);
