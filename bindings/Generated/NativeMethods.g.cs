@@ -400,10 +400,10 @@ internal unsafe struct mcpm_session_params
     /// </summary>
     public float kv_memory_fraction;
     /// <summary>
-    /// nonzero (default): on CUDA, each generated token of a session without a draft runs as
-    /// a replayed CUDA graph (one recorded per context-length bucket of powers of two from
-    /// 256, dense and InfLLM v2 steps apart); 0: kernels are launched
-    /// one by one. The output is the same. Ignored by the CPU backend. Also added after the
+    /// nonzero (default): on CUDA, each generated token of a session without a draft, and
+    /// each speculative verification pass of a session with one, runs as a replayed CUDA
+    /// graph (one recorded per context-length bucket of powers of two from 256; dense,
+    /// InfLLM v2 and tree steps apart); 0: kernels are launched one by one. The output is the same. Ignored by the CPU backend. Also added after the
     /// first release (an older struct_size means 1).
     /// </summary>
     public int cuda_graphs;

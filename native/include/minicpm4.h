@@ -383,10 +383,10 @@ typedef struct mcpm_session_params {
   uint64_t kv_memory_bytes;   /* at most this many bytes; 0 = no byte limit (default) */
   float kv_memory_fraction;   /* at most this fraction, in (0, 1], of the memory free when the session is created
                                  (CUDA: the device's free memory; CPU: the system's available memory); 0 = off (default) */
-  int32_t cuda_graphs;        /* nonzero (default): on CUDA, each generated token of a session without a draft runs as
-                                 a replayed CUDA graph (one recorded per context-length bucket of powers of two from
-                                 256, dense and InfLLM v2 steps apart); 0: kernels are launched
-                                 one by one. The output is the same. Ignored by the CPU backend. Also added after the
+  int32_t cuda_graphs;        /* nonzero (default): on CUDA, each generated token of a session without a draft, and
+                                 each speculative verification pass of a session with one, runs as a replayed CUDA
+                                 graph (one recorded per context-length bucket of powers of two from 256; dense,
+                                 InfLLM v2 and tree steps apart); 0: kernels are launched one by one. The output is the same. Ignored by the CPU backend. Also added after the
                                  first release (an older struct_size means 1). */
 } mcpm_session_params;
 

@@ -16,7 +16,7 @@ internal static class Cli
     internal static readonly Option<int> Context = new("--context") { Description = "KV cache capacity in tokens (0 = min(max positions, 4096))" };
     internal static readonly Option<string?> KvMemory = new("--kv-memory") { Description = "Size the KV cache from a memory limit: a size (8GiB, 512MB) or a share of the free memory (90%); --context then caps it" };
     internal static readonly Option<string?> Sparse = new("--sparse") { Description = "Change InfLLM v2 settings, e.g. topk=16,dense_len=4096 (keys: kernel_size, kernel_stride, init_blocks, block_size, window_size, topk, dense_len; lengths in tokens). Turns InfLLM v2 on for a checkpoint without sparse_config" };
-    internal static readonly Option<bool> NoCudaGraphs = new("--no-cuda-graphs") { Description = "On CUDA, launch every kernel of a decode step instead of replaying recorded CUDA graphs (same output)" };
+    internal static readonly Option<bool> NoCudaGraphs = new("--no-cuda-graphs") { Description = "On CUDA, launch every kernel of a decode step or speculative verification instead of replaying recorded CUDA graphs (same output)" };
     internal static readonly Option<bool> Dense = new("--dense") { Description = "Dense attention even when the checkpoint has a sparse_config (InfLLM v2 off)" };
     internal static readonly Option<bool> Verbose = new("--verbose") { Description = "Print stack traces and loader details", Recursive = true };
     internal static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object instead of text" };

@@ -118,8 +118,8 @@ public sealed record SessionOptions
     /// </summary>
     public double KvCacheMemoryFraction { get; init; }
     /// <summary>
-    /// On CUDA, run each generated token as a replayed CUDA graph (one recorded per context-length bucket); false
-    /// launches every kernel each step. The output is the same either way; the CPU backend ignores it.
+    /// On CUDA, run each generated token, and each speculative verification pass, as a replayed CUDA graph (one
+    /// recorded per context-length bucket); false launches every kernel each step. The output is the same either way; the CPU backend ignores it.
     /// </summary>
     public bool CudaGraphs { get; init; } = true;
     /// <summary>Tokens evaluated per prefill chunk (activation memory grows with it).</summary>
