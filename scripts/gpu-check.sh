@@ -19,7 +19,8 @@
 #   suite     the whole native test suite with MCPM_TEST_BACKEND=cuda (every ABI test on CUDA)
 #   bandwidth device-to-device copy bandwidth measured with PyTorch (the decode roofline)
 #   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 0.5B
-#             also without CUDA graphs, the 8B also with --int4, and at a 32k context dense vs InfLLM v2)
+#             also without CUDA graphs, the 8B also with --int4, at a 32k context dense vs InfLLM v2, and
+#             InfLLM v2 with int4 at 128k)
 #   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
@@ -237,13 +238,17 @@ EOF
 bench_row bench-0.5b 20 --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --spec-trees 12,32,60 --frspec-size 8192
 bench_row bench-0.5b-no-graphs 15 --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128 --no-graphs
 if [ "${QUICK:-0}" = 1 ]; then
-  for s in bench-8b bench-8b-int4 bench-8b-32k-dense bench-8b-32k-sparse; do row "$s" "NOT RUN" "QUICK=1"; done
+  for s in bench-8b bench-8b-int4 bench-8b-32k-dense bench-8b-32k-sparse bench-8b-128k-sparse-int4; do
+    row "$s" "NOT RUN" "QUICK=1"
+  done
 else
   bench_row bench-8b 60 --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
   bench_row bench-8b-int4 60 --preset minicpm4-8b --int4 --prompt-tokens 512 --gen-tokens 64
   # InfLLM v2 vs dense at a 32k context (the same prompt; sparse from 8192 tokens, MiniCPM4-8B's sparse_config).
   bench_row bench-8b-32k-dense 120 --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64
   bench_row bench-8b-32k-sparse 90 --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64 --sparse
+  # Issue #6's time to first token at 128k with int4 weights: 131072 / the prefill rate.
+  bench_row bench-8b-128k-sparse-int4 150 --preset minicpm4-8b --int4 --prompt-tokens 131072 --gen-tokens 16 --sparse
 fi
 
 # ---- the 8B linear layers one at a time: bf16 vs int4 (issue #5's M = 1 floor and speed-up) --------------------
