@@ -21,6 +21,8 @@
 #   bench     mcpm_bench --backend cuda on the MiniCPM4-0.5B and -8B shapes (random weights, bf16; the 0.5B
 #             also without CUDA graphs, the 8B also with --int4, at a 32k context dense vs InfLLM v2, and
 #             InfLLM v2 with int4 at 128k)
+#   torch     scripts/torch_baseline.py on the 0.5B and 8B shapes (Hugging Face LlamaForCausalLM with a static
+#             cache when transformers runs, else its own PyTorch Llama) and mcpm's decode speed over it
 #   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
@@ -29,7 +31,7 @@
 #
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CUDA_ARCHS (default native),
 # CLI (default artifacts/minicpm4-linux-x64/minicpm4), QUICK=1, BUDGET_S, STEPS (default: all of
-# build,ops,suite,bandwidth,bench,op-bench,cli).
+# build,ops,suite,bandwidth,bench,torch,op-bench,cli).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +45,7 @@ mkdir -p "$OUT"
 ROWS=()
 FAILURES=0
 START=$SECONDS
-STEPS=",${STEPS:-build,ops,suite,bandwidth,bench,op-bench,cli},"
+STEPS=",${STEPS:-build,ops,suite,bandwidth,bench,torch,op-bench,cli},"
 want() { [[ "$STEPS" == *",$1,"* ]]; }
 # Seconds left of BUDGET_S, keeping 15 s for the summary (a large number without a budget).
 left() { if [ -n "${BUDGET_S:-}" ]; then echo $((BUDGET_S - 15 - (SECONDS - START))); else echo 100000; fi; }
@@ -249,6 +251,44 @@ else
   bench_row bench-8b-32k-sparse 90 --preset minicpm4-8b --prompt-tokens 32768 --gen-tokens 64 --sparse
   # Issue #6's time to first token at 128k with int4 weights: 131072 / the prefill rate.
   bench_row bench-8b-128k-sparse-int4 150 --preset minicpm4-8b --int4 --prompt-tokens 131072 --gen-tokens 16 --sparse
+fi
+
+# ---- PyTorch on the same shapes (issue #4's side-by-side ratio) ---------------------------------------------
+torch_row() {  # name, our bench row's name, seconds it needs at least, torch_baseline.py args...
+  local name=$1 ours=$2 need=$3
+  shift 3
+  local log="$OUT/$name.log"
+  if ! want torch; then
+    row "$name" "NOT RUN" "torch not in STEPS"
+    return
+  fi
+  if [ -z "$PY" ] || ! "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+    row "$name" "NOT RUN" "no PyTorch with CUDA"
+    return
+  fi
+  if [ "$(left)" -lt "$need" ]; then
+    row "$name" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $need s"
+    return
+  fi
+  if budgeted 900 "$PY" scripts/torch_baseline.py --device cuda --json "$@" >"$log" 2>&1; then
+    local tdec tpre impl mine ratio=""
+    tdec=$(json_field "$log" decode_tokens_per_s)
+    tpre=$(json_field "$log" prefill_tokens_per_s)
+    impl=$(json_field "$log" impl)
+    mine=$(json_field "$OUT/bench-$ours.log" decode_tokens_per_s 2>/dev/null)
+    if [ -n "$mine" ] && [ "$mine" != "?" ]; then
+      ratio=$("$PY" -c "print(f'{$mine/$tdec:.2f}x')" 2>/dev/null)
+    fi
+    row "$name" INFO "$impl: prefill $tpre tok/s, decode $tdec tok/s${ratio:+; mcpm decode / PyTorch decode = $ratio}"
+  else
+    row "$name" FAIL "torch_baseline.py failed: $(tail -2 "$log" | tr '\n' ' ' | cut -c1-200)"
+  fi
+}
+torch_row torch-0.5b bench-0.5b 60 --preset minicpm4-0.5b --prompt-tokens 512 --gen-tokens 128
+if [ "${QUICK:-0}" = 1 ]; then
+  row torch-8b "NOT RUN" "QUICK=1"
+else
+  torch_row torch-8b bench-8b 120 --preset minicpm4-8b --prompt-tokens 512 --gen-tokens 64
 fi
 
 # ---- the 8B linear layers one at a time: bf16 vs int4 (issue #5's M = 1 floor and speed-up) --------------------
