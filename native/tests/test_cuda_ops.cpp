@@ -753,6 +753,35 @@ TEST_F(CudaOps, SampleTokenMatchesCpuForTheSameUniformNumber) {
   }
 }
 
+// The draft's top-k log-probabilities: the same ids in the same order (ties to the lower index; a
+// near tie could only part them through lse's last bit, and the planted ties here are exact), the
+// log-probabilities within 1e-5 (lse summed in double in another order, rounded to fp32).
+TEST_F(CudaOps, TopLogProbsMatchesCpu) {
+  struct Case {
+    int64_t rows, vocab;
+    int32_t k;
+  };
+  for (const Case& tc : {Case{1, 73448, 10}, Case{10, 73448, 10}, Case{4, 32768, 63}, Case{3, 100, 1}, Case{2, 17, 17}}) {
+    SCOPED_TRACE("rows " + std::to_string(tc.rows) + " vocab " + std::to_string(tc.vocab) + " k " + std::to_string(tc.k));
+    std::vector<float> logits = Random(static_cast<size_t>(tc.rows * tc.vocab), rng_, -8, 8);
+    // Exact ties among the best: copies of each row's maximum further along the row.
+    for (int64_t r = 0; r < tc.rows; ++r) {
+      float* row = logits.data() + r * tc.vocab;
+      const int64_t at = std::max_element(row, row + tc.vocab) - row;
+      row[(at + tc.vocab / 3) % tc.vocab] = row[at];
+      row[(at + 2 * tc.vocab / 3) % tc.vocab] = row[at];
+    }
+    Dev g = Make(*gpu_, DType::F32, tc.rows, tc.vocab, logits), c = Make(*cpu_, DType::F32, tc.rows, tc.vocab, logits);
+    const size_t n = static_cast<size_t>(tc.rows * tc.k);
+    std::vector<int32_t> gid(n), cid(n);
+    std::vector<float> glp(n), clp(n);
+    gpu_->top_log_probs(*gctx_, g.t, tc.k, gid.data(), glp.data());
+    cpu_->top_log_probs(*cctx_, c.t, tc.k, cid.data(), clp.data());
+    EXPECT_EQ(gid, cid);
+    EXPECT_TRUE(Within(glp, clp, 0.0, 1e-5));
+  }
+}
+
 // Ops queued back to back on one stream without synchronising in between see each other's results,
 // and two contexts (two sessions) work independently over the same weights.
 TEST_F(CudaOps, QueuedOpsAndTwoContexts) {

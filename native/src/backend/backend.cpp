@@ -1,14 +1,29 @@
 #include "backend/backend.h"
 
 #include <string>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #ifdef MCPM_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
 #include "common/error.h"
+#include "common/log_probs.h"
 
 namespace mcpm {
+
+void Backend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs) {
+  MCPM_CHECK(logits.dtype == DType::F32 && k >= 1 && k <= logits.cols);
+  const int32_t vocab = static_cast<int32_t>(logits.cols);
+  std::vector<float> row(static_cast<size_t>(vocab));
+  synchronize(ctx);
+  for (int64_t r = 0; r < logits.rows; ++r) {
+    download(row.data(), logits.slice_rows(r, 1).data, row.size() * sizeof(float));
+    log_softmax(row.data(), vocab);
+    top_k_indices(row.data(), vocab, k, ids + r * k);
+    for (int32_t j = 0; j < k; ++j) log_probs[r * k + j] = row[static_cast<size_t>(ids[r * k + j])];
+  }
+}
 
 std::unique_ptr<AttentionState> Backend::create_sparse_attention_state(const SparseAttentionParams&,
                                                                        const AttentionShape&, int64_t) {

@@ -249,6 +249,13 @@ class Backend {
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u) = 0;
 
+  // The draft's tree expansion: for each row r of `logits` [rows, vocab] f32 (used as scratch), the k
+  // largest entries (ties to the lower index, best first) as ids[r * k + j] and their log-probabilities
+  // log_probs[r * k + j] = x - logsumexp(row) (host arrays), so only k pairs per row leave the backend.
+  // The default downloads the rows and runs common/log_probs.h; the CUDA backend does it on the
+  // device (the same selection; lse summed in double in another order).
+  virtual void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs);
+
   // Runs `record`, the forward pass of `step` (its logits left on the backend), or a replay of it.
   // The default runs it. The CUDA backend keeps one CUDA graph per length bucket, variant and token
   // count: it copies the step's tokens, positions, masks and start to device memory that the recorded

@@ -236,14 +236,13 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
   }
 }
 
-void draft_logits(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first, int32_t count,
-                  float* host_logits) {
+void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first,
+                         int32_t count, int32_t k, int32_t* ids, float* log_probs) {
   Backend& be = draft.base().backend();
   const Tensor out = ws.logits.slice_rows(0, count);
   be.linear(ctx, out, ws.x.slice_rows(first, count), draft.weights().head);
   be.scale(ctx, out, draft.base().config().lm_head_scale());
-  be.synchronize(ctx);
-  be.download(host_logits, out.data, out.bytes());
+  be.top_log_probs(ctx, out, k, ids, log_probs);
 }
 
 }  // namespace mcpm

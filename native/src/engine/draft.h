@@ -114,8 +114,9 @@ struct DraftCall {
 void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, const DraftCall& call,
                    const Tensor& inv_freq, float attn_factor);
 
-// Draft logits of ws.x rows [first, first + count) into host memory [count, head_rows].
-void draft_logits(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first, int32_t count,
-                  float* host_logits);
+// The draft head over ws.x rows [first, first + count), reduced where the logits are to each row's k
+// best head rows and their log-probabilities (Backend::top_log_probs): host ids / log_probs [count, k].
+void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first,
+                         int32_t count, int32_t k, int32_t* ids, float* log_probs);
 
 }  // namespace mcpm

@@ -28,22 +28,6 @@ void SpecParams::validate(int32_t draft_vocab) const {
          " candidates that spec_num_iter and spec_topk_per_iter draft");
 }
 
-void top_k_indices(const float* values, int32_t n, int32_t k, int32_t* out) {
-  std::vector<int32_t> idx(static_cast<size_t>(n));
-  std::iota(idx.begin(), idx.end(), 0);
-  auto better = [&](int32_t a, int32_t b) { return values[a] > values[b] || (values[a] == values[b] && a < b); };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
-  std::copy(idx.begin(), idx.begin() + k, out);
-}
-
-void log_softmax(float* x, int32_t n) {
-  const float m = *std::max_element(x, x + n);
-  double sum = 0;
-  for (int32_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(x[i] - m));
-  const float lse = m + static_cast<float>(std::log(sum));
-  for (int32_t i = 0; i < n; ++i) x[i] -= lse;
-}
-
 DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& cand, int32_t tree_size) {
   const int32_t n = static_cast<int32_t>(cand.size());
   const int32_t take = std::min(tree_size - 1, n);
@@ -162,8 +146,9 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
   MCPM_CHECK(ready(rows));
   Backend& be = draft_->base().backend();
   const int32_t k = p.topk_per_iter;
-  const int32_t vocab = draft_->head_rows();
-  logits_.resize(static_cast<size_t>(k) * static_cast<size_t>(vocab));
+  // Per expanded row: its k best head rows and their log-probabilities.
+  std::vector<int32_t> top(static_cast<size_t>(k) * static_cast<size_t>(k));
+  std::vector<float> lp(top.size());
 
   // Level 0: the pending row (feature at rows-1, next token = root) predicts the root's children.
   {
@@ -172,8 +157,7 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
     run_rows(ctx, &root, 1, rows - 1, inv_freq, attn_factor);
     has_pending_ = false;
   }
-  draft_logits(*draft_, ctx, ws_, 0, 1, logits_.data());
-  log_softmax(logits_.data(), vocab);
+  draft_top_log_probs(*draft_, ctx, ws_, 0, 1, k, top.data(), lp.data());
 
   std::vector<TreeCandidate> cand;
   struct Frontier {
@@ -182,10 +166,8 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
     uint64_t mask;     // draft-side ancestors among the tree scratch slots (relative to `rows`)
   };
   std::vector<Frontier> frontier;
-  std::vector<int32_t> top(static_cast<size_t>(k));
-  top_k_indices(logits_.data(), vocab, k, top.data());
   for (int32_t j = 0; j < k; ++j) {
-    cand.push_back(TreeCandidate{draft_->head_token(top[j]), -1, 1, logits_[static_cast<size_t>(top[j])]});
+    cand.push_back(TreeCandidate{draft_->head_token(top[static_cast<size_t>(j)]), -1, 1, lp[static_cast<size_t>(j)]});
     frontier.push_back(Frontier{j, 0, 0});
   }
 
@@ -214,20 +196,18 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
     call.tree_masks = masks.data();
     call.tree_prefix = rows;
     draft_forward(*draft_, ctx, ws_, call, inv_freq, attn_factor);
-    draft_logits(*draft_, ctx, ws_, 0, k, logits_.data());
+    draft_top_log_probs(*draft_, ctx, ws_, 0, k, k, top.data(), lp.data());
 
     // k children per frontier node; their scores extend the parent's cumulative log-probability.
     const int32_t first_child = static_cast<int32_t>(cand.size());
     for (int32_t j = 0; j < k; ++j) {
-      float* lp = logits_.data() + static_cast<size_t>(j) * static_cast<size_t>(vocab);
-      log_softmax(lp, vocab);
-      top_k_indices(lp, vocab, k, top.data());
       const Frontier& f = frontier[static_cast<size_t>(j)];
       const float base = cand[static_cast<size_t>(f.cand)].score;
       for (int32_t m = 0; m < k; ++m) {
-        const float s = base + lp[top[m]];
-        cand.push_back(TreeCandidate{draft_->head_token(top[m]), f.cand, d + 1, s});
-        scores[static_cast<size_t>(j * k + m)] = s;
+        const size_t at = static_cast<size_t>(j * k + m);
+        const float s = base + lp[at];
+        cand.push_back(TreeCandidate{draft_->head_token(top[at]), f.cand, d + 1, s});
+        scores[at] = s;
       }
     }
     if (d + 1 == p.num_iter) break;

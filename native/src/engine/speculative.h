@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "common/log_probs.h"
 #include "engine/draft.h"
 
 namespace mcpm {
@@ -42,12 +43,6 @@ struct TreeCandidate {
 // candidate order, so parents precede children. Every chosen candidate's parent must be eligible:
 // a parent's score is >= its children's, which makes it rank first.
 DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& candidates, int32_t tree_size);
-
-// Indices of the k largest values (ties to the lower index), in descending order of value.
-void top_k_indices(const float* values, int32_t n, int32_t k, int32_t* out);
-
-// In place: x -= logsumexp(x).
-void log_softmax(float* x, int32_t n);
 
 // The draft side of one session: the draft KV cache covers target positions [0, committed); the
 // features of the target's last evaluated position wait in `pending` until the token after it is
@@ -98,7 +93,6 @@ class Speculator {
   bool has_pending_ = false;
   int64_t pending_pos_ = 0;
   int64_t committed_ = 0;  // draft KV rows that match the target's history
-  std::vector<float> logits_;
 };
 
 }  // namespace mcpm

@@ -168,6 +168,8 @@ class CudaContext final : public ExecContext {
     kSparseScores, // sparse_attention: stage-1 kernel scores [n][kv_heads][n1]
     kSparseBlocks, // sparse_attention: selected blocks [n][kv_heads][max_blocks]
     kSparseCounts, // sparse_attention: their counts [n][kv_heads]
+    kTopIds,       // top_log_probs: ids [rows][k]
+    kTopLogProbs,  // top_log_probs: log-probabilities [rows][k]
     kSlotCount
   };
 
@@ -274,6 +276,7 @@ class CudaBackend final : public Backend {
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
+  void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs) override;
   void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) override;
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
                        double u) override;

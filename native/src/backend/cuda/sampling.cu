@@ -7,6 +7,11 @@
 //   argmax_kernel   greedy: one block of kThreads; each thread scans a strided slice keeping the first
 //                   maximum, then a warp-shuffle and shared-memory reduction ordered by (value desc,
 //                   index asc) picks the lowest index among equal maxima, as the host does.
+//   top_log_probs_kernel  the draft's tree expansion (Backend::top_log_probs): one block per row:
+//                   the max (argmax reduction), lse = max + log(sum exp(x - max)) with the sum in double
+//                   (block reduction; the host sums sequentially, so lse may differ in its last bit),
+//                   then k rounds of the argmax over x - lse restricted to entries after the previous
+//                   pick in (value desc, index asc) order: the host's top_k_indices, no sort.
 //   draw_kernel     temperature sampling over n candidates (keys = logits, ids = token ids; sorted by
 //                   (logit desc, id asc) when a truncation is on: CUB's stable radix sort of (logit, id)
 //                   pairs in id order gives exactly that order, up to -0.0 sorting below +0.0). One
@@ -49,6 +54,35 @@ __device__ __forceinline__ bool before(float va, int64_t ia, float vb, int64_t i
   return va > vb || (va == vb && ia < ib);
 }
 
+// The block's first (value, index) pair in `before` order, returned to every thread (blockDim.x a
+// multiple of 32, at most kArgmaxThreads). Contains __syncthreads: every thread must call it.
+__device__ void block_first(float& best, int64_t& best_i) {
+  __shared__ float warp_best[kArgmaxThreads / 32];
+  __shared__ int64_t warp_index[kArgmaxThreads / 32];
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float v = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, best_i, offset);
+    if (before(v, i, best, best_i)) {
+      best = v;
+      best_i = i;
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // a previous call's results are no longer read
+  if (lane == 0) {
+    warp_best[warp] = best;
+    warp_index[warp] = best_i;
+  }
+  __syncthreads();
+  best = warp_best[0];
+  best_i = warp_index[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w)
+    if (before(warp_best[w], warp_index[w], best, best_i)) {
+      best = warp_best[w];
+      best_i = warp_index[w];
+    }
+}
+
 __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, int32_t* __restrict__ out) {
   float best = logits[0];
   int64_t best_i = 0;
@@ -59,29 +93,52 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, i
       best_i = i;
     }
   }
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float v = __shfl_down_sync(0xffffffffu, best, offset);
-    const int64_t i = __shfl_down_sync(0xffffffffu, best_i, offset);
-    if (before(v, i, best, best_i)) {
-      best = v;
-      best_i = i;
+  block_first(best, best_i);
+  if (threadIdx.x == 0) *out = static_cast<int32_t>(best_i);
+}
+
+// For row blockIdx.x of logits [rows, vocab]: its k best entries of x - lse (ties to the lower index)
+// as ids[row * k + j] and their values as log_probs[row * k + j] (file comment).
+__global__ void top_log_probs_kernel(const float* __restrict__ logits, int64_t vocab, int k, int32_t* __restrict__ ids,
+                                     float* __restrict__ log_probs) {
+  __shared__ double partial[kArgmaxThreads / 32];
+  const float* x = logits + static_cast<int64_t>(blockIdx.x) * vocab;
+  float m = x[0];
+  int64_t m_i = 0;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
+    if (before(x[i], i, m, m_i)) {
+      m = x[i];
+      m_i = i;
     }
-  }
-  __shared__ float warp_best[kArgmaxThreads / 32];
-  __shared__ int64_t warp_index[kArgmaxThreads / 32];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) {
-    warp_best[warp] = best;
-    warp_index[warp] = best_i;
-  }
+  block_first(m, m_i);
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += exp(static_cast<double>(x[i] - m));
+  for (int offset = 16; offset > 0; offset >>= 1) s += __shfl_xor_sync(0xffffffffu, s, offset);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w)
-      if (before(warp_best[w], warp_index[w], best, best_i)) {
-        best = warp_best[w];
-        best_i = warp_index[w];
+  double total = 0.0;
+  for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) total += partial[w];
+  const float lse = m + static_cast<float>(log(total));
+
+  float prev = INFINITY;
+  int64_t prev_i = -1;
+  for (int j = 0; j < k; ++j) {
+    float best = -INFINITY;
+    int64_t best_i = LLONG_MAX;  // "none yet": every entry comes before it
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+      const float v = x[i] - lse;
+      if (before(prev, prev_i, v, i) && before(v, i, best, best_i)) {
+        best = v;
+        best_i = i;
       }
-    *out = static_cast<int32_t>(best_i);
+    }
+    block_first(best, best_i);
+    if (threadIdx.x == 0) {
+      ids[static_cast<int64_t>(blockIdx.x) * k + j] = static_cast<int32_t>(best_i);
+      log_probs[static_cast<int64_t>(blockIdx.x) * k + j] = best;
+    }
+    prev = best;
+    prev_i = best_i;
   }
 }
 
@@ -277,6 +334,21 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
                                                             token);
   MCPM_CUDA_LAUNCHED(draw_kernel);
   return read_token(c, token);
+}
+
+void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs) {
+  CudaContext& c = cuda_context(ctx);
+  MCPM_CHECK(logits.dtype == DType::F32 && k >= 1 && k <= logits.cols && logits.rows >= 1 && logits.rows <= 65535);
+  DeviceGuard guard(device_);
+  const size_t n = static_cast<size_t>(logits.rows) * static_cast<size_t>(k);
+  auto* d_ids = static_cast<int32_t*>(c.scratch(CudaContext::kTopIds, n * sizeof(int32_t)));
+  auto* d_lp = static_cast<float*>(c.scratch(CudaContext::kTopLogProbs, n * sizeof(float)));
+  cuda::top_log_probs_kernel<<<static_cast<unsigned>(logits.rows), cuda::kArgmaxThreads, 0, c.stream>>>(
+      logits.as<const float>(), logits.cols, k, d_ids, d_lp);
+  MCPM_CUDA_LAUNCHED(top_log_probs_kernel);
+  MCPM_CUDA_CHECK(cudaMemcpyAsync(ids, d_ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, c.stream));
+  MCPM_CUDA_CHECK(cudaMemcpyAsync(log_probs, d_lp, n * sizeof(float), cudaMemcpyDeviceToHost, c.stream));
+  MCPM_CUDA_CHECK(cudaStreamSynchronize(c.stream));
 }
 
 int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t) {
