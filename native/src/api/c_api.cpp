@@ -115,6 +115,11 @@ void write_grown_struct(S* host, S values) {
 constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
 constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
 
+// A draft belongs to the target model it was created for.
+void require_draft_of(const mcpm_draft* draft, const Model& target) {
+  if (&draft->impl->base() != &target) invalid_argument("the draft was created for a different target model");
+}
+
 Model& finalized_model(mcpm_model* m) {
   require_not_null(m, "model");
   if (!m->impl->finalized()) invalid_argument("the model is not finalized: call mcpm_model_finalize first");
@@ -572,8 +577,7 @@ MCPM_API mcpm_status mcpm_session_kv_bytes_per_token(const mcpm_model* model, co
   return guarded([&] {
     require_not_null(model, "model");
     require_not_null(out_bytes, "out_bytes");
-    if (draft != nullptr && &draft->impl->base() != model->impl.get())
-      invalid_argument("the draft was created for a different target model");
+    if (draft != nullptr) require_draft_of(draft, *model->impl);
     *out_bytes = Session::kv_bytes_per_token(*model->impl, draft ? draft->impl.get() : nullptr);
   });
 }
@@ -598,8 +602,7 @@ MCPM_API mcpm_status mcpm_session_create(mcpm_model* model, const mcpm_session_p
     std::shared_ptr<const DraftModel> draft;
     if (p.draft != nullptr) {
       if (!p.draft->impl->finalized()) invalid_argument("the draft is not finalized: call mcpm_draft_finalize first");
-      if (&p.draft->impl->base() != &m)
-        invalid_argument("the draft was created for a different target model than this session's");
+      require_draft_of(p.draft, m);
       draft = p.draft->impl;
     }
     int32_t capacity = p.context_capacity > 0 ? p.context_capacity : std::min(max_pos, 4096);

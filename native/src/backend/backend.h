@@ -79,6 +79,11 @@ inline float penalized_logit(float l, float count, const PenaltyTable& t) {
   return l - (penalty + t.presence);
 }
 
+// Applies the table to a host row of logits in place.
+inline void apply_penalties(float* logits, const PenaltyTable& t) {
+  for (int32_t i = 0; i < t.n; ++i) logits[t.ids[i]] = penalized_logit(logits[t.ids[i]], t.counts[i], t);
+}
+
 // One step for backends that replay recorded work (Backend::decode_step): a single decoded token, or
 // the tree of a speculative verification (up to kMaxStepTokens tokens with tree masks).
 struct DecodeStep {
@@ -89,8 +94,9 @@ struct DecodeStep {
   const uint64_t* masks = nullptr;     // host [n] tree masks (Backend::tree_attention); nullptr: causal
   int64_t start = 0;                   // the cache row of the first token: the rows before it are history
   int64_t capacity = 0;                // cache rows
-  // Steps whose recorded work differs are kept apart (0: dense decode, 1: InfLLM v2 decode, 2: tree).
-  int32_t variant = 0;
+  // Steps whose recorded work differs are kept apart.
+  enum Variant : int32_t { kDense = 0, kSparse = 1, kTree = 2 };
+  int32_t variant = kDense;
 };
 
 class ExecContext {

@@ -7,6 +7,13 @@
 
 namespace mcpm {
 
+int32_t greedy_token(const float* logits, int32_t vocab) {
+  int32_t best = 0;
+  for (int32_t i = 1; i < vocab; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
 int32_t draw_token(const float* logits, int32_t vocab, const DrawParams& c, double u, DrawScratch& scratch) {
   std::vector<int32_t>& ids = scratch.ids;
   std::vector<float>& probs = scratch.probs;

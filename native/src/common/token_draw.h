@@ -8,8 +8,8 @@
 //   min-p       the prefix of candidates with p_i >= min_p * p_0
 //   draw        with kept = sum of the kept p_i, the first candidate whose running sum exceeds u * kept
 //
-// The penalties come before (PenaltyTable in backend/backend.h); greedy decoding (T <= 0) never gets
-// here.
+// The penalties come before (PenaltyTable in backend/backend.h); greedy decoding (T <= 0) takes
+// greedy_token instead.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,9 @@ struct DrawScratch {
   std::vector<int32_t> ids;
   std::vector<float> probs;
 };
+
+// The greedy pick: the index of the first maximum of logits[0, vocab).
+int32_t greedy_token(const float* logits, int32_t vocab);
 
 // Draws from the (penalized) logits[0, vocab) with the uniform number u in [0, 1).
 int32_t draw_token(const float* logits, int32_t vocab, const DrawParams& params, double u, DrawScratch& scratch);

@@ -107,26 +107,11 @@ PenaltyTable Sampler::penalties(int32_t vocab, const int32_t* context, int64_t c
   return t;
 }
 
-void Sampler::apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length) {
-  const PenaltyTable t = penalties(vocab, context, context_length);
-  for (int32_t i = 0; i < t.n; ++i) {
-    float& l = logits_[static_cast<size_t>(t.ids[i])];
-    l = penalized_logit(l, t.counts[i], t);
-  }
-}
-
 int32_t Sampler::sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length) {
   const SamplingConfig& c = config_;
   logits_.assign(logits, logits + vocab);
-  apply_penalties(vocab, context, context_length);
-
-  if (c.temperature <= 0.0f) {  // greedy; the first maximum wins ties
-    int32_t best = 0;
-    for (int32_t i = 1; i < vocab; ++i)
-      if (logits_[static_cast<size_t>(i)] > logits_[static_cast<size_t>(best)]) best = i;
-    return best;
-  }
-
+  apply_penalties(logits_.data(), penalties(vocab, context, context_length));
+  if (c.temperature <= 0.0f) return greedy_token(logits_.data(), vocab);
   return draw_token(logits_.data(), vocab, draw_params(), rng_.uniform(), scratch_);
 }
 

@@ -64,8 +64,6 @@ class Sampler {
   double next_uniform() { return rng_.uniform(); }
 
  private:
-  void apply_penalties(int32_t vocab, const int32_t* context, int64_t context_length);
-
   SamplingConfig config_;
   Rng rng_;
   std::vector<float> logits_;   // working copy

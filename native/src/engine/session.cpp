@@ -108,7 +108,7 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
     step.positions = &position;
     step.start = kv_len_;
     step.capacity = kv_.capacity;
-    step.variant = uses_sparse_attention(model_->config(), kv_len_ + 1) ? 1 : 0;
+    step.variant = uses_sparse_attention(model_->config(), kv_len_ + 1) ? DecodeStep::kSparse : DecodeStep::kDense;
     model_->backend().decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
   } else {
     forward(*model_, *ctx_, ws_, kv_, args);
@@ -168,11 +168,15 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
   root_pending_ = false;
 }
 
+void Session::download_logits(std::vector<float>& dst) {
+  Backend& be = model_->backend();
+  be.synchronize(*ctx_);
+  be.download(dst.data(), ws_.logits.data, dst.size() * sizeof(float));
+}
+
 const float* Session::pending_logits() {
   if (device_logits_pending_) {
-    Backend& be = model_->backend();
-    be.synchronize(*ctx_);
-    be.download(last_logits_.data(), ws_.logits.data, last_logits_.size() * sizeof(float));
+    download_logits(last_logits_);
     device_logits_pending_ = false;
   }
   return last_logits_.data();
@@ -351,10 +355,9 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
     step.masks = tree.masks.data();
     step.start = root_row;
     step.capacity = kv_.capacity;
-    step.variant = 2;
+    step.variant = DecodeStep::kTree;
     be.decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
-    be.synchronize(*ctx_);
-    be.download(tree_logits_.data(), ws_.logits.data, tree_logits_.size() * sizeof(float));
+    download_logits(tree_logits_);
   } else {
     args.host_logits = tree_logits_.data();
     forward(*model_, *ctx_, ws_, kv_, args);

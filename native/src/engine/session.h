@@ -95,6 +95,8 @@ class Session {
   void forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, float* logits, bool device_logits = false);
   // Evaluates a generated token, leaving its logits on the backend for sample_pending.
   void advance(int32_t token);
+  // Copies the first dst.size() floats of ws_.logits (left on the backend) into dst, after the queued work.
+  void download_logits(std::vector<float>& dst);
   // The pending logits in last_logits_, copied from the backend first if they are still there.
   const float* pending_logits();
   // Samples the next token from the pending logits: on the backend (Backend::greedy_sample or

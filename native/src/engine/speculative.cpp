@@ -1,7 +1,6 @@
 #include "engine/speculative.h"
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 
 #include "common/error.h"

@@ -532,21 +532,16 @@ void CpuBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Ten
 
 int32_t CpuBackend::greedy_sample(ExecContext&, const Tensor& logits, const PenaltyTable& t) {
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0);
-  float* l = logits.as<float>();
-  for (int32_t i = 0; i < t.n; ++i) l[t.ids[i]] = penalized_logit(l[t.ids[i]], t.counts[i], t);
-  int64_t best = 0;
-  for (int64_t i = 1; i < logits.cols; ++i)
-    if (l[i] > l[best]) best = i;
-  return static_cast<int32_t>(best);
+  apply_penalties(logits.as<float>(), t);
+  return greedy_token(logits.as<const float>(), static_cast<int32_t>(logits.cols));
 }
 
 int32_t CpuBackend::sample_token(ExecContext&, const Tensor& logits, const PenaltyTable& t, const DrawParams& params,
                                  double u) {
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0 && params.temperature > 0.0f);
-  float* l = logits.as<float>();
-  for (int32_t i = 0; i < t.n; ++i) l[t.ids[i]] = penalized_logit(l[t.ids[i]], t.counts[i], t);
+  apply_penalties(logits.as<float>(), t);
   thread_local DrawScratch scratch;  // the backend is shared by sessions on several threads
-  return draw_token(l, static_cast<int32_t>(logits.cols), params, u, scratch);
+  return draw_token(logits.as<const float>(), static_cast<int32_t>(logits.cols), params, u, scratch);
 }
 
 void CpuBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) {

@@ -148,7 +148,7 @@ CudaContext::CudaContext(int dev) : device(dev) {
 CudaContext::~CudaContext() {
   DeviceGuard guard(device);
   (void)cudaStreamSynchronize(stream);
-  for (auto& g : graphs) (void)cudaGraphExecDestroy(g.exec);
+  drop_graphs();
   if (step) (void)cudaFree(step);
   for (Scratch& s : slots_)
     if (s.ptr) (void)cudaFree(s.ptr);
@@ -165,9 +165,7 @@ void* CudaContext::scratch(Slot slot, size_t bytes) {
   const size_t want = std::max<size_t>({bytes, 2 * s.size, 256});
   MCPM_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels may still read the old block
   if (s.ptr) {
-    // Recorded decode steps hold the old address: they are re-recorded when next needed.
-    for (auto& g : graphs) (void)cudaGraphExecDestroy(g.exec);
-    graphs.clear();
+    drop_graphs();  // recorded steps hold the old address: they are re-recorded when next needed
     MCPM_CUDA_CHECK(cudaFree(s.ptr));
     s.ptr = nullptr;
     s.size = 0;
@@ -184,6 +182,11 @@ void* CudaContext::scratch(Slot slot, size_t bytes) {
   s.ptr = p;
   s.size = want;
   return p;
+}
+
+void CudaContext::drop_graphs() {
+  for (RecordedStep& g : graphs) (void)cudaGraphExecDestroy(g.exec);
+  graphs.clear();
 }
 
 const void* CudaContext::upload(Slot slot, const void* host, size_t bytes) {

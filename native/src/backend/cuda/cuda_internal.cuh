@@ -184,6 +184,8 @@ class CudaContext final : public ExecContext {
   // whose bytes equal the slot's previous upload is skipped: a forward call passes the same positions,
   // ids and masks to every layer.
   const void* upload(Slot slot, const void* host, size_t bytes);
+  // Destroys every recorded step (the stream must not be replaying one).
+  void drop_graphs();
 
   int device;
   cudaStream_t stream = nullptr;
