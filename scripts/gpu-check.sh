@@ -49,14 +49,16 @@ STEPS=",${STEPS:-build,ops,suite,bandwidth,bench,torch,op-bench,cli},"
 want() { [[ "$STEPS" == *",$1,"* ]]; }
 # Seconds left of BUDGET_S, keeping 15 s for the summary (a large number without a budget).
 left() { if [ -n "${BUDGET_S:-}" ]; then echo $((BUDGET_S - 15 - (SECONDS - START))); else echo 100000; fi; }
-# step, seconds it needs at least -> true when it should run; otherwise records why not.
+# step, seconds it needs at least[, summary row, default the step] -> true when it should run;
+# otherwise records why not in that row.
 should_run() {
-  if ! want "$1"; then
-    row "$1" "NOT RUN" "not in STEPS"
+  local step=$1 need=$2 name=${3:-$1}
+  if ! want "$step"; then
+    row "$name" "NOT RUN" "$step not in STEPS"
     return 1
   fi
-  if [ "$(left)" -lt "$2" ]; then
-    row "$1" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $2 s"
+  if [ "$(left)" -lt "$need" ]; then
+    row "$name" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $need s"
     return 1
   fi
 }
@@ -202,14 +204,7 @@ bench_row() {  # name, seconds it needs at least, args...
   local name=$1 need=$2
   shift 2
   local log="$OUT/bench-$name.log"
-  if ! want bench; then
-    row "$name" "NOT RUN" "bench not in STEPS"
-    return
-  fi
-  if [ "$(left)" -lt "$need" ]; then
-    row "$name" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $need s"
-    return
-  fi
+  should_run bench "$need" "$name" || return
   if budgeted 900 "$DIR/bench/mcpm_bench" --backend cuda --json "$@" >"$log" 2>&1; then
     local dec pre gbs gen frac=""
     dec=$(json_field "$log" decode_tokens_per_s)
@@ -258,16 +253,9 @@ torch_row() {  # name, our bench row's name, seconds it needs at least, torch_ba
   local name=$1 ours=$2 need=$3
   shift 3
   local log="$OUT/$name.log"
-  if ! want torch; then
-    row "$name" "NOT RUN" "torch not in STEPS"
-    return
-  fi
+  should_run torch "$need" "$name" || return
   if [ -z "$PY" ] || ! "$PY" -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
     row "$name" "NOT RUN" "no PyTorch with CUDA"
-    return
-  fi
-  if [ "$(left)" -lt "$need" ]; then
-    row "$name" "NOT RUN" "time budget: $(left) s left of BUDGET_S=$BUDGET_S, needs about $need s"
     return
   fi
   if budgeted 900 "$PY" scripts/torch_baseline.py --device cuda --json "$@" >"$log" 2>&1; then
