@@ -149,11 +149,12 @@ internal static class NativeLayout
     internal const int mcpm_model_config_sparse_dense_len_Offset = 116;
     internal const int mcpm_model_config_sparse_use_nope_Offset = 120;
 
-    internal const int mcpm_model_options_Size = 16;
+    internal const int mcpm_model_options_Size = 24;
     internal const int mcpm_model_options_struct_size_Offset = 0;
     internal const int mcpm_model_options_backend_Offset = 4;
     internal const int mcpm_model_options_device_index_Offset = 8;
     internal const int mcpm_model_options_num_threads_Offset = 12;
+    internal const int mcpm_model_options_weight_arena_bytes_Offset = 16;
 
     internal const int mcpm_draft_config_Size = 44;
     internal const int mcpm_draft_config_struct_size_Offset = 0;
@@ -326,6 +327,15 @@ internal unsafe struct mcpm_model_options
     public int device_index;
     /// <summary>CPU worker threads per session; 0 = one per available core (default)</summary>
     public int num_threads;
+    /// <summary>
+    /// &gt; 0: place the weights in one backend allocation of this many bytes,
+    /// made by mcpm_model_create (OUT_OF_MEMORY there if it does not fit).
+    /// Size it as the sum, over the tensors the host will set, of data_size
+    /// rounded up to a multiple of 256 (a fused int4 tensor counts as its
+    /// parts, split along N). Tensors past it get allocations of their own.
+    /// 0 (default): one allocation per tensor.
+    /// </summary>
+    public ulong weight_arena_bytes;
 }
 
 /// <summary>
@@ -588,6 +598,14 @@ internal static unsafe partial class NativeMethods
     /// <summary>Number of weight bytes held by the model (all tensors, in their stored dtypes).</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_model_weight_bytes(ModelHandle model, ulong* out_bytes);
+
+    /// <summary>
+    /// The weight arena (mcpm_model_options.weight_arena_bytes): its size in bytes (0: none), the bytes
+    /// its tensors take (replaced tensors included), and the number of tensors held in allocations of
+    /// their own (every tensor without an arena). Out pointers may be NULL.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_model_weight_arena(ModelHandle model, ulong* out_reserved, ulong* out_used, int* out_separate);
 
     /// <summary>Number of linear layers held as int4 (0 for a dense model; 7 per layer when fully quantized).</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

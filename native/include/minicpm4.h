@@ -200,6 +200,13 @@ typedef struct mcpm_model_options {
   mcpm_backend backend;     /* default MCPM_BACKEND_AUTO */
   int32_t device_index;     /* CUDA device ordinal; ignored by the CPU backend; default 0 */
   int32_t num_threads;      /* CPU worker threads per session; 0 = one per available core (default) */
+  /* Added after the first release of ABI 1 (a struct_size ending before it is accepted and means 0). */
+  uint64_t weight_arena_bytes; /* > 0: place the weights in one backend allocation of this many bytes,
+                                * made by mcpm_model_create (OUT_OF_MEMORY there if it does not fit).
+                                * Size it as the sum, over the tensors the host will set, of data_size
+                                * rounded up to a multiple of 256 (a fused int4 tensor counts as its
+                                * parts, split along N). Tensors past it get allocations of their own.
+                                * 0 (default): one allocation per tensor. */
 } mcpm_model_options;
 
 /* Fills *options with defaults. Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size. */
@@ -245,6 +252,12 @@ MCPM_API mcpm_status mcpm_model_finalize(mcpm_model* model);
 
 /* Number of weight bytes held by the model (all tensors, in their stored dtypes). */
 MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* out_bytes);
+
+/* The weight arena (mcpm_model_options.weight_arena_bytes): its size in bytes (0: none), the bytes
+ * its tensors take (replaced tensors included), and the number of tensors held in allocations of
+ * their own (every tensor without an arena). Out pointers may be NULL. */
+MCPM_API mcpm_status mcpm_model_weight_arena(const mcpm_model* model, uint64_t* out_reserved, uint64_t* out_used,
+                                             int32_t* out_separate);
 
 /* Number of linear layers held as int4 (0 for a dense model; 7 per layer when fully quantized). */
 MCPM_API mcpm_status mcpm_model_int4_linear_count(const mcpm_model* model, int32_t* out_count);

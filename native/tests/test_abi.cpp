@@ -215,6 +215,7 @@ TEST(AbiDefaults, ParamDefaultsMatchTheHeader) {
   EXPECT_EQ(o.backend, MCPM_BACKEND_AUTO);
   EXPECT_EQ(o.device_index, 0);
   EXPECT_EQ(o.num_threads, 0);
+  EXPECT_EQ(o.weight_arena_bytes, 0u);
 
   mcpm_session_params sp;
   std::memset(&sp, 0x7F, sizeof sp);
@@ -371,6 +372,33 @@ TEST_F(AbiModelCreate, NullAndStructSize) {
   }
 }
 
+// A host compiled against the first release of mcpm_model_options (which ended at num_threads) still
+// works: its struct_size is accepted, the defaults function does not write past it, and the tail
+// (garbage here) is not read: no weight arena.
+TEST_F(AbiModelCreate, OlderModelOptionsSizeIsAccepted) {
+  const size_t v1 = offsetof(mcpm_model_options, weight_arena_bytes);
+  mcpm_model_options o;
+  std::memset(&o, 0x5A, sizeof o);
+  o.struct_size = static_cast<uint32_t>(v1);
+  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
+  EXPECT_EQ(o.struct_size, v1);
+  EXPECT_EQ(o.num_threads, 0);
+  const unsigned char* tail = reinterpret_cast<const unsigned char*>(&o) + v1;
+  for (size_t i = 0; i < sizeof o - v1; ++i) ASSERT_EQ(tail[i], 0x5A) << "byte " << v1 + i << " was written";
+  o.backend = MCPM_BACKEND_CPU;
+  const mcpm_model_config c = tm_->ApiConfig();
+  mcpm_model* raw = nullptr;
+  ASSERT_MCPM_OK(mcpm_model_create(&c, &o, &raw));
+  ModelPtr m(raw);
+  uint64_t reserved = 1;
+  ASSERT_MCPM_OK(mcpm_model_weight_arena(m.get(), &reserved, nullptr, nullptr));
+  EXPECT_EQ(reserved, 0u);
+  o.struct_size = static_cast<uint32_t>(v1 - 4);  // not a released size
+  mcpm_model* out = kModelSentinel;
+  EXPECT_FAILS_NAMING(kInvalid, "struct_size", mcpm_model_create(&c, &o, &out));
+  EXPECT_EQ(out, kModelSentinel);
+}
+
 TEST_F(AbiModelCreate, InvalidConfigFieldsAreNamed) {
   const mcpm_model_config good = tm_->ApiConfig();
   auto with = [&](auto mutate) {
@@ -517,6 +545,8 @@ TEST(AbiTensors, SetTensorFinalizeWeightBytesArguments) {
   EXPECT_FAILS_WITH(kInvalid, mcpm_model_weight_bytes(nullptr, &bytes));
   EXPECT_EQ(bytes, 77u);
   EXPECT_FAILS_WITH(kInvalid, mcpm_model_weight_bytes(m.get(), nullptr));
+  EXPECT_FAILS_WITH(kInvalid, mcpm_model_weight_arena(nullptr, &bytes, &bytes, nullptr));
+  EXPECT_EQ(bytes, 77u);
 
   // An unfinalized model refuses sessions.
   mcpm_session* s = kSessionSentinel;

@@ -766,6 +766,98 @@ TEST(ModelLoading, WeightBytesIsTheSumOfTensorBytes) {
   }
 }
 
+namespace {
+
+uint64_t ArenaFootprint(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+struct ArenaUse {
+  uint64_t reserved = 0, used = 0;
+  int32_t separate = -1;
+};
+
+ArenaUse WeightArena(const mcpm_model* m) {
+  ArenaUse u;
+  EXPECT_MCPM_OK(mcpm_model_weight_arena(m, &u.reserved, &u.used, &u.separate));
+  return u;
+}
+
+// Every logit of a prefill of `tokens` (bitwise comparisons between loads of the same weights).
+std::vector<float> AllLogits(mcpm_model* m, const std::vector<int32_t>& tokens, size_t vocab) {
+  SessionPtr s = MakeSession(m);
+  std::vector<float> logits;
+  if (s) EXPECT_MCPM_OK(PrefillAll(s.get(), tokens, vocab, &logits));
+  return logits;
+}
+
+}  // namespace
+
+// mcpm_model_options.weight_arena_bytes: sized by the documented rule (each tensor's bytes rounded up
+// to 256), the arena holds every tensor, dense or int4, and the model computes bit-identical logits;
+// an arena one byte short leaves the last tensor in an allocation of its own and changes nothing else.
+TEST(ModelLoading, WeightArenaHoldsEveryTensorAndChangesNoLogit) {
+  for (bool int4 : {false, true}) {
+    TinyConfig c;
+    c.vocab = 310;
+    c.dtype = MCPM_DTYPE_BF16, c.tied = false, c.seed = 71;
+    const TinyModel tm(c);
+    uint64_t plan = 0;
+    for (const HostTensor& t : tm.tensors()) {
+      if (int4 && IsLinearWeight(t.name)) {
+        const uint64_t N = static_cast<uint64_t>(t.shape[0]), K = static_cast<uint64_t>(t.shape[1]);
+        plan += ArenaFootprint(K / 16 * 2 * N * 4) + ArenaFootprint(K / 128 * N * 2);
+      } else {
+        plan += ArenaFootprint(t.bytes.size());
+      }
+    }
+    const std::string what = int4 ? "int4" : "bf16";
+    const auto tokens = tm.RandomTokens(9, 5);
+    const size_t V = static_cast<size_t>(c.vocab);
+    auto load = [&](uint64_t arena) {
+      ModelPtr m;
+      EXPECT_MCPM_OK(tm.Create(&m, PrimaryBackend(), 0, arena));
+      if (!m) return m;
+      EXPECT_MCPM_OK(int4 ? tm.SetAllInt4(m.get()) : tm.SetAll(m.get()));
+      EXPECT_MCPM_OK(mcpm_model_finalize(m.get()));
+      return m;
+    };
+    ModelPtr separate = load(0), exact = load(plan), short_by_one = load(plan - 1);
+    ASSERT_TRUE(separate && exact && short_by_one) << what;
+
+    const ArenaUse none = WeightArena(separate.get());
+    EXPECT_EQ(none.reserved, 0u) << what;
+    EXPECT_EQ(none.used, 0u) << what;
+    const int32_t tensors = none.separate;
+    EXPECT_GT(tensors, 10) << what;
+    const ArenaUse full = WeightArena(exact.get());
+    EXPECT_EQ(full.reserved, plan) << what;
+    EXPECT_EQ(full.used, plan) << what;
+    EXPECT_EQ(full.separate, 0) << what;
+    const ArenaUse short_arena = WeightArena(short_by_one.get());
+    EXPECT_EQ(short_arena.separate, 1) << what;
+    EXPECT_LT(short_arena.used, plan - 1) << what;
+
+    uint64_t bytes_separate = 0, bytes_arena = 0;
+    ASSERT_MCPM_OK(mcpm_model_weight_bytes(separate.get(), &bytes_separate));
+    ASSERT_MCPM_OK(mcpm_model_weight_bytes(exact.get(), &bytes_arena));
+    EXPECT_EQ(bytes_arena, bytes_separate) << what;
+    const std::vector<float> expected = AllLogits(separate.get(), tokens, V);
+    ASSERT_EQ(expected.size(), tokens.size() * V) << what;
+    EXPECT_EQ(AllLogits(exact.get(), tokens, V), expected) << what << ": arena vs separate allocations";
+    EXPECT_EQ(AllLogits(short_by_one.get(), tokens, V), expected) << what << ": arena one byte short";
+  }
+}
+
+// A reservation that cannot be allocated fails mcpm_model_create with OUT_OF_MEMORY naming the arena.
+TEST(ModelLoading, WeightArenaTooLargeIsOutOfMemory) {
+  TinyConfig c;
+  c.vocab = 300, c.seed = 72;
+  const TinyModel tm(c);
+  ModelPtr m;
+  EXPECT_MCPM_STATUS(tm.Create(&m, PrimaryBackend(), 0, uint64_t{1} << 62), MCPM_ERR_OUT_OF_MEMORY);
+  EXPECT_NE(std::string(mcpm_last_error()).find("weight arena"), std::string::npos) << mcpm_last_error();
+  EXPECT_FALSE(m);
+}
+
 TEST(ModelLoading, BadSetTensorCallsFailNamingTheTensorAndChangeNothing) {
   TinyConfig c;
   c.vocab = 300, c.dtype = MCPM_DTYPE_BF16, c.tied = true, c.seed = 61;

@@ -316,13 +316,15 @@ uint64_t TinyModel::TotalBytes() const {
   return total;
 }
 
-mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads) const {
+mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads,
+                              uint64_t weight_arena_bytes) const {
   const mcpm_model_config c = ApiConfig();
   mcpm_model_options o{};
   o.struct_size = sizeof o;
   mcpm_model_options_default(&o);
   o.backend = backend;
   o.num_threads = num_threads;
+  o.weight_arena_bytes = weight_arena_bytes;
   if (const char* dev = std::getenv("MCPM_TEST_CUDA_DEVICE")) o.device_index = std::atoi(dev);
   mcpm_model* m = nullptr;
   const mcpm_status s = mcpm_model_create(&c, &o, &m);

@@ -150,8 +150,9 @@ class TinyModel {
   // Sum of the tensors' byte sizes in their storage dtypes.
   uint64_t TotalBytes() const;
 
-  // mcpm_model_create with this config; returns the status (out untouched on failure).
-  mcpm_status Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads = 0) const;
+  // mcpm_model_create with this config (and a weight arena of that many bytes); returns the status
+  // (out untouched on failure).
+  mcpm_status Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads = 0, uint64_t weight_arena_bytes = 0) const;
   mcpm_status SetTensor(mcpm_model* model, const HostTensor& t) const;
   // Sets every tensor except the one named `skip` (if any); stops at the first failure.
   mcpm_status SetAll(mcpm_model* model, const std::string& skip = std::string()) const;

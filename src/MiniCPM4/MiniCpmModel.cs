@@ -77,6 +77,21 @@ public sealed class MiniCpmModel : IDisposable
         }
     }
 
+    /// <summary>
+    /// The engine's weight arena (one allocation for all weights, sized by <see cref="WeightArena.PlanBytes"/>): its size,
+    /// the bytes its tensors take, and the tensors held in allocations of their own (0 when the plan was right).
+    /// </summary>
+    internal unsafe (long Reserved, long Used, int Separate) WeightArenaUse
+    {
+        get
+        {
+            ulong reserved, used;
+            int separate;
+            NativeStatus.Check(NativeMethods.mcpm_model_weight_arena(Handle, &reserved, &used, &separate));
+            return ((long)reserved, (long)used, separate);
+        }
+    }
+
     /// <summary>The EAGLE draft used for speculative decoding, or null.</summary>
     public DraftInfo? Draft { get; private set; }
 
@@ -134,6 +149,7 @@ public sealed class MiniCpmModel : IDisposable
         };
         modelOptions.device_index = options.DeviceIndex;
         modelOptions.num_threads = options.Threads;
+        modelOptions.weight_arena_bytes = (ulong)WeightArena.PlanBytes(checkpoint, quantize);
 
         float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];
         float[] longFactor = config.RopeScaling?.LongFactor ?? [];

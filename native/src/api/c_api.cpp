@@ -113,6 +113,7 @@ void write_grown_struct(S* host, S values) {
 
 // The first released sizes of the structs that grew since.
 constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
+constexpr size_t kModelOptionsV1Size = offsetof(mcpm_model_options, weight_arena_bytes);
 constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
 
 // A draft belongs to the target model it was created for.
@@ -326,10 +327,13 @@ MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* c) {
 
 MCPM_API mcpm_status mcpm_model_options_default(mcpm_model_options* o) {
   return guarded([&] {
-    require_struct(o, "mcpm_model_options");
-    o->backend = MCPM_BACKEND_AUTO;
-    o->device_index = 0;
-    o->num_threads = 0;
+    require_known_size(o, {kModelOptionsV1Size}, "mcpm_model_options");
+    mcpm_model_options d{};
+    d.backend = MCPM_BACKEND_AUTO;
+    d.device_index = 0;
+    d.num_threads = 0;
+    d.weight_arena_bytes = 0;
+    write_grown_struct(o, d);
   });
 }
 
@@ -341,10 +345,7 @@ MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mc
     mcpm_model_options opts{};
     opts.struct_size = sizeof(opts);
     mcpm_model_options_default(&opts);
-    if (options != nullptr) {
-      require_struct(options, "mcpm_model_options");
-      opts = *options;
-    }
+    if (options != nullptr) opts = read_grown_struct(options, opts, {kModelOptionsV1Size}, "mcpm_model_options");
     if (opts.num_threads < 0 || opts.num_threads > 1024)
       invalid_argument("num_threads must be in [0, 1024], got " + std::to_string(opts.num_threads));
     if (opts.device_index < 0) invalid_argument("device_index must be >= 0");
@@ -354,7 +355,7 @@ MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mc
     std::shared_ptr<Backend> backend = create_backend(opts.backend, bo);
     const int32_t threads = opts.num_threads > 0 ? opts.num_threads : available_cores();
     auto handle = std::make_unique<mcpm_model>();
-    handle->impl = std::make_shared<Model>(std::move(cfg), std::move(backend), threads);
+    handle->impl = std::make_shared<Model>(std::move(cfg), std::move(backend), threads, opts.weight_arena_bytes);
     *out_model = handle.release();
   });
 }
@@ -380,6 +381,17 @@ MCPM_API mcpm_status mcpm_model_weight_bytes(const mcpm_model* model, uint64_t* 
     require_not_null(model, "model");
     require_not_null(out_bytes, "out_bytes");
     *out_bytes = model->impl->weight_bytes();
+  });
+}
+
+MCPM_API mcpm_status mcpm_model_weight_arena(const mcpm_model* model, uint64_t* out_reserved, uint64_t* out_used,
+                                             int32_t* out_separate) {
+  return guarded([&] {
+    require_not_null(model, "model");
+    const WeightStore::ArenaUse use = model->impl->weight_arena();
+    if (out_reserved) *out_reserved = use.reserved;
+    if (out_used) *out_used = use.used;
+    if (out_separate) *out_separate = use.separate;
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <thread>
 
 #include "common/error.h"
@@ -146,7 +147,7 @@ int32_t available_cores() {
   return n > 0 ? static_cast<int32_t>(n) : 1;
 }
 
-Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads)
+Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads, uint64_t weight_arena_bytes)
     : config_(std::move(config)),
       backend_(std::move(backend)),
       num_threads_(num_threads),
@@ -162,6 +163,8 @@ Model::Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_t
   }
   store_->add("model.norm.weight", {H}, &weights_.final_norm);
   if (!c.tie_word_embeddings) store_->add("lm_head.weight", {V, H}, &weights_.lm_head);
+  if (weight_arena_bytes > SIZE_MAX) invalid_argument("weight_arena_bytes does not fit this machine's address space");
+  store_->reserve(static_cast<size_t>(weight_arena_bytes));
 }
 
 void Model::set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,

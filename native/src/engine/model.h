@@ -27,7 +27,8 @@ struct ModelWeights {
 
 class Model {
  public:
-  Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads);
+  // weight_arena_bytes > 0 places the weights in one backend allocation of that size (WeightStore).
+  Model(ModelConfig config, std::shared_ptr<Backend> backend, int32_t num_threads, uint64_t weight_arena_bytes = 0);
 
   void set_tensor(const char* name, mcpm_dtype dtype, const int64_t* shape, int32_t ndim, const void* data,
                   size_t data_size);
@@ -40,6 +41,7 @@ class Model {
   int32_t num_threads() const { return num_threads_; }
   uint64_t weight_bytes() const;
   int32_t int4_linear_count() const { return store_->int4_linear_count(); }
+  WeightStore::ArenaUse weight_arena() const { return store_->arena_use(); }
 
  private:
 

@@ -9,6 +9,19 @@
 
 namespace mcpm {
 
+namespace {
+
+// A tensor's bytes inside the arena: owns nothing (the arena is released with the store).
+class ArenaView final : public Buffer {
+ public:
+  ArenaView(void* data, size_t size) {
+    data_ = data;
+    size_ = size;
+  }
+};
+
+}  // namespace
+
 std::string shape_string(const int64_t* shape, size_t ndim) {
   std::ostringstream s;
   s << '[';
@@ -112,8 +125,38 @@ void WeightStore::validate(const Slot& slot, mcpm_dtype dtype, const int64_t* sh
   }
 }
 
+void WeightStore::reserve(size_t bytes) {
+  MCPM_CHECK(!arena_ && arena_used_ == 0);
+  if (bytes == 0) return;
+  try {
+    arena_ = backend_.alloc(bytes);
+  } catch (const Error& e) {
+    throw_error(e.status(), "cannot reserve the weight arena of " + std::to_string(bytes) + " bytes for " + what_ +
+                                " (weight_arena_bytes): " + e.what());
+  }
+}
+
+std::unique_ptr<Buffer> WeightStore::place(size_t bytes, bool& in_arena) {
+  const size_t footprint = arena_footprint(bytes);
+  in_arena = arena_ && arena_->size() - arena_used_ >= footprint;
+  if (!in_arena) return backend_.alloc(bytes);
+  auto view = std::make_unique<ArenaView>(static_cast<char*>(arena_->data()) + arena_used_, bytes);
+  arena_used_ += footprint;
+  return view;
+}
+
+WeightStore::ArenaUse WeightStore::arena_use() const {
+  ArenaUse use;
+  use.reserved = arena_ ? arena_->size() : 0;
+  use.used = arena_used_;
+  for (const Slot& s : slots_)
+    if (s.storage && !s.in_arena) ++use.separate;
+  return use;
+}
+
 void WeightStore::clear(Slot& slot) {
   slot.storage.reset();
+  slot.in_arena = false;
   *slot.target = Tensor{};
 }
 
@@ -122,9 +165,11 @@ void WeightStore::store(Slot& slot, mcpm_dtype dtype, const void* data) {
   const int64_t cols = slot.shape.back();
   const int64_t rows = slot.shape.size() == 2 ? slot.shape[0] : 1;
   const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * dtype_size(dt);
-  std::unique_ptr<Buffer> storage = backend_.alloc(bytes);
+  bool in_arena = false;
+  std::unique_ptr<Buffer> storage = place(bytes, in_arena);
   backend_.upload(storage->data(), data, bytes);
   slot.storage = std::move(storage);
+  slot.in_arena = in_arena;
   *slot.target = Tensor{slot.storage->data(), dt, rows, cols};
   if (slot.linear < 0) return;
   // The later form of a linear layer replaces the earlier one.

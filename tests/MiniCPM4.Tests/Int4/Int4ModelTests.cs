@@ -113,6 +113,14 @@ public class Int4ModelTests
             Assert.That(m.Int4LinearCount, Is.EqualTo(14), "7 linears x 2 layers, fused qkv/gate_up counted per projection");
             Assert.That(m.WeightBytes, Is.EqualTo(onLoad.WeightBytes));
         }
+        // The loader's arena plan is exact for every format: one allocation holds every tensor, with no byte spare.
+        foreach (var m in new[] { dense, onLoad, marlin, gptq, marlinAgain })
+        {
+            var arena = m.WeightArenaUse;
+            Assert.That(arena.Separate, Is.Zero, "tensors outside the weight arena");
+            Assert.That(arena.Used, Is.EqualTo(arena.Reserved), "weight arena bytes used vs reserved");
+            Assert.That(arena.Reserved, Is.GreaterThanOrEqualTo(m.WeightBytes).And.LessThan(m.WeightBytes + 256 * 200));
+        }
         Assert.That(onLoad.WeightBytes, Is.LessThan(dense.WeightBytes));
 
         var expected = AllLogits(onLoad);

@@ -211,6 +211,8 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   cudaDeviceProp prop{};
   MCPM_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   multiprocessors_ = std::max(1, prop.multiProcessorCount);
+  smem_per_block_optin_ = prop.sharedMemPerBlockOptin;
+  smem_per_multiprocessor_ = prop.sharedMemPerMultiprocessor;
   MCPM_CUDA_CHECK(cudaStreamCreateWithFlags(&transfer_, cudaStreamNonBlocking));
   // A first kernel: fails cleanly when this build has no code for the device's architecture.
   int* flag = nullptr;

@@ -314,6 +314,8 @@ class CudaBackend final : public Backend {
 
   int device_;
   int multiprocessors_ = 1;
+  size_t smem_per_block_optin_ = 48 * 1024;      // shared memory a kernel may opt in to
+  size_t smem_per_multiprocessor_ = 100 * 1024;  // shared memory of one multiprocessor
   bool int4_tensor_cores_ = true;
   cudaStream_t transfer_ = nullptr;  // upload/download (synchronous to the caller)
 };

@@ -15,14 +15,21 @@
 //
 // Tiling: a block of 4 warps owns 4 consecutive 64-column chunks (warp w: chunk 4 blockIdx.x + w), MT
 // m16 tiles of tokens (blockIdx.y) and a range of 128-row K groups (blockIdx.z: a K split that keeps
-// the multiprocessors busy when n and N are small). Per group the block stages x[16 MT rows][128 k] in
-// shared memory as fp16 (row stride 136 halves, so a warp's A-fragment loads hit 32 distinct banks);
-// each warp then walks the group's 8 slabs: one 16-byte load of its words per lane and slab, issued a
-// slab ahead, the scales of its 8 columns once per group, and MT x 8 mma per slab. K-split partial
-// sums go to scratch and are added in split order (int4_reduce_kernel): deterministic.
+// the multiprocessors busy when n and N are small). The input is first rounded to fp16 once
+// (launch_to_dtype into scratch), so the kernel's loads are plain copies.
 //
-// Not yet: a cp.async multi-stage pipeline for the A tile and the words (the one-slab register
-// prefetch is all the latency hiding), stream-K.
+// Pipeline: one stage holds a K group's tiles in shared memory: the fp16 inputs x[16 MT rows][128 k]
+// (row stride 136 halves, so a warp's A-fragment loads hit 32 distinct banks), each warp's eight
+// 512-byte slabs of words and its 64 scales. `stages` (2..4, from the shared memory the device
+// offers) stages rotate: while the warps run the mma of group i, cp.async copies of groups i + 1 ..
+// i + stages - 1 are in flight, each its own commit group, so wait_group(stages - 2) at the top of
+// an iteration means "group i has landed". Each lane copies (and later reads) exactly its own 16
+// bytes of every slab, so the words need no barrier of their own; the barrier after the wait
+// publishes the input tile and frees the slot that the next copies overwrite.
+//
+// K-split partial sums go to scratch and are added in split order (int4_reduce_kernel): deterministic.
+//
+// Not yet: stream-K (split-K with an in-order reduction serves batch 1).
 #include <algorithm>
 #include <climits>
 
@@ -52,23 +59,88 @@ __device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[
 __device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 bits_half2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
 
+// Shared-memory bytes of one pipeline stage for MT token tiles: inputs, words, scales.
+constexpr size_t kWordBytes = size_t{kMmaWarps} * kSlabsPerGroup * kWarp * 16;
+constexpr size_t kScaleBytes = size_t{kMmaWarps} * 64 * sizeof(__half);
+MCPM_HD constexpr size_t input_tile_bytes(int mt) { return size_t{16} * mt * kAStride * sizeof(__half); }
+MCPM_HD constexpr size_t stage_bytes(int mt) { return input_tile_bytes(mt) + kWordBytes + kScaleBytes; }
+
+// 16 bytes global -> shared without a register round trip; src_bytes 0 writes 16 zero bytes instead.
+__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, int src_bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most `pending` (0..2) of this thread's newest commit groups are still in flight.
+__device__ __forceinline__ void cp_async_wait(int pending) {
+  if (pending <= 0)
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+  else if (pending == 1)
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+  else
+    asm volatile("cp.async.wait_group 2;\n" ::: "memory");
+}
+
 // out (or partial[blockIdx.z]) for the block's tokens and chunks over its K groups (file comment).
+// x16: the inputs in fp16 [n_tok, K]; dynamic shared memory: stages * stage_bytes(MT).
 template <int MT>
 __global__ void __launch_bounds__(kMmaWarps * kWarp)
-    int4_mma_kernel(const float* __restrict__ x, const int32_t* __restrict__ qweight,
+    int4_mma_kernel(const __half* __restrict__ x16, const int32_t* __restrict__ qweight,
                     const __half* __restrict__ scales, float* __restrict__ out, int n_tok, int64_t N, int64_t K,
-                    int64_t groups_per_split) {
+                    int64_t groups_per_split, int stages) {
   using namespace int4_mma;
-  __shared__ __align__(16) __half xs[MT * 16][kAStride];
+  extern __shared__ __align__(16) unsigned char smem[];
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t chunk = static_cast<int64_t>(blockIdx.x) * kMmaWarps + warp;
-  const bool active = chunk < N / 64;  // warp-uniform; idle warps still help stage the inputs
+  const bool active = chunk < N / 64;  // warp-uniform; idle warps still copy the inputs
   const int m0 = blockIdx.y * MT * 16;
   const int64_t groups = K / kGroupRows;
   const int64_t g0 = static_cast<int64_t>(blockIdx.z) * groups_per_split;
-  const int64_t g1 = g0 + groups_per_split < groups ? g0 + groups_per_split : groups;
+  const int64_t count = (g0 + groups_per_split < groups ? g0 + groups_per_split : groups) - g0;
   const bool single_group = K == kGroupRows;
   const __half2 bias = bits_half2(static_cast<uint32_t>(kHalfBias) * 0x10001u);
+
+  // The lane's 16 bytes of slab r of its chunk: words 128 chunk + 4 lane .. + 3 of qweight row r.
+  const uint4* words_at = reinterpret_cast<const uint4*>(qweight + 128 * chunk) + lane;
+  const int64_t row_stride = 2 * N / 4;  // uint4 per qweight row
+
+  // Stage `slot`'s three tiles.
+  auto inputs = [&](int slot) {
+    return reinterpret_cast<__half(*)[kAStride]>(smem + static_cast<size_t>(slot) * stage_bytes(MT));
+  };
+  auto words = [&](int slot) {  // [warp][slab][lane]
+    return reinterpret_cast<uint4*>(smem + static_cast<size_t>(slot) * stage_bytes(MT) + input_tile_bytes(MT)) +
+           warp * kSlabsPerGroup * kWarp;
+  };
+  auto group_scales = [&](int slot) {  // [warp][64]
+    return reinterpret_cast<__half*>(smem + static_cast<size_t>(slot) * stage_bytes(MT) + input_tile_bytes(MT) +
+                                     kWordBytes) +
+           warp * 64;
+  };
+
+  // Queues the copies of K group g0 + i into slot i % stages (one commit group, possibly empty).
+  auto load_group = [&](int64_t i) {
+    if (i < count) {
+      const int slot = static_cast<int>(i % stages);
+      const int64_t grp = g0 + i;
+      __half(*xs)[kAStride] = inputs(slot);
+      for (int e = threadIdx.x; e < MT * 16 * (kGroupRows / 8); e += blockDim.x) {
+        const int row = e / (kGroupRows / 8), part = e % (kGroupRows / 8);
+        const int t = m0 + row;  // rows past the tokens are zero-filled (their outputs are dropped)
+        const __half* src = x16 + static_cast<int64_t>(t < n_tok ? t : n_tok - 1) * K + grp * kGroupRows + 8 * part;
+        cp_async16(&xs[row][8 * part], src, t < n_tok ? 16 : 0);
+      }
+      if (active) {
+        uint4* w = words(slot);
+#pragma unroll
+        for (int sl = 0; sl < kSlabsPerGroup; ++sl)
+          cp_async16(w + sl * kWarp + lane, words_at + (grp * kSlabsPerGroup + sl) * row_stride, 16);
+        if (lane < 8) cp_async16(group_scales(slot) + 8 * lane, scales + grp * N + 64 * chunk + 8 * lane, 16);
+      }
+    }
+    cp_async_commit();
+  };
 
   float acc[MT][kNTiles][4];
 #pragma unroll
@@ -78,46 +150,37 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[mt][a][i] = 0.0f;
 
-  // The lane's 16 bytes of slab r of its chunk: words 128 chunk + 4 lane .. + 3 of qweight row r.
-  const uint4* words_at = reinterpret_cast<const uint4*>(qweight + 128 * chunk) + lane;
-  const int64_t row_stride = 2 * N / 4;  // uint4 per qweight row
-
-  for (int64_t grp = g0; grp < g1; ++grp) {
-    __syncthreads();  // the previous group's inputs are no longer read
-    for (int e = threadIdx.x; e < MT * 16 * (kGroupRows / 2); e += blockDim.x) {
-      const int row = e / (kGroupRows / 2), kp = e % (kGroupRows / 2);
-      const int t = m0 + row;
-      float2 v = make_float2(0.0f, 0.0f);  // rows past the tokens are zero (their outputs are dropped)
-      if (t < n_tok) v = __ldg(reinterpret_cast<const float2*>(x + static_cast<int64_t>(t) * K + grp * kGroupRows) + kp);
-      *reinterpret_cast<__half2*>(&xs[row][2 * kp]) = __floats2half2_rn(v.x, v.y);
-    }
-    __syncthreads();
+  for (int s = 0; s < stages - 1; ++s) load_group(s);
+  for (int64_t i = 0; i < count; ++i) {
+    cp_async_wait(stages - 2);  // this thread's copies of group i are done ...
+    __syncthreads();            // ... and everyone's; slot (i - 1) % stages is no longer read
+    load_group(i + stages - 1);
     if (!active) continue;
+    const int slot = static_cast<int>(i % stages);
+    const __half(*xs)[kAStride] = inputs(slot);
+    const uint4* w = words(slot);
+    const __half* gs = group_scales(slot);
 
     __half2 scale[kNTiles];
 #pragma unroll
-    for (int a = 0; a < kNTiles; ++a) {
-      const int col = int4_gemv::scale_position(int4_gemv::lane_column(lane, a), single_group);
-      scale[a] = __half2half2(scales[grp * N + 64 * chunk + col]);
-    }
-    uint4 next = __ldg(words_at + grp * kSlabsPerGroup * row_stride);
-#pragma unroll 1
+    for (int a = 0; a < kNTiles; ++a)
+      scale[a] = __half2half2(gs[int4_gemv::scale_position(int4_gemv::lane_column(lane, a), single_group)]);
+#pragma unroll 2
     for (int sl = 0; sl < kSlabsPerGroup; ++sl) {
-      const uint4 cur = next;
-      if (sl + 1 < kSlabsPerGroup) next = __ldg(words_at + (grp * kSlabsPerGroup + sl + 1) * row_stride);
-      const uint32_t words[4] = {cur.x, cur.y, cur.z, cur.w};
+      const uint4 cur = w[sl * kWarp + lane];
+      const uint32_t wd[4] = {cur.x, cur.y, cur.z, cur.w};
       uint32_t af[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          af[mt][i] = *reinterpret_cast<const uint32_t*>(&xs[16 * mt + a_row(lane, i)][16 * sl + a_col(lane, i, 0)]);
+        for (int r = 0; r < 4; ++r)
+          af[mt][r] = *reinterpret_cast<const uint32_t*>(&xs[16 * mt + a_row(lane, r)][16 * sl + a_col(lane, r, 0)]);
 #pragma unroll
       for (int a = 0; a < kNTiles; ++a) {
         uint32_t b[2];
 #pragma unroll
         for (int reg = 0; reg < 2; ++reg) {
-          const __half2 q = __hsub2(bits_half2(magic_nibble_pair(words[b_word(a)], b_shift(a, reg))), bias);
+          const __half2 q = __hsub2(bits_half2(magic_nibble_pair(wd[b_word(a)], b_shift(a, reg))), bias);
           b[reg] = half2_bits(__hmul2(q, scale[a]));
         }
 #pragma unroll
@@ -125,6 +188,7 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp)
       }
     }
   }
+  cp_async_wait(0);  // no copy outlives the block (the trailing groups are empty)
   if (!active) return;
 
   float* dst = out + static_cast<int64_t>(blockIdx.z) * n_tok * N;  // out, or this split's partial sums
@@ -142,10 +206,23 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp)
       }
 }
 
+// Pipeline depth for MT token tiles: as many stages (2..4) as leave room for two blocks per
+// multiprocessor, but never fewer than two (those fit the per-block limit of every sm_80+ GPU).
+int pipeline_stages(int mt, size_t smem_per_block, size_t smem_per_sm) {
+  const size_t per_block = std::min(smem_per_block, smem_per_sm / 2 - 1024);  // 1 KiB the runtime reserves
+  return static_cast<int>(std::clamp<size_t>(per_block / stage_bytes(mt), 2, 4));
+}
+
 template <int MT>
-void launch_int4_mma(dim3 grid, cudaStream_t stream, const float* x, const int32_t* qweight, const __half* scales,
-                     float* out, int n_tok, int64_t N, int64_t K, int64_t groups_per_split) {
-  int4_mma_kernel<MT><<<grid, kMmaWarps * kWarp, 0, stream>>>(x, qweight, scales, out, n_tok, N, K, groups_per_split);
+void launch_int4_mma(dim3 grid, int stages, cudaStream_t stream, const __half* x16, const int32_t* qweight,
+                     const __half* scales, float* out, int n_tok, int64_t N, int64_t K, int64_t groups_per_split) {
+  const size_t smem = static_cast<size_t>(stages) * stage_bytes(MT);
+  // Above 48 KiB a kernel must opt in; this is no stream operation, so it is also fine during capture.
+  if (smem > 48 * 1024)
+    MCPM_CUDA_CHECK(cudaFuncSetAttribute(int4_mma_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem)));
+  int4_mma_kernel<MT><<<grid, kMmaWarps * kWarp, smem, stream>>>(x16, qweight, scales, out, n_tok, N, K,
+                                                                 groups_per_split, stages);
   MCPM_CUDA_LAUNCHED(int4_mma_kernel);
 }
 
@@ -174,14 +251,17 @@ void CudaBackend::linear_int4_mma(CudaContext& c, const Tensor& out, const Tenso
   if (splits > 1)
     dst = static_cast<float*>(c.scratch(CudaContext::kInt4Partial, static_cast<size_t>(splits * n * N) * sizeof(float)));
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(tok_blocks), static_cast<unsigned>(splits));
-  const float* xp = x.as<const float>();
+  // The inputs rounded to fp16 once, as the tensor cores take them (file comment).
+  auto* x16 = static_cast<__half*>(c.scratch(CudaContext::kGemmInput, static_cast<size_t>(n * K) * sizeof(__half)));
+  cuda::launch_to_dtype(c.stream, x16, DType::F16, x.as<const float>(), n * K);
   const int32_t* qp = qweight.as<const int32_t>();
   const auto* sp = static_cast<const __half*>(scales.data);
   const int nt = static_cast<int>(n);
+  const int stages = cuda::pipeline_stages(mt, smem_per_block_optin_, smem_per_multiprocessor_);
   switch (mt) {
-    case 1: cuda::launch_int4_mma<1>(grid, c.stream, xp, qp, sp, dst, nt, N, K, per_split); break;
-    case 2: cuda::launch_int4_mma<2>(grid, c.stream, xp, qp, sp, dst, nt, N, K, per_split); break;
-    default: cuda::launch_int4_mma<4>(grid, c.stream, xp, qp, sp, dst, nt, N, K, per_split); break;
+    case 1: cuda::launch_int4_mma<1>(grid, stages, c.stream, x16, qp, sp, dst, nt, N, K, per_split); break;
+    case 2: cuda::launch_int4_mma<2>(grid, stages, c.stream, x16, qp, sp, dst, nt, N, K, per_split); break;
+    default: cuda::launch_int4_mma<4>(grid, stages, c.stream, x16, qp, sp, dst, nt, N, K, per_split); break;
   }
   if (splits > 1) cuda::launch_int4_reduce(c.stream, dst, out.as<float>(), static_cast<int>(splits), n * N);
 }
