@@ -381,6 +381,55 @@ TEST(CudaModel, OutOfMemoryIsTypedAndDeviceMemoryReturnsAfterFree) {
               before / 1048576.0, during / 1048576.0, after / 1048576.0);
 }
 
+// The weight arena on the device (mcpm_model_options.weight_arena_bytes; the managed loader always
+// sets it): one allocation holds every tensor, dense and int4, the logits equal those of per-tensor
+// allocations bit for bit, an arena larger than the device fails mcpm_model_create with
+// OUT_OF_MEMORY, and freeing the model gives the memory back.
+TEST(CudaModel, WeightArenaHoldsTheModelAndReturnsItsMemory) {
+  MCPM_SKIP_WITHOUT_CUDA();
+  const TinyModel tm(TinyPreset(12));
+  const size_t V = static_cast<size_t>(tm.config().vocab);
+  const std::vector<int32_t> tokens = tm.RandomTokens(40, 12);
+  auto load = [&](bool int4, uint64_t arena) {
+    ModelPtr m;
+    EXPECT_MCPM_OK(tm.Create(&m, MCPM_BACKEND_CUDA, 0, arena));
+    if (m) EXPECT_MCPM_OK(int4 ? tm.SetAllInt4(m.get()) : tm.SetAll(m.get()));
+    if (m) EXPECT_MCPM_OK(mcpm_model_finalize(m.get()));
+    return m;
+  };
+  auto logits = [&](mcpm_model* m) {
+    SessionPtr s = MakeSession(m, 64);
+    std::vector<float> out(tokens.size() * V);
+    EXPECT_MCPM_OK(mcpm_session_prefill(s.get(), tokens.data(), static_cast<int32_t>(tokens.size()), MCPM_LOGITS_ALL,
+                                        out.data(), out.size()));
+    return out;
+  };
+  for (bool int4 : {false, true}) {
+    ModelPtr separate = load(int4, 0), arena = load(int4, tm.ArenaBytes(int4));
+    ASSERT_TRUE(separate && arena);
+    uint64_t reserved = 0, used = 0;
+    int32_t outside = -1;
+    ASSERT_MCPM_OK(mcpm_model_weight_arena(arena.get(), &reserved, &used, &outside));
+    EXPECT_EQ(reserved, tm.ArenaBytes(int4));
+    EXPECT_EQ(used, reserved);
+    EXPECT_EQ(outside, 0);
+    EXPECT_EQ(logits(arena.get()), logits(separate.get())) << (int4 ? "int4" : "bf16");
+  }
+  uint64_t before = 0, after = 0, total = 0;
+  mcpm::cuda_memory_info(CudaDevice(), &before, &total);
+  {
+    ModelPtr too_big;
+    EXPECT_MCPM_STATUS(tm.Create(&too_big, MCPM_BACKEND_CUDA, 0, 2 * total), MCPM_ERR_OUT_OF_MEMORY);
+    EXPECT_NE(std::string(mcpm_last_error()).find("weight arena"), std::string::npos) << mcpm_last_error();
+    ModelPtr m = load(false, tm.ArenaBytes(false));
+    ASSERT_TRUE(m);
+    (void)logits(m.get());
+  }
+  mcpm::cuda_memory_info(CudaDevice(), &after, nullptr);
+  const double diff_mib = (static_cast<double>(after) - static_cast<double>(before)) / (1 << 20);
+  EXPECT_LE(std::fabs(diff_mib), 4.0) << "free device memory before " << before << ", after " << after;
+}
+
 // InfLLM v2 through the whole model on CUDA: a tiny model whose attention turns sparse at 64 tokens
 // (kernel 8/4, block 16, window 32, top-k 2 on top of the 2 local blocks), so most blocks compete for
 // the top-k slots. Logits CUDA vs CPU over a 150-token prefill (dense, then sparse with history in

@@ -768,8 +768,6 @@ TEST(ModelLoading, WeightBytesIsTheSumOfTensorBytes) {
 
 namespace {
 
-uint64_t ArenaFootprint(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
-
 struct ArenaUse {
   uint64_t reserved = 0, used = 0;
   int32_t separate = -1;
@@ -800,15 +798,7 @@ TEST(ModelLoading, WeightArenaHoldsEveryTensorAndChangesNoLogit) {
     c.vocab = 310;
     c.dtype = MCPM_DTYPE_BF16, c.tied = false, c.seed = 71;
     const TinyModel tm(c);
-    uint64_t plan = 0;
-    for (const HostTensor& t : tm.tensors()) {
-      if (int4 && IsLinearWeight(t.name)) {
-        const uint64_t N = static_cast<uint64_t>(t.shape[0]), K = static_cast<uint64_t>(t.shape[1]);
-        plan += ArenaFootprint(K / 16 * 2 * N * 4) + ArenaFootprint(K / 128 * N * 2);
-      } else {
-        plan += ArenaFootprint(t.bytes.size());
-      }
-    }
+    const uint64_t plan = tm.ArenaBytes(int4);
     const std::string what = int4 ? "int4" : "bf16";
     const auto tokens = tm.RandomTokens(9, 5);
     const size_t V = static_cast<size_t>(c.vocab);

@@ -316,6 +316,20 @@ uint64_t TinyModel::TotalBytes() const {
   return total;
 }
 
+uint64_t TinyModel::ArenaBytes(bool int4) const {
+  auto footprint = [](uint64_t bytes) { return (bytes + 255) / 256 * 256; };
+  uint64_t total = 0;
+  for (const HostTensor& t : tensors_) {
+    if (int4 && IsLinearWeight(t.name)) {
+      const uint64_t N = static_cast<uint64_t>(t.shape[0]), K = static_cast<uint64_t>(t.shape[1]);
+      total += footprint(K / 16 * 2 * N * 4) + footprint(K / 128 * N * 2);
+    } else {
+      total += footprint(t.bytes.size());
+    }
+  }
+  return total;
+}
+
 mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads,
                               uint64_t weight_arena_bytes) const {
   const mcpm_model_config c = ApiConfig();

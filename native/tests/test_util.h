@@ -149,6 +149,9 @@ class TinyModel {
   const std::vector<float>& long_factor() const { return long_factor_; }
   // Sum of the tensors' byte sizes in their storage dtypes.
   uint64_t TotalBytes() const;
+  // mcpm_model_options.weight_arena_bytes that holds exactly what SetAll (SetAllInt4 with int4) sets:
+  // each tensor's bytes rounded up to 256, int4 linears as Marlin qweight + scales.
+  uint64_t ArenaBytes(bool int4) const;
 
   // mcpm_model_create with this config (and a weight arena of that many bytes); returns the status
   // (out untouched on failure).
