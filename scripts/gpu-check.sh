@@ -23,7 +23,8 @@
 #             InfLLM v2 with int4 at 128k)
 #   torch     scripts/torch_baseline.py on the 0.5B and 8B shapes (Hugging Face LlamaForCausalLM with a static
 #             cache when transformers runs, else its own PyTorch Llama) and mcpm's decode speed over it
-#   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth
+#   op-bench  mcpm_op_bench: each 8B linear layer, bf16 vs int4, M = 1..1024, against the copy bandwidth; one
+#             8B attention layer at 32k and 128k, dense vs InfLLM v2 (block selection and attention apart)
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
 #             -p:PublishSingleFile=true -p:PublishTrimmed=true -o artifacts/minicpm4-linux-x64):
@@ -283,16 +284,20 @@ fi
 ops_log="$OUT/op-bench.log"
 if ! should_run op-bench 45; then
   :
-elif budgeted 600 "$DIR/bench/mcpm_op_bench" --backend cuda --json --m 1,4,16,64,1024 ${BW:+--bandwidth "$BW"} >"$ops_log" 2>&1; then
+elif budgeted 600 "$DIR/bench/mcpm_op_bench" --backend cuda --json --m 1,4,16,64,1024 ${BW:+--bandwidth "$BW"} \
+    --contexts 32768,131072 --attn-tokens 1,256 >"$ops_log" 2>&1; then
   if [ -n "$PY" ]; then
     ops=$("$PY" - "$ops_log" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-m1 = [r for r in rows if r["M"] == 1]
+attn = [r for r in rows if r.get("attention")]
+m1 = [r for r in rows if r.get("M") == 1]
 worst = min(m1, key=lambda r: r["int4_floor_fraction"])
 slow = min(m1, key=lambda r: r["speedup"])
 print(f"M=1: int4 at {100*worst['int4_floor_fraction']:.0f}% of the floor at worst ({worst['shape']}), "
-      f"{slow['speedup']:.2f}x bf16 at worst ({slow['shape']}); all rows in op-bench.log")
+      f"{slow['speedup']:.2f}x bf16 at worst ({slow['shape']}); " + "; ".join(
+      f"attention L={r['context']} n={r['tokens']}: dense {r['dense_us']:.0f} us, sparse {r['sparse_us']:.0f} us "
+      f"(select {r['sparse_select_us']:.0f}) = {r['sparse_speedup']:.2f}x" for r in attn) + "; all rows in op-bench.log")
 EOF
 )
     row op-bench INFO "$ops"

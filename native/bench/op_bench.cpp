@@ -9,6 +9,15 @@
 //
 // --bandwidth: the device-to-device copy bandwidth (read + write bytes / s) to compare with; on CUDA
 // it is measured here when not given (cudaMemcpy of 1 GiB, best of 5).
+//
+// Attention (issue #6), one layer of the 8B shape (32 query heads, 2 KV heads of 128):
+//
+//   mcpm_op_bench ... --contexts 32768,131072 [--attn-tokens 1,64] [--attn-iters N] [--no-linear]
+//
+// times, for n query tokens at the end of a context of L cached keys, dense attention against
+// InfLLM v2 with MiniCPM4-8B's sparse_config, split into block selection (Backend::sparse_select:
+// incremental compression, stage-1 scores, top-k) and the block-sparse attention over the selection
+// (Backend::sparse_attend), so the selection overhead is reported on its own.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -49,6 +58,10 @@ struct Options {
   std::vector<int64_t> ms{1, 4, 16, 64};
   double bandwidth = 0.0;
   bool json = false;
+  bool linear = true;                // the linear-layer table
+  std::vector<int64_t> contexts;     // attention rows (none: no attention table)
+  std::vector<int64_t> attn_tokens{1};
+  int attn_iters = 10;
 };
 
 std::vector<int64_t> parse_list(const char* s) {
@@ -82,10 +95,19 @@ Options parse(int argc, char** argv) {
       o.bandwidth = std::atof(value());
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--no-linear") {
+      o.linear = false;
+    } else if (a == "--contexts") {
+      o.contexts = parse_list(value());
+    } else if (a == "--attn-tokens") {
+      o.attn_tokens = parse_list(value());
+    } else if (a == "--attn-iters") {
+      o.attn_iters = std::max(1, std::atoi(value()));
     } else {
       std::fprintf(stderr,
                    "usage: mcpm_op_bench [--backend cuda|cpu] [--device N] [--iters N] [--m 1,4,16,64] "
-                   "[--bandwidth GBs] [--json]\n");
+                   "[--bandwidth GBs] [--json] [--no-linear] [--contexts L,L] [--attn-tokens n,n] "
+                   "[--attn-iters N]\n");
       std::exit(a == "--help" ? 0 : 2);
     }
   }
@@ -118,6 +140,63 @@ double time_op(Backend& be, ExecContext& ctx, int iters, F&& op) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
 }
 
+// Random values in the backend's KV cache dtype (fp32 on the CPU, bf16 on CUDA).
+DeviceTensor random_cache(Backend& be, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(rows * cols));
+  for (float& x : v) x = normal(rng);
+  if (be.kv_dtype() == DType::F32) return upload(be, v.data(), DType::F32, rows, cols);
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = f32_to_bf16(v[i]);
+  return upload(be, b.data(), DType::BF16, rows, cols);
+}
+
+// The attention table (file comment): dense vs sparse select + attend per context and token count.
+void bench_attention(Backend& be, ExecContext& ctx, const Options& o) {
+  const AttentionShape shape{32, 2, 128};
+  const SparseAttentionParams sparse;  // MiniCPM4-8B's sparse_config (the defaults)
+  const int64_t q_cols = int64_t{shape.num_heads} * shape.head_dim, kv_cols = int64_t{shape.num_kv_heads} * shape.head_dim;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  if (!o.json)
+    std::printf("attention, one layer: %d query heads, %d KV heads of %d; InfLLM v2 kernel %d/%d, block %d, window %d, "
+                "top-k %d\n",
+                shape.num_heads, shape.num_kv_heads, shape.head_dim, sparse.kernel_size, sparse.kernel_stride,
+                sparse.block_size, sparse.window_size, sparse.topk);
+  for (int64_t L : o.contexts) {
+    DeviceTensor k = random_cache(be, L, kv_cols, rng), v = random_cache(be, L, kv_cols, rng);
+    for (int64_t n : o.attn_tokens) {
+      if (n < 1 || n > L) continue;
+      std::vector<float> q(static_cast<size_t>(n * q_cols));
+      for (float& x : q) x = normal(rng);
+      DeviceTensor qd = upload(be, q.data(), DType::F32, n, q_cols);
+      DeviceTensor out = upload(be, std::vector<float>(q.size()).data(), DType::F32, n, q_cols);
+      const int64_t start = L - n;
+      const double t_dense =
+          time_op(be, ctx, o.attn_iters, [&] { be.attention(ctx, out.t, qd.t, k.t, v.t, shape, start); });
+      std::unique_ptr<AttentionState> state = be.create_sparse_attention_state(sparse, shape, L);
+      be.sparse_attention(ctx, out.t, qd.t, k.t, v.t, shape, start, *state);  // compresses the whole history once
+      // Each select redoes what a step redoes: the kernels over rows >= start, stage 1, the top-k.
+      const double t_select =
+          time_op(be, ctx, o.attn_iters, [&] { be.sparse_select(ctx, qd.t, k.t, shape, start, *state); });
+      const double t_attend =
+          time_op(be, ctx, o.attn_iters, [&] { be.sparse_attend(ctx, out.t, qd.t, k.t, v.t, shape, start, *state); });
+      const double t_sparse = t_select + t_attend;
+      if (o.json) {
+        std::printf("{\"attention\":true,\"context\":%lld,\"tokens\":%lld,\"dense_us\":%.2f,\"sparse_select_us\":%.2f,"
+                    "\"sparse_attend_us\":%.2f,\"sparse_us\":%.2f,\"sparse_speedup\":%.2f}\n",
+                    static_cast<long long>(L), static_cast<long long>(n), t_dense * 1e6, t_select * 1e6, t_attend * 1e6,
+                    t_sparse * 1e6, t_dense / t_sparse);
+      } else {
+        std::printf("attention  L %7lld n %4lld: dense %9.1f us, sparse %9.1f us = select %8.1f us (%2.0f%%) + attend "
+                    "%8.1f us; %.2fx\n",
+                    static_cast<long long>(L), static_cast<long long>(n), t_dense * 1e6, t_sparse * 1e6, t_select * 1e6,
+                    100.0 * t_select / t_sparse, t_attend * 1e6, t_dense / t_sparse);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,12 +210,12 @@ int main(int argc, char** argv) {
 #ifdef MCPM_HAVE_CUDA
     if (bandwidth <= 0.0 && o.backend == MCPM_BACKEND_CUDA) bandwidth = cuda_copy_bandwidth_gbs(o.device);
 #endif
-    if (!o.json)
+    if (!o.json && o.linear)
       std::printf("backend %s, copy bandwidth %s GB/s; bf16 vs int4 (W4A16, group 128, Marlin layout)\n", be->name(),
                   bandwidth > 0 ? std::to_string(static_cast<int>(bandwidth)).c_str() : "unknown");
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (const Shape& s : kShapes) {
+    for (const Shape& s : o.linear ? std::vector<Shape>(std::begin(kShapes), std::end(kShapes)) : std::vector<Shape>()) {
       std::vector<float> w(static_cast<size_t>(s.N * s.K));
       for (float& v : w) v = normal(rng);
       std::vector<uint16_t> w_bf16(w.size());
@@ -172,6 +251,7 @@ int main(int argc, char** argv) {
         }
       }
     }
+    bench_attention(*be, *ctx, o);
   } catch (const Error& e) {
     std::fprintf(stderr, "mcpm_op_bench: %s\n", e.what());
     return 1;

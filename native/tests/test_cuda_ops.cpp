@@ -887,8 +887,8 @@ TEST_F(CudaOps, SparseAttentionMatchesCpuAcrossPrefillDecodeAndRewind) {
       const std::vector<float> q = Random(static_cast<size_t>(n * q_dim), rng_, -2, 2);
       Dev qg = Make(*gpu_, DType::F32, n, q_dim, q), qc = Make(*cpu_, DType::F32, n, q_dim, q);
       Dev og = Make(*gpu_, DType::F32, n, q_dim, {}), oc = Make(*cpu_, DType::F32, n, q_dim, {});
-      gpu_->sparse_attention(*gctx_, og.t, qg.t, kg.t, vg.t, shape, start, sc.params, *gstate);
-      cpu_->sparse_attention(*cctx_, oc.t, qc.t, kc.t, vc.t, shape, start, sc.params, *cstate);
+      gpu_->sparse_attention(*gctx_, og.t, qg.t, kg.t, vg.t, shape, start, *gstate);
+      cpu_->sparse_attention(*cctx_, oc.t, qc.t, kc.t, vc.t, shape, start, *cstate);
       Sync();
 
       // Compressed keys, bit for bit, against engine/infllm's batch compression of rows [0, end).

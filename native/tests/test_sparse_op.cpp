@@ -80,7 +80,7 @@ TEST(CpuSparseAttentionOp, MatchesReferenceForEveryChunkingAndAfterTruncation) {
         const size_t q_off = static_cast<size_t>(start * kHeads * kHeadDim);
         const Tensor q{const_cast<float*>(d.q.data()) + q_off, DType::F32, n, kHeads * kHeadDim};
         const Tensor o{out.data() + q_off, DType::F32, n, kHeads * kHeadDim};
-        backend.sparse_attention(*ctx, o, q, k_cache, v_cache, shape, start, p, *state);
+        backend.sparse_attention(*ctx, o, q, k_cache, v_cache, shape, start, *state);
       };
       for (int64_t s = 0; s < kTokens; s += chunk) run(s, std::min<int64_t>(chunk, kTokens - s));
       EXPECT_EQ(std::memcmp(out.data(), want.data(), want.size() * sizeof(float)), 0);
@@ -90,7 +90,7 @@ TEST(CpuSparseAttentionOp, MatchesReferenceForEveryChunkingAndAfterTruncation) {
       for (size_t i = 70 * kKvHeads * kHeadDim; i < kc.size(); ++i) kc[i] = 1e3f;
       backend.sparse_attention(*ctx, Tensor{out.data(), DType::F32, 1, kHeads * kHeadDim},
                                Tensor{const_cast<float*>(d.q.data()), DType::F32, 1, kHeads * kHeadDim}, k_cache,
-                               v_cache, shape, kTokens - 1, p, *state);
+                               v_cache, shape, kTokens - 1, *state);
       state->truncate(70);
       std::fill(out.begin() + 70 * kHeads * kHeadDim, out.end(), -1.0f);
       for (int64_t s = 70; s < kTokens; s += chunk) run(s, std::min<int64_t>(chunk, kTokens - s));

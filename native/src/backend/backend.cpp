@@ -31,8 +31,14 @@ std::unique_ptr<AttentionState> Backend::create_sparse_attention_state(const Spa
                                         " backend");
 }
 
-void Backend::sparse_attention(ExecContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                               const AttentionShape&, int64_t, const SparseAttentionParams&, AttentionState&) {
+void Backend::sparse_select(ExecContext&, const Tensor&, const Tensor&, const AttentionShape&, int64_t,
+                            AttentionState&) {
+  throw_error(MCPM_ERR_UNSUPPORTED, std::string("InfLLM v2 sparse attention is not implemented by the ") + name() +
+                                        " backend");
+}
+
+void Backend::sparse_attend(ExecContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                            const AttentionShape&, int64_t, AttentionState&) {
   throw_error(MCPM_ERR_UNSUPPORTED, std::string("InfLLM v2 sparse attention is not implemented by the ") + name() +
                                         " backend");
 }

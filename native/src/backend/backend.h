@@ -216,10 +216,20 @@ class Backend {
   // score). `state` (from create_sparse_attention_state with the same params and shape) holds what
   // earlier calls derived from this cache; the caller truncates it whenever cache rows are rewritten
   // (rewind), and the op itself drops anything derived from rows >= start before reading the new
-  // rows. The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED).
-  virtual void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                                const Tensor& v_cache, const AttentionShape& shape, int64_t start,
-                                const SparseAttentionParams& params, AttentionState& state);
+  // rows. Runs sparse_select, then sparse_attend.
+  void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, const AttentionShape& shape, int64_t start, AttentionState& state) {
+    sparse_select(ctx, q, k_cache, shape, start, state);
+    sparse_attend(ctx, out, q, k_cache, v_cache, shape, start, state);
+  }
+  // sparse_attention's two steps (mcpm_op_bench times them apart). sparse_select brings the state's
+  // compressed keys up to start + n cache rows and selects the key blocks of each (query, KV group)
+  // into the state; sparse_attend then runs block-sparse attention for the same queries over that
+  // selection. The defaults throw mcpm::Error(MCPM_ERR_UNSUPPORTED).
+  virtual void sparse_select(ExecContext& ctx, const Tensor& q, const Tensor& k_cache, const AttentionShape& shape,
+                             int64_t start, AttentionState& state);
+  virtual void sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                             const Tensor& v_cache, const AttentionShape& shape, int64_t start, AttentionState& state);
 
   // Tree attention (speculative verification and EAGLE drafting). Query i's own K/V row is already
   // stored in the cache; it attends to every cache row [0, prefix) and to row prefix + j for each

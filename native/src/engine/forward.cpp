@@ -77,7 +77,6 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
   // InfLLM v2 (Hugging Face): the whole call is sparse once the total KV length reaches dense_len.
   const bool sparse = uses_sparse_attention(c, start + n);
-  const SparseAttentionParams& sparse_p = c.sparse;
   MCPM_CHECK(!sparse || kv.sparse.size() == static_cast<size_t>(c.num_layers));
   MCPM_CHECK(!(sparse && a.tree_masks));
 
@@ -113,7 +112,7 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     if (a.tree_masks)
       be.tree_attention(ctx, attn, q, k_cache, v_cache, shape, start, a.tree_masks);
     else if (sparse)
-      be.sparse_attention(ctx, attn, q, k_cache, v_cache, shape, start, sparse_p, *kv.sparse[static_cast<size_t>(l)]);
+      be.sparse_attention(ctx, attn, q, k_cache, v_cache, shape, start, *kv.sparse[static_cast<size_t>(l)]);
     else
       be.attention(ctx, attn, q, k_cache, v_cache, shape, start);
     be.linear(ctx, proj, attn, lw.o);

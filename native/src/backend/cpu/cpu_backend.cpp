@@ -453,6 +453,9 @@ class CpuSparseState final : public AttentionState {
 
   infllm::SparseConfig cfg;
   std::vector<infllm::CompressedKeys> keys;  // per KV head
+  // sparse_select's result for queries start .. start + n - 1: blocks of item i * kv_heads + h.
+  int64_t selected_start = -1, selected_n = 0;
+  std::vector<std::vector<int32_t>> selection;
 };
 
 infllm::SparseConfig to_infllm(const SparseAttentionParams& p) {
@@ -489,20 +492,18 @@ std::unique_ptr<AttentionState> CpuBackend::create_sparse_attention_state(const 
 // The CPU reference (engine/infllm) reads the fp32 cache in place (row stride kv_heads*head_dim).
 // Compression is incremental per KV head; selection and stage 2 run per (query token, KV group),
 // one work item each.
-void CpuBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                                  const Tensor& v_cache, const AttentionShape& shape, int64_t start,
-                                  const SparseAttentionParams&, AttentionState& state) {
+void CpuBackend::sparse_select(ExecContext& ctx, const Tensor& q, const Tensor& k_cache, const AttentionShape& shape,
+                               int64_t start, AttentionState& state) {
   CpuContext& c = cpu(ctx);
   CpuSparseState& st = static_cast<CpuSparseState&>(state);
   const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
   const int64_t group = heads / kv_heads;
   const int64_t ld = k_cache.cols;
-  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && ld == kv_heads * hd && v_cache.cols == ld);
+  MCPM_CHECK(q.cols == heads * hd && ld == kv_heads * hd);
   MCPM_CHECK(start + n <= k_cache.rows && static_cast<int64_t>(st.keys.size()) == kv_heads);
   const infllm::SparseConfig& cfg = st.cfg;
   const int64_t total = start + n;
   const float* k = k_cache.as<const float>();
-  const float* v = v_cache.as<const float>();
 
   // Drop kernels that read rows >= start (just rewritten), then pool the complete new ones.
   st.truncate(start);
@@ -512,18 +513,39 @@ void CpuBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Ten
   });
 
   const int64_t n_blocks = (total + cfg.block_size - 1) / cfg.block_size;
+  st.selection.resize(static_cast<size_t>(n * kv_heads));
   c.pool.parallel_for(n * kv_heads, 1, [&](int64_t b, int64_t e, int32_t) {
     for (int64_t item = b; item < e; ++item) {
       const int64_t i = item / kv_heads, h = item % kv_heads;
-      const int64_t t = start + i;
       // The `group` query heads of KV head h are contiguous in a row of q.
       const float* q_group = q.as<const float>() + i * q.cols + h * group * hd;
-      const std::vector<int32_t> sel =
-          infllm::select_for_query(cfg, q_group, static_cast<int>(group), st.keys[static_cast<size_t>(h)], t, n_blocks);
+      st.selection[static_cast<size_t>(item)] = infllm::select_for_query(
+          cfg, q_group, static_cast<int>(group), st.keys[static_cast<size_t>(h)], start + i, n_blocks);
+    }
+  });
+  st.selected_start = start;
+  st.selected_n = n;
+}
+
+void CpuBackend::sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                               const Tensor& v_cache, const AttentionShape& shape, int64_t start, AttentionState& state) {
+  CpuContext& c = cpu(ctx);
+  const CpuSparseState& st = static_cast<const CpuSparseState&>(state);
+  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
+  const int64_t group = heads / kv_heads;
+  const int64_t ld = k_cache.cols;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && ld == kv_heads * hd && v_cache.cols == ld);
+  MCPM_CHECK(st.selected_start == start && st.selected_n == n);  // sparse_select ran for these queries
+  const float* k = k_cache.as<const float>();
+  const float* v = v_cache.as<const float>();
+  c.pool.parallel_for(n * kv_heads, 1, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t item = b; item < e; ++item) {
+      const int64_t i = item / kv_heads, h = item % kv_heads;
+      const std::vector<int32_t>& sel = st.selection[static_cast<size_t>(item)];
       for (int64_t g = 0; g < group; ++g) {
         const int64_t head = h * group + g;
-        infllm::block_sparse_attention(q.as<const float>() + i * q.cols + head * hd, k + h * hd, v + h * hd, hd, t,
-                                       sel.data(), static_cast<int64_t>(sel.size()), cfg.block_size,
+        infllm::block_sparse_attention(q.as<const float>() + i * q.cols + head * hd, k + h * hd, v + h * hd, hd,
+                                       start + i, sel.data(), static_cast<int64_t>(sel.size()), st.cfg.block_size,
                                        out.as<float>() + i * out.cols + head * hd, ld);
       }
     }

@@ -286,9 +286,10 @@ class CudaBackend final : public Backend {
   std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
                                                                 const AttentionShape& shape,
                                                                 int64_t capacity) override;
-  void sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                        const Tensor& v_cache, const AttentionShape& shape, int64_t start,
-                        const SparseAttentionParams& params, AttentionState& state) override;
+  void sparse_select(ExecContext& ctx, const Tensor& q, const Tensor& k_cache, const AttentionShape& shape,
+                     int64_t start, AttentionState& state) override;
+  void sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                     const Tensor& v_cache, const AttentionShape& shape, int64_t start, AttentionState& state) override;
 
   int device() const { return device_; }
   // More than kGemvMaxRows tokens of an int4 layer: the tensor-core kernel (default) or the fp32

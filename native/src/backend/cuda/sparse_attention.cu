@@ -1,5 +1,6 @@
 // InfLLM v2 trainable block-sparse attention on CUDA (MiniCPM4). The semantics and the CPU reference
-// are engine/infllm.h's; the op's contract is backend.h's sparse_attention. One call, per layer:
+// are engine/infllm.h's; the op's contract is backend.h's sparse_attention. Per layer, sparse_select
+// launches steps 1-3 and sparse_attend step 4:
 //
 //   1. compress_kernel: the level-1 (kernel_size / kernel_stride, 32/16) and level-2 (4x: 128/64)
 //      mean-pooled keys of every KV head, for the kernels completed since the state's last call
@@ -47,6 +48,8 @@ class CudaSparseState final : public AttentionState {
   int64_t cap1 = 0, cap2 = 0;  // level-1 / level-2 kernels that fit in `capacity` rows
   std::unique_ptr<Buffer> c1, c2;  // fp32 [kv_heads][cap1 | cap2][hd]
   int64_t rows = 0;  // the leading cache rows whose complete kernels are compressed
+  // sparse_select's last call (its blocks and counts are the context's kSparseBlocks / kSparseCounts).
+  int64_t selected_start = -1, selected_n = 0, max_blocks = 0;
 };
 
 }  // namespace
@@ -285,9 +288,8 @@ std::unique_ptr<AttentionState> CudaBackend::create_sparse_attention_state(const
   return state;
 }
 
-void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                                   const Tensor& v_cache, const AttentionShape& shape, int64_t start,
-                                   const SparseAttentionParams&, AttentionState& state) {
+void CudaBackend::sparse_select(ExecContext& ctx, const Tensor& q, const Tensor& k_cache, const AttentionShape& shape,
+                                int64_t start, AttentionState& state) {
   CudaContext& c = cuda_context(ctx);
   CudaSparseState& st = static_cast<CudaSparseState&>(state);
   const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
@@ -375,10 +377,10 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
   const int64_t local_blocks = p.window_size / p.block_size;
   const int64_t topk_total = int64_t{p.topk} + local_blocks;
   const int64_t max_blocks = std::min(topk_total, n_blocks);
-  if (max_blocks == 0) {  // nothing can be selected (topk 0, no window): the reference's zeros
-    MCPM_CUDA_CHECK(cudaMemsetAsync(out.data, 0, out.bytes(), c.stream));
-    return;
-  }
+  st.selected_start = start;
+  st.selected_n = n;
+  st.max_blocks = max_blocks;
+  if (max_blocks == 0) return;  // nothing can be selected (topk 0, no window): sparse_attend writes zeros
   MCPM_CHECK(max_blocks <= INT_MAX && n_blocks <= INT_MAX);
   auto* blocks = static_cast<int32_t*>(
       c.scratch(CudaContext::kSparseBlocks, static_cast<size_t>(n * kv_heads * max_blocks) * sizeof(int32_t)));
@@ -403,13 +405,29 @@ void CudaBackend::sparse_attention(ExecContext& ctx, const Tensor& out, const Te
   MCPM_CUDA_LAUNCHED(select_kernel);
   c.sparse_rows = n * kv_heads;
   c.sparse_max_blocks = max_blocks;
+}
 
-  // 4. Block-sparse attention over the selection.
+void CudaBackend::sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                const Tensor& v_cache, const AttentionShape& shape, int64_t start,
+                                AttentionState& state) {
+  CudaContext& c = cuda_context(ctx);
+  const CudaSparseState& st = static_cast<const CudaSparseState&>(state);
+  const int64_t n = q.rows, kv_heads = shape.num_kv_heads;
+  if (n == 0) return;
+  MCPM_CHECK(st.selected_start == start && st.selected_n == n);  // sparse_select ran for these queries
+  DeviceGuard guard(device_);
+  if (st.max_blocks == 0) {  // the reference's zeros
+    MCPM_CUDA_CHECK(cudaMemsetAsync(out.data, 0, out.bytes(), c.stream));
+    return;
+  }
+  // The selection in the context's scratch, as sparse_select sized it (same sizes: no growth).
   KeyBlocks kb;
-  kb.blocks = blocks;
-  kb.counts = counts;
-  kb.max_blocks = static_cast<int32_t>(max_blocks);
-  kb.block_size = p.block_size;
+  kb.blocks = static_cast<int32_t*>(
+      c.scratch(CudaContext::kSparseBlocks, static_cast<size_t>(n * kv_heads * st.max_blocks) * sizeof(int32_t)));
+  kb.counts = static_cast<int32_t*>(
+      c.scratch(CudaContext::kSparseCounts, static_cast<size_t>(n * kv_heads) * sizeof(int32_t)));
+  kb.max_blocks = static_cast<int32_t>(st.max_blocks);
+  kb.block_size = st.params.block_size;
   attend(c, out, q, k_cache, v_cache, shape, start, nullptr, &kb);
 }
 
