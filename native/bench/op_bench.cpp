@@ -6,6 +6,7 @@
 // weight and scale bytes / the copy bandwidth).
 //
 //   mcpm_op_bench [--backend cuda|cpu] [--device N] [--iters N] [--m 1,4,16,64] [--bandwidth GBs] [--json]
+//                 [--threads N]   (CPU backend threads, default 1)
 //
 // --bandwidth: the device-to-device copy bandwidth (read + write bytes / s) to compare with; on CUDA
 // it is measured here when not given (cudaMemcpy of 1 GiB, best of 5).
@@ -62,6 +63,7 @@ struct Options {
   std::vector<int64_t> contexts;     // attention rows (none: no attention table)
   std::vector<int64_t> attn_tokens{1};
   int attn_iters = 10;
+  int32_t threads = 1;               // CPU backend worker threads (the calling thread included)
 };
 
 std::vector<int64_t> parse_list(const char* s) {
@@ -95,6 +97,8 @@ Options parse(int argc, char** argv) {
       o.bandwidth = std::atof(value());
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--threads") {
+      o.threads = std::max(1, std::atoi(value()));
     } else if (a == "--no-linear") {
       o.linear = false;
     } else if (a == "--contexts") {
@@ -107,7 +111,7 @@ Options parse(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: mcpm_op_bench [--backend cuda|cpu] [--device N] [--iters N] [--m 1,4,16,64] "
                    "[--bandwidth GBs] [--json] [--no-linear] [--contexts L,L] [--attn-tokens n,n] "
-                   "[--attn-iters N]\n");
+                   "[--attn-iters N] [--threads N]\n");
       std::exit(a == "--help" ? 0 : 2);
     }
   }
@@ -205,7 +209,7 @@ int main(int argc, char** argv) {
     BackendOptions bo;
     bo.device_index = o.device;
     std::shared_ptr<Backend> be = create_backend(o.backend, bo);
-    std::unique_ptr<ExecContext> ctx = be->create_context(0);
+    std::unique_ptr<ExecContext> ctx = be->create_context(o.threads);
     double bandwidth = o.bandwidth;
 #ifdef MCPM_HAVE_CUDA
     if (bandwidth <= 0.0 && o.backend == MCPM_BACKEND_CUDA) bandwidth = cuda_copy_bandwidth_gbs(o.device);

@@ -204,6 +204,24 @@ TEST(AbiInfo, LastErrorIsPerThreadAndNotClearedBySuccess) {
   EXPECT_EQ(a_after, a_first) << "thread B's failure or thread A's later success changed A's message";
 }
 
+// An older host's struct: every byte 0x5A, struct_size = v1 (the size of a first release), filled by
+// its *_default function, which must write nothing at or past v1 and keep struct_size.
+template <typename S>
+S OlderStructFromDefaults(size_t v1, mcpm_status (*defaults)(S*)) {
+  S s;
+  std::memset(&s, 0x5A, sizeof s);
+  s.struct_size = static_cast<uint32_t>(v1);
+  EXPECT_MCPM_OK(defaults(&s));
+  EXPECT_EQ(s.struct_size, v1);
+  const unsigned char* tail = reinterpret_cast<const unsigned char*>(&s) + v1;
+  for (size_t i = 0; i < sizeof s - v1; ++i)
+    if (tail[i] != 0x5A) {
+      ADD_FAILURE() << "byte " << v1 + i << " was written";
+      break;
+    }
+  return s;
+}
+
 // ---- defaults ----------------------------------------------------------------------------------------
 
 TEST(AbiDefaults, ParamDefaultsMatchTheHeader) {
@@ -377,14 +395,8 @@ TEST_F(AbiModelCreate, NullAndStructSize) {
 // (garbage here) is not read: no weight arena.
 TEST_F(AbiModelCreate, OlderModelOptionsSizeIsAccepted) {
   const size_t v1 = offsetof(mcpm_model_options, weight_arena_bytes);
-  mcpm_model_options o;
-  std::memset(&o, 0x5A, sizeof o);
-  o.struct_size = static_cast<uint32_t>(v1);
-  ASSERT_MCPM_OK(mcpm_model_options_default(&o));
-  EXPECT_EQ(o.struct_size, v1);
+  mcpm_model_options o = OlderStructFromDefaults<mcpm_model_options>(v1, mcpm_model_options_default);
   EXPECT_EQ(o.num_threads, 0);
-  const unsigned char* tail = reinterpret_cast<const unsigned char*>(&o) + v1;
-  for (size_t i = 0; i < sizeof o - v1; ++i) ASSERT_EQ(tail[i], 0x5A) << "byte " << v1 + i << " was written";
   o.backend = MCPM_BACKEND_CPU;
   const mcpm_model_config c = tm_->ApiConfig();
   mcpm_model* raw = nullptr;
@@ -685,14 +697,8 @@ TEST_F(AbiSession, KvMemoryLimitsSizeTheCapacity) {
 // it cannot set are off.
 TEST_F(AbiSession, OlderSessionParamsSizeIsAccepted) {
   const size_t v1 = offsetof(mcpm_session_params, kv_memory_bytes);
-  mcpm_session_params p;
-  std::memset(&p, 0x5A, sizeof p);
-  p.struct_size = static_cast<uint32_t>(v1);
-  ASSERT_MCPM_OK(mcpm_session_params_default(&p));
-  EXPECT_EQ(p.struct_size, v1);
+  mcpm_session_params p = OlderStructFromDefaults<mcpm_session_params>(v1, mcpm_session_params_default);
   EXPECT_EQ(p.prefill_chunk, 256);
-  const unsigned char* tail = reinterpret_cast<const unsigned char*>(&p) + v1;
-  for (size_t i = 0; i < sizeof p - v1; ++i) ASSERT_EQ(tail[i], 0x5A) << "byte " << v1 + i << " was written";
   p.context_capacity = 24;  // the tail still holds 0x5A garbage, which must be ignored
   mcpm_session* raw = nullptr;
   ASSERT_MCPM_OK(mcpm_session_create(model_.get(), &p, &raw));

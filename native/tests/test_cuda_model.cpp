@@ -393,8 +393,10 @@ TEST(CudaModel, WeightArenaHoldsTheModelAndReturnsItsMemory) {
   auto load = [&](bool int4, uint64_t arena) {
     ModelPtr m;
     EXPECT_MCPM_OK(tm.Create(&m, MCPM_BACKEND_CUDA, 0, arena));
-    if (m) EXPECT_MCPM_OK(int4 ? tm.SetAllInt4(m.get()) : tm.SetAll(m.get()));
-    if (m) EXPECT_MCPM_OK(mcpm_model_finalize(m.get()));
+    if (m) {
+      EXPECT_MCPM_OK(int4 ? tm.SetAllInt4(m.get()) : tm.SetAll(m.get()));
+      EXPECT_MCPM_OK(mcpm_model_finalize(m.get()));
+    }
     return m;
   };
   auto logits = [&](mcpm_model* m) {

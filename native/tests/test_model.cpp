@@ -783,7 +783,9 @@ ArenaUse WeightArena(const mcpm_model* m) {
 std::vector<float> AllLogits(mcpm_model* m, const std::vector<int32_t>& tokens, size_t vocab) {
   SessionPtr s = MakeSession(m);
   std::vector<float> logits;
-  if (s) EXPECT_MCPM_OK(PrefillAll(s.get(), tokens, vocab, &logits));
+  if (s) {
+    EXPECT_MCPM_OK(PrefillAll(s.get(), tokens, vocab, &logits));
+  }
   return logits;
 }
 
