@@ -233,13 +233,13 @@ public static partial class CheckpointWriter
         private void Marlin(string name, List<CheckpointLinear> parts)
         {
             long k = parts[0].InFeatures, n = parts.Sum(l => l.OutFeatures);
-            Entries.Add(new Entry(name + ".qweight", TensorDType.I32, [k / 16, 2 * n], k / 16 * 2 * n * 4, s =>
+            Entries.Add(new Entry(name + ".qweight", TensorDType.I32, [k / 16, 2 * n], MarlinTensors.QWeightByteCount(n, k), s =>
             {
                 _pendingMarlin?.Dispose();
                 _pendingMarlin = BuildMarlin(parts);
                 s.Write(_pendingMarlin.QWeight);
             }));
-            Entries.Add(new Entry(name + ".scales", TensorDType.F16, [k / LinearResolver.GroupSize, n], k / LinearResolver.GroupSize * n * 2, s =>
+            Entries.Add(new Entry(name + ".scales", TensorDType.F16, [k / LinearResolver.GroupSize, n], MarlinTensors.ScalesByteCount(n, k), s =>
             {
                 var m = _pendingMarlin ?? throw new InvalidOperationException("scales written before their qweight");
                 s.Write(m.Scales);

@@ -21,11 +21,17 @@ internal sealed class MarlinTensors : IDisposable
     {
         N = n;
         K = k;
-        QWeightBytes = Int4Weights.CheckedBytes(k / 16 * 2 * n * 4, "qweight");
-        ScalesBytes = Int4Weights.CheckedBytes(k / LinearResolver.GroupSize * n * 2, "scales");
+        QWeightBytes = Int4Weights.CheckedBytes(QWeightByteCount(n, k), "qweight");
+        ScalesBytes = Int4Weights.CheckedBytes(ScalesByteCount(n, k), "scales");
         _qweight = ArrayPool<byte>.Shared.Rent(QWeightBytes);
         _scales = ArrayPool<byte>.Shared.Rent(ScalesBytes);
     }
+
+    /// <summary>Bytes of the Marlin qweight (I32 [K/16, 2N]) of an N x K layer.</summary>
+    public static long QWeightByteCount(long n, long k) => k / 16 * 2 * n * sizeof(int);
+
+    /// <summary>Bytes of the scales (F16 [K/128, N]) of an N x K layer.</summary>
+    public static long ScalesByteCount(long n, long k) => k / LinearResolver.GroupSize * n * sizeof(ushort);
 
     public long N { get; }
     public long K { get; }
