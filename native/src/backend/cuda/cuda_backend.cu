@@ -233,6 +233,12 @@ CudaBackend::CudaBackend(int device) : device_(device) {
                     std::to_string(prop.minor) + ") cannot run this build (compiled for CUDA architectures " +
                     MCPM_CUDA_ARCHS + "): " + cudaGetErrorString(err));
   }
+  try {
+    cuda::configure_int4_mma(smem_per_block_optin_);
+  } catch (...) {
+    (void)cudaStreamDestroy(transfer_);  // the destructor does not run for a throwing constructor
+    throw;
+  }
 }
 
 CudaBackend::~CudaBackend() {

@@ -116,6 +116,9 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
 
 // dst[i] = src[i] rounded to nearest even in `dt` (BF16 or F16), i < count, queued on `stream`.
 void launch_to_dtype(cudaStream_t stream, void* dst, DType dt, const float* src, int64_t count);
+// Lets the int4 tensor-core kernels use up to `smem_per_block` bytes of shared memory (int4_mma.cu;
+// once per device, when a backend is created).
+void configure_int4_mma(size_t smem_per_block);
 
 }  // namespace cuda
 

@@ -216,17 +216,28 @@ int pipeline_stages(int mt, size_t smem_per_block, size_t smem_per_sm) {
 template <int MT>
 void launch_int4_mma(dim3 grid, int stages, cudaStream_t stream, const __half* x16, const int32_t* qweight,
                      const __half* scales, float* out, int n_tok, int64_t N, int64_t K, int64_t groups_per_split) {
-  const size_t smem = static_cast<size_t>(stages) * stage_bytes(MT);
-  // Above 48 KiB a kernel must opt in; this is no stream operation, so it is also fine during capture.
-  if (smem > 48 * 1024)
-    MCPM_CUDA_CHECK(cudaFuncSetAttribute(int4_mma_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
+  const size_t smem = static_cast<size_t>(stages) * stage_bytes(MT);  // opted in by configure_int4_mma
   int4_mma_kernel<MT><<<grid, kMmaWarps * kWarp, smem, stream>>>(x16, qweight, scales, out, n_tok, N, K,
                                                                  groups_per_split, stages);
   MCPM_CUDA_LAUNCHED(int4_mma_kernel);
 }
 
+template <int MT>
+void allow_pipeline_smem(size_t smem_per_block) {
+  const size_t most = std::min(smem_per_block, 4 * stage_bytes(MT));
+  MCPM_CUDA_CHECK(cudaFuncSetAttribute(int4_mma_kernel<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(most)));
+}
+
 }  // namespace
+
+// Above 48 KiB of dynamic shared memory a kernel must opt in, once per device: lets each instance
+// take the most its pipeline may use (4 stages, capped by the per-block limit).
+void configure_int4_mma(size_t smem_per_block) {
+  allow_pipeline_smem<1>(smem_per_block);
+  allow_pipeline_smem<2>(smem_per_block);
+  allow_pipeline_smem<4>(smem_per_block);
+}
 
 // out[i] = sum_z partial[z][i] in split order (int4_gemm.cu).
 void launch_int4_reduce(cudaStream_t stream, const float* partial, float* out, int splits, int64_t count);
