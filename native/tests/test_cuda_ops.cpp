@@ -44,6 +44,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/draft_tree.h"
 #include "common/dtype.h"
 #include "common/error.h"
 #include "common/int4.h"
@@ -269,6 +270,12 @@ TEST_F(CudaOps, EmbeddingEqualsCpu) {
         cpu_->embedding(*cctx_, oc.t, tc.t, ids.data(), 2.5f);
         Sync();
         EXPECT_TRUE(Exact(Read(*gpu_, og.t), Read(*cpu_, oc.t)));
+        // The same ids already in device memory (a tree level's tokens from tree_expand).
+        Dev idg = MakeRaw(*gpu_, DType::I32, 1, n, ids.data());
+        Dev rg = Make(*gpu_, DType::F32, n, cols, {});
+        gpu_->embedding_resident(*gctx_, rg.t, tg.t, idg.t.as<const int32_t>(), 2.5f);
+        Sync();
+        EXPECT_TRUE(Exact(Read(*gpu_, rg.t), Read(*cpu_, oc.t))) << "embedding_resident";
       }
     }
   }
@@ -666,6 +673,15 @@ TEST_F(CudaAttention, TreeAttentionMatchesCpu) {
     cpu_->tree_attention(*cctx_, oc_.t, qc_.t, kc_.t, vc_.t, shape, a.start, masks.data());
     Sync();
     EXPECT_TRUE(Compare());
+    // The masks already in device memory (a draft level's, from tree_expand), bounded by 64 bits: the
+    // keys past the tree are NaN and must stay unseen.
+    {
+      Dev mg = MakeRaw(*gpu_, DType::I32, a.n, 2, masks.data());
+      gpu_->tree_attention_resident(*gctx_, og_.t, qg_.t, kg_.t, vg_.t, shape, a.start,
+                                    static_cast<const uint64_t*>(mg.t.data), 64);
+      Sync();
+      EXPECT_TRUE(Compare()) << "tree_attention_resident";
+    }
     // The same tree one slot further on: slot 0 (row `prefix`) is seen by no query and holds NaN, as
     // an unwritten draft scratch row may; it shares a key tile with visible rows.
     if (a.n < 64) {
@@ -773,12 +789,89 @@ TEST_F(CudaOps, TopLogProbsMatchesCpu) {
     }
     Dev g = Make(*gpu_, DType::F32, tc.rows, tc.vocab, logits), c = Make(*cpu_, DType::F32, tc.rows, tc.vocab, logits);
     const size_t n = static_cast<size_t>(tc.rows * tc.k);
-    std::vector<int32_t> gid(n), cid(n);
-    std::vector<float> glp(n), clp(n);
-    gpu_->top_log_probs(*gctx_, g.t, tc.k, gid.data(), glp.data());
-    cpu_->top_log_probs(*cctx_, c.t, tc.k, cid.data(), clp.data());
-    EXPECT_EQ(gid, cid);
-    EXPECT_TRUE(Within(glp, clp, 0.0, 1e-5));
+    const std::vector<int32_t> none(n, -1);
+    Dev gid = MakeRaw(*gpu_, DType::I32, tc.rows, tc.k, none.data()), cid = MakeRaw(*cpu_, DType::I32, tc.rows, tc.k, none.data());
+    Dev glp = Make(*gpu_, DType::F32, tc.rows, tc.k, {}), clp = Make(*cpu_, DType::F32, tc.rows, tc.k, {});
+    gpu_->top_log_probs(*gctx_, g.t, tc.k, gid.t, glp.t);
+    cpu_->top_log_probs(*cctx_, c.t, tc.k, cid.t, clp.t);
+    Sync();
+    std::vector<int32_t> gids(n), cids(n);
+    gpu_->download(gids.data(), gid.t.data, n * sizeof(int32_t));
+    cpu_->download(cids.data(), cid.t.data, n * sizeof(int32_t));
+    EXPECT_EQ(gids, cids);
+    EXPECT_TRUE(Within(Read(*gpu_, glp.t), Read(*cpu_, clp.t), 0.0, 1e-5));
+  }
+}
+
+// EAGLE-2 bookkeeping on the device (tree_expand / tree_select) against the CPU backend's host
+// reference: random drafting rounds (random top-k rows with planted score ties, with and without an
+// FR-Spec vocabulary, k and levels up to the limits) must leave bit-identical states (candidates,
+// frontier tokens and masks, the tree) and identical gathered features. Scores are fp32 adds of the
+// same operands in the same order on both, and the selections are a strict total order, so there is
+// no tolerance.
+TEST_F(CudaOps, DraftTreeBookkeepingMatchesCpu) {
+  struct Case {
+    int32_t k, levels, tree_size;
+    bool fr_spec;
+  };
+  constexpr int32_t kHeadRows = 5000, kCols = 4096;
+  std::vector<int32_t> vocabulary(kHeadRows);
+  for (int32_t i = 0; i < kHeadRows; ++i) vocabulary[static_cast<size_t>(i)] = 70000 - 7 * i;
+  Dev vg = MakeRaw(*gpu_, DType::I32, 1, kHeadRows, vocabulary.data());
+  for (const Case& tc : {Case{10, 6, 60, true}, Case{10, 2, 12, false}, Case{32, 3, 64, true}, Case{63, 2, 64, false},
+                         Case{1, 64, 64, false}, Case{8, 9, 40, true}}) {
+    SCOPED_TRACE("k " + std::to_string(tc.k) + " levels " + std::to_string(tc.levels));
+    auto zero = std::make_unique<DraftTreeState>();
+    std::memset(zero.get(), 0, sizeof(DraftTreeState));
+    Dev sg = MakeRaw(*gpu_, DType::I32, 1, sizeof(DraftTreeState) / 4, zero.get());
+    Dev sc = MakeRaw(*cpu_, DType::I32, 1, sizeof(DraftTreeState) / 4, zero.get());
+    Dev fg = Make(*gpu_, DType::F32, 64, kCols, {}), fc = Make(*cpu_, DType::F32, 64, kCols, {});
+    std::uniform_int_distribution<int> quarter(-40, 0);
+    for (int32_t level = 0; level < tc.levels; ++level) {
+      const int32_t rows = level == 0 ? 1 : tc.k;
+      std::vector<int32_t> ids;
+      std::vector<float> lps;
+      for (int32_t r = 0; r < rows; ++r) {
+        std::vector<int32_t> row(kHeadRows);
+        for (int32_t i = 0; i < kHeadRows; ++i) row[static_cast<size_t>(i)] = i;
+        std::shuffle(row.begin(), row.end(), rng_);
+        std::vector<float> lp(static_cast<size_t>(tc.k));
+        for (float& v : lp) v = 0.125f * static_cast<float>(quarter(rng_));
+        std::sort(lp.rbegin(), lp.rend());
+        ids.insert(ids.end(), row.begin(), row.begin() + tc.k);
+        lps.insert(lps.end(), lp.begin(), lp.end());
+      }
+      const std::vector<float> x = Random(static_cast<size_t>(rows) * kCols, rng_);
+      Dev ig = MakeRaw(*gpu_, DType::I32, rows, tc.k, ids.data()), ic = MakeRaw(*cpu_, DType::I32, rows, tc.k, ids.data());
+      Dev lg = MakeRaw(*gpu_, DType::F32, rows, tc.k, lps.data()), lc = MakeRaw(*cpu_, DType::F32, rows, tc.k, lps.data());
+      Dev xg = Make(*gpu_, DType::F32, rows, kCols, x), xc = Make(*cpu_, DType::F32, rows, kCols, x);
+      TreeExpandArgs ga, ca;
+      ga.state = sg.t.data, ca.state = sc.t.data;
+      ga.ids = ig.t, ca.ids = ic.t;
+      ga.log_probs = lg.t, ca.log_probs = lc.t;
+      ga.vocabulary = tc.fr_spec ? vg.t.as<const int32_t>() : nullptr;
+      ca.vocabulary = tc.fr_spec ? vocabulary.data() : nullptr;
+      ga.level = ca.level = level;
+      ga.k = ca.k = tc.k;
+      ga.last = ca.last = level + 1 == tc.levels;
+      ga.x = xg.t, ca.x = xc.t;
+      ga.features = fg.t, ca.features = fc.t;
+      gpu_->tree_expand(*gctx_, ga);
+      cpu_->tree_expand(*cctx_, ca);
+      Sync();
+      if (!ga.last) {
+        EXPECT_TRUE(Exact(Read(*gpu_, fg.t), Read(*cpu_, fc.t))) << "gathered features, level " << level;
+      }
+    }
+    const int32_t candidates = tc.k + (tc.levels - 1) * tc.k * tc.k;
+    gpu_->tree_select(*gctx_, sg.t.data, candidates, tc.tree_size, 4242);
+    cpu_->tree_select(*cctx_, sc.t.data, candidates, tc.tree_size, 4242);
+    Sync();
+    auto gs = std::make_unique<DraftTreeState>(), cs = std::make_unique<DraftTreeState>();
+    gpu_->download(gs.get(), sg.t.data, sizeof(DraftTreeState));
+    cpu_->download(cs.get(), sc.t.data, sizeof(DraftTreeState));
+    EXPECT_EQ(std::memcmp(gs.get(), cs.get(), sizeof(DraftTreeState)), 0) << "states differ";
+    EXPECT_EQ(gs->tree.size, std::min(tc.tree_size, candidates + 1));
   }
 }
 

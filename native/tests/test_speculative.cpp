@@ -494,10 +494,11 @@ TEST(Speculative, SamplingWithTheSameSeedGivesPlainDecodingsTokens) {
 }
 
 
-// The verification pass as a recorded step (CUDA graphs, one per length bucket and tree size) and as
-// ops launched one by one give the same tokens, greedy and seeded sampling, across the 256-row bucket
-// boundary (the CPU backend has no graphs: there both sessions take the same path and this checks the
-// session's device-logits verification against the host-logits one).
+// Speculative rounds as recorded steps (CUDA graphs: the verification per length bucket and tree
+// size, each draft level per level, bucket and k) and as ops launched one by one give the same tokens,
+// greedy and seeded sampling, across the 256-row bucket boundary, and both give plain decoding's
+// tokens (the CPU backend has no graphs: there both sessions take the same path and the comparison
+// with plain decoding is what can fail).
 TEST(Speculative, VerificationGraphsOnAndOffGiveIdenticalTokens) {
   const TinyConfig tc = TargetConfig(33);
   TinyModel tm(tc);
@@ -510,10 +511,15 @@ TEST(Speculative, VerificationGraphsOnAndOffGiveIdenticalTokens) {
     const mcpm_sampling_params sp = Sampling({3, 5, 16}, temperature, 7);
     SessionPtr on = MakeSpecSession(m.get(), d.get(), 400, 0, true);
     SessionPtr off = MakeSpecSession(m.get(), d.get(), 400, 0, false);
-    ASSERT_TRUE(on && off);
+    SessionPtr plain = MakeSession(m.get(), 400);
+    ASSERT_TRUE(on && off && plain);
+    mcpm_sampling_params no_spec = sp;
+    no_spec.speculative = 0;
     const GenRun a = Generate(on.get(), prompt, 60, sp), b = Generate(off.get(), prompt, 60, sp);
+    const GenRun reference = Generate(plain.get(), prompt, 60, no_spec);
     EXPECT_EQ(a.tokens.size(), 60u);
     EXPECT_EQ(a.tokens, b.tokens) << "temperature " << temperature;
+    EXPECT_EQ(a.tokens, reference.tokens) << "temperature " << temperature << ": plain decoding's tokens";
     EXPECT_GT(a.stats.spec_steps, 0) << "no speculative round ran";
   }
 }

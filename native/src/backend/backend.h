@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/draft_tree.h"
 #include "common/dtype.h"
 #include "common/token_draw.h"
 
@@ -84,18 +85,23 @@ inline void apply_penalties(float* logits, const PenaltyTable& t) {
   for (int32_t i = 0; i < t.n; ++i) logits[t.ids[i]] = penalized_logit(logits[t.ids[i]], t.counts[i], t);
 }
 
-// One step for backends that replay recorded work (Backend::decode_step): a single decoded token, or
-// the tree of a speculative verification (up to kMaxStepTokens tokens with tree masks).
+// One step for backends that replay recorded work (Backend::decode_step): a single decoded token, the
+// tree of a speculative verification (up to kMaxStepTokens tokens with tree masks), or one level of
+// drafting a tree (engine/speculative.cpp).
 struct DecodeStep {
   static constexpr int32_t kMaxStepTokens = 64;
   int32_t n = 1;                       // tokens
-  const int32_t* tokens = nullptr;     // host [n]
+  const int32_t* tokens = nullptr;     // host [n]; nullptr when the recorded ops read their ids from
+                                       // backend memory (embedding_resident)
   const int32_t* positions = nullptr;  // host [n] RoPE positions
-  const uint64_t* masks = nullptr;     // host [n] tree masks (Backend::tree_attention); nullptr: causal
+  const uint64_t* masks = nullptr;     // host [n] tree masks (Backend::tree_attention); nullptr: causal or
+                                       // masks in backend memory (tree_attention_resident)
   int64_t start = 0;                   // the cache row of the first token: the rows before it are history
+  int64_t prefix = -1;                 // tree attention's prefix (its rows are history); -1: start
   int64_t capacity = 0;                // cache rows
-  // Steps whose recorded work differs are kept apart.
-  enum Variant : int32_t { kDense = 0, kSparse = 1, kTree = 2 };
+  // Steps whose recorded work differs are kept apart. A draft level is kDraftLevel + 2 * level + last
+  // (the level's bookkeeping differs by level and by whether another level follows).
+  enum Variant : int32_t { kDense = 0, kSparse = 1, kTree = 2, kDraftLevel = 3 };
   int32_t variant = kDense;
 };
 
@@ -109,6 +115,19 @@ struct AttentionShape {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
+};
+
+// One level of drafting an EAGLE-2 tree where its state lives (Backend::tree_expand; the state's
+// layout: backend/draft_tree.h). Every pointer and tensor is backend memory.
+struct TreeExpandArgs {
+  void* state = nullptr;                // DraftTreeState
+  Tensor ids, log_probs;                // I32 / F32 [rows, k]: each expanded row's top-k (top_log_probs)
+  const int32_t* vocabulary = nullptr;  // head row -> target token (FR-Spec) [head rows]; nullptr: identity
+  int32_t level = 0;                    // 0: the root's row (rows = 1); d >= 1: frontier slots (d-1)k.. (rows = k)
+  int32_t k = 1;
+  bool last = false;                    // no further level: no frontier to pick
+  Tensor x;                             // the draft's output features, rows [0, rows)
+  Tensor features;                      // the next level's input features, rows [0, k) written
 };
 
 // InfLLM v2 block-sparse attention settings (shared/reference/algorithms.md §1), in tokens. The
@@ -265,19 +284,41 @@ class Backend {
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u) = 0;
 
-  // The draft's tree expansion: for each row r of `logits` [rows, vocab] f32 (used as scratch), the k
-  // largest entries (ties to the lower index, best first) as ids[r * k + j] and their log-probabilities
-  // log_probs[r * k + j] = x - logsumexp(row) (host arrays), so only k pairs per row leave the backend.
-  // The default downloads the rows and runs common/log_probs.h; the CUDA backend does it on the
-  // device (the same selection; lse summed in double in another order).
-  virtual void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs);
+  // The draft's tree expansion: for each row r of `logits` [rows, vocab] f32, the k largest entries
+  // (ties to the lower index, best first) as ids[r, j] and their log-probabilities
+  // log_probs[r, j] = x - logsumexp(row), in backend tensors (I32 / F32 [rows, k]), so nothing leaves
+  // the backend. The default downloads the rows, runs common/log_probs.h and uploads the pairs; the
+  // CUDA backend does it on the device (the same selection; lse summed in double in another order).
+  virtual void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
+                             const Tensor& log_probs);
+
+  // EAGLE-2 drafting bookkeeping on a DraftTreeState in backend memory (backend/draft_tree.h), so
+  // that the draft's levels follow each other with no host round trip. tree_expand records one
+  // level's candidates and, unless args.last, picks the next frontier (the k best new candidates),
+  // writes its tokens and tree masks into the state and gathers its parents' output features
+  // (args.x rows) into args.features rows [0, k). tree_select then picks the min(tree_size - 1,
+  // candidates) best candidates and writes the tree (DraftTreeState::tree). Both follow
+  // tree_expand_host / tree_select_host exactly; the defaults run those on a downloaded copy of the
+  // state and upload it back.
+  virtual void tree_expand(ExecContext& ctx, const TreeExpandArgs& args);
+  virtual void tree_select(ExecContext& ctx, void* state, int32_t candidates, int32_t tree_size, int32_t root_token);
+
+  // embedding() and tree_attention() with their index arrays in backend memory, written by earlier
+  // ops on ctx (a tree drafted by tree_expand): ids int32 [n], masks uint64 [n]. Every mask bit is
+  // below `mask_bits` (<= 64), which bounds the keys read without looking at the masks. The defaults
+  // download the arrays and call the host-array ops.
+  virtual void embedding_resident(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids,
+                                  float scale);
+  virtual void tree_attention_resident(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                       const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
+                                       const uint64_t* masks, int32_t mask_bits);
 
   // Runs `record`, the forward pass of `step` (its logits left on the backend), or a replay of it.
   // The default runs it. The CUDA backend keeps one CUDA graph per length bucket, variant and token
-  // count: it copies the step's tokens, positions, masks and start to device memory that the recorded
-  // kernels read (inside `record` its embedding, rope, store_kv, attention, tree_attention and
-  // sparse_attention ops take them from there, not from their host arguments), so one replay serves
-  // every step of its bucket.
+  // count: it copies the step's tokens, positions, masks, start and prefix to device memory that the
+  // recorded kernels read (inside `record` its embedding, rope, store_kv, attention, tree_attention
+  // and sparse_attention ops take them from there, not from their host arguments; the _resident ops
+  // read backend memory at fixed addresses anyway), so one replay serves every step of its bucket.
   virtual void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) {
     (void)ctx;
     (void)step;

@@ -134,11 +134,16 @@ void DraftModel::finalize() {
     std::unique_ptr<ExecContext> ctx = be.create_context(1);
     be.copy_rows(*ctx, weights_.head, lm, dst.data(), vocabulary_.data(), r);
     be.synchronize(*ctx);
+    vocabulary_storage_ = be.alloc(static_cast<size_t>(r) * sizeof(int32_t));
+    be.upload(vocabulary_storage_->data(), vocabulary_.data(), static_cast<size_t>(r) * sizeof(int32_t));
   }
   finalized_ = true;
 }
 
-uint64_t DraftModel::weight_bytes() const { return store_.bytes() + (head_storage_ ? head_storage_->size() : 0); }
+uint64_t DraftModel::weight_bytes() const {
+  return store_.bytes() + (head_storage_ ? head_storage_->size() : 0) +
+         (vocabulary_storage_ ? vocabulary_storage_->size() : 0);
+}
 
 DraftWorkspace::DraftWorkspace(const DraftModel& draft, int64_t cap, int32_t rows) : capacity(cap), max_rows(rows) {
   Backend& be = draft.base().backend();
@@ -165,6 +170,10 @@ DraftWorkspace::DraftWorkspace(const DraftModel& draft, int64_t cap, int32_t row
   gate = make(rows, c.intermediate_size, dt);
   up = make(rows, c.intermediate_size, dt);
   logits = make(rows, draft.head_rows(), DType::F32);
+  top_ids = make(kTreeSlots, kTreeSlots, DType::I32);
+  top_log_probs = make(kTreeSlots, kTreeSlots, DType::F32);
+  storage_.push_back(be.alloc(sizeof(DraftTreeState)));
+  tree = storage_.back()->data();
 }
 
 namespace {
@@ -196,7 +205,10 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
   const Tensor gate = ws.gate.slice_rows(0, n), up = ws.up.slice_rows(0, n);
 
   // h = fc_e(norm1(e)) + fc_f(norm2(f)) + bias
-  be.embedding(ctx, a, draft.base().weights().embed, call.next_tokens, base.scale_emb);
+  if (call.resident)
+    be.embedding_resident(ctx, a, draft.base().weights().embed, call.next_tokens, base.scale_emb);
+  else
+    be.embedding(ctx, a, draft.base().weights().embed, call.next_tokens, base.scale_emb);
   if (c.use_input_norm) {
     be.rms_norm(ctx, a, a, w.input_norm1, base.rms_norm_eps);
     be.rms_norm(ctx, normed, f, w.input_norm2, base.rms_norm_eps);
@@ -222,7 +234,10 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
     const int64_t first = window_start(c, call);
     const Tensor k_view = k_cache.slice_rows(first, k_cache.rows - first);
     const Tensor v_view = v_cache.slice_rows(first, v_cache.rows - first);
-    if (call.tree_masks)
+    if (call.tree_masks && call.resident)
+      be.tree_attention_resident(ctx, attn, q, k_view, v_view, shape, call.tree_prefix - first, call.tree_masks,
+                                 call.mask_bits);
+    else if (call.tree_masks)
       be.tree_attention(ctx, attn, q, k_view, v_view, shape, call.tree_prefix - first, call.tree_masks);
     else
       be.attention(ctx, attn, q, k_view, v_view, shape, call.slot - first);
@@ -236,12 +251,15 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
   }
 }
 
-void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first,
-                         int32_t count, int32_t k, int32_t* ids, float* log_probs) {
+void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t count, int32_t k) {
   Backend& be = draft.base().backend();
+  MCPM_CHECK(count >= 1 && count <= DraftWorkspace::kTreeSlots && k >= 1 && k <= DraftWorkspace::kTreeSlots);
   const Tensor out = ws.logits.slice_rows(0, count);
-  be.linear(ctx, out, ws.x.slice_rows(first, count), draft.weights().head);
+  be.linear(ctx, out, ws.x.slice_rows(0, count), draft.weights().head);
   be.scale(ctx, out, draft.base().config().lm_head_scale());
+  // [count, k] views of the top-k buffers.
+  const Tensor ids{ws.top_ids.data, DType::I32, count, k};
+  const Tensor log_probs{ws.top_log_probs.data, DType::F32, count, k};
   be.top_log_probs(ctx, out, k, ids, log_probs);
 }
 

@@ -68,6 +68,11 @@ class DraftModel {
   const std::vector<int32_t>& vocabulary() const { return vocabulary_; }
   int32_t head_rows() const { return static_cast<int32_t>(weights_.head.rows); }
   int32_t head_token(int32_t row) const { return vocabulary_.empty() ? row : vocabulary_[static_cast<size_t>(row)]; }
+  // The vocabulary in backend memory (Backend::tree_expand maps head rows to tokens with it); nullptr
+  // when the head is the whole vocabulary.
+  const int32_t* resident_vocabulary() const {
+    return vocabulary_storage_ ? static_cast<const int32_t*>(vocabulary_storage_->data()) : nullptr;
+  }
   uint64_t weight_bytes() const;
 
  private:
@@ -76,7 +81,7 @@ class DraftModel {
   DraftWeights weights_;
   WeightStore store_;
   std::vector<int32_t> vocabulary_;
-  std::unique_ptr<Buffer> head_storage_;
+  std::unique_ptr<Buffer> head_storage_, vocabulary_storage_;
   bool finalized_ = false;
 };
 
@@ -92,6 +97,9 @@ struct DraftWorkspace {
   Tensor a, normed;   // [max_rows, H]
   Tensor q, kk, vv, attn, proj, gate, up;
   Tensor logits;      // [max_rows, head_rows] f32
+  Tensor top_ids;     // [kTreeSlots, kTreeSlots] I32: the head's top-k per row (draft_top_log_probs)
+  Tensor top_log_probs;  // [kTreeSlots, kTreeSlots] f32: their log-probabilities
+  void* tree = nullptr;  // the DraftTreeState of the tree being drafted (backend memory)
 
   static constexpr int32_t kTreeSlots = 64;
 
@@ -100,13 +108,18 @@ struct DraftWorkspace {
 };
 
 struct DraftCall {
-  const int32_t* next_tokens = nullptr;  // x_{i+1} per row (host)
+  // x_{i+1} per row: host memory, or backend memory when `resident` (a tree level whose tokens
+  // Backend::tree_expand chose on the backend).
+  const int32_t* next_tokens = nullptr;
   int32_t n = 0;
   const int32_t* positions = nullptr;    // per row (host)
   int64_t slot = 0;                      // KV rows written: [slot, slot + n)
-  // nullptr: causal (row i sees KV rows [0, slot + i]); else tree mode over prefix `tree_prefix`.
+  // nullptr: causal (row i sees KV rows [0, slot + i]); else tree mode over prefix `tree_prefix`, the
+  // masks in the same memory as next_tokens, every bit below `mask_bits` (resident masks).
   const uint64_t* tree_masks = nullptr;
   int64_t tree_prefix = 0;
+  bool resident = false;
+  int32_t mask_bits = 64;
 };
 
 // Runs the draft over rows whose features are in ws.features rows [0, n); the output features are
@@ -114,9 +127,9 @@ struct DraftCall {
 void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, const DraftCall& call,
                    const Tensor& inv_freq, float attn_factor);
 
-// The draft head over ws.x rows [first, first + count), reduced where the logits are to each row's k
-// best head rows and their log-probabilities (Backend::top_log_probs): host ids / log_probs [count, k].
-void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t first,
-                         int32_t count, int32_t k, int32_t* ids, float* log_probs);
+// The draft head over ws.x rows [0, count), reduced where the logits are to each row's k best head
+// rows and their log-probabilities (Backend::top_log_probs) in ws.top_ids / ws.top_log_probs rows
+// [0, count) (k columns each).
+void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t count, int32_t k);
 
 }  // namespace mcpm

@@ -53,7 +53,8 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
   model_->backend().upload(ws_.inv_freq.data, rope.inv_freq.data(), rope.inv_freq.size() * sizeof(float));
   ws_.attn_factor = rope.attn_factor;
   if (draft)
-    speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity, static_cast<int32_t>(ws_.max_tokens));
+    speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity, static_cast<int32_t>(ws_.max_tokens),
+                                               use_graphs_);
   if (speculator_) {
     // Until the host sets sampling params, speculate with the default tree if the draft's
     // vocabulary allows it.
@@ -184,19 +185,24 @@ const float* Session::pending_logits() {
 
 int32_t Session::sample_pending() {
   if (!device_logits_pending_) return sample(last_logits_.data());
-  const int64_t t0 = now_ns();
-  const int32_t vocab = model_->config().vocab_size;
-  const PenaltyTable penalties = sampler_.penalties(vocab, tokens_.data(), length());
-  Backend& be = model_->backend();
-  const Tensor row = ws_.logits.slice_rows(0, 1);
-  // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
-  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, row, penalties)
-                                          : be.sample_token(*ctx_, row, penalties, sampler_.draw_params(),
-                                                            sampler_.next_uniform());
+  const int32_t token = sample_row(0);
   // The row is penalized in place and so no longer the pending logits; the caller evaluates the
   // token next or ends the generation.
   device_logits_pending_ = false;
   logits_valid_ = false;
+  return token;
+}
+
+int32_t Session::sample_row(int32_t row) {
+  const int64_t t0 = now_ns();
+  const int32_t vocab = model_->config().vocab_size;
+  const PenaltyTable penalties = sampler_.penalties(vocab, tokens_.data(), length());
+  Backend& be = model_->backend();
+  const Tensor logits = ws_.logits.slice_rows(row, 1);
+  // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
+  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties)
+                                          : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
+                                                            sampler_.next_uniform());
   stats_.sample_ns += now_ns() - t0;
   return token;
 }
@@ -300,7 +306,6 @@ int32_t Session::sample(const float* logits) {
 // distributed like it when sampling, whatever the draft proposes.
 int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   const ModelConfig& c = model_->config();
-  const int32_t vocab = c.vocab_size;
   const int64_t root_row = kv_len_;
   const SpecParams& params = sampler_.config().spec;
   if (device_logits_pending_) pending_logits();  // verification reuses ws_.logits
@@ -334,7 +339,7 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   t0 = now_ns();
   std::vector<int32_t> positions(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(root_row + tree.depths[static_cast<size_t>(i)]);
-  tree_logits_.resize(static_cast<size_t>(n) * static_cast<size_t>(vocab));
+  // Every node's logits stay in ws_.logits rows [0, n): the walk below samples them where they are.
   ForwardArgs args;
   args.tokens = tree.tokens.data();
   args.n = n;
@@ -343,11 +348,10 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   args.tree_masks = chain ? nullptr : tree.masks.data();
   args.rows = LogitRows::All;
   args.keep_features = true;
+  args.device_logits = true;
   Backend& be = model_->backend();
   if (use_graphs_ && !chain && n <= DecodeStep::kMaxStepTokens) {
-    // A recorded step (CUDA graphs: one per length bucket and tree size); the logits of every node
-    // stay on the device until one copy after the pass.
-    args.device_logits = true;
+    // A recorded step (CUDA graphs: one per length bucket and tree size).
     DecodeStep step;
     step.n = n;
     step.tokens = tree.tokens.data();
@@ -357,26 +361,25 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
     step.capacity = kv_.capacity;
     step.variant = DecodeStep::kTree;
     be.decode_step(*ctx_, step, [&] { forward(*model_, *ctx_, ws_, kv_, args); });
-    download_logits(tree_logits_);
   } else {
-    args.host_logits = tree_logits_.data();
     forward(*model_, *ctx_, ws_, kv_, args);
   }
+  be.synchronize(*ctx_);
   stats_.spec_verify_ns += now_ns() - t0;
 
-  // Walk the tree, sampling at each node from the target's logits.
+  // Walk the tree, sampling at each node from the target's logits on the backend: one token id per
+  // emitted token crosses to the host, never a row of logits.
   std::vector<int32_t> path{0};
   int32_t emitted = 0;
   *stopped = false;
   const int32_t max_new = sampler_.config().max_new_tokens;
   for (int32_t node = 0;;) {
-    const int32_t token = sample(tree_logits_.data() + static_cast<size_t>(node) * static_cast<size_t>(vocab));
+    const int32_t token = sample_row(node);
     out[emitted++] = token;
     ++generated_since_config_;
     ++stats_.generated_tokens;
     if (sampler_.is_stop(token)) {
       *stopped = true;
-      std::memcpy(last_logits_.data(), tree_logits_.data() + static_cast<size_t>(node) * vocab, vocab * sizeof(float));
       break;
     }
     tokens_.push_back(token);

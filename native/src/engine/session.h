@@ -102,6 +102,9 @@ class Session {
   // Samples the next token from the pending logits: on the backend (Backend::greedy_sample or
   // sample_token) when they are there, else on the host.
   int32_t sample_pending();
+  // Samples from ws_.logits row `row` on the backend (Backend::greedy_sample or sample_token) with the
+  // penalties of the whole history; the row is penalized in place.
+  int32_t sample_row(int32_t row);
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
 
@@ -116,7 +119,6 @@ class Session {
   int64_t kv_len_ = 0;              // rows of tokens_ in the KV cache: length() or length() - 1
   std::vector<float> last_logits_;  // logits of the last evaluated token, for sampling
   std::vector<float> next_logits_;  // written by an evaluation in progress
-  std::vector<float> tree_logits_;  // [tree nodes, vocab] of a verification pass
   bool logits_valid_ = false;       // last_logits_ belong to tokens_.back() (all tokens evaluated)
   bool root_pending_ = false;       // tokens_.back() is an emitted speculative root, not yet evaluated
   bool device_logits_pending_ = false;  // the pending logits are in ws_.logits row 0, not last_logits_

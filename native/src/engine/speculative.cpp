@@ -1,6 +1,8 @@
 #include "engine/speculative.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <functional>
 #include <numeric>
 
 #include "common/error.h"
@@ -27,39 +29,11 @@ void SpecParams::validate(int32_t draft_vocab) const {
          " candidates that spec_num_iter and spec_topk_per_iter draft");
 }
 
-DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& cand, int32_t tree_size) {
-  const int32_t n = static_cast<int32_t>(cand.size());
-  const int32_t take = std::min(tree_size - 1, n);
-  std::vector<int32_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::partial_sort(order.begin(), order.begin() + take, order.end(), [&](int32_t a, int32_t b) {
-    return cand[a].score > cand[b].score || (cand[a].score == cand[b].score && a < b);
-  });
-  order.resize(static_cast<size_t>(take));
-  std::sort(order.begin(), order.end());  // candidate order: parents before children
-
-  std::vector<int32_t> node_of(static_cast<size_t>(n), -1);
-  DraftTree t;
-  t.tokens.push_back(root_token);
-  t.parents.push_back(-1);
-  t.depths.push_back(0);
-  t.masks.push_back(1);
-  for (int32_t c : order) {
-    const TreeCandidate& tc = cand[static_cast<size_t>(c)];
-    const int32_t parent = tc.parent < 0 ? 0 : node_of[static_cast<size_t>(tc.parent)];
-    MCPM_CHECK(parent >= 0);  // a parent always outranks its children
-    const int32_t i = t.size();
-    node_of[static_cast<size_t>(c)] = i;
-    t.tokens.push_back(tc.token);
-    t.parents.push_back(parent);
-    t.depths.push_back(t.depths[static_cast<size_t>(parent)] + 1);
-    t.masks.push_back((uint64_t{1} << i) | t.masks[static_cast<size_t>(parent)]);
-  }
-  return t;
-}
-
-Speculator::Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows)
+Speculator::Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows, bool use_graphs)
     : draft_(std::move(draft)), ws_(*draft_, capacity, max_rows) {
+  // A windowed draft reads its cache through a view that starts later every round, which a recorded
+  // step would keep at the address it was recorded with.
+  use_graphs_ = use_graphs && draft_->config().attention_window == 0;
   Backend& be = draft_->base().backend();
   const int64_t H = draft_->base().config().hidden_size;
   pending_storage_ = be.alloc(static_cast<size_t>(2 * H) * dtype_size(be.activation_dtype()));
@@ -145,82 +119,98 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
   MCPM_CHECK(ready(rows));
   Backend& be = draft_->base().backend();
   const int32_t k = p.topk_per_iter;
-  // Per expanded row: its k best head rows and their log-probabilities.
-  std::vector<int32_t> top(static_cast<size_t>(k) * static_cast<size_t>(k));
-  std::vector<float> lp(top.size());
+  // Every level runs where the backend's memory is: the head's top-k (Backend::top_log_probs), the
+  // candidates, the next frontier and its input features (Backend::tree_expand) stay in ws_.tree, and
+  // the next level reads its tokens and masks from there. Only the finished tree comes to the host.
+  TreeExpandArgs expand;
+  expand.state = ws_.tree;
+  expand.vocabulary = draft_->resident_vocabulary();
+  expand.k = k;
+  expand.x = ws_.x;
+  expand.features = ws_.features;
+
+  auto expand_level = [&](int32_t level, int32_t expanded_rows) {
+    draft_top_log_probs(*draft_, ctx, ws_, expanded_rows, k);
+    expand.ids = Tensor{ws_.top_ids.data, DType::I32, expanded_rows, k};
+    expand.log_probs = Tensor{ws_.top_log_probs.data, DType::F32, expanded_rows, k};
+    expand.level = level;
+    expand.last = level + 1 == p.num_iter;
+    be.tree_expand(ctx, expand);
+  };
+  // Each level is one recorded step (Backend::decode_step: a CUDA graph per level, length bucket and
+  // k): the draft's forward pass, its head's top-k and the bookkeeping.
+  DecodeStep step;
+  step.capacity = ws_.capacity + DraftWorkspace::kTreeSlots;
+  auto run_level = [&](int32_t level, const std::function<void()>& record) {
+    step.variant = DecodeStep::kDraftLevel + 2 * level + (level + 1 == p.num_iter ? 1 : 0);
+    if (use_graphs_)
+      be.decode_step(ctx, step, record);
+    else
+      record();
+  };
 
   // Level 0: the pending row (feature at rows-1, next token = root) predicts the root's children.
-  {
-    const int32_t zero = 0;
-    be.copy_rows(ctx, ws_.features, pending_, &zero, &zero, 1);
-    run_rows(ctx, &root, 1, rows - 1, inv_freq, attn_factor);
-    has_pending_ = false;
-  }
-  draft_top_log_probs(*draft_, ctx, ws_, 0, 1, k, top.data(), lp.data());
-
-  std::vector<TreeCandidate> cand;
-  struct Frontier {
-    int32_t cand;      // candidate index
-    int32_t out_row;   // ws_.x row holding its parent's output feature
-    uint64_t mask;     // draft-side ancestors among the tree scratch slots (relative to `rows`)
-  };
-  std::vector<Frontier> frontier;
-  for (int32_t j = 0; j < k; ++j) {
-    cand.push_back(TreeCandidate{draft_->head_token(top[static_cast<size_t>(j)]), -1, 1, lp[static_cast<size_t>(j)]});
-    frontier.push_back(Frontier{j, 0, 0});
-  }
-
-  std::vector<int32_t> tokens(static_cast<size_t>(k)), positions(static_cast<size_t>(k)), dst(static_cast<size_t>(k)),
-      src(static_cast<size_t>(k));
-  std::vector<uint64_t> masks(static_cast<size_t>(k));
-  std::vector<float> scores(static_cast<size_t>(k) * static_cast<size_t>(k));
-  std::vector<int32_t> flat(static_cast<size_t>(k) * static_cast<size_t>(k));
-  for (int32_t d = 1; d < p.num_iter; ++d) {
-    // Run the frontier (depth-d candidates) at the position after their parents', in scratch slots.
-    const int32_t slot0 = (d - 1) * k;
-    for (int32_t j = 0; j < k; ++j) {
-      const Frontier& f = frontier[static_cast<size_t>(j)];
-      tokens[static_cast<size_t>(j)] = cand[static_cast<size_t>(f.cand)].token;
-      positions[static_cast<size_t>(j)] = static_cast<int32_t>(rows + d - 1);
-      masks[static_cast<size_t>(j)] = f.mask | (uint64_t{1} << (slot0 + j));
-      dst[static_cast<size_t>(j)] = j;
-      src[static_cast<size_t>(j)] = f.out_row;
-    }
-    be.copy_rows(ctx, ws_.features, ws_.x, dst.data(), src.data(), k);
+  const int32_t zero = 0;
+  be.copy_rows(ctx, ws_.features, pending_, &zero, &zero, 1);
+  const int32_t root_position = static_cast<int32_t>(rows - 1);
+  step.n = 1;
+  step.tokens = &root;
+  step.positions = &root_position;
+  step.start = rows - 1;
+  run_level(0, [&] {
     DraftCall call;
-    call.next_tokens = tokens.data();
-    call.n = k;
-    call.positions = positions.data();
-    call.slot = rows + slot0;
-    call.tree_masks = masks.data();
-    call.tree_prefix = rows;
+    call.next_tokens = &root;
+    call.n = 1;
+    call.positions = &root_position;
+    call.slot = rows - 1;
     draft_forward(*draft_, ctx, ws_, call, inv_freq, attn_factor);
-    draft_top_log_probs(*draft_, ctx, ws_, 0, k, k, top.data(), lp.data());
+    expand_level(0, 1);
+  });
+  committed_ = rows;
+  has_pending_ = false;
 
-    // k children per frontier node; their scores extend the parent's cumulative log-probability.
-    const int32_t first_child = static_cast<int32_t>(cand.size());
-    for (int32_t j = 0; j < k; ++j) {
-      const Frontier& f = frontier[static_cast<size_t>(j)];
-      const float base = cand[static_cast<size_t>(f.cand)].score;
-      for (int32_t m = 0; m < k; ++m) {
-        const size_t at = static_cast<size_t>(j * k + m);
-        const float s = base + lp[at];
-        cand.push_back(TreeCandidate{draft_->head_token(top[at]), f.cand, d + 1, s});
-        scores[at] = s;
-      }
-    }
-    if (d + 1 == p.num_iter) break;
-    // The next frontier: the k best children (ties to the lower index).
-    top_k_indices(scores.data(), k * k, k, flat.data());
-    std::vector<Frontier> next;
-    for (int32_t j = 0; j < k; ++j) {
-      const int32_t c = flat[static_cast<size_t>(j)];
-      const int32_t parent_row = c / k;
-      next.push_back(Frontier{first_child + c, parent_row, masks[static_cast<size_t>(parent_row)]});
-    }
-    frontier.swap(next);
+  auto* state = static_cast<char*>(ws_.tree);
+  const auto* frontier_tokens = reinterpret_cast<const int32_t*>(state + offsetof(DraftTreeState, frontier_token));
+  const auto* frontier_masks = reinterpret_cast<const uint64_t*>(state + offsetof(DraftTreeState, frontier_mask));
+  std::vector<int32_t> positions(static_cast<size_t>(k));
+  for (int32_t d = 1; d < p.num_iter; ++d) {
+    // The frontier (depth-d candidates) runs at the position after their parents', in the draft's
+    // scratch KV slots (d-1)k.., each seeing the history and its own ancestors' slots. Its tokens and
+    // masks are in the state, where tree_expand left them.
+    const int32_t slot0 = (d - 1) * k;
+    std::fill(positions.begin(), positions.end(), static_cast<int32_t>(rows + d - 1));
+    step.n = k;
+    step.tokens = nullptr;
+    step.positions = positions.data();
+    step.start = rows + slot0;
+    step.prefix = rows;
+    run_level(d, [&] {
+      DraftCall call;
+      call.next_tokens = frontier_tokens + slot0;
+      call.n = k;
+      call.positions = positions.data();
+      call.slot = rows + slot0;
+      call.tree_masks = frontier_masks + slot0;
+      call.tree_prefix = rows;
+      call.resident = true;
+      call.mask_bits = slot0 + k;
+      draft_forward(*draft_, ctx, ws_, call, inv_freq, attn_factor);
+      expand_level(d, k);
+    });
   }
-  return select_tree(root, cand, p.tree_size);
+
+  const int32_t candidates = k + (p.num_iter - 1) * k * k;
+  be.tree_select(ctx, ws_.tree, candidates, p.tree_size, root);
+  DraftTreeState::Tree host;
+  be.synchronize(ctx);
+  be.download(&host, state + offsetof(DraftTreeState, tree), sizeof(host));
+  MCPM_CHECK(host.size == std::min(p.tree_size, candidates + 1));
+  DraftTree t;
+  t.tokens.assign(host.tokens, host.tokens + host.size);
+  t.parents.assign(host.parents, host.parents + host.size);
+  t.depths.assign(host.depths, host.depths + host.size);
+  t.masks.assign(host.masks, host.masks + host.size);
+  return t;
 }
 
 }  // namespace mcpm

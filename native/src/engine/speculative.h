@@ -1,7 +1,9 @@
 // EAGLE-2 dynamic-tree drafting with an optional FR-Spec draft vocabulary
 // (shared/reference/algorithms.md §2–3). The session (engine/session.cpp) verifies the tree with
 // the target and accepts a path; this file builds trees and keeps the draft's KV cache in step
-// with the target's.
+// with the target's. A tree is drafted where the backend's memory is: the draft levels, the top-k
+// and the candidate bookkeeping (Backend::tree_expand / tree_select, backend/draft_tree.h) queue one
+// after another, and the finished tree is the only thing copied to the host.
 #pragma once
 
 #include <cstdint>
@@ -30,26 +32,13 @@ struct DraftTree {
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
 };
 
-// A drafted candidate before the final selection: parent is an index into the candidate list, or
-// -1 for a child of the root.
-struct TreeCandidate {
-  int32_t token = 0;
-  int32_t parent = -1;
-  int32_t depth = 1;
-  float score = 0;  // cumulative draft log-probability along the path
-};
-
-// Picks the tree_size - 1 best candidates by score (ties to the lower index) and lays them out in
-// candidate order, so parents precede children. Every chosen candidate's parent must be eligible:
-// a parent's score is >= its children's, which makes it rank first.
-DraftTree select_tree(int32_t root_token, const std::vector<TreeCandidate>& candidates, int32_t tree_size);
-
 // The draft side of one session: the draft KV cache covers target positions [0, committed); the
 // features of the target's last evaluated position wait in `pending` until the token after it is
-// known. rows = max rows per draft call.
+// known. rows = max rows per draft call. use_graphs: each level of a tree is drafted as a recorded
+// step (Backend::decode_step; CUDA graphs).
 class Speculator {
  public:
-  Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows);
+  Speculator(std::shared_ptr<const DraftModel> draft, int64_t capacity, int32_t max_rows, bool use_graphs = true);
 
   const DraftModel& draft() const { return *draft_; }
 
@@ -88,6 +77,7 @@ class Speculator {
 
   std::shared_ptr<const DraftModel> draft_;
   DraftWorkspace ws_;
+  bool use_graphs_ = true;
   std::unique_ptr<Buffer> pending_storage_;
   Tensor pending_;         // [2, H]: row 0 the pending feature, row 1 its backup for restore()
   bool has_pending_ = false;

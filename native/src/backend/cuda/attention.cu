@@ -52,7 +52,8 @@ struct AttnArgs {
   int n;              // query tokens
   int heads, group, hd;
   int64_t start;      // causal: first query's position; tree: prefix
-  const int64_t* start_dev;  // non-null (a recorded decode step, causal): start is read from here, kv_len = start + n
+  const int64_t* start_dev;  // non-null (a recorded step): start (tree: the prefix) is read from here, kv_len = start + span
+  int span;                  // with start_dev: keys past start that the step may see (n, or a tree's mask bits)
   const uint64_t* masks;  // tree mode when non-null (device, one per query)
   KeyBlocks blocks;       // block-sparse mode when blocks.blocks is non-null (qt == 1)
   int64_t kv_len;     // rows [0, kv_len) hold every key any query of the call sees
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
 
   // The keys this block may need: its split's range, cut at the last key its queries can see.
   const int64_t start = a.start_dev ? *a.start_dev : a.start;
-  const int64_t kv_len = a.start_dev ? start + a.n : a.kv_len;
+  const int64_t kv_len = a.start_dev ? start + a.span : a.kv_len;
   const int last_t = min(a.n, t0 + a.qt) - 1;
   const int64_t causal_end = start + last_t + 1;
   const int32_t* sel = nullptr;  // block-sparse: this (token, KV head)'s selected blocks
@@ -280,11 +281,20 @@ void CudaBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tens
                                  const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
                                  const uint64_t* masks) {
   MCPM_CHECK(masks != nullptr);
-  attend(cuda_context(ctx), out, q, k_cache, v_cache, shape, prefix, masks);
+  const TreeMasks tree{masks, nullptr, 0};
+  attend(cuda_context(ctx), out, q, k_cache, v_cache, shape, prefix, &tree);
+}
+
+void CudaBackend::tree_attention_resident(ExecContext& ctx, const Tensor& out, const Tensor& q,
+                                          const Tensor& k_cache, const Tensor& v_cache, const AttentionShape& shape,
+                                          int64_t prefix, const uint64_t* masks, int32_t mask_bits) {
+  MCPM_CHECK(masks != nullptr && mask_bits >= 1 && mask_bits <= 64);
+  const TreeMasks tree{nullptr, masks, mask_bits};
+  attend(cuda_context(ctx), out, q, k_cache, v_cache, shape, prefix, &tree);
 }
 
 void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                         const Tensor& v_cache, const AttentionShape& shape, int64_t start, const uint64_t* masks,
+                         const Tensor& v_cache, const AttentionShape& shape, int64_t start, const TreeMasks* masks,
                          const KeyBlocks* key_blocks) {
   const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads, kv_heads = shape.num_kv_heads;
   MCPM_CHECK(hd > 0 && hd % 2 == 0 && hd <= 1024 && heads > 0 && kv_heads > 0 && heads % kv_heads == 0);
@@ -296,10 +306,13 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   if (n == 0) return;
   const int64_t group = heads / kv_heads;
   int64_t kv_len;
-  if (masks) {
+  if (masks && masks->device) {
     MCPM_CHECK(n <= 64);
+    kv_len = start + masks->bits;  // the masks are not on the host: the keys their bits may reach
+  } else if (masks) {
+    MCPM_CHECK(n <= 64 && masks->host != nullptr);
     uint64_t all = 0;
-    for (int64_t i = 0; i < n; ++i) all |= masks[i];
+    for (int64_t i = 0; i < n; ++i) all |= masks->host[i];
     int64_t highest = -1;
     for (int j = 0; j < 64; ++j)
       if ((all >> j) & 1u) highest = j;
@@ -335,7 +348,8 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   a.group = static_cast<int>(group);
   a.hd = static_cast<int>(hd);
   a.start = start;
-  a.start_dev = recorded ? &c.step->start : nullptr;
+  a.start_dev = recorded ? (masks ? &c.step->prefix : &c.step->start) : nullptr;
+  a.span = masks && masks->device ? masks->bits : static_cast<int>(n);
   a.kv_len = kv_len;
   if (key_blocks) a.blocks = *key_blocks;
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -364,9 +378,10 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
 
   DeviceGuard guard(device_);
   if (masks)
-    a.masks = recorded ? c.step->masks
-                       : static_cast<const uint64_t*>(
-                             c.upload(CudaContext::kMasks, masks, static_cast<size_t>(n) * sizeof(uint64_t)));
+    a.masks = masks->device ? masks->device
+              : recorded    ? c.step->masks
+                            : static_cast<const uint64_t*>(c.upload(CudaContext::kMasks, masks->host,
+                                                                    static_cast<size_t>(n) * sizeof(uint64_t)));
   if (splits > 1)
     a.part = static_cast<float*>(c.scratch(CudaContext::kAttnPartial,
                                            static_cast<size_t>(splits * n * heads * (hd + 2)) * sizeof(float)));

@@ -289,13 +289,14 @@ void CudaBackend::decode_step(ExecContext& ctx, const DecodeStep& step, const st
     return;
   }
   DeviceGuard guard(device_);
-  MCPM_CHECK(step.n >= 1 && step.n <= DecodeStep::kMaxStepTokens && step.tokens && step.positions);
+  MCPM_CHECK(step.n >= 1 && step.n <= DecodeStep::kMaxStepTokens && step.positions);
   if (c.step == nullptr) MCPM_CUDA_CHECK(cudaMalloc(&c.step, sizeof(CudaContext::StepState)));
   // From pageable memory: the driver stages the bytes before returning, so `host` may go away.
   CudaContext::StepState host{};
   host.start = step.start;
+  host.prefix = step.prefix < 0 ? step.start : step.prefix;
   for (int32_t i = 0; i < step.n; ++i) {
-    host.tokens[i] = step.tokens[i];
+    host.tokens[i] = step.tokens ? step.tokens[i] : 0;
     host.positions[i] = step.positions[i];
     host.masks[i] = step.masks ? step.masks[i] : 0;
   }

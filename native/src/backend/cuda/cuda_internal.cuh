@@ -171,8 +171,6 @@ class CudaContext final : public ExecContext {
     kSparseScores, // sparse_attention: stage-1 kernel scores [n][kv_heads][n1]
     kSparseBlocks, // sparse_attention: selected blocks [n][kv_heads][max_blocks]
     kSparseCounts, // sparse_attention: their counts [n][kv_heads]
-    kTopIds,       // top_log_probs: ids [rows][k]
-    kTopLogProbs,  // top_log_probs: log-probabilities [rows][k]
     kSlotCount
   };
 
@@ -197,11 +195,12 @@ class CudaContext final : public ExecContext {
   void* cublas_workspace = nullptr;
 
   // CUDA graphs of decode steps (CudaBackend::decode_step). In graph mode the embedding, rope,
-  // store_kv and attention ops read the step's token, position and start from `step` (device memory)
+  // store_kv and attention ops read the step's token, position, start and prefix from `step` (device memory)
   // and attention sizes its key splits for `graph_bucket` keys, so a recording serves any step of
   // its bucket.
   struct StepState {
     int64_t start;
+    int64_t prefix;  // tree attention's prefix
     uint64_t masks[DecodeStep::kMaxStepTokens];
     int32_t tokens[DecodeStep::kMaxStepTokens];
     int32_t positions[DecodeStep::kMaxStepTokens];
@@ -239,6 +238,14 @@ struct KeyBlocks {
   const int32_t* counts = nullptr;
   int32_t max_blocks = 0;
   int32_t block_size = 0;
+};
+
+// The tree masks of a tree-attention call: host masks (uploaded; a recorded step's come from its
+// state), or masks already in device memory whose bits are all below `bits`.
+struct TreeMasks {
+  const uint64_t* host = nullptr;
+  const uint64_t* device = nullptr;
+  int32_t bits = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -281,7 +288,15 @@ class CudaBackend final : public Backend {
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
-  void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs) override;
+  void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
+                     const Tensor& log_probs) override;
+  void tree_expand(ExecContext& ctx, const TreeExpandArgs& args) override;
+  void tree_select(ExecContext& ctx, void* state, int32_t candidates, int32_t tree_size, int32_t root_token) override;
+  void embedding_resident(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids,
+                          float scale) override;
+  void tree_attention_resident(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                               const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
+                               const uint64_t* masks, int32_t mask_bits) override;
   void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) override;
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
                        double u) override;
@@ -310,10 +325,10 @@ class CudaBackend final : public Backend {
   // linear_int4 for more tokens on tensor cores (int4_mma.cu).
   void linear_int4_mma(CudaContext& c, const Tensor& out, const Tensor& x, const Tensor& qweight,
                        const Tensor& scales);
-  // Shared body of attention(), tree_attention() and sparse_attention()'s stage 2 (masks == nullptr
-  // and blocks == nullptr: causal).
+  // Shared body of attention(), tree_attention(_resident)() and sparse_attend() (masks == nullptr
+  // and key_blocks == nullptr: causal).
   void attend(CudaContext& c, const Tensor& out, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
-              const AttentionShape& shape, int64_t start, const uint64_t* masks,
+              const AttentionShape& shape, int64_t start, const TreeMasks* masks,
               const KeyBlocks* key_blocks = nullptr);
 
   int device_;

@@ -1,4 +1,4 @@
-// Elementwise and row-copy ops of the CUDA backend: embedding, add_scaled, scale, add_bias,
+// Elementwise and row-copy ops of the CUDA backend: embedding (host or resident ids), add_scaled, scale, add_bias,
 // silu_mul, store_kv, copy_rows, and the fp32 -> bf16/fp16 conversion the linear layers use. All are
 // memory-bound; each kernel is a plain grid-stride loop (or one block per row) with fp32 math that
 // matches the CPU reference operation for operation.
@@ -146,6 +146,20 @@ void CudaBackend::embedding(ExecContext& ctx, const Tensor& out, const Tensor& t
                                                                              static_cast<size_t>(n) * sizeof(int32_t)));
   cuda::embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, c.stream>>>(out.as<float>(), table.data,
                                                                               table.dtype, table.cols, d_ids, s);
+  MCPM_CUDA_LAUNCHED(embedding_kernel);
+}
+
+void CudaBackend::embedding_resident(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids,
+                                     float s) {
+  CudaContext& c = cuda_context(ctx);
+  MCPM_CHECK(out.dtype == DType::F32 && out.cols == table.cols && is_float_dtype(table.dtype) && ids != nullptr);
+  const int64_t n = out.rows;
+  if (n == 0) return;
+  // The ids were written on the device (DraftTreeState): the kernel reads them where they are; they
+  // are target token ids that tree_expand took from the head's rows, so always in range.
+  DeviceGuard guard(device_);
+  cuda::embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, c.stream>>>(out.as<float>(), table.data,
+                                                                              table.dtype, table.cols, ids, s);
   MCPM_CUDA_LAUNCHED(embedding_kernel);
 }
 

@@ -336,19 +336,16 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
   return read_token(c, token);
 }
 
-void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, int32_t* ids, float* log_probs) {
+void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
+                                const Tensor& log_probs) {
   CudaContext& c = cuda_context(ctx);
   MCPM_CHECK(logits.dtype == DType::F32 && k >= 1 && k <= logits.cols && logits.rows >= 1 && logits.rows <= 65535);
+  MCPM_CHECK(ids.dtype == DType::I32 && log_probs.dtype == DType::F32 && ids.rows * ids.cols >= logits.rows * k &&
+             log_probs.rows * log_probs.cols >= logits.rows * k);
   DeviceGuard guard(device_);
-  const size_t n = static_cast<size_t>(logits.rows) * static_cast<size_t>(k);
-  auto* d_ids = static_cast<int32_t*>(c.scratch(CudaContext::kTopIds, n * sizeof(int32_t)));
-  auto* d_lp = static_cast<float*>(c.scratch(CudaContext::kTopLogProbs, n * sizeof(float)));
   cuda::top_log_probs_kernel<<<static_cast<unsigned>(logits.rows), cuda::kArgmaxThreads, 0, c.stream>>>(
-      logits.as<const float>(), logits.cols, k, d_ids, d_lp);
+      logits.as<const float>(), logits.cols, k, ids.as<int32_t>(), log_probs.as<float>());
   MCPM_CUDA_LAUNCHED(top_log_probs_kernel);
-  MCPM_CUDA_CHECK(cudaMemcpyAsync(ids, d_ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, c.stream));
-  MCPM_CUDA_CHECK(cudaMemcpyAsync(log_probs, d_lp, n * sizeof(float), cudaMemcpyDeviceToHost, c.stream));
-  MCPM_CUDA_CHECK(cudaStreamSynchronize(c.stream));
 }
 
 int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t) {
