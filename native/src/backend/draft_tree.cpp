@@ -49,23 +49,12 @@ void tree_select_host(DraftTreeState& s, int32_t candidates, int32_t tree_size, 
   order.resize(static_cast<size_t>(take));
   std::sort(order.begin(), order.end());  // candidate order: parents before children
 
-  std::vector<int32_t> node_of(static_cast<size_t>(candidates), -1);
-  DraftTreeState::Tree& t = s.tree;
-  t.size = take + 1;
-  t.tokens[0] = root_token;
-  t.parents[0] = -1;
-  t.depths[0] = 0;
-  t.masks[0] = 1;
-  for (int32_t i = 1; i <= take; ++i) {
-    const int32_t c = order[static_cast<size_t>(i - 1)];
-    const int32_t parent = s.cand_parent[c] < 0 ? 0 : node_of[static_cast<size_t>(s.cand_parent[c])];
-    MCPM_CHECK(parent >= 0);  // a parent always outranks its children
-    node_of[static_cast<size_t>(c)] = i;
-    t.tokens[i] = s.cand_token[c];
-    t.parents[i] = parent;
-    t.depths[i] = t.depths[parent] + 1;
-    t.masks[i] = (uint64_t{1} << i) | t.masks[parent];
+  std::vector<int32_t> node_of(static_cast<size_t>(candidates), -1), candidate_of(static_cast<size_t>(take) + 1, -1);
+  for (int32_t node = 1; node <= take; ++node) {
+    candidate_of[static_cast<size_t>(node)] = order[static_cast<size_t>(node - 1)];
+    node_of[static_cast<size_t>(order[static_cast<size_t>(node - 1)])] = node;
   }
+  MCPM_CHECK(tree_link(s, take, root_token, candidate_of.data(), node_of.data()));  // parents outrank children
 }
 
 }  // namespace mcpm

@@ -65,6 +65,34 @@ MCPM_HD int32_t tree_rank(const float* scores, int32_t n, int32_t i) {
   return rank;
 }
 
+// tree_select's last step, shared by the host reference and the CUDA kernel: writes s.tree from the
+// chosen candidates, candidate_of[node] for nodes 1..take (ascending candidate order, so parents
+// come first) and node_of[c] the node of candidate c (-1: not chosen). Returns false if a chosen
+// candidate's parent was not chosen (it hangs under the root then; cannot happen for EAGLE-2 scores).
+MCPM_HD bool tree_link(DraftTreeState& s, int32_t take, int32_t root_token, const int32_t* candidate_of,
+                       const int32_t* node_of) {
+  DraftTreeState::Tree& t = s.tree;
+  bool linked = true;
+  t.size = take + 1;
+  t.tokens[0] = root_token;
+  t.parents[0] = -1;
+  t.depths[0] = 0;
+  t.masks[0] = 1;
+  for (int32_t node = 1; node <= take; ++node) {
+    const int32_t c = candidate_of[node], pc = s.cand_parent[c];
+    int32_t parent = pc < 0 ? 0 : node_of[pc];
+    if (parent < 0) {
+      linked = false;
+      parent = 0;
+    }
+    t.tokens[node] = s.cand_token[c];
+    t.parents[node] = parent;
+    t.depths[node] = t.depths[parent] + 1;
+    t.masks[node] = (uint64_t{1} << node) | t.masks[parent];
+  }
+  return linked;
+}
+
 // Host reference of Backend::tree_expand / tree_select on a state in host memory (the Backend
 // defaults run them on a downloaded copy; the CPU backend's memory is the host's).
 // tree_expand's bookkeeping for level `level` (Backend::tree_expand describes it): tokens and

@@ -14,7 +14,7 @@
 //                       tree_size - 1 is chosen; a chosen candidate's node index is 1 + the number of
 //                       chosen candidates before it (candidate order keeps parents first); then one
 //                       thread links each node to its parent's node and fills depths and masks, in node
-//                       order.
+//                       order (tree_link, the host's code).
 // The selections are exactly those of tree_expand_host / tree_select_host (a strict total order has
 // one set of t best); DraftTree.* tests run tree_rank against the host's sort on the CPU.
 #include <algorithm>
@@ -79,22 +79,8 @@ __global__ void tree_select_kernel(DraftTreeState* __restrict__ s, int32_t n, in
   __syncthreads();
   for (int32_t node = 1 + threadIdx.x; node <= take; node += blockDim.x) node_of[candidate_of[node]] = node;
   __syncthreads();
-  if (threadIdx.x != 0) return;
-  DraftTreeState::Tree& t = s->tree;
-  t.size = take + 1;
-  t.tokens[0] = root;
-  t.parents[0] = -1;
-  t.depths[0] = 0;
-  t.masks[0] = 1;
-  for (int32_t node = 1; node <= take; ++node) {
-    const int32_t c = candidate_of[node], pc = s->cand_parent[c];
-    // A chosen candidate's parent is always chosen (it ranks first: a score no lower, a lower index).
-    const int32_t parent = pc < 0 ? 0 : max(node_of[pc], 0);
-    t.tokens[node] = s->cand_token[c];
-    t.parents[node] = parent;
-    t.depths[node] = t.depths[parent] + 1;
-    t.masks[node] = (1ull << node) | t.masks[parent];
-  }
+  // A chosen candidate's parent is always chosen (it ranks first: a score no lower, a lower index).
+  if (threadIdx.x == 0) (void)tree_link(*s, take, root, candidate_of, node_of);
 }
 
 }  // namespace
