@@ -227,6 +227,19 @@ GenRun Generate(mcpm_session* s, const std::vector<int32_t>& prompt, int n, cons
   return r;
 }
 
+// Plain decoding's run to compare with: a fresh session without a draft (`capacity` tokens) and `sp`
+// with speculation off.
+GenRun GeneratePlain(mcpm_model* m, const std::vector<int32_t>& prompt, int n, mcpm_sampling_params sp,
+                     int32_t capacity = 256) {
+  SessionPtr plain = MakeSession(m, capacity);
+  if (!plain) {
+    ADD_FAILURE() << "plain session: " << mcpm_last_error();
+    return GenRun{};
+  }
+  sp.speculative = 0;
+  return Generate(plain.get(), prompt, n, sp);
+}
+
 // Greedy speculative output equals plain greedy output "up to floating-point ties" (architecture.md):
 // exactly on the CPU, whose evaluation paths differ only in summation order. On CUDA a one-ulp
 // difference can flip a bf16 rounding (PathTolerance in test_util.h), so the two runs may part where
@@ -345,10 +358,9 @@ TEST_P(GreedyEquality, SpeculativeGreedyEqualsPlainGreedy) {
   const auto prompt = tm.RandomTokens(9, gc.seed + 100);
   const int n = 48;
 
-  SessionPtr plain = MakeSession(m.get(), 256);
   mcpm_sampling_params off = Sampling(gc.tree);
   off.speculative = 0;
-  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  const GenRun reference = GeneratePlain(m.get(), prompt, n, off);
   ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
 
   DraftSpec ds = gc.draft;
@@ -424,10 +436,9 @@ TEST(Speculative, Int4TargetAndDraftGreedyEqualsPlainGreedy) {
   const auto prompt = tm.RandomTokens(8, 31);
   const int n = 40;
   const Tree tree{3, 6, 24};
-  SessionPtr plain = MakeSession(m.get(), 256);
   mcpm_sampling_params off = Sampling(tree);
   off.speculative = 0;
-  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  const GenRun reference = GeneratePlain(m.get(), prompt, n, off);
   ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
   ASSERT_GE(Distinct(reference.tokens, 8).size(), 6u) << "the target should not repeat one token";
   DraftSpec ds;
@@ -483,10 +494,7 @@ TEST(Speculative, SamplingWithTheSameSeedGivesPlainDecodingsTokens) {
   for (uint64_t seed : {1u, 2u, 3u, 4u}) {
     mcpm_sampling_params sp = Sampling({3, 5, 16}, 0.9f, seed);
     sp.top_k = 40, sp.top_p = 0.95f, sp.repetition_penalty = 1.1f;
-    SessionPtr plain = MakeSession(m.get(), 256);
-    mcpm_sampling_params off = sp;
-    off.speculative = 0;
-    const GenRun reference = Generate(plain.get(), prompt, 40, off);
+    const GenRun reference = GeneratePlain(m.get(), prompt, 40, sp);
     SessionPtr s = MakeSpecSession(m.get(), d.get());
     const GenRun spec = Generate(s.get(), prompt, 40, sp);
     EXPECT_EQ(spec.tokens, reference.tokens) << "seed " << seed;
@@ -511,12 +519,9 @@ TEST(Speculative, VerificationGraphsOnAndOffGiveIdenticalTokens) {
     const mcpm_sampling_params sp = Sampling({3, 5, 16}, temperature, 7);
     SessionPtr on = MakeSpecSession(m.get(), d.get(), 400, 0, true);
     SessionPtr off = MakeSpecSession(m.get(), d.get(), 400, 0, false);
-    SessionPtr plain = MakeSession(m.get(), 400);
-    ASSERT_TRUE(on && off && plain);
-    mcpm_sampling_params no_spec = sp;
-    no_spec.speculative = 0;
+    ASSERT_TRUE(on && off);
     const GenRun a = Generate(on.get(), prompt, 60, sp), b = Generate(off.get(), prompt, 60, sp);
-    const GenRun reference = Generate(plain.get(), prompt, 60, no_spec);
+    const GenRun reference = GeneratePlain(m.get(), prompt, 60, sp, 400);
     EXPECT_EQ(a.tokens.size(), 60u);
     EXPECT_EQ(a.tokens, b.tokens) << "temperature " << temperature;
     EXPECT_EQ(a.tokens, reference.tokens) << "temperature " << temperature << ": plain decoding's tokens";
@@ -675,10 +680,9 @@ TEST(Speculative, DraftAttentionWindowKeepsTheOutputAndChangesTheProposals) {
   ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(60, 72);
   constexpr int n = 80;
-  SessionPtr plain = MakeSession(m.get(), 256);
   mcpm_sampling_params off = Sampling({3, 6, 24});
   off.speculative = 0;
-  const GenRun reference = Generate(plain.get(), prompt, n, off);
+  const GenRun reference = GeneratePlain(m.get(), prompt, n, off);
   ASSERT_EQ(reference.tokens.size(), static_cast<size_t>(n));
 
   bool some_round_differs = false;
@@ -739,10 +743,7 @@ class SpecSessionTest : public ::testing::Test {
     model_ = tm_->Load(PrimaryBackend(), nullptr, 2);
     ASSERT_TRUE(model_);
     prompt_ = tm_->RandomTokens(8, 5);
-    SessionPtr plain = MakeSession(model_.get(), 256);
-    mcpm_sampling_params off = Sampling({3, 6, 24});
-    off.speculative = 0;
-    reference_ = Generate(plain.get(), prompt_, 60, off).tokens;
+    reference_ = GeneratePlain(model_.get(), prompt_, 60, Sampling({3, 6, 24})).tokens;
     DraftSpec ds;
     ds.vocabulary = Distinct(reference_, 8);
     draft_ = MakeDraft(model_.get(), tc_, ds);

@@ -15,7 +15,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/draft_tree.h"
-#include "engine/speculative.h"
+#include "common/log_probs.h"
 
 namespace {
 

@@ -67,7 +67,6 @@ class DraftModel {
   // Target token id of head row i; empty means the head is the whole vocabulary.
   const std::vector<int32_t>& vocabulary() const { return vocabulary_; }
   int32_t head_rows() const { return static_cast<int32_t>(weights_.head.rows); }
-  int32_t head_token(int32_t row) const { return vocabulary_.empty() ? row : vocabulary_[static_cast<size_t>(row)]; }
   // The vocabulary in backend memory (Backend::tree_expand maps head rows to tokens with it); nullptr
   // when the head is the whole vocabulary.
   const int32_t* resident_vocabulary() const {

@@ -10,7 +10,6 @@
 #include <memory>
 #include <vector>
 
-#include "common/log_probs.h"
 #include "engine/draft.h"
 
 namespace mcpm {
