@@ -77,7 +77,7 @@ __device__ __forceinline__ int64_t key_row(const AttnArgs& a, const int32_t* sel
 
 template <int DPL>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttnArgs a) {
-  extern __shared__ float smem[];
+  MCPM_DYNAMIC_SHARED(float, smem);
   const int hd = a.hd, rows = a.rows, kt = a.kt;
   float* qs = smem;               // [rows][hd]
   float* accs = qs + rows * hd;   // [rows][hd]
@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int DPL>
 void launch_attention(const AttnArgs& a, dim3 grid, size_t smem, cudaStream_t stream) {
-  attention_kernel<DPL><<<grid, kThreads, smem, stream>>>(a);
+  MCPM_LAUNCH(grid, kThreads, smem, stream, attention_kernel<DPL>)(a);
   MCPM_CUDA_LAUNCHED(attention_kernel);
 }
 
@@ -397,7 +397,7 @@ void CudaBackend::attend(CudaContext& c, const Tensor& out, const Tensor& q, con
   else
     cuda::launch_attention<32>(a, grid, smem, c.stream);
   if (splits > 1) {
-    cuda::attention_combine_kernel<<<static_cast<unsigned>(n * heads), cuda::kThreads, 0, c.stream>>>(
+    MCPM_LAUNCH(static_cast<unsigned>(n * heads), cuda::kThreads, 0, c.stream, cuda::attention_combine_kernel)(
         a.part, a.out, a.out_ld, a.n, a.heads, a.hd, a.splits);
     MCPM_CUDA_LAUNCHED(attention_combine_kernel);
   }

@@ -218,7 +218,7 @@ CudaBackend::CudaBackend(int device) : device_(device) {
   int* flag = nullptr;
   cudaError_t err = cudaMalloc(&flag, sizeof(int));
   if (err == cudaSuccess) {
-    cuda::probe_kernel<<<1, 1, 0, transfer_>>>(flag);
+    MCPM_LAUNCH(1, 1, 0, transfer_, cuda::probe_kernel)(flag);
     err = cudaPeekAtLastError();
     if (err == cudaSuccess) err = cudaStreamSynchronize(transfer_);
     (void)cudaFree(flag);

@@ -62,6 +62,19 @@ namespace cuda {
 
 // ---- launch helpers ---------------------------------------------------------------------------------
 
+// Every kernel launch goes through MCPM_LAUNCH(grid, block, dynamic_smem, stream, kernel)(args...):
+// under nvcc it is kernel<<<grid, block, dynamic_smem, stream>>>(args...); in the CPU emulation of
+// the CUDA subset we use (native/emulator, MCPM_CUDA_EMULATED builds) the emulator runs it, so the
+// same kernel source executes in CI. Dynamic shared memory is declared with MCPM_DYNAMIC_SHARED.
+#if defined(__CUDACC__)
+#define MCPM_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define MCPM_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#else
+#define MCPM_LAUNCH(grid, block, smem, stream, ...) \
+  ::mcpm_emu::make_launch(grid, block, smem, stream, #__VA_ARGS__, __VA_ARGS__)
+#define MCPM_DYNAMIC_SHARED(type, name) type* const name = reinterpret_cast<type*>(::mcpm_emu::dynamic_shared())
+#endif
+
 constexpr int kWarp = 32;
 
 // Blocks for a grid-stride loop over `count` elements with `threads` per block.

@@ -98,7 +98,7 @@ void CudaBackend::tree_expand(ExecContext& ctx, const TreeExpandArgs& a) {
                         a.x.dtype == DType::F32 && a.features.dtype == DType::F32 && a.x.cols == a.features.cols &&
                         a.x.rows >= rows && a.features.rows >= a.k));
   DeviceGuard guard(device_);
-  cuda::tree_expand_kernel<<<1, cuda::kTreeThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(1, cuda::kTreeThreads, 0, c.stream, cuda::tree_expand_kernel)(
       static_cast<DraftTreeState*>(a.state), a.ids.as<const int32_t>(), a.log_probs.as<const float>(), a.vocabulary,
       a.level, a.k, a.last, a.last ? nullptr : a.x.as<const float>(), a.last ? nullptr : a.features.as<float>(),
       a.x.cols);
@@ -111,7 +111,7 @@ void CudaBackend::tree_select(ExecContext& ctx, void* state, int32_t candidates,
              tree_size <= DraftTreeState::kMaxNodes);
   DeviceGuard guard(device_);
   const int32_t take = std::min(tree_size - 1, candidates);
-  cuda::tree_select_kernel<<<1, cuda::kTreeThreads, 0, c.stream>>>(static_cast<DraftTreeState*>(state), candidates,
+  MCPM_LAUNCH(1, cuda::kTreeThreads, 0, c.stream, cuda::tree_select_kernel)(static_cast<DraftTreeState*>(state), candidates,
                                                                    take, root_token);
   MCPM_CUDA_LAUNCHED(tree_select_kernel);
 }

@@ -113,9 +113,9 @@ void launch_to_dtype(cudaStream_t stream, void* dst, DType dt, const float* src,
   if (count <= 0) return;
   const unsigned blocks = grid_for(count, kThreads, 8192);
   if (dt == DType::BF16)
-    to_dtype_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(static_cast<__nv_bfloat16*>(dst), src, count);
+    MCPM_LAUNCH(blocks, kThreads, 0, stream, to_dtype_kernel<__nv_bfloat16>)(static_cast<__nv_bfloat16*>(dst), src, count);
   else if (dt == DType::F16)
-    to_dtype_kernel<__half><<<blocks, kThreads, 0, stream>>>(static_cast<__half*>(dst), src, count);
+    MCPM_LAUNCH(blocks, kThreads, 0, stream, to_dtype_kernel<__half>)(static_cast<__half*>(dst), src, count);
   else
     MCPM_CHECK(!"launch_to_dtype: target must be bf16 or fp16");
   MCPM_CUDA_LAUNCHED(to_dtype_kernel);
@@ -144,7 +144,7 @@ void CudaBackend::embedding(ExecContext& ctx, const Tensor& out, const Tensor& t
   const int32_t* d_ids = c.graph_mode ? c.step->tokens
                                       : static_cast<const int32_t*>(c.upload(CudaContext::kIds, ids,
                                                                              static_cast<size_t>(n) * sizeof(int32_t)));
-  cuda::embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, c.stream>>>(out.as<float>(), table.data,
+  MCPM_LAUNCH(static_cast<unsigned>(n), kThreads, 0, c.stream, cuda::embedding_kernel)(out.as<float>(), table.data,
                                                                               table.dtype, table.cols, d_ids, s);
   MCPM_CUDA_LAUNCHED(embedding_kernel);
 }
@@ -158,7 +158,7 @@ void CudaBackend::embedding_resident(ExecContext& ctx, const Tensor& out, const 
   // The ids were written on the device (DraftTreeState): the kernel reads them where they are; they
   // are target token ids that tree_expand took from the head's rows, so always in range.
   DeviceGuard guard(device_);
-  cuda::embedding_kernel<<<static_cast<unsigned>(n), kThreads, 0, c.stream>>>(out.as<float>(), table.data,
+  MCPM_LAUNCH(static_cast<unsigned>(n), kThreads, 0, c.stream, cuda::embedding_kernel)(out.as<float>(), table.data,
                                                                               table.dtype, table.cols, ids, s);
   MCPM_CUDA_LAUNCHED(embedding_kernel);
 }
@@ -170,7 +170,7 @@ void CudaBackend::add_scaled(ExecContext& ctx, const Tensor& residual, const Ten
   const int64_t count = residual.rows * residual.cols;
   if (count == 0) return;
   DeviceGuard guard(device_);
-  cuda::add_scaled_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(grid_for(count, kThreads, 8192), kThreads, 0, c.stream, cuda::add_scaled_kernel)(
       residual.as<float>(), delta.as<const float>(), s, count);
   MCPM_CUDA_LAUNCHED(add_scaled_kernel);
 }
@@ -181,7 +181,7 @@ void CudaBackend::scale(ExecContext& ctx, const Tensor& x, float s) {
   const int64_t count = x.rows * x.cols;
   if (count == 0) return;
   DeviceGuard guard(device_);
-  cuda::scale_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, c.stream>>>(x.as<float>(), s, count);
+  MCPM_LAUNCH(grid_for(count, kThreads, 8192), kThreads, 0, c.stream, cuda::scale_kernel)(x.as<float>(), s, count);
   MCPM_CUDA_LAUNCHED(scale_kernel);
 }
 
@@ -191,7 +191,7 @@ void CudaBackend::add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias
   const int64_t count = x.rows * x.cols;
   if (count == 0) return;
   DeviceGuard guard(device_);
-  cuda::add_bias_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, c.stream>>>(x.as<float>(), bias.data,
+  MCPM_LAUNCH(grid_for(count, kThreads, 8192), kThreads, 0, c.stream, cuda::add_bias_kernel)(x.as<float>(), bias.data,
                                                                                     bias.dtype, x.cols, count);
   MCPM_CUDA_LAUNCHED(add_bias_kernel);
 }
@@ -203,7 +203,7 @@ void CudaBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& ga
   const int64_t count = gate.rows * gate.cols;
   if (count == 0) return;
   DeviceGuard guard(device_);
-  cuda::silu_mul_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(grid_for(count, kThreads, 8192), kThreads, 0, c.stream, cuda::silu_mul_kernel)(
       out.as<float>(), gate.as<const float>(), up.as<const float>(), count);
   MCPM_CUDA_LAUNCHED(silu_mul_kernel);
 }
@@ -221,10 +221,10 @@ void CudaBackend::store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor
     MCPM_CHECK(k.rows == c.graph_tokens && v.rows == c.graph_tokens);
     const dim3 kgrid(cuda::grid_for(k.cols, kThreads, 64), static_cast<unsigned>(k.rows));
     const dim3 vgrid(cuda::grid_for(v.cols, kThreads, 64), static_cast<unsigned>(v.rows));
-    cuda::store_rows_kernel<<<kgrid, kThreads, 0, c.stream>>>(k_cache.as<__nv_bfloat16>(), k.as<const float>(),
+    MCPM_LAUNCH(kgrid, kThreads, 0, c.stream, cuda::store_rows_kernel)(k_cache.as<__nv_bfloat16>(), k.as<const float>(),
                                                               k.cols, &c.step->start);
     MCPM_CUDA_LAUNCHED(store_rows_kernel);
-    cuda::store_rows_kernel<<<vgrid, kThreads, 0, c.stream>>>(v_cache.as<__nv_bfloat16>(), v.as<const float>(),
+    MCPM_LAUNCH(vgrid, kThreads, 0, c.stream, cuda::store_rows_kernel)(v_cache.as<__nv_bfloat16>(), v.as<const float>(),
                                                               v.cols, &c.step->start);
     MCPM_CUDA_LAUNCHED(store_rows_kernel);
     return;
@@ -265,15 +265,15 @@ void CudaBackend::copy_rows(ExecContext& ctx, const Tensor& dst, const Tensor& s
   const unsigned grid = sequential ? 1u : static_cast<unsigned>(n);
   const int threads = sequential ? 1024 : kThreads;
   if (align % 16 == 0) {
-    cuda::copy_rows_kernel<uint4><<<grid, threads, 0, c.stream>>>(
+    MCPM_LAUNCH(grid, threads, 0, c.stream, cuda::copy_rows_kernel<uint4>)(
         static_cast<uint4*>(dst.data), static_cast<const uint4*>(src.data), static_cast<int64_t>(row_bytes / 16),
         d_dst, d_src, n, sequential ? 1 : 0);
   } else if (align % 4 == 0) {
-    cuda::copy_rows_kernel<uint32_t><<<grid, threads, 0, c.stream>>>(
+    MCPM_LAUNCH(grid, threads, 0, c.stream, cuda::copy_rows_kernel<uint32_t>)(
         static_cast<uint32_t*>(dst.data), static_cast<const uint32_t*>(src.data), static_cast<int64_t>(row_bytes / 4),
         d_dst, d_src, n, sequential ? 1 : 0);
   } else {
-    cuda::copy_rows_kernel<unsigned char><<<grid, threads, 0, c.stream>>>(
+    MCPM_LAUNCH(grid, threads, 0, c.stream, cuda::copy_rows_kernel<unsigned char>)(
         static_cast<unsigned char*>(dst.data), static_cast<const unsigned char*>(src.data),
         static_cast<int64_t>(row_bytes), d_dst, d_src, n, sequential ? 1 : 0);
   }

@@ -146,7 +146,7 @@ void launch_gemv(cudaStream_t stream, const void* W, const float* X, float* Y, i
   const uintptr_t addr = reinterpret_cast<uintptr_t>(W) | reinterpret_cast<uintptr_t>(X);
   const int vec = addr % 16 == 0 && (K * static_cast<int64_t>(sizeof(T))) % 16 == 0;
   const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
-  gemv_kernel<T><<<blocks, kGemvThreads, 0, stream>>>(static_cast<const T*>(W), X, Y, n, N, K, vec);
+  MCPM_LAUNCH(blocks, kGemvThreads, 0, stream, gemv_kernel<T>)(static_cast<const T*>(W), X, Y, n, N, K, vec);
   MCPM_CUDA_LAUNCHED(gemv_kernel);
 }
 

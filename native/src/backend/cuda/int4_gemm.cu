@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kGemvWarps * kWarp)
 template <int M>
 void launch_int4_gemv(dim3 grid, cudaStream_t stream, const float* x, const int32_t* qweight, const __half* scales,
                       float* out, int64_t N, int64_t K, int64_t slabs_per_warp) {
-  int4_gemv_kernel<M><<<grid, kGemvWarps * kWarp, 0, stream>>>(x, qweight, scales, out, N, K, slabs_per_warp);
+  MCPM_LAUNCH(grid, kGemvWarps * kWarp, 0, stream, int4_gemv_kernel<M>)(x, qweight, scales, out, N, K, slabs_per_warp);
   MCPM_CUDA_LAUNCHED(int4_gemv_kernel);
 }
 
@@ -191,7 +191,7 @@ __global__ void int4_reduce_kernel(const float* __restrict__ partial, float* __r
 
 // out[i] = sum_z partial[z][i] in split order, i < count.
 void launch_int4_reduce(cudaStream_t stream, const float* partial, float* out, int splits, int64_t count) {
-  int4_reduce_kernel<<<grid_for(count, kThreads, 8192), kThreads, 0, stream>>>(partial, out, splits, count);
+  MCPM_LAUNCH(grid_for(count, kThreads, 8192), kThreads, 0, stream, int4_reduce_kernel)(partial, out, splits, count);
   MCPM_CUDA_LAUNCHED(int4_reduce_kernel);
 }
 
@@ -243,7 +243,7 @@ void CudaBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor&
     partial = static_cast<float*>(
         c.scratch(CudaContext::kInt4Partial, static_cast<size_t>(splits * n * N) * sizeof(float)));
   const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(tok_tiles), static_cast<unsigned>(splits));
-  cuda::int4_gemm_kernel<<<grid, cuda::kThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(grid, cuda::kThreads, 0, c.stream, cuda::int4_gemm_kernel)(
       x.as<const float>(), qweight.as<const int32_t>(), static_cast<const __half*>(scales.data), out.as<float>(),
       partial, static_cast<int>(n), N, K, static_cast<int>(per_split));
   MCPM_CUDA_LAUNCHED(int4_gemm_kernel);

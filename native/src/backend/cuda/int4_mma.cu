@@ -36,6 +36,7 @@
 #include "backend/cuda/cuda_internal.cuh"
 #include "backend/cuda/int4_gemv_lane.h"
 #include "backend/cuda/int4_mma_fragment.h"
+#include "backend/cuda/ptx.h"
 
 namespace mcpm {
 
@@ -48,14 +49,6 @@ constexpr int kGroupRows = 128;                  // K rows per scale group
 constexpr int kSlabsPerGroup = kGroupRows / 16;  // Marlin slabs per group
 constexpr int kAStride = kGroupRows + 8;         // halves per staged input row
 
-__device__ __forceinline__ void mma_m16n8k16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
 __device__ __forceinline__ uint32_t half2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
 __device__ __forceinline__ __half2 bits_half2(uint32_t u) { return *reinterpret_cast<__half2*>(&u); }
 
@@ -65,23 +58,6 @@ constexpr size_t kScaleBytes = size_t{kMmaWarps} * 64 * sizeof(__half);
 MCPM_HD constexpr size_t input_tile_bytes(int mt) { return size_t{16} * mt * kAStride * sizeof(__half); }
 MCPM_HD constexpr size_t stage_bytes(int mt) { return input_tile_bytes(mt) + kWordBytes + kScaleBytes; }
 
-// 16 bytes global -> shared without a register round trip; src_bytes 0 writes 16 zero bytes instead.
-__device__ __forceinline__ void cp_async16(void* smem_dst, const void* gmem_src, int src_bytes) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most `pending` (0..2) of this thread's newest commit groups are still in flight.
-__device__ __forceinline__ void cp_async_wait(int pending) {
-  if (pending <= 0)
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-  else if (pending == 1)
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-  else
-    asm volatile("cp.async.wait_group 2;\n" ::: "memory");
-}
-
 // out (or partial[blockIdx.z]) for the block's tokens and chunks over its K groups (file comment).
 // x16: the inputs in fp16 [n_tok, K]; dynamic shared memory: stages * stage_bytes(MT).
 template <int MT>
@@ -90,7 +66,8 @@ __global__ void __launch_bounds__(kMmaWarps * kWarp)
                     const __half* __restrict__ scales, float* __restrict__ out, int n_tok, int64_t N, int64_t K,
                     int64_t groups_per_split, int stages) {
   using namespace int4_mma;
-  extern __shared__ __align__(16) unsigned char smem[];
+  using namespace ptx;
+  MCPM_DYNAMIC_SHARED(unsigned char, smem);
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   const int64_t chunk = static_cast<int64_t>(blockIdx.x) * kMmaWarps + warp;
   const bool active = chunk < N / 64;  // warp-uniform; idle warps still copy the inputs
@@ -217,7 +194,7 @@ template <int MT>
 void launch_int4_mma(dim3 grid, int stages, cudaStream_t stream, const __half* x16, const int32_t* qweight,
                      const __half* scales, float* out, int n_tok, int64_t N, int64_t K, int64_t groups_per_split) {
   const size_t smem = static_cast<size_t>(stages) * stage_bytes(MT);  // opted in by configure_int4_mma
-  int4_mma_kernel<MT><<<grid, kMmaWarps * kWarp, smem, stream>>>(x16, qweight, scales, out, n_tok, N, K,
+  MCPM_LAUNCH(grid, kMmaWarps * kWarp, smem, stream, int4_mma_kernel<MT>)(x16, qweight, scales, out, n_tok, N, K,
                                                                  groups_per_split, stages);
   MCPM_CUDA_LAUNCHED(int4_mma_kernel);
 }

@@ -51,6 +51,8 @@ MCPM_HD uint32_t magic_nibble_pair(uint32_t word, int shift) {
   // (shifted & mask) | magic: LUT 0xEA = (a & b) | c.
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(shifted), "r"(kNibbleMask), "r"(kHalfMagic));
   return r;
+#elif defined(MCPM_CUDA_EMULATED)
+  return ::mcpm_emu::lop3(word >> shift, kNibbleMask, kHalfMagic, 0xEA);  // the emulated LOP3
 #else
   return ((word >> shift) & kNibbleMask) | kHalfMagic;
 #endif

@@ -57,7 +57,7 @@ void CudaBackend::rms_norm(ExecContext& ctx, const Tensor& out, const Tensor& x,
   MCPM_CHECK(out.dtype == DType::F32 && x.dtype == DType::F32 && weight.dtype != DType::I32);
   if (x.rows == 0) return;
   DeviceGuard guard(device_);
-  cuda::rms_norm_kernel<<<static_cast<unsigned>(x.rows), cuda::kThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(static_cast<unsigned>(x.rows), cuda::kThreads, 0, c.stream, cuda::rms_norm_kernel)(
       out.as<float>(), nullptr, x.as<const float>(), 0.0f, dim, weight.data, weight.dtype, eps, 0);
   MCPM_CUDA_LAUNCHED(rms_norm_kernel);
 }
@@ -72,7 +72,7 @@ void CudaBackend::add_rms_norm(ExecContext& ctx, const Tensor& out, const Tensor
              weight.dtype != DType::I32);
   if (residual.rows == 0) return;
   DeviceGuard guard(device_);
-  cuda::rms_norm_kernel<<<static_cast<unsigned>(residual.rows), cuda::kThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(static_cast<unsigned>(residual.rows), cuda::kThreads, 0, c.stream, cuda::rms_norm_kernel)(
       out.as<float>(), residual.as<float>(), delta.as<const float>(), s, dim, weight.data, weight.dtype, eps, 1);
   MCPM_CUDA_LAUNCHED(rms_norm_kernel);
 }

@@ -20,7 +20,7 @@ constexpr int kThreads = 256;
 __global__ void __launch_bounds__(kThreads)
     rope_kernel(float* __restrict__ x, int64_t ld, int heads, int head_dim, const int32_t* __restrict__ positions,
                 const float* __restrict__ inv_freq, float attn_factor) {
-  extern __shared__ float cs[];  // [0, half): cos, [half, 2 half): sin
+  MCPM_DYNAMIC_SHARED(float, cs);  // [0, half): cos, [half, 2 half): sin
   const int half = head_dim / 2;
   const int64_t t = blockIdx.x;
   const double pos = static_cast<double>(positions[t]);
@@ -62,7 +62,7 @@ void CudaBackend::rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int
                                       : static_cast<const int32_t*>(c.upload(CudaContext::kPositions, positions,
                                                                              static_cast<size_t>(n) * sizeof(int32_t)));
   const size_t smem = static_cast<size_t>(head_dim) * sizeof(float);
-  cuda::rope_kernel<<<static_cast<unsigned>(n), cuda::kThreads, smem, c.stream>>>(
+  MCPM_LAUNCH(static_cast<unsigned>(n), cuda::kThreads, smem, c.stream, cuda::rope_kernel)(
       x.as<float>(), x.cols, num_heads, head_dim, d_pos, inv_freq.as<const float>(), attn_factor);
   MCPM_CUDA_LAUNCHED(rope_kernel);
 }

@@ -281,7 +281,7 @@ void apply_penalties(CudaContext& c, float* logits, const PenaltyTable& t) {
       c.upload(CudaContext::kPenaltyIds, t.ids, static_cast<size_t>(t.n) * sizeof(int32_t)));
   const auto* counts = static_cast<const float*>(
       c.upload(CudaContext::kPenaltyCounts, t.counts, static_cast<size_t>(t.n) * sizeof(float)));
-  cuda::penalty_kernel<<<(t.n + 255) / 256, 256, 0, c.stream>>>(logits, ids, counts, t.n, t.repetition, t.frequency,
+  MCPM_LAUNCH((t.n + 255) / 256, 256, 0, c.stream, cuda::penalty_kernel)(logits, ids, counts, t.n, t.repetition, t.frequency,
                                                                  t.presence);
   MCPM_CUDA_LAUNCHED(penalty_kernel);
 }
@@ -315,7 +315,7 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
     auto* ids_in = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsIn, id_bytes));
     auto* ids_out = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsOut, id_bytes));
     auto* keys_out = static_cast<float*>(c.scratch(CudaContext::kSortKeysOut, key_bytes));
-    cuda::iota_kernel<<<cuda::grid_for(vocab, 256, 1024), 256, 0, c.stream>>>(ids_in, vocab);
+    MCPM_LAUNCH(cuda::grid_for(vocab, 256, 1024), 256, 0, c.stream, cuda::iota_kernel)(ids_in, vocab);
     MCPM_CUDA_LAUNCHED(iota_kernel);
     size_t temp_bytes = 0;
     MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, l, keys_out, ids_in, ids_out,
@@ -329,7 +329,7 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
   }
   auto* probs = static_cast<float*>(c.scratch(CudaContext::kProbs, static_cast<size_t>(n) * sizeof(float)));
   auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
-  cuda::draw_kernel<<<1, cuda::kDrawThreads, 0, c.stream>>>(keys, ids, n, params.truncating() ? 1 : 0,
+  MCPM_LAUNCH(1, cuda::kDrawThreads, 0, c.stream, cuda::draw_kernel)(keys, ids, n, params.truncating() ? 1 : 0,
                                                             params.temperature, params.top_p, params.min_p, u, probs,
                                                             token);
   MCPM_CUDA_LAUNCHED(draw_kernel);
@@ -343,7 +343,7 @@ void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t 
   MCPM_CHECK(ids.dtype == DType::I32 && log_probs.dtype == DType::F32 && ids.rows * ids.cols >= logits.rows * k &&
              log_probs.rows * log_probs.cols >= logits.rows * k);
   DeviceGuard guard(device_);
-  cuda::top_log_probs_kernel<<<static_cast<unsigned>(logits.rows), cuda::kArgmaxThreads, 0, c.stream>>>(
+  MCPM_LAUNCH(static_cast<unsigned>(logits.rows), cuda::kArgmaxThreads, 0, c.stream, cuda::top_log_probs_kernel)(
       logits.as<const float>(), logits.cols, k, ids.as<int32_t>(), log_probs.as<float>());
   MCPM_CUDA_LAUNCHED(top_log_probs_kernel);
 }
@@ -355,7 +355,7 @@ int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const
   float* l = logits.as<float>();
   apply_penalties(c, l, t);
   auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
-  cuda::argmax_kernel<<<1, cuda::kArgmaxThreads, 0, c.stream>>>(l, logits.cols, token);
+  MCPM_LAUNCH(1, cuda::kArgmaxThreads, 0, c.stream, cuda::argmax_kernel)(l, logits.cols, token);
   MCPM_CUDA_LAUNCHED(argmax_kernel);
   return read_token(c, token);
 }

@@ -106,7 +106,7 @@ struct Stage1Args {
 // the per-thread dot products of the group live in registers.
 template <int GMAX>
 __global__ void __launch_bounds__(kStage1Threads) stage1_kernel(const Stage1Args a) {
-  extern __shared__ float smem[];
+  MCPM_DYNAMIC_SHARED(float, smem);
   const int hd = a.hd, group = a.group;
   float* qs = smem;                // [group][hd]
   float* lse = qs + group * hd;    // [group]
@@ -324,14 +324,14 @@ void CudaBackend::sparse_select(ExecContext& ctx, const Tensor& q, const Tensor&
     const int64_t to = infllm_select::kernel_count(recorded ? start : total, lv.size, lv.stride);
     MCPM_CHECK(infllm_select::kernel_count(span, lv.size, lv.stride) <= lv.cap && to - from <= INT_MAX);
     if (to > from) {
-      cuda::compress_kernel<<<dim3(static_cast<unsigned>(to - from), static_cast<unsigned>(kv_heads)),
-                              cuda::kCompressThreads, 0, c.stream>>>(
+      MCPM_LAUNCH(dim3(static_cast<unsigned>(to - from), static_cast<unsigned>(kv_heads)),
+                              cuda::kCompressThreads, 0, c.stream, cuda::compress_kernel)(
           k_cache.as<const __nv_bfloat16>(), k_cache.cols, static_cast<int>(hd), static_cast<int>(lv.size),
           static_cast<int>(lv.stride), from, nullptr, lv.keys, lv.cap);
       MCPM_CUDA_LAUNCHED(compress_kernel);
     }
     if (recorded) {
-      cuda::compress_kernel<<<dim3(1, static_cast<unsigned>(kv_heads)), cuda::kCompressThreads, 0, c.stream>>>(
+      MCPM_LAUNCH(dim3(1, static_cast<unsigned>(kv_heads)), cuda::kCompressThreads, 0, c.stream, cuda::compress_kernel)(
           k_cache.as<const __nv_bfloat16>(), k_cache.cols, static_cast<int>(hd), static_cast<int>(lv.size),
           static_cast<int>(lv.stride), 0, start_dev, lv.keys, lv.cap);
       MCPM_CUDA_LAUNCHED(compress_kernel);
@@ -364,11 +364,11 @@ void CudaBackend::sparse_select(ExecContext& ctx, const Tensor& q, const Tensor&
     const size_t smem = static_cast<size_t>(group * hd + group) * sizeof(float);
     MCPM_CHECK(smem <= 48 * 1024);
     if (group <= 8)
-      cuda::stage1_kernel<8><<<grid, cuda::kStage1Threads, smem, c.stream>>>(a);
+      MCPM_LAUNCH(grid, cuda::kStage1Threads, smem, c.stream, cuda::stage1_kernel<8>)(a);
     else if (group <= 16)
-      cuda::stage1_kernel<16><<<grid, cuda::kStage1Threads, smem, c.stream>>>(a);
+      MCPM_LAUNCH(grid, cuda::kStage1Threads, smem, c.stream, cuda::stage1_kernel<16>)(a);
     else
-      cuda::stage1_kernel<cuda::kMaxGroup><<<grid, cuda::kStage1Threads, smem, c.stream>>>(a);
+      MCPM_LAUNCH(grid, cuda::kStage1Threads, smem, c.stream, cuda::stage1_kernel<cuda::kMaxGroup>)(a);
     MCPM_CUDA_LAUNCHED(stage1_kernel);
   }
 
@@ -401,7 +401,7 @@ void CudaBackend::sparse_select(ExecContext& ctx, const Tensor& q, const Tensor&
   s.blocks = blocks;
   s.counts = counts;
   s.max_blocks = static_cast<int>(max_blocks);
-  cuda::select_kernel<<<grid, cuda::kSelectThreads, 0, c.stream>>>(s);
+  MCPM_LAUNCH(grid, cuda::kSelectThreads, 0, c.stream, cuda::select_kernel)(s);
   MCPM_CUDA_LAUNCHED(select_kernel);
   c.sparse_rows = n * kv_heads;
   c.sparse_max_blocks = max_blocks;

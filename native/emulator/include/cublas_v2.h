@@ -1,0 +1,3 @@
+// CUDA emulator shim: emulated cuBLAS (native/emulator).
+#pragma once
+#include "mcpm_emu/cublas.h"

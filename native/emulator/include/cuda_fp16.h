@@ -1,0 +1,3 @@
+// CUDA emulator shim: emulated half precision (native/emulator).
+#pragma once
+#include "mcpm_emu/half.h"
