@@ -6,8 +6,11 @@
 #   ./build.sh test       build and run every test tier this machine supports: native tests
 #                         (Release), native tests under ASan + UBSan, native tests for aarch64 under
 #                         QEMU (when the cross compiler and qemu-user are installed), the CUDA backend
-#                         compiled for sm_80 with its tests (when nvcc is installed; they report
-#                         skipped without a GPU), managed tests (NUnit)
+#                         compiled for sm_80 by nvcc (when installed), the CUDA backend on the emulated
+#                         device (the CUDA tests and the ABI suite, then again under ASan + UBSan; needs
+#                         clang++-14), managed tests (NUnit)
+#   ./build.sh test-cuda-emulated
+#                         the emulated CUDA tier alone
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
 #   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4, MiniCPM4.AI and
@@ -66,9 +69,51 @@ cuda_tier() {
     FAILED=$((FAILED + 1))
     return 0
   fi
-  echo "   (CUDA build: $((SECONDS - t0)) s)"
-  # Only the CUDA tests (the CPU tests run in the tiers above); without a GPU they report skipped.
-  tally ctest ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -R '^Cuda'
+  echo "   (CUDA build: $((SECONDS - t0)) s; its tests run on the emulated device below, and on a GPU in"
+  echo "   scripts/gpu-check.sh)"
+}
+
+# The CUDA backend on the emulated device (native/emulator): the same kernel files compiled as C++ by
+# Clang against the CPU emulator of the CUDA subset they use, then the emulator's own tests, the CUDA
+# op and model tests and the whole ABI suite with MCPM_TEST_BACKEND=cuda (MCPM_REQUIRE_CUDA=1: nothing
+# may skip). First in Release with the race check (every kernel runs twice, forward and reverse fiber
+# order, and must leave the same memory), then under ASan + UBSan with a seeded random fiber order.
+emulated_run() {  # label, build dir, extra env...
+  local label=$1 dir=$2 before_p=$PASSED before_f=$FAILED before_s=$SKIPPED
+  shift 2
+  tally ctest env MCPM_REQUIRE_CUDA=1 MCPM_TEST_BACKEND=cuda "$@" \
+    ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -L 'emulator|cuda|abi'
+  echo "   emulated CUDA ($label): $((PASSED - before_p + FAILED - before_f + SKIPPED - before_s)) tests ran:" \
+       "$((PASSED - before_p)) passed, $((FAILED - before_f)) failed, $((SKIPPED - before_s)) skipped"
+}
+
+cuda_emulated_tier() {
+  if ! command -v clang++-14 >/dev/null 2>&1; then
+    echo "== skipping the emulated CUDA tier: clang++-14 not found (the emulator needs Clang)"
+    if [ "${MCPM_REQUIRE_CUDA_BUILD:-0}" = 1 ]; then FAILED=$((FAILED + 1)); fi
+    return 0
+  fi
+  local clang=(-DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DMCPM_CUDA_EMULATOR=ON
+               -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF) t0=$SECONDS
+  echo "== CUDA backend on the emulated device (Release, race check)"
+  if ! configure_and_build "$BUILD_DIR/native-cuda-emu" -DCMAKE_BUILD_TYPE=Release "${clang[@]}"; then
+    echo "emulated CUDA build failed"
+    FAILED=$((FAILED + 1))
+    return 0
+  fi
+  emulated_run "Release, race check" "$BUILD_DIR/native-cuda-emu" MCPM_EMU_RACE_CHECK=1
+  echo "   ($((SECONDS - t0)) s)"
+  t0=$SECONDS
+  echo "== CUDA backend on the emulated device (ASan + UBSan, random fiber order)"
+  if ! configure_and_build "$BUILD_DIR/native-cuda-emu-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMCPM_SANITIZE=ON \
+       "${clang[@]}"; then
+    echo "emulated CUDA build (ASan + UBSan) failed"
+    FAILED=$((FAILED + 1))
+    return 0
+  fi
+  emulated_run "ASan + UBSan" "$BUILD_DIR/native-cuda-emu-asan" MCPM_EMU_SCHEDULE=random:7 \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  echo "   ($((SECONDS - t0)) s)"
 }
 
 managed_build() {
@@ -125,6 +170,7 @@ run_tests() {
   fi
 
   cuda_tier
+  cuda_emulated_tier
 
   echo "== managed tests (NUnit)"
   managed_build
@@ -144,6 +190,12 @@ case "${1:-run}" in
     ;;
   test)
     run_tests
+    ;;
+  test-cuda-emulated)
+    cuda_emulated_tier
+    echo
+    echo "emulated CUDA tier: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+    [ "$FAILED" -eq 0 ]
     ;;
   bench)
     shift
@@ -172,7 +224,7 @@ case "${1:-run}" in
     ls -l "$out"
     ;;
   *)
-    echo "usage: ./build.sh [run|test|bench ARGS...|cli ARGS...|pack]" >&2
+    echo "usage: ./build.sh [run|test|test-cuda-emulated|bench ARGS...|cli ARGS...|pack]" >&2
     exit 2
     ;;
 esac

@@ -5,6 +5,9 @@
 // accumulation of K terms errs by at most about K * 6e-8 times that sum in the worst case and by
 // ~sqrt(K) * 6e-8 typically, so the bound holds with a wide margin for K <= 4096, while any indexing
 // or dtype mistake produces errors of the order of the sum itself.
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -87,6 +90,14 @@ void expect_close(double got, double exact, double abs_sum, const std::string& w
 
 const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16};
 
+#if defined(MCPM_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
+// F16C from CPUID leaf 1 (ECX bit 29), asked directly: Clang's __builtin_cpu_supports lacks "f16c".
+bool CpuHasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx >> 29 & 1u);
+}
+#endif
+
 // The vector path of the build's architecture exists and is what runs by default, so the parity
 // tests below really cover it (not only the scalar fallback).
 TEST(Kernels, VectorPathIsCompiledAndSelectedByDefault) {
@@ -96,7 +107,7 @@ TEST(Kernels, VectorPathIsCompiledAndSelectedByDefault) {
     EXPECT_STREQ(cpu_kernels().name, "neon");
   }
 #elif defined(MCPM_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c()) {
     ASSERT_NE(cpu_kernels_for("avx2"), nullptr);
     if (std::getenv("MCPM_CPU_ISA") == nullptr) {
       EXPECT_STREQ(cpu_kernels().name, "avx2");

@@ -20,12 +20,32 @@
 #include "backend/cuda/cuda_backend.h"
 #include "minicpm4.h"
 #include "test_util.h"
+#if defined(MCPM_CUDA_EMULATED)
+#include "mcpm_emu/emulator.h"
+#endif
 
 namespace {
 
 using namespace mcpm_test;
 
 constexpr double kLogitsRelTol = 1e-2;
+
+// Built against the CPU emulator of CUDA (native/emulator): the same kernels, fewer steps where a GPU
+// run would take minutes there (each test says what it keeps).
+#if defined(MCPM_CUDA_EMULATED)
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+
+// Graph replays so far (the emulator counts them; on hardware nothing to count: -1).
+int64_t GraphReplays() {
+#if defined(MCPM_CUDA_EMULATED)
+  return static_cast<int64_t>(mcpm_emu::stats().graph_launches);
+#else
+  return -1;
+#endif
+}
 
 // The native benchmark's "tiny" preset (native/bench/bench.cpp) in bf16, with an untied LM head:
 // with the tied head this random model repeats its input token under greedy decoding, which would
@@ -208,6 +228,7 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
   ModelPtr gpu = tm.Load(MCPM_BACKEND_CUDA);
   ASSERT_TRUE(gpu);
   auto session = [&](bool graphs) { return GraphSession(gpu.get(), 600, graphs); };
+  const int64_t replays_before = GraphReplays();
   const std::vector<int32_t> prompt = tm.RandomTokens(240, 5);
   mcpm_sampling_params warm = Greedy();
   warm.temperature = 0.8f, warm.top_p = 0.9f, warm.seed = 77;
@@ -233,12 +254,16 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
   EXPECT_EQ(Generate(on.get(), short_prompt, 10, Greedy()), Generate(off.get(), short_prompt, 10, Greedy()));
   EXPECT_EQ(Generate(on.get(), long_turn, 20, Greedy()), Generate(off.get(), long_turn, 20, Greedy()))
       << "after scratch growth";
+  // Emulated, the replays are counted: the "on" sessions really ran recorded graphs (at least one per
+  // generated token after each bucket's first).
+  if (kEmulated) EXPECT_GE(GraphReplays() - replays_before, 100) << "graphs were not replayed";
 }
 
 // InfLLM v2 decode steps are recorded too (apart from dense ones, which share their buckets up to
 // dense_len): 20k generated tokens of a tiny sparse model (sparse from 512 tokens, so the compressed
 // keys, selection and block lists are replayed across 7 buckets and ~1250 kernel completions) give
-// the same tokens with graphs on and off, greedy and with seeded sampling.
+// the same tokens with graphs on and off, greedy and with seeded sampling. Emulated: 1,500 greedy and 300
+// sampled steps (sparse from token 512, four buckets), since 20k emulated steps take an hour.
 TEST(CudaModel, SparseGraphsOnAndOffGiveIdenticalTokensOver20kSteps) {
   MCPM_SKIP_WITHOUT_CUDA();
   TinyConfig tc = TinyPreset(9);
@@ -247,13 +272,13 @@ TEST(CudaModel, SparseGraphsOnAndOffGiveIdenticalTokensOver20kSteps) {
   const TinyModel tm(tc);
   ModelPtr gpu = tm.Load(MCPM_BACKEND_CUDA);
   ASSERT_TRUE(gpu);
-  auto session = [&](bool graphs) { return GraphSession(gpu.get(), 20200, graphs); };
+  auto session = [&](bool graphs) { return GraphSession(gpu.get(), kEmulated ? 2000 : 20200, graphs); };
   const std::vector<int32_t> prompt = tm.RandomTokens(100, 9);
   mcpm_sampling_params warm = Greedy();
   warm.temperature = 0.9f, warm.top_k = 50, warm.seed = 5;
   for (const mcpm_sampling_params& sp : {Greedy(), warm}) {
     SCOPED_TRACE(sp.temperature > 0 ? "sampling" : "greedy");
-    const int steps = sp.temperature > 0 ? 3000 : 20000;
+    const int steps = kEmulated ? (sp.temperature > 0 ? 300 : 1500) : (sp.temperature > 0 ? 3000 : 20000);
     SessionPtr on = session(true), off = session(false);
     ASSERT_TRUE(on && off);
     const std::vector<int32_t> a = Generate(on.get(), prompt, steps, sp), b = Generate(off.get(), prompt, steps, sp);

@@ -22,6 +22,9 @@
 #include <cstdint>
 
 #include "backend/cuda/host_device.h"
+#if defined(MCPM_CUDA_EMULATED) && !defined(__CUDACC__)
+#include "mcpm_emu/ptx.h"  // the emulated LOP3
+#endif
 
 namespace mcpm {
 namespace int4_mma {
@@ -51,7 +54,7 @@ MCPM_HD uint32_t magic_nibble_pair(uint32_t word, int shift) {
   // (shifted & mask) | magic: LUT 0xEA = (a & b) | c.
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(shifted), "r"(kNibbleMask), "r"(kHalfMagic));
   return r;
-#elif defined(MCPM_CUDA_EMULATED)
+#elif defined(MCPM_CUDA_EMULATED) && !defined(__CUDACC__)
   return ::mcpm_emu::lop3(word >> shift, kNibbleMask, kHalfMagic, 0xEA);  // the emulated LOP3
 #else
   return ((word >> shift) & kNibbleMask) | kHalfMagic;
