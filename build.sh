@@ -76,13 +76,14 @@ cuda_tier() {
 # The CUDA backend on the emulated device (native/emulator): the same kernel files compiled as C++ by
 # Clang against the CPU emulator of the CUDA subset they use, then the emulator's own tests, the CUDA
 # op and model tests and the whole ABI suite with MCPM_TEST_BACKEND=cuda (MCPM_REQUIRE_CUDA=1: nothing
-# may skip). First in Release with the race check (every kernel runs twice, forward and reverse fiber
-# order, and must leave the same memory), then under ASan + UBSan with a seeded random fiber order.
-emulated_run() {  # label, build dir, extra env...
-  local label=$1 dir=$2 before_p=$PASSED before_f=$FAILED before_s=$SKIPPED
-  shift 2
+# may skip). First in Release: the emulator's and the CUDA tests with the race check (every kernel runs
+# twice, forward and reverse fiber order, and must leave the same memory), then the ABI suite; then all
+# of it under ASan + UBSan with a seeded random fiber order.
+emulated_run() {  # label, build dir, ctest labels, extra env...
+  local label=$1 dir=$2 labels=$3 before_p=$PASSED before_f=$FAILED before_s=$SKIPPED
+  shift 3
   tally ctest env MCPM_REQUIRE_CUDA=1 MCPM_TEST_BACKEND=cuda "$@" \
-    ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -L 'emulator|cuda|abi'
+    ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -L "$labels"
   echo "   emulated CUDA ($label): $((PASSED - before_p + FAILED - before_f + SKIPPED - before_s)) tests ran:" \
        "$((PASSED - before_p)) passed, $((FAILED - before_f)) failed, $((SKIPPED - before_s)) skipped"
 }
@@ -101,7 +102,8 @@ cuda_emulated_tier() {
     FAILED=$((FAILED + 1))
     return 0
   fi
-  emulated_run "Release, race check" "$BUILD_DIR/native-cuda-emu" MCPM_EMU_RACE_CHECK=1
+  emulated_run "Release, race check" "$BUILD_DIR/native-cuda-emu" 'emulator|cuda' MCPM_EMU_RACE_CHECK=1
+  emulated_run "Release, ABI suite" "$BUILD_DIR/native-cuda-emu" 'abi'
   echo "   ($((SECONDS - t0)) s)"
   t0=$SECONDS
   echo "== CUDA backend on the emulated device (ASan + UBSan, random fiber order)"
@@ -111,7 +113,7 @@ cuda_emulated_tier() {
     FAILED=$((FAILED + 1))
     return 0
   fi
-  emulated_run "ASan + UBSan" "$BUILD_DIR/native-cuda-emu-asan" MCPM_EMU_SCHEDULE=random:7 \
+  emulated_run "ASan + UBSan" "$BUILD_DIR/native-cuda-emu-asan" 'emulator|cuda|abi' MCPM_EMU_SCHEDULE=random:7 \
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   echo "   ($((SECONDS - t0)) s)"
 }

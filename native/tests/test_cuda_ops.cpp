@@ -1012,7 +1012,8 @@ TEST_F(CudaOps, SparseAttentionMatchesCpuAcrossPrefillDecodeAndRewind) {
           const infllm::CompressedKeys& want = ck[static_cast<size_t>(h)];
           const std::vector<float>& wk = level == 1 ? want.c1 : want.c2;
           ASSERT_EQ(kernels, level == 1 ? want.n1 : want.n2) << "level " << level;
-          EXPECT_EQ(std::memcmp(got.data() + h * kernels * hd, wk.data(), wk.size() * sizeof(float)), 0)
+          // (No compressed kernel yet: empty vectors, whose data() may be null, which memcmp must not see.)
+          EXPECT_TRUE(wk.empty() || std::memcmp(got.data() + h * kernels * hd, wk.data(), wk.size() * sizeof(float)) == 0)
               << "level " << level << " KV head " << h;
         }
       }

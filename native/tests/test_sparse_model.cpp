@@ -112,7 +112,8 @@ TEST_F(SparseModelTest, SmallTopkChangesLogitsAndPrefillChunkedDecodeAgree) {
   EXPECT_GT(MaxAbsDiff(all.data() + 120 * V_, dense_logits.data() + 120 * V_, (kTokens - 120) * V_), 1e-2)
       << "the sparse path was not taken";
 
-  for (int32_t chunk : {1, 7, 16, 50}) {
+  const std::vector<int32_t> chunks = OnEmulatedCuda() ? std::vector<int32_t>{7, 50} : std::vector<int32_t>{1, 7, 16, 50};
+  for (int32_t chunk : chunks) {  // emulated CUDA: two chunk sizes
     const std::vector<float> chunked = Prefill(sparse.get(), tokens_, chunk);
     EXPECT_LE(MaxAbsDiff(chunked.data(), all.data(), all.size()), Tol()) << "chunk " << chunk;
   }

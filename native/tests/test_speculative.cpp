@@ -356,7 +356,7 @@ TEST_P(GreedyEquality, SpeculativeGreedyEqualsPlainGreedy) {
   ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
   ASSERT_TRUE(m);
   const auto prompt = tm.RandomTokens(9, gc.seed + 100);
-  const int n = 48;
+  const int n = OnEmulatedCuda() ? 24 : 48;  // emulated CUDA: half the tokens
 
   mcpm_sampling_params off = Sampling(gc.tree);
   off.speculative = 0;
@@ -491,7 +491,8 @@ TEST(Speculative, SamplingWithTheSameSeedGivesPlainDecodingsTokens) {
   const auto prompt = tm.RandomTokens(6, 8);
   DraftSpec ds;
   DraftPtr d = MakeDraft(m.get(), tc, ds);
-  for (uint64_t seed : {1u, 2u, 3u, 4u}) {
+  const std::vector<uint64_t> seeds = OnEmulatedCuda() ? std::vector<uint64_t>{1, 2} : std::vector<uint64_t>{1, 2, 3, 4};
+  for (uint64_t seed : seeds) {
     mcpm_sampling_params sp = Sampling({3, 5, 16}, 0.9f, seed);
     sp.top_k = 40, sp.top_p = 0.95f, sp.repetition_penalty = 1.1f;
     const GenRun reference = GeneratePlain(m.get(), prompt, 40, sp);
@@ -520,9 +521,10 @@ TEST(Speculative, VerificationGraphsOnAndOffGiveIdenticalTokens) {
     SessionPtr on = MakeSpecSession(m.get(), d.get(), 400, 0, true);
     SessionPtr off = MakeSpecSession(m.get(), d.get(), 400, 0, false);
     ASSERT_TRUE(on && off);
-    const GenRun a = Generate(on.get(), prompt, 60, sp), b = Generate(off.get(), prompt, 60, sp);
-    const GenRun reference = GeneratePlain(m.get(), prompt, 60, sp, 400);
-    EXPECT_EQ(a.tokens.size(), 60u);
+    const int n = OnEmulatedCuda() ? 40 : 60;  // emulated CUDA: still across the 256 bucket (230 + 40)
+    const GenRun a = Generate(on.get(), prompt, n, sp), b = Generate(off.get(), prompt, n, sp);
+    const GenRun reference = GeneratePlain(m.get(), prompt, n, sp, 400);
+    EXPECT_EQ(a.tokens.size(), static_cast<size_t>(n));
     EXPECT_EQ(a.tokens, b.tokens) << "temperature " << temperature;
     EXPECT_EQ(a.tokens, reference.tokens) << "temperature " << temperature << ": plain decoding's tokens";
     EXPECT_GT(a.stats.spec_steps, 0) << "no speculative round ran";
@@ -574,7 +576,7 @@ TEST(Speculative, SampledTokensFollowTheTargetDistribution) {
   ds.vocabulary = {0, 2, 5, 7};
   DraftPtr d = MakeDraft(m.get(), tc, ds);
   ASSERT_TRUE(d);
-  const int n = 4000;
+  const int n = OnEmulatedCuda() ? 250 : 4000;  // emulated CUDA: fewer draws, the same chi-square test
   std::vector<int> counts(V * V, 0);
   int64_t steps = 0, emitted = 0;
   SessionPtr s = MakeSpecSession(m.get(), d.get(), 64);
@@ -687,6 +689,7 @@ TEST(Speculative, DraftAttentionWindowKeepsTheOutputAndChangesTheProposals) {
 
   bool some_round_differs = false;
   for (uint64_t seed : {5u, 6u, 7u}) {
+    if (OnEmulatedCuda() && some_round_differs) break;  // emulated CUDA: the drafts until one differs
     SCOPED_TRACE("draft seed " + std::to_string(seed));
     std::vector<mcpm_session_stats> stats;
     for (int32_t window : {0, 1000, 4}) {

@@ -198,6 +198,16 @@ bool CudaRequired() {
   return env != nullptr && std::string(env) == "1";
 }
 
+bool OnEmulatedCuda() {
+  static const bool emulated = [] {
+    mcpm_build_info info{};
+    info.struct_size = sizeof info;
+    return mcpm_get_build_info(&info) == MCPM_OK && info.cuda_archs != nullptr &&
+           std::string(info.cuda_archs).rfind("emulated", 0) == 0;
+  }();
+  return emulated && EffectiveBackend(PrimaryBackend()) == MCPM_BACKEND_CUDA;
+}
+
 mcpm_backend EffectiveBackend(mcpm_backend b) {
   if (b == MCPM_BACKEND_AUTO) return CudaUnavailableReason().empty() ? MCPM_BACKEND_CUDA : MCPM_BACKEND_CPU;
   return b;

@@ -63,6 +63,9 @@ const std::string& CudaUnavailableReason();
 // $MCPM_REQUIRE_CUDA=1: tests that need CUDA fail instead of skipping when it is unavailable (a GPU
 // machine must never skip them silently).
 bool CudaRequired();
+// Whether the tests run on the CUDA backend of a library built against the CPU emulator of CUDA
+// (build info "emulated sm_80"): a few GPU-sized loops shrink there (each test says how).
+bool OnEmulatedCuda();
 // Skips the current test when the CUDA backend is unavailable, or fails it under MCPM_REQUIRE_CUDA=1.
 // Use at the top of a TEST body (or SetUp).
 #define MCPM_SKIP_WITHOUT_CUDA()                                                                       \

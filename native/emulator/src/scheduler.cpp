@@ -5,6 +5,7 @@
 //
 // Fibers switch with a few instructions of assembly on x86-64 (callee-saved registers, MXCSR and the
 // x87 control word), and with ucontext elsewhere; AddressSanitizer is told about every switch.
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -45,9 +46,10 @@ namespace {
 #if defined(__x86_64__)
 extern "C" void mcpm_emu_switch(void** save_sp, void* new_sp);
 extern "C" void mcpm_emu_fiber_start();
-// mcpm_emu_switch saves rbp, rbx, r12-r15, MXCSR and the x87 control word on the current stack,
-// stores the stack pointer in *save_sp, and restores the same from new_sp. A new fiber's stack holds
-// such a frame whose return address is mcpm_emu_fiber_start, which calls r13(r12).
+// mcpm_emu_switch saves the callee-saved registers rbp, rbx, r12-r15 on the current stack, stores
+// the stack pointer in *save_sp, and restores the same from new_sp. (MXCSR and the x87 control word
+// are shared by all fibers of the thread: kernels do not change them.) A new fiber's stack holds such
+// a frame whose return address is mcpm_emu_fiber_start, which calls r13(r12).
 asm(R"(
   .text
   .p2align 4
@@ -61,14 +63,8 @@ mcpm_emu_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -107,7 +103,6 @@ struct Fiber {
   size_t stack_size = 0;
   uint3 tid{0, 0, 0};
   int linear = 0;
-  FiberState state = FiberState::Ready;
   void* record = nullptr;  // the warp-collective record while AtWarp
   std::vector<AsyncCopy> uncommitted;
   std::deque<std::vector<AsyncCopy>> groups;
@@ -135,10 +130,15 @@ struct BlockRun {
   std::vector<std::vector<PendingCollective>> warps;
 };
 
-constexpr size_t kStackBytes = 256 * 1024;
-constexpr size_t kQuarantinedPage = 4096;
+constexpr size_t kStackBytes = 64 * 1024;
+constexpr size_t kGuardPage = 4096;
 
 std::vector<unsigned char*> g_stack_pool;
+// The fibers' states, one byte each and apart from the fibers, so that finding the next ready fiber
+// scans a few cache lines.
+std::vector<FiberState> g_states;
+Stats* g_stats = nullptr;  // stats_ref(), cached for the switches
+inline FiberState& state_of(const Fiber& f) { return g_states[static_cast<size_t>(f.linear)]; }
 BlockRun* g_block = nullptr;
 Fiber* g_current = nullptr;
 unsigned char* g_dynamic_smem = nullptr;
@@ -149,18 +149,17 @@ ucontext_t g_scheduler_context;
 const void* g_scheduler_stack_bottom = nullptr;
 size_t g_scheduler_stack_size = 0;
 void* g_scheduler_fake_stack = nullptr;
-uint64_t g_csr_word = 0;
 
 unsigned char* stack_at(size_t i) {
   while (g_stack_pool.size() <= i) {
-    void* p = mmap(nullptr, kStackBytes + kQuarantinedPage, PROT_READ | PROT_WRITE,
+    void* p = mmap(nullptr, kStackBytes + kGuardPage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
       std::fprintf(stderr, "CUDA emulator: cannot map a fiber stack\n");
       std::abort();
     }
-    mprotect(p, kQuarantinedPage, PROT_NONE);  // a guard page below the stack
-    g_stack_pool.push_back(static_cast<unsigned char*>(p) + kQuarantinedPage);
+    mprotect(p, kGuardPage, PROT_NONE);  // a guard page below the stack
+    g_stack_pool.push_back(static_cast<unsigned char*>(p) + kGuardPage);
   }
   return g_stack_pool[i];
 }
@@ -190,27 +189,58 @@ std::string where_text(const KernelCall& call) {
          std::to_string(call.dynamic_smem) + ">>>, block " + idx_text(g_block_idx);
 }
 
-// Back to the scheduler from the running fiber; `final` when the fiber never resumes.
-void switch_to_scheduler(Fiber& f, bool final) {
-  ++stats_ref().switches;
-  asan_start_switch(final ? nullptr : &f.asan_fake_stack, g_scheduler_stack_bottom, g_scheduler_stack_size);
+// The scheduling round in progress: the fiber order and the next position in it. A fiber that
+// stops passes control straight to the next ready fiber of the round (one switch instead of two
+// through the scheduler), or back to the scheduler at the end of the round.
+struct Round {
+  const int* sequence = nullptr;
+  int count = 0;
+  int next = 0;
+};
+Round g_round;
+
+// Leaves the running fiber `f`; `final` when it never resumes, `to_scheduler` to end the round now.
+void switch_away(Fiber& f, bool final, bool to_scheduler) {
+  ++g_stats->switches;
+  void** fake_save = final ? nullptr : &f.asan_fake_stack;
+  if (!to_scheduler) {
+    std::vector<Fiber>& fibers = *g_block->fibers;
+    while (g_round.next < g_round.count) {
+      const size_t i = static_cast<size_t>(g_round.sequence[g_round.next++]);
+      if (g_states[i] != FiberState::Ready) continue;
+      Fiber& n = fibers[i];
+      g_current = &n;
+      g_thread_idx = n.tid;
+      asan_start_switch(fake_save, n.stack, n.stack_size);
+#if defined(__x86_64__)
+      mcpm_emu_switch(&f.sp, n.sp);
+#else
+      swapcontext(&f.context, &n.context);
+#endif
+      asan_finish_switch(f.asan_fake_stack, nullptr, nullptr);
+      return;
+    }
+  }
+  asan_start_switch(fake_save, g_scheduler_stack_bottom, g_scheduler_stack_size);
 #if defined(__x86_64__)
   mcpm_emu_switch(&f.sp, g_scheduler_sp);
 #else
   swapcontext(&f.context, &g_scheduler_context);
 #endif
-  asan_finish_switch(f.asan_fake_stack, &g_scheduler_stack_bottom, &g_scheduler_stack_size);
+  asan_finish_switch(f.asan_fake_stack, nullptr, nullptr);
 }
+
+void switch_to_scheduler(Fiber& f, bool final) { switch_away(f, final, false); }
 
 void retire_copies(Fiber& f, size_t keep_groups);
 
 // A fiber's whole life: the kernel body, then a final switch.
 void fiber_main(Fiber* f) {
-  asan_finish_switch(nullptr, &g_scheduler_stack_bottom, &g_scheduler_stack_size);
+  asan_finish_switch(nullptr, nullptr, nullptr);
   g_block->call->run();
   if (!f->groups.empty() || !f->uncommitted.empty())
     kernel_fault("the thread ended with cp.async copies still in flight (a cp.async.wait_group is missing)");
-  f->state = FiberState::Done;
+  state_of(*f) = FiberState::Done;
   ++g_block->done;
   switch_to_scheduler(*f, true);
   std::abort();  // never resumed
@@ -229,16 +259,15 @@ void prepare_fiber(Fiber& f) {
   f.asan_fake_stack = nullptr;
 #if defined(__x86_64__)
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t{15};
-  top -= 64;  // eight words: after the pops and the ret, rsp is 16-byte aligned again
+  top -= 56;  // seven words: after the six pops and the ret, rsp is 16-byte aligned again
   auto* frame = reinterpret_cast<uint64_t*>(top);
-  frame[0] = g_csr_word;                                       // MXCSR, x87 control word
-  frame[1] = 0;                                                // r15
-  frame[2] = 0;                                                // r14
-  frame[3] = reinterpret_cast<uint64_t>(&fiber_main);          // r13: the function
-  frame[4] = reinterpret_cast<uint64_t>(&f);                   // r12: its argument
-  frame[5] = 0;                                                // rbx
-  frame[6] = 0;                                                // rbp
-  frame[7] = reinterpret_cast<uint64_t>(&mcpm_emu_fiber_start);  // return address
+  frame[0] = 0;                                                  // r15
+  frame[1] = 0;                                                  // r14
+  frame[2] = reinterpret_cast<uint64_t>(&fiber_main);            // r13: the function
+  frame[3] = reinterpret_cast<uint64_t>(&f);                     // r12: its argument
+  frame[4] = 0;                                                  // rbx
+  frame[5] = 0;                                                  // rbp
+  frame[6] = reinterpret_cast<uint64_t>(&mcpm_emu_fiber_start);  // return address
   f.sp = frame;
 #else
   getcontext(&f.context);
@@ -251,10 +280,11 @@ void prepare_fiber(Fiber& f) {
 #endif
 }
 
+// Starts a round's chain of fibers at `f`; returns when the round ends or a fault stops it.
 void resume(Fiber& f) {
   g_current = &f;
   g_thread_idx = f.tid;
-  ++stats_ref().switches;
+  ++g_stats->switches;
   asan_start_switch(&g_scheduler_fake_stack, f.stack, f.stack_size);
 #if defined(__x86_64__)
   mcpm_emu_switch(&g_scheduler_sp, f.sp);
@@ -266,7 +296,7 @@ void resume(Fiber& f) {
 }
 
 const char* state_text(const Fiber& f) {
-  switch (f.state) {
+  switch (state_of(f)) {
     case FiberState::Ready: return "is running";
     case FiberState::AtBarrier: return "waits at __syncthreads";
     case FiberState::AtWarp: return "waits at another warp collective";
@@ -286,7 +316,7 @@ std::string describe_stall(const BlockRun& b) {
       for (int lane = 0; lane < 32; ++lane) {
         if (!(p.mask >> lane & 1u) || (p.arrived >> lane & 1u)) continue;
         const size_t t = w * 32 + static_cast<size_t>(lane);
-        if (t >= fibers.size()) {
+        if (t >= static_cast<size_t>(b.count)) {
           os << "; lane " << lane << " does not exist in this block";
           continue;
         }
@@ -311,15 +341,17 @@ bool run_block(BlockRun& b, Order order, std::mt19937_64& rng) {
   for (int i = 0; i < b.count; ++i) sequence[static_cast<size_t>(i)] = order == Order::Reverse ? b.count - 1 - i : i;
   for (;;) {
     if (order == Order::Random) std::shuffle(sequence.begin(), sequence.end(), rng);
-    for (int i : sequence) {
-      Fiber& f = fibers[static_cast<size_t>(i)];
-      if (f.state != FiberState::Ready) continue;
-      resume(f);
+    g_round = Round{sequence.data(), b.count, 0};
+    while (g_round.next < g_round.count) {
+      const size_t i = static_cast<size_t>(sequence[static_cast<size_t>(g_round.next++)]);
+      if (g_states[i] != FiberState::Ready) continue;
+      Fiber& f = fibers[i];
+      resume(f);  // runs this fiber and the round's later ready ones
       if (b.faulted) return false;
     }
     if (b.done == b.count) return true;
     bool ready = false;
-    for (const Fiber& f : fibers) ready = ready || f.state == FiberState::Ready;
+    for (int i = 0; i < b.count && !ready; ++i) ready = g_states[static_cast<size_t>(i)] == FiberState::Ready;
     if (ready) continue;
     bool warps_pending = false;
     for (const auto& w : b.warps) warps_pending = warps_pending || !w.empty();
@@ -329,7 +361,7 @@ bool run_block(BlockRun& b, Order order, std::mt19937_64& rng) {
                            " threads of the block have exited without reaching it (undefined on hardware)");
         return false;
       }
-      for (Fiber& f : fibers) f.state = FiberState::Ready;
+      std::fill(g_states.begin(), g_states.begin() + b.count, FiberState::Ready);
       b.at_barrier = 0;
       continue;
     }
@@ -347,7 +379,17 @@ void poison_shared() {
 bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
   const unsigned threads = call.block.x * call.block.y * call.block.z;
   const uint64_t blocks = uint64_t{call.grid.x} * call.grid.y * call.grid.z;
-  std::vector<Fiber> fibers(threads);
+  static std::vector<Fiber> pool;  // kept across launches (one kernel runs at a time)
+  if (pool.size() < threads) pool.resize(threads);
+  std::vector<Fiber> fibers;
+  fibers.swap(pool);
+  struct GiveBack {
+    std::vector<Fiber>& pool;
+    std::vector<Fiber>& fibers;
+    ~GiveBack() { pool.swap(fibers); }
+  } give_back{pool, fibers};
+  g_states.assign(threads, FiberState::Ready);
+  g_stats = &stats_ref();
   for (unsigned i = 0; i < threads; ++i) {
     Fiber& f = fibers[i];
     f.stack = stack_at(i);
@@ -361,13 +403,19 @@ bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
   g_block_dim = call.block;
   g_grid_dim = call.grid;
   {
-    uint32_t mxcsr = 0;
-    uint16_t fpcw = 0;
-#if defined(__x86_64__)
-    asm volatile("stmxcsr %0" : "=m"(mxcsr));
-    asm volatile("fnstcw %0" : "=m"(fpcw));
-#endif
-    g_csr_word = mxcsr | (uint64_t{fpcw} << 32);
+    // The launching thread's stack, for the switches back to the scheduler (ASan's fiber
+    // annotations need it); kernels may be launched from any host thread.
+    thread_local const void* bottom = nullptr;
+    thread_local size_t size = 0;
+    pthread_attr_t attr;
+    if (!bottom && pthread_getattr_np(pthread_self(), &attr) == 0) {
+      void* addr = nullptr;
+      pthread_attr_getstack(&attr, &addr, &size);
+      pthread_attr_destroy(&attr);
+      bottom = addr;
+    }
+    g_scheduler_stack_bottom = bottom;
+    g_scheduler_stack_size = size;
   }
 
   std::vector<uint64_t> block_order(blocks);
@@ -391,8 +439,9 @@ bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
     b.done = 0;
     b.at_barrier = 0;
     for (auto& w : b.warps) w.clear();
-    for (Fiber& f : fibers) {
-      f.state = FiberState::Ready;
+    for (unsigned i = 0; i < threads; ++i) {
+      Fiber& f = fibers[i];
+      state_of(f) = FiberState::Ready;
       f.uncommitted.clear();
       f.groups.clear();
       prepare_fiber(f);
@@ -438,7 +487,7 @@ constexpr size_t kRaceCheckMaxBytes = size_t{256} << 20;
 
 void syncthreads() {
   Fiber& f = *g_current;
-  f.state = FiberState::AtBarrier;
+  state_of(f) = FiberState::AtBarrier;
   ++g_block->at_barrier;
   switch_to_scheduler(f, false);
 }
@@ -473,13 +522,13 @@ void warp_collective(const char* what, unsigned mask, void* io, Combine combine)
   if (!p) {
     pending.push_back(PendingCollective{mask, 0, what, combine});
     p = &pending.back();
-  } else if (std::strcmp(p->what, what) != 0 || p->combine != combine) {
+  } else if (p->combine != combine || (p->what != what && std::strcmp(p->what, what) != 0)) {
     collective_fault(p->what, " and another collective are reached by the lanes of one warp: ", what);
   }
   f.record = io;
   p->arrived |= 1u << lane;
   if (p->arrived != mask) {
-    f.state = FiberState::AtWarp;
+    state_of(f) = FiberState::AtWarp;
     switch_to_scheduler(f, false);
     return;
   }
@@ -492,7 +541,7 @@ void warp_collective(const char* what, unsigned mask, void* io, Combine combine)
   pending.erase(pending.begin() + (p - pending.data()));
   run(records, mask);
   for (int l = 0; l < 32; ++l)
-    if ((mask >> l & 1u) && l != lane) fibers[static_cast<size_t>(warp * 32 + l)].state = FiberState::Ready;
+    if ((mask >> l & 1u) && l != lane) g_states[static_cast<size_t>(warp * 32 + l)] = FiberState::Ready;
 }
 
 unsigned char* dynamic_shared() { return g_dynamic_smem; }
@@ -505,8 +554,8 @@ void kernel_fault(const char* message) {
   Fiber& f = *g_current;
   g_block->faulted = true;
   raise_fault(where_text(*g_block->call) + ", thread " + idx_text(f.tid) + ": " + message);
-  f.state = FiberState::Done;
-  switch_to_scheduler(f, true);
+  state_of(f) = FiberState::Done;
+  switch_away(f, true, true);
   std::abort();  // never resumed
 }
 

@@ -3,11 +3,14 @@
 // graph holding a freed pointer, a lane skipping a collective) that must each fail.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "mcpm_emu/cub.h"
+#include "mcpm_emu/cublas.h"
 #include "mcpm_emu/device.h"
 #include "mcpm_emu/emulator.h"
 
@@ -556,6 +559,119 @@ TEST_F(Emulator, EventsMeasureElapsedTime) {
   cudaEventDestroy(a);
   cudaEventDestroy(b);
   cudaFree(out);
+}
+
+TEST_F(Emulator, GemmExHonoursTransposesLeadingDimensionsAndTypes) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  cublasHandle_t h = nullptr;
+  ASSERT_EQ(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+  const int m = 5, n = 3, k = 7, pad = 2;
+  for (cudaDataType_t type : {CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF})
+    for (cublasOperation_t ta : {CUBLAS_OP_N, CUBLAS_OP_T})
+      for (cublasOperation_t tb : {CUBLAS_OP_N, CUBLAS_OP_T}) {
+        // op(A) m x k, op(B) k x n, column-major with padded leading dimensions.
+        const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+        const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+        const int lda = a_rows + pad, ldb = b_rows + pad, ldc = m + pad;
+        const size_t esize = type == CUDA_R_32F ? 4 : 2;
+        std::vector<float> A(static_cast<size_t>(lda) * a_cols), B(static_cast<size_t>(ldb) * b_cols);
+        std::vector<unsigned char> Ab(A.size() * esize), Bb(B.size() * esize);
+        auto put = [&](std::vector<float>& vals, std::vector<unsigned char>& bytes) {
+          for (size_t i = 0; i < vals.size(); ++i) {
+            float v = u(rng);
+            if (type == CUDA_R_16F) {
+              const uint16_t b = mcpm_emu::double_to_half_bits(v);
+              v = mcpm_emu::half_bits_to_float(b);
+              std::memcpy(&bytes[2 * i], &b, 2);
+            } else if (type == CUDA_R_16BF) {
+              const uint16_t b = mcpm_emu::float_to_bf16_bits(v);
+              v = mcpm_emu::bf16_bits_to_float(b);
+              std::memcpy(&bytes[2 * i], &b, 2);
+            } else {
+              std::memcpy(&bytes[4 * i], &v, 4);
+            }
+            vals[i] = v;
+          }
+        };
+        put(A, Ab);
+        put(B, Bb);
+        std::vector<float> C(static_cast<size_t>(ldc) * n);
+        for (float& v : C) v = u(rng);
+        unsigned char* Ad = device_alloc<unsigned char>(Ab.size());
+        unsigned char* Bd = device_alloc<unsigned char>(Bb.size());
+        float* Cd = device_alloc<float>(C.size());
+        upload(Ad, Ab);
+        upload(Bd, Bb);
+        upload(Cd, C);
+        const float alpha = 1.5f, beta = -0.5f;
+        ASSERT_EQ(cublasGemmEx(h, ta, tb, m, n, k, &alpha, Ad, type, lda, Bd, type, ldb, &beta, Cd, CUDA_R_32F, ldc,
+                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  CUBLAS_STATUS_SUCCESS);
+        const std::vector<float> got = download(Cd, C.size());
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < m; ++i) {
+            double acc = 0.0;
+            for (int p = 0; p < k; ++p) {
+              const double a = ta == CUBLAS_OP_N ? A[static_cast<size_t>(p) * lda + i] : A[static_cast<size_t>(i) * lda + p];
+              const double b = tb == CUBLAS_OP_N ? B[static_cast<size_t>(j) * ldb + p] : B[static_cast<size_t>(p) * ldb + j];
+              acc += a * b;
+            }
+            const double want = alpha * acc + beta * C[static_cast<size_t>(j) * ldc + i];
+            EXPECT_NEAR(got[static_cast<size_t>(j) * ldc + i], want, 1e-5) << "type " << type << " ta " << ta << " tb " << tb;
+          }
+        for (int j = 0; j < n; ++j)  // the padding rows of C are untouched
+          for (int i = m; i < ldc; ++i) EXPECT_EQ(got[static_cast<size_t>(j) * ldc + i], C[static_cast<size_t>(j) * ldc + i]);
+        cudaFree(Ad);
+        cudaFree(Bd);
+        cudaFree(Cd);
+      }
+  // A leading dimension shorter than the rows is refused, as by cuBLAS.
+  const float one = 1.0f;
+  EXPECT_EQ(cublasGemmEx(h, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, nullptr, CUDA_R_32F, 3, nullptr, CUDA_R_32F, 4, &one,
+                         nullptr, CUDA_R_32F, 4, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE);
+  cublasDestroy(h);
+}
+
+TEST_F(Emulator, RadixSortFollowsCubsTemporaryStorageProtocolAndIsStable) {
+  const int n = 1000;
+  std::mt19937 rng(4);
+  std::uniform_int_distribution<int> d(-20, 20);
+  std::vector<float> keys(n);
+  std::vector<int32_t> ids(n);
+  for (int i = 0; i < n; ++i) {
+    keys[static_cast<size_t>(i)] = static_cast<float>(d(rng)) * 0.5f;  // many ties
+    ids[static_cast<size_t>(i)] = i;
+  }
+  keys[3] = -INFINITY;
+  keys[4] = INFINITY;
+  float* kin = device_alloc<float>(n);
+  float* kout = device_alloc<float>(n);
+  int32_t* vin = device_alloc<int32_t>(n);
+  int32_t* vout = device_alloc<int32_t>(n);
+  upload(kin, keys);
+  upload(vin, ids);
+  size_t temp_bytes = 0;
+  ASSERT_EQ(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, kin, kout, vin, vout, n), cudaSuccess);
+  ASSERT_GT(temp_bytes, 0u);
+  unsigned char* temp = device_alloc<unsigned char>(temp_bytes);
+  size_t short_bytes = temp_bytes - 1;
+  EXPECT_EQ(cub::DeviceRadixSort::SortPairsDescending(temp, short_bytes, kin, kout, vin, vout, n),
+            cudaErrorInvalidValue);
+  ASSERT_EQ(cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, kin, kout, vin, vout, n), cudaSuccess);
+  std::vector<size_t> order(n);
+  for (int i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<size_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return keys[a] > keys[b]; });
+  const std::vector<float> got_keys = download(kout, n);
+  const std::vector<int32_t> got_ids = download(vout, n);
+  for (int i = 0; i < n; ++i) {
+    ASSERT_EQ(got_ids[static_cast<size_t>(i)], static_cast<int32_t>(order[static_cast<size_t>(i)])) << i;
+    ASSERT_EQ(got_keys[static_cast<size_t>(i)], keys[order[static_cast<size_t>(i)]]) << i;
+  }
+  for (void* p : {static_cast<void*>(kin), static_cast<void*>(kout), static_cast<void*>(vin), static_cast<void*>(vout),
+                  static_cast<void*>(temp)})
+    cudaFree(p);
 }
 
 }  // namespace

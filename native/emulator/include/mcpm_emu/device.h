@@ -117,8 +117,9 @@ struct KernelCall {
   dim3 grid, block;
   size_t dynamic_smem = 0;
   std::function<void()> run;
-  std::vector<const void*> pointer_args;     // parameters of pointer type (checked at every run)
-  std::vector<const void*> referenced;       // every word of the arguments that may be a pointer
+  std::vector<const void*> pointer_args;  // parameters of pointer type (checked at every run)
+  std::vector<const void*> referenced;    // what the kernel may write: non-const pointer parameters and
+                                          // every pointer-sized word of struct arguments
 };
 
 void submit_launch(cudaStream_t stream, KernelCall call);
@@ -127,7 +128,9 @@ template <class T>
 void note_argument(KernelCall& call, const T& value) {
   if constexpr (std::is_pointer<T>::value) {
     call.pointer_args.push_back(reinterpret_cast<const void*>(value));
-    call.referenced.push_back(reinterpret_cast<const void*>(value));
+    // Memory behind a pointer to const is only read: the race check and the redzone check skip it.
+    if constexpr (!std::is_const<std::remove_pointer_t<T>>::value)
+      call.referenced.push_back(reinterpret_cast<const void*>(value));
   } else if constexpr (std::is_trivially_copyable<T>::value && sizeof(T) >= sizeof(void*) &&
                        alignof(T) >= alignof(void*)) {
     // Structs of arguments may hold device pointers: every aligned word is a candidate.
