@@ -107,6 +107,7 @@ struct Fiber {
   std::vector<AsyncCopy> uncommitted;
   std::deque<std::vector<AsyncCopy>> groups;
   void* asan_fake_stack = nullptr;
+  bool abandoned = true;  // its stack holds frames that never returned (a fault stopped it)
 #if !defined(__x86_64__)
   ucontext_t context;
 #endif
@@ -241,6 +242,7 @@ void fiber_main(Fiber* f) {
   if (!f->groups.empty() || !f->uncommitted.empty())
     kernel_fault("the thread ended with cp.async copies still in flight (a cp.async.wait_group is missing)");
   state_of(*f) = FiberState::Done;
+  f->abandoned = false;
   ++g_block->done;
   switch_to_scheduler(*f, true);
   std::abort();  // never resumed
@@ -254,9 +256,12 @@ void fiber_trampoline(unsigned lo, unsigned hi) {
 
 void prepare_fiber(Fiber& f) {
 #if defined(MCPM_EMU_ASAN)
-  __asan_unpoison_memory_region(f.stack, f.stack_size);  // frames abandoned by a fault stay poisoned
+  // Frames left by a fault (never returned from) keep their poisoned redzones; a finished fiber's
+  // stack is clean.
+  if (f.abandoned) __asan_unpoison_memory_region(f.stack, f.stack_size);
 #endif
   f.asan_fake_stack = nullptr;
+  f.abandoned = true;  // until it finishes
 #if defined(__x86_64__)
   uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t{15};
   top -= 56;  // seven words: after the six pops and the ret, rsp is 16-byte aligned again
