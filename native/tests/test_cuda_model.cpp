@@ -276,7 +276,9 @@ TEST(CudaModel, GraphsOnAndOffGiveIdenticalTokensAcrossBuckets) {
       << "after scratch growth";
   // Emulated, the replays are counted: the "on" sessions really ran recorded graphs (at least one per
   // generated token after each bucket's first).
-  if (kEmulated) EXPECT_GE(GraphReplays() - replays_before, 100) << "graphs were not replayed";
+  if (kEmulated) {
+    EXPECT_GE(GraphReplays() - replays_before, 100) << "graphs were not replayed";
+  }
 }
 
 // InfLLM v2 decode steps are recorded too (apart from dense ones, which share their buckets up to
