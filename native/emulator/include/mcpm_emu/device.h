@@ -219,41 +219,37 @@ inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask,
 inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 
 // ---- atomics: one kernel thread runs at a time, so a read-modify-write is atomic ----
+namespace mcpm_emu {
+template <class T, class F>
+T read_modify_write(T* p, F next) {
+  const T old = *p;
+  *p = next(old);
+  return old;
+}
+}  // namespace mcpm_emu
 template <class T>
 T atomicAdd(T* p, T v) {
-  const T old = *p;
-  *p = old + v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [v](T old) { return static_cast<T>(old + v); });
 }
 template <class T>
 T atomicSub(T* p, T v) {
-  const T old = *p;
-  *p = old - v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [v](T old) { return static_cast<T>(old - v); });
 }
 template <class T>
 T atomicMin(T* p, T v) {
-  const T old = *p;
-  if (v < old) *p = v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [v](T old) { return v < old ? v : old; });
 }
 template <class T>
 T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (v > old) *p = v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [v](T old) { return v > old ? v : old; });
 }
 template <class T>
 T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [v](T) { return v; });
 }
 template <class T>
 T atomicCAS(T* p, T compare, T v) {
-  const T old = *p;
-  if (old == compare) *p = v;
-  return old;
+  return mcpm_emu::read_modify_write(p, [compare, v](T old) { return old == compare ? v : old; });
 }
 
 // ---- loads, bits and math ----
