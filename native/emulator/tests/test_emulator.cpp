@@ -154,6 +154,12 @@ __global__ void cp_async_never_waits(const unsigned char* src) {
   mcpm_emu::cp_async_commit_group();
 }
 
+// Reads a uint4 at `offset` bytes into `in` (misaligned unless a multiple of 16).
+__global__ void load_vector(const unsigned char* in, int offset, unsigned* out) {
+  const uint4 v = __ldg(reinterpret_cast<const uint4*>(in + offset));
+  *out = v.x + v.y + v.z + v.w;
+}
+
 __global__ void big_dynamic_shared(float* out) {
   float* s = reinterpret_cast<float*>(mcpm_emu::dynamic_shared());
   s[threadIdx.x] = 1.0f;
@@ -522,6 +528,21 @@ TEST_F(Emulator, LaunchLimitsAreEnforcedAsOnHardware) {
   cudaFuncAttributes attributes{};
   EXPECT_EQ(cudaFuncGetAttributes(&attributes, big_dynamic_shared), cudaSuccess);
   EXPECT_EQ(attributes.maxDynamicSharedSizeBytes, 64 * 1024);
+  cudaFree(out);
+}
+
+TEST_F(Emulator, MisalignedVectorLoadIsAFault) {
+  unsigned char* in = device_alloc<unsigned char>(64);
+  unsigned* out = device_alloc<unsigned>(1);
+  upload(in, std::vector<unsigned char>(64, 1));
+  LAUNCH(1, 1, 0, nullptr, load_vector)(in, 16, out);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << mcpm_emu::last_fault();
+  EXPECT_EQ(download(out, 1)[0], 4u * 0x01010101u);
+  LAUNCH(1, 1, 0, nullptr, load_vector)(in, 4, out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(mcpm_emu::last_fault().find("misaligned"), std::string::npos) << mcpm_emu::last_fault();
+  mcpm_emu::clear_fault();
+  cudaFree(in);
   cudaFree(out);
 }
 

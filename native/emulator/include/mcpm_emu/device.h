@@ -253,8 +253,10 @@ T atomicCAS(T* p, T compare, T v) {
 }
 
 // ---- loads, bits and math ----
+// A load the hardware faults on when misaligned (a uint4 / float4 needs 16 bytes): checked here.
 template <class T>
 inline T __ldg(const T* p) {
+  if (reinterpret_cast<uintptr_t>(p) % alignof(T) != 0) mcpm_emu::kernel_fault("__ldg from a misaligned address");
   return *p;
 }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
