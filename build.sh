@@ -41,8 +41,9 @@ configure_and_build() {  # dir, extra cmake args...
 native_release() { configure_and_build "$BUILD_DIR/native" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=OFF "$@"; }
 
 # The CUDA backend's compile check: the library, the CUDA tests and the benchmark for CUDA_ARCHS
-# (default sm_80 only, to keep CI short), then the CUDA tests (skipped without a GPU). nvcc 11.x
-# refuses GCC 12, so clang++-14 is its host compiler when installed.
+# (default sm_80 only, to keep CI short). Their tests run on the emulated device (cuda_emulated_tier)
+# and, on a GPU, in scripts/gpu-check.sh. nvcc 11.x refuses GCC 12, so clang++-14 is its host compiler
+# when installed.
 cuda_tier() {
   local nvcc host=()
   nvcc=$(command -v nvcc 2>/dev/null || true)
@@ -59,7 +60,7 @@ cuda_tier() {
   if "$nvcc" --version | grep -q "release 11\." && command -v clang++-14 >/dev/null 2>&1; then
     host=(-DCMAKE_CUDA_HOST_COMPILER=clang++-14)
   fi
-  echo "== CUDA backend: compile check for sm_${CUDA_ARCHS:-80} ($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p')${host:+, host clang++-14}) and its tests"
+  echo "== CUDA backend: compile check for sm_${CUDA_ARCHS:-80} ($("$nvcc" --version | sed -n 's/.*release \([0-9.]*\).*/nvcc \1/p')${host:+, host clang++-14})"
   local t0=$SECONDS dir="$BUILD_DIR/native-cuda"
   if ! cmake -S native -B "$dir" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DMCPM_CUDA=ON \
       -DCMAKE_CUDA_COMPILER="$nvcc" -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80}" "${host[@]}" \
