@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -187,6 +189,30 @@ void upload(T* p, const std::vector<T>& v) {
   ASSERT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
 }
 
+// out[i] = in[i] * k (i < n), captured on a stream of its own and instantiated; nothing runs yet.
+class CapturedScale {
+ public:
+  CapturedScale(const float* in, float* out, float k, int n) {
+    EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+    EXPECT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    LAUNCH((n + 255) / 256, 256, 0, stream_, scale_by)(in, out, k, n);
+    EXPECT_EQ(cudaStreamEndCapture(stream_, &graph_), cudaSuccess);
+    EXPECT_EQ(cudaGraphInstantiate(&exec_, graph_, 0), cudaSuccess);
+  }
+  ~CapturedScale() {
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+    cudaStreamDestroy(stream_);
+  }
+  cudaError_t Replay() { return cudaGraphLaunch(exec_, stream_); }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 class Emulator : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -209,6 +235,13 @@ class Emulator : public ::testing::Test {
 };
 
 const Order kOrders[] = {Order::Forward, Order::Reverse, Order::Random};
+
+// The sticky fault mentions every one of `parts`; the device is then reset for the rest of the test.
+void ExpectFaultMentions(std::initializer_list<const char*> parts) {
+  const std::string fault = mcpm_emu::last_fault();
+  for (const char* part : parts) EXPECT_NE(fault.find(part), std::string::npos) << part << " in: " << fault;
+  mcpm_emu::clear_fault();
+}
 
 // ---- tests ---------------------------------------------------------------------------------------------
 
@@ -288,13 +321,9 @@ TEST_F(Emulator, LaneThatSkipsACollectiveIsAFaultNotAHang) {
   float* out = device_alloc<float>(32);
   LAUNCH(1, 32, 0, nullptr, lane_skips_shuffle)(out);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  const std::string fault = mcpm_emu::last_fault();
-  EXPECT_NE(fault.find("lane_skips_shuffle"), std::string::npos) << fault;
-  EXPECT_NE(fault.find("__shfl_xor_sync"), std::string::npos) << fault;
-  EXPECT_NE(fault.find("lane 5 has exited"), std::string::npos) << fault;
   // Sticky, as on hardware, until the device is reset.
   EXPECT_EQ(cudaMemcpy(out, out, 4, cudaMemcpyDeviceToDevice), cudaErrorLaunchFailure);
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"lane_skips_shuffle", "__shfl_xor_sync", "lane 5 has exited"});
   cudaFree(out);
 }
 
@@ -302,10 +331,7 @@ TEST_F(Emulator, BarrierThatSomeThreadsSkipIsAFault) {
   float* out = device_alloc<float>(64);
   LAUNCH(1, 64, 0, nullptr, half_block_skips_barrier)(out);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  const std::string fault = mcpm_emu::last_fault();
-  EXPECT_NE(fault.find("32 threads wait at __syncthreads but 32 threads of the block have exited"), std::string::npos)
-      << fault;
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"32 threads wait at __syncthreads but 32 threads of the block have exited"});
   cudaFree(out);
 }
 
@@ -329,10 +355,7 @@ TEST_F(Emulator, RaceCheckFindsTheMissingSyncthreadsOfABlockReduction) {
 
   LAUNCH(1, 256, 0, nullptr, block_sum<true>)(xd, out);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  const std::string fault = mcpm_emu::last_fault();
-  EXPECT_NE(fault.find("block_sum<true>"), std::string::npos) << fault;
-  EXPECT_NE(fault.find("data race"), std::string::npos) << fault;
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"block_sum<true>", "data race"});
   cudaFree(xd);
   cudaFree(out);
 }
@@ -350,10 +373,7 @@ TEST_F(Emulator, OffByOneIndexIsCaught) {
 #else
   LAUNCH(4, 256, 0, nullptr, copy_n<true>)(in, out, n);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  const std::string fault = mcpm_emu::last_fault();
-  EXPECT_NE(fault.find("copy_n<true>"), std::string::npos) << fault;
-  EXPECT_NE(fault.find("past its end"), std::string::npos) << fault;
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"copy_n<true>", "past its end"});
 #endif
   cudaFree(in);
   cudaFree(out);
@@ -414,8 +434,7 @@ TEST_F(Emulator, CpAsyncZeroFillsAndLandsOnlyAtItsWait) {
   }
   LAUNCH(1, 32, 0, nullptr, cp_async_never_waits)(s);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  EXPECT_NE(mcpm_emu::last_fault().find("cp.async copies still in flight"), std::string::npos) << mcpm_emu::last_fault();
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"cp.async copies still in flight"});
   cudaFree(s);
   cudaFree(out);
 }
@@ -439,24 +458,16 @@ TEST_F(Emulator, GraphReplayReadsDeviceMemoryNowAndArgumentsAsCaptured) {
   float* in = device_alloc<float>(n);
   float* out = device_alloc<float>(n);
   upload(in, std::vector<float>(n, 1.5f));
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  float k = 3.0f;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-  LAUNCH(2, 256, 0, stream, scale_by)(in, out, k, n);
-  cudaGraph_t graph = nullptr;
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  EXPECT_TRUE(std::isnan(download(out, 1)[0])) << "captured, not run: out still holds the fill pattern";
-  upload(in, std::vector<float>(n, 2.0f));  // after capture: the replay reads it
-  k = 100.0f;                               // a host value: the replay uses the captured 3
-  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  for (float v : download(out, n)) ASSERT_EQ(v, 6.0f);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
+  {
+    float k = 3.0f;
+    CapturedScale graph(in, out, k, n);
+    EXPECT_TRUE(std::isnan(download(out, 1)[0])) << "captured, not run: out still holds the fill pattern";
+    upload(in, std::vector<float>(n, 2.0f));  // after capture: the replay reads it
+    k = 100.0f;                               // a host value: the replay uses the captured 3
+    ASSERT_EQ(graph.Replay(), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(graph.stream()), cudaSuccess);
+    for (float v : download(out, n)) ASSERT_EQ(v, 6.0f);
+  }
   cudaFree(in);
   cudaFree(out);
 }
@@ -466,25 +477,12 @@ TEST_F(Emulator, GraphThatCapturedAFreedPointerFaultsAtReplay) {
   float* in = device_alloc<float>(n);
   float* out = device_alloc<float>(n);
   upload(in, std::vector<float>(n, 1.0f));
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
-  LAUNCH(1, 64, 0, stream, scale_by)(in, out, 2.0f, n);
-  cudaGraph_t graph = nullptr;
-  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
-  cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  CapturedScale graph(in, out, 2.0f, n);
   // The input is reallocated (as a scratch buffer that grows) without re-recording the graph.
   ASSERT_EQ(cudaFree(in), cudaSuccess);
   float* bigger = device_alloc<float>(4 * n);
-  EXPECT_EQ(cudaGraphLaunch(exec, stream), cudaErrorLaunchFailure);
-  const std::string fault = mcpm_emu::last_fault();
-  EXPECT_NE(fault.find("scale_by"), std::string::npos) << fault;
-  EXPECT_NE(fault.find("not in device memory"), std::string::npos) << fault;
-  mcpm_emu::clear_fault();
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
+  EXPECT_EQ(graph.Replay(), cudaErrorLaunchFailure);
+  ExpectFaultMentions({"scale_by", "not in device memory"});
   cudaFree(bigger);
   cudaFree(out);
 }
@@ -540,8 +538,7 @@ TEST_F(Emulator, MisalignedVectorLoadIsAFault) {
   EXPECT_EQ(download(out, 1)[0], 4u * 0x01010101u);
   LAUNCH(1, 1, 0, nullptr, load_vector)(in, 4, out);
   EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
-  EXPECT_NE(mcpm_emu::last_fault().find("misaligned"), std::string::npos) << mcpm_emu::last_fault();
-  mcpm_emu::clear_fault();
+  ExpectFaultMentions({"misaligned"});
   cudaFree(in);
   cudaFree(out);
 }
