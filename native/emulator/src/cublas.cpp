@@ -95,7 +95,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa, cub
   const size_t a_bytes = ((a_cols ? a_cols - 1 : 0) * lda + a_rows) * type_size(Atype);
   const size_t b_bytes = ((b_cols ? b_cols - 1 : 0) * ldb + b_rows) * type_size(Btype);
   const size_t c_bytes = (static_cast<size_t>(n - 1) * ldc + m) * type_size(Ctype);
-  const cudaError_t err = enqueue_device_work(handle->stream, "cublasGemmEx", [=] {
+  const cudaError_t err = enqueue_device_work(handle->stream, [=] {
     if ((k > 0 && (!is_device_range(A, a_bytes) || !is_device_range(B, b_bytes))) || !is_device_range(C, c_bytes)) {
       device_fault("cublasGemmEx: an operand lies outside device memory (freed, or a captured stale pointer)");
       return;

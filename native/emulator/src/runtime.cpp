@@ -18,10 +18,8 @@ namespace mcpm_emu {
 
 // ---- streams, events and graphs -------------------------------------------------------------------------
 
-struct DeviceWork {
-  std::string what;
-  std::function<void()> run;
-};
+// A recorded stream operation: a launch, copy, memset, GEMM or sort with its arguments.
+using DeviceWork = std::function<void()>;
 
 struct Graph {
   std::vector<DeviceWork> work;
@@ -32,10 +30,8 @@ struct GraphExec {
 };
 
 struct Stream {
-  unsigned flags = 0;
   bool capturing = false;
   bool invalidated = false;
-  std::string invalid_reason;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
   std::thread::id capture_thread;
   std::unique_ptr<Graph> graph;
@@ -50,7 +46,6 @@ namespace {
 
 struct DeviceState {
   std::recursive_mutex lock;
-  bool configured = false;
   DeviceConfig config;
   ScheduleConfig schedule;
   Stats stats;
@@ -115,15 +110,19 @@ cudaError_t fail(cudaError_t err) {
   return err;
 }
 
+// Marks a capture failed, as the hardware does for an operation it cannot record: its
+// cudaStreamEndCapture returns cudaErrorStreamCaptureInvalidated. Says why once.
+void invalidate_capture(Stream& s, const char* why) {
+  if (s.invalidated) return;
+  s.invalidated = true;
+  std::fprintf(stderr, "CUDA emulator: %s invalidates the stream capture in progress\n", why);
+}
+
 // An API call that a capture in this thread forbids (it would synchronise or allocate).
 bool refused_by_capture(const char* what) {
   Stream* s = t_capturing;
   if (!s || !s->capturing || s->mode == cudaStreamCaptureModeRelaxed) return false;
-  if (!s->invalidated) {
-    s->invalidated = true;
-    s->invalid_reason = std::string(what) + " during stream capture";
-    std::fprintf(stderr, "CUDA emulator: %s invalidates the stream capture in progress\n", what);
-  }
+  invalidate_capture(*s, what);
   return true;
 }
 
@@ -142,11 +141,11 @@ bool is_host_pointer(const void* p) {
 }
 
 // Runs or records device work on a stream.
-cudaError_t submit(cudaStream_t stream, const char* what, std::function<void()> work) {
+cudaError_t submit(cudaStream_t stream, DeviceWork work) {
   DeviceState& d = state();
   if (stream && stream->capturing) {
     if (stream->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
-    stream->graph->work.push_back(DeviceWork{what, std::move(work)});
+    stream->graph->work.push_back(std::move(work));
     ++d.stats.captured_ops;
     return cudaSuccess;
   }
@@ -173,16 +172,11 @@ cudaError_t copy_checked(void* dst, const void* src, size_t bytes, cudaMemcpyKin
   const bool touches_host = !want_dst_device || !want_src_device;
   if (stream && stream->capturing && touches_host) {
     // All host memory here is pageable; a captured copy from it would replay stale bytes.
-    if (!stream->invalidated) {
-      stream->invalidated = true;
-      stream->invalid_reason = "a copy between pageable host memory and the device during capture";
-      std::fprintf(stderr, "CUDA emulator: %s invalidates the stream capture in progress\n",
-                   stream->invalid_reason.c_str());
-    }
+    invalidate_capture(*stream, "a copy between pageable host memory and the device");
     return fail(cudaErrorStreamCaptureUnsupported);
   }
   if (!async && refused_by_capture("cudaMemcpy")) return fail(cudaErrorStreamCaptureUnsupported);
-  return submit(stream, "memcpy", [dst, src, bytes, want_dst_device, want_src_device] {
+  return submit(stream, [dst, src, bytes, want_dst_device, want_src_device] {
     if ((want_dst_device && !device_range(dst, bytes)) || (want_src_device && !device_range(src, bytes))) {
       device_fault("a recorded cudaMemcpyAsync touches freed device memory");
       return;
@@ -195,7 +189,7 @@ cudaError_t set_checked(void* dst, int value, size_t bytes, cudaStream_t stream,
   if (bytes == 0) return cudaSuccess;
   if (!device_range(dst, bytes)) return fail(cudaErrorInvalidValue);
   if (!async && refused_by_capture("cudaMemset")) return fail(cudaErrorStreamCaptureUnsupported);
-  return submit(stream, "memset", [dst, value, bytes] {
+  return submit(stream, [dst, value, bytes] {
     if (!device_range(dst, bytes)) {
       device_fault("a recorded cudaMemsetAsync touches freed device memory");
       return;
@@ -262,9 +256,9 @@ size_t dynamic_smem_limit(const void* func) {
   return it == d.dynamic_smem_limits.end() ? d.config.smem_per_block : static_cast<size_t>(it->second);
 }
 
-cudaError_t enqueue_device_work(cudaStream_t stream, const char* what, std::function<void()> work) {
+cudaError_t enqueue_device_work(cudaStream_t stream, std::function<void()> work) {
   std::lock_guard<std::recursive_mutex> hold(device_lock());
-  return submit(stream, what, std::move(work));
+  return submit(stream, std::move(work));
 }
 
 bool is_device_range(const void* p, size_t bytes) {
@@ -276,7 +270,6 @@ void device_fault(const std::string& message) { raise_fault(message); }
 
 void submit_launch(cudaStream_t stream, KernelCall call) {
   std::lock_guard<std::recursive_mutex> hold(device_lock());
-  DeviceState& d = state();
   const uint64_t threads = uint64_t{call.block.x} * call.block.y * call.block.z;
   if (call.block.x == 0 || call.block.y == 0 || call.block.z == 0 || call.block.x > 1024 || call.block.y > 1024 ||
       call.block.z > 64 || threads > 1024 || call.grid.x == 0 || call.grid.y == 0 || call.grid.z == 0 ||
@@ -284,27 +277,17 @@ void submit_launch(cudaStream_t stream, KernelCall call) {
     std::fprintf(stderr, "CUDA emulator: kernel %s: invalid launch configuration <<<(%u,%u,%u), (%u,%u,%u)>>>\n",
                  call.name, call.grid.x, call.grid.y, call.grid.z, call.block.x, call.block.y, call.block.z);
     fail(cudaErrorInvalidConfiguration);
-    if (stream && stream->capturing) stream->invalidated = true;
+    if (stream && stream->capturing) invalidate_capture(*stream, "an invalid launch configuration");
     return;
   }
   if (call.dynamic_smem > dynamic_smem_limit(call.func)) {
     std::fprintf(stderr, "CUDA emulator: kernel %s: %zu bytes of dynamic shared memory, over its limit of %zu "
                  "(cudaFuncSetAttribute raises it)\n", call.name, call.dynamic_smem, dynamic_smem_limit(call.func));
     fail(cudaErrorInvalidValue);
-    if (stream && stream->capturing) stream->invalidated = true;
+    if (stream && stream->capturing) invalidate_capture(*stream, "a launch over its shared-memory limit");
     return;
   }
-  if (!stream || !stream->capturing) {
-    if (d.faulted) {
-      fail(cudaErrorLaunchFailure);
-      return;
-    }
-    execute_kernel(call);
-    if (d.faulted) fail(cudaErrorLaunchFailure);
-    return;
-  }
-  auto shared_call = std::make_shared<KernelCall>(std::move(call));
-  submit(stream, shared_call->name, [shared_call] { execute_kernel(*shared_call); });
+  submit(stream, [call = std::move(call)] { execute_kernel(call); });
 }
 
 // ---- emulator.h --------------------------------------------------------------------------------------
@@ -604,7 +587,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue);
   if (state().config.devices <= 0) return fail(cudaErrorNoDevice);
   auto* s = new mcpm_emu::Stream();
-  s->flags = flags;
+  (void)flags;  // every emulated stream is independent of the legacy default stream
   state().streams.push_back(s);
   *stream = s;
   return cudaSuccess;
@@ -624,8 +607,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   Hold hold(device_lock());
   if (stream && stream->capturing) {
-    stream->invalidated = true;
-    stream->invalid_reason = "cudaStreamSynchronize on the capturing stream";
+    mcpm_emu::invalidate_capture(*stream, "cudaStreamSynchronize on the capturing stream");
     return fail(cudaErrorStreamCaptureUnsupported);
   }
   if (mcpm_emu::refused_by_capture("cudaStreamSynchronize")) return fail(cudaErrorStreamCaptureUnsupported);
@@ -655,8 +637,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   Hold hold(device_lock());
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   if (stream && stream->capturing) {  // event nodes (fork/join) are not emulated
-    stream->invalidated = true;
-    stream->invalid_reason = "cudaEventRecord during capture (not emulated)";
+    mcpm_emu::invalidate_capture(*stream, "cudaEventRecord (event nodes are not emulated)");
     return fail(cudaErrorStreamCaptureUnsupported);
   }
   event->recorded = true;
@@ -687,7 +668,6 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   if (state().faulted) return fail(cudaErrorLaunchFailure);
   stream->capturing = true;
   stream->invalidated = false;
-  stream->invalid_reason.clear();
   stream->mode = mode;
   stream->capture_thread = std::this_thread::get_id();
   stream->graph = std::make_unique<mcpm_emu::Graph>();
@@ -738,7 +718,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (state().faulted) return fail(cudaErrorLaunchFailure);
   ++state().stats.graph_launches;
   for (const mcpm_emu::DeviceWork& w : exec->work) {
-    w.run();
+    w();
     if (state().faulted) return fail(cudaErrorLaunchFailure);
   }
   return cudaSuccess;

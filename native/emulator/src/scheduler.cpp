@@ -3,8 +3,8 @@
 // barrier, a warp collective or its end, releases barriers and warp collectives when complete, and
 // turns any state that could never complete into a fault that names the kernel and the lanes.
 //
-// Fibers switch with a few instructions of assembly on x86-64 (callee-saved registers, MXCSR and the
-// x87 control word), and with ucontext elsewhere; AddressSanitizer is told about every switch.
+// Fibers switch with a few instructions of assembly on x86-64 (the callee-saved registers), and with
+// ucontext elsewhere; AddressSanitizer is told about every switch.
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -231,9 +231,8 @@ void switch_away(Fiber& f, bool final, bool to_scheduler) {
   asan_finish_switch(f.asan_fake_stack, nullptr, nullptr);
 }
 
-void switch_to_scheduler(Fiber& f, bool final) { switch_away(f, final, false); }
-
-void retire_copies(Fiber& f, size_t keep_groups);
+// Suspends the running fiber (or ends it, `final`) and runs the round's next ready fiber.
+void pass_on(Fiber& f, bool final) { switch_away(f, final, false); }
 
 // A fiber's whole life: the kernel body, then a final switch.
 void fiber_main(Fiber* f) {
@@ -244,7 +243,7 @@ void fiber_main(Fiber* f) {
   state_of(*f) = FiberState::Done;
   f->abandoned = false;
   ++g_block->done;
-  switch_to_scheduler(*f, true);
+  pass_on(*f, true);
   std::abort();  // never resumed
 }
 
@@ -384,15 +383,8 @@ void poison_shared() {
 bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
   const unsigned threads = call.block.x * call.block.y * call.block.z;
   const uint64_t blocks = uint64_t{call.grid.x} * call.grid.y * call.grid.z;
-  static std::vector<Fiber> pool;  // kept across launches (one kernel runs at a time)
-  if (pool.size() < threads) pool.resize(threads);
-  std::vector<Fiber> fibers;
-  fibers.swap(pool);
-  struct GiveBack {
-    std::vector<Fiber>& pool;
-    std::vector<Fiber>& fibers;
-    ~GiveBack() { pool.swap(fibers); }
-  } give_back{pool, fibers};
+  static std::vector<Fiber> fibers;  // kept across launches (one kernel runs at a time)
+  if (fibers.size() < threads) fibers.resize(threads);
   g_states.assign(threads, FiberState::Ready);
   g_stats = &stats_ref();
   for (unsigned i = 0; i < threads; ++i) {
@@ -451,8 +443,8 @@ bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
       f.groups.clear();
       prepare_fiber(f);
     }
-    ++stats_ref().blocks;
-    stats_ref().threads += threads;
+    ++g_stats->blocks;
+    g_stats->threads += threads;
     if (!run_block(b, order, rng)) {
       ok = false;
       break;
@@ -460,7 +452,7 @@ bool run_grid(const KernelCall& call, Order order, uint64_t seed) {
   }
   g_block = nullptr;
   g_dynamic_smem = nullptr;
-  ++stats_ref().launches;
+  ++g_stats->launches;
   return ok;
 }
 
@@ -494,7 +486,7 @@ void syncthreads() {
   Fiber& f = *g_current;
   state_of(f) = FiberState::AtBarrier;
   ++g_block->at_barrier;
-  switch_to_scheduler(f, false);
+  pass_on(f, false);
 }
 
 namespace {
@@ -534,7 +526,7 @@ void warp_collective(const char* what, unsigned mask, void* io, Combine combine)
   p->arrived |= 1u << lane;
   if (p->arrived != mask) {
     state_of(f) = FiberState::AtWarp;
-    switch_to_scheduler(f, false);
+    pass_on(f, false);
     return;
   }
   // The last lane: exchange, release the others, go on.
@@ -675,45 +667,15 @@ void cp_async_wait_group(int pending) { retire_copies(*g_current, static_cast<si
 // ---- running a launch --------------------------------------------------------------------------------
 
 namespace {
-void run_checked(const KernelCall& call);
-}
-
-void execute_kernel(const KernelCall& call) {
-  if (device_faulted()) return;
-  for (size_t i = 0; i < call.pointer_args.size(); ++i) {
-    const void* p = call.pointer_args[i];
-    uintptr_t base = 0;
-    size_t size = 0;
-    if (p && !find_allocation(p, &base, &size)) {
-      char text[64];
-      std::snprintf(text, sizeof text, "%p", p);
-      raise_fault("kernel " + std::string(call.name) + ": pointer argument " + std::to_string(i) + " (" + text +
-                  ") is not in device memory (freed, never allocated, or a host pointer; a graph replay reads "
-                  "the pointers it captured)");
-      return;
-    }
-  }
-  run_checked(call);
-  // Out-of-bounds writes into the redzones of the allocations the kernel could reach.
-  for (const Snapshot& s : reachable_allocations(call)) {
-    const std::string damage = check_redzones(reinterpret_cast<uintptr_t>(s.base), s.size);
-    if (damage.empty()) continue;
-    restore_redzones(reinterpret_cast<uintptr_t>(s.base), s.size);
-    raise_fault("kernel " + std::string(call.name) + " " + damage);
-    return;
-  }
-}
-
-namespace {
-// One run, or two under the race check (forward, then reverse or another random order), compared.
-void run_checked(const KernelCall& call) {
+// One run, or two under the race check (forward, then reverse or another random order) from the same
+// contents of `memory` (what the kernel may write), compared.
+void run_checked(const KernelCall& call, std::vector<Snapshot>& memory) {
   const ScheduleConfig schedule = schedule_ref();
   const uint64_t seed = schedule.seed + stats_ref().launches;
   if (!schedule.race_check) {
     run_grid(call, schedule.order, seed);
     return;
   }
-  std::vector<Snapshot> memory = reachable_allocations(call);
   size_t total = 0;
   for (const Snapshot& s : memory) total += s.size;
   if (total > kRaceCheckMaxBytes) {
@@ -748,5 +710,32 @@ void run_checked(const KernelCall& call) {
 }
 
 }  // namespace
+
+void execute_kernel(const KernelCall& call) {
+  if (device_faulted()) return;
+  for (size_t i = 0; i < call.pointer_args.size(); ++i) {
+    const void* p = call.pointer_args[i];
+    uintptr_t base = 0;
+    size_t size = 0;
+    if (p && !find_allocation(p, &base, &size)) {
+      char text[64];
+      std::snprintf(text, sizeof text, "%p", p);
+      raise_fault("kernel " + std::string(call.name) + ": pointer argument " + std::to_string(i) + " (" + text +
+                  ") is not in device memory (freed, never allocated, or a host pointer; a graph replay reads "
+                  "the pointers it captured)");
+      return;
+    }
+  }
+  std::vector<Snapshot> memory = reachable_allocations(call);
+  run_checked(call, memory);
+  // Out-of-bounds writes into the redzones of the allocations the kernel could reach.
+  for (const Snapshot& s : memory) {
+    const std::string damage = check_redzones(reinterpret_cast<uintptr_t>(s.base), s.size);
+    if (damage.empty()) continue;
+    restore_redzones(reinterpret_cast<uintptr_t>(s.base), s.size);
+    raise_fault("kernel " + std::string(call.name) + " " + damage);
+    return;
+  }
+}
 
 }  // namespace mcpm_emu

@@ -43,7 +43,7 @@ cudaError_t radix_sort_pairs(bool descending, void* temp, size_t& temp_bytes, co
   }
   if (temp_bytes < need || n < 0 || begin_bit < 0 || end_bit > static_cast<int>(8 * sizeof(K)) || begin_bit >= end_bit)
     return cudaErrorInvalidValue;
-  return enqueue_device_work(stream, "cub::DeviceRadixSort", [=] {
+  return enqueue_device_work(stream, [=] {
     const size_t count = static_cast<size_t>(n);
     if (!is_device_range(temp, need) || !is_device_range(keys_in, count * sizeof(K)) ||
         !is_device_range(keys_out, count * sizeof(K)) || !is_device_range(values_in, count * sizeof(V)) ||

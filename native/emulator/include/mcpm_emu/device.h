@@ -38,7 +38,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static __attribute__((section("mcpm_emu_shared")))
@@ -184,15 +183,12 @@ Launch<P...> make_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t stream
 #define blockIdx (::mcpm_emu::g_block_idx)
 #define blockDim (::mcpm_emu::g_block_dim)
 #define gridDim (::mcpm_emu::g_grid_dim)
-constexpr int warpSize = 32;
 
 // ---- barriers and warp collectives ----
 inline void __syncthreads() { mcpm_emu::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   mcpm_emu::warp_collective("__syncwarp", mask, nullptr, &mcpm_emu::combine_nothing);
 }
-inline void __threadfence() {}
-inline void __threadfence_block() {}
 
 template <class T>
 T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
@@ -215,8 +211,6 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
   mcpm_emu::warp_collective("__ballot_sync", mask, &r, &mcpm_emu::combine_ballot);
   return r.result;
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
-inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 
 // ---- atomics: one kernel thread runs at a time, so a read-modify-write is atomic ----
 namespace mcpm_emu {
@@ -232,24 +226,8 @@ T atomicAdd(T* p, T v) {
   return mcpm_emu::read_modify_write(p, [v](T old) { return static_cast<T>(old + v); });
 }
 template <class T>
-T atomicSub(T* p, T v) {
-  return mcpm_emu::read_modify_write(p, [v](T old) { return static_cast<T>(old - v); });
-}
-template <class T>
 T atomicMin(T* p, T v) {
   return mcpm_emu::read_modify_write(p, [v](T old) { return v < old ? v : old; });
-}
-template <class T>
-T atomicMax(T* p, T v) {
-  return mcpm_emu::read_modify_write(p, [v](T old) { return v > old ? v : old; });
-}
-template <class T>
-T atomicExch(T* p, T v) {
-  return mcpm_emu::read_modify_write(p, [v](T) { return v; });
-}
-template <class T>
-T atomicCAS(T* p, T compare, T v) {
-  return mcpm_emu::read_modify_write(p, [compare, v](T old) { return old == compare ? v : old; });
 }
 
 // ---- loads, bits and math ----
@@ -260,27 +238,12 @@ inline T __ldg(const T* p) {
   return *p;
 }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
-inline int __popcll(unsigned long long v) { return __builtin_popcountll(v); }
-inline int __clz(unsigned v) { return v ? __builtin_clz(v) : 32; }
-inline int __ffs(unsigned v) { return v ? __builtin_ctz(v) + 1 : 0; }
-inline unsigned __brev(unsigned v) {
-  unsigned r = 0;
-  for (int i = 0; i < 32; ++i) r |= ((v >> i) & 1u) << (31 - i);
-  return r;
-}
 inline float __uint_as_float(unsigned u) { return mcpm_emu::bits_float(u); }
 inline unsigned __float_as_uint(float f) { return mcpm_emu::float_bits(f); }
-inline float __int_as_float(int i) { return mcpm_emu::bits_float(static_cast<unsigned>(i)); }
-inline int __float_as_int(float f) { return static_cast<int>(mcpm_emu::float_bits(f)); }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __expf(float v) { return std::exp(v); }
-inline float __logf(float v) { return std::log(v); }
-inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
-inline float __saturatef(float v) { return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v); }
 template <class A, class B>
 inline std::common_type_t<A, B> min(A a, B b) {
   using C = std::common_type_t<A, B>;

@@ -94,32 +94,30 @@ struct alignas(4) __nv_bfloat162 {
 
 inline float __half2float(__half h) { return mcpm_emu::half_bits_to_float(h.__x); }
 inline __half __float2half_rn(float f) { return __half(mcpm_emu::double_to_half_bits(f), true); }
-inline __half __float2half(float f) { return __float2half_rn(f); }
 inline float __bfloat162float(__nv_bfloat16 h) { return mcpm_emu::bf16_bits_to_float(h.__x); }
 inline __nv_bfloat16 __float2bfloat16_rn(float f) {
   __nv_bfloat16 r;
   r.__x = mcpm_emu::float_to_bf16_bits(f);
   return r;
 }
-inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 
 inline __half2 __half2half2(__half h) { return __half2{h, h}; }
-inline __half2 __floats2half2_rn(float a, float b) { return __half2{__float2half_rn(a), __float2half_rn(b)}; }
 
 namespace mcpm_emu {
-inline __half half_op(__half a, __half b, int op) {
-  const double x = half_bits_to_float(a.__x), y = half_bits_to_float(b.__x);
-  const double r = op == 0 ? x + y : op == 1 ? x - y : x * y;  // exact in double for halves
-  return __half(double_to_half_bits(r), true);
-}
+// The difference or product of two halves is exact in double; rounding it once gives the hardware's
+// correctly rounded result.
+inline __half round_to_half(double exact) { return __half(double_to_half_bits(exact), true); }
+inline double wide(__half h) { return half_bits_to_float(h.__x); }
 }  // namespace mcpm_emu
 
-inline __half __hadd(__half a, __half b) { return mcpm_emu::half_op(a, b, 0); }
-inline __half __hsub(__half a, __half b) { return mcpm_emu::half_op(a, b, 1); }
-inline __half __hmul(__half a, __half b) { return mcpm_emu::half_op(a, b, 2); }
-inline __half2 __hadd2(__half2 a, __half2 b) { return __half2{__hadd(a.x, b.x), __hadd(a.y, b.y)}; }
-inline __half2 __hsub2(__half2 a, __half2 b) { return __half2{__hsub(a.x, b.x), __hsub(a.y, b.y)}; }
-inline __half2 __hmul2(__half2 a, __half2 b) { return __half2{__hmul(a.x, b.x), __hmul(a.y, b.y)}; }
+inline __half2 __hsub2(__half2 a, __half2 b) {
+  using mcpm_emu::round_to_half, mcpm_emu::wide;
+  return __half2{round_to_half(wide(a.x) - wide(b.x)), round_to_half(wide(a.y) - wide(b.y))};
+}
+inline __half2 __hmul2(__half2 a, __half2 b) {
+  using mcpm_emu::round_to_half, mcpm_emu::wide;
+  return __half2{round_to_half(wide(a.x) * wide(b.x)), round_to_half(wide(a.y) * wide(b.y))};
+}
 
 inline float2 __half22float2(__half2 h) { return float2{__half2float(h.x), __half2float(h.y)}; }
 inline float2 __bfloat1622float2(__nv_bfloat162 h) { return float2{__bfloat162float(h.x), __bfloat162float(h.y)}; }

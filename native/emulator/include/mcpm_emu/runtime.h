@@ -187,7 +187,7 @@ inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F* func) {
 namespace mcpm_emu {
 // Queues `work` on `stream` in order: runs it now, or records it while the stream captures. `work`
 // runs with the device lock held and reports problems through kernel-style faults (device_fault).
-cudaError_t enqueue_device_work(cudaStream_t stream, const char* what, std::function<void()> work);
+cudaError_t enqueue_device_work(cudaStream_t stream, std::function<void()> work);
 // Whether [p, p + bytes) lies inside one live device allocation.
 bool is_device_range(const void* p, size_t bytes);
 // A sticky device fault raised by emulated library work (as an illegal address would be on hardware).
