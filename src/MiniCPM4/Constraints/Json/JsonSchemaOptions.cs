@@ -1,0 +1,23 @@
+namespace MiniCPM4.Constraints.Json;
+
+/// <summary>How <see cref="JsonSchemaCompiler"/> shapes the accepted JSON text.</summary>
+public sealed record JsonSchemaOptions
+{
+    /// <summary>The most JSON whitespace bytes (space, tab, newline, carriage return) allowed before each lexeme
+    /// (punctuation, string, number, literal); 0 = compact output only.</summary>
+    public int MaxWhitespace { get; init; } = 20;
+
+    /// <summary>
+    /// Whether an object schema without <c>additionalProperties</c> allows properties it does not declare (the JSON
+    /// Schema meaning, the default). False treats such schemas as closed (<c>additionalProperties: false</c>), which
+    /// is stricter and keeps the model to the declared properties.
+    /// </summary>
+    public bool AllowUndeclaredProperties { get; init; } = true;
+
+    /// <summary>The most alternatives one schema may expand into (<c>anyOf</c> / <c>oneOf</c> distributed over the
+    /// rest of the schema, pattern-property key regions) before compilation fails.</summary>
+    public int MaxAlternatives { get; init; } = 256;
+
+    /// <summary>The most nonterminals the grammar may have before compilation fails.</summary>
+    public int MaxNonterminals { get; init; } = 200_000;
+}
