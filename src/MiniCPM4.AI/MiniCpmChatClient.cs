@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.AI;
+using MiniCPM4.Constraints;
 using MiniCPM4.Tokenization;
 
 namespace MiniCPM4.AI;
@@ -23,7 +24,9 @@ namespace MiniCPM4.AI;
 /// <para><b>Options.</b> <see cref="ChatOptions.Instructions"/>, Temperature, TopP, TopK, Seed, MaxOutputTokens,
 /// StopSequences, FrequencyPenalty, PresencePenalty, Tools and ToolMode are honoured. A <see cref="GenerationOptions"/>
 /// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
-/// (stop sequences are still added). Other options (such as a JSON ResponseFormat) are ignored, with one log line.</para>
+/// (stop sequences are still added). A JSON ResponseFormat constrains the reply token by token: <c>Json</c> to a JSON
+/// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). Other options are
+/// ignored, with one log line.</para>
 /// <para><b>Tools.</b> AIFunctions are described in the system turn; the model's MiniCPM4 tool-call blocks become
 /// <see cref="FunctionCallContent"/> (see <see cref="MiniCpmToolCallParser"/>) with finish reason ToolCalls.</para>
 /// </remarks>
@@ -236,8 +239,8 @@ public sealed class MiniCpmChatClient : IChatClient
         }
         if (options is not null)
         {
-            if (options.ResponseFormat is ChatResponseFormatJson)
-                LogOnce("ResponseFormat", "ChatOptions.ResponseFormat JSON is not enforced by MiniCPM4; ignored");
+            if (options.ResponseFormat is ChatResponseFormatJson json && g.Constraint is null)
+                g = g with { Constraint = ConstraintFor(json) };
             if (options.Reasoning is not null) LogOnce("Reasoning", "ChatOptions.Reasoning is not supported; ignored");
             if (options.AllowBackgroundResponses == true)
                 LogOnce("AllowBackgroundResponses", "ChatOptions.AllowBackgroundResponses is not supported; ignored");
@@ -250,6 +253,13 @@ public sealed class MiniCpmChatClient : IChatClient
         // Special tokens stay in the text: MiniCPM4's tool-call and thought markers may be special tokens.
         return g with { StopStrings = stops, SkipSpecialTokens = false };
     }
+
+    // ChatResponseFormat.Json: a JSON object; ForJsonSchema: JSON valid under the schema (so GetResponseAsync<T>
+    // always gets text that deserializes). A schema the engine cannot enforce fails the request.
+    private static OutputConstraint ConstraintFor(ChatResponseFormatJson format) =>
+        format.Schema is { } schema
+            ? OutputConstraint.JsonSchema(schema)
+            : OutputConstraint.JsonSchema("""{"type":"object"}""");
 
     private void LogOnce(string key, string message)
     {

@@ -39,6 +39,10 @@ internal static class Cli
     internal static readonly Option<int?> LongContext = new("--long-context") { Description = "Raise the position limit to N tokens with MiniCPM4's published long-context LongRoPE factors (head_dim 128 models, e.g. 131072 for MiniCPM4-8B); use --context to size the KV cache" };
     internal static readonly Option<bool> ClipSearch = new("--clip-search") { Description = "With --quantize int4: per group, search the clipping range with the least error (slower load)" };
     internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
+    internal static readonly Option<string?> JsonSchema = new("--json-schema") { Description = "Constrain the output to JSON valid under this JSON Schema file" };
+    internal static readonly Option<string?> Regex = new("--regex") { Description = "Constrain the whole output to match this regular expression (ECMAScript syntax)" };
+    internal static readonly Option<string?> Grammar = new("--grammar") { Description = "Constrain the output to this grammar file (Lark-like format, docs/grammar-format.md)" };
+    internal static readonly Option<string?> Choice = new("--choice") { Description = "Constrain the output to one of these comma-separated strings" };
 
     public static async Task<int> RunAsync(string[] args)
     {
@@ -53,6 +57,7 @@ internal static class Cli
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(FrSpecCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());
+        root.Subcommands.Add(ConstraintCheckCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -262,7 +267,37 @@ internal static class Cli
         }
         o = o with { Seed = parse.GetValue(Seed) ?? 0 };
         if (parse.GetValue(Stop) is { Length: > 0 } stops) o = o with { StopStrings = stops };
-        return o with { Speculative = SpeculativeFrom(parse) };
+        return o with { Speculative = SpeculativeFrom(parse), Constraint = ConstraintFrom(parse) };
+    }
+
+    /// <summary>The output constraint of --json-schema, --regex, --grammar or --choice (at most one), or null.</summary>
+    public static Constraints.OutputConstraint? ConstraintFrom(ParseResult parse)
+    {
+        var given = new (Option<string?> Option, string? Value)[]
+        {
+            (JsonSchema, parse.GetValue(JsonSchema)), (Regex, parse.GetValue(Regex)), (Grammar, parse.GetValue(Grammar)),
+            (Choice, parse.GetValue(Choice)),
+        }.Where(g => g.Value is not null).ToArray();
+        if (given.Length == 0) return null;
+        if (given.Length > 1) throw new UsageException($"give at most one of {string.Join(", ", given.Select(g => g.Option.Name))}");
+        var (option, value) = given[0];
+        try
+        {
+            if (option == JsonSchema) return Constraints.OutputConstraint.JsonSchema(ReadFile(option.Name, value!));
+            if (option == Grammar) return Constraints.OutputConstraint.Grammar(ReadFile(option.Name, value!));
+            if (option == Regex) return Constraints.OutputConstraint.Regex(value!);
+            var choices = value!.Split(',');
+            if (choices.Any(c => c.Length == 0)) throw new UsageException("--choice has an empty option");
+            return Constraints.OutputConstraint.Choice(choices);
+        }
+        catch (Constraints.ConstraintCompileException e)
+        {
+            throw new UsageException($"{option.Name}: {e.Message}");
+        }
+
+        static string ReadFile(string name, string path) => File.Exists(path)
+            ? File.ReadAllText(path)
+            : throw new UsageException($"{name} {path}: no such file");
     }
 
     /// <summary>The speculative tree options of the command line (checked before the model loads).</summary>
@@ -281,7 +316,7 @@ internal static class Cli
 
     public static void AddGenerationOptions(Command command)
     {
-        foreach (var option in new Option[] { MaxTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Stop, SpecIter, SpecTopK, SpecTree, NoSpec })
+        foreach (var option in new Option[] { MaxTokens, Temperature, TopK, TopP, MinP, RepetitionPenalty, Seed, Stop, SpecIter, SpecTopK, SpecTree, NoSpec, JsonSchema, Regex, Grammar, Choice })
             command.Options.Add(option);
     }
 

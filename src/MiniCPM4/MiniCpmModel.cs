@@ -40,6 +40,13 @@ public sealed class MiniCpmModel : IDisposable
     public MiniCpmConfig Config { get; }
     /// <summary>generation_config.json of the checkpoint (defaults when absent).</summary>
     public GenerationConfig GenerationDefaults { get; }
+    /// <summary>The tokens' bytes for constrained decoding, built on first use.</summary>
+    internal Constraints.TokenMasks.TokenVocabulary ConstraintVocabulary =>
+        LazyInitializer.EnsureInitialized(ref _constraintVocabulary,
+            () => Constraints.TokenMasks.TokenVocabulary.FromTokenizer(Tokenizer));
+
+    private Constraints.TokenMasks.TokenVocabulary? _constraintVocabulary;
+
     public MiniCpmTokenizer Tokenizer { get; }
     /// <summary>Bytes of weights held by the engine.</summary>
     public long WeightBytes { get; }

@@ -149,6 +149,13 @@ public sealed record GenerationOptions
     public bool SkipSpecialTokens { get; init; } = true;
     /// <summary>Speculative decoding tree (used when the model has a draft); null uses <see cref="SpeculativeOptions"/>' defaults.</summary>
     public SpeculativeOptions? Speculative { get; init; }
+    /// <summary>
+    /// What the output must be (a JSON Schema, a regular expression, a grammar or a choice; see
+    /// <see cref="Constraints.OutputConstraint"/>): every token is drawn from those that keep the output inside the
+    /// constraint, and the output ends (with a stop token) only once it is complete. Where the constraint leaves no
+    /// choice, its tokens are appended without sampling. null: unconstrained.
+    /// </summary>
+    public Constraints.OutputConstraint? Constraint { get; init; }
 
     /// <summary>The checkpoint's generation_config.json defaults (sampling when do_sample is set).</summary>
     public static GenerationOptions FromDefaults(GenerationConfig config)

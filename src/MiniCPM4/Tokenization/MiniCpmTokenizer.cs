@@ -281,7 +281,16 @@ public sealed class MiniCpmTokenizer
     internal byte ByteValueOf(int id) => _byteValues[id];
 
     /// <summary>Encodes text. Added tokens in the text become their ids; see the class remarks.</summary>
-    public int[] Encode(string text, bool addBos = false)
+    public int[] Encode(string text, bool addBos = false) => Encode(text, addBos, dummyPrefix: _addDummyPrefix);
+
+    /// <summary>
+    /// Encodes text as the model would generate it after a prompt: no BOS and no dummy-prefix space, so that
+    /// decoding the ids as a generation stream gives back <paramref name="text"/> (the detokenizer drops the leading
+    /// space of a generation's first piece, and the encoding adds none).
+    /// </summary>
+    internal int[] EncodeGenerated(string text) => Encode(text, addBos: false, dummyPrefix: false);
+
+    private int[] Encode(string text, bool addBos, bool dummyPrefix)
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>(text.Length / 3 + 4);
@@ -306,7 +315,8 @@ public sealed class MiniCpmTokenizer
 
                 if (match is not null)
                 {
-                    EncodeSegment(text.AsSpan(segmentStart, i - segmentStart), ids);
+                    EncodeSegment(text.AsSpan(segmentStart, i - segmentStart), ids, dummyPrefix);
+                    dummyPrefix = _addDummyPrefix;  // every segment after an added token starts afresh
                     ids.Add(_addedTokens[match]);
                     i += match.Length;
                     segmentStart = i;
@@ -317,18 +327,18 @@ public sealed class MiniCpmTokenizer
             i++;
         }
 
-        EncodeSegment(text.AsSpan(segmentStart), ids);
+        EncodeSegment(text.AsSpan(segmentStart), ids, dummyPrefix);
         return ids.ToArray();
     }
 
-    private void EncodeSegment(ReadOnlySpan<char> segment, List<int> ids)
+    private void EncodeSegment(ReadOnlySpan<char> segment, List<int> ids, bool dummyPrefix)
     {
         if (segment.IsEmpty)
             return;
 
         // SentencePiece works on UTF-8, where a lone surrogate cannot exist; like the UTF-8 conversion would, make it U+FFFD.
         string text = ReplaceLoneSurrogates(segment);
-        _bpe.Encode(Normalize(text), ids);
+        _bpe.Encode(Normalize(text, dummyPrefix), ids);
     }
 
     /// <summary>
@@ -338,11 +348,11 @@ public sealed class MiniCpmTokenizer
     /// returns "" for any single non-space character when remove_extra_whitespaces is set (not the case for
     /// MiniCPM/Llama models, but this keeps other models right).
     /// </summary>
-    private string Normalize(string text)
+    private string Normalize(string text, bool dummyPrefix)
     {
         char space = _escapeWhitespace ? SpaceSymbol : ' ';
         var sb = new StringBuilder(text.Length + 1);
-        if (_addDummyPrefix)
+        if (dummyPrefix)
             sb.Append(space);
         bool previousWasSpace = _removeExtraWhitespace; // drops leading spaces
         foreach (char c in text)

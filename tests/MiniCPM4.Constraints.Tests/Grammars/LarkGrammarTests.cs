@@ -372,7 +372,7 @@ public class LarkGrammarTests
     public void Ignore_BecomesTheSkipRegex()
     {
         var none = LarkGrammar.Parse("start: \"a\"");
-        Assert.That(none.SkipRegex, Is.EqualTo(Regex.RegexBuilder.Empty));
+        Assert.That(none.SkipRegex, Is.EqualTo(global::MiniCPM4.Constraints.Regex.RegexBuilder.Empty));
 
         var g = LarkGrammar.Parse("""
             start: "a" "b"
@@ -396,7 +396,7 @@ public class LarkGrammarTests
     {
         var g = SimpleConstraints.Regex("[0-9]{3}-[0-9]{4}");
         AssertLanguage(g, ["555-1234"], ["555-123", "x555-1234", "555-12345", ""]);
-        Assert.That(g.SkipRegex, Is.EqualTo(Regex.RegexBuilder.Empty));
+        Assert.That(g.SkipRegex, Is.EqualTo(global::MiniCPM4.Constraints.Regex.RegexBuilder.Empty));
 
         var nullable = SimpleConstraints.Regex("(ab)*");
         AssertLanguage(nullable, ["", "ab", "abab"], ["a", "aba"]);
@@ -498,7 +498,7 @@ public class LarkGrammarTests
     public void Error_UnsupportedRegexConstruct()
     {
         var ex = AssertError("start: \"a\"\n  | /(a)\\1/", "2:5", "/(a)\\1/", "regular expression");
-        Assert.That(ex.InnerException, Is.TypeOf<Regex.RegexNotSupportedException>());
+        Assert.That(ex.InnerException, Is.TypeOf<global::MiniCPM4.Constraints.Regex.RegexNotSupportedException>());
     }
 
     [Test]
