@@ -34,31 +34,69 @@ public sealed partial class RegexBuilder
     public const int Empty = 1;
 
     /// <summary>Any one byte of the set.</summary>
-    public int Bytes(ReadOnlySpan<bool> set256) => throw new NotImplementedException();
+    public int Bytes(ReadOnlySpan<bool> set256)
+    {
+        if (set256.Length != 256) throw new ArgumentException("A byte set has 256 entries.", nameof(set256));
+        ulong w0 = 0, w1 = 0, w2 = 0, w3 = 0;
+        for (int i = 0; i < 64; i++)
+        {
+            if (set256[i]) w0 |= 1UL << i;
+            if (set256[i + 64]) w1 |= 1UL << i;
+            if (set256[i + 128]) w2 |= 1UL << i;
+            if (set256[i + 192]) w3 |= 1UL << i;
+        }
+        return MakeByteSet(w0, w1, w2, w3);
+    }
     /// <summary>Any one byte in [lo, hi].</summary>
-    public int ByteRange(byte lo, byte hi) => throw new NotImplementedException();
+    public int ByteRange(byte lo, byte hi)
+    {
+        if (lo > hi) return Nothing;
+        ulong w0 = RangeWord(lo, hi, 0), w1 = RangeWord(lo, hi, 64), w2 = RangeWord(lo, hi, 128), w3 = RangeWord(lo, hi, 192);
+        return MakeByteSet(w0, w1, w2, w3);
+    }
     /// <summary>Exactly these bytes.</summary>
-    public int Literal(ReadOnlySpan<byte> bytes) => throw new NotImplementedException();
+    public int Literal(ReadOnlySpan<byte> bytes)
+    {
+        int r = Empty;
+        for (int i = bytes.Length - 1; i >= 0; i--) r = Concat(SingleByte(bytes[i]), r);
+        return r;
+    }
     /// <summary>Exactly the UTF-8 bytes of <paramref name="text"/>.</summary>
-    public int Literal(string text) => throw new NotImplementedException();
-    public int Concat(int first, int second) => throw new NotImplementedException();
-    public int Concat(params ReadOnlySpan<int> items) => throw new NotImplementedException();
-    public int Or(int first, int second) => throw new NotImplementedException();
-    public int Or(params ReadOnlySpan<int> items) => throw new NotImplementedException();
-    public int And(int first, int second) => throw new NotImplementedException();
-    public int And(params ReadOnlySpan<int> items) => throw new NotImplementedException();
+    public int Literal(string text) => Literal(System.Text.Encoding.UTF8.GetBytes(text));
+    public int Concat(int first, int second) => MakeConcat(first, second);
+    public int Concat(params ReadOnlySpan<int> items)
+    {
+        int r = Empty;
+        for (int i = items.Length - 1; i >= 0; i--) r = MakeConcat(items[i], r);
+        return r;
+    }
+    public int Or(int first, int second) => MakeOr([first, second]);
+    public int Or(params ReadOnlySpan<int> items) => MakeOr(items);
+    public int And(int first, int second) => MakeAnd([first, second]);
+    public int And(params ReadOnlySpan<int> items) => MakeAnd(items);
     /// <summary>Every byte string not in <paramref name="r"/>.</summary>
-    public int Not(int r) => throw new NotImplementedException();
-    public int Star(int r) => throw new NotImplementedException();
-    public int Plus(int r) => throw new NotImplementedException();
-    public int Optional(int r) => throw new NotImplementedException();
+    public int Not(int r) => MakeNot(r);
+    public int Star(int r) => MakeStar(r);
+    public int Plus(int r) => MakeConcat(r, MakeStar(r));
+    public int Optional(int r) => MakeOr([Empty, r]);
     /// <summary><paramref name="r"/> repeated min..max times; max = -1 is unbounded.</summary>
-    public int Repeat(int r, int min, int max) => throw new NotImplementedException();
+    public int Repeat(int r, int min, int max) => MakeRepeat(r, min, max);
 
     /// <summary>Any one code point, in the given encoding (valid UTF-8 only: no surrogates, nothing above U+10FFFF).</summary>
-    public int AnyCodePoint(CharEncoding encoding) => throw new NotImplementedException();
+    public int AnyCodePoint(CharEncoding encoding) => LowerNamed("any", CodePointSet.All, encoding);
     /// <summary>Exactly the code points of <paramref name="text"/> in the given encoding.</summary>
-    public int Text(string text, CharEncoding encoding) => throw new NotImplementedException();
+    public int Text(string text, CharEncoding encoding)
+    {
+        var bytes = new List<byte>(text.Length);
+        for (int i = 0; i < text.Length;)
+        {
+            if (System.Text.Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out int used) != System.Buffers.OperationStatus.Done)
+                throw new ArgumentException($"Text has a lone surrogate at index {i}.", nameof(text));
+            AppendEncoded(bytes, rune.Value, encoding);
+            i += used;
+        }
+        return Literal(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+    }
 
     /// <summary>
     /// An ECMAScript regular expression (the subset JSON Schema's <c>pattern</c> uses: literals and escapes,
@@ -69,21 +107,61 @@ public sealed partial class RegexBuilder
     /// pattern may match anywhere in the string unless anchored; otherwise it must match the whole string.
     /// Throws <see cref="RegexNotSupportedException"/> for what it cannot express exactly.
     /// </summary>
-    public int Pattern(string pattern, CharEncoding encoding, bool search) => throw new NotImplementedException();
+    public int Pattern(string pattern, CharEncoding encoding, bool search)
+        => new EcmaPatternParser(this, pattern, encoding).Parse(search);
 
     /// <summary>Whether <paramref name="r"/> matches the empty string.</summary>
-    public bool IsNullable(int r) => throw new NotImplementedException();
+    public bool IsNullable(int r) => _nullable[r];
     /// <summary>The derivative of <paramref name="r"/> by <paramref name="b"/> (cached).</summary>
-    public int Derivative(int r, byte b) => throw new NotImplementedException();
+    public int Derivative(int r, byte b)
+    {
+        int[]? d = _deriv[r];
+        if (d is not null)
+        {
+            int v = d[_classMap[r]![b]];
+            if (v >= 0) return v;
+        }
+        return DerivativeSlow(r, b);
+    }
     /// <summary>Whether <paramref name="r"/> matches no string at all (cached; exact even for And/Not terms).</summary>
-    public bool IsDead(int r) => throw new NotImplementedException();
+    public bool IsDead(int r)
+    {
+        if (r == Nothing) return true;
+        if (!_hasBool[r]) return false;
+        sbyte known = _dead[r];
+        if (known != 0) return known > 0;
+        return ComputeDead(r);
+    }
     /// <summary>Whether some non-empty string continues <paramref name="r"/> to a match (= some byte's derivative is
     /// not dead).</summary>
-    public bool CanExtend(int r) => throw new NotImplementedException();
+    public bool CanExtend(int r)
+    {
+        sbyte known = _extend[r];
+        if (known != 0) return known > 0;
+        var p = EnsurePartition(r);
+        bool result = false;
+        foreach (byte b in p.Reps)
+            if (!IsDead(Derivative(r, b))) { result = true; break; }
+        _extend[r] = result ? (sbyte)1 : (sbyte)-1;
+        return result;
+    }
     /// <summary>Whether <paramref name="r"/> matches exactly <paramref name="bytes"/> (a test helper).</summary>
-    public bool Matches(int r, ReadOnlySpan<byte> bytes) => throw new NotImplementedException();
+    public bool Matches(int r, ReadOnlySpan<byte> bytes)
+    {
+        foreach (byte b in bytes)
+        {
+            r = Derivative(r, b);
+            if (r == Nothing) return false;
+        }
+        return _nullable[r];
+    }
     /// <summary>A readable rendering of a term (for messages and tests).</summary>
-    public string Describe(int r) => throw new NotImplementedException();
+    public string Describe(int r)
+    {
+        var sb = new System.Text.StringBuilder();
+        DescribeInto(sb, r);
+        return sb.ToString();
+    }
     /// <summary>Terms created so far.</summary>
-    public int Count => throw new NotImplementedException();
+    public int Count => _count;
 }
