@@ -18,6 +18,10 @@ public sealed record JsonSchemaOptions
     /// rest of the schema, pattern-property key regions) before compilation fails.</summary>
     public int MaxAlternatives { get; init; } = 256;
 
+    /// <summary>The most branches all anyOf / oneOf / not / if / dependencies may expand into, together, before
+    /// compilation fails (each branch is the rest of its schema with one alternative chosen).</summary>
+    public int MaxBranches { get; init; } = 2_000;
+
     /// <summary>The most nonterminals the grammar may have before compilation fails.</summary>
-    public int MaxNonterminals { get; init; } = 200_000;
+    public int MaxNonterminals { get; init; } = 100_000;
 }

@@ -160,9 +160,9 @@ internal sealed class NumberRanges(RegexBuilder rb)
     /// <summary>
     /// Numbers (or integers) within the bounds (null: none). Bounded results are in decimal notation only.
     /// </summary>
-    public int Range(Dec? lo, bool loExclusive, Dec? hi, bool hiExclusive, bool integer, bool pointZero)
+    public int Range(Dec? lo, bool loExclusive, Dec? hi, bool hiExclusive, bool integer, bool pointZero, bool decimalOnly = false)
     {
-        if (lo is null && hi is null) return integer ? AnyInteger(pointZero) : AnyNumber();
+        if (lo is null && hi is null) return integer ? AnyInteger(pointZero) : decimalOnly ? AnyDecimal() : AnyNumber();
         int result = integer ? AnyInteger(pointZero) : AnyDecimal();
         if (lo is Dec l)
             result = _rb.And(result, loExclusive ? Greater(l) : GreaterOrEqual(l));

@@ -11,47 +11,100 @@ internal sealed partial class SchemaCompiler
     /// <summary>Assertion keywords that are not enforced: compile errors (unless trivially true).</summary>
     private static readonly HashSet<string> Unsupported =
     [
-        "not", "dependencies", "dependentRequired", "dependentSchemas", "propertyNames", "unevaluatedProperties",
-        "unevaluatedItems", "contains", "$recursiveRef", "$dynamicRef", "extends", "disallow", "divisibleBy",
+        "unevaluatedProperties", "unevaluatedItems", "contains", "$recursiveRef", "$dynamicRef", "extends", "disallow",
+        "divisibleBy",
     ];
+
+    private sealed class ParseState(Shape shape)
+    {
+        public Shape Shape { get; } = shape;
+        public HashSet<string> Consumed { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> Visited { get; } = new(StringComparer.Ordinal);
+    }
 
     private Shape ShapeOf(Conj conj)
     {
         if (_shapes.TryGetValue(conj.Key, out var cached)) return cached;
-        var s = new Shape();
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var queue = new Queue<string>();
+        var st = new ParseState(new Shape());
+        foreach (var e in conj.Entries)
+            if (e.StartsWith('!')) st.Consumed.Add(e[1..]);
         foreach (var e in conj.Entries)
         {
-            if (e == Conj.NeverEntry) s.Never = true;
-            else if (e.StartsWith('!')) consumed.Add(e[1..]);
-            else queue.Enqueue(e);
+            if (st.Shape.Never) break;
+            ApplyEntry(st, e);
         }
-        var visited = new HashSet<string>(StringComparer.Ordinal);
-        while (queue.Count > 0 && !s.Never)
+        _shapes[conj.Key] = st.Shape;
+        return st.Shape;
+    }
+
+    private void ApplyEntry(ParseState st, string e)
+    {
+        var s = st.Shape;
+        if (e.Length == 0 || e[0] == '/') ApplyPointer(st, e);
+        else if (e[0] == '!') { }
+        else if (e[0] == '-') Negate(st, e[1..]);
+        else if (e == Conj.NeverEntry) s.Never = true;
+        else if (e.StartsWith("#types:")) s.Types &= (JsonTypes)int.Parse(e["#types:".Length..]);
+        else if (e.StartsWith("#require:"))
         {
-            var ptr = queue.Dequeue();
-            if (!visited.Add(ptr)) continue;
-            var el = _resolver.Get(ptr);
-            switch (el.ValueKind)
-            {
-                case JsonValueKind.True: break;
-                case JsonValueKind.False: s.Never = true; break;
-                case JsonValueKind.Object: Apply(s, el, ptr, queue, consumed); break;
-                default: throw new ConstraintCompileException($"a schema is an object or a boolean, not {el.ValueKind}", null, ptr);
-            }
+            var name = e["#require:".Length..];
+            if (!s.Required.Contains(name)) s.Required.Add(name);
         }
-        _shapes[conj.Key] = s;
-        return s;
+        else if (e.StartsWith("#forbid:")) s.Forbidden.Add(e["#forbid:".Length..]);
+        else if (e.StartsWith("#exclude:"))
+        {
+            var ptr = e["#exclude:".Length..];
+            var v = _resolver.Get(ptr);
+            if (ptr.EndsWith("/enum")) s.Excluded.AddRange(v.EnumerateArray());
+            else s.Excluded.Add(v);
+        }
+        else if (e.StartsWith("#nkw:")) NegateKeyword(st, e["#nkw:".Length..]);
+        else if (e.StartsWith("#prop:"))
+        {
+            var rest = e["#prop:".Length..];
+            int sep = rest.IndexOf('\u0002');
+            var name = rest[..sep];
+            if (!s.ExtraProperties.TryGetValue(name, out var list)) s.ExtraProperties[name] = list = [];
+            list.Add(rest[(sep + 1)..]);
+        }
+        else throw new InvalidOperationException("bad conjunction entry " + e);
+    }
+
+    private void ApplyPointer(ParseState st, string ptr)
+    {
+        if (!st.Visited.Add(ptr)) return;
+        var el = _resolver.Get(ptr);
+        switch (el.ValueKind)
+        {
+            case JsonValueKind.True: break;
+            case JsonValueKind.False: st.Shape.Never = true; break;
+            case JsonValueKind.Object: Apply(st, el, ptr); break;
+            default: throw new ConstraintCompileException($"a schema is an object or a boolean, not {el.ValueKind}", null, ptr);
+        }
     }
 
     private static string Child(string ptr, string keyword) => ptr + "/" + SchemaResolver.Escape(keyword);
 
-    private void Apply(Shape s, JsonElement el, string ptr, Queue<string> queue, HashSet<string> consumed)
+    private void AddGroup(ParseState st, string key, bool one, List<string[]> alternatives, string keyword, string at)
     {
+        if (st.Consumed.Contains(key)) return;
+        st.Shape.Groups.Add(new Group(key, one, alternatives, keyword, at));
+    }
+
+    private void Apply(ParseState st, JsonElement el, string ptr)
+    {
+        var s = st.Shape;
         ObjectPart? objectPart = null;
         ArrayPart? arrayPart = null;
-        ObjectPart ObjPart() => objectPart ??= new ObjectPart { At = ptr };
+        ObjectPart ObjPart()
+        {
+            if (objectPart is null)
+            {
+                objectPart = new ObjectPart { At = ptr };
+                s.ObjectParts.Add(objectPart); // at the first object keyword: keeps the declaration order
+            }
+            return objectPart;
+        }
         foreach (var prop in el.EnumerateObject())
         {
             string kw = prop.Name;
@@ -61,18 +114,22 @@ internal sealed partial class SchemaCompiler
             {
                 case "$ref":
                     if (v.ValueKind != JsonValueKind.String) throw Bad("must be a string", kw, ptr);
-                    queue.Enqueue(_resolver.Resolve(v.GetString()!, ptr));
+                    ApplyPointer(st, _resolver.Resolve(v.GetString()!, ptr));
                     break;
                 case "allOf":
-                    for (int i = 0; i < ArrayLength(v, kw, ptr, nonEmpty: true); i++) queue.Enqueue(at + "/" + i);
+                    for (int i = 0; i < ArrayLength(v, kw, ptr, nonEmpty: true); i++) ApplyPointer(st, at + "/" + i);
                     break;
                 case "anyOf":
                 case "oneOf":
                 {
                     int n = ArrayLength(v, kw, ptr, nonEmpty: true);
-                    if (!consumed.Contains(at)) s.Groups.Add(new Group(at, kw == "oneOf", n));
+                    var alts = Enumerable.Range(0, n).Select(i => new[] { at + "/" + i }).ToList();
+                    AddGroup(st, at, kw == "oneOf", alts, kw, ptr);
                     break;
                 }
+                case "not":
+                    Negate(st, at);
+                    break;
                 case "type":
                     s.Types &= TypeMask(v, ptr);
                     break;
@@ -84,19 +141,11 @@ internal sealed partial class SchemaCompiler
                     IntersectEnum(s, [v], ptr);
                     break;
                 case "minimum":
-                {
-                    bool exclusive = el.TryGetProperty("exclusiveMinimum", out var ex) && ex.ValueKind == JsonValueKind.True
-                        || !_integralFloats && ex.ValueKind == JsonValueKind.Number && !IsZeroNumber(ex);
-                    s.RaiseLower(Number(v, kw, ptr), exclusive);
+                    s.RaiseLower(Number(v, kw, ptr), MinimumIsExclusive(el, "exclusiveMinimum"));
                     break;
-                }
                 case "maximum":
-                {
-                    bool exclusive = el.TryGetProperty("exclusiveMaximum", out var ex) && ex.ValueKind == JsonValueKind.True
-                        || !_integralFloats && ex.ValueKind == JsonValueKind.Number && !IsZeroNumber(ex);
-                    s.LowerUpper(Number(v, kw, ptr), exclusive);
+                    s.LowerUpper(Number(v, kw, ptr), MinimumIsExclusive(el, "exclusiveMaximum"));
                     break;
-                }
                 case "exclusiveMinimum":
                     if (v.ValueKind == JsonValueKind.Number) s.RaiseLower(Number(v, kw, ptr), true);
                     else if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad("must be a number", kw, ptr);
@@ -124,7 +173,11 @@ internal sealed partial class SchemaCompiler
                 case "items":
                 case "prefixItems":
                 case "additionalItems":
-                    arrayPart ??= ReadArrayPart(el, ptr);
+                    if (arrayPart is null)
+                    {
+                        arrayPart = ReadArrayPart(el, ptr);
+                        s.ArrayParts.Add(arrayPart);
+                    }
                     break;
                 case "minItems": s.MinItems = Math.Max(s.MinItems, Count(v, kw, ptr)); break;
                 case "maxItems": s.MaxItems = Min(s.MaxItems, Count(v, kw, ptr)); break;
@@ -134,6 +187,7 @@ internal sealed partial class SchemaCompiler
                 case "properties":
                     if (v.ValueKind != JsonValueKind.Object) throw Bad("must be an object", kw, ptr);
                     foreach (var p in v.EnumerateObject()) ObjPart().Properties.Add((p.Name, Child(at, p.Name)));
+                    ObjPart();
                     break;
                 case "patternProperties":
                     if (v.ValueKind != JsonValueKind.Object) throw Bad("must be an object", kw, ptr);
@@ -163,13 +217,40 @@ internal sealed partial class SchemaCompiler
                 }
                 case "maxProperties": s.MaxProperties = Min(s.MaxProperties, Count(v, kw, ptr)); break;
                 case "if":
-                    if (el.TryGetProperty("then", out _) || el.TryGetProperty("else", out _))
-                        throw new ConstraintCompileException("if/then/else is not enforced", kw, ptr);
+                {
+                    bool hasThen = el.TryGetProperty("then", out _), hasElse = el.TryGetProperty("else", out _);
+                    if (!hasThen && !hasElse) break;
+                    var yes = new List<string> { at };
+                    if (hasThen) yes.Add(Child(ptr, "then"));
+                    var no = new List<string> { "-" + at };
+                    if (hasElse) no.Add(Child(ptr, "else"));
+                    AddGroup(st, at, false, [yes.ToArray(), no.ToArray()], kw, ptr);
                     break;
+                }
                 case "dependencies" or "dependentRequired" or "dependentSchemas":
-                    if (v.ValueKind == JsonValueKind.Object && !v.EnumerateObject().Any()) break;
-                    throw new ConstraintCompileException($"{kw} is not enforced", kw, ptr);
-                case "propertyNames" or "unevaluatedProperties" or "unevaluatedItems":
+                    if (v.ValueKind != JsonValueKind.Object) throw Bad("must be an object", kw, ptr);
+                    foreach (var dep in v.EnumerateObject())
+                    {
+                        var key = Child(at, dep.Name);
+                        var then = new List<string> { "#require:" + dep.Name };
+                        if (dep.Value.ValueKind == JsonValueKind.Array)
+                        {
+                            if (dep.Value.GetArrayLength() == 0) continue;
+                            foreach (var n in dep.Value.EnumerateArray())
+                            {
+                                if (n.ValueKind != JsonValueKind.String) throw Bad("must list property names", kw, ptr);
+                                then.Add("#require:" + n.GetString());
+                            }
+                        }
+                        else if (IsTrivial(dep.Value)) continue;
+                        else then.Add(key);
+                        AddGroup(st, key, false, [["#forbid:" + dep.Name], then.ToArray()], kw, ptr);
+                    }
+                    break;
+                case "propertyNames":
+                    if (!IsTrivial(v)) s.PropertyNames.Add(at);
+                    break;
+                case "unevaluatedProperties" or "unevaluatedItems":
                     if (IsTrivial(v)) break;
                     throw new ConstraintCompileException($"{kw} is not enforced", kw, ptr);
                 default:
@@ -177,13 +258,185 @@ internal sealed partial class SchemaCompiler
                     break; // annotations and unknown keywords
             }
         }
-        if (objectPart is not null)
+        if (objectPart is not null && objectPart.Additional is null && !_options.AllowUndeclaredProperties
+            && objectPart.Properties.Count > 0)
+            objectPart.Additional = Conj.NeverEntry;
+    }
+
+    /// <summary>Whether minimum (maximum) is exclusive: draft 4's boolean exclusiveMinimum (exclusiveMaximum); in a
+    /// draft-4 schema a non-zero number there counts as true too (Python's jsonschema tests its truth).</summary>
+    private bool MinimumIsExclusive(JsonElement el, string exclusiveKeyword) =>
+        el.TryGetProperty(exclusiveKeyword, out var ex)
+        && (ex.ValueKind == JsonValueKind.True || (!_integralFloats && ex.ValueKind == JsonValueKind.Number && !IsZeroNumber(ex)));
+
+    // ---------------------------------------------------------------------------------------------------------
+    // Negation: "not" (and the "else" side of if/then/else, and oneOf alternatives that may overlap).
+
+    /// <summary>Applies the negation of the schema at <paramref name="ptr"/>: ¬(k1 ∧ k2 ∧ ...) is the anyOf of the
+    /// negations of its keywords, each a few synthetic entries. Keywords whose negation is not expressible fail.</summary>
+    private void Negate(ParseState st, string ptr)
+    {
+        if (!st.Visited.Add("-" + ptr)) return;
+        var alternatives = NegationAlternatives(ptr);
+        if (alternatives.Count == 0) st.Shape.Never = true;
+        else if (alternatives.Count == 1)
+            foreach (var e in alternatives[0]) ApplyEntry(st, e);
+        else AddGroup(st, "-" + ptr, false, alternatives, "not", ptr);
+    }
+
+    private List<string[]> NegationAlternatives(string ptr)
+    {
+        var el = _resolver.Get(ptr);
+        if (el.ValueKind == JsonValueKind.True) return [];
+        if (el.ValueKind == JsonValueKind.False) return [[]];
+        if (el.ValueKind != JsonValueKind.Object) throw new ConstraintCompileException("a schema is an object or a boolean", "not", ptr);
+        var alts = new List<string[]>();
+        string obj = ((int)JsonTypes.Object).ToString();
+        // With $ref, negate only the reference: drafts 4-7 ignore its siblings, later drafts apply them too, and
+        // ¬ref is within ¬(ref ∧ siblings) either way.
+        if (el.TryGetProperty("$ref", out var reference) && reference.ValueKind == JsonValueKind.String)
+            return [["-" + _resolver.Resolve(reference.GetString()!, ptr)]];
+        foreach (var prop in el.EnumerateObject())
         {
-            if (objectPart.Additional is null && !_options.AllowUndeclaredProperties && objectPart.Properties.Count > 0)
-                objectPart.Additional = Conj.NeverEntry;
-            s.ObjectParts.Add(objectPart);
+            string kw = prop.Name;
+            var v = prop.Value;
+            string at = Child(ptr, kw);
+            switch (kw)
+            {
+                case "$ref":
+                    alts.Add(["-" + _resolver.Resolve(v.GetString() ?? "", ptr)]);
+                    break;
+                case "not":
+                    alts.Add([at]);
+                    break;
+                case "allOf":
+                    for (int i = 0; i < ArrayLength(v, kw, ptr, nonEmpty: true); i++) alts.Add(["-" + at + "/" + i]);
+                    break;
+                case "anyOf":
+                    alts.Add(Enumerable.Range(0, ArrayLength(v, kw, ptr, nonEmpty: true)).Select(i => "-" + at + "/" + i).ToArray());
+                    break;
+                case "type":
+                    alts.Add(["#types:" + (int)(JsonTypes.All & ~TypeMask(v, ptr))]);
+                    break;
+                case "enum":
+                case "const":
+                    alts.Add(["#exclude:" + at]);
+                    break;
+                case "required":
+                    if (v.ValueKind != JsonValueKind.Array) throw Bad("must be an array of property names", kw, ptr);
+                    foreach (var r in v.EnumerateArray()) alts.Add(["#types:" + obj, "#forbid:" + r.GetString()]);
+                    break;
+                case "properties":
+                    if (v.ValueKind != JsonValueKind.Object) throw Bad("must be an object", kw, ptr);
+                    foreach (var p in v.EnumerateObject())
+                        alts.Add(["#types:" + obj, "#require:" + p.Name, "#prop:" + p.Name + "\u0002-" + Child(at, p.Name)]);
+                    break;
+                case "minimum" or "maximum" or "minLength" or "maxLength" or "pattern" or "minItems" or "maxItems"
+                    or "minProperties" or "maxProperties":
+                    alts.Add(["#nkw:" + at]);
+                    break;
+                case "exclusiveMinimum" or "exclusiveMaximum":
+                    // Draft 4: a modifier of minimum/maximum (handled there), not a bound of its own.
+                    if (v.ValueKind == JsonValueKind.Number && _integralFloats) alts.Add(["#nkw:" + at]);
+                    break;
+                case "format":
+                    if (v.ValueKind == JsonValueKind.String && (SupportedFormats.Contains(v.GetString()!) || UnsupportedFormats.Contains(v.GetString()!)))
+                        throw new ConstraintCompileException("a negated format is not enforced", "not", ptr);
+                    break;
+                case "uniqueItems":
+                    if (v.ValueKind == JsonValueKind.True) throw new ConstraintCompileException("a negated uniqueItems is not enforced", "not", ptr);
+                    break;
+                case "if":
+                    if (el.TryGetProperty("then", out _) || el.TryGetProperty("else", out _))
+                        throw new ConstraintCompileException("a negated if/then/else is not enforced", "not", ptr);
+                    break;
+                case "oneOf" or "items" or "prefixItems" or "additionalItems" or "patternProperties" or "additionalProperties"
+                    or "multipleOf" or "dependencies" or "dependentRequired" or "dependentSchemas" or "propertyNames"
+                    or "contains" or "unevaluatedProperties" or "unevaluatedItems" or "$recursiveRef" or "$dynamicRef":
+                    throw new ConstraintCompileException($"a negated {kw} is not enforced", "not", ptr);
+                default:
+                    break; // annotations
+            }
         }
-        if (arrayPart is not null) s.ArrayParts.Add(arrayPart);
+        return alts;
+    }
+
+    /// <summary>The negation of one keyword (by its pointer).</summary>
+    private void NegateKeyword(ParseState st, string kwPtr)
+    {
+        var s = st.Shape;
+        int slash = kwPtr.LastIndexOf('/');
+        var parentPtr = kwPtr[..slash];
+        var kw = kwPtr[(slash + 1)..].Replace("~1", "/").Replace("~0", "~");
+        var el = _resolver.Get(parentPtr);
+        var v = el.GetProperty(kw);
+        switch (kw)
+        {
+            case "minimum":
+                s.Types &= JsonTypes.Number;
+                s.LowerUpper(Number(v, kw, parentPtr), !MinimumIsExclusive(el, "exclusiveMinimum"));
+                break;
+            case "maximum":
+                s.Types &= JsonTypes.Number;
+                s.RaiseLower(Number(v, kw, parentPtr), !MinimumIsExclusive(el, "exclusiveMaximum"));
+                break;
+            case "exclusiveMinimum":
+                s.Types &= JsonTypes.Number;
+                s.LowerUpper(Number(v, kw, parentPtr), false);
+                break;
+            case "exclusiveMaximum":
+                s.Types &= JsonTypes.Number;
+                s.RaiseLower(Number(v, kw, parentPtr), false);
+                break;
+            case "minLength":
+            {
+                int n = Count(v, kw, parentPtr);
+                s.Types &= JsonTypes.String;
+                if (n == 0) s.Never = true;
+                else s.MaxLength = Min(s.MaxLength, n - 1);
+                break;
+            }
+            case "maxLength":
+                s.Types &= JsonTypes.String;
+                s.MinLength = Math.Max(s.MinLength, Count(v, kw, parentPtr) + 1);
+                break;
+            case "pattern":
+                s.Types &= JsonTypes.String;
+                s.StringRegexes.Add(_rb.And(_values.AnyStringContent, _rb.Not(PatternRegex(v.GetString()!, parentPtr))));
+                break;
+            case "minItems":
+            {
+                int n = Count(v, kw, parentPtr);
+                s.Types &= JsonTypes.Array;
+                if (n == 0) s.Never = true;
+                else s.MaxItems = Min(s.MaxItems, n - 1);
+                break;
+            }
+            case "maxItems":
+                s.Types &= JsonTypes.Array;
+                s.MinItems = Math.Max(s.MinItems, Count(v, kw, parentPtr) + 1);
+                break;
+            case "minProperties":
+            {
+                int n = Count(v, kw, parentPtr);
+                s.Types &= JsonTypes.Object;
+                if (n == 0) s.Never = true;
+                else s.MaxProperties = Min(s.MaxProperties, n - 1);
+                break;
+            }
+            case "maxProperties":
+            {
+                int n = Count(v, kw, parentPtr) + 1;
+                s.Types &= JsonTypes.Object;
+                if (n > s.MinProperties)
+                {
+                    s.MinProperties = n;
+                    s.MinPropertiesAt = parentPtr;
+                }
+                break;
+            }
+            default: throw new InvalidOperationException("cannot negate " + kw);
+        }
     }
 
     private static bool IsTrivial(JsonElement v) =>
@@ -282,6 +535,7 @@ internal sealed partial class SchemaCompiler
     {
         if (s.IsEmpty || s.Groups.Count > 0 || depth > 32) return false;
         if (s.Enum is not null && !s.Enum.Any(e => JsonValueGrammar.JsonEquals(e, v))) return false;
+        if (s.Excluded.Any(e => JsonValueGrammar.JsonEquals(e, v))) return false;
         var types = EffectiveTypes(s);
         switch (v.ValueKind)
         {
@@ -317,7 +571,7 @@ internal sealed partial class SchemaCompiler
             }
             case JsonValueKind.Object:
             {
-                if ((types & JsonTypes.Object) == 0) return false;
+                if ((types & JsonTypes.Object) == 0 || s.PropertyNames.Count > 0) return false;
                 var props = JsonValueGrammar.DistinctProperties(v);
                 if (props.Count < s.MinProperties || (s.MaxProperties >= 0 && props.Count > s.MaxProperties)) return false;
                 if (s.Required.Any(r => !props.Any(p => p.Name == r))) return false;

@@ -23,6 +23,7 @@ internal sealed partial class SchemaCompiler
     private readonly Dictionary<string, int> _patternRegexes = new(StringComparer.Ordinal);
     private Symbol? _never;
     private int _nonterminalCount;
+    private int _branchCount;
 
     public SchemaCompiler(JsonElement root, JsonSchemaOptions options)
     {
@@ -110,27 +111,54 @@ internal sealed partial class SchemaCompiler
         AddAlternatives(nt, alternatives);
     }
 
-    /// <summary>anyOf / oneOf: the first pending group, distributed over the rest of the conjunction.</summary>
+    /// <summary>anyOf / oneOf (and the groups negations and dependencies make): the first pending group,
+    /// distributed over the rest of the conjunction. A oneOf alternative also gets the negation of every other
+    /// alternative it is not provably disjoint from, so exactly one holds.</summary>
     private void Distribute(Conj conj, Shape shape, List<Symbol[]> alternatives)
     {
         var group = shape.Groups[0];
-        string keyword = group.One ? "oneOf" : "anyOf";
-        if (group.Count > _options.MaxAlternatives)
-            throw new ConstraintCompileException($"more than {_options.MaxAlternatives} alternatives", keyword, group.Pointer);
+        if (group.Alternatives.Count > _options.MaxAlternatives)
+            throw new ConstraintCompileException($"more than {_options.MaxAlternatives} alternatives", group.Keyword, group.At);
+        _branchCount += group.Alternatives.Count;
+        if (_branchCount > _options.MaxBranches)
+            throw new ConstraintCompileException(
+                $"distributing anyOf/oneOf/not/if/dependencies over the rest of the schema needs more than {_options.MaxBranches} branches",
+                group.Keyword, group.At);
+        var consumed = "!" + group.Key;
         var branches = new List<Conj>();
-        for (int i = 0; i < group.Count; i++)
+        for (int i = 0; i < group.Alternatives.Count; i++)
         {
-            var branch = conj.With(group.Pointer + "/" + i, "!" + group.Pointer);
-            if (!ShapeOf(branch).IsEmpty) branches.Add(branch);
+            var entries = new List<string>(conj.Entries);
+            entries.AddRange(group.Alternatives[i]);
+            entries.Add(consumed);
+            if (group.One)
+            {
+                var mine = conj.With(group.Alternatives[i]).With(consumed);
+                for (int j = 0; j < group.Alternatives.Count; j++)
+                {
+                    if (j == i) continue;
+                    var other = conj.With(group.Alternatives[j]).With(consumed);
+                    if (ShapeOf(mine).IsEmpty || Disjoint(mine, other, 0)) continue;
+                    foreach (var e in group.Alternatives[j])
+                    {
+                        if (e.Length > 0 && e[0] != '/')
+                            throw new ConstraintCompileException("oneOf alternatives may overlap", group.Keyword, group.At);
+                        entries.Add("-" + e);
+                    }
+                }
+            }
+            var branch = new Conj(entries);
+            try
+            {
+                if (!ShapeOf(branch).IsEmpty) branches.Add(branch);
+            }
+            catch (ConstraintCompileException e) when (group.One)
+            {
+                throw new ConstraintCompileException(
+                    "the alternatives may overlap, and telling them apart needs a negation that is not enforced: " + e.Message,
+                    group.Keyword, group.At, e);
+            }
         }
-        if (group.One)
-            for (int i = 0; i < branches.Count; i++)
-                for (int j = i + 1; j < branches.Count; j++)
-                    if (!Disjoint(branches[i], branches[j], 0))
-                        throw new ConstraintCompileException(
-                            "the alternatives may overlap (only provably disjoint oneOf alternatives are enforced: different types, " +
-                            "const/enum values, ranges, string patterns or a required property that tells them apart)",
-                            keyword, group.Pointer);
         foreach (var b in branches) alternatives.Add([Ref(b)]);
     }
 
@@ -151,11 +179,16 @@ internal sealed partial class SchemaCompiler
             foreach (var v in kept) alternatives.Add([_values.Literal(v, integralFloats)]);
             return;
         }
-        if ((types & JsonTypes.Null) != 0) alternatives.Add([_g.Literal("null")]);
+        bool Excluded(JsonValueKind kind) => shape.Excluded.Any(e => e.ValueKind == kind);
+        if ((types & JsonTypes.Array) != 0 && Excluded(JsonValueKind.Array))
+            throw new ConstraintCompileException("excluding array values (not enum/const) is not enforced", "not", shape.EnumAt);
+        if ((types & JsonTypes.Object) != 0 && Excluded(JsonValueKind.Object))
+            throw new ConstraintCompileException("excluding object values (not enum/const) is not enforced", "not", shape.EnumAt);
+        if ((types & JsonTypes.Null) != 0 && !Excluded(JsonValueKind.Null)) alternatives.Add([_g.Literal("null")]);
         if ((types & JsonTypes.Boolean) != 0)
         {
-            alternatives.Add([_g.Literal("true")]);
-            alternatives.Add([_g.Literal("false")]);
+            if (!Excluded(JsonValueKind.True)) alternatives.Add([_g.Literal("true")]);
+            if (!Excluded(JsonValueKind.False)) alternatives.Add([_g.Literal("false")]);
         }
         if ((types & JsonTypes.Number) != 0)
         {
@@ -210,9 +243,12 @@ internal sealed partial class SchemaCompiler
         bool pointZero = _integralFloats && shape.MultipleOf.Count == 0;
         Dec? lo = shape.Lo, hi = shape.Hi;
         bool loEx = shape.LoExclusive, hiEx = shape.HiExclusive;
-        int r = _numbers.Range(lo, loEx, hi, hiEx, integer, pointZero);
+        var excluded = shape.Excluded.Where(e => e.ValueKind == JsonValueKind.Number).ToList();
+        int r = _numbers.Range(lo, loEx, hi, hiEx, integer, pointZero, decimalOnly: excluded.Count > 0);
         foreach (var (m, _) in shape.MultipleOf)
             if (m.Int != "1") r = _rb.And(r, MultiplesOf(m));
+        foreach (var e in excluded)
+            if (Dec.Parse(e.GetRawText()) is Dec d) r = _rb.And(r, _rb.Not(_numbers.Equal(d)));
         return r;
     }
 
@@ -257,6 +293,9 @@ internal sealed partial class SchemaCompiler
             r = _rb.Repeat(_rb.AnyCodePoint(CharEncoding.JsonStringContent), shape.MinLength, shape.MaxLength);
         }
         foreach (var (p, at) in shape.Patterns) r = _rb.And(r, PatternRegex(p, at));
+        foreach (var extra in shape.StringRegexes) r = _rb.And(r, extra);
+        foreach (var e in shape.Excluded)
+            if (e.ValueKind == JsonValueKind.String) r = _rb.And(r, _rb.Not(_rb.Text(e.GetString()!, CharEncoding.JsonStringContent)));
         foreach (var (f, at) in shape.Formats)
         {
             if (SupportedFormats.Contains(f) && StringFormats.Regex(_rb, f, CharEncoding.JsonStringContent) is int fr) r = _rb.And(r, fr);
@@ -403,6 +442,10 @@ internal sealed partial class SchemaCompiler
                 if (seen.Add(name)) names.Add(name);
         foreach (var name in shape.Required)
             if (seen.Add(name)) names.Add(name);
+        foreach (var name in shape.ExtraProperties.Keys)
+            if (seen.Add(name)) names.Add(name);
+        foreach (var name in shape.Forbidden)
+            if (seen.Add(name)) names.Add(name);
         return names;
     }
 
@@ -414,6 +457,8 @@ internal sealed partial class SchemaCompiler
     private Conj PropertyConj(Shape shape, string key)
     {
         var entries = new List<string>();
+        if (shape.Forbidden.Contains(key)) return Conj.Never;
+        if (shape.ExtraProperties.TryGetValue(key, out var extra)) entries.AddRange(extra);
         foreach (var part in shape.ObjectParts)
         {
             bool covered = false;
@@ -439,11 +484,13 @@ internal sealed partial class SchemaCompiler
         var names = DeclaredNames(shape);
         var required = new HashSet<string>(shape.Required, StringComparer.Ordinal);
         var props = new List<(string Name, Symbol Member, bool Required)>();
+        int? keyNames = PropertyNamesRegex(shape);
         foreach (var name in names)
         {
             var conj = PropertyConj(shape, name);
             bool isRequired = required.Contains(name);
-            if (ShapeOf(conj).IsEmpty)
+            if (ShapeOf(conj).IsEmpty
+                || (keyNames is int kn && _rb.IsDead(_rb.And(kn, _rb.Text(name, CharEncoding.JsonStringContent)))))
             {
                 if (isRequired) return null;
                 continue;
@@ -452,7 +499,7 @@ internal sealed partial class SchemaCompiler
                 _values.Colon, Ref(conj));
             props.Add((name, member, isRequired));
         }
-        var additional = AdditionalMember(shape, names);
+        var additional = AdditionalMember(shape, names, keyNames);
         int n = props.Count;
         int minP = shape.MinProperties, maxP = shape.MaxProperties;
         int saturate = maxP >= 0 ? maxP : Math.Max(minP, 1);
@@ -493,11 +540,28 @@ internal sealed partial class SchemaCompiler
         return _g.Sequence("object", _values.LBrace, Rest(0, 0), _values.RBrace);
     }
 
+    /// <summary>The string content regex of the keys propertyNames allows (null: any key).</summary>
+    private int? PropertyNamesRegex(Shape shape)
+    {
+        if (shape.PropertyNames.Count == 0) return null;
+        var conj = new Conj(shape.PropertyNames);
+        var names = ShapeOf(conj);
+        if (names.IsEmpty) return RegexBuilder.Nothing;
+        if (names.Groups.Count > 0)
+            throw new ConstraintCompileException("propertyNames with anyOf/oneOf/not is not enforced", "propertyNames", shape.PropertyNames[0]);
+        if ((EffectiveTypes(names) & JsonTypes.String) == 0) return RegexBuilder.Nothing;
+        int r = StringContent(names);
+        if (names.Enum is not null)
+            r = _rb.And(r, _rb.Or(names.Enum.Where(e => e.ValueKind == JsonValueKind.String)
+                .Select(e => _rb.Text(e.GetString()!, CharEncoding.JsonStringContent)).Append(RegexBuilder.Nothing).ToArray()));
+        return r;
+    }
+
     /// <summary>One undeclared property (key: value), over the key regions the patterns cut; null when none is
     /// allowed.</summary>
-    private Symbol? AdditionalMember(Shape shape, List<string> declared)
+    private Symbol? AdditionalMember(Shape shape, List<string> declared, int? keyNames)
     {
-        int keys = _values.AnyStringContent;
+        int keys = keyNames ?? _values.AnyStringContent;
         if (declared.Count > 0)
             keys = _rb.And(keys, _rb.Not(_rb.Or(declared.Select(d => _rb.Text(d, CharEncoding.JsonStringContent)).ToArray())));
         var allPatterns = new List<(string Pattern, string Ptr, ObjectPart Part)>();

@@ -20,9 +20,17 @@ internal enum JsonTypes
 }
 
 /// <summary>
-/// A conjunction of subschemas, by JSON pointer (sorted, distinct): the schema "all of these". Entries starting with
-/// '!' mark an anyOf/oneOf (by its pointer) already distributed into the conjunction; <see cref="NeverEntry"/> is
-/// the false schema. The empty conjunction is the true schema.
+/// A conjunction of subschemas (sorted, distinct entries): the schema "all of these". The empty conjunction is the
+/// true schema. Entries:
+/// <list type="bullet">
+/// <item>"" or "/a/b": the subschema at that JSON pointer;</item>
+/// <item>"-" + pointer: its negation (see <c>SchemaCompiler.Negate</c>);</item>
+/// <item>"!" + key: the anyOf/oneOf group with that key is already distributed into this conjunction;</item>
+/// <item>synthetic constraints: <see cref="NeverEntry"/> (false), "#types:n" (the types in mask n), "#require:name",
+/// "#forbid:name" (objects without that key), "#exclude:pointer" (not the enum/const values there), "#nkw:pointer"
+/// (the negation of one keyword, by its pointer), "#prop:nameentry" (the value of that property, when
+/// present, also satisfies entry).</item>
+/// </list>
 /// </summary>
 internal sealed class Conj
 {
@@ -32,8 +40,9 @@ internal sealed class Conj
 
     public Conj(IEnumerable<string> entries)
     {
-        Entries = entries.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
-        Key = Entries.Length + ":" + string.Join("\u0001", Entries);
+        // Entries keep their first-seen order (it decides the order of declared properties); the key is sorted.
+        Entries = entries.Distinct(StringComparer.Ordinal).ToArray();
+        Key = Entries.Length + ":" + string.Join("\u0001", Entries.Order(StringComparer.Ordinal));
     }
 
     public string[] Entries { get; }
@@ -63,8 +72,11 @@ internal sealed class ArrayPart
     public string? Rest { get; set; }
 }
 
-/// <summary>An anyOf / oneOf not yet distributed.</summary>
-internal sealed record Group(string Pointer, bool One, int Count);
+/// <summary>
+/// An anyOf / oneOf not yet distributed: each alternative is a list of conjunction entries. <see cref="Key"/> marks
+/// it consumed ("!" + Key) in the branches; <see cref="Keyword"/> and <see cref="At"/> are for messages.
+/// </summary>
+internal sealed record Group(string Key, bool One, List<string[]> Alternatives, string Keyword, string At);
 
 /// <summary>The keywords of a <see cref="Conj"/>, merged: what the grammar is built from.</summary>
 internal sealed class Shape
@@ -100,6 +112,18 @@ internal sealed class Shape
     public string? MinPropertiesAt;
 
     public List<Group> Groups = [];
+
+    // From negations and dependencies.
+    /// <summary>Values excluded (not enum / not const).</summary>
+    public List<JsonElement> Excluded = [];
+    /// <summary>More regexes string contents must match (complements of negated string keywords).</summary>
+    public List<int> StringRegexes = [];
+    /// <summary>Keys objects must not have.</summary>
+    public HashSet<string> Forbidden = new(StringComparer.Ordinal);
+    /// <summary>More conjunction entries for the values of some properties.</summary>
+    public Dictionary<string, List<string>> ExtraProperties = new(StringComparer.Ordinal);
+    /// <summary>propertyNames schemas (pointers).</summary>
+    public List<string> PropertyNames = [];
 
     /// <summary>Whether the shape obviously accepts nothing.</summary>
     public bool IsEmpty => Never || Types == JsonTypes.None || Enum is { Count: 0 };
