@@ -189,18 +189,72 @@ public class JsonSchemaCompilerTests
             ["{\"kind\": \"a\", \"x\": 1}", "{\"kind\": \"b\", \"x\": \"s\"}"], ["{\"kind\": \"c\"}", "{\"kind\": \"a\", \"x\": \"s\"}"]);
         AssertLanguage("""{"type": "object", "properties": {"v": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}""",
             ["{\"v\": \"a\"}", "{\"v\": [\"a\"]}"], ["{\"v\": 1}"]);
-        AssertError("""{"oneOf": [{"type": "integer"}, {"minimum": 3}]}""", "oneOf", "/oneOf");
+        // Overlapping alternatives: each gets the negation of the others (exactly one holds).
+        AssertLanguage("""{"oneOf": [{"type": "integer"}, {"minimum": 3}]}""",
+            ["1", "-5", "3.5", "\"s\"", "null"], ["3", "4", "100", "3.0", "2.5"]);
+        AssertLanguage("""{"not": {"type": "integer"}, "minimum": 0}""", ["0.5", "1.25", "\"s\""], ["1", "1.0", "0", "-0.5"]);
+        AssertLanguage("""{"type": "object", "oneOf": [{"required": ["a"]}, {"required": ["b"]}]}""",
+            ["{\"a\": 1}", "{\"b\": 1}", "{\"a\": 2, \"x\": 1}"], ["{}", "{\"a\": 1, \"b\": 2}", "{\"b\": 1, \"a\": 2}"]);
+        AssertError("""{"oneOf": [{"type": "integer"}, {"multipleOf": 3}]}""", "oneOf", "");
     }
 
     [Test]
     public void UnsupportedKeywordsFailWithPointer()
     {
-        AssertError("""{"properties": {"a": {"not": {"type": "string"}}}}""", "not", "/properties/a");
-        AssertError("""{"if": {"type": "string"}, "then": {"minLength": 1}}""", "if", "");
+        AssertError("""{"properties": {"a": {"not": {"multipleOf": 3}}}}""", "not", "/properties/a/not");
+        AssertError("""{"type": "array", "not": {"items": {"type": "string"}}}""", "not", "/not");
+        AssertError("""{"type": "object", "unevaluatedProperties": false}""", "unevaluatedProperties", "");
+        AssertError("""{"if": {"not": {"multipleOf": 2}}, "then": {"minLength": 1}}""", "not", "/if/not");
         AssertError("""{"type": "array", "contains": {"type": "string"}}""", "contains", "");
         AssertError("""{"type": "integer", "multipleOf": 3}""", "multipleOf", "");
         AssertError("""{"type": "string", "format": "uri-reference"}""", "format", "");
         AssertError("""{"type": "bogus"}""", "type", "");
+    }
+
+    [Test]
+    public void Not()
+    {
+        AssertLanguage("""{"not": {"type": "string"}}""", ["1", "null", "[]"], ["\"s\""]);
+        AssertLanguage("""{"type": "string", "not": {"enum": ["a", "b"]}}""", ["\"c\"", "\"ab\""], ["\"a\"", "\"b\""]);
+        AssertLanguage("""{"type": "integer", "not": {"const": 3}}""", ["2", "4"], ["3", "3.0"]);
+        AssertLanguage("""{"not": {"pattern": "^a"}}""", ["\"ba\""], ["\"ab\"", "1"]);
+        AssertLanguage("""{"type": "number", "not": {"minimum": 2}}""", ["1.5", "-3"], ["2", "7"]);
+        AssertLanguage("""{"not": {"not": {"type": "null"}}}""", ["null"], ["1"]);
+        AssertLanguage("""{"type": "object", "properties": {"a": {}}, "not": {"required": ["a"]}}""", ["{}", "{\"b\": 1}"], ["{\"a\": 1}"]);
+        AssertLanguage("""{"type": "object", "not": {"properties": {"k": {"const": 1}}}}""", ["{\"k\": 2}"], ["{}", "{\"k\": 1}"]);
+        AssertLanguage("""{"not": {}}""", [], ["1", "null"]);
+    }
+
+    [Test]
+    public void IfThenElseAndDependencies()
+    {
+        AssertLanguage("""
+            {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}, "x": {}},
+             "if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"not": {"required": ["x"]}}}
+            """,
+            ["{\"kind\": \"a\", \"x\": 1}", "{\"kind\": \"b\"}", "{\"x\": 1}"],
+            ["{\"kind\": \"a\"}", "{\"kind\": \"b\", \"x\": 1}", "{}"]);
+        AssertLanguage("""{"type": "object", "properties": {"a": {}, "b": {}}, "dependencies": {"a": ["b"]}}""",
+            ["{}", "{\"b\": 1}", "{\"a\": 1, \"b\": 2}"], ["{\"a\": 1}"]);
+        AssertLanguage("""{"type": "object", "properties": {"a": {}}, "dependentSchemas": {"a": {"properties": {"b": {"type": "string"}}, "required": ["b"]}}}""",
+            ["{}", "{\"a\": 1, \"b\": \"s\"}"], ["{\"a\": 1}", "{\"a\": 1, \"b\": 2}"]);
+    }
+
+    [Test]
+    public void PropertyNames() =>
+        AssertLanguage("""{"type": "object", "properties": {"Ab": {}}, "propertyNames": {"pattern": "^[a-z]+$", "maxLength": 3}}""",
+            ["{}", "{\"abc\": 1}"], ["{\"Ab\": 1}", "{\"abcd\": 1}", "{\"a1\": 1}"]);
+
+    [Test]
+    public void RefSiblingsIgnoredUpToDraft7()
+    {
+        AssertLanguage("""
+            {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"o": {"type": "object"}},
+             "properties": {"a": {"type": "string", "$ref": "#/definitions/o"}}}
+            """, ["{\"a\": {}}"], ["{\"a\": \"s\"}"]);
+        AssertLanguage("""
+            {"$defs": {"o": {"type": "object"}}, "properties": {"a": {"maxProperties": 0, "$ref": "#/$defs/o"}}}
+            """, ["{\"a\": {}}"], ["{\"a\": {\"x\": 1}}", "{\"a\": 1}"]);
     }
 
     [Test]

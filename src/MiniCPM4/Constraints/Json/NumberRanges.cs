@@ -146,6 +146,10 @@ internal sealed class NumberRanges(RegexBuilder rb)
         return _rb.Concat(_rb.Optional(Lit("-")), UInt, OptFraction, exp);
     }
 
+    /// <summary>Numbers in decimal notation that are not integers (a non-zero fraction digit).</summary>
+    public int NonIntegral() =>
+        _rb.Concat(_rb.Optional(Lit("-")), UInt, Lit("."), _rb.Star(Digit), NonZero, _rb.Star(Digit));
+
     /// <summary>Any number in decimal notation (no exponent).</summary>
     public int AnyDecimal() => _rb.Concat(_rb.Optional(Lit("-")), UDecimal);
 

@@ -94,6 +94,12 @@ internal sealed partial class SchemaCompiler
     private void Apply(ParseState st, JsonElement el, string ptr)
     {
         var s = st.Shape;
+        if (_refOverridesSiblings && el.TryGetProperty("$ref", out var reference))
+        {
+            if (reference.ValueKind != JsonValueKind.String) throw Bad("must be a string", "$ref", ptr);
+            ApplyPointer(st, _resolver.Resolve(reference.GetString()!, ptr));
+            return;
+        }
         ObjectPart? objectPart = null;
         ArrayPart? arrayPart = null;
         ObjectPart ObjPart()
@@ -530,6 +536,23 @@ internal sealed partial class SchemaCompiler
     // ---------------------------------------------------------------------------------------------------------
     // Decisions on values.
 
+    /// <summary>Whether the value surely satisfies the conjunction, its anyOf/oneOf groups included.</summary>
+    private bool SatisfiesConj(Conj conj, JsonElement v, int depth)
+    {
+        var s = ShapeOf(conj);
+        if (s.Groups.Count == 0 || s.IsEmpty) return Satisfies(s, v, depth);
+        if (depth > 32) return false;
+        var g = s.Groups[0];
+        var consumed = "!" + g.Key;
+        var branches = g.Alternatives.Select(a => conj.With(a).With(consumed)).ToList();
+        if (!g.One) return branches.Any(b => SatisfiesConj(b, v, depth + 1));
+        for (int i = 0; i < branches.Count; i++)
+            if (SatisfiesConj(branches[i], v, depth + 1)
+                && Enumerable.Range(0, branches.Count).All(j => j == i || Rejects(ShapeOf(branches[j]), v, depth + 1)))
+                return true;
+        return false;
+    }
+
     /// <summary>Whether the value surely satisfies the shape (false: it does not, or it is not known).</summary>
     private bool Satisfies(Shape s, JsonElement v, int depth)
     {
@@ -562,7 +585,7 @@ internal sealed partial class SchemaCompiler
                 var items = v.EnumerateArray().ToList();
                 for (int i = 0; i < n; i++)
                 {
-                    if (!Satisfies(ShapeOf(ItemConj(s, i)), items[i], depth + 1)) return false;
+                    if (!SatisfiesConj(ItemConj(s, i), items[i], depth + 1)) return false;
                     if (s.UniqueAt is not null)
                         for (int j = 0; j < i; j++)
                             if (JsonValueGrammar.JsonEquals(items[i], items[j])) return false;
@@ -576,7 +599,7 @@ internal sealed partial class SchemaCompiler
                 if (props.Count < s.MinProperties || (s.MaxProperties >= 0 && props.Count > s.MaxProperties)) return false;
                 if (s.Required.Any(r => !props.Any(p => p.Name == r))) return false;
                 foreach (var (name, value) in props)
-                    if (!Satisfies(ShapeOf(PropertyConj(s, name)), value, depth + 1)) return false;
+                    if (!SatisfiesConj(PropertyConj(s, name), value, depth + 1)) return false;
                 return true;
             }
             default: return false;

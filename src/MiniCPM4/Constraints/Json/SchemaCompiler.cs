@@ -17,6 +17,8 @@ internal sealed partial class SchemaCompiler
     private readonly JsonValueGrammar _values;
     /// <summary>Whether integers may be written n.0 (draft 6 on; not draft 4, where 1.0 is not an integer).</summary>
     private readonly bool _integralFloats;
+    /// <summary>Whether a $ref makes its sibling keywords ignored (drafts 4 to 7).</summary>
+    private readonly bool _refOverridesSiblings;
     private readonly Dictionary<string, Symbol> _nonterminals = new(StringComparer.Ordinal);
     private readonly Queue<(Conj Conj, Symbol Nt)> _pending = new();
     private readonly Dictionary<string, Shape> _shapes = new(StringComparer.Ordinal);
@@ -34,6 +36,7 @@ internal sealed partial class SchemaCompiler
             var uri = s.GetString()!;
             if (uri.Contains("draft-03")) throw new ConstraintCompileException("draft 3 schemas are not supported", "$schema", "");
             draft4 = uri.Contains("draft-04");
+            _refOverridesSiblings = draft4 || uri.Contains("draft-06") || uri.Contains("draft-07");
         }
         _integralFloats = !draft4;
         _resolver = new SchemaResolver(root, draft4Ids: draft4 || !HasDollarId(root));
@@ -244,7 +247,9 @@ internal sealed partial class SchemaCompiler
         Dec? lo = shape.Lo, hi = shape.Hi;
         bool loEx = shape.LoExclusive, hiEx = shape.HiExclusive;
         var excluded = shape.Excluded.Where(e => e.ValueKind == JsonValueKind.Number).ToList();
-        int r = _numbers.Range(lo, loEx, hi, hiEx, integer, pointZero, decimalOnly: excluded.Count > 0);
+        bool fractionOnly = (types & JsonTypes.Integer) == 0;
+        int r = _numbers.Range(lo, loEx, hi, hiEx, integer, pointZero, decimalOnly: excluded.Count > 0 || fractionOnly);
+        if (fractionOnly) r = _rb.And(r, _numbers.NonIntegral());
         foreach (var (m, _) in shape.MultipleOf)
             if (m.Int != "1") r = _rb.And(r, MultiplesOf(m));
         foreach (var e in excluded)
