@@ -104,6 +104,22 @@ public class JsonSchemaCompilerTests
     }
 
     [Test]
+    public void AnyOrderForSmallObjects()
+    {
+        const string schema = """
+            {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}, "c": {}},
+             "required": ["a", "b"], "maxProperties": 3}
+            """;
+        var options = new JsonSchemaOptions { AnyOrderMaxProperties = 4 };
+        AssertLanguage(schema,
+            ["{\"a\": 1, \"b\": \"x\"}", "{\"b\": \"x\", \"a\": 1}", "{\"c\": null, \"b\": \"x\", \"a\": 1}",
+             "{\"b\": \"x\", \"a\": 1, \"z\": 0}"],
+            ["{\"a\": 1}", "{\"a\": 1, \"a\": 2, \"b\": \"x\"}", "{\"b\": \"x\", \"a\": 1, \"c\": 0, \"z\": 0}",
+             "{\"z\": 0, \"b\": \"x\", \"a\": 1}"], options);
+        AssertLanguage(schema, ["{\"a\": 1, \"b\": \"x\"}"], ["{\"b\": \"x\", \"a\": 1}"]);
+    }
+
+    [Test]
     public void AdditionalAndPatternProperties()
     {
         AssertLanguage("""{"type": "object", "properties": {"a": {"type": "integer"}}}""",

@@ -12,7 +12,7 @@ namespace MiniCPM4.Constraints.Tests.Json;
 /// <c>{"id", "schema", "instances": [JSON text...], "valid": [bool...]}</c>, from the file named by MASKBENCH_CASES.
 /// A case passes when its schema compiles, every valid instance is accepted and every invalid one rejected.
 /// Optional: MASKBENCH_FILTER (id substring), MASKBENCH_LIMIT (first n cases), MASKBENCH_REPORT (a file for the
-/// per-case lines), MASKBENCH_TIMEOUT_S (per case, default 20).
+/// per-case lines), MASKBENCH_TIMEOUT_S (per case, default 20), MASKBENCH_ANY_ORDER (JsonSchemaOptions.AnyOrderMaxProperties).
 /// </summary>
 [TestFixture, Explicit("needs MASKBENCH_CASES (the MaskBench data is not in the repository)")]
 public class MaskBenchRunner
@@ -26,6 +26,10 @@ public class MaskBenchRunner
         int limit = int.TryParse(Environment.GetEnvironmentVariable("MASKBENCH_LIMIT"), out var l) ? l : int.MaxValue;
         int timeout = int.TryParse(Environment.GetEnvironmentVariable("MASKBENCH_TIMEOUT_S"), out var t) ? t : 20;
         var reportPath = Environment.GetEnvironmentVariable("MASKBENCH_REPORT");
+        var options = new JsonSchemaOptions
+        {
+            AnyOrderMaxProperties = int.TryParse(Environment.GetEnvironmentVariable("MASKBENCH_ANY_ORDER"), out var a) ? a : 0,
+        };
         var report = new StringBuilder();
         int cases = 0, compiled = 0, passing = 0, invalidAccepted = 0, validRejected = 0, instances = 0;
         var compileErrors = new Dictionary<string, int>();
@@ -50,7 +54,7 @@ public class MaskBenchRunner
                 Grammar g;
                 try
                 {
-                    g = JsonSchemaCompiler.Compile(schemaText);
+                    g = JsonSchemaCompiler.Compile(schemaText, options);
                 }
                 catch (ConstraintCompileException e)
                 {

@@ -14,22 +14,28 @@ namespace MiniCPM4.Constraints.Json;
 /// whitespace (up to <see cref="JsonSchemaOptions.MaxWhitespace"/> bytes) allowed before every lexeme, so compact
 /// and pretty-printed output are accepted too. Strings use the one canonical escaping of
 /// <see cref="CharEncoding.JsonStringContent"/>.</para>
-/// <para>Objects: declared properties (<c>properties</c>, then required names declared nowhere) come in schema order,
-/// optional ones may be left out; properties the schema does not declare (allowed unless
-/// <c>additionalProperties</c> says otherwise) come after the declared ones, their keys different from every
-/// declared name, and their values valid under the <c>patternProperties</c> they match, else under
-/// <c>additionalProperties</c>.</para>
-/// <para>Numbers: bounded numbers are accepted in decimal notation only (no exponent), compared exactly with the
-/// bounds; unbounded ones in any JSON number syntax. Integers are written without fraction or exponent, and from
-/// draft 6 on (not draft 4, whose integers exclude 1.0) also as n.0.</para>
+/// <para>Objects: declared properties (<c>properties</c>, then required names declared nowhere) come in schema order
+/// (or in any order for objects of at most <see cref="JsonSchemaOptions.AnyOrderMaxProperties"/> declared
+/// properties), optional ones may be left out; properties the schema does not declare (allowed unless
+/// <c>additionalProperties</c> says otherwise; absent means any value, as the specification says) come after the
+/// declared ones, their keys different from every declared name, and their values valid under every
+/// <c>patternProperties</c> they match, else under <c>additionalProperties</c>.</para>
+/// <para>Numbers: bounded numbers are accepted in decimal notation only (no exponent), compared exactly (as decimals)
+/// with the bounds; unbounded ones in any JSON number syntax. Integers are written without fraction or exponent, and
+/// from draft 6 on (not draft 4, whose integers exclude 1.0) also as n.0.</para>
 /// <para>Supported: type, enum, const, properties, required, additionalProperties, patternProperties,
-/// min/maxProperties (when exact), items (schema or tuple), prefixItems, additionalItems, min/maxItems, uniqueItems
-/// (at most one item, or items from a small enum), minimum, maximum, exclusiveMinimum/Maximum (both forms),
-/// multipleOf (integers: 1, or divisors of a power of ten), minLength, maxLength, pattern, format (date, time,
-/// date-time, email, uuid, ipv4, ipv6, hostname, uri; other standard formats fail; unknown ones are annotations),
-/// allOf (merged), anyOf, oneOf (when its alternatives are provably disjoint), $ref (pointers, $id, $anchor,
-/// recursion). Other assertions (not, if/then/else, dependencies, contains, propertyNames, unevaluated*, ...)
-/// fail. Unknown keywords and annotations are ignored.</para>
+/// min/maxProperties (when exact: at most one undeclared property needed), items (schema or tuple), prefixItems,
+/// additionalItems, min/maxItems, uniqueItems (at most one item, or items from an enum of at most 10 values), minimum,
+/// maximum, exclusiveMinimum/Maximum (both forms), multipleOf (positive integers dividing a power of ten: 1, 2, 5,
+/// 10, 25, ...), minLength, maxLength, pattern, format (date, time, date-time, email, uuid, ipv4, ipv6, hostname, uri;
+/// the other standard formats fail; unknown ones are annotations, as in Python's jsonschema), allOf (merged), anyOf
+/// (distributed over the rest of the schema), oneOf (each alternative gets the negation of the others it is not
+/// provably disjoint from), not (negated keyword by keyword: type, enum, const, required, properties, bounds,
+/// lengths, pattern, counts, $ref, allOf, anyOf, not), if/then/else, dependencies / dependentRequired /
+/// dependentSchemas, propertyNames (string schemas), $ref (JSON pointers with ~0 ~1 and %-escapes, $id, $anchor,
+/// recursion; siblings ignored up to draft 7 as the drafts say). Other assertions (contains, unevaluated*,
+/// non-trivial multipleOf, negated items/additionalProperties/patternProperties/oneOf, ...) fail. Unknown keywords
+/// and annotations are ignored.</para>
 /// </remarks>
 public static class JsonSchemaCompiler
 {

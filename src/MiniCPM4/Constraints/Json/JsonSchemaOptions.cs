@@ -14,6 +14,13 @@ public sealed record JsonSchemaOptions
     /// </summary>
     public bool AllowUndeclaredProperties { get; init; } = true;
 
+    /// <summary>
+    /// Objects with at most this many declared properties accept them in any order (each at most once; a grammar
+    /// state per set of properties written, so keep it small). Larger objects, and all objects at the default 0, take
+    /// their declared properties in schema order. Undeclared properties always come after the declared ones.
+    /// </summary>
+    public int AnyOrderMaxProperties { get; init; }
+
     /// <summary>The most alternatives one schema may expand into (<c>anyOf</c> / <c>oneOf</c> distributed over the
     /// rest of the schema, pattern-property key regions) before compilation fails.</summary>
     public int MaxAlternatives { get; init; } = 256;

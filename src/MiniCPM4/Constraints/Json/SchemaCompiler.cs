@@ -508,41 +508,69 @@ internal sealed partial class SchemaCompiler
         int n = props.Count;
         int minP = shape.MinProperties, maxP = shape.MaxProperties;
         int saturate = maxP >= 0 ? maxP : Math.Max(minP, 1);
+        // The undeclared properties, after `count` declared ones.
+        var tails = new Dictionary<int, Symbol>();
+        Symbol Tail(int count)
+        {
+            if (tails.TryGetValue(count, out var s)) return s;
+            var alts = new List<Symbol[]>();
+            int need = Math.Max(0, minP - count);
+            int upper = maxP < 0 ? -1 : maxP - count;
+            if (need == 0) alts.Add([]);
+            if (additional is Symbol add && upper != 0)
+            {
+                if (need > 1)
+                    throw new ConstraintCompileException(
+                        "minProperties would need several undeclared properties (their keys could repeat)", "minProperties",
+                        shape.MinPropertiesAt);
+                var list = _g.Repeat("additional", add, _values.Comma, Math.Max(1, need), upper);
+                alts.Add(count > 0 ? [_values.Comma, list] : [list]);
+            }
+            s = Alternatives("additional properties", alts);
+            tails[count] = s;
+            return s;
+        }
+        // Declared properties in schema order: Rest(i, count), properties i.. to come, count written (saturated).
         var memo = new Dictionary<(int, int), Symbol>();
         Symbol Rest(int i, int count)
         {
+            if (i == n) return Tail(count);
             if (memo.TryGetValue((i, count), out var s)) return s;
             var alts = new List<Symbol[]>();
-            if (i < n)
+            var (_, member, isRequired) = props[i];
+            if (maxP < 0 || count + 1 <= maxP)
             {
-                var (_, member, isRequired) = props[i];
-                if (maxP < 0 || count + 1 <= maxP)
-                {
-                    var next = Rest(i + 1, Math.Min(count + 1, saturate));
-                    alts.Add(count > 0 ? [_values.Comma, member, next] : [member, next]);
-                }
-                if (!isRequired) alts.Add([Rest(i + 1, count)]);
+                var next = Rest(i + 1, Math.Min(count + 1, saturate));
+                alts.Add(count > 0 ? [_values.Comma, member, next] : [member, next]);
             }
-            else
-            {
-                int need = Math.Max(0, minP - count);
-                int upper = maxP < 0 ? -1 : maxP - count;
-                if (need == 0) alts.Add([]);
-                if (additional is Symbol add && upper != 0)
-                {
-                    if (need > 1)
-                        throw new ConstraintCompileException(
-                            "minProperties would need several undeclared properties (their keys could repeat)", "minProperties",
-                            shape.MinPropertiesAt);
-                    var list = _g.Repeat("additional", add, _values.Comma, Math.Max(1, need), upper);
-                    alts.Add(count > 0 ? [_values.Comma, list] : [list]);
-                }
-            }
+            if (!isRequired) alts.Add([Rest(i + 1, count)]);
             s = Alternatives("properties", alts);
             memo[(i, count)] = s;
             return s;
         }
-        return _g.Sequence("object", _values.LBrace, Rest(0, 0), _values.RBrace);
+        // Declared properties in any order (small objects, when the options allow it): AnyOrder(set written so far).
+        int requiredMask = 0;
+        for (int i = 0; i < n; i++)
+            if (props[i].Required) requiredMask |= 1 << i;
+        var masks = new Dictionary<int, Symbol>();
+        Symbol AnyOrder(int mask)
+        {
+            if (masks.TryGetValue(mask, out var s)) return s;
+            int count = BitOperations.PopCount((uint)mask);
+            var alts = new List<Symbol[]>();
+            for (int i = 0; i < n; i++)
+            {
+                if ((mask & (1 << i)) != 0 || (maxP >= 0 && count + 1 > maxP)) continue;
+                var next = AnyOrder(mask | (1 << i));
+                alts.Add(count > 0 ? [_values.Comma, props[i].Member, next] : [props[i].Member, next]);
+            }
+            if ((mask & requiredMask) == requiredMask) alts.Add([Tail(count)]);
+            s = Alternatives("properties", alts);
+            masks[mask] = s;
+            return s;
+        }
+        var body = n > 0 && n <= Math.Min(_options.AnyOrderMaxProperties, 12) ? AnyOrder(0) : Rest(0, 0);
+        return _g.Sequence("object", _values.LBrace, body, _values.RBrace);
     }
 
     /// <summary>The string content regex of the keys propertyNames allows (null: any key).</summary>
