@@ -28,7 +28,7 @@ internal enum JsonTypes
 /// <item>"!" + key: the anyOf/oneOf group with that key is already distributed into this conjunction;</item>
 /// <item>synthetic constraints: <see cref="NeverEntry"/> (false), "#types:n" (the types in mask n), "#require:name",
 /// "#forbid:name" (objects without that key), "#exclude:pointer" (not the enum/const values there), "#nkw:pointer"
-/// (the negation of one keyword, by its pointer), "#prop:nameentry" (the value of that property, when
+/// (the negation of one keyword, by its pointer), "#prop:" + name + U+0002 + entry (the value of that property, when
 /// present, also satisfies entry).</item>
 /// </list>
 /// </summary>
