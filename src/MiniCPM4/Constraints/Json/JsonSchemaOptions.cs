@@ -29,6 +29,14 @@ public sealed record JsonSchemaOptions
     /// compilation fails (each branch is the rest of its schema with one alternative chosen).</summary>
     public int MaxBranches { get; init; } = 2_000;
 
+    /// <summary>
+    /// Instead of JSON, a Python call of this function with the root object's properties as keyword arguments, as
+    /// MiniCPM4 writes tool calls: <c>name(city="Paris", days=3)</c>. Values are Python literals: JSON syntax, with
+    /// <c>True</c>, <c>False</c> and <c>None</c> for true, false and null. The root schema must be an object schema
+    /// whose property names are Python identifiers; undeclared properties are not written. null (default): JSON.
+    /// </summary>
+    public string? PythonCall { get; init; }
+
     /// <summary>The most nonterminals the grammar may have before compilation fails.</summary>
     public int MaxNonterminals { get; init; } = 100_000;
 }

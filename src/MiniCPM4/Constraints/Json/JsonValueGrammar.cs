@@ -16,9 +16,12 @@ internal sealed class JsonValueGrammar
     private Symbol? _any;
     private int _stringContent = -1;
 
-    public JsonValueGrammar(GrammarBuilder g, NumberRanges numbers)
+    public JsonValueGrammar(GrammarBuilder g, NumberRanges numbers, bool pythonLiterals = false)
     {
         _g = g;
+        True = pythonLiterals ? "True" : "true";
+        False = pythonLiterals ? "False" : "false";
+        Null = pythonLiterals ? "None" : "null";
         _rb = g.Regex;
         _numbers = numbers;
         LBrace = g.Literal("{");
@@ -35,6 +38,10 @@ internal sealed class JsonValueGrammar
     public Symbol RBracket { get; }
     public Symbol Comma { get; }
     public Symbol Colon { get; }
+    /// <summary>The spellings of true, false and null (JSON's, or Python's for keyword-argument calls).</summary>
+    public string True { get; }
+    public string False { get; }
+    public string Null { get; }
 
     /// <summary>Any string content (code points in the canonical JSON escaping), without the quotes.</summary>
     public int AnyStringContent => _stringContent >= 0
@@ -61,9 +68,9 @@ internal sealed class JsonValueGrammar
         _g.AddRule(value, LBracket, array, RBracket);
         _g.AddRule(value, str);
         _g.AddRule(value, _g.Lexeme(_numbers.AnyNumber(), "number"));
-        _g.AddRule(value, _g.Literal("true"));
-        _g.AddRule(value, _g.Literal("false"));
-        _g.AddRule(value, _g.Literal("null"));
+        _g.AddRule(value, _g.Literal(True));
+        _g.AddRule(value, _g.Literal(False));
+        _g.AddRule(value, _g.Literal(Null));
         return value;
     }
 
@@ -75,9 +82,9 @@ internal sealed class JsonValueGrammar
     {
         switch (v.ValueKind)
         {
-            case JsonValueKind.Null: return _g.Literal("null");
-            case JsonValueKind.True: return _g.Literal("true");
-            case JsonValueKind.False: return _g.Literal("false");
+            case JsonValueKind.Null: return _g.Literal(Null);
+            case JsonValueKind.True: return _g.Literal(True);
+            case JsonValueKind.False: return _g.Literal(False);
             case JsonValueKind.String: return _g.Lexeme(StringLiteral(v.GetString()!));
             case JsonValueKind.Number:
             {

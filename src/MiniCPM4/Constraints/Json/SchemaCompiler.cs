@@ -42,7 +42,7 @@ internal sealed partial class SchemaCompiler
         _resolver = new SchemaResolver(root, draft4Ids: draft4 || !HasDollarId(root));
         _g = new GrammarBuilder(_rb);
         _numbers = new NumberRanges(_rb);
-        _values = new JsonValueGrammar(_g, _numbers);
+        _values = new JsonValueGrammar(_g, _numbers, pythonLiterals: options.PythonCall is not null);
         if (options.MaxWhitespace > 0)
         {
             Span<bool> ws = stackalloc bool[256];
@@ -56,7 +56,7 @@ internal sealed partial class SchemaCompiler
 
     public Grammar Run()
     {
-        var start = Ref(Conj.Of(""));
+        var start = _options.PythonCall is { } function ? CallGrammar(function) : Ref(Conj.Of(""));
         while (_pending.Count > 0)
         {
             var (conj, nt) = _pending.Dequeue();
@@ -187,11 +187,11 @@ internal sealed partial class SchemaCompiler
             throw new ConstraintCompileException("excluding array values (not enum/const) is not enforced", "not", shape.EnumAt);
         if ((types & JsonTypes.Object) != 0 && Excluded(JsonValueKind.Object))
             throw new ConstraintCompileException("excluding object values (not enum/const) is not enforced", "not", shape.EnumAt);
-        if ((types & JsonTypes.Null) != 0 && !Excluded(JsonValueKind.Null)) alternatives.Add([_g.Literal("null")]);
+        if ((types & JsonTypes.Null) != 0 && !Excluded(JsonValueKind.Null)) alternatives.Add([_g.Literal(_values.Null)]);
         if ((types & JsonTypes.Boolean) != 0)
         {
-            if (!Excluded(JsonValueKind.True)) alternatives.Add([_g.Literal("true")]);
-            if (!Excluded(JsonValueKind.False)) alternatives.Add([_g.Literal("false")]);
+            if (!Excluded(JsonValueKind.True)) alternatives.Add([_g.Literal(_values.True)]);
+            if (!Excluded(JsonValueKind.False)) alternatives.Add([_g.Literal(_values.False)]);
         }
         if ((types & JsonTypes.Number) != 0)
         {
@@ -484,7 +484,23 @@ internal sealed partial class SchemaCompiler
         return new Conj(entries);
     }
 
-    private Symbol? ObjectGrammar(Shape shape)
+    /// <summary>The root object as a Python call, <c>function(name=value, ...)</c> (see
+    /// <see cref="JsonSchemaOptions.PythonCall"/>).</summary>
+    private Symbol CallGrammar(string function)
+    {
+        if (!IsPythonIdentifier(function))
+            throw new ConstraintCompileException($"'{function}' is not a Python identifier", "PythonCall");
+        var shape = ShapeOf(Conj.Of(""));
+        if (shape.IsEmpty || shape.Groups.Count > 0 || (shape.Types & JsonTypes.Object) == 0)
+            throw new ConstraintCompileException("keyword arguments need an object schema (without anyOf/oneOf/not at the top)",
+                "type", "");
+        return ObjectGrammar(shape, function) ?? Never;
+    }
+
+    private static bool IsPythonIdentifier(string s) =>
+        s.Length > 0 && (char.IsAsciiLetter(s[0]) || s[0] == '_') && s.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
+
+    private Symbol? ObjectGrammar(Shape shape, string? call = null)
     {
         var names = DeclaredNames(shape);
         var required = new HashSet<string>(shape.Required, StringComparer.Ordinal);
@@ -500,11 +516,15 @@ internal sealed partial class SchemaCompiler
                 if (isRequired) return null;
                 continue;
             }
-            var member = _g.Sequence("property " + name, _g.Lexeme(_values.StringLiteral(name), "\"" + name + "\""),
-                _values.Colon, Ref(conj));
+            if (call is not null && !IsPythonIdentifier(name))
+                throw new ConstraintCompileException($"property '{name}' is not a Python identifier, so it cannot be a keyword argument",
+                    "properties", "");
+            var member = call is null
+                ? _g.Sequence("property " + name, _g.Lexeme(_values.StringLiteral(name), "\"" + name + "\""), _values.Colon, Ref(conj))
+                : _g.Sequence("argument " + name, _g.Literal(name + "="), Ref(conj));
             props.Add((name, member, isRequired));
         }
-        var additional = AdditionalMember(shape, names, keyNames);
+        var additional = call is null ? AdditionalMember(shape, names, keyNames) : null;
         int n = props.Count;
         int minP = shape.MinProperties, maxP = shape.MaxProperties;
         int saturate = maxP >= 0 ? maxP : Math.Max(minP, 1);
@@ -570,7 +590,9 @@ internal sealed partial class SchemaCompiler
             return s;
         }
         var body = n > 0 && n <= Math.Min(_options.AnyOrderMaxProperties, 12) ? AnyOrder(0) : Rest(0, 0);
-        return _g.Sequence("object", _values.LBrace, body, _values.RBrace);
+        return call is null
+            ? _g.Sequence("object", _values.LBrace, body, _values.RBrace)
+            : _g.Sequence("call", _g.Literal(call + "("), body, _g.Literal(")"));
     }
 
     /// <summary>The string content regex of the keys propertyNames allows (null: any key).</summary>
