@@ -26,7 +26,8 @@ namespace MiniCPM4.AI;
 /// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
 /// (stop sequences are still added). A JSON ResponseFormat constrains the reply token by token: <c>Json</c> to a JSON
 /// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). Other options are
-/// ignored, with one log line.</para>
+/// ignored, with one log line. A required tool (<c>ChatToolMode.RequireAny</c> / <c>RequireSpecific</c>) makes the reply
+/// one tool-call block whose call is constrained to the function's parameters schema.</para>
 /// <para><b>Tools.</b> AIFunctions are described in the system turn; the model's MiniCPM4 tool-call blocks become
 /// <see cref="FunctionCallContent"/> (see <see cref="MiniCpmToolCallParser"/>) with finish reason ToolCalls.</para>
 /// </remarks>
@@ -128,9 +129,14 @@ public sealed class MiniCpmChatClient : IChatClient
             conversation = TakeConversation(options?.ConversationId);
             var history = ResolveHistory(conversation?.History, incoming);
             var prompt = MiniCpmPromptFormatter.Format(history, options);
+            // A required tool call: the reply opens the call block, and the call itself is constrained to the
+            // functions' parameter schemas (see MapOptions); the block is closed after it.
+            bool forcedCall = _textSource is null && generation.Constraint is { Kind: ConstraintKind.ToolCall };
+            if (forcedCall) prompt += CallBlockHeader;
             var tokens = _model.Tokenizer.Encode(prompt, addBos: _model.Tokenizer.AddBosByDefault);
 
             var filter = new ToolCallStreamFilter();
+            if (forcedCall) filter.Push(CallBlockHeader);
             var text = new StringBuilder();
             var reasoning = new StringBuilder();
             var calls = new List<FunctionCallContent>();
@@ -186,6 +192,8 @@ public sealed class MiniCpmChatClient : IChatClient
                     foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
                 }
                 finish = session.LastFinishReason;
+                if (forcedCall && finish == FinishReason.Stop)
+                    foreach (var u in ToUpdates(filter.Push(CallBlockFooter))) yield return u;
             }
             foreach (var u in ToUpdates(filter.Flush())) yield return u;
 
@@ -241,6 +249,8 @@ public sealed class MiniCpmChatClient : IChatClient
         {
             if (options.ResponseFormat is ChatResponseFormatJson json && g.Constraint is null)
                 g = g with { Constraint = ConstraintFor(json) };
+            if (options.ToolMode is RequiredChatToolMode required && g.Constraint is null)
+                g = g with { Constraint = ToolCallConstraint(options, required) };
             if (options.Reasoning is not null) LogOnce("Reasoning", "ChatOptions.Reasoning is not supported; ignored");
             if (options.AllowBackgroundResponses == true)
                 LogOnce("AllowBackgroundResponses", "ChatOptions.AllowBackgroundResponses is not supported; ignored");
@@ -260,6 +270,22 @@ public sealed class MiniCpmChatClient : IChatClient
         format.Schema is { } schema
             ? OutputConstraint.JsonSchema(schema)
             : OutputConstraint.JsonSchema("""{"type":"object"}""");
+
+    private static readonly string CallBlockHeader = MiniCpmToolCallParser.ToolCallStart + "\n```python\n";
+    private static readonly string CallBlockFooter = "\n```\n" + MiniCpmToolCallParser.ToolCallEnd + "\n";
+
+    // ChatToolMode.RequireAny / RequireSpecific: the reply is one call of the required function(s), its keyword
+    // arguments valid under the function's parameters schema.
+    private static OutputConstraint ToolCallConstraint(ChatOptions options, RequiredChatToolMode required)
+    {
+        var functions = options.Tools?.OfType<AIFunctionDeclaration>().ToList() ?? [];
+        if (required.RequiredFunctionName is { } name) functions = functions.Where(f => f.Name == name).ToList();
+        if (functions.Count == 0)
+            throw new ArgumentException(required.RequiredFunctionName is { } missing
+                ? $"ChatToolMode requires the function '{missing}', but ChatOptions.Tools has no function of that name"
+                : "ChatToolMode requires a function call, but ChatOptions.Tools has no function", nameof(options));
+        return OutputConstraint.ToolCall(functions.Select(f => (f.Name, f.JsonSchema)));
+    }
 
     private void LogOnce(string key, string message)
     {

@@ -18,6 +18,9 @@ public enum ConstraintKind
     Grammar,
     /// <summary>The output is exactly one of a list of strings.</summary>
     Choice,
+    /// <summary>A call of one of some functions, with keyword arguments valid under each one's parameters schema
+    /// (MiniCPM4's tool-call syntax: <c>name(arg="text", n=5)</c>).</summary>
+    ToolCall,
 }
 
 /// <summary>
@@ -81,6 +84,19 @@ public sealed class OutputConstraint
         ArgumentNullException.ThrowIfNull(options);
         var list = options.ToArray();
         return Cached(ConstraintKind.Choice, string.Join('\n', list), null, () => SimpleConstraints.Choice(list));
+    }
+
+    /// <summary>
+    /// A call of one of <paramref name="functions"/> in Python keyword-argument syntax, the arguments valid under
+    /// the function's JSON Schema (see <see cref="JsonSchemaOptions.PythonCall"/>): how a required tool call is
+    /// constrained.
+    /// </summary>
+    public static OutputConstraint ToolCall(IEnumerable<(string Name, JsonElement Parameters)> functions)
+    {
+        ArgumentNullException.ThrowIfNull(functions);
+        var list = functions.Select(f => (f.Name, f.Parameters.Clone())).ToArray();
+        var source = string.Join('\n', list.Select(f => f.Name + " " + f.Item2.GetRawText()));
+        return Cached(ConstraintKind.ToolCall, source, null, () => JsonSchemaCompiler.CompilePythonCalls(list));
     }
 
     /// <summary>Whether <paramref name="text"/> as a whole is in the constraint's language.</summary>

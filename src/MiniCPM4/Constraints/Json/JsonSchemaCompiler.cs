@@ -54,6 +54,26 @@ public static class JsonSchemaCompiler
         using (doc) return Compile(doc.RootElement, options);
     }
 
+    /// <summary>
+    /// One call of any of <paramref name="functions"/>, each with its parameters schema as keyword arguments
+    /// (<see cref="JsonSchemaOptions.PythonCall"/>): the grammar of a required tool call.
+    /// </summary>
+    public static Grammar CompilePythonCalls(IReadOnlyList<(string Name, JsonElement Parameters)> functions,
+        JsonSchemaOptions? options = null)
+    {
+        if (functions.Count == 0) throw new ConstraintCompileException("no function to call");
+        options ??= new JsonSchemaOptions();
+        var g = new GrammarBuilder(new RegexBuilder());
+        var calls = new List<Symbol>();
+        foreach (var (name, parameters) in functions)
+        {
+            if (parameters.ValueKind is not (JsonValueKind.Object or JsonValueKind.True))
+                throw new ConstraintCompileException($"the parameters of '{name}' are not a schema object", null, "");
+            calls.Add(new SchemaCompiler(parameters, options with { PythonCall = name }, g).Emit());
+        }
+        return g.Build(g.Choice("call", calls.ToArray()));
+    }
+
     /// <summary>Compiles the schema <paramref name="schema"/> (an object or a boolean).</summary>
     public static Grammar Compile(JsonElement schema, JsonSchemaOptions? options = null)
     {

@@ -11,7 +11,7 @@ internal sealed partial class SchemaCompiler
 {
     private readonly SchemaResolver _resolver;
     private readonly JsonSchemaOptions _options;
-    private readonly RegexBuilder _rb = new();
+    private readonly RegexBuilder _rb;
     private readonly GrammarBuilder _g;
     private readonly NumberRanges _numbers;
     private readonly JsonValueGrammar _values;
@@ -27,9 +27,13 @@ internal sealed partial class SchemaCompiler
     private int _nonterminalCount;
     private int _branchCount;
 
-    public SchemaCompiler(JsonElement root, JsonSchemaOptions options)
+    /// <summary>A compilation into <paramref name="grammar"/> (a fresh builder when null), so that several schemas
+    /// can share one grammar (<see cref="JsonSchemaCompiler.CompilePythonCalls"/>).</summary>
+    public SchemaCompiler(JsonElement root, JsonSchemaOptions options, GrammarBuilder? grammar = null)
     {
         _options = options;
+        _g = grammar ?? new GrammarBuilder(new RegexBuilder());
+        _rb = _g.Regex;
         bool draft4 = false;
         if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("$schema", out var s) && s.ValueKind == JsonValueKind.String)
         {
@@ -40,7 +44,6 @@ internal sealed partial class SchemaCompiler
         }
         _integralFloats = !draft4;
         _resolver = new SchemaResolver(root, draft4Ids: draft4 || !HasDollarId(root));
-        _g = new GrammarBuilder(_rb);
         _numbers = new NumberRanges(_rb);
         _values = new JsonValueGrammar(_g, _numbers, pythonLiterals: options.PythonCall is not null);
         if (options.MaxWhitespace > 0)
@@ -54,7 +57,10 @@ internal sealed partial class SchemaCompiler
     private static bool HasDollarId(JsonElement root) =>
         root.ValueKind == JsonValueKind.Object && root.TryGetProperty("$id", out _);
 
-    public Grammar Run()
+    public Grammar Run() => _g.Build(Emit());
+
+    /// <summary>Adds the schema's rules to the grammar builder and returns its start symbol.</summary>
+    public Symbol Emit()
     {
         var start = _options.PythonCall is { } function ? CallGrammar(function) : Ref(Conj.Of(""));
         while (_pending.Count > 0)
@@ -62,7 +68,7 @@ internal sealed partial class SchemaCompiler
             var (conj, nt) = _pending.Dequeue();
             Fill(conj, nt);
         }
-        return _g.Build(start);
+        return start;
     }
 
     // ---------------------------------------------------------------------------------------------------------
