@@ -104,6 +104,11 @@ internal sealed class Interpreter
         {
             throw Limit("the template recursed too deeply", e);
         }
+        catch (Exception e) when (e is not TemplateException and not OperationCanceledException)
+        {
+            // A defect of this renderer, not of the template; still reported as a render error with a position.
+            throw Wrap($"internal error: {e.GetType().Name}: {e.Message}", e);
+        }
         return output.ToString();
     }
 
@@ -157,6 +162,7 @@ internal sealed class Interpreter
     private Flow Exec(Stmt stmt, Frame frame, StringBuilder output)
     {
         Step(stmt.Pos);
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         switch (stmt)
         {
             case DataStmt data:
@@ -305,6 +311,7 @@ internal sealed class Interpreter
     public object? Evaluate(Expr expr, Frame frame)
     {
         Step(expr.Pos);
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         switch (expr)
         {
             case ConstExpr c:

@@ -67,6 +67,7 @@ internal static class PyOps
 
     public static bool Equal(object? a, object? b)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         if (a is null || b is null) return a is null && b is null;
         if (IsNumber(a) && IsNumber(b))
         {
@@ -199,6 +200,7 @@ internal static class PyOps
     /// <summary>Python's <c>repr(v)</c>.</summary>
     public static string Repr(object? v)
     {
+        System.Runtime.CompilerServices.RuntimeHelpers.EnsureSufficientExecutionStack();
         switch (v)
         {
             case null: return "None";
