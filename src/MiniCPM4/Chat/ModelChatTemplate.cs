@@ -211,7 +211,8 @@ public sealed class ModelChatTemplate
 
         var plain = new ChatTemplateOptions { Now = new DateTime(2026, 1, 1) };
         var thinkingOff = plain with { EnableThinking = false };
-        var reasoned = new ChatMessage("assistant", "<think>\nprobe reasoning\n</think>\n\nprobe answer") { ReasoningContent = "probe reasoning" };
+        // Reasoning kept apart (reasoning_content): a template that writes it back in <think> tags uses them.
+        var reasoned = new ChatMessage("assistant", "probe answer") { ReasoningContent = "probe reasoning" };
         string?[] renders =
         [
             toolsPrompt, callPrompt,
@@ -223,7 +224,9 @@ public sealed class ModelChatTemplate
         // The end of an assistant turn: what follows the assistant's text up to the next turn's text.
         string? endOfTurn = null;
         const string answer = "probe answer 5d1c";
-        string? turns = TryRender([user, new ChatMessage("assistant", answer), new ChatMessage("user", "probe next 5d1c")], plain with { AddGenerationPrompt = false });
+        ChatMessage[] exchange = [user, new ChatMessage("assistant", answer), new ChatMessage("user", "probe next 5d1c")];
+        string? turns = TryRender(exchange, plain with { AddGenerationPrompt = false })
+                        ?? TryRender(exchange, withTools with { AddGenerationPrompt = false });
         if (turns is not null)
         {
             int a = turns.IndexOf(answer, StringComparison.Ordinal), b = turns.IndexOf("probe next 5d1c", StringComparison.Ordinal);
