@@ -150,8 +150,6 @@ public static class JinjaValue
             case char c: return c.ToString();
             case JsonElement e: return FromJson(e, depth);
             case System.Text.Json.Nodes.JsonNode node: return FromJson(JsonSerializer.SerializeToElement(node, JinjaJsonContext.Default.JsonNode), depth);
-            case List<object?> list when list.All(x => x is null or string or bool or long or double or PyDict or PyTuple or List<object?>):
-                return list;
             case IDictionary<string, object?> map:
             {
                 var d = new PyDict();
