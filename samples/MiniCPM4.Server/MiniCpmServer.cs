@@ -5,6 +5,7 @@ using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using MiniCPM4.Chat;
+using MiniCPM4.Chat.Jinja;
 
 namespace MiniCPM4.Server;
 
@@ -201,14 +202,31 @@ internal sealed class Endpoints(ServerState state, CancellationToken stopping, I
         var body = await ReadBodyAsync(context);
         var request = RequestValidator.Parse(body, ServerJsonContext.Default.ChatCompletionRequest);
         var messages = RequestValidator.Messages(request);
-        var prompt = state.Model.EncodeChat(messages);
+        // The checkpoint's chat template renders the prompt and decides how tool calls and reasoning are read back.
+        var template = state.Model.ChatTemplate;
+        var templateOptions = RequestValidator.TemplateOptions(request, state.Options.ChatTemplateArguments);
+        string rendered;
+        try
+        {
+            rendered = template.Render(messages, templateOptions);
+        }
+        catch (TemplateRaisedException e)
+        {
+            throw ApiException.BadRequest($"The model's chat template does not accept this conversation: {e.Message}", "messages", "invalid_value");
+        }
+        catch (TemplateRenderException e)
+        {
+            throw ApiException.BadRequest($"The model's chat template could not render this conversation: {e.Reason}", "messages", "invalid_value");
+        }
+        var prompt = state.Model.EncodeRenderedChat(rendered);
         bool completionField = request.MaxCompletionTokens is not null;
         var options = RequestValidator.Options(
             new RequestValidator.Sampling(request.MaxCompletionTokens ?? request.MaxTokens,
                 completionField ? "max_completion_tokens" : "max_tokens", request.Temperature, request.TopP, request.TopK,
                 request.FrequencyPenalty, request.PresencePenalty, request.Seed, request.N, request.Stop),
             prompt.Length, state.Scheduler.ContextLength, state.Options.DefaultMaxTokens, state.Defaults,
-            ChatTemplate.StopStrings);
+            [template.EndOfTurn ?? ChatTemplate.ImEnd]) with { SkipSpecialTokens = false }; // markers may be special tokens
+        var parser = new ChatOutputParser(template.OutputFormat, template.EndsInsideReasoning(rendered));
 
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -217,10 +235,36 @@ internal sealed class Endpoints(ServerState state, CancellationToken stopping, I
         if (request.Stream != true)
         {
             var result = await RunAsync(context, prompt, options, onStart: null, onText: null);
+            var segments = parser.Push(result.Text);
+            segments.AddRange(parser.Flush());
+            var text = new StringBuilder();
+            var reasoning = new StringBuilder();
+            var calls = new List<ToolCallDto>();
+            foreach (var segment in segments)
+            {
+                switch (segment.Kind)
+                {
+                    case ChatOutputKind.Text: text.Append(segment.Text); break;
+                    case ChatOutputKind.Reasoning: reasoning.Append(segment.Text); break;
+                    default: calls.AddRange(segment.Calls!.Select(c => ToolCallDtos.From(c, null))); break;
+                }
+            }
             var response = new ChatCompletionResponse
             {
                 Id = id, Created = created, Model = model,
-                Choices = [new ChatChoiceDto { Message = new AssistantMessageDto { Content = result.Text }, FinishReason = result.FinishReason }],
+                Choices =
+                [
+                    new ChatChoiceDto
+                    {
+                        Message = new AssistantMessageDto
+                        {
+                            Content = calls.Count > 0 && text.Length == 0 ? null : text.ToString(),
+                            ReasoningContent = reasoning.Length > 0 ? reasoning.ToString() : null,
+                            ToolCalls = calls.Count > 0 ? calls : null,
+                        },
+                        FinishReason = calls.Count > 0 && result.FinishReason == "stop" ? "tool_calls" : result.FinishReason,
+                    },
+                ],
                 Usage = result.Usage,
             };
             await WriteJsonAsync(context, response, ServerJsonContext.Default.ChatCompletionResponse);
@@ -233,14 +277,30 @@ internal sealed class Endpoints(ServerState state, CancellationToken stopping, I
             Id = id, Created = created, Model = model,
             Choices = [new ChatChunkChoiceDto { Delta = delta, FinishReason = finish }],
         };
+        int callCount = 0;
+        async Task WriteSegments(List<ChatOutputSegment> segments)
+        {
+            foreach (var segment in segments)
+            {
+                var delta = segment.Kind switch
+                {
+                    ChatOutputKind.Text => new ChatDeltaDto { Content = segment.Text },
+                    ChatOutputKind.Reasoning => new ChatDeltaDto { ReasoningContent = segment.Text },
+                    _ => new ChatDeltaDto { ToolCalls = segment.Calls!.Select(c => ToolCallDtos.From(c, callCount++)).ToList() },
+                };
+                await WriteEventAsync(context, Chunk(delta, null), typeInfo);
+            }
+        }
         var streamed = await RunAsync(context, prompt, options,
             onStart: async () =>
             {
                 await StartEventStreamAsync(context);
                 await WriteEventAsync(context, Chunk(new ChatDeltaDto { Role = "assistant", Content = "" }, null), typeInfo);
             },
-            onText: text => WriteEventAsync(context, Chunk(new ChatDeltaDto { Content = text }, null), typeInfo));
-        await WriteEventAsync(context, Chunk(new ChatDeltaDto(), streamed.FinishReason), typeInfo);
+            onText: text => WriteSegments(parser.Push(text)));
+        await WriteSegments(parser.Flush());
+        string finishReason = callCount > 0 && streamed.FinishReason == "stop" ? "tool_calls" : streamed.FinishReason;
+        await WriteEventAsync(context, Chunk(new ChatDeltaDto(), finishReason), typeInfo);
         if (request.StreamOptions?.IncludeUsage == true)
             await WriteEventAsync(context, new ChatCompletionChunk { Id = id, Created = created, Model = model, Usage = streamed.Usage },
                 typeInfo);
@@ -322,14 +382,26 @@ internal sealed class Endpoints(ServerState state, CancellationToken stopping, I
                 if (onStart is not null) await onStart();
                 var text = new StringBuilder();
                 int completionTokens = 0;
-                await foreach (var token in session.GenerateAsync(options, ct))
+                if (state.Options.ScriptedCompletion is { } script)
                 {
-                    if (token.Id >= 0) completionTokens++;
-                    if (token.Text.Length == 0) continue;
-                    text.Append(token.Text);
-                    if (onText is not null) await onText(token.Text);
+                    foreach (var piece in script())
+                    {
+                        completionTokens++;
+                        text.Append(piece);
+                        if (onText is not null) await onText(piece);
+                    }
                 }
-                string finish = session.LastFinishReason == FinishReason.Stop ? "stop" : "length";
+                else
+                {
+                    await foreach (var token in session.GenerateAsync(options, ct))
+                    {
+                        if (token.Id >= 0) completionTokens++;
+                        if (token.Text.Length == 0) continue;
+                        text.Append(token.Text);
+                        if (onText is not null) await onText(token.Text);
+                    }
+                }
+                string finish = state.Options.ScriptedCompletion is not null || session.LastFinishReason == FinishReason.Stop ? "stop" : "length";
                 metrics.OnCompleted();
                 return new RunResult(text.ToString(), finish, new UsageDto
                 {

@@ -22,6 +22,9 @@ internal sealed class ChatCompletionRequest
     [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
     [JsonPropertyName("stream")] public bool? Stream { get; set; }
     [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
+    [JsonPropertyName("tools")] public List<JsonElement>? Tools { get; set; }
+    [JsonPropertyName("tool_choice")] public JsonElement? ToolChoice { get; set; }
+    [JsonPropertyName("chat_template_kwargs")] public JsonElement? ChatTemplateKwargs { get; set; }
 }
 
 internal sealed class TextCompletionRequest
@@ -47,6 +50,27 @@ internal sealed class ChatMessageDto
     [JsonPropertyName("role")] public string? Role { get; set; }
     [JsonPropertyName("content")] public JsonElement? Content { get; set; }
     [JsonPropertyName("name")] public string? Name { get; set; }
+    [JsonPropertyName("tool_calls")] public JsonElement? ToolCalls { get; set; }
+    [JsonPropertyName("tool_call_id")] public string? ToolCallId { get; set; }
+    [JsonPropertyName("reasoning_content")] public string? ReasoningContent { get; set; }
+}
+
+internal sealed class FunctionCallDto
+{
+    [JsonPropertyName("name")] public string Name { get; set; } = "";
+    /// <summary>The arguments as a JSON text, as OpenAI sends them.</summary>
+    [JsonPropertyName("arguments")] public string Arguments { get; set; } = "{}";
+}
+
+internal sealed class ToolCallDto
+{
+    [JsonPropertyName("index")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? Index { get; set; }
+
+    [JsonPropertyName("id")] public string Id { get; set; } = "";
+    [JsonPropertyName("type")] public string Type { get; set; } = "function";
+    [JsonPropertyName("function")] public FunctionCallDto Function { get; set; } = new();
 }
 
 internal sealed class StreamOptionsDto
@@ -64,7 +88,16 @@ internal sealed class UsageDto
 internal sealed class AssistantMessageDto
 {
     [JsonPropertyName("role")] public string Role { get; set; } = "assistant";
-    [JsonPropertyName("content")] public string Content { get; set; } = "";
+    /// <summary>The text; null when the reply is only tool calls.</summary>
+    [JsonPropertyName("content")] public string? Content { get; set; } = "";
+
+    [JsonPropertyName("reasoning_content")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ReasoningContent { get; set; }
+
+    [JsonPropertyName("tool_calls")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<ToolCallDto>? ToolCalls { get; set; }
 }
 
 internal sealed class ChatChoiceDto
@@ -94,6 +127,14 @@ internal sealed class ChatDeltaDto
     [JsonPropertyName("content")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Content { get; set; }
+
+    [JsonPropertyName("reasoning_content")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ReasoningContent { get; set; }
+
+    [JsonPropertyName("tool_calls")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<ToolCallDto>? ToolCalls { get; set; }
 }
 
 internal sealed class ChatChunkChoiceDto
@@ -186,3 +227,52 @@ internal sealed class ErrorResponse
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
 internal sealed partial class ServerJsonContext : JsonSerializerContext;
+
+/// <summary>Parsed calls in OpenAI's shape: arguments as a JSON text.</summary>
+internal static class ToolCallDtos
+{
+    public static ToolCallDto From(MiniCPM4.Chat.ChatToolCall call, int? index) => new()
+    {
+        Index = index,
+        Id = call.Id ?? "call_" + Guid.NewGuid().ToString("N")[..24],
+        Function = new FunctionCallDto { Name = call.Name, Arguments = ArgumentsJson(call.Arguments) },
+    };
+
+    private static string ArgumentsJson(IReadOnlyDictionary<string, object?> arguments)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+            Write(w, arguments, 0);
+        return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    private static void Write(Utf8JsonWriter w, object? value, int depth)
+    {
+        if (depth > 64) throw new InvalidOperationException("tool call arguments nest too deeply");
+        switch (value)
+        {
+            case null: w.WriteNullValue(); break;
+            case bool b: w.WriteBooleanValue(b); break;
+            case string s: w.WriteStringValue(s); break;
+            case long l: w.WriteNumberValue(l); break;
+            case int i: w.WriteNumberValue(i); break;
+            case double d: w.WriteNumberValue(d); break;
+            case JsonElement e: e.WriteTo(w); break;
+            case IReadOnlyDictionary<string, object?> map:
+                w.WriteStartObject();
+                foreach (var (k, v) in map)
+                {
+                    w.WritePropertyName(k);
+                    Write(w, v, depth + 1);
+                }
+                w.WriteEndObject();
+                break;
+            case IEnumerable<object?> list:
+                w.WriteStartArray();
+                foreach (var item in list) Write(w, item, depth + 1);
+                w.WriteEndArray();
+                break;
+            default: w.WriteStringValue(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)); break;
+        }
+    }
+}

@@ -8,7 +8,7 @@ namespace MiniCPM4.Server;
 /// <summary>Parses request bodies and checks every field before any work is queued.</summary>
 internal static class RequestValidator
 {
-    private static readonly HashSet<string> Roles = new(StringComparer.Ordinal) { "system", "developer", "user", "assistant" };
+    private static readonly HashSet<string> Roles = new(StringComparer.Ordinal) { "system", "developer", "user", "assistant", "tool" };
 
     /// <summary>Deserializes a JSON object, turning syntax and type errors into 400s that name the field.</summary>
     public static T Parse<T>(byte[] body, JsonTypeInfo<T> typeInfo) where T : class
@@ -78,12 +78,94 @@ internal static class RequestValidator
                     "missing_required_parameter");
             if (!Roles.Contains(m.Role))
                 throw ApiException.BadRequest(
-                    $"Invalid value '{m.Role}' for 'messages[{i}].role': supported roles are system, developer, user and assistant.",
+                    $"Invalid value '{m.Role}' for 'messages[{i}].role': supported roles are system, developer, user, assistant and tool.",
                     $"messages[{i}].role", "invalid_value");
             string role = m.Role == "developer" ? "system" : m.Role;
-            result.Add(new ChatMessage(role, Content(m.Content, $"messages[{i}].content")));
+            var toolCalls = role == "assistant" ? ToolCalls(m.ToolCalls, $"messages[{i}].tool_calls") : null;
+            bool contentOptional = toolCalls is { Count: > 0 } && m.Content is null or { ValueKind: JsonValueKind.Null };
+            result.Add(new ChatMessage(role, contentOptional ? "" : Content(m.Content, $"messages[{i}].content"))
+            {
+                ToolCalls = toolCalls,
+                ToolCallId = role == "tool" ? m.ToolCallId : null,
+                Name = role == "tool" ? m.Name : null,
+                ReasoningContent = role == "assistant" ? m.ReasoningContent : null,
+            });
         }
         return result;
+    }
+
+    /// <summary>An assistant message's tool_calls: [{id, type: "function", function: {name, arguments}}], arguments a
+    /// JSON text (as OpenAI sends them) or a JSON object, holding an object.</summary>
+    private static List<ChatToolCall>? ToolCalls(JsonElement? value, string param)
+    {
+        if (value is not { } calls || calls.ValueKind == JsonValueKind.Null) return null;
+        if (calls.ValueKind != JsonValueKind.Array)
+            throw ApiException.BadRequest($"Invalid type for '{param}': expected an array.", param, "invalid_type");
+        var result = new List<ChatToolCall>();
+        int index = 0;
+        foreach (var call in calls.EnumerateArray())
+        {
+            string p = $"{param}[{index++}]";
+            if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest($"Invalid '{p}': expected an object with a 'function' object.", p, "invalid_type");
+            if (!fn.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString()!.Length == 0)
+                throw ApiException.BadRequest($"Missing required parameter: '{p}.function.name'.", $"{p}.function.name", "missing_required_parameter");
+            JsonElement arguments = default;
+            bool ok = fn.TryGetProperty("arguments", out var a);
+            if (ok && a.ValueKind == JsonValueKind.String)
+            {
+                try
+                {
+                    using var doc = JsonDocument.Parse(a.GetString()!);
+                    arguments = doc.RootElement.Clone();
+                }
+                catch (JsonException)
+                {
+                    ok = false;
+                }
+            }
+            else if (ok)
+            {
+                arguments = a;
+            }
+            if (!ok || arguments.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest($"Invalid '{p}.function.arguments': expected a JSON object (as a string).",
+                    $"{p}.function.arguments", "invalid_value");
+            var args = arguments.EnumerateObject().ToDictionary(x => x.Name, x => (object?)x.Value.Clone(), StringComparer.Ordinal);
+            string? id = call.TryGetProperty("id", out var idValue) && idValue.ValueKind == JsonValueKind.String ? idValue.GetString() : null;
+            result.Add(new ChatToolCall(name.GetString()!, args, id));
+        }
+        return result;
+    }
+
+    /// <summary>The chat template variables of a request: the server's defaults, then chat_template_kwargs; tools unless
+    /// tool_choice is "none".</summary>
+    public static ChatTemplateOptions TemplateOptions(ChatCompletionRequest request, IReadOnlyDictionary<string, object?>? defaults)
+    {
+        var arguments = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (defaults is not null)
+            foreach (var (k, v) in defaults) arguments[k] = v;
+        if (request.ChatTemplateKwargs is { } kwargs && kwargs.ValueKind != JsonValueKind.Null)
+        {
+            if (kwargs.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest("Invalid type for 'chat_template_kwargs': expected an object.", "chat_template_kwargs", "invalid_type");
+            foreach (var p in kwargs.EnumerateObject()) arguments[p.Name] = p.Value.Clone();
+        }
+        List<JsonElement>? tools = null;
+        if (request.Tools is { Count: > 0 } given)
+        {
+            for (int i = 0; i < given.Count; i++)
+            {
+                var t = given[i];
+                if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object ||
+                    !fn.TryGetProperty("name", out var n) || n.ValueKind != JsonValueKind.String)
+                    throw ApiException.BadRequest($"Invalid 'tools[{i}]': expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                        $"tools[{i}]", "invalid_value");
+            }
+            bool none = request.ToolChoice is { ValueKind: JsonValueKind.String } choice && choice.GetString() == "none";
+            if (!none) tools = given;
+        }
+        return new ChatTemplateOptions { Tools = tools, Arguments = arguments.Count > 0 ? arguments : null };
     }
 
     private static string Content(JsonElement? content, string param)

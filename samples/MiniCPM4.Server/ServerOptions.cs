@@ -43,4 +43,13 @@ public sealed class ServerOptions
 
     /// <summary>Command-line style arguments passed on to the host builder (configuration overrides).</summary>
     public string[] HostArgs { get; set; } = [];
+
+    /// <summary>
+    /// Chat template variables for every chat request (e.g. <c>{"enable_thinking": false}</c>); a request's
+    /// <c>chat_template_kwargs</c> override them.
+    /// </summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateArguments { get; set; }
+
+    /// <summary>Tests: replaces the model's text after prefill (the prompt's tokens are still evaluated).</summary>
+    internal Func<string[]>? ScriptedCompletion { get; set; }
 }

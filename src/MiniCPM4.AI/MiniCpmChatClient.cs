@@ -2,8 +2,10 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.AI;
+using MiniCPM4.Chat;
 using MiniCPM4.Constraints;
 using MiniCPM4.Tokenization;
+using ChatMessage = Microsoft.Extensions.AI.ChatMessage;
 
 namespace MiniCPM4.AI;
 
@@ -25,11 +27,18 @@ namespace MiniCPM4.AI;
 /// StopSequences, FrequencyPenalty, PresencePenalty, Tools and ToolMode are honoured. A <see cref="GenerationOptions"/>
 /// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
 /// (stop sequences are still added). A JSON ResponseFormat constrains the reply token by token: <c>Json</c> to a JSON
-/// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). Other options are
-/// ignored, with one log line. A required tool (<c>ChatToolMode.RequireAny</c> / <c>RequireSpecific</c>) makes the reply
-/// one tool-call block whose call is constrained to the function's parameters schema.</para>
-/// <para><b>Tools.</b> AIFunctions are described in the system turn; the model's MiniCPM4 tool-call blocks become
-/// <see cref="FunctionCallContent"/> (see <see cref="MiniCpmToolCallParser"/>) with finish reason ToolCalls.</para>
+/// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). A required tool
+/// (<c>ChatToolMode.RequireAny</c> / <c>RequireSpecific</c>) makes the reply one MiniCPM4 tool-call block whose call is
+/// constrained to the function's parameters schema. Other options are ignored, with one log line.</para>
+/// <para><b>Chat template.</b> Prompts are rendered with the checkpoint's chat template (<see cref="MiniCpmModel.ChatTemplate"/>;
+/// see <see cref="MiniCpmPromptFormatter.Render"/>). Template variables come from
+/// <see cref="MiniCpmChatClientOptions.ChatTemplateArguments"/> and, per request, from
+/// <see cref="ChatOptions.AdditionalProperties"/>: <c>"enable_thinking"</c> (a bool) and <c>"chat_template_kwargs"</c>
+/// (a dictionary).</para>
+/// <para><b>Tools.</b> AIFunctions reach the template as transformers' JSON schemas (or, when the template does not render
+/// tools, are described in the system turn); the model's tool calls, in the syntax the template uses, become
+/// <see cref="FunctionCallContent"/> with finish reason ToolCalls, and its reasoning (<c>&lt;think&gt;</c> or thought
+/// blocks) becomes <see cref="TextReasoningContent"/> (see <see cref="ChatOutputParser"/>).</para>
 /// </remarks>
 public sealed class MiniCpmChatClient : IChatClient
 {
@@ -128,14 +137,17 @@ public sealed class MiniCpmChatClient : IChatClient
         {
             conversation = TakeConversation(options?.ConversationId);
             var history = ResolveHistory(conversation?.History, incoming);
-            var prompt = MiniCpmPromptFormatter.Format(history, options);
-            // A required tool call: the reply opens the call block, and the call itself is constrained to the
-            // functions' parameter schemas (see MapOptions); the block is closed after it.
+            // The checkpoint's chat template renders the prompt and decides what the output parser looks for.
+            var prompt = MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
+            // A required tool call: the reply opens a MiniCPM4 call block, the call itself is constrained to the
+            // functions' parameter schemas (see MapOptions), and the block is closed after it.
             bool forcedCall = _textSource is null && generation.Constraint is { Kind: ConstraintKind.ToolCall };
             if (forcedCall) prompt += CallBlockHeader;
-            var tokens = _model.Tokenizer.Encode(prompt, addBos: _model.Tokenizer.AddBosByDefault);
+            var tokens = _model.EncodeRenderedChat(prompt);
 
-            var filter = new ToolCallStreamFilter();
+            var filter = forcedCall
+                ? new ToolCallStreamFilter(ChatOutputFormat.MiniCpm4)
+                : new ToolCallStreamFilter(_model.ChatTemplate.OutputFormat, _model.ChatTemplate.EndsInsideReasoning(prompt));
             if (forcedCall) filter.Push(CallBlockHeader);
             var text = new StringBuilder();
             var reasoning = new StringBuilder();
@@ -259,7 +271,7 @@ public sealed class MiniCpmChatClient : IChatClient
         }
         var stops = new List<string>(g.StopStrings ?? []);
         if (options?.StopSequences is { } sequences) stops.AddRange(sequences.Where(s => !string.IsNullOrEmpty(s)));
-        stops.Add("<|im_end|>");
+        stops.Add(_model.ChatTemplate.EndOfTurn ?? "<|im_end|>");
         // Special tokens stay in the text: MiniCPM4's tool-call and thought markers may be special tokens.
         return g with { StopStrings = stops, SkipSpecialTokens = false };
     }

@@ -30,4 +30,10 @@ public sealed record MiniCpmChatClientOptions
     /// checkpoint's generation_config.json (<see cref="GenerationOptions.FromDefaults"/>).
     /// </summary>
     public GenerationOptions? DefaultGenerationOptions { get; init; }
+
+    /// <summary>
+    /// Variables for the chat template on every request (transformers' extra <c>apply_chat_template</c> arguments),
+    /// e.g. <c>{"enable_thinking": false}</c>; a request's <c>ChatOptions.AdditionalProperties</c> override them.
+    /// </summary>
+    public IReadOnlyDictionary<string, object?>? ChatTemplateArguments { get; init; }
 }

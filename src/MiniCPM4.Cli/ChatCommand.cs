@@ -13,6 +13,7 @@ internal static class ChatCommand
         var command = new Command("chat", "Interactive multi-turn chat (/reset, /stats, /exit)");
         Cli.AddModelOptions(command);
         command.Options.Add(System);
+        command.Options.Add(TemplateCommand.ChatArg);
         Cli.AddGenerationOptions(command);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
         return command;
@@ -23,7 +24,7 @@ internal static class ChatCommand
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = Cli.GenerationOptionsFrom(parse, model);
         using var session = model.CreateSession(Cli.SessionOptionsFrom(parse));
-        var chat = new MiniCpmChat(session, parse.GetValue(System));
+        var chat = new MiniCpmChat(session, parse.GetValue(System), TemplateCommand.ChatTemplateOptionsFrom(parse));
         bool interactive = !Console.IsInputRedirected;
         if (interactive) Console.Error.WriteLine("Chat with the model. /reset clears the conversation, /stats shows speed, /exit quits.");
         while (!ct.IsCancellationRequested)

@@ -58,6 +58,7 @@ internal static class Cli
         root.Subcommands.Add(FrSpecCommand.Create());
         root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(ConstraintCheckCommand.Create());
+        root.Subcommands.Add(TemplateCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -101,6 +102,7 @@ internal static class Cli
         string kind = e switch
         {
             CheckpointException => "checkpoint error",
+            MiniCPM4.Chat.Jinja.TemplateException => "template error",
             MiniCpmNativeLibraryException => "native library error",
             MiniCpmException => "engine error",
             FileNotFoundException or DirectoryNotFoundException => "file not found",

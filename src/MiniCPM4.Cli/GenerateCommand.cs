@@ -9,7 +9,7 @@ namespace MiniCPM4.Cli;
 internal static class GenerateCommand
 {
     private static readonly Option<string> Prompt = new("--prompt", "-p") { Description = "Prompt text", Required = true };
-    private static readonly Option<bool> ChatMode = new("--chat") { Description = "Wrap the prompt as a user turn in MiniCPM4's chat template" };
+    private static readonly Option<bool> ChatMode = new("--chat") { Description = "Wrap the prompt as a user turn with the checkpoint's chat template" };
 
     public static Command Create()
     {
@@ -17,6 +17,7 @@ internal static class GenerateCommand
         Cli.AddModelOptions(command);
         command.Options.Add(Prompt);
         command.Options.Add(ChatMode);
+        command.Options.Add(TemplateCommand.ChatArg);
         Cli.AddGenerationOptions(command);
         command.Options.Add(Cli.Json);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
@@ -30,7 +31,11 @@ internal static class GenerateCommand
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = Cli.GenerationOptionsFrom(parse, model);
         using var session = model.CreateSession(Cli.SessionOptionsFrom(parse));
-        var promptTokens = parse.GetValue(ChatMode) ? model.EncodeChat([new ChatMessage("user", prompt)]) : model.EncodePrompt(prompt);
+        if (!parse.GetValue(ChatMode) && parse.GetValue(TemplateCommand.ChatArg) is { Length: > 0 })
+            throw new UsageException("--chat-arg needs --chat (it sets a chat template variable)");
+        var promptTokens = parse.GetValue(ChatMode)
+            ? model.EncodeChat([new ChatMessage("user", prompt)], TemplateCommand.ChatTemplateOptionsFrom(parse))
+            : model.EncodePrompt(prompt);
         if (promptTokens.Length == 0) throw new UsageException("the prompt is empty and the tokenizer adds no BOS token");
         if (promptTokens.Length > session.Capacity)
             throw new MiniCpmContextFullException(

@@ -18,8 +18,9 @@ public sealed class MiniCpmModel : IDisposable
     private DraftHandle? _draft;
 
     private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
-        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse, int int4Linears)
+        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse, int int4Linears, ModelChatTemplate chatTemplate)
     {
+        ChatTemplate = chatTemplate;
         _handle = handle;
         Int4LinearCount = int4Linears;
         SparseAttention = sparse;
@@ -31,6 +32,8 @@ public sealed class MiniCpmModel : IDisposable
         var stops = new SortedSet<int>(config.EosTokenIds ?? []);
         foreach (var id in generation.EosTokenIds ?? []) stops.Add(id);
         if (tokenizer.TokenToId("<|im_end|>") is int imEnd) stops.Add(imEnd);
+        // The template's end-of-turn marker (e.g. <|eot_id|>) when it is one token of the vocabulary.
+        if (chatTemplate.EndOfTurn is { } endOfTurn && tokenizer.AddedTokens.TryGetValue(endOfTurn, out int endOfTurnId)) stops.Add(endOfTurnId);
         if (stops.Count == 0) stops.Add(tokenizer.EosId);
         StopTokenIds = stops.Where(id => id >= 0 && id < config.VocabSize).ToArray();
     }
@@ -48,6 +51,11 @@ public sealed class MiniCpmModel : IDisposable
     private Constraints.TokenMasks.TokenVocabulary? _constraintVocabulary;
 
     public MiniCpmTokenizer Tokenizer { get; }
+    /// <summary>
+    /// The checkpoint's chat template (chat_template.jinja, else tokenizer_config.json's chat_template, else MiniCPM4's
+    /// ChatML), which every chat surface renders conversations with.
+    /// </summary>
+    public ModelChatTemplate ChatTemplate { get; }
     /// <summary>Bytes of weights held by the engine.</summary>
     public long WeightBytes { get; }
     /// <summary>End-of-sequence / end-of-turn ids from config.json, generation_config.json and the tokenizer.</summary>
@@ -141,8 +149,7 @@ public sealed class MiniCpmModel : IDisposable
             throw unquantizable;
         var int4Settings = new Int4Settings(options.QuantizationClipSearch, options.Threads);
         var tokenizer = MiniCpmTokenizer.Load(directory);
-        if (tokenizer.ChatTemplate is not null && !ChatTemplate.IsCompatible(tokenizer.ChatTemplate))
-            options.Log?.Invoke("warning: the checkpoint's chat_template is not MiniCPM4's ChatML; chat uses ChatML anyway");
+        var chatTemplate = LoadChatTemplate(directory, tokenizer, options.Log);
         var config = options.LongContext is int longContext ? LongContext.Extend(checkpoint.Config, longContext) : checkpoint.Config;
 
         mcpm_model_options modelOptions = default;
@@ -247,7 +254,7 @@ public sealed class MiniCpmModel : IDisposable
             int int4Linears;
             NativeStatus.Check(NativeMethods.mcpm_model_int4_linear_count(handle, &int4Linears));
             var model = new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
-                (long)bytes, SparseSettings(config, options), int4Linears);
+                (long)bytes, SparseSettings(config, options), int4Linears, chatTemplate);
             if (options.DraftDirectory is { } draftDir)
             {
                 progress?.Report(new LoadProgress("draft", total, total));
@@ -298,9 +305,40 @@ public sealed class MiniCpmModel : IDisposable
     /// <summary>Encodes a prompt, adding BOS when the tokenizer config asks for it.</summary>
     public int[] EncodePrompt(string text) => Tokenizer.Encode(text, addBos: Tokenizer.AddBosByDefault);
 
-    /// <summary>Encodes a conversation in MiniCPM4's ChatML with the generation prompt.</summary>
-    public int[] EncodeChat(IEnumerable<ChatMessage> messages) =>
-        Tokenizer.Encode(ChatTemplate.Format(messages, addGenerationPrompt: true), addBos: Tokenizer.AddBosByDefault);
+    /// <summary>
+    /// Encodes a conversation rendered with the checkpoint's chat template (<see cref="ChatTemplate"/>), by default with
+    /// the generation prompt. See <see cref="EncodeRenderedChat"/> for BOS.
+    /// </summary>
+    public int[] EncodeChat(IEnumerable<ChatMessage> messages, ChatTemplateOptions? options = null) =>
+        EncodeRenderedChat(ChatTemplate.Render(messages, options));
+
+    /// <summary>
+    /// Encodes a prompt rendered by the chat template: BOS is prepended when the tokenizer asks for it
+    /// (<c>add_bos_token</c>) unless the template already wrote the BOS token at the start.
+    /// </summary>
+    public int[] EncodeRenderedChat(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        bool templateWroteBos = ChatTemplate.BosToken is { Length: > 0 } bos && prompt.StartsWith(bos, StringComparison.Ordinal);
+        return Tokenizer.Encode(prompt, addBos: Tokenizer.AddBosByDefault && !templateWroteBos);
+    }
+
+    private static ModelChatTemplate LoadChatTemplate(string directory, MiniCpmTokenizer tokenizer, Action<string>? log)
+    {
+        string? bos = tokenizer.IdToToken(tokenizer.BosId), eos = tokenizer.IdToToken(tokenizer.EosId);
+        try
+        {
+            var template = ModelChatTemplate.Load(directory, tokenizer.ChatTemplate, bos, eos);
+            log?.Invoke($"chat template: {template.Origin} (tool calls: {template.OutputFormat.ToolCalls}, " +
+                        $"<think> reasoning: {template.OutputFormat.ThinkTags}, renders tools: {template.RendersTools})");
+            return template;
+        }
+        catch (Chat.Jinja.TemplateSyntaxException e)
+        {
+            log?.Invoke($"warning: the checkpoint's chat template cannot be used ({e.Message}); chat uses MiniCPM4's ChatML");
+            return ModelChatTemplate.CreateChatMl(bos, eos);
+        }
+    }
 
     /// <summary>Parameters in the model (all weights).</summary>
     public long ParameterCount

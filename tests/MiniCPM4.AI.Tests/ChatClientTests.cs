@@ -35,8 +35,10 @@ public class ChatClientTests
         RawRepresentationFactory = _ => new GenerationOptions { MaxTokens = max, StopTokenIds = [] },
     };
 
+    // The prompt the client sends: rendered with the checkpoint's chat template (CheckpointWriter's, which adds a
+    // default system turn when the conversation has none).
     private int PromptTokens(IEnumerable<ChatMessage> messages, ChatOptions? options) =>
-        _model.Tokenizer.Encode(MiniCpmPromptFormatter.Format(messages, options), addBos: _model.Tokenizer.AddBosByDefault).Length;
+        _model.EncodeRenderedChat(MiniCpmPromptFormatter.Render(_model.ChatTemplate, messages, options)).Length;
 
     [Test]
     public async Task NonStreamingReturnsText()
@@ -170,8 +172,13 @@ public class ChatClientTests
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 6, Instructions = "Answer in French." };
         var instructed = await _client.GetResponseAsync(Question(), options);
         Assert.That(instructed.Usage!.InputTokenCount, Is.EqualTo(PromptTokens(Question(), options)));
-        Assert.That(instructed.Usage.InputTokenCount, Is.GreaterThan(plain.Usage!.InputTokenCount!.Value));
+        Assert.That(instructed.Usage.InputTokenCount, Is.Not.EqualTo(plain.Usage!.InputTokenCount!.Value));
         Assert.That(MiniCpmPromptFormatter.Format(Question(), options), Does.StartWith("<|im_start|>system\nAnswer in French.<|im_end|>\n"));
+        // The instructions are the system turn; the template's default system prompt is used only without one.
+        Assert.That(MiniCpmPromptFormatter.Render(_model.ChatTemplate, Question(), options),
+            Does.StartWith("<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\n"));
+        Assert.That(MiniCpmPromptFormatter.Render(_model.ChatTemplate, Question(), null),
+            Does.StartWith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"));
     }
 
     [Test]
