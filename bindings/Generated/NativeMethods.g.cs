@@ -37,6 +37,9 @@ internal static class NativeConstants
 
     /// <summary>a bug in the engine; the message says where</summary>
     public const int MCPM_ERR_INTERNAL = 7;
+
+    /// <summary>a host callback reported failure; the host keeps its own message</summary>
+    public const int MCPM_ERR_CALLBACK = 8;
     public const int MCPM_DTYPE_F32 = 0;
     public const int MCPM_DTYPE_F16 = 1;
     public const int MCPM_DTYPE_BF16 = 2;
@@ -184,7 +187,7 @@ internal static class NativeLayout
     internal const int mcpm_session_params_kv_memory_fraction_Offset = 32;
     internal const int mcpm_session_params_cuda_graphs_Offset = 36;
 
-    internal const int mcpm_sampling_params_Size = 80;
+    internal const int mcpm_sampling_params_Size = 96;
     internal const int mcpm_sampling_params_struct_size_Offset = 0;
     internal const int mcpm_sampling_params_temperature_Offset = 4;
     internal const int mcpm_sampling_params_top_k_Offset = 8;
@@ -202,6 +205,8 @@ internal static class NativeLayout
     internal const int mcpm_sampling_params_spec_num_iter_Offset = 68;
     internal const int mcpm_sampling_params_spec_topk_per_iter_Offset = 72;
     internal const int mcpm_sampling_params_spec_tree_size_Offset = 76;
+    internal const int mcpm_sampling_params_token_mask_Offset = 80;
+    internal const int mcpm_sampling_params_token_mask_user_data_Offset = 88;
 
     internal const int mcpm_session_stats_Size = 88;
     internal const int mcpm_session_stats_struct_size_Offset = 0;
@@ -420,9 +425,9 @@ internal unsafe struct mcpm_session_params
 }
 
 /// <summary>
-/// Logit processing order (as in Hugging Face transformers): penalties over the last penalty_last_n
-/// context tokens → temperature → top-k → top-p → min-p → draw. temperature &lt;= 0 is greedy (argmax
-/// after penalties; ties go to the lowest id).
+/// Logit processing order (as in Hugging Face transformers): token mask → penalties over the last
+/// penalty_last_n context tokens → temperature → top-k → top-p → min-p → draw. temperature &lt;= 0 is
+/// greedy (argmax after penalties; ties go to the lowest id).
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct mcpm_sampling_params
@@ -464,6 +469,10 @@ internal unsafe struct mcpm_sampling_params
     /// number of drafted candidates
     /// </summary>
     public int spec_tree_size;
+    /// <summary>NULL (default): no constraint</summary>
+    public delegate* unmanaged[Cdecl]<void*, int*, int, uint*, int, int> token_mask;
+    /// <summary>passed to token_mask as user_data</summary>
+    public void* token_mask_user_data;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -480,7 +489,7 @@ internal unsafe struct mcpm_session_stats
     public long decode_ns;
     /// <summary>time spent sampling</summary>
     public long sample_ns;
-    /// <summary>tokens produced by mcpm_session_generate since creation or stats reset</summary>
+    /// <summary>tokens produced by mcpm_session_generate (and mcpm_session_force_tokens) since creation or stats reset</summary>
     public long generated_tokens;
     /// <summary>speculative draft-and-verify rounds</summary>
     public long spec_steps;
@@ -808,7 +817,13 @@ internal static unsafe partial class NativeMethods
     /// max_tokens lets the host stream text and cancel between calls.
     /// An abort request is honoured between tokens: the call then returns CANCELLED with *out_count
     /// tokens already appended and reported (the session stays consistent and usable).
-    /// Errors: INVALID_ARGUMENT (no pending logits: prefill first; bad buffers), CANCELLED.
+    /// With a token_mask (mcpm_sampling_params), the mask of the next state is asked for while the
+    /// current token is evaluated. A failing callback fails the call with MCPM_ERR_CALLBACK, and a mask
+    /// that allows no token with INVALID_ARGUMENT ("the token mask allows no token (step N)", N = the
+    /// callback's n_tokens); as for CANCELLED, *out_count and *out_finish then report the tokens appended
+    /// before the failure, and the session stays usable (the next call asks for the mask again).
+    /// Errors: INVALID_ARGUMENT (no pending logits: prefill first; bad buffers; an empty mask), CANCELLED,
+    /// CALLBACK.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_generate(SessionHandle session, int max_tokens, int* tokens, int capacity, int* out_count, int* out_finish);
@@ -819,10 +834,25 @@ internal static unsafe partial class NativeMethods
     /// <summary>
     /// Samples one token from caller-provided logits ([n_vocab] floats, not modified) with the session's
     /// sampling params, RNG and context (for penalties), without touching the KV cache. Useful for
-    /// hosts that post-process logits. Errors: INVALID_ARGUMENT.
+    /// hosts that post-process logits. With a token_mask the token is one the mask of the session's
+    /// current state allows. Errors: INVALID_ARGUMENT (also an empty mask), CALLBACK.
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_sample(SessionHandle session, float* logits, int n_vocab, int* out_token);
+
+    /// <summary>
+    /// Appends n_tokens tokens to the output as if they had been generated (a host that knows what comes
+    /// next, e.g. the only continuation a grammar allows): they are evaluated in one pass like a prefill,
+    /// in chunks of prefill_chunk, without sampling and without a stop-token check; they count toward
+    /// max_new_tokens and mcpm_session_stats.generated_tokens (their evaluation as prefill_tokens), a
+    /// token_mask callback sees them among its tokens, and generation then continues from their logits.
+    /// n_tokens may be 0 (nothing happens). An abort request is honoured between chunks: the call then
+    /// fails with CANCELLED and the session is rewound to its length before the call.
+    /// Errors: INVALID_ARGUMENT (bad ids, NULL tokens, session in use), CONTEXT_FULL (length + n_tokens &gt;
+    /// capacity; nothing is appended), CANCELLED.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_session_force_tokens(SessionHandle session, int* tokens, int n_tokens);
 
     /// <summary>Copies the session's counters into *stats (struct_size must be set).</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

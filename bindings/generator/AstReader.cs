@@ -141,8 +141,59 @@ internal sealed class AstReader
     private static void ReadTypedef(JsonElement node, HeaderModel model)
     {
         string name = Name(node);
-        CType aliased = CTypeParser.Parse(QualType(node, $"typedef {name}"), $"typedef {name}");
+        string what = $"typedef {name}";
+        string spelling = QualType(node, what);
+        if (spelling.Contains("(*)", StringComparison.Ordinal))
+        {
+            model.FunctionPointers[name] = ReadFunctionPointer(node, name, spelling);
+            return;
+        }
+        CType aliased = CTypeParser.Parse(spelling, what);
         model.Typedefs[name] = aliased;
+    }
+
+    /// <summary>
+    /// <c>typedef R (*name)(P1, P2)</c>: clang spells it "R (*)(P1, P2)", and its AST is PointerType →
+    /// ParenType → FunctionProtoType, which says the calling convention and whether it is variadic.
+    /// </summary>
+    private static CFunctionPointer ReadFunctionPointer(JsonElement node, string name, string spelling)
+    {
+        string what = $"typedef {name}";
+        JsonElement? proto = FindFunctionProto(node);
+        if (proto is not JsonElement fn)
+            throw new GeneratorException($"{what}: '{spelling}' is not a pointer to a function prototype");
+        Reject(fn, "variadic", what);
+        string cc = fn.TryGetProperty("cc", out JsonElement c) ? c.GetString() ?? "" : "";
+        if (cc != "cdecl")
+            throw new GeneratorException($"{what}: calling convention '{cc}' is not supported (only the platform's C convention)");
+
+        int star = spelling.IndexOf("(*)", StringComparison.Ordinal);
+        string rest = spelling[(star + 3)..].Trim();
+        if (!rest.StartsWith('(') || !rest.EndsWith(')') || rest.IndexOf('(', 1) >= 0)
+            throw new GeneratorException($"{what}: unsupported function pointer type '{spelling}'");
+        CType ret = CTypeParser.Parse(spelling[..star].Trim(), $"return type of {what}");
+        string list = rest[1..^1].Trim();
+        var parameters = new List<CType>();
+        if (list != "void")
+        {
+            foreach (string p in list.Split(','))
+                parameters.Add(CTypeParser.Parse(p.Trim(), $"parameter {parameters.Count} of {what}"));
+        }
+        return new CFunctionPointer(name, ret, parameters);
+    }
+
+    private static JsonElement? FindFunctionProto(JsonElement node)
+    {
+        for (JsonElement e = node; e.TryGetProperty("inner", out JsonElement inner) && inner.GetArrayLength() > 0;)
+        {
+            e = inner[0];
+            string kind = e.GetProperty("kind").GetString()!;
+            if (kind == "FunctionProtoType")
+                return e;
+            if (kind is not ("PointerType" or "ParenType"))
+                return null;
+        }
+        return null;
     }
 
     private void ReadRecord(JsonElement node, HeaderModel model)

@@ -9,6 +9,9 @@ internal sealed record CType(string BaseName, bool BaseIsConst, int PointerDepth
     public override string ToString() => Spelling;
 }
 
+/// <summary>A typedef of a pointer to a (cdecl, non-variadic) C function: <c>typedef R (*name)(P1, P2);</c></summary>
+internal sealed record CFunctionPointer(string Name, CType ReturnType, IReadOnlyList<CType> Parameters);
+
 internal sealed record CField(string Name, CType Type, string? Doc);
 
 internal sealed record CStruct(string Name, IReadOnlyList<CField> Fields, string? Doc);
@@ -28,6 +31,9 @@ internal sealed class HeaderModel
 {
     /// <summary>typedef name -> the C type it aliases (only typedefs declared in the header).</summary>
     public Dictionary<string, CType> Typedefs { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Function-pointer typedef name -> its signature (callbacks the host passes to the library).</summary>
+    public Dictionary<string, CFunctionPointer> FunctionPointers { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Struct tags/typedef names that are declared without a definition (opaque handles).</summary>
     public HashSet<string> OpaqueRecords { get; } = new(StringComparer.Ordinal);

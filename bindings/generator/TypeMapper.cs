@@ -39,7 +39,7 @@ internal sealed class TypeMapper
 
     public static bool IsFreeFunction(CFunction f) => f.Name.EndsWith("_free", StringComparison.Ordinal);
 
-    private enum Kind { Void, Char, Primitive, Struct, Opaque }
+    private enum Kind { Void, Char, Primitive, Struct, Opaque, FunctionPointer }
 
     private (Kind Kind, string Name) ResolveBase(string baseName, string what, int depth = 0)
     {
@@ -55,6 +55,8 @@ internal sealed class TypeMapper
             return (Kind.Char, "byte");
         if (Primitives.TryGetValue(baseName, out string? cs))
             return (Kind.Primitive, cs);
+        if (_model.FunctionPointers.TryGetValue(baseName, out CFunctionPointer? fp))
+            return (Kind.FunctionPointer, MapFunctionPointer(fp));
         if (_model.Typedefs.TryGetValue(baseName, out CType? alias))
         {
             if (alias.PointerDepth != 0)
@@ -78,6 +80,25 @@ internal sealed class TypeMapper
 
     private static string Stars(int n) => new('*', n);
 
+    /// <summary>
+    /// A C function pointer as an unmanaged C# function pointer: <c>delegate* unmanaged[Cdecl]&lt;P1, P2, R&gt;</c>,
+    /// the parameters mapped as struct fields are (pointers stay pointers, handles are nint).
+    /// </summary>
+    private string MapFunctionPointer(CFunctionPointer fp)
+    {
+        var types = new List<string>();
+        for (int i = 0; i < fp.Parameters.Count; i++)
+        {
+            CType p = fp.Parameters[i];
+            string what = $"parameter {i} of {fp.Name}";
+            if (p.PointerDepth == 0 && _model.FunctionPointers.ContainsKey(p.BaseName))
+                throw new GeneratorException($"{what}: a function pointer taking a function pointer is not supported");
+            types.Add(MapField(p, what));
+        }
+        types.Add(MapReturn(fp.ReturnType, $"return type of {fp.Name}"));
+        return "delegate* unmanaged[Cdecl]<" + string.Join(", ", types) + ">";
+    }
+
     /// <summary>The C# declaration of a struct field without its name: a type, or "fixed T" for an array (the
     /// emitter appends "[N]" after the name).</summary>
     public string MapField(CType t, string what)
@@ -94,6 +115,7 @@ internal sealed class TypeMapper
         {
             case Kind.Primitive when t.PointerDepth == 0:
             case Kind.Struct when t.PointerDepth == 0:
+            case Kind.FunctionPointer when t.PointerDepth == 0:
                 return name;
             case Kind.Primitive:
             case Kind.Struct:
@@ -121,6 +143,8 @@ internal sealed class TypeMapper
             throw new GeneratorException($"{what}: 'char' by value is not supported");
         if (kind == Kind.Struct && t.PointerDepth == 0)
             throw new GeneratorException($"{what}: returning a struct by value is not supported");
+        if (kind == Kind.FunctionPointer)
+            throw new GeneratorException($"{what}: returning a function pointer is not supported");
         // const char* results are owned by the library: byte*, never a marshalled (and freed) string.
         return name + Stars(t.PointerDepth);
     }
@@ -144,6 +168,9 @@ internal sealed class TypeMapper
             }
             case Kind.Char when t.PointerDepth == 1 && t.BaseIsConst:
                 return "string";
+            case Kind.FunctionPointer when t.PointerDepth == 0:
+                return name;
+            case Kind.FunctionPointer:
             case Kind.Void when t.PointerDepth == 0:
             case Kind.Char when t.PointerDepth == 0:
                 throw new GeneratorException($"{what}: type '{t.Spelling}' is not supported as a parameter");

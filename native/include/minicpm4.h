@@ -55,6 +55,7 @@ typedef int32_t mcpm_status;
 #define MCPM_ERR_CANCELLED 5            /* stopped by mcpm_session_request_abort() */
 #define MCPM_ERR_BACKEND_UNAVAILABLE 6  /* the requested backend is not compiled in or has no usable device */
 #define MCPM_ERR_INTERNAL 7             /* a bug in the engine; the message says where */
+#define MCPM_ERR_CALLBACK 8             /* a host callback reported failure; the host keeps its own message */
 
 /* Element types of weight tensors. */
 typedef int32_t mcpm_dtype;
@@ -477,9 +478,24 @@ MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session);
  * Sampling and generation
  * ---------------------------------------------------------------------------------------------- */
 
-/* Logit processing order (as in Hugging Face transformers): penalties over the last penalty_last_n
- * context tokens → temperature → top-k → top-p → min-p → draw. temperature <= 0 is greedy (argmax
- * after penalties; ties go to the lowest id). */
+/* Grammar-constrained sampling: the host's set of tokens allowed next. Writes, for the state after
+ * tokens[0, n_tokens), the allowed token ids as a bitmask: token id t is allowed iff bit (t & 31) of
+ * mask[t >> 5] is set; mask_words = (n_vocab + 31) / 32 (bits past n_vocab are ignored; the words
+ * arrive zeroed). `tokens` are the tokens appended to the session since mcpm_session_set_sampling
+ * (generated, forced or prefilled; a rewind or reset drops those it removes), oldest first; during a
+ * speculative round it ends with a hypothetical draft path, which may never be emitted (calls are not
+ * in output order, and a state may be asked again). The engine then samples only allowed tokens:
+ * masked-out tokens have probability 0, greedy decoding takes the argmax over the allowed ones. Stop
+ * tokens are tokens like any other: the host sets their bits when the output may end. Return 0, or
+ * nonzero to fail the generating call with MCPM_ERR_CALLBACK. Called on the thread that called into
+ * the session; it must not call functions of the same session. The pointers are valid only during the
+ * call. */
+typedef int32_t (*mcpm_token_mask_fn)(void* user_data, const int32_t* tokens, int32_t n_tokens, uint32_t* mask,
+                                      int32_t mask_words);
+
+/* Logit processing order (as in Hugging Face transformers): token mask → penalties over the last
+ * penalty_last_n context tokens → temperature → top-k → top-p → min-p → draw. temperature <= 0 is
+ * greedy (argmax after penalties; ties go to the lowest id). */
 typedef struct mcpm_sampling_params {
   uint32_t struct_size;       /* in: sizeof(mcpm_sampling_params) */
   float temperature;          /* default 0; any value <= 0 is greedy */
@@ -503,6 +519,11 @@ typedef struct mcpm_sampling_params {
   int32_t spec_tree_size;     /* tree nodes including the root, in [2, 64]; default 12. Also
                                  spec_topk_per_iter*(spec_num_iter-1) <= 64 and spec_tree_size-1 <= the
                                  number of drafted candidates */
+  /* Added after the first release of ABI 1 (a struct_size ending before token_mask is accepted and
+   * means NULL). With a draft, the draft proposes only tokens the masks allow: each round asks the mask
+   * of the root and of every drafted node whose token its parent's mask allows. */
+  mcpm_token_mask_fn token_mask; /* NULL (default): no constraint */
+  void* token_mask_user_data;    /* passed to token_mask as user_data */
 } mcpm_sampling_params;
 
 /* Fills *params with defaults (greedy). Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
@@ -519,7 +540,13 @@ MCPM_API mcpm_status mcpm_session_set_sampling(mcpm_session* session, const mcpm
  * max_tokens lets the host stream text and cancel between calls.
  * An abort request is honoured between tokens: the call then returns CANCELLED with *out_count
  * tokens already appended and reported (the session stays consistent and usable).
- * Errors: INVALID_ARGUMENT (no pending logits: prefill first; bad buffers), CANCELLED. */
+ * With a token_mask (mcpm_sampling_params), the mask of the next state is asked for while the
+ * current token is evaluated. A failing callback fails the call with MCPM_ERR_CALLBACK, and a mask
+ * that allows no token with INVALID_ARGUMENT ("the token mask allows no token (step N)", N = the
+ * callback's n_tokens); as for CANCELLED, *out_count and *out_finish then report the tokens appended
+ * before the failure, and the session stays usable (the next call asks for the mask again).
+ * Errors: INVALID_ARGUMENT (no pending logits: prefill first; bad buffers; an empty mask), CANCELLED,
+ * CALLBACK. */
 MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_tokens, int32_t* tokens,
                                            int32_t capacity, int32_t* out_count, mcpm_finish_reason* out_finish);
 
@@ -533,9 +560,21 @@ MCPM_API mcpm_status mcpm_session_generate_step(mcpm_session* session, int32_t* 
 
 /* Samples one token from caller-provided logits ([n_vocab] floats, not modified) with the session's
  * sampling params, RNG and context (for penalties), without touching the KV cache. Useful for
- * hosts that post-process logits. Errors: INVALID_ARGUMENT. */
+ * hosts that post-process logits. With a token_mask the token is one the mask of the session's
+ * current state allows. Errors: INVALID_ARGUMENT (also an empty mask), CALLBACK. */
 MCPM_API mcpm_status mcpm_session_sample(mcpm_session* session, const float* logits, int32_t n_vocab,
                                          int32_t* out_token);
+
+/* Appends n_tokens tokens to the output as if they had been generated (a host that knows what comes
+ * next, e.g. the only continuation a grammar allows): they are evaluated in one pass like a prefill,
+ * in chunks of prefill_chunk, without sampling and without a stop-token check; they count toward
+ * max_new_tokens and mcpm_session_stats.generated_tokens (their evaluation as prefill_tokens), a
+ * token_mask callback sees them among its tokens, and generation then continues from their logits.
+ * n_tokens may be 0 (nothing happens). An abort request is honoured between chunks: the call then
+ * fails with CANCELLED and the session is rewound to its length before the call.
+ * Errors: INVALID_ARGUMENT (bad ids, NULL tokens, session in use), CONTEXT_FULL (length + n_tokens >
+ * capacity; nothing is appended), CANCELLED. */
+MCPM_API mcpm_status mcpm_session_force_tokens(mcpm_session* session, const int32_t* tokens, int32_t n_tokens);
 
 /* ------------------------------------------------------------------------------------------------
  * Statistics
@@ -548,7 +587,7 @@ typedef struct mcpm_session_stats {
   int64_t decode_tokens;      /* tokens evaluated one at a time (decode and generate) */
   int64_t decode_ns;
   int64_t sample_ns;          /* time spent sampling */
-  int64_t generated_tokens;   /* tokens produced by mcpm_session_generate since creation or stats reset */
+  int64_t generated_tokens;   /* tokens produced by mcpm_session_generate (and mcpm_session_force_tokens) since creation or stats reset */
   int64_t spec_steps;         /* speculative draft-and-verify rounds */
   int64_t spec_emitted_tokens;/* tokens those rounds emitted; spec_emitted_tokens/spec_steps is the mean accepted length */
   int64_t spec_draft_ns;      /* time spent drafting trees */

@@ -738,8 +738,8 @@ TEST_F(CudaOps, GreedySampleMatchesCpuIncludingPenaltiesAndTies) {
       t.n = static_cast<int32_t>(ids.size());
       if (variant != 0) t.repetition = 1.3f, t.frequency = 0.37f, t.presence = 0.21f;
       Dev g = Make(*gpu_, DType::F32, 1, vocab, logits), c = Make(*cpu_, DType::F32, 1, vocab, logits);
-      const int32_t gpu_token = gpu_->greedy_sample(*gctx_, g.t, t);
-      const int32_t cpu_token = cpu_->greedy_sample(*cctx_, c.t, t);
+      const int32_t gpu_token = gpu_->greedy_sample(*gctx_, g.t, t, nullptr);
+      const int32_t cpu_token = cpu_->greedy_sample(*cctx_, c.t, t, nullptr);
       EXPECT_EQ(gpu_token, cpu_token);
       EXPECT_TRUE(Exact(Read(*gpu_, g.t), Read(*cpu_, c.t))) << "penalized logits differ";
     }
@@ -776,7 +776,74 @@ TEST_F(CudaOps, SampleTokenMatchesCpuForTheSameUniformNumber) {
                      std::to_string(p.top_k) + " top_p " + std::to_string(p.top_p) + " min_p " +
                      std::to_string(p.min_p) + " u " + std::to_string(u));
         Dev g = Make(*gpu_, DType::F32, 1, vocab, logits), c = Make(*cpu_, DType::F32, 1, vocab, logits);
-        EXPECT_EQ(gpu_->sample_token(*gctx_, g.t, t, p, u), cpu_->sample_token(*cctx_, c.t, t, p, u));
+        EXPECT_EQ(gpu_->sample_token(*gctx_, g.t, t, p, u, nullptr), cpu_->sample_token(*cctx_, c.t, t, p, u, nullptr));
+      }
+    }
+  }
+}
+
+// Greedy and temperature sampling under a token mask (grammar-constrained decoding): the same token as
+// the CPU backend, and an allowed one, for random masks from dense to a single token (bits set past
+// the vocabulary too, which must be ignored), with a penalty window and planted ties among the allowed
+// tokens, and logits that favour the masked-out tokens.
+TEST_F(CudaOps, MaskedGreedyAndSampleTokenMatchCpu) {
+  struct Mix {
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+  };
+  const Mix mixes[] = {{0.0f, 0, 1.0f, 0.0f}, {1.0f, 0, 1.0f, 0.0f}, {0.7f, 50, 1.0f, 0.0f},
+                       {0.9f, 0, 0.8f, 0.0f}, {1.2f, 0, 1.0f, 0.05f}, {0.6f, 100, 0.95f, 0.01f}};
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (int64_t vocab : {5, 1000, 73448}) {
+    for (double density : {0.4, 0.003, 0.0}) {  // 0: a single allowed token
+      const int64_t words = (vocab + 31) / 32;
+      std::vector<uint32_t> mask(static_cast<size_t>(words), 0u);
+      std::uniform_int_distribution<int64_t> pick(0, vocab - 1);
+      std::bernoulli_distribution allowed(density);
+      for (int64_t i = 0; i < vocab; ++i)
+        if (allowed(rng_)) mask[static_cast<size_t>(i / 32)] |= 1u << (i % 32);
+      const int64_t one = pick(rng_);
+      mask[static_cast<size_t>(one / 32)] |= 1u << (one % 32);  // at least one allowed token
+      if (vocab % 32 != 0) mask.back() |= ~0u << (vocab % 32);
+      auto is_allowed = [&](int32_t token) {
+        return token >= 0 && token < vocab && ((mask[static_cast<size_t>(token / 32)] >> (token % 32)) & 1u);
+      };
+      std::vector<float> logits = Random(static_cast<size_t>(vocab), rng_, -6.0f, 6.0f);
+      std::vector<int64_t> allowed_ids;
+      for (int32_t i = 0; i < vocab; ++i) {
+        if (is_allowed(i)) {
+          allowed_ids.push_back(i);
+        } else {
+          logits[static_cast<size_t>(i)] += 8.0f;  // the best logits are masked out
+        }
+      }
+      for (size_t j = 0; j + 2 < allowed_ids.size(); j += 7)  // ties among the allowed
+        logits[static_cast<size_t>(allowed_ids[j + 2])] = logits[static_cast<size_t>(allowed_ids[j])];
+      std::vector<int32_t> ids{0, static_cast<int32_t>(vocab / 2), static_cast<int32_t>(allowed_ids[0])};
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+      const std::vector<float> counts(ids.size(), 2.0f);
+      PenaltyTable t;
+      t.ids = ids.data(), t.counts = counts.data(), t.n = static_cast<int32_t>(ids.size());
+      t.repetition = 1.25f, t.frequency = 0.1f;
+      Dev gmask = MakeRaw(*gpu_, DType::I32, 1, words, mask.data()), cmask = MakeRaw(*cpu_, DType::I32, 1, words, mask.data());
+      for (const Mix& mix : mixes) {
+        DrawParams p;
+        p.temperature = mix.temperature, p.top_k = mix.top_k, p.top_p = mix.top_p, p.min_p = mix.min_p;
+        for (int draw = 0; draw < (mix.temperature > 0.0f ? 4 : 1); ++draw) {
+          const double u = uniform(rng_);
+          SCOPED_TRACE("vocab " + std::to_string(vocab) + " allowed " + std::to_string(allowed_ids.size()) + " T " +
+                       std::to_string(p.temperature) + " top_k " + std::to_string(p.top_k) + " top_p " +
+                       std::to_string(p.top_p) + " min_p " + std::to_string(p.min_p) + " u " + std::to_string(u));
+          Dev g = Make(*gpu_, DType::F32, 1, vocab, logits), c = Make(*cpu_, DType::F32, 1, vocab, logits);
+          const int32_t gpu_token = p.temperature > 0.0f ? gpu_->sample_token(*gctx_, g.t, t, p, u, &gmask.t)
+                                                         : gpu_->greedy_sample(*gctx_, g.t, t, &gmask.t);
+          const int32_t cpu_token = p.temperature > 0.0f ? cpu_->sample_token(*cctx_, c.t, t, p, u, &cmask.t)
+                                                         : cpu_->greedy_sample(*cctx_, c.t, t, &cmask.t);
+          EXPECT_EQ(gpu_token, cpu_token);
+          EXPECT_TRUE(is_allowed(gpu_token)) << "token " << gpu_token;
+        }
       }
     }
   }

@@ -115,6 +115,7 @@ void write_grown_struct(S* host, S values) {
 constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
 constexpr size_t kModelOptionsV1Size = offsetof(mcpm_model_options, weight_arena_bytes);
 constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
+constexpr size_t kSamplingParamsV1Size = offsetof(mcpm_sampling_params, token_mask);
 
 // A draft belongs to the target model it was created for.
 void require_draft_of(const mcpm_draft* draft, const Model& target) {
@@ -285,6 +286,7 @@ MCPM_API const char* mcpm_status_string(mcpm_status status) {
     case MCPM_ERR_CANCELLED: return "cancelled";
     case MCPM_ERR_BACKEND_UNAVAILABLE: return "backend unavailable";
     case MCPM_ERR_INTERNAL: return "internal error";
+    case MCPM_ERR_CALLBACK: return "callback failed";
     default: return "unknown status";
   }
 }
@@ -729,34 +731,38 @@ MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session) {
 
 MCPM_API mcpm_status mcpm_sampling_params_default(mcpm_sampling_params* p) {
   return guarded([&] {
-    require_struct(p, "mcpm_sampling_params");
-    const uint32_t size = p->struct_size;
-    std::memset(p, 0, sizeof(*p));
-    p->struct_size = size;
-    p->temperature = 0.0f;
-    p->top_k = 0;
-    p->top_p = 1.0f;
-    p->min_p = 0.0f;
-    p->repetition_penalty = 1.0f;
-    p->frequency_penalty = 0.0f;
-    p->presence_penalty = 0.0f;
-    p->penalty_last_n = 64;
-    p->seed = 0;
-    p->stop_tokens = nullptr;
-    p->stop_token_count = 0;
-    p->max_new_tokens = 0;
-    p->speculative = 1;
-    p->spec_num_iter = 2;
-    p->spec_topk_per_iter = 10;
-    p->spec_tree_size = 12;
+    require_known_size(p, {kSamplingParamsV1Size}, "mcpm_sampling_params");
+    mcpm_sampling_params d{};
+    d.temperature = 0.0f;
+    d.top_k = 0;
+    d.top_p = 1.0f;
+    d.min_p = 0.0f;
+    d.repetition_penalty = 1.0f;
+    d.frequency_penalty = 0.0f;
+    d.presence_penalty = 0.0f;
+    d.penalty_last_n = 64;
+    d.seed = 0;
+    d.stop_tokens = nullptr;
+    d.stop_token_count = 0;
+    d.max_new_tokens = 0;
+    d.speculative = 1;
+    d.spec_num_iter = 2;
+    d.spec_topk_per_iter = 10;
+    d.spec_tree_size = 12;
+    d.token_mask = nullptr;
+    d.token_mask_user_data = nullptr;
+    write_grown_struct(p, d);
   });
 }
 
 MCPM_API mcpm_status mcpm_session_set_sampling(mcpm_session* session, const mcpm_sampling_params* params) {
   return guarded([&] {
     SessionCall s(session);
-    require_struct(params, "mcpm_sampling_params");
-    s->set_sampling(SamplingConfig::from_abi(*params));
+    mcpm_sampling_params defaults{};
+    defaults.struct_size = sizeof defaults;
+    mcpm_sampling_params_default(&defaults);
+    s->set_sampling(SamplingConfig::from_abi(
+        read_grown_struct(params, defaults, {kSamplingParamsV1Size}, "mcpm_sampling_params")));
   });
 }
 
@@ -772,6 +778,7 @@ MCPM_API mcpm_status mcpm_session_generate(mcpm_session* session, int32_t max_to
     if (r.cancelled)
       throw_error(MCPM_ERR_CANCELLED,
                   "generation cancelled by an abort request after " + std::to_string(r.count) + " tokens");
+    if (r.error != MCPM_OK) throw_error(r.error, r.error_message);
   });
 }
 
@@ -789,6 +796,7 @@ MCPM_API mcpm_status mcpm_session_generate_step(mcpm_session* session, int32_t* 
     *out_count = r.count;
     *out_finish = r.finish;
     if (r.cancelled) throw_error(MCPM_ERR_CANCELLED, "generation cancelled by an abort request");
+    if (r.error != MCPM_OK) throw_error(r.error, r.error_message);
   });
 }
 
@@ -803,6 +811,15 @@ MCPM_API mcpm_status mcpm_session_sample(mcpm_session* session, const float* log
       invalid_argument("n_vocab is " + std::to_string(n_vocab) + " but the model's vocabulary has " +
                        std::to_string(vocab) + " tokens");
     *out_token = s->sample(logits);
+  });
+}
+
+MCPM_API mcpm_status mcpm_session_force_tokens(mcpm_session* session, const int32_t* tokens, int32_t n_tokens) {
+  return guarded([&] {
+    SessionCall s(session);
+    if (n_tokens < 0) invalid_argument("n_tokens must be >= 0, got " + std::to_string(n_tokens));
+    if (n_tokens > 0) require_not_null(tokens, "tokens");
+    s->force_tokens(tokens, n_tokens);
   });
 }
 

@@ -273,16 +273,20 @@ class Backend {
 
   // Greedy sampling where the logits live, so only the token id comes back: `logits` is one row
   // [1, vocab] f32, used as scratch (penalized in place); the penalties are applied first, then the
-  // index of the maximum is returned (the lowest index on ties, as Sampler's greedy path). Waits for
-  // the queued work it depends on.
-  virtual int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) = 0;
+  // index of the maximum is returned (the lowest index on ties, as Sampler's greedy path). `mask`,
+  // when not null, is a token mask in backend memory (I32 [1, >= (vocab + 31) / 32], read as uint32
+  // words: common/token_draw.h's token_allowed) that allows at least one token; the maximum is then
+  // taken over the allowed tokens only. Waits for the queued work it depends on.
+  virtual int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
+                                const Tensor* mask) = 0;
 
-  // Temperature sampling where the logits live: the penalties, then common/token_draw.h's candidates,
-  // softmax, top-k / top-p / min-p and the draw at the uniform number u in [0, 1) (the caller's RNG
-  // draw), so the same u picks the same token as the host sampler up to the summation order of
-  // doubles. `logits` as for greedy_sample; params.temperature > 0.
+  // Temperature sampling where the logits live: the penalties, then common/token_draw.h's candidates
+  // (only the tokens `mask` allows when it is not null; as for greedy_sample), softmax, top-k / top-p
+  // / min-p and the draw at the uniform number u in [0, 1) (the caller's RNG draw), so the same u
+  // picks the same token as the host sampler up to the summation order of doubles. `logits` as for
+  // greedy_sample; params.temperature > 0.
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
-                               const DrawParams& params, double u) = 0;
+                               const DrawParams& params, double u, const Tensor* mask) = 0;
 
   // The draft's tree expansion: for each row r of `logits` [rows, vocab] f32, the k largest entries
   // (ties to the lower index, best first) as ids[r, j] and their log-probabilities

@@ -7,18 +7,32 @@
 
 namespace mcpm {
 
-int32_t greedy_token(const float* logits, int32_t vocab) {
-  int32_t best = 0;
-  for (int32_t i = 1; i < vocab; ++i)
-    if (logits[i] > logits[best]) best = i;
+int32_t greedy_token(const float* logits, int32_t vocab, const uint32_t* mask) {
+  if (mask == nullptr) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < vocab; ++i)
+      if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  int32_t best = -1;
+  for (int32_t i = 0; i < vocab; ++i)
+    if (token_allowed(mask, i) && (best < 0 || logits[i] > logits[best])) best = i;
   return best;
 }
 
-int32_t draw_token(const float* logits, int32_t vocab, const DrawParams& c, double u, DrawScratch& scratch) {
+int32_t draw_token(const float* logits, int32_t vocab, const DrawParams& c, double u, DrawScratch& scratch,
+                   const uint32_t* mask) {
   std::vector<int32_t>& ids = scratch.ids;
   std::vector<float>& probs = scratch.probs;
-  ids.resize(static_cast<size_t>(vocab));
-  std::iota(ids.begin(), ids.end(), 0);
+  if (mask == nullptr) {
+    ids.resize(static_cast<size_t>(vocab));
+    std::iota(ids.begin(), ids.end(), 0);
+  } else {
+    ids.clear();
+    for (int32_t i = 0; i < vocab; ++i)
+      if (token_allowed(mask, i)) ids.push_back(i);
+    if (ids.empty()) return -1;
+  }
   auto before = [logits](int32_t a, int32_t b) {
     return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
   };
@@ -32,7 +46,16 @@ int32_t draw_token(const float* logits, int32_t vocab, const DrawParams& c, doub
   if (truncating) std::sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), before);
 
   const double inv_t = 1.0 / static_cast<double>(c.temperature);
-  const double max_l = truncating ? logits[ids[0]] : *std::max_element(logits, logits + vocab);
+  double max_l;
+  if (truncating) {
+    max_l = logits[ids[0]];
+  } else if (mask == nullptr) {
+    max_l = *std::max_element(logits, logits + vocab);
+  } else {
+    float m = logits[ids[0]];
+    for (size_t i = 1; i < n; ++i) m = std::max(m, logits[ids[i]]);
+    max_l = m;
+  }
   probs.resize(n);
   double total = 0.0;
   for (size_t i = 0; i < n; ++i) {

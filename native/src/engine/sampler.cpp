@@ -37,6 +37,8 @@ SamplingConfig SamplingConfig::from_abi(const mcpm_sampling_params& p) {
   c.seed = p.seed;
   if (p.stop_token_count > 0) c.stop_tokens.assign(p.stop_tokens, p.stop_tokens + p.stop_token_count);
   c.max_new_tokens = p.max_new_tokens;
+  c.token_mask = p.token_mask;
+  c.token_mask_user_data = p.token_mask_user_data;
   if (p.speculative == 0) {
     c.spec.num_iter = 0;
   } else {
@@ -107,12 +109,15 @@ PenaltyTable Sampler::penalties(int32_t vocab, const int32_t* context, int64_t c
   return t;
 }
 
-int32_t Sampler::sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length) {
+int32_t Sampler::sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length,
+                        const uint32_t* mask) {
   const SamplingConfig& c = config_;
   logits_.assign(logits, logits + vocab);
   apply_penalties(logits_.data(), penalties(vocab, context, context_length));
-  if (c.temperature <= 0.0f) return greedy_token(logits_.data(), vocab);
-  return draw_token(logits_.data(), vocab, draw_params(), rng_.uniform(), scratch_);
+  const int32_t token = c.temperature <= 0.0f ? greedy_token(logits_.data(), vocab, mask)
+                                              : draw_token(logits_.data(), vocab, draw_params(), rng_.uniform(), scratch_, mask);
+  MCPM_CHECK(token >= 0);  // the mask allows a token
+  return token;
 }
 
 DrawParams Sampler::draw_params() const {

@@ -25,6 +25,9 @@ struct SamplingConfig {
   int32_t max_new_tokens = 0;
   // Speculative decoding (sessions with a draft); spec.num_iter == 0 turns it off.
   SpecParams spec;
+  // Grammar-constrained sampling: the host's callback for the set of tokens allowed next (null: none).
+  mcpm_token_mask_fn token_mask = nullptr;
+  void* token_mask_user_data = nullptr;
 
   // Validates and copies; throws INVALID_ARGUMENT naming the bad field.
   static SamplingConfig from_abi(const mcpm_sampling_params& p);
@@ -49,8 +52,10 @@ class Sampler {
   const SamplingConfig& config() const { return config_; }
   bool is_stop(int32_t token) const;
 
-  // Draws one token from logits[0, vocab) given the context tokens (for the penalties).
-  int32_t sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length);
+  // Draws one token from logits[0, vocab) given the context tokens (for the penalties), among the
+  // tokens `mask` allows when it is not null (it must allow one).
+  int32_t sample(const float* logits, int32_t vocab, const int32_t* context, int64_t context_length,
+                 const uint32_t* mask = nullptr);
 
   // Greedy (temperature <= 0): the token is the argmax of the penalized logits, which a backend can
   // find where the logits are (Backend::greedy_sample) without this sampler.

@@ -20,6 +20,14 @@ int64_t now_ns() {
 // Rows a draft call or a verification pass may need beyond a prefill chunk: a whole tree.
 constexpr int32_t kTreeRows = DraftWorkspace::kTreeSlots;
 
+// A token-mask failure: the host's callback failed (MCPM_ERR_CALLBACK) or a mask allows no token
+// (INVALID_ARGUMENT). Thrown only where the session is consistent, so generate() reports the tokens
+// before it.
+class MaskFailure : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace
 
 uint64_t Session::kv_bytes_per_token(const Model& model, const DraftModel* draft) {
@@ -68,6 +76,7 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
   }
   tokens_.reserve(static_cast<size_t>(context_capacity));
   last_logits_.resize(static_cast<size_t>(model_->config().vocab_size));
+  mask_words_ = (model_->config().vocab_size + 31) / 32;
 }
 
 Session::~Session() {
@@ -167,6 +176,7 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
     last_logits_.swap(next_logits_);
   logits_valid_ = true;
   root_pending_ = false;
+  mask_current_ = false;
 }
 
 void Session::download_logits(std::vector<float>& dst) {
@@ -185,6 +195,7 @@ const float* Session::pending_logits() {
 
 int32_t Session::sample_pending() {
   if (!device_logits_pending_) return sample(last_logits_.data());
+  if (constrained()) prepare_mask();
   const int32_t token = sample_row(0);
   // The row is penalized in place and so no longer the pending logits; the caller evaluates the
   // token next or ends the generation.
@@ -199,10 +210,12 @@ int32_t Session::sample_row(int32_t row) {
   const PenaltyTable penalties = sampler_.penalties(vocab, tokens_.data(), length());
   Backend& be = model_->backend();
   const Tensor logits = ws_.logits.slice_rows(row, 1);
+  const Tensor mask_row = constrained() ? masks_.slice_rows(row, 1) : Tensor{};
+  const Tensor* mask = constrained() ? &mask_row : nullptr;
   // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
-  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties)
+  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties, mask)
                                           : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
-                                                            sampler_.next_uniform());
+                                                            sampler_.next_uniform(), mask);
   stats_.sample_ns += now_ns() - t0;
   return token;
 }
@@ -211,7 +224,14 @@ void Session::advance(int32_t token) {
   check_tokens(&token, 1);
   const int64_t t0 = now_ns();
   evaluate(&token, 1, nullptr, false, true);
-  // An asynchronous backend has only queued the step: wait, so decode time is not counted as sampling.
+  // An asynchronous backend has only queued the step: the host asks for the next token's mask while
+  // the device runs it.
+  if (constrained()) {
+    request_mask(0, tokens_.data() + output_start_, length() - output_start_);
+    upload_masks(1);
+    mask_current_ = true;
+  }
+  // Wait, so decode time is not counted as sampling.
   model_->backend().synchronize(*ctx_);
   stats_.decode_tokens += 1;
   stats_.decode_ns += now_ns() - t0;
@@ -265,6 +285,8 @@ void Session::rewind(int32_t new_length) {
   logits_valid_ = false;
   root_pending_ = false;
   device_logits_pending_ = false;
+  output_start_ = std::min(output_start_, new_length);
+  mask_current_ = false;
 }
 
 void Session::reset() {
@@ -276,6 +298,8 @@ void Session::reset() {
   root_pending_ = false;
   device_logits_pending_ = false;
   generated_since_config_ = 0;
+  output_start_ = 0;
+  mask_current_ = false;
 }
 
 void Session::set_sampling(SamplingConfig config) {
@@ -286,15 +310,110 @@ void Session::set_sampling(SamplingConfig config) {
                        std::to_string(config.stop_tokens[i]) + " is outside the vocabulary [0, " +
                        std::to_string(vocab) + ")");
   if (speculator_ && config.spec.num_iter > 0) config.spec.validate(speculator_->draft().head_rows());
+  if (config.token_mask != nullptr && !mask_storage_) {
+    // One mask per tree node a speculative round can verify, else one.
+    const int32_t rows = speculator_ ? kTreeRows : 1;
+    mask_storage_ = model_->backend().alloc(static_cast<size_t>(rows) * mask_words_ * sizeof(uint32_t));
+    masks_ = Tensor{mask_storage_->data(), DType::I32, rows, mask_words_};
+    host_masks_.assign(static_cast<size_t>(rows) * mask_words_, 0u);
+  }
   sampler_.configure(std::move(config));
   generated_since_config_ = 0;
+  output_start_ = length();
+  mask_current_ = false;
 }
 
 int32_t Session::sample(const float* logits) {
+  if (constrained()) prepare_mask();
   const int64_t t0 = now_ns();
-  const int32_t token = sampler_.sample(logits, model_->config().vocab_size, tokens_.data(), length());
+  const int32_t token = sampler_.sample(logits, model_->config().vocab_size, tokens_.data(), length(),
+                                        constrained() ? host_mask(0) : nullptr);
   stats_.sample_ns += now_ns() - t0;
   return token;
+}
+
+void Session::force_tokens(const int32_t* tokens, int32_t n) {
+  if (n == 0) return;
+  check_tokens(tokens, n);
+  const int64_t t0 = now_ns();
+  evaluate(tokens, n, nullptr, true, /*device_logits=*/true);
+  stats_.prefill_tokens += n;
+  stats_.prefill_ns += now_ns() - t0;
+  generated_since_config_ += n;
+  stats_.generated_tokens += n;
+}
+
+void Session::request_mask(int32_t row, const int32_t* tokens, int32_t n) {
+  uint32_t* mask = host_masks_.data() + static_cast<size_t>(row) * mask_words_;
+  std::fill(mask, mask + mask_words_, 0u);
+  const SamplingConfig& c = sampler_.config();
+  const int32_t status = c.token_mask(c.token_mask_user_data, tokens, n, mask, mask_words_);
+  if (status != 0)
+    throw MaskFailure(MCPM_ERR_CALLBACK, "the token mask callback failed (returned " + std::to_string(status) +
+                                             ") for the state after " + std::to_string(n) + " tokens");
+  const int32_t tail = model_->config().vocab_size % 32;  // bits past the vocabulary do not count
+  if (tail != 0) mask[mask_words_ - 1] &= (1u << tail) - 1u;
+}
+
+void Session::upload_masks(int32_t rows) {
+  model_->backend().upload(masks_.data, host_masks_.data(), static_cast<size_t>(rows) * mask_words_ * sizeof(uint32_t));
+}
+
+bool Session::allows_any(int32_t row) const {
+  const uint32_t* mask = host_mask(row);
+  return std::any_of(mask, mask + mask_words_, [](uint32_t word) { return word != 0; });
+}
+
+void Session::require_allowed(int32_t row) const {
+  if (!allows_any(row))
+    throw MaskFailure(MCPM_ERR_INVALID_ARGUMENT,
+                      "the token mask allows no token (step " + std::to_string(length() - output_start_) + ")");
+}
+
+void Session::prepare_mask() {
+  if (!mask_current_) {
+    request_mask(0, tokens_.data() + output_start_, length() - output_start_);
+    upload_masks(1);
+    mask_current_ = true;
+  }
+  if (!allows_any(0)) {
+    mask_current_ = false;  // the next call asks again: the host may have changed its mind
+    require_allowed(0);
+  }
+}
+
+DraftTree Session::verified_nodes(const DraftTree& tree, bool chain) {
+  const bool masked = constrained();
+  DraftTree kept;
+  std::vector<int32_t> index(static_cast<size_t>(tree.size()), -1);  // a node's kept index; -1: dropped
+  // A node's state for the callback: the output so far (the root included), then its path below the root.
+  if (masked) mask_tokens_.assign(tokens_.begin() + output_start_, tokens_.end());
+  const size_t output = mask_tokens_.size();
+  for (int32_t i = 0; i < tree.size(); ++i) {
+    int32_t parent = -1;
+    if (i > 0) {
+      parent = index[static_cast<size_t>(tree.parents[static_cast<size_t>(i)])];
+      if (parent < 0) continue;                          // under a dropped node
+      if (chain && parent != kept.size() - 1) continue;  // the chain's last node already has its child
+      if (masked && !token_allowed(host_mask(parent), tree.tokens[static_cast<size_t>(i)])) continue;
+    }
+    const int32_t j = kept.size();
+    index[static_cast<size_t>(i)] = j;
+    kept.tokens.push_back(tree.tokens[static_cast<size_t>(i)]);
+    kept.parents.push_back(parent);
+    kept.depths.push_back(tree.depths[static_cast<size_t>(i)]);
+    kept.masks.push_back((parent < 0 ? 0 : kept.masks[static_cast<size_t>(parent)]) | (uint64_t{1} << j));
+    if (masked) {
+      mask_tokens_.resize(output);
+      for (int32_t a = j; a > 0; a = kept.parents[static_cast<size_t>(a)])
+        mask_tokens_.push_back(kept.tokens[static_cast<size_t>(a)]);
+      std::reverse(mask_tokens_.begin() + static_cast<std::ptrdiff_t>(output), mask_tokens_.end());
+      request_mask(j, mask_tokens_.data(), static_cast<int32_t>(mask_tokens_.size()));
+      if (j == 0) require_allowed(0);  // the root's: plain decoding would fail here too
+    }
+  }
+  if (masked) upload_masks(kept.size());
+  return kept;
 }
 
 // One EAGLE-2 round (shared/reference/algorithms.md §3.2–3.6). The root, tokens_.back(), is emitted
@@ -314,25 +433,13 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   DraftTree tree =
       speculator_->draft_tree(*ctx_, tokens_.back(), root_row, params, ws_.inv_freq, ws_.attn_factor);
   // InfLLM v2 has no tree attention: once sparse attention is active, verify the draft's most likely
-  // chain (the first child at each level) with ordinary causal attention.
+  // chain (the first child at each level) with ordinary causal attention. Under a token mask the
+  // target verifies only what the masks allow, and each node is sampled with its mask (a failing
+  // callback throws here, before anything changed but the consumed draft row: the next step then
+  // evaluates the root plainly, as after a rewind).
   const bool chain = uses_sparse_attention(c, root_row + tree.size());
-  if (chain) {
-    DraftTree path;
-    int32_t node = 0;
-    path.tokens.push_back(tree.tokens[0]);
-    for (int32_t i = 1; i < tree.size(); ++i)
-      if (tree.parents[static_cast<size_t>(i)] == node) {
-        node = i;
-        path.tokens.push_back(tree.tokens[static_cast<size_t>(i)]);
-      }
-    const int32_t len = path.size();
-    for (int32_t i = 0; i < len; ++i) {
-      path.parents.push_back(i - 1);
-      path.depths.push_back(i);
-      path.masks.push_back(i == 0 ? 1 : (path.masks.back() | (uint64_t{1} << i)));
-    }
-    tree = std::move(path);
-  }
+  mask_current_ = false;  // the rows are the tree's now
+  if (chain || constrained()) tree = verified_nodes(tree, chain);
   const int32_t n = tree.size();
   stats_.spec_draft_ns += now_ns() - t0;
 
@@ -388,6 +495,9 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
     for (int32_t i = node + 1; i < n && next < 0; ++i)
       if (tree.parents[static_cast<size_t>(i)] == node && tree.tokens[static_cast<size_t>(i)] == token) next = i;
     if (next < 0) break;
+    // A state whose mask allows nothing ends the round: the token is the next root, whose round fails
+    // before emitting anything, as plain decoding fails at that step.
+    if (constrained() && !allows_any(next)) break;
     node = next;
     path.push_back(node);
   }
@@ -434,44 +544,51 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
     return MCPM_FINISH_NONE;
   };
   r.finish = finished();
-  while (r.finish == MCPM_FINISH_NONE && r.count < budget) {
-    if (consume_abort()) {
-      r.cancelled = true;
-      return r;
-    }
-    const bool spec = speculative();
-    if (spec && root_pending_ && speculator_->ready(kv_len_)) {
-      bool stopped = false;
-      r.count += speculative_step(out + r.count, budget - r.count, &stopped);
-      if (stopped) {
+  // A token-mask failure leaves the session consistent: report the tokens before it with it.
+  try {
+    while (r.finish == MCPM_FINISH_NONE && r.count < budget) {
+      if (consume_abort()) {
+        r.cancelled = true;
+        return r;
+      }
+      const bool spec = speculative();
+      if (spec && root_pending_ && speculator_->ready(kv_len_)) {
+        bool stopped = false;
+        r.count += speculative_step(out + r.count, budget - r.count, &stopped);
+        if (stopped) {
+          r.finish = MCPM_FINISH_STOP_TOKEN;
+          break;
+        }
+        r.finish = finished();
+        if (single_step) break;
+        continue;
+      }
+      if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
+      const int32_t token = sample_pending();
+      out[r.count++] = token;
+      ++generated_since_config_;
+      ++stats_.generated_tokens;
+      if (sampler_.is_stop(token)) {
+        logits_valid_ = false;  // the stop token is reported but not evaluated
         r.finish = MCPM_FINISH_STOP_TOKEN;
         break;
       }
+      if (spec) {
+        // The token becomes the root of the next round, which evaluates it with the tree.
+        tokens_.push_back(token);
+        logits_valid_ = false;
+        root_pending_ = true;
+        mask_current_ = false;
+        r.finish = finished();
+        continue;  // a step is not over until its round ran
+      }
+      advance(token);
       r.finish = finished();
       if (single_step) break;
-      continue;
     }
-    if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
-    const int32_t token = sample_pending();
-    out[r.count++] = token;
-    ++generated_since_config_;
-    ++stats_.generated_tokens;
-    if (sampler_.is_stop(token)) {
-      logits_valid_ = false;  // the stop token is reported but not evaluated
-      r.finish = MCPM_FINISH_STOP_TOKEN;
-      break;
-    }
-    if (spec) {
-      // The token becomes the root of the next round, which evaluates it with the tree.
-      tokens_.push_back(token);
-      logits_valid_ = false;
-      root_pending_ = true;
-      r.finish = finished();
-      continue;  // a step is not over until its round ran
-    }
-    advance(token);
-    r.finish = finished();
-    if (single_step) break;
+  } catch (const MaskFailure& e) {
+    r.error = e.status();
+    r.error_message = e.what();
   }
   return r;
 }

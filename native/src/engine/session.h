@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/forward.h"
@@ -37,6 +38,10 @@ struct GenerateResult {
   int32_t count = 0;
   mcpm_finish_reason finish = MCPM_FINISH_NONE;
   bool cancelled = false;
+  // A token-mask failure after `count` tokens (MCPM_ERR_CALLBACK: the host's callback failed;
+  // INVALID_ARGUMENT: a mask allowed no token); the session is consistent and the call fails with it.
+  mcpm_status error = MCPM_OK;
+  std::string error_message;
 };
 
 class Session {
@@ -71,7 +76,12 @@ class Session {
   void reset();
 
   void set_sampling(SamplingConfig config);
+  // Samples from host logits with the sampling params, RNG and history (and the token mask of the
+  // current state, if any); the session's tokens do not change.
   int32_t sample(const float* logits);
+  // Appends tokens as if generated (mcpm_session_force_tokens): evaluated like a prefill, counted as
+  // generated, seen by the token mask; generation continues from their logits.
+  void force_tokens(const int32_t* tokens, int32_t n);
   // Generates up to max_tokens tokens; with single_step, returns after one token (plain) or one
   // draft-and-verify round (speculative).
   GenerateResult generate(int32_t max_tokens, int32_t* out, int32_t out_capacity, bool single_step = false);
@@ -107,6 +117,27 @@ class Session {
   int32_t sample_row(int32_t row);
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
+  // The nodes of a drafted tree that the target verifies, re-indexed in their order (parents first):
+  // with `chain` only the first child at each level; under a token mask only the nodes whose token the
+  // mask of their parent's state allows (with their subtrees), each kept node's mask in mask row i.
+  DraftTree verified_nodes(const DraftTree& tree, bool chain);
+
+  // ---- grammar-constrained sampling (SamplingConfig::token_mask) ----
+  // The callback's tokens for the current state are tokens_[output_start_, length()). Host row r of
+  // host_masks_ and backend row r of masks_ hold one mask: row 0 the current state's in plain
+  // decoding (current while mask_current_), the verified tree's nodes in a speculative round.
+  bool constrained() const { return sampler_.config().token_mask != nullptr; }
+  // Asks the callback for the mask after tokens[0, n) into host row `row`; throws on failure.
+  void request_mask(int32_t row, const int32_t* tokens, int32_t n);
+  // The host rows [0, rows) to the backend rows that sampling reads.
+  void upload_masks(int32_t rows);
+  // Row 0 holds the current state's mask (asked for and uploaded unless it already did) and it allows
+  // a token; throws otherwise.
+  void prepare_mask();
+  // Throws when host row `row`, the mask of the current state, allows no token.
+  void require_allowed(int32_t row) const;
+  bool allows_any(int32_t row) const;
+  const uint32_t* host_mask(int32_t row) const { return host_masks_.data() + static_cast<size_t>(row) * mask_words_; }
 
   std::shared_ptr<const Model> model_;
   bool use_graphs_;
@@ -124,6 +155,13 @@ class Session {
   bool device_logits_pending_ = false;  // the pending logits are in ws_.logits row 0, not last_logits_
   Sampler sampler_;
   int32_t generated_since_config_ = 0;
+  int32_t output_start_ = 0;              // tokens_ from here on are the token mask's tokens
+  int32_t mask_words_ = 0;                // (vocab + 31) / 32
+  std::unique_ptr<Buffer> mask_storage_;  // allocated when a token mask is first set
+  Tensor masks_;                          // I32 [1 or kTreeRows, mask_words_] on the backend
+  std::vector<uint32_t> host_masks_;      // the same rows on the host
+  std::vector<int32_t> mask_tokens_;      // a speculative node's tokens for the callback
+  bool mask_current_ = false;             // row 0 is the mask of the state after tokens_
   SessionStats stats_;
   std::atomic<bool> abort_{false};
 };

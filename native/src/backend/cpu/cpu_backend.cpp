@@ -552,18 +552,35 @@ void CpuBackend::sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor
   });
 }
 
-int32_t CpuBackend::greedy_sample(ExecContext&, const Tensor& logits, const PenaltyTable& t) {
+namespace {
+
+// The words of a token mask for a row of `vocab` logits (nullptr: no mask).
+const uint32_t* mask_words(const Tensor* mask, int64_t vocab) {
+  if (mask == nullptr) return nullptr;
+  MCPM_CHECK(mask->dtype == DType::I32 && mask->rows == 1 && mask->cols >= (vocab + 31) / 32);
+  return mask->as<const uint32_t>();
+}
+
+}  // namespace
+
+int32_t CpuBackend::greedy_sample(ExecContext&, const Tensor& logits, const PenaltyTable& t, const Tensor* mask) {
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0);
   apply_penalties(logits.as<float>(), t);
-  return greedy_token(logits.as<const float>(), static_cast<int32_t>(logits.cols));
+  const int32_t token =
+      greedy_token(logits.as<const float>(), static_cast<int32_t>(logits.cols), mask_words(mask, logits.cols));
+  MCPM_CHECK(token >= 0);  // the mask allows a token
+  return token;
 }
 
 int32_t CpuBackend::sample_token(ExecContext&, const Tensor& logits, const PenaltyTable& t, const DrawParams& params,
-                                 double u) {
+                                 double u, const Tensor* mask) {
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0 && params.temperature > 0.0f);
   apply_penalties(logits.as<float>(), t);
   thread_local DrawScratch scratch;  // the backend is shared by sessions on several threads
-  return draw_token(logits.as<const float>(), static_cast<int32_t>(logits.cols), params, u, scratch);
+  const int32_t token = draw_token(logits.as<const float>(), static_cast<int32_t>(logits.cols), params, u, scratch,
+                                   mask_words(mask, logits.cols));
+  MCPM_CHECK(token >= 0);
+  return token;
 }
 
 void CpuBackend::silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) {

@@ -80,9 +80,10 @@ class CpuBackend final : public Backend {
                  const int32_t* src_rows, int32_t n) override;
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
-  int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
+  int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
+                        const Tensor* mask) override;
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
-                       double u) override;
+                       double u, const Tensor* mask) override;
   void synchronize(ExecContext&) override {}
 
  private:

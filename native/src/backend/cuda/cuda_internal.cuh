@@ -181,6 +181,8 @@ class CudaContext final : public ExecContext {
     kSortKeysOut,  // sample_token: logits in sorted order
     kSortTemp,     // sample_token: the radix sort's temporary storage
     kProbs,        // sample_token: candidate probabilities
+    kMaskedKeys,   // sample_token with a token mask: the allowed tokens' logits, in id order
+    kMaskedCount,  // sample_token with a token mask: how many tokens it allows
     kSparseScores, // sparse_attention: stage-1 kernel scores [n][kv_heads][n1]
     kSparseBlocks, // sparse_attention: selected blocks [n][kv_heads][max_blocks]
     kSparseCounts, // sparse_attention: their counts [n][kv_heads]
@@ -300,7 +302,8 @@ class CudaBackend final : public Backend {
                  const int32_t* src_rows, int32_t n) override;
   void add_bias(ExecContext& ctx, const Tensor& x, const Tensor& bias) override;
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
-  int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties) override;
+  int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
+                        const Tensor* mask) override;
   void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
                      const Tensor& log_probs) override;
   void tree_expand(ExecContext& ctx, const TreeExpandArgs& args) override;
@@ -312,7 +315,7 @@ class CudaBackend final : public Backend {
                                const uint64_t* masks, int32_t mask_bits) override;
   void decode_step(ExecContext& ctx, const DecodeStep& step, const std::function<void()>& record) override;
   int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties, const DrawParams& params,
-                       double u) override;
+                       double u, const Tensor* mask) override;
   void synchronize(ExecContext& ctx) override;
   std::unique_ptr<AttentionState> create_sparse_attention_state(const SparseAttentionParams& params,
                                                                 const AttentionShape& shape,

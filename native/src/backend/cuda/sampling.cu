@@ -5,13 +5,21 @@
 //                   penalty-window tokens (one thread each; distinct ids, so no two threads share a
 //                   logit). Rounded operations, no FMA contraction: the same bits as the CPU.
 //   argmax_kernel   greedy: one block of kThreads; each thread scans a strided slice keeping the first
-//                   maximum, then a warp-shuffle and shared-memory reduction ordered by (value desc,
-//                   index asc) picks the lowest index among equal maxima, as the host does.
+//                   maximum (skipping tokens a token mask leaves out), then a warp-shuffle and
+//                   shared-memory reduction ordered by (value desc, index asc) picks the lowest index
+//                   among equal maxima, as the host does.
 //   top_log_probs_kernel  the draft's tree expansion (Backend::top_log_probs): one block per row:
 //                   the max (argmax reduction), lse = max + log(sum exp(x - max)) with the sum in double
 //                   (block reduction; the host sums sequentially, so lse may differ in its last bit),
 //                   then k rounds of the argmax over x - lse restricted to entries after the previous
 //                   pick in (value desc, index asc) order: the host's top_k_indices, no sort.
+//   mask_candidates_kernel  temperature sampling with a token mask: the candidates are the allowed
+//                   tokens only. One block; each thread owns a contiguous run of mask words, counts
+//                   their allowed tokens, and a block scan of the counts gives where its tokens go, so
+//                   keys/ids [0, count) hold the allowed (logit, id) pairs in id order and *count their
+//                   number. The rest [count, vocab) is padding (-inf, vocab) that a stable descending
+//                   sort keeps behind every allowed pair, so the first count sorted pairs are the
+//                   allowed ones in (logit desc, id asc) order.
 //   draw_kernel     temperature sampling over n candidates (keys = logits, ids = token ids; sorted by
 //                   (logit desc, id asc) when a truncation is on: CUB's stable radix sort of (logit, id)
 //                   pairs in id order gives exactly that order, up to -0.0 sorting below +0.0). One
@@ -83,10 +91,14 @@ __device__ void block_first(float& best, int64_t& best_i) {
     }
 }
 
-__global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, int32_t* __restrict__ out) {
-  float best = logits[0];
-  int64_t best_i = 0;
+// The first maximum of logits[0, vocab) among the tokens `mask` allows (every token when it is null).
+__global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, const uint32_t* __restrict__ mask,
+                              int32_t* __restrict__ out) {
+  // With a mask a thread starts from "none yet", which every allowed entry comes before.
+  float best = mask ? -INFINITY : logits[0];
+  int64_t best_i = mask ? LLONG_MAX : 0;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    if (mask && !token_allowed(mask, i)) continue;
     const float v = logits[i];
     if (before(v, i, best, best_i)) {
       best = v;
@@ -150,24 +162,53 @@ __global__ void iota_kernel(int32_t* __restrict__ ids, int64_t n) {
 }
 
 // The exclusive prefix of v over the block's threads in thread order, and (in *total) the sum of all.
-// `shared` holds blockDim.x / 32 doubles. Every thread must call it.
-__device__ double block_exclusive_scan(double v, double* shared, double* total) {
+// `shared` holds blockDim.x / 32 values. Every thread must call it.
+template <typename T>
+__device__ T block_exclusive_scan(T v, T* shared, T* total) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  double inclusive = v;
+  T inclusive = v;
   for (int offset = 1; offset < 32; offset <<= 1) {
-    const double up = __shfl_up_sync(0xffffffffu, inclusive, offset);
+    const T up = __shfl_up_sync(0xffffffffu, inclusive, offset);
     if (lane >= offset) inclusive += up;
   }
   __syncthreads();  // `shared` may still be read by a previous call
   if (lane == 31) shared[warp] = inclusive;
   __syncthreads();
-  double before = 0.0, all = 0.0;
+  T before = 0, all = 0;
   for (int w = 0; w < warps; ++w) {
     if (w < warp) before += shared[w];
     all += shared[w];
   }
   *total = all;
   return before + inclusive - v;
+}
+
+// The candidates of masked temperature sampling (file comment): the allowed (logit, id) pairs of
+// logits[0, vocab) compacted in id order into keys/ids [0, *count), padding (-inf, vocab) after them.
+__global__ void mask_candidates_kernel(const float* __restrict__ logits, const uint32_t* __restrict__ mask,
+                                       int64_t vocab, float* __restrict__ keys, int32_t* __restrict__ ids,
+                                       int32_t* __restrict__ count) {
+  __shared__ int32_t scan_shared[kDrawThreads / 32];
+  // This thread's tokens: a contiguous run of whole mask words.
+  const int64_t words = (vocab + 31) / 32;
+  const int64_t per = (words + blockDim.x - 1) / blockDim.x;
+  const int64_t begin = min(vocab, 32 * min(words, static_cast<int64_t>(threadIdx.x) * per));
+  const int64_t end = min(vocab, begin + 32 * per);
+  int32_t mine = 0;
+  for (int64_t token = begin; token < end; ++token) mine += token_allowed(mask, token) ? 1 : 0;
+  int32_t total = 0;
+  int64_t at = block_exclusive_scan<int32_t>(mine, scan_shared, &total);
+  for (int64_t token = begin; token < end; ++token)
+    if (token_allowed(mask, token)) {
+      keys[at] = logits[token];
+      ids[at] = static_cast<int32_t>(token);
+      ++at;
+    }
+  for (int64_t i = total + threadIdx.x; i < vocab; i += blockDim.x) {
+    keys[i] = -INFINITY;
+    ids[i] = static_cast<int32_t>(vocab);
+  }
+  if (threadIdx.x == 0) *count = total;
 }
 
 __device__ float block_max(float v, float* shared) {
@@ -180,13 +221,15 @@ __device__ float block_max(float v, float* shared) {
   return m;
 }
 
-// See the file comment. keys/ids: n candidates (ids == nullptr: id = index); probs: scratch [n].
-__global__ void draw_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int64_t n, int sorted,
-                            float temperature, float top_p, float min_p, double u, float* __restrict__ probs,
-                            int32_t* __restrict__ out) {
+// See the file comment. keys/ids: max_n candidates, or only the first *allowed of them when `allowed`
+// is not null (masked sampling; ids == nullptr: id = index); probs: scratch [max_n].
+__global__ void draw_kernel(const float* __restrict__ keys, const int32_t* __restrict__ ids, int64_t max_n,
+                            const int32_t* __restrict__ allowed, int sorted, float temperature, float top_p,
+                            float min_p, double u, float* __restrict__ probs, int32_t* __restrict__ out) {
   __shared__ double scan_shared[kDrawThreads / 32];
   __shared__ float max_shared[kDrawThreads / 32];
   __shared__ unsigned long long cut;
+  const int64_t n = allowed ? min(max_n, static_cast<int64_t>(*allowed)) : max_n;
   const int64_t per = (n + blockDim.x - 1) / blockDim.x;
   const int64_t begin = min(n, static_cast<int64_t>(threadIdx.x) * per), end = min(n, begin + per);
   if (threadIdx.x == 0) cut = static_cast<unsigned long long>(n);
@@ -294,34 +337,59 @@ int32_t read_token(CudaContext& c, const int32_t* token) {
   return host;
 }
 
+// The words of a token mask for a row of `vocab` logits (nullptr: no mask).
+const uint32_t* mask_words(const Tensor* mask, int64_t vocab) {
+  if (mask == nullptr) return nullptr;
+  MCPM_CHECK(mask->dtype == DType::I32 && mask->rows == 1 && mask->cols >= (vocab + 31) / 32);
+  return mask->as<const uint32_t>();
+}
+
 }  // namespace
 
 int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t,
-                                  const DrawParams& params, double u) {
+                                  const DrawParams& params, double u, const Tensor* mask_tensor) {
   CudaContext& c = cuda_context(ctx);
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0 && params.temperature > 0.0f);
   MCPM_CHECK(logits.cols <= INT32_MAX);
   DeviceGuard guard(device_);
   float* l = logits.as<float>();
   const int64_t vocab = logits.cols;
+  const uint32_t* mask = mask_words(mask_tensor, vocab);
   apply_penalties(c, l, t);
 
+  // The candidates: every (logit, id) in id order, or with a mask the allowed ones compacted to the
+  // front (their count stays on the device).
+  const size_t key_bytes = static_cast<size_t>(vocab) * sizeof(float), id_bytes = static_cast<size_t>(vocab) * sizeof(int32_t);
   const float* keys = l;
-  const int32_t* ids = nullptr;
+  int32_t* ids = nullptr;
+  const int32_t* allowed = nullptr;
+  if (mask) {
+    auto* masked_keys = static_cast<float*>(c.scratch(CudaContext::kMaskedKeys, key_bytes));
+    ids = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsIn, id_bytes));
+    auto* count = static_cast<int32_t*>(c.scratch(CudaContext::kMaskedCount, sizeof(int32_t)));
+    MCPM_LAUNCH(1, cuda::kDrawThreads, 0, c.stream, cuda::mask_candidates_kernel)(l, mask, vocab, masked_keys, ids,
+                                                                                 count);
+    MCPM_CUDA_LAUNCHED(mask_candidates_kernel);
+    keys = masked_keys;
+    allowed = count;
+  }
   int64_t n = vocab;
   if (params.truncating()) {
-    // (logit, id) pairs sorted by logit descending; the radix sort is stable, so ties keep id order.
-    const size_t key_bytes = static_cast<size_t>(vocab) * sizeof(float), id_bytes = static_cast<size_t>(vocab) * sizeof(int32_t);
-    auto* ids_in = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsIn, id_bytes));
+    // (logit, id) pairs sorted by logit descending; the radix sort is stable, so ties keep id order
+    // (and a mask's padding stays behind the allowed pairs).
+    int32_t* ids_in = ids;
+    if (!mask) {
+      ids_in = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsIn, id_bytes));
+      MCPM_LAUNCH(cuda::grid_for(vocab, 256, 1024), 256, 0, c.stream, cuda::iota_kernel)(ids_in, vocab);
+      MCPM_CUDA_LAUNCHED(iota_kernel);
+    }
     auto* ids_out = static_cast<int32_t*>(c.scratch(CudaContext::kSortIdsOut, id_bytes));
     auto* keys_out = static_cast<float*>(c.scratch(CudaContext::kSortKeysOut, key_bytes));
-    MCPM_LAUNCH(cuda::grid_for(vocab, 256, 1024), 256, 0, c.stream, cuda::iota_kernel)(ids_in, vocab);
-    MCPM_CUDA_LAUNCHED(iota_kernel);
     size_t temp_bytes = 0;
-    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, l, keys_out, ids_in, ids_out,
+    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, temp_bytes, keys, keys_out, ids_in, ids_out,
                                                               static_cast<int>(vocab), 0, 32, c.stream));
     void* temp = c.scratch(CudaContext::kSortTemp, std::max<size_t>(temp_bytes, 1));
-    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, l, keys_out, ids_in, ids_out,
+    MCPM_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, temp_bytes, keys, keys_out, ids_in, ids_out,
                                                               static_cast<int>(vocab), 0, 32, c.stream));
     keys = keys_out;
     ids = ids_out;
@@ -329,9 +397,9 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
   }
   auto* probs = static_cast<float*>(c.scratch(CudaContext::kProbs, static_cast<size_t>(n) * sizeof(float)));
   auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
-  MCPM_LAUNCH(1, cuda::kDrawThreads, 0, c.stream, cuda::draw_kernel)(keys, ids, n, params.truncating() ? 1 : 0,
-                                                            params.temperature, params.top_p, params.min_p, u, probs,
-                                                            token);
+  MCPM_LAUNCH(1, cuda::kDrawThreads, 0, c.stream, cuda::draw_kernel)(keys, ids, n, allowed,
+                                                            params.truncating() ? 1 : 0, params.temperature,
+                                                            params.top_p, params.min_p, u, probs, token);
   MCPM_CUDA_LAUNCHED(draw_kernel);
   return read_token(c, token);
 }
@@ -348,14 +416,16 @@ void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t 
   MCPM_CUDA_LAUNCHED(top_log_probs_kernel);
 }
 
-int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t) {
+int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& t,
+                                   const Tensor* mask) {
   CudaContext& c = cuda_context(ctx);
   MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1 && logits.cols > 0);
   DeviceGuard guard(device_);
   float* l = logits.as<float>();
   apply_penalties(c, l, t);
   auto* token = static_cast<int32_t*>(c.scratch(CudaContext::kSampledToken, sizeof(int32_t)));
-  MCPM_LAUNCH(1, cuda::kArgmaxThreads, 0, c.stream, cuda::argmax_kernel)(l, logits.cols, token);
+  MCPM_LAUNCH(1, cuda::kArgmaxThreads, 0, c.stream, cuda::argmax_kernel)(l, logits.cols, mask_words(mask, logits.cols),
+                                                                         token);
   MCPM_CUDA_LAUNCHED(argmax_kernel);
   return read_token(c, token);
 }
