@@ -86,6 +86,25 @@ internal static class NativeConstants
     public const int MCPM_INT4_LAYOUT_GPTQ = 1;
 
     /// <summary>
+    /// Grammar-constrained sampling: the host's set of tokens allowed next. Writes, for the state after
+    /// tokens[0, n_tokens), the allowed token ids as a bitmask: token id t is allowed iff bit (t &amp; 31) of
+    /// mask[t &gt;&gt; 5] is set; mask_words = (n_vocab + 31) / 32 (bits past n_vocab are ignored; the words
+    /// arrive zeroed). `tokens` are the tokens appended to the session since mcpm_session_set_sampling
+    /// (generated, forced or prefilled; a rewind or reset drops those it removes), oldest first; during a
+    /// speculative round it ends with a hypothetical draft path, which may never be emitted (calls are not
+    /// in output order, and a state may be asked again). The engine then samples only allowed tokens:
+    /// masked-out tokens have probability 0, greedy decoding takes the argmax over the allowed ones. Stop
+    /// tokens are tokens like any other: the host sets their bits when the output may end. Return 0 (the
+    /// mask is written), MCPM_TOKEN_MASK_YIELD (the host appends this state's next tokens itself, with
+    /// mcpm_session_force_tokens: the generating call returns before sampling in this state, and a
+    /// speculative round ends at it), or any other value to fail the generating call with
+    /// MCPM_ERR_CALLBACK. Called on the thread that called into
+    /// the session; it must not call functions of the same session. The pointers are valid only during the
+    /// call.
+    /// </summary>
+    public const int MCPM_TOKEN_MASK_YIELD = 1;
+
+    /// <summary>
     /// One decoding step for streaming: like mcpm_session_generate, but returns after one token without
     /// a draft, or after one draft-and-verify round with one (up to spec_num_iter+1 tokens, plus the
     /// round's root when the step starts from fresh logits). `capacity` must be at least

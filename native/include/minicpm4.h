@@ -486,10 +486,14 @@ MCPM_API mcpm_status mcpm_session_clear_abort(mcpm_session* session);
  * speculative round it ends with a hypothetical draft path, which may never be emitted (calls are not
  * in output order, and a state may be asked again). The engine then samples only allowed tokens:
  * masked-out tokens have probability 0, greedy decoding takes the argmax over the allowed ones. Stop
- * tokens are tokens like any other: the host sets their bits when the output may end. Return 0, or
- * nonzero to fail the generating call with MCPM_ERR_CALLBACK. Called on the thread that called into
+ * tokens are tokens like any other: the host sets their bits when the output may end. Return 0 (the
+ * mask is written), MCPM_TOKEN_MASK_YIELD (the host appends this state's next tokens itself, with
+ * mcpm_session_force_tokens: the generating call returns before sampling in this state, and a
+ * speculative round ends at it), or any other value to fail the generating call with
+ * MCPM_ERR_CALLBACK. Called on the thread that called into
  * the session; it must not call functions of the same session. The pointers are valid only during the
  * call. */
+#define MCPM_TOKEN_MASK_YIELD 1
 typedef int32_t (*mcpm_token_mask_fn)(void* user_data, const int32_t* tokens, int32_t n_tokens, uint32_t* mask,
                                       int32_t mask_words);
 

@@ -36,7 +36,7 @@ struct MaskHost {
   int32_t vocab = 0;
   std::function<bool(const std::vector<int32_t>& prefix, int32_t token)> allows;
   std::vector<std::vector<int32_t>> calls;  // the tokens of each call, in order
-  int64_t fail_at = -1;                     // a call with this many tokens returns 1 (once)
+  int64_t fail_at = -1;                     // a call with this many tokens fails (once)
   int64_t empty_from = -1;                  // calls with at least this many tokens get an empty mask
 
   static int32_t Callback(void* user, const int32_t* tokens, int32_t n, uint32_t* mask, int32_t words) {
@@ -47,7 +47,7 @@ struct MaskHost {
     host->calls.push_back(prefix);
     if (n == host->fail_at) {
       host->fail_at = -1;
-      return 1;
+      return -1;  // a failure (1 is MCPM_TOKEN_MASK_YIELD)
     }
     if (host->empty_from >= 0 && n >= host->empty_from) return 0;
     for (int32_t t = 0; t < host->vocab; ++t)
@@ -336,6 +336,100 @@ INSTANTIATE_TEST_SUITE_P(TokenMask, ConstrainedSpeculative,
                                            SpecCase{"sampled_covering_draft", 0.9f, true, 0},
                                            SpecCase{"greedy_sparse_chain", 0.0f, true, 40}),
                          [](const ::testing::TestParamInfo<SpecCase>& i) { return std::string(i.param.name); });
+
+// ---- yielded states (MCPM_TOKEN_MASK_YIELD) ----------------------------------------------------------
+
+// A host that appends the tokens of some states itself: every state whose output length is 4 mod 9
+// is yielded, and the host then forces the smallest token the rule allows there. Generation stops
+// before sampling in such a state (plain) and a speculative round ends at it, so plain and speculative
+// decoding force at the same states and give the same tokens.
+struct YieldingHost : MaskHost {
+  static bool Yields(size_t length) { return length % 9 == 4; }
+  static int32_t YieldingCallback(void* user, const int32_t* tokens, int32_t n, uint32_t* mask, int32_t words) {
+    if (Yields(static_cast<size_t>(n))) {
+      static_cast<MaskHost*>(user)->calls.emplace_back(tokens, tokens + n);
+      return MCPM_TOKEN_MASK_YIELD;
+    }
+    return Callback(user, tokens, n, mask, words);
+  }
+  void Attach(mcpm_sampling_params& p) {
+    p.token_mask = &YieldingCallback;
+    p.token_mask_user_data = this;
+  }
+};
+
+GenRun GenerateYielding(mcpm_session* s, const std::vector<int32_t>& prompt, mcpm_sampling_params sp,
+                        const ModRule& rule, int32_t vocab, int* forced_count) {
+  GenRun r;
+  EXPECT_MCPM_OK(mcpm_session_prefill(s, prompt.data(), static_cast<int32_t>(prompt.size()), MCPM_LOGITS_NONE,
+                                      nullptr, 0));
+  EXPECT_MCPM_OK(mcpm_session_set_sampling(s, &sp));
+  std::vector<int32_t> buf(MCPM_MAX_STEP_TOKENS);
+  for (int guard = 0; r.finish == MCPM_FINISH_NONE && guard < 1000; ++guard) {
+    int32_t count = 0;
+    if (mcpm_session_generate_step(s, buf.data(), static_cast<int32_t>(buf.size()), &count, &r.finish) != MCPM_OK) {
+      ADD_FAILURE() << "generate failed: " << mcpm_last_error();
+      break;
+    }
+    r.tokens.insert(r.tokens.end(), buf.begin(), buf.begin() + count);
+    if (count > 0 || r.finish != MCPM_FINISH_NONE) continue;
+    // The engine returned before a yielded state: append its token.
+    EXPECT_TRUE(YieldingHost::Yields(r.tokens.size())) << "returned with no token at a state it was not told to yield";
+    int32_t forced = 0;
+    while (forced < vocab && !rule(r.tokens, forced)) ++forced;
+    EXPECT_MCPM_OK(mcpm_session_force_tokens(s, &forced, 1));
+    r.tokens.push_back(forced);
+    ++*forced_count;
+  }
+  return r;
+}
+
+TEST(TokenMask, YieldedStatesAreNeverSampledPlainAndSpeculativeAlike) {
+  TinyConfig tc = ModelConfig(44);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(6, 8);
+  ModRule rule;
+  for (float temperature : {0.0f, 0.9f}) {
+    SCOPED_TRACE(temperature);
+    mcpm_sampling_params sp = Params(temperature, 23);
+    sp.max_new_tokens = 120;
+    sp.stop_tokens = &rule.stop;
+    sp.stop_token_count = 1;
+    YieldingHost plain_host;
+    plain_host.vocab = tc.vocab;
+    plain_host.allows = rule;
+    mcpm_sampling_params off = sp;
+    off.speculative = 0;
+    plain_host.Attach(off);
+    SessionPtr plain = MakeSession(m.get(), 256);
+    int plain_forced = 0;
+    const GenRun reference = GenerateYielding(plain.get(), prompt, off, rule, tc.vocab, &plain_forced);
+    ASSERT_EQ(reference.finish, MCPM_FINISH_STOP_TOKEN);
+    EXPECT_GE(plain_forced, 3);
+    for (size_t i = 0; i < reference.tokens.size(); ++i)
+      EXPECT_TRUE(rule(Prefix(reference.tokens, i), reference.tokens[i])) << "token " << i;
+
+    DraftSpec ds;
+    ds.seed = 4;
+    for (int32_t t : reference.tokens)
+      if (std::find(ds.vocabulary.begin(), ds.vocabulary.end(), t) == ds.vocabulary.end() && ds.vocabulary.size() < 12)
+        ds.vocabulary.push_back(t);
+    DraftPtr d = MakeDraft(m.get(), tc, ds);
+    ASSERT_TRUE(d);
+    YieldingHost host;
+    host.vocab = tc.vocab;
+    host.allows = rule;
+    mcpm_sampling_params on = sp;
+    host.Attach(on);
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    int spec_forced = 0;
+    const GenRun spec = GenerateYielding(s.get(), prompt, on, rule, tc.vocab, &spec_forced);
+    EXPECT_EQ(spec.tokens, reference.tokens);
+    EXPECT_EQ(spec_forced, plain_forced);
+  }
+}
 
 // ---- forced tokens ---------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ internal static class Cli
     internal static readonly Option<int?> LongContext = new("--long-context") { Description = "Raise the position limit to N tokens with MiniCPM4's published long-context LongRoPE factors (head_dim 128 models, e.g. 131072 for MiniCPM4-8B); use --context to size the KV cache" };
     internal static readonly Option<bool> ClipSearch = new("--clip-search") { Description = "With --quantize int4: per group, search the clipping range with the least error (slower load)" };
     internal static readonly Option<string[]> Stop = new("--stop") { Description = "Stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
-    internal static readonly Option<string?> JsonSchema = new("--json-schema") { Description = "Constrain the output to JSON valid under this JSON Schema file" };
+    internal static readonly Option<string?> JsonSchema = new("--json-schema") { Description = "Constrain the output to JSON valid under this JSON Schema file (objects get only the properties their schema declares)" };
     internal static readonly Option<string?> Regex = new("--regex") { Description = "Constrain the whole output to match this regular expression (ECMAScript syntax)" };
     internal static readonly Option<string?> Grammar = new("--grammar") { Description = "Constrain the output to this grammar file (Lark-like format, docs/grammar-format.md)" };
     internal static readonly Option<string?> Choice = new("--choice") { Description = "Constrain the output to one of these comma-separated strings" };
@@ -285,7 +285,11 @@ internal static class Cli
         var (option, value) = given[0];
         try
         {
-            if (option == JsonSchema) return Constraints.OutputConstraint.JsonSchema(ReadFile(option.Name, value!));
+            // Objects get the properties their schema declares, no others (the schema's meaning of an absent
+            // additionalProperties would let a model add keys at will).
+            if (option == JsonSchema)
+                return Constraints.OutputConstraint.JsonSchema(ReadFile(option.Name, value!),
+                    new Constraints.Json.JsonSchemaOptions { AllowUndeclaredProperties = false });
             if (option == Grammar) return Constraints.OutputConstraint.Grammar(ReadFile(option.Name, value!));
             if (option == Regex) return Constraints.OutputConstraint.Regex(value!);
             var choices = value!.Split(',');

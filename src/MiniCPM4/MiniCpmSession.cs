@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using MiniCPM4.Interop;
 
 namespace MiniCPM4;
@@ -208,10 +209,15 @@ public sealed class MiniCpmSession : IDisposable
         options ??= new GenerationOptions();
         using var busy = Enter();
         LastFinishReason = null;
-        ConfigureSampling(options);
+        using var constrained = options.Constraint is { } constraint
+            ? new Constraints.ConstrainedGeneration(constraint, Model, options.StopTokenIds ?? Model.StopTokenIds)
+            : null;
+        ConfigureSampling(options, constrained);
         var detokenizer = Model.Tokenizer.CreateStreamingDetokenizer(options.SkipSpecialTokens);
         var stops = new StopStringMatcher(options.StopStrings);
+        var generated = constrained is null ? null : new List<int>();
         int produced = 0;
+        bool yielded = false;
         FinishReason? finish = null;
         using var registration = cancellationToken.Register(static s => ((MiniCpmSession)s!).RequestAbort(), this);
         while (finish is null)
@@ -221,9 +227,21 @@ public sealed class MiniCpmSession : IDisposable
                 finish = FinishReason.Length;
                 break;
             }
-            // One engine step: one token, or with a draft one draft-and-verify round of one or more tokens.
-            var (tokens, nativeFinish) = await Task.Run(() => GenerateStep(cancellationToken), cancellationToken)
-                .ConfigureAwait(false);
+            // One engine step: one token, or with a draft one draft-and-verify round of one or more tokens; with
+            // a constraint that leaves no choice, its forced tokens appended in one pass.
+            var (tokens, nativeFinish) = await Task.Run(
+                () => constrained is not null && ForceTokens(constrained, generated!, options.MaxTokens - produced) is
+                    { Length: > 0 } forced
+                    ? (forced, (FinishReason?)null)
+                    : GenerateStep(constrained, cancellationToken), cancellationToken).ConfigureAwait(false);
+            generated?.AddRange(nativeFinish == FinishReason.Stop ? tokens[..^1] : tokens);
+            if (tokens.Length == 0 && nativeFinish is null && constrained is not null && !yielded)
+            {
+                // The engine stopped before a state whose tokens the constraint dictates: append them next.
+                yielded = true;
+                continue;
+            }
+            yielded = false;
             if (tokens.Length == 0)
             {
                 finish = nativeFinish ?? FinishReason.ContextFull;
@@ -267,7 +285,7 @@ public sealed class MiniCpmSession : IDisposable
         return new GenerationResult(text.ToString(), ids, promptTokens.Length, LastFinishReason ?? FinishReason.Stop);
     }
 
-    private unsafe void ConfigureSampling(GenerationOptions o)
+    private unsafe void ConfigureSampling(GenerationOptions o, Constraints.ConstrainedGeneration? constrained)
     {
         if (o.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(o.MaxTokens), "MaxTokens must be >= 0");
         mcpm_sampling_params p = default;
@@ -289,6 +307,11 @@ public sealed class MiniCpmSession : IDisposable
         p.spec_num_iter = spec.NumIterations;
         p.spec_topk_per_iter = spec.TopKPerIteration;
         p.spec_tree_size = spec.TreeSize;
+        if (constrained is not null)
+        {
+            p.token_mask = &Constraints.ConstrainedGeneration.MaskCallback;
+            p.token_mask_user_data = (void*)constrained.UserData;
+        }
         // The engine decides stop tokens, so a stop token is never evaluated into the KV cache.
         var stopIds = (o.StopTokenIds ?? Model.StopTokenIds).ToArray();
         fixed (int* stops = stopIds)
@@ -301,7 +324,8 @@ public sealed class MiniCpmSession : IDisposable
 
     // One engine step (see mcpm_session_generate_step). Returns no tokens when nothing could be
     // generated (context full or the token budget used).
-    private unsafe (int[] Tokens, FinishReason? Finish) GenerateStep(CancellationToken ct)
+    private unsafe (int[] Tokens, FinishReason? Finish) GenerateStep(Constraints.ConstrainedGeneration? constrained,
+        CancellationToken ct)
     {
         NativeStatus.Check(NativeMethods.mcpm_session_clear_abort(Handle));
         ct.ThrowIfCancellationRequested();
@@ -310,6 +334,8 @@ public sealed class MiniCpmSession : IDisposable
         int status = NativeMethods.mcpm_session_generate_step(Handle, buffer, NativeConstants.MCPM_MAX_STEP_TOKENS,
             &count, &finish);
         if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
+        if (status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
+            throw new MiniCpmConstraintException("the output constraint failed: " + error.Message, error);
         NativeStatus.Check(status);
         FinishReason? reason = finish switch
         {
@@ -319,6 +345,18 @@ public sealed class MiniCpmSession : IDisposable
             _ => null,
         };
         return (new ReadOnlySpan<int>(buffer, count).ToArray(), reason);
+    }
+
+    // Appends the tokens the constraint forces after `generated` (at most `budget`) as generated output, in one
+    // pass. Returns them (none when the constraint leaves a choice).
+    private unsafe int[] ForceTokens(Constraints.ConstrainedGeneration constrained, List<int> generated, int budget)
+    {
+        var forced = constrained.TakeForcedTokens(CollectionsMarshal.AsSpan(generated),
+            Math.Min(budget, Capacity - Length));
+        if (forced.Length == 0) return forced;
+        fixed (int* t = forced)
+            NativeStatus.Check(NativeMethods.mcpm_session_force_tokens(Handle, t, forced.Length));
+        return forced;
     }
 
     private unsafe void PrefillCore(ReadOnlySpan<int> tokens, int mode, Span<float> logits, CancellationToken ct)

@@ -316,6 +316,7 @@ void Session::set_sampling(SamplingConfig config) {
     mask_storage_ = model_->backend().alloc(static_cast<size_t>(rows) * mask_words_ * sizeof(uint32_t));
     masks_ = Tensor{mask_storage_->data(), DType::I32, rows, mask_words_};
     host_masks_.assign(static_cast<size_t>(rows) * mask_words_, 0u);
+    mask_yields_.assign(static_cast<size_t>(rows), 0);
   }
   sampler_.configure(std::move(config));
   generated_since_config_ = 0;
@@ -348,6 +349,11 @@ void Session::request_mask(int32_t row, const int32_t* tokens, int32_t n) {
   std::fill(mask, mask + mask_words_, 0u);
   const SamplingConfig& c = sampler_.config();
   const int32_t status = c.token_mask(c.token_mask_user_data, tokens, n, mask, mask_words_);
+  mask_yields_[static_cast<size_t>(row)] = status == MCPM_TOKEN_MASK_YIELD;
+  if (status == MCPM_TOKEN_MASK_YIELD) {
+    std::fill(mask, mask + mask_words_, 0u);  // nothing is sampled in a yielded state
+    return;
+  }
   if (status != 0)
     throw MaskFailure(MCPM_ERR_CALLBACK, "the token mask callback failed (returned " + std::to_string(status) +
                                              ") for the state after " + std::to_string(n) + " tokens");
@@ -376,10 +382,16 @@ void Session::prepare_mask() {
     upload_masks(1);
     mask_current_ = true;
   }
-  if (!allows_any(0)) {
+  if (!allows_any(0) && !yields(0)) {
     mask_current_ = false;  // the next call asks again: the host may have changed its mind
     require_allowed(0);
   }
+}
+
+bool Session::current_state_yields() {
+  if (!constrained()) return false;
+  prepare_mask();
+  return yields(0);
 }
 
 DraftTree Session::verified_nodes(const DraftTree& tree, bool chain) {
@@ -408,7 +420,9 @@ DraftTree Session::verified_nodes(const DraftTree& tree, bool chain) {
       for (int32_t a = j; a > 0; a = kept.parents[static_cast<size_t>(a)])
         mask_tokens_.push_back(kept.tokens[static_cast<size_t>(a)]);
       std::reverse(mask_tokens_.begin() + static_cast<std::ptrdiff_t>(output), mask_tokens_.end());
-      request_mask(j, mask_tokens_.data(), static_cast<int32_t>(mask_tokens_.size()));
+      // The root's state is the current one: its mask is usually in row 0 already (generate asked for it).
+      if (j > 0 || !mask_current_) request_mask(j, mask_tokens_.data(), static_cast<int32_t>(mask_tokens_.size()));
+      if (j == 0 && yields(0)) return DraftTree{};  // the host appends the root's tokens itself
       if (j == 0) require_allowed(0);  // the root's: plain decoding would fail here too
     }
   }
@@ -438,10 +452,11 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   // callback throws here, before anything changed but the consumed draft row: the next step then
   // evaluates the root plainly, as after a rewind).
   const bool chain = uses_sparse_attention(c, root_row + tree.size());
-  mask_current_ = false;  // the rows are the tree's now
   if (chain || constrained()) tree = verified_nodes(tree, chain);
+  mask_current_ = false;  // the rows are the tree's now
   const int32_t n = tree.size();
   stats_.spec_draft_ns += now_ns() - t0;
+  if (n == 0) return 0;  // the host yielded the root's state: it appends the next tokens itself
 
   t0 = now_ns();
   std::vector<int32_t> positions(static_cast<size_t>(n));
@@ -496,7 +511,8 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
       if (tree.parents[static_cast<size_t>(i)] == node && tree.tokens[static_cast<size_t>(i)] == token) next = i;
     if (next < 0) break;
     // A state whose mask allows nothing ends the round: the token is the next root, whose round fails
-    // before emitting anything, as plain decoding fails at that step.
+    // before emitting anything, as plain decoding fails at that step; a state the host yielded ends it
+    // the same way, and the host appends that state's tokens.
     if (constrained() && !allows_any(next)) break;
     node = next;
     path.push_back(node);
@@ -552,6 +568,9 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         return r;
       }
       const bool spec = speculative();
+      // A state the host yielded (MCPM_TOKEN_MASK_YIELD): return before sampling in it; the host appends
+      // its tokens (mcpm_session_force_tokens) and generates again.
+      if (current_state_yields()) break;
       if (spec && root_pending_ && speculator_->ready(kv_len_)) {
         bool stopped = false;
         r.count += speculative_step(out + r.count, budget - r.count, &stopped);

@@ -134,9 +134,14 @@ class Session {
   // Row 0 holds the current state's mask (asked for and uploaded unless it already did) and it allows
   // a token; throws otherwise.
   void prepare_mask();
+  // Under a token mask: whether the host yielded the current state (asking for its mask if needed).
+  bool current_state_yields();
   // Throws when host row `row`, the mask of the current state, allows no token.
   void require_allowed(int32_t row) const;
   bool allows_any(int32_t row) const;
+  // Whether the host yielded the state of mask row `row` (MCPM_TOKEN_MASK_YIELD): it appends that
+  // state's tokens itself, so nothing is sampled there.
+  bool yields(int32_t row) const { return mask_yields_[static_cast<size_t>(row)] != 0; }
   const uint32_t* host_mask(int32_t row) const { return host_masks_.data() + static_cast<size_t>(row) * mask_words_; }
 
   std::shared_ptr<const Model> model_;
@@ -160,6 +165,7 @@ class Session {
   std::unique_ptr<Buffer> mask_storage_;  // allocated when a token mask is first set
   Tensor masks_;                          // I32 [1 or kTreeRows, mask_words_] on the backend
   std::vector<uint32_t> host_masks_;      // the same rows on the host
+  std::vector<uint8_t> mask_yields_;      // per row: the host yielded that state (its mask is empty)
   std::vector<int32_t> mask_tokens_;      // a speculative node's tokens for the callback
   bool mask_current_ = false;             // row 0 is the mask of the state after tokens_
   SessionStats stats_;

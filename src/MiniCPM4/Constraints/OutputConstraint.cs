@@ -44,6 +44,8 @@ public sealed class OutputConstraint
         Source = source;
         CompiledGrammar = grammar;
         _lexer = new Lexer(grammar);  // rejects lexemes that match the empty string
+        if (!grammar.HasSentence())
+            throw new ConstraintCompileException($"the {kind} constraint accepts no output at all (it is unsatisfiable)");
     }
 
     public ConstraintKind Kind { get; }

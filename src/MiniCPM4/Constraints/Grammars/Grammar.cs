@@ -56,6 +56,27 @@ public sealed class Grammar
     /// <summary>What may precede every lexeme (<see cref="RegexBuilder.Empty"/>: nothing).</summary>
     public int SkipRegex { get; }
 
+    /// <summary>Whether the grammar has any sentence: the start symbol derives a string of lexemes that each
+    /// match something.</summary>
+    public bool HasSentence()
+    {
+        var productive = new bool[NonterminalNames.Count];
+        for (bool changed = true; changed;)
+        {
+            changed = false;
+            foreach (var p in Productions)
+            {
+                if (productive[p.Lhs]) continue;
+                if (p.Rhs.All(sym => sym.IsTerminal ? !Regex.IsDead(LexemeRegexes[sym.Lexeme]) : productive[sym.Nonterminal]))
+                {
+                    productive[p.Lhs] = true;
+                    changed = true;
+                }
+            }
+        }
+        return productive[Start];
+    }
+
     private bool[] ComputeNullable()
     {
         var nullable = new bool[NonterminalNames.Count];

@@ -4,8 +4,17 @@ namespace MiniCPM4.Constraints.Json;
 public sealed record JsonSchemaOptions
 {
     /// <summary>The most JSON whitespace bytes (space, tab, newline, carriage return) allowed before each lexeme
-    /// (punctuation, string, number, literal); 0 = compact output only.</summary>
-    public int MaxWhitespace { get; init; } = 20;
+    /// (punctuation, string, number, literal); 0 = compact output only. The default, 1, accepts what
+    /// <c>json.dumps</c> writes (", " and ": ") and keeps a model from padding its output with whitespace; raise it
+    /// for pretty-printed JSON.</summary>
+    public int MaxWhitespace { get; init; } = 1;
+
+    /// <summary>
+    /// Whether integers may also be written with a zero fraction (<c>5.0</c>), which JSON Schema counts as integers from
+    /// draft 6 on. Off by default: generated integers are then plain (<c>5</c>), which every deserializer reads as an
+    /// integer. Draft 4 schemas never accept them.
+    /// </summary>
+    public bool IntegralFloats { get; init; }
 
     /// <summary>
     /// Whether an object schema without <c>additionalProperties</c> allows properties it does not declare (the JSON

@@ -42,7 +42,7 @@ internal sealed partial class SchemaCompiler
             draft4 = uri.Contains("draft-04");
             _refOverridesSiblings = draft4 || uri.Contains("draft-06") || uri.Contains("draft-07");
         }
-        _integralFloats = !draft4;
+        _integralFloats = !draft4 && options.IntegralFloats;
         _resolver = new SchemaResolver(root, draft4Ids: draft4 || !HasDollarId(root));
         _numbers = new NumberRanges(_rb);
         _values = new JsonValueGrammar(_g, _numbers, pythonLiterals: options.PythonCall is not null);
