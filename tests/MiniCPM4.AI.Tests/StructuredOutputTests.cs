@@ -19,7 +19,7 @@ public class StructuredOutputTests
     [OneTimeSetUp]
     public void Load()
     {
-        string dir = DemoModel.Find();
+        string dir = MiniCPM4.Tests.Demo.DemoModelDirectory.Find();
         _model = MiniCpmModel.Load(dir, new MiniCpmLoadOptions
         {
             Device = ComputeDevice.Cpu,
@@ -90,20 +90,5 @@ public class StructuredOutputTests
     {
         var options = new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")], ToolMode = ChatToolMode.RequireSpecific("two") };
         Assert.ThrowsAsync<ArgumentException>(() => _client.GetResponseAsync("hi", options));
-    }
-}
-
-/// <summary>Finds the repository's bundled demo model (models/demo).</summary>
-internal static class DemoModel
-{
-    public static string Find()
-    {
-        for (var d = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); d is not null; d = d.Parent)
-        {
-            string dir = Path.Combine(d.FullName, "models", "demo");
-            if (File.Exists(Path.Combine(dir, "config.json"))) return dir;
-        }
-        Assert.Fail("models/demo is part of the repository and must be found above the test directory");
-        throw new InvalidOperationException("unreachable");
     }
 }
