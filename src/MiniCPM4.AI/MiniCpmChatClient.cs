@@ -4,7 +4,6 @@ using System.Text;
 using Microsoft.Extensions.AI;
 using MiniCPM4.Chat;
 using MiniCPM4.Constraints;
-using MiniCPM4.Constraints.Json;
 using MiniCPM4.Tokenization;
 using ChatMessage = Microsoft.Extensions.AI.ChatMessage;
 
@@ -280,11 +279,9 @@ public sealed class MiniCpmChatClient : IChatClient
     // ChatResponseFormat.Json: a JSON object; ForJsonSchema: JSON valid under the schema (so GetResponseAsync<T>
     // always gets text that deserializes), with only the properties the schema declares (as OpenAI's strict mode
     // requires of its schemas). A schema the engine cannot enforce fails the request.
-    private static readonly JsonSchemaOptions DeclaredPropertiesOnly = new() { AllowUndeclaredProperties = false };
-
     private static OutputConstraint ConstraintFor(ChatResponseFormatJson format) =>
         format.Schema is { } schema
-            ? OutputConstraint.JsonSchema(schema, DeclaredPropertiesOnly)
+            ? OutputConstraint.JsonSchemaDeclaredProperties(schema.GetRawText())
             : OutputConstraint.JsonSchema("""{"type":"object"}""");
 
     private static readonly string CallBlockHeader = MiniCpmToolCallParser.ToolCallStart + "\n```python\n";

@@ -287,9 +287,7 @@ internal static class Cli
         {
             // Objects get the properties their schema declares, no others (the schema's meaning of an absent
             // additionalProperties would let a model add keys at will).
-            if (option == JsonSchema)
-                return Constraints.OutputConstraint.JsonSchema(ReadFile(option.Name, value!),
-                    new Constraints.Json.JsonSchemaOptions { AllowUndeclaredProperties = false });
+            if (option == JsonSchema) return Constraints.OutputConstraint.JsonSchemaDeclaredProperties(ReadFile(option.Name, value!));
             if (option == Grammar) return Constraints.OutputConstraint.Grammar(ReadFile(option.Name, value!));
             if (option == Regex) return Constraints.OutputConstraint.Regex(value!);
             var choices = value!.Split(',');

@@ -19,6 +19,9 @@ public sealed class ConstraintCompileException : Exception
     /// <summary>Its JSON pointer in the schema (or line:column in a grammar), when there is one.</summary>
     public string? Pointer { get; }
 
+    /// <summary>The constraint compiled but accepts no output at all.</summary>
+    public bool Unsatisfiable { get; init; }
+
     private static string Format(string message, string? keyword, string? pointer)
     {
         if (keyword is null && pointer is null) return message;

@@ -45,7 +45,10 @@ public sealed class OutputConstraint
         CompiledGrammar = grammar;
         _lexer = new Lexer(grammar);  // rejects lexemes that match the empty string
         if (!grammar.HasSentence())
-            throw new ConstraintCompileException($"the {kind} constraint accepts no output at all (it is unsatisfiable)");
+            throw new ConstraintCompileException($"the {kind} constraint accepts no output at all (it is unsatisfiable)")
+            {
+                Unsatisfiable = true,
+            };
     }
 
     public ConstraintKind Kind { get; }
@@ -61,6 +64,26 @@ public sealed class OutputConstraint
         ArgumentNullException.ThrowIfNull(schema);
         return Cached(ConstraintKind.JsonSchema, schema, options, () => JsonSchemaCompiler.Compile(schema, options));
     }
+
+    /// <summary>
+    /// A JSON Schema constraint for generation: objects get only the properties their schema declares
+    /// (<see cref="JsonSchemaOptions.AllowUndeclaredProperties"/> false, so a model does not add keys at will), unless
+    /// that leaves nothing to generate (properties declared in one <c>allOf</c> branch are undeclared in another),
+    /// in which case the schema's own meaning is used.
+    /// </summary>
+    public static OutputConstraint JsonSchemaDeclaredProperties(string schema)
+    {
+        try
+        {
+            return JsonSchema(schema, DeclaredOnly);
+        }
+        catch (ConstraintCompileException e) when (e.Unsatisfiable)
+        {
+            return JsonSchema(schema);
+        }
+    }
+
+    private static readonly JsonSchemaOptions DeclaredOnly = new() { AllowUndeclaredProperties = false };
 
     /// <summary>A JSON Schema constraint from a parsed schema.</summary>
     public static OutputConstraint JsonSchema(JsonElement schema, JsonSchemaOptions? options = null) =>

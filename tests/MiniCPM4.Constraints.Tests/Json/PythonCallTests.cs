@@ -41,3 +41,21 @@ public class PythonCallTests
             JsonSchemaCompiler.Compile("""{"type":"object"}""", new JsonSchemaOptions { PythonCall = "not valid" }));
     }
 }
+
+/// <summary>OutputConstraint.JsonSchemaDeclaredProperties: declared properties only, unless that is unsatisfiable.</summary>
+public class DeclaredPropertiesTests
+{
+    [Test]
+    public void UndeclaredPropertiesAreLeftOutUnlessNothingWouldRemain()
+    {
+        var closed = OutputConstraint.JsonSchemaDeclaredProperties("""{"type":"object","properties":{"a":{"type":"integer"}}}""");
+        Assert.That(closed.Accepts("{\"a\": 1}"), Is.True);
+        Assert.That(closed.Accepts("{\"a\": 1, \"b\": 2}"), Is.False);
+        // "a" is declared only inside allOf, so closing the root object would forbid the required "a".
+        const string split = """{"type":"object","properties":{"b":{}},"allOf":[{"properties":{"a":{}},"required":["a"]}]}""";
+        var e = Assert.Throws<ConstraintCompileException>(() =>
+            OutputConstraint.JsonSchema(split, new JsonSchemaOptions { AllowUndeclaredProperties = false }));
+        Assert.That(e!.Unsatisfiable, Is.True);
+        Assert.That(OutputConstraint.JsonSchemaDeclaredProperties(split).Accepts("{\"a\": 1}"), Is.True);
+    }
+}

@@ -56,26 +56,9 @@ public sealed class Grammar
     /// <summary>What may precede every lexeme (<see cref="RegexBuilder.Empty"/>: nothing).</summary>
     public int SkipRegex { get; }
 
-    /// <summary>Whether the grammar has any sentence: the start symbol derives a string of lexemes that each
-    /// match something.</summary>
-    public bool HasSentence()
-    {
-        var productive = new bool[NonterminalNames.Count];
-        for (bool changed = true; changed;)
-        {
-            changed = false;
-            foreach (var p in Productions)
-            {
-                if (productive[p.Lhs]) continue;
-                if (p.Rhs.All(sym => sym.IsTerminal ? !Regex.IsDead(LexemeRegexes[sym.Lexeme]) : productive[sym.Nonterminal]))
-                {
-                    productive[p.Lhs] = true;
-                    changed = true;
-                }
-            }
-        }
-        return productive[Start];
-    }
+    /// <summary>Whether the grammar has any sentence (the builder keeps only productions that can complete, so
+    /// the start symbol has one exactly when it derives some string).</summary>
+    public bool HasSentence() => ProductionsOf[Start].Length > 0;
 
     private bool[] ComputeNullable()
     {
@@ -231,6 +214,26 @@ public sealed class GrammarBuilder(RegexBuilder regex)
             if (!_defined.Contains(i))
                 throw new ArgumentException($"nonterminal '{_nonterminalNames[i]}' has no rule");
         return new Grammar(Regex, _lexemeRegexes.ToArray(), _lexemeNames.ToArray(), _nonterminalNames.ToArray(),
-            _productions.ToArray(), start.Nonterminal, SkipRegex);
+            ProductiveProductions(), start.Nonterminal, SkipRegex);
+    }
+
+    // The productions whose every symbol derives some string (a lexeme that matches something, a productive
+    // nonterminal). The others can never complete, so the parser never predicts them: every prefix the grammar
+    // accepts then extends to a sentence, and a mask never leads into a dead end.
+    private Production[] ProductiveProductions()
+    {
+        var productive = new bool[_nonterminalNames.Count];
+        bool Derives(Symbol sym) => sym.IsTerminal ? !Regex.IsDead(_lexemeRegexes[sym.Lexeme]) : productive[sym.Nonterminal];
+        for (bool changed = true; changed;)
+        {
+            changed = false;
+            foreach (var p in _productions)
+            {
+                if (productive[p.Lhs] || !p.Rhs.All(Derives)) continue;
+                productive[p.Lhs] = true;
+                changed = true;
+            }
+        }
+        return _productions.Where(p => p.Rhs.All(Derives)).ToArray();
     }
 }
