@@ -14,6 +14,7 @@ public sealed class MiniCpmSession : IDisposable
 {
     private readonly SessionHandle _handle;
     private int _busy;
+    private Constraints.ConstrainedGeneration? _constrained;
 
     internal MiniCpmSession(MiniCpmModel model, SessionOptions options)
     {
@@ -209,9 +210,13 @@ public sealed class MiniCpmSession : IDisposable
         options ??= new GenerationOptions();
         using var busy = Enter();
         LastFinishReason = null;
-        using var constrained = options.Constraint is { } constraint
+        var constrained = options.Constraint is { } constraint
             ? new Constraints.ConstrainedGeneration(constraint, Model, options.StopTokenIds ?? Model.StopTokenIds)
             : null;
+        // The native session keeps the callback's user data until its sampling params change again, so the
+        // session keeps the generation's state alive until then (the next generation, or Dispose).
+        _constrained?.Dispose();
+        _constrained = constrained;
         ConfigureSampling(options, constrained);
         var detokenizer = Model.Tokenizer.CreateStreamingDetokenizer(options.SkipSpecialTokens);
         var stops = new StopStringMatcher(options.StopStrings);
@@ -406,5 +411,8 @@ public sealed class MiniCpmSession : IDisposable
         if (_handle.IsClosed) return;
         RequestAbort();
         _handle.Dispose();
+        // A call still running on another thread may be inside the mask callback: then the generation's state
+        // stays allocated (it is small) rather than be freed under it.
+        if (Volatile.Read(ref _busy) == 0) _constrained?.Dispose();
     }
 }
