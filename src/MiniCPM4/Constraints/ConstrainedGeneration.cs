@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -34,10 +33,6 @@ internal sealed class ConstrainedGeneration : IDisposable
 
     /// <summary>What the last failed callback threw (rethrown by the session).</summary>
     public Exception? Error { get; private set; }
-
-    /// <summary>Masks computed, and the time they took.</summary>
-    public long MaskCount { get; private set; }
-    public TimeSpan MaskTime { get; private set; }
 
     /// <summary>
     /// Tokens to append without sampling after <paramref name="generated"/>: the bytes the constraint forces,
@@ -83,7 +78,6 @@ internal sealed class ConstrainedGeneration : IDisposable
         try
         {
             self = (ConstrainedGeneration)GCHandle.FromIntPtr((nint)userData).Target!;
-            long t0 = Stopwatch.GetTimestamp();
             self._matcher.Sync(new ReadOnlySpan<int>(tokens, count));
             // Where the constraint dictates the next tokens, the session appends them (TakeForcedTokens)
             // instead of sampling: the engine stops before this state, in plain and speculative rounds alike.
@@ -92,8 +86,6 @@ internal sealed class ConstrainedGeneration : IDisposable
             var dst = new Span<uint>(mask, words);
             dst.Clear();
             self._scratch.AsSpan(0, Math.Min(words, self._scratch.Length)).CopyTo(dst);
-            self.MaskCount++;
-            self.MaskTime += Stopwatch.GetElapsedTime(t0);
             return 0;
         }
         catch (Exception e)

@@ -28,7 +28,6 @@ internal sealed class Lexer
         public readonly int[] Accepting = accepting;   // lexemes whose term is nullable (never in a start state)
         public readonly bool IsStart = isStart;
         public readonly int[] Next = CreateNext();
-        public int CanExtend = -1;                     // -1 unknown, 0 no, 1 yes
 
         private static int[] CreateNext()
         {
@@ -73,7 +72,6 @@ internal sealed class Lexer
     }
 
     public Grammar Grammar => _grammar;
-    public int StateCount => _states.Count;
 
     /// <summary>The start state for the expected lexemes (sorted, distinct).</summary>
     public int StartState(ReadOnlySpan<int> expectedLexemes)
@@ -99,20 +97,6 @@ internal sealed class Lexer
     public ReadOnlySpan<int> Accepting(int state) => _states[state].Accepting;
 
     public bool IsStart(int state) => _states[state].IsStart;
-
-    /// <summary>Whether some byte continues the state.</summary>
-    public bool CanExtend(int state)
-    {
-        var s = _states[state];
-        if (s.CanExtend < 0)
-        {
-            bool any = false;
-            foreach (long p in s.Pairs)
-                if (_regex.CanExtend((int)p)) { any = true; break; }
-            s.CanExtend = any ? 1 : 0;
-        }
-        return s.CanExtend == 1;
-    }
 
     private int Compute(State s, byte b)
     {

@@ -1,4 +1,3 @@
-using System.Numerics;
 using MiniCPM4.Constraints.Grammars;
 
 namespace MiniCPM4.Constraints.TokenMasks;
@@ -39,9 +38,6 @@ internal sealed class TokenMaskComputer
     public TokenVocabulary Vocabulary => _vocab;
     public Lexer Lexer => _lexer;
 
-    /// <summary>Lexer states whose inside-the-lexeme masks are cached.</summary>
-    public int CachedStates => _cache[0].Count + _cache[1].Count;
-
     /// <summary>
     /// Writes the mask for <paramref name="matcher"/>'s state into <paramref name="mask"/>
     /// (<see cref="TokenVocabulary.MaskWords"/> words), stop tokens not included. <paramref name="atOutputStart"/>: no byte has been produced
@@ -72,14 +68,6 @@ internal sealed class TokenMaskComputer
             }
             parser.Pop();
         }
-    }
-
-    /// <summary>How many tokens a mask allows.</summary>
-    public static int Count(ReadOnlySpan<uint> mask)
-    {
-        int n = 0;
-        foreach (uint w in mask) n += BitOperations.PopCount(w);
-        return n;
     }
 
     // Depth-first over the trie from the root with the lexer alone; no parser step.
