@@ -52,6 +52,19 @@ internal static class NativeConstants
     public const int MCPM_BACKEND_CPU = 1;
     public const int MCPM_BACKEND_CUDA = 2;
 
+    /// <summary>FAST, unless the environment variable MCPM_CPU_PRECISION is "exact"</summary>
+    public const int MCPM_CPU_PRECISION_DEFAULT = 0;
+
+    /// <summary>
+    /// int4 linears quantise each token's activations to int8 per 128 inputs
+    /// and use integer dot products (W4A8); bf16 linears over 65 or more
+    /// tokens round activations to bf16 where the CPU has AVX512-BF16
+    /// </summary>
+    public const int MCPM_CPU_PRECISION_FAST = 1;
+
+    /// <summary>fp32 activations everywhere (W4A16, bf16 x fp32): the reference</summary>
+    public const int MCPM_CPU_PRECISION_EXACT = 2;
+
     /// <summary>Bit flags for mcpm_build_info.backends.</summary>
     public const uint MCPM_BACKEND_FLAG_CPU = 1u;
     public const uint MCPM_BACKEND_FLAG_CUDA = 2u;
@@ -171,12 +184,13 @@ internal static class NativeLayout
     internal const int mcpm_model_config_sparse_dense_len_Offset = 116;
     internal const int mcpm_model_config_sparse_use_nope_Offset = 120;
 
-    internal const int mcpm_model_options_Size = 24;
+    internal const int mcpm_model_options_Size = 32;
     internal const int mcpm_model_options_struct_size_Offset = 0;
     internal const int mcpm_model_options_backend_Offset = 4;
     internal const int mcpm_model_options_device_index_Offset = 8;
     internal const int mcpm_model_options_num_threads_Offset = 12;
     internal const int mcpm_model_options_weight_arena_bytes_Offset = 16;
+    internal const int mcpm_model_options_cpu_precision_Offset = 24;
 
     internal const int mcpm_draft_config_Size = 44;
     internal const int mcpm_draft_config_struct_size_Offset = 0;
@@ -256,7 +270,7 @@ internal unsafe struct mcpm_build_info
     public int cuda_version;
     /// <summary>CUDA architectures compiled, e.g. "80;86;90"; "" without CUDA; static storage</summary>
     public byte* cuda_archs;
-    /// <summary>vector paths compiled and the one selected at run time, e.g. "avx2+fma (selected), scalar"; static storage</summary>
+    /// <summary>vector paths compiled and the one selected at run time, e.g. "avx512bf16 (selected), avx512vnni, avx512, avx2, scalar"; static storage</summary>
     public byte* cpu_features;
     /// <summary>compiler and build type; static storage</summary>
     public byte* compiler;
@@ -360,6 +374,8 @@ internal unsafe struct mcpm_model_options
     /// 0 (default): one allocation per tensor.
     /// </summary>
     public ulong weight_arena_bytes;
+    /// <summary>the CPU backend's linears; ignored by CUDA; default 0 (DEFAULT)</summary>
+    public int cpu_precision;
 }
 
 /// <summary>

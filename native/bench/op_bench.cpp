@@ -1,6 +1,6 @@
 // mcpm_op_bench: the linear layers of the MiniCPM4-8B shape, one op at a time, on a backend:
 // bf16 dense (Backend::linear: GEMV up to 8 rows, cuBLAS above on CUDA) against W4A16 int4
-// (Backend::linear_int4, Marlin layout), for token counts M (decode is M = 1, tree verification
+// (Backend::linear_int4, Marlin layout as adopted by the backend), for token counts M (decode is M = 1, tree verification
 // M <= 64, prefill larger). Prints per shape and M the time of each, the int4 speed-up and the int4
 // bytes streamed per second against the device's copy bandwidth (issue #5's bandwidth floor: the
 // weight and scale bytes / the copy bandwidth).
@@ -229,6 +229,8 @@ int main(int argc, char** argv) {
       DeviceTensor dense = upload(*be, w_bf16.data(), DType::BF16, s.N, s.K);
       DeviceTensor qweight = upload(*be, mw.qweight.data(), DType::I32, s.K / 16, 2 * s.N);
       DeviceTensor scales = upload(*be, mw.scales.data(), DType::F16, s.K / 128, s.N);
+      be->adopt_int4_qweight(qweight.t, s.K, s.N);  // into the backend's own layout, as the weight store does
+      be->adopt_int4_scales(scales.t, s.K, s.N);
       const double int4_bytes = static_cast<double>(qweight.t.bytes() + scales.t.bytes());
       for (int64_t m : o.ms) {
         std::vector<float> x(static_cast<size_t>(m * s.K));

@@ -70,6 +70,14 @@ typedef int32_t mcpm_backend;
 #define MCPM_BACKEND_CPU 1
 #define MCPM_BACKEND_CUDA 2
 
+/* What the CPU backend's linear layers compute with (mcpm_model_options.cpu_precision). */
+typedef int32_t mcpm_cpu_precision;
+#define MCPM_CPU_PRECISION_DEFAULT 0 /* FAST, unless the environment variable MCPM_CPU_PRECISION is "exact" */
+#define MCPM_CPU_PRECISION_FAST 1    /* int4 linears quantise each token's activations to int8 per 128 inputs
+                                      * and use integer dot products (W4A8); bf16 linears over 65 or more
+                                      * tokens round activations to bf16 where the CPU has AVX512-BF16 */
+#define MCPM_CPU_PRECISION_EXACT 2   /* fp32 activations everywhere (W4A16, bf16 x fp32): the reference */
+
 /* Bit flags for mcpm_build_info.backends. */
 #define MCPM_BACKEND_FLAG_CPU 1u
 #define MCPM_BACKEND_FLAG_CUDA 2u
@@ -107,7 +115,7 @@ typedef struct mcpm_build_info {
   uint32_t backends;          /* MCPM_BACKEND_FLAG_* of the backends compiled in */
   int32_t cuda_version;       /* CUDA toolkit version compiled against as 1000*major+10*minor, 0 without CUDA */
   const char* cuda_archs;     /* CUDA architectures compiled, e.g. "80;86;90"; "" without CUDA; static storage */
-  const char* cpu_features;   /* vector paths compiled and the one selected at run time, e.g. "avx2+fma (selected), scalar"; static storage */
+  const char* cpu_features;   /* vector paths compiled and the one selected at run time, e.g. "avx512bf16 (selected), avx512vnni, avx512, avx2, scalar"; static storage */
   const char* compiler;       /* compiler and build type; static storage */
 } mcpm_build_info;
 
@@ -208,6 +216,8 @@ typedef struct mcpm_model_options {
                                 * rounded up to a multiple of 256 (a fused int4 tensor counts as its
                                 * parts, split along N). Tensors past it get allocations of their own.
                                 * 0 (default): one allocation per tensor. */
+  /* Added with the CPU int8 kernels (a struct_size ending before it means MCPM_CPU_PRECISION_DEFAULT). */
+  mcpm_cpu_precision cpu_precision; /* the CPU backend's linears; ignored by CUDA; default 0 (DEFAULT) */
 } mcpm_model_options;
 
 /* Fills *options with defaults. Errors: MCPM_ERR_INVALID_ARGUMENT for NULL or an unknown struct_size. */

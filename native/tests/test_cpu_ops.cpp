@@ -26,8 +26,8 @@ namespace {
 
 std::vector<const CpuKernels*> all_kernels() {
   std::vector<const CpuKernels*> out;
-  for (const char* isa : {"scalar", "avx2", "neon"})
-    if (const CpuKernels* k = cpu_kernels_for(isa)) out.push_back(k);
+  for (const char* const* level = kCpuIsaLevels; *level != nullptr; ++level)
+    if (const CpuKernels* k = cpu_kernels_for(*level)) out.push_back(k);
   return out;
 }
 
@@ -103,17 +103,25 @@ bool CpuHasF16c() {
 TEST(Kernels, VectorPathIsCompiledAndSelectedByDefault) {
 #if defined(MCPM_HAVE_NEON_KERNELS)
   ASSERT_NE(cpu_kernels_for("neon"), nullptr);
-  if (std::getenv("MCPM_CPU_ISA") == nullptr) {
-    EXPECT_STREQ(cpu_kernels().name, "neon");
-  }
 #elif defined(MCPM_HAVE_AVX2_KERNELS) && (defined(__GNUC__) || defined(__clang__))
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasF16c()) {
     ASSERT_NE(cpu_kernels_for("avx2"), nullptr);
-    if (std::getenv("MCPM_CPU_ISA") == nullptr) {
-      EXPECT_STREQ(cpu_kernels().name, "avx2");
-    }
   }
+#if defined(MCPM_HAVE_AVX512_KERNELS) && !defined(__clang__)
+  // The AVX-512 levels follow the CPU's own report (GCC knows these feature names).
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  EXPECT_EQ(cpu_kernels_for("avx512") != nullptr, avx512);
+  EXPECT_EQ(cpu_kernels_for("avx512vnni") != nullptr, avx512 && __builtin_cpu_supports("avx512vnni"));
 #endif
+#endif
+  // By default the best level this CPU runs (levels are listed best first).
+  const CpuKernels* best = nullptr;
+  for (const char* const* level = kCpuIsaLevels; *level != nullptr && best == nullptr; ++level)
+    best = cpu_kernels_for(*level);
+  if (std::getenv("MCPM_CPU_ISA") == nullptr) {
+    EXPECT_EQ(&cpu_kernels(), best) << cpu_kernels().name << " selected, " << best->name << " is the best";
+  }
   EXPECT_NE(cpu_kernels_for("scalar"), nullptr);
   EXPECT_EQ(cpu_kernels_for("no-such-isa"), nullptr);
 }
@@ -270,6 +278,56 @@ TEST(Kernels, GemmBf16MatchesExact) {
 #endif
 }
 
+// The bf16-activation prefill kernels (levels with a bf16 dot product): to_bf16 is f32_to_bf16 (round
+// to nearest even) element by element, tails included; gemm_bf16_dp against the exact sum of w * bf16(x)
+// within 1e-5 * sum |w * bf16(x)| (bf16 products are exact in fp32, only the summation order differs),
+// every row/token tail, K tails past the 32-element steps, strided operands, nothing written outside.
+TEST(Kernels, GemmBf16ActivationsMatchExact) {
+  int tested = 0;
+  for (const CpuKernels* k : all_kernels()) {
+    if (k->gemm_bf16_dp == nullptr) continue;
+    ++tested;
+    for (int64_t n : {1, 31, 32, 33, 100}) {
+      std::vector<float> x = random_floats(static_cast<size_t>(n), -3.0f, 3.0f);
+      x[0] = bf16_to_f32(0x3f81) + (bf16_to_f32(0x3f82) - bf16_to_f32(0x3f81)) / 2;  // a tie: rounds to even
+      std::vector<uint16_t> got(static_cast<size_t>(n) + 1, 0xabcd);
+      k->to_bf16(x.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], f32_to_bf16(x[i])) << k->name << " to_bf16 n=" << n << " i=" << i;
+      ASSERT_EQ(got[n], 0xabcd) << "wrote past the end";
+    }
+    for (int64_t rows : {1, 3, 4, 5, 9})
+      for (int64_t K : {1, 31, 32, 33, 100, 256})
+        for (int64_t T : {1, 2, 3, 4, 5, 9}) {
+          const int64_t ldx = K + 3, ldo = rows + 2;
+          Weight w = random_weight(DType::BF16, rows, K);
+          std::vector<uint16_t> xb(static_cast<size_t>(T * ldx));
+          for (uint16_t& v : xb) v = f32_to_bf16(random_floats(1)[0]);
+          std::vector<float> out(static_cast<size_t>(T * ldo), 12345.0f);
+          k->gemm_bf16_dp(reinterpret_cast<const uint16_t*>(w.bytes.data()), rows, K, xb.data(), ldx, T, out.data(),
+                          ldo);
+          for (int64_t t = 0; t < T; ++t) {
+            for (int64_t r = 0; r < rows; ++r) {
+              double exact = 0, abs_sum = 0;
+              for (int64_t i = 0; i < K; ++i) {
+                const double p = w.values[r * K + i] * bf16_to_f32(xb[t * ldx + i]);
+                exact += p;
+                abs_sum += std::fabs(p);
+              }
+              expect_close(out[t * ldo + r], exact, abs_sum,
+                           std::string(k->name) + " gemm_bf16_dp rows=" + std::to_string(rows) + " K=" +
+                               std::to_string(K) + " T=" + std::to_string(T));
+            }
+            for (int64_t c = rows; c < ldo; ++c) ASSERT_EQ(out[t * ldo + c], 12345.0f) << "wrote outside its tile";
+          }
+        }
+  }
+#if defined(__x86_64__)
+  if (cpu_kernels_for("avx512bf16") != nullptr) {
+    EXPECT_GT(tested, 0) << "the avx512bf16 level has gemm_bf16_dp";
+  }
+#endif
+}
+
 // ---- backend ops --------------------------------------------------------------------------------
 
 struct OpsFixture {
@@ -313,6 +371,33 @@ TEST(CpuOps, Linear) {
       }
     }
   });
+}
+
+// Prefill-sized bf16 linears (65+ tokens): Exact keeps fp32 activations (within 1e-5 * sum |w * x|
+// of the exact sum); Fast may round them to bf16, which moves each product by at most 2^-9 |w * x|, so
+// it must be within (2^-9 + 1e-5) * sum |w * x|. Odd N and K exercise the row and K tails.
+TEST(CpuOps, LinearBf16PrefillPrecision) {
+  for (const CpuKernels* k : all_kernels())
+    for (CpuPrecision precision : {CpuPrecision::Fast, CpuPrecision::Exact}) {
+      CpuBackend backend(*k, precision);
+      std::unique_ptr<ExecContext> ctx = backend.create_context(2);
+      const int64_t n = 70, N = 37, K = 96;
+      Weight w = random_weight(DType::BF16, N, K);
+      std::vector<float> x = random_floats(static_cast<size_t>(n * K));
+      std::vector<float> y(static_cast<size_t>(n * N));
+      backend.linear(*ctx, f32_tensor(y, n, N), f32_tensor(x, n, K), w.tensor());
+      const double rel = precision == CpuPrecision::Exact ? 1e-5 : 1e-5 + 1.0 / 512;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t r = 0; r < N; ++r) {
+          double exact = 0, abs_sum = 0;
+          for (int64_t j = 0; j < K; ++j) {
+            exact += w.values[r * K + j] * x[i * K + j];
+            abs_sum += std::fabs(w.values[r * K + j] * x[i * K + j]);
+          }
+          ASSERT_LE(std::fabs(y[i * N + r] - exact), rel * abs_sum + 1e-6)
+              << k->name << (precision == CpuPrecision::Exact ? " exact" : " fast") << " token " << i << " row " << r;
+        }
+    }
 }
 
 TEST(CpuOps, EmbeddingScalesRows) {

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <memory>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/int4_cpu.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cuda/int4_gemv_lane.h"
 #include "backend/cuda/int4_mma_fragment.h"
@@ -483,36 +485,189 @@ TEST(Int4Quant, ParallelQuantizeEqualsSerial) {
   return ::testing::AssertionSuccess();
 }
 
-// CpuBackend::linear_int4 against gemm_dequant (the scalar closed-form reference) for every kernel ISA
-// and thread count, at the M of algorithms.md §4.6 and shapes covering both scale permutations
-// (K == 128 and K > 128) and several 64-column chunks. Same tolerance as Int4Gemm above: per element
-// |y - y_ref| <= 1e-5 * sum_k |x * What| (both sum in ascending k in fp32; only FMA contraction differs).
+// The W4A8 error bound of int4_cpu.h: each activation moves by at most max|x_block| / 254, so
+// |y8 - y16| <= sum_g (max_{k in g} |x_k| / 254) * sum_{k in g} |What[k][n]|, plus fp32 rounding of
+// both sums (1e-5 * sum_k |x * What|). y16 is gemm_dequant, the exact W4A16 reference.
+::testing::AssertionResult MatchesInt8Bound(const std::vector<float>& x, int64_t M, const Quantized& qw,
+                                            const MarlinWeight& mw, const std::vector<float>& got) {
+  const int64_t K = mw.K, N = mw.N;
+  std::vector<float> want(static_cast<size_t>(M * N));
+  gemm_dequant(x.data(), M, mw, want.data());
+  const std::vector<float> deq = dequantize(qw);  // [K][N]
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double mag = 0, bound = 0;
+      for (int64_t g = 0; g < K / 128; ++g) {
+        double amax = 0, wsum = 0;
+        for (int64_t k = 128 * g; k < 128 * g + 128; ++k) {
+          const double xk = x[static_cast<size_t>(m * K + k)], wk = deq[static_cast<size_t>(k * N + n)];
+          amax = std::max(amax, std::fabs(xk));
+          wsum += std::fabs(wk);
+          mag += std::fabs(xk * wk);
+        }
+        bound += amax / 254.0 * wsum;
+      }
+      const size_t i = static_cast<size_t>(m * N + n);
+      if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= bound * (1 + 1e-6) + 1e-5 * mag + 1e-30))
+        return ::testing::AssertionFailure() << "m=" << m << " n=" << n << ": " << got[i] << " vs " << want[i]
+                                             << " (bound " << bound << ")";
+    }
+  return ::testing::AssertionSuccess();
+}
+
+// CpuBackend::linear_int4 for every kernel level this CPU runs, both int4 modes and 1 or 3 threads,
+// at token counts with every tile tail (1..5, 8, 17, 64, 118) and shapes covering both Marlin scale
+// permutations (K == 128 and K > 128), with the tensors adopted into the CPU layout first as the
+// weight store does. Exact: within 1e-5 * sum_k |x * What| of gemm_dequant (only the summation order
+// differs). Int8: within the W4A8 bound above; every level's int8 result within fp32 rounding of the
+// scalar level's (the integer sums are exact, only the float sum over groups differs); and a token's
+// result the same bits whether it is computed alone or with others.
 TEST(Int4CpuOp, LinearInt4MatchesReference) {
   std::mt19937 rng(613);
   struct Shape {
     int64_t K, N;
   };
-  for (const char* isa : {"scalar", "avx2", "neon"}) {
-    const CpuKernels* kernels = cpu_kernels_for(isa);
+  int levels = 0;
+  for (const char* const* level = kCpuIsaLevels; *level != nullptr; ++level) {
+    const CpuKernels* kernels = cpu_kernels_for(*level);
     if (kernels == nullptr) continue;
+    ++levels;
     for (int32_t threads : {1, 3}) {
-      CpuBackend backend(*kernels);
-      std::unique_ptr<ExecContext> ctx = backend.create_context(threads);
+      CpuBackend exact(*kernels, CpuPrecision::Exact), int8(*kernels, CpuPrecision::Fast);
+      CpuBackend scalar8(*cpu_kernels_for("scalar"), CpuPrecision::Fast);
+      std::unique_ptr<ExecContext> ctx = exact.create_context(threads);
       for (const Shape sh : {Shape{128, 64}, Shape{128, 192}, Shape{256, 128}, Shape{640, 320}})
-        for (int64_t M : {1, 2, 3, 8, 16, 17, 64, 118}) {
+        for (int64_t M : {1, 2, 3, 4, 5, 8, 17, 64, 118}) {
           if (sh.K * sh.N > 128 * 192 && M > 17) continue;  // keep the big shape to small M
           const std::vector<float> w = randn(rng, static_cast<size_t>(sh.N * sh.K), 0.05f);
           const Quantized qw = quantize_rtn(w.data(), sh.N, sh.K);
-          MarlinWeight mw = pack_marlin(qw);
+          const MarlinWeight mw = pack_marlin(qw);
+          MarlinWeight cpu = mw;
+          const Tensor qweight{cpu.qweight.data(), DType::I32, sh.K / 16, 2 * sh.N};
+          const Tensor scales{cpu.scales.data(), DType::F16, sh.K / 128, sh.N};
+          exact.adopt_int4_qweight(qweight, sh.K, sh.N);
+          exact.adopt_int4_scales(scales, sh.K, sh.N);
           std::vector<float> x = randn(rng, static_cast<size_t>(M * sh.K));
-          std::vector<float> got(static_cast<size_t>(M * sh.N), 777.0f);
-          const Tensor out{got.data(), DType::F32, M, sh.N}, in{x.data(), DType::F32, M, sh.K};
-          const Tensor qweight{mw.qweight.data(), DType::I32, sh.K / 16, 2 * sh.N};
-          const Tensor scales{mw.scales.data(), DType::F16, sh.K / 128, sh.N};
-          backend.linear_int4(*ctx, out, in, qweight, scales);
-          ASSERT_TRUE(MatchesInt4Reference(x, M, qw, mw, got))
-              << isa << " threads=" << threads << " K=" << sh.K << " N=" << sh.N << " M=" << M;
+          if (M > 2) x[static_cast<size_t>(sh.K + 5)] = 0.0f;  // a zero among the inputs
+          const Tensor in{x.data(), DType::F32, M, sh.K};
+          std::vector<float> got(static_cast<size_t>(M * sh.N), 777.0f), got8 = got, ref8 = got;
+          const std::string where = std::string(*level) + " threads=" + std::to_string(threads) +
+                                    " K=" + std::to_string(sh.K) + " N=" + std::to_string(sh.N) +
+                                    " M=" + std::to_string(M);
+          exact.linear_int4(*ctx, Tensor{got.data(), DType::F32, M, sh.N}, in, qweight, scales);
+          ASSERT_TRUE(MatchesInt4Reference(x, M, qw, mw, got)) << where;
+          int8.linear_int4(*ctx, Tensor{got8.data(), DType::F32, M, sh.N}, in, qweight, scales);
+          ASSERT_TRUE(MatchesInt8Bound(x, M, qw, mw, got8)) << where;
+          scalar8.linear_int4(*ctx, Tensor{ref8.data(), DType::F32, M, sh.N}, in, qweight, scales);
+          for (size_t i = 0; i < got8.size(); ++i)
+            ASSERT_NEAR(got8[i], ref8[i], 1e-5f * (std::fabs(ref8[i]) + 1.0f)) << where << " i=" << i;
+          // Batch independence, bit for bit: a token's outputs do not depend on the other tokens in
+          // the call (speculative verification must reproduce plain decoding).
+          const int64_t last = M - 1;
+          std::vector<float> alone(static_cast<size_t>(sh.N));
+          int8.linear_int4(*ctx, Tensor{alone.data(), DType::F32, 1, sh.N}, in.slice_rows(last, 1), qweight, scales);
+          ASSERT_EQ(std::memcmp(alone.data(), got8.data() + last * sh.N, alone.size() * sizeof(float)), 0) << where;
         }
+    }
+  }
+#if defined(__x86_64__) || defined(__aarch64__)
+  EXPECT_GE(levels, 2) << "only the scalar level ran";
+#endif
+}
+
+// The CPU layout (int4_cpu.h): adopting Marlin tensors gives exactly the codes and scales packed from
+// the unquantised q and s, and dequantising a block gives (q - 8) * s for its 4 rows, every level.
+TEST(Int4CpuOp, AdoptedLayoutIsThePackedCodes) {
+  std::mt19937 rng(29);
+  for (const int64_t K : {128, 384}) {
+    const int64_t N = 128;
+    const std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.05f);
+    const Quantized qw = quantize_rtn(w.data(), N, K);
+    MarlinWeight mw = pack_marlin(qw);
+    int4cpu::repack_marlin_codes(mw.qweight.data(), K, N);
+    int4cpu::repack_marlin_scales(mw.scales.data(), K, N);
+    std::vector<uint8_t> codes(static_cast<size_t>(K * N / 2));
+    std::vector<uint16_t> scales(qw.scales.size());
+    int4cpu::pack_codes(qw.q.data(), K, N, codes.data());
+    int4cpu::pack_scales(qw.scales.data(), K, N, scales.data());
+    ASSERT_EQ(std::memcmp(codes.data(), mw.qweight.data(), codes.size()), 0) << "K=" << K;
+    ASSERT_EQ(scales, mw.scales) << "K=" << K;
+    // Hand check of one byte: row 4*1 + 2 = 6, group 0, byte 5 holds q[5][6] | q[69][6] << 4.
+    EXPECT_EQ(codes[static_cast<size_t>(((1 * (K / 128) + 0) * 4 + 2) * 64 + 5)],
+              qw.q[static_cast<size_t>(5 * N + 6)] | qw.q[static_cast<size_t>(69 * N + 6)] << 4);
+    const std::vector<float> deq = dequantize(qw);
+    for (const char* const* level = kCpuIsaLevels; *level != nullptr; ++level) {
+      const CpuKernels* kernels = cpu_kernels_for(*level);
+      if (kernels == nullptr) continue;
+      std::vector<float> block(static_cast<size_t>(4 * K));
+      for (int64_t b = 0; b < N / 4; ++b) {
+        kernels->int4_dequant_block(codes.data() + b * (K / 128) * 256, scales.data() + b * (K / 128) * 4, K,
+                                    block.data());
+        for (int64_t r = 0; r < 4; ++r)
+          for (int64_t k = 0; k < K; ++k)
+            ASSERT_EQ(block[static_cast<size_t>(r * K + k)], deq[static_cast<size_t>(k * N + 4 * b + r)])
+                << *level << " K=" << K << " row " << 4 * b + r << " k=" << k;
+      }
+    }
+  }
+}
+
+// Activation quantisation: round half to even of x * 127 / max|x| per 128-block, bias = -8 * sum q,
+// zeros stay zero with scale 0, and a NaN or infinity makes the block's scale NaN (so it reaches the
+// logits instead of being clamped away).
+TEST(Int4CpuOp, ActivationQuantisation) {
+  std::vector<float> x(256);
+  for (size_t i = 0; i < 128; ++i) x[i] = static_cast<float>(i) - 63.5f;
+  x[0] = 0.25f * 64.0f / 127.0f;  // 0.25 quanta -> 0
+  x[1] = 2.5f * 64.0f / 127.0f;   // 2.5 -> 2 (half to even)
+  x[2] = -64.0f;                  // max |x|: -> -127
+  std::vector<int8_t> q(256);
+  float scale[2];
+  int32_t bias[2];
+  int4cpu::quantize_row_q8(x.data(), 256, q.data(), scale, bias);
+  EXPECT_EQ(scale[0], 64.0f / 127.0f);
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], 2);
+  EXPECT_EQ(q[2], -127);
+  EXPECT_EQ(q[127], 126);  // 63.5 * 127 / 64 = 126.0078
+  int32_t sum = 0;
+  for (size_t i = 0; i < 128; ++i) sum += q[i];
+  EXPECT_EQ(bias[0], -8 * sum);
+  EXPECT_EQ(scale[1], 0.0f);
+  EXPECT_EQ(bias[1], 0);
+  x[200] = std::numeric_limits<float>::quiet_NaN();
+  int4cpu::quantize_row_q8(x.data(), 256, q.data(), scale, bias);
+  EXPECT_TRUE(std::isnan(scale[1]));
+  x[200] = std::numeric_limits<float>::infinity();
+  int4cpu::quantize_row_q8(x.data(), 256, q.data(), scale, bias);
+  EXPECT_TRUE(std::isnan(scale[1]));
+  EXPECT_EQ(scale[0], 64.0f / 127.0f);
+  // Every level's vectorised quantiser gives the reference's bytes, on random rows with exact ties,
+  // a zero block and a NaN block.
+  std::mt19937 rng(5);
+  std::vector<float> row = randn(rng, 1024);
+  for (size_t i = 0; i < 128; ++i) row[256 + i] = 0.0f;
+  row[300 + 128] = std::numeric_limits<float>::quiet_NaN();
+  for (size_t i = 640; i < 768; ++i) row[i] = static_cast<float>(static_cast<int>(i % 9) - 4) * 0.5f;  // ties
+  std::vector<int8_t> want_q(1024);
+  float want_s[8];
+  int32_t want_b[8];
+  int4cpu::quantize_row_q8(row.data(), 1024, want_q.data(), want_s, want_b);
+  for (const char* const* level = kCpuIsaLevels; *level != nullptr; ++level) {
+    const CpuKernels* kernels = cpu_kernels_for(*level);
+    if (kernels == nullptr) continue;
+    std::vector<int8_t> got_q(1024, 99);
+    float got_s[8];
+    int32_t got_b[8];
+    kernels->quantize_q8(row.data(), 1024, got_q.data(), got_s, got_b);
+    for (int g = 0; g < 8; ++g) {
+      if (std::isnan(want_s[g])) {
+        EXPECT_TRUE(std::isnan(got_s[g])) << *level << " block " << g;
+        continue;
+      }
+      EXPECT_EQ(got_s[g], want_s[g]) << *level << " block " << g;
+      EXPECT_EQ(got_b[g], want_b[g]) << *level << " block " << g;
+      for (int i = 0; i < 128; ++i) ASSERT_EQ(got_q[128 * g + i], want_q[128 * g + i]) << *level << " element " << 128 * g + i;
     }
   }
 }

@@ -340,8 +340,8 @@ uint64_t TinyModel::ArenaBytes(bool int4) const {
   return total;
 }
 
-mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads,
-                              uint64_t weight_arena_bytes) const {
+mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads, uint64_t weight_arena_bytes,
+                              mcpm_cpu_precision precision) const {
   const mcpm_model_config c = ApiConfig();
   mcpm_model_options o{};
   o.struct_size = sizeof o;
@@ -349,6 +349,7 @@ mcpm_status TinyModel::Create(ModelPtr* out, mcpm_backend backend, int32_t num_t
   o.backend = backend;
   o.num_threads = num_threads;
   o.weight_arena_bytes = weight_arena_bytes;
+  o.cpu_precision = precision;
   if (const char* dev = std::getenv("MCPM_TEST_CUDA_DEVICE")) o.device_index = std::atoi(dev);
   mcpm_model* m = nullptr;
   const mcpm_status s = mcpm_model_create(&c, &o, &m);
@@ -382,9 +383,10 @@ mcpm_status TinyModel::SetAllInt4(mcpm_model* model) const {
   return MCPM_OK;
 }
 
-ModelPtr TinyModel::Load(mcpm_backend backend, mcpm_status* status, int32_t num_threads, bool int4) const {
+ModelPtr TinyModel::Load(mcpm_backend backend, mcpm_status* status, int32_t num_threads, bool int4,
+                         mcpm_cpu_precision precision) const {
   ModelPtr m;
-  mcpm_status s = Create(&m, backend, num_threads);
+  mcpm_status s = Create(&m, backend, num_threads, 0, precision);
   if (s == MCPM_OK) s = int4 ? SetAllInt4(m.get()) : SetAll(m.get());
   if (s == MCPM_OK) s = mcpm_model_finalize(m.get());
   if (status) *status = s;

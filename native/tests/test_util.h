@@ -158,7 +158,10 @@ class TinyModel {
 
   // mcpm_model_create with this config (and a weight arena of that many bytes); returns the status
   // (out untouched on failure).
-  mcpm_status Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads = 0, uint64_t weight_arena_bytes = 0) const;
+  // The CPU backend computes exactly (fp32 activations, MCPM_CPU_PRECISION_EXACT) unless `precision` says
+  // otherwise: these models are compared with references.
+  mcpm_status Create(ModelPtr* out, mcpm_backend backend, int32_t num_threads = 0, uint64_t weight_arena_bytes = 0,
+                     mcpm_cpu_precision precision = MCPM_CPU_PRECISION_EXACT) const;
   mcpm_status SetTensor(mcpm_model* model, const HostTensor& t) const;
   // Sets every tensor except the one named `skip` (if any); stops at the first failure.
   mcpm_status SetAll(mcpm_model* model, const std::string& skip = std::string()) const;
@@ -167,7 +170,8 @@ class TinyModel {
   mcpm_status SetAllInt4(mcpm_model* model) const;
   // Create + SetAll (SetAllInt4 with int4) + finalize. On failure records a test failure (with
   // mcpm_last_error) and returns nullptr; *status (if given) receives the failing status.
-  ModelPtr Load(mcpm_backend backend, mcpm_status* status = nullptr, int32_t num_threads = 0, bool int4 = false) const;
+  ModelPtr Load(mcpm_backend backend, mcpm_status* status = nullptr, int32_t num_threads = 0, bool int4 = false,
+                mcpm_cpu_precision precision = MCPM_CPU_PRECISION_EXACT) const;
   ModelPtr Load() const { return Load(PrimaryBackend()); }
 
   // Random token ids in [0, vocab).

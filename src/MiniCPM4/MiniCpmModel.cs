@@ -163,6 +163,13 @@ public sealed class MiniCpmModel : IDisposable
         };
         modelOptions.device_index = options.DeviceIndex;
         modelOptions.num_threads = options.Threads;
+        modelOptions.cpu_precision = options.CpuPrecision switch
+        {
+            CpuPrecision.Fast => NativeConstants.MCPM_CPU_PRECISION_FAST,
+            CpuPrecision.Exact => NativeConstants.MCPM_CPU_PRECISION_EXACT,
+            CpuPrecision.Default => NativeConstants.MCPM_CPU_PRECISION_DEFAULT,
+            _ => throw new ArgumentException($"unknown CpuPrecision {options.CpuPrecision}", nameof(options)),
+        };
         modelOptions.weight_arena_bytes = (ulong)WeightArena.PlanBytes(checkpoint, quantize);
 
         float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];

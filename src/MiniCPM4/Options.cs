@@ -25,6 +25,20 @@ public enum WeightQuantization
     Int4,
 }
 
+/// <summary>What the CPU backend's linear layers compute with (ignored on CUDA).</summary>
+public enum CpuPrecision
+{
+    /// <summary><see cref="Fast"/>, unless the environment variable MCPM_CPU_PRECISION is "exact".</summary>
+    Default,
+    /// <summary>
+    /// Int4 linears quantize each token's activations to int8 per 128 inputs and use integer dot products (W4A8);
+    /// bf16 linears over 65 or more tokens (prefill) round activations to bf16 where the CPU has AVX512-BF16.
+    /// </summary>
+    Fast,
+    /// <summary>fp32 activations everywhere (W4A16 and bf16 x fp32): the reference path.</summary>
+    Exact,
+}
+
 /// <summary>Options for <see cref="MiniCpmModel.Load(string, MiniCpmLoadOptions?)"/>.</summary>
 public sealed record MiniCpmLoadOptions
 {
@@ -33,6 +47,8 @@ public sealed record MiniCpmLoadOptions
     public int DeviceIndex { get; init; }
     /// <summary>CPU worker threads per session; 0 uses every available core.</summary>
     public int Threads { get; init; }
+    /// <summary>The CPU backend's arithmetic: fast int8/bf16 activations or the exact fp32 reference.</summary>
+    public CpuPrecision CpuPrecision { get; init; } = CpuPrecision.Default;
     /// <summary>Explicit path of the native library; otherwise MINICPM4_NATIVE_LIBRARY, runtimes/&lt;rid&gt;/native, the app directory.</summary>
     public string? NativeLibraryPath { get; init; }
     /// <summary>Receives informational lines (ignored tensors, template warnings).</summary>

@@ -114,6 +114,7 @@ void write_grown_struct(S* host, S values) {
 // The first released sizes of the structs that grew since.
 constexpr size_t kSessionParamsV1Size = offsetof(mcpm_session_params, kv_memory_bytes);
 constexpr size_t kModelOptionsV1Size = offsetof(mcpm_model_options, weight_arena_bytes);
+constexpr size_t kModelOptionsV2Size = offsetof(mcpm_model_options, cpu_precision);
 constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
 constexpr size_t kSamplingParamsV1Size = offsetof(mcpm_sampling_params, token_mask);
 
@@ -329,12 +330,13 @@ MCPM_API mcpm_status mcpm_model_config_default(mcpm_model_config* c) {
 
 MCPM_API mcpm_status mcpm_model_options_default(mcpm_model_options* o) {
   return guarded([&] {
-    require_known_size(o, {kModelOptionsV1Size}, "mcpm_model_options");
+    require_known_size(o, {kModelOptionsV1Size, kModelOptionsV2Size}, "mcpm_model_options");
     mcpm_model_options d{};
     d.backend = MCPM_BACKEND_AUTO;
     d.device_index = 0;
     d.num_threads = 0;
     d.weight_arena_bytes = 0;
+    d.cpu_precision = MCPM_CPU_PRECISION_DEFAULT;
     write_grown_struct(o, d);
   });
 }
@@ -347,13 +349,18 @@ MCPM_API mcpm_status mcpm_model_create(const mcpm_model_config* config, const mc
     mcpm_model_options opts{};
     opts.struct_size = sizeof(opts);
     mcpm_model_options_default(&opts);
-    if (options != nullptr) opts = read_grown_struct(options, opts, {kModelOptionsV1Size}, "mcpm_model_options");
+    if (options != nullptr)
+      opts = read_grown_struct(options, opts, {kModelOptionsV1Size, kModelOptionsV2Size}, "mcpm_model_options");
+    if (opts.cpu_precision < MCPM_CPU_PRECISION_DEFAULT || opts.cpu_precision > MCPM_CPU_PRECISION_EXACT)
+      invalid_argument("cpu_precision must be MCPM_CPU_PRECISION_DEFAULT, _FAST or _EXACT, got " +
+                       std::to_string(opts.cpu_precision));
     if (opts.num_threads < 0 || opts.num_threads > 1024)
       invalid_argument("num_threads must be in [0, 1024], got " + std::to_string(opts.num_threads));
     if (opts.device_index < 0) invalid_argument("device_index must be >= 0");
     ModelConfig cfg = ModelConfig::from_abi(*config);
     BackendOptions bo;
     bo.device_index = opts.device_index;
+    bo.cpu_precision = opts.cpu_precision;
     std::shared_ptr<Backend> backend = create_backend(opts.backend, bo);
     const int32_t threads = opts.num_threads > 0 ? opts.num_threads : available_cores();
     auto handle = std::make_unique<mcpm_model>();

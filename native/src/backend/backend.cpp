@@ -103,6 +103,9 @@ void Backend::sparse_attend(ExecContext&, const Tensor&, const Tensor&, const Te
                                         " backend");
 }
 
+void Backend::adopt_int4_qweight(const Tensor&, int64_t, int64_t) {}
+void Backend::adopt_int4_scales(const Tensor&, int64_t, int64_t) {}
+
 void Backend::linear_int4(ExecContext&, const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
   throw_error(MCPM_ERR_UNSUPPORTED, std::string("int4 linear layers are not implemented by the ") + name() + " backend");
 }
@@ -114,6 +117,16 @@ uint32_t compiled_backends() {
 #endif
   return flags;
 }
+
+namespace {
+std::shared_ptr<Backend> create_cpu_backend(const BackendOptions& options) {
+  switch (options.cpu_precision) {
+    case MCPM_CPU_PRECISION_FAST: return std::make_shared<CpuBackend>(cpu_kernels(), CpuPrecision::Fast);
+    case MCPM_CPU_PRECISION_EXACT: return std::make_shared<CpuBackend>(cpu_kernels(), CpuPrecision::Exact);
+    default: return std::make_shared<CpuBackend>();  // the environment's default
+  }
+}
+}  // namespace
 
 std::shared_ptr<Backend> create_backend(mcpm_backend kind, const BackendOptions& options) {
   switch (kind) {
@@ -128,9 +141,9 @@ std::shared_ptr<Backend> create_backend(mcpm_backend kind, const BackendOptions&
         }
       }
 #endif
-      return std::make_shared<CpuBackend>();
+      return create_cpu_backend(options);
     case MCPM_BACKEND_CPU:
-      return std::make_shared<CpuBackend>();
+      return create_cpu_backend(options);
     case MCPM_BACKEND_CUDA:
 #ifdef MCPM_HAVE_CUDA
       return create_cuda_backend(options.device_index);

@@ -191,10 +191,17 @@ class Backend {
   virtual void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) = 0;
 
   // out[n, N] = x[n, K] · What, What[k][n] = (q[k][n] - 8) * s[k/128][n] read from the Marlin layout
-  // (qweight I32 [K/16, 2N], scales F16 [K/128, N] permuted; K % 128 == 0, N % 64 == 0), fp32
-  // accumulation. The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED).
+  // (qweight I32 [K/16, 2N], scales F16 [K/128, N] permuted; K % 128 == 0, N % 64 == 0) as adopted by
+  // adopt_int4_qweight/adopt_int4_scales, fp32 accumulation (the CPU backend may quantise x to int8,
+  // see CpuBackend). The default throws mcpm::Error(MCPM_ERR_UNSUPPORTED).
   virtual void linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                            const Tensor& scales);
+
+  // Called once for each int4 linear tensor just stored in the Marlin layout: rewrites it in place
+  // (same size) into the layout this backend's linear_int4 reads. The default keeps Marlin (CUDA
+  // reads it directly); the CPU backend repacks (backend/cpu/int4_cpu.h).
+  virtual void adopt_int4_qweight(const Tensor& qweight, int64_t K, int64_t N);
+  virtual void adopt_int4_scales(const Tensor& scales, int64_t K, int64_t N);
 
   // The linear layer in whichever form its weight is held.
   void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const LinearWeight& w) {
@@ -335,6 +342,7 @@ class Backend {
 
 struct BackendOptions {
   int32_t device_index = 0;
+  mcpm_cpu_precision cpu_precision = MCPM_CPU_PRECISION_DEFAULT;
 };
 
 // Creates the backend for `kind` (MCPM_BACKEND_*; AUTO picks the best available). Throws

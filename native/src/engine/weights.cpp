@@ -174,6 +174,8 @@ void WeightStore::store(Slot& slot, mcpm_dtype dtype, const void* data) {
   if (slot.linear < 0) return;
   // The later form of a linear layer replaces the earlier one.
   const Linear& l = linears_[static_cast<size_t>(slot.linear)];
+  if (slot.role == Role::QWeight) backend_.adopt_int4_qweight(*slot.target, l.K, l.N);
+  if (slot.role == Role::Scales) backend_.adopt_int4_scales(*slot.target, l.K, l.N);
   if (slot.role == Role::Dense) {
     clear(slots_[l.qweight]);
     clear(slots_[l.scales]);

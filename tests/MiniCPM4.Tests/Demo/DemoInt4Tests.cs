@@ -21,22 +21,27 @@ public class DemoInt4Tests
         _text = File.ReadAllText(Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "heldout-english.txt"));
     }
 
-    private MiniCpmModel Load(WeightQuantization quantization, bool draft = false) => MiniCpmModel.Load(_dir, new MiniCpmLoadOptions
+    private MiniCpmModel Load(WeightQuantization quantization, bool draft = false, CpuPrecision precision = CpuPrecision.Default) =>
+        MiniCpmModel.Load(_dir, new MiniCpmLoadOptions
     {
         Device = ComputeDevice.Cpu,
         Threads = 2,
+        CpuPrecision = precision,
         Quantization = quantization,
         DraftDirectory = draft ? Path.Combine(_dir, "draft") : null,
         FrSpecPath = draft ? Directory.GetFiles(Path.Combine(_dir, "draft"), "freq_*.pt").Single() : null,
     });
 
     /// <summary>exp of the mean negative log-likelihood of every token after the first, from one prefill with all logits.</summary>
-    private static (double Perplexity, int Tokens) Perplexity(MiniCpmModel model, string text)
+    private static (double Perplexity, int Tokens) Perplexity(MiniCpmModel model, string text) =>
+        Perplexity(model, text, out _);
+
+    private static (double Perplexity, int Tokens) Perplexity(MiniCpmModel model, string text, out float[] logits)
     {
         int[] ids = model.EncodePrompt(text);
         int v = model.Config.VocabSize;
         using var s = model.CreateSession(new SessionOptions { ContextLength = ids.Length });
-        float[] logits = s.PrefillWithLogits(ids, allPositions: true);
+        logits = s.PrefillWithLogits(ids, allPositions: true);
         double nll = 0;
         for (int i = 0; i + 1 < ids.Length; i++)
         {
@@ -65,6 +70,34 @@ public class DemoInt4Tests
         Assert.That(dense, Is.GreaterThan(1.5).And.LessThan(bf16.Config.VocabSize / 4.0), "the bf16 model predicts the text");
         Assert.That(quantized, Is.Not.EqualTo(dense), "int4 is not the bf16 model");
         Assert.That(Math.Abs(quantized / dense - 1), Is.LessThanOrEqualTo(0.05));
+    }
+
+    /// <summary>
+    /// The CPU's fast arithmetic (int4 linears on int8 activations; bf16 prefill on bf16 activations where the CPU has
+    /// AVX512-BF16) against the exact fp32-activation path, on the same weights: perplexity within 1%, and every
+    /// logit within 5% of the largest |logit| at any position.
+    /// </summary>
+    [TestCase(WeightQuantization.Int4)]
+    [TestCase(WeightQuantization.None)]
+    public void FastCpuPrecisionPerplexityIsWithinOnePercentOfExact(WeightQuantization quantization)
+    {
+        using var exact = Load(quantization, precision: CpuPrecision.Exact);
+        using var fast = Load(quantization, precision: CpuPrecision.Fast);
+        var (reference, tokens) = Perplexity(exact, _text, out float[] a);
+        var (measured, _) = Perplexity(fast, _text, out float[] b);
+        double maxAbs = 0, maxDiff = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            maxAbs = Math.Max(maxAbs, Math.Abs(a[i]));
+            maxDiff = Math.Max(maxDiff, Math.Abs(a[i] - b[i]));
+        }
+        TestContext.Out.WriteLine($"demo model {quantization}, {tokens} held-out tokens: perplexity exact {reference:F4}, " +
+                                  $"fast {measured:F4} ({100 * (measured / reference - 1):+0.000;-0.000}%); " +
+                                  $"max |logit difference| {maxDiff:G3} of max |logit| {maxAbs:G3}");
+        Assert.That(Math.Abs(measured / reference - 1), Is.LessThanOrEqualTo(0.01));
+        Assert.That(maxDiff, Is.LessThanOrEqualTo(0.05 * maxAbs));
+        if (quantization == WeightQuantization.Int4)
+            Assert.That(maxDiff, Is.GreaterThan(0), "the int8 path is not selected");
     }
 
     [Test]

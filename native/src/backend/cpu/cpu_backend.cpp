@@ -105,6 +105,9 @@ CpuContext& cpu(ExecContext& ctx) { return static_cast<CpuContext&>(ctx); }
 
 // Token counts up to which bf16 linears take CpuKernels::gemm_bf16 (where the ISA has one).
 constexpr int64_t kDirectBf16MaxTokens = 16;
+// Token counts above which a Fast backend rounds bf16 linears' activations to bf16 (gemm_bf16_dp):
+// prefill only. Speculative verification (at most 64 rows) keeps the fp32 activations of decode.
+constexpr int64_t kBf16ActivationMinTokens = 65;
 
 // Rows per parallel chunk so each thread gets a few chunks (load balance) of useful size.
 int64_t row_chunk(const CpuContext& c, int64_t rows, int64_t min_chunk) {
@@ -114,8 +117,13 @@ int64_t row_chunk(const CpuContext& c, int64_t rows, int64_t min_chunk) {
 
 }  // namespace
 
-CpuBackend::CpuBackend() : k_(cpu_kernels()) {}
-CpuBackend::CpuBackend(const CpuKernels& kernels) : k_(kernels) {}
+CpuPrecision default_cpu_precision() {
+  const char* mode = std::getenv("MCPM_CPU_PRECISION");
+  return mode != nullptr && std::strcmp(mode, "exact") == 0 ? CpuPrecision::Exact : CpuPrecision::Fast;
+}
+
+CpuBackend::CpuBackend() : k_(cpu_kernels()), precision_(default_cpu_precision()) {}
+CpuBackend::CpuBackend(const CpuKernels& kernels, CpuPrecision precision) : k_(kernels), precision_(precision) {}
 
 std::unique_ptr<Buffer> CpuBackend::alloc(size_t bytes) { return std::make_unique<HostBuffer>(bytes); }
 
@@ -252,6 +260,21 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
     });
     return;
   }
+  if (w.dtype == DType::BF16 && k_.gemm_bf16_dp != nullptr && precision_ == CpuPrecision::Fast &&
+      n >= kBf16ActivationMinTokens) {
+    // Prefill: activations rounded to bf16 once, then bf16 x bf16 dot products (vdpbf16ps) over
+    // 4-row blocks that meet every token while they sit in cache.
+    uint16_t* xb = reinterpret_cast<uint16_t*>(c.shared_scratch(static_cast<size_t>(n * K + 1) / 2));
+    c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
+      for (int64_t i = b; i < e; ++i) k_.to_bf16(X + i * K, xb + i * K, K);
+    });
+    const int64_t blocks = (N + 3) / 4;
+    c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t) {
+      const int64_t r0 = 4 * b, rows = std::min(N, 4 * e) - r0;
+      k_.gemm_bf16_dp(w.as<const uint16_t>() + r0 * K, rows, K, xb, K, n, Y + r0, N);
+    });
+    return;
+  }
   const int64_t blocks = (N + 3) / 4;
   c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t t) {
     float* rows4 = c.scratch(t, static_cast<size_t>(4 * K));
@@ -279,9 +302,19 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
   });
 }
 
-// W4A16: one work item is a 64-column chunk of the output (the Marlin layout's unit), computed by the
-// per-ISA int4_gemv kernel (kernels.h) straight from the packed words, with the exact weights
-// (q - 8) * fp16 scale; only the summation order differs from the reference int4::gemm_dequant.
+void CpuBackend::adopt_int4_qweight(const Tensor& qweight, int64_t K, int64_t N) {
+  int4cpu::repack_marlin_codes(qweight.data, K, N);
+}
+void CpuBackend::adopt_int4_scales(const Tensor& scales, int64_t K, int64_t N) {
+  int4cpu::repack_marlin_scales(scales.as<uint16_t>(), K, N);
+}
+
+// Int4 linears over the CPU layout (int4_cpu.h, adopted at load). One work item is a block of 4
+// output rows, whose 64 * K / 32 code bytes stay in L1 while every token passes over them.
+//   Int8:  each token's row is quantised to int8 per 128-block, then the ISA's integer dot-product
+//          GEMM (vpdpbusd, vpmaddubsw, sdot) runs per block of rows.
+//   Exact: each row block is dequantised to fp32 ((q - 8) * s, exact) and multiplied by the fp32 GEMM
+//          micro-kernel; only the summation order differs from int4::gemm_dequant.
 void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                              const Tensor& scales) {
   CpuContext& c = cpu(ctx);
@@ -289,26 +322,31 @@ void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& 
   MCPM_CHECK(out.rows == n && K % int4::kGroupSize == 0 && N % int4::kMarlinMinN == 0);
   MCPM_CHECK(qweight.dtype == DType::I32 && qweight.rows == K / int4::kTile && qweight.cols == 2 * N);
   MCPM_CHECK(scales.dtype == DType::F16 && scales.rows == K / int4::kGroupSize && scales.cols == N);
-  const std::array<uint8_t, 64>& scale_pos = int4::marlin_scale_positions(K == int4::kGroupSize);
   const float* X = x.as<const float>();
-  const int32_t* B = qweight.as<const int32_t>();
+  const uint8_t* codes = qweight.as<const uint8_t>();
   const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
-  const int64_t chunks = N / 64;
-  // 4 tokens at a time (each block decodes the words again, still cheaper than decoding a tile once
-  // and reading it back per token), with the chunk's scales unpermuted to fp32 first.
-  const int64_t groups = K / int4::kGroupSize;
-  c.pool.parallel_for(chunks, 1, [&](int64_t b, int64_t e, int32_t thread) {
-    float* scale = c.scratch(thread, static_cast<size_t>(64 * groups));
-    for (int64_t chunk = b; chunk < e; ++chunk) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const uint16_t* srow = S + g * N + 64 * chunk;
-        for (int nl = 0; nl < 64; ++nl) scale[64 * g + nl] = f16_to_f32(srow[scale_pos[static_cast<size_t>(nl)]]);
+  const int64_t blocks = N / int4cpu::kRowBlock, groups = K / int4cpu::kGroup;
+  const int64_t block_codes = groups * int4cpu::kRowBlock * int4cpu::kGroupBytes;
+  const int64_t block_scales = groups * int4cpu::kRowBlock;
+  const int64_t chunk = std::max<int64_t>(1, row_chunk(c, blocks, 1));
+  if (precision_ == CpuPrecision::Exact) {
+    c.pool.parallel_for(blocks, chunk, [&](int64_t b, int64_t e, int32_t t) {
+      float* w4 = c.scratch(t, static_cast<size_t>(4 * K));
+      for (int64_t blk = b; blk < e; ++blk) {
+        k_.int4_dequant_block(codes + blk * block_codes, S + blk * block_scales, K, w4);
+        k_.gemm4_f32(w4, K, X, K, n, Y + 4 * blk, N);
       }
-      for (int64_t t = 0; t < n; t += kInt4GemvMaxTokens)
-        k_.int4_gemv(B + 128 * chunk, 2 * N, K, scale, X + t * K, K, std::min(kInt4GemvMaxTokens, n - t),
-                     Y + t * N + 64 * chunk, N);
-    }
+    });
+    return;
+  }
+  const int4cpu::Q8Buffer q8 = c.quantized_rows(n, K);
+  c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
+    for (int64_t i = b; i < e; ++i)
+      k_.quantize_q8(X + i * K, K, q8.q + i * K, q8.scale + i * groups, q8.bias + i * groups);
+  });
+  c.pool.parallel_for(blocks, chunk, [&](int64_t b, int64_t e, int32_t) {
+    k_.int4_q8_gemm(codes + b * block_codes, S + b * block_scales, 4 * (e - b), K, q8.rows(), n, Y + 4 * b, N);
   });
 }
 

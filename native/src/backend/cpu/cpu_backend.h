@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/int4_cpu.h"
 #include "backend/cpu/kernels.h"
 #include "backend/cpu/thread_pool.h"
 
@@ -27,19 +28,43 @@ class CpuContext final : public ExecContext {
     if (shared_.size() < count) shared_.resize(count);
     return shared_.data();
   }
+  // The same for int4's quantised activations (int4_cpu.h): q [n][K], scale and bias [n][K/128].
+  int4cpu::Q8Buffer quantized_rows(int64_t n, int64_t K) {
+    const size_t qbytes = (static_cast<size_t>(n * K) + 63) / 64 * 64, groups = static_cast<size_t>(n * K / 128);
+    if (q8_.size() < qbytes + 8 * groups) q8_.resize(qbytes + 8 * groups);
+    int4cpu::Q8Buffer rows;
+    rows.q = reinterpret_cast<int8_t*>(q8_.data());
+    rows.scale = reinterpret_cast<float*>(q8_.data() + qbytes);
+    rows.bias = reinterpret_cast<int32_t*>(q8_.data() + qbytes + 4 * groups);
+    rows.K = K;
+    return rows;
+  }
 
   ThreadPool pool;
 
  private:
   std::vector<std::vector<float>> scratch_;
   std::vector<float> shared_;
+  std::vector<uint8_t> q8_;
 };
+
+// What the CPU backend's linears compute with:
+//   Fast:  int4 weights meet activations quantised to int8 per 128-block (W4A8, integer dot products;
+//          int4_cpu.h); bf16 linears over 65 or more tokens (prefill) round the activations to bf16
+//          where the CPU has a bf16 dot product (the avx512bf16 level). The default.
+//   Exact: fp32 activations everywhere (W4A16 and bf16 x fp32): the reference the tests compare
+//          against and the CUDA kernels' oracle.
+// MCPM_CPU_PRECISION=exact|fast in the environment sets the default.
+enum class CpuPrecision { Fast, Exact };
+CpuPrecision default_cpu_precision();
 
 class CpuBackend final : public Backend {
  public:
   CpuBackend();
   // Uses the given kernel table instead of the best one for this CPU (tests compare ISAs).
-  explicit CpuBackend(const CpuKernels& kernels);
+  explicit CpuBackend(const CpuKernels& kernels, CpuPrecision precision = default_cpu_precision());
+  CpuPrecision precision() const { return precision_; }
+  const CpuKernels& kernels() const { return k_; }
 
   const char* name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }
@@ -60,6 +85,8 @@ class CpuBackend final : public Backend {
   void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) override;
   void linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                    const Tensor& scales) override;
+  void adopt_int4_qweight(const Tensor& qweight, int64_t K, int64_t N) override;
+  void adopt_int4_scales(const Tensor& scales, int64_t K, int64_t N) override;
   void rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim, const int32_t* positions,
             const Tensor& inv_freq, float attn_factor) override;
   void store_kv(ExecContext& ctx, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
@@ -93,6 +120,7 @@ class CpuBackend final : public Backend {
   void widen(const Tensor& t, int64_t offset, float* dst, int64_t count) const;
 
   const CpuKernels& k_;
+  CpuPrecision precision_;
 };
 
 }  // namespace mcpm

@@ -3,6 +3,8 @@
 // namespace) so no AVX2 code leaks into functions the linker could share with portable code.
 #include <immintrin.h>
 
+#include <limits>
+
 #include "backend/cpu/kernels.h"
 #include "common/dtype.h"
 
@@ -242,86 +244,80 @@ void scale(float a, float* y, int64_t n) {
   for (; i < n; ++i) y[i] *= a;
 }
 
-// The int4 GEMV. Eight consecutive words 8v..8v+7 of a slab's chunk are lanes
-// 2v, 2v+1 (j = 0..3 each) of the Marlin layout: element e holds, per nibble p, row
-// [2t, 2t+1, 2t+8, 2t+9][o % 4] with t = 2(v % 2) + e / 4 and column 16(e % 4) + 8(o / 4) + v / 2.
-// So one vector of words decodes, nibble by nibble, into weights that meet a fixed input vector
-// (two broadcasts: the rows of the two t) and land in accumulator (v, o / 4), element e of which is a
-// partial sum of column 16(e % 4) + 8(o / 4) + v / 2. The weight (q - 8) * s is formed exactly as
-// q * s - 8s with one FMA; the four partial sums of a column are added at the end.
-template <int M>
-void int4_gemv_m(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
-                 int64_t ldx, float* y, int64_t ldy) {
-  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  alignas(32) float acc[M][16][2][8] = {};
-  alignas(32) float sv[16][2][8], s8v[16][2][8];  // per group: the scales of accumulator (v, h), and 8x
-  alignas(32) float xv[M][2][8][8];                // per slab: the input vector of (v % 2, p)
-  const __m256i mask = _mm256_set1_epi32(15);
-  const int64_t slabs = K / 16;
-  for (int64_t r = 0; r < slabs; ++r) {
-    if (r % 8 == 0) {
-      const float* s = scale + (r / 8) * 64;
-      for (int v = 0; v < 16; ++v)
+// The exact int4 weights of one 4-row block, 16 codes at a time: (c - 8) * s = c * s - 8s, one FMA
+// that is exact (c * s needs at most 15 significant bits).
+void int4_dequant_block(const uint8_t* codes, const uint16_t* scales, int64_t K, float* out) {
+  const int64_t groups = K / int4cpu::kGroup;
+  const __m128i mask = _mm_set1_epi8(15);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t r = 0; r < 4; ++r) {
+      const uint8_t* c = codes + (g * 4 + r) * int4cpu::kGroupBytes;
+      const float sf = f16_to_f32(scales[g * 4 + r]);
+      const __m256 s = _mm256_set1_ps(sf), s8 = _mm256_set1_ps(8.0f * sf);
+      float* o = out + r * K + g * int4cpu::kGroup;
+      for (int64_t j = 0; j < int4cpu::kGroupBytes; j += 16) {
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j));
+        const __m128i lo = _mm_and_si128(raw, mask), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        const __m128i parts[2][2] = {{lo, _mm_srli_si128(lo, 8)}, {hi, _mm_srli_si128(hi, 8)}};
         for (int h = 0; h < 2; ++h)
-          for (int e = 0; e < 8; ++e) {
-            sv[v][h][e] = s[16 * (e % 4) + 8 * h + v / 2];
-            s8v[v][h][e] = 8.0f * sv[v][h][e];
+          for (int i = 0; i < 2; ++i) {
+            const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[h][i]));
+            _mm256_storeu_ps(o + h * int4cpu::kGroupBytes + j + 8 * i, _mm256_fmsub_ps(v, s, s8));
           }
-    }
-    for (int m = 0; m < M; ++m) {
-      const float* xs = x + m * ldx + 16 * r;
-      for (int vt = 0; vt < 2; ++vt)
-        for (int p = 0; p < 8; ++p) {
-          const int slot = kInterleave[p] % 4;
-          const int row0 = 2 * (2 * vt) + slot % 2 + 8 * (slot / 2), row1 = row0 + 2;  // t = 2vt and 2vt + 1
-          _mm256_store_ps(xv[m][vt][p], _mm256_set_m128(_mm_set1_ps(xs[row1]), _mm_set1_ps(xs[row0])));
-        }
-    }
-    const int32_t* wr = words + r * row_words;
-    for (int v = 0; v < 16; ++v) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + 8 * v));
-      const __m256 s0 = _mm256_load_ps(sv[v][0]), s1 = _mm256_load_ps(sv[v][1]);
-      const __m256 e0 = _mm256_load_ps(s8v[v][0]), e1 = _mm256_load_ps(s8v[v][1]);
-      __m256 a[M][2];
-      for (int m = 0; m < M; ++m) {
-        a[m][0] = _mm256_load_ps(acc[m][v][0]);
-        a[m][1] = _mm256_load_ps(acc[m][v][1]);
-      }
-#pragma GCC unroll 8
-      for (int p = 0; p < 8; ++p) {
-        const int h = kInterleave[p] / 4;
-        const __m256 qf = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(q, _mm_cvtsi32_si128(4 * p)), mask));
-        const __m256 w = h == 0 ? _mm256_fmsub_ps(qf, s0, e0) : _mm256_fmsub_ps(qf, s1, e1);
-        for (int m = 0; m < M; ++m) a[m][h] = _mm256_fmadd_ps(_mm256_load_ps(xv[m][v % 2][p]), w, a[m][h]);
-      }
-      for (int m = 0; m < M; ++m) {
-        _mm256_store_ps(acc[m][v][0], a[m][0]);
-        _mm256_store_ps(acc[m][v][1], a[m][1]);
       }
     }
-  }
-  // Column 16j + 8h + c = elements j and 4 + j of accumulators (2c, h) and (2c + 1, h).
-  for (int m = 0; m < M; ++m)
-    for (int j = 0; j < 4; ++j)
-      for (int h = 0; h < 2; ++h)
-        for (int c = 0; c < 8; ++c)
-          y[m * ldy + 16 * j + 8 * h + c] = (acc[m][2 * c][h][j] + acc[m][2 * c][h][4 + j]) +
-                                             (acc[m][2 * c + 1][h][j] + acc[m][2 * c + 1][h][4 + j]);
 }
 
-void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
-               int64_t M, float* y, int64_t ldy) {
-  switch (M) {
-    case 1: int4_gemv_m<1>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    case 2: int4_gemv_m<2>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    case 3: int4_gemv_m<3>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    default: int4_gemv_m<4>(words, row_words, K, scale, x, ldx, y, ldy); break;
+#include "backend/cpu/kernels_x86_int4.h"
+
+// int4cpu::quantize_row_q8, 8 lanes at a time (vroundps to nearest even, then exact conversions).
+void quantize_q8(const float* x, int64_t K, int8_t* q, float* scale, int32_t* bias) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t g = 0; g < K / int4cpu::kGroup; ++g) {
+    const float* xb = x + g * int4cpu::kGroup;
+    __m256 amax = _mm256_setzero_ps(), probe = _mm256_setzero_ps();
+    for (int64_t i = 0; i < int4cpu::kGroup; i += 8) {
+      const __m256 v = _mm256_loadu_ps(xb + i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+      probe = _mm256_add_ps(probe, _mm256_mul_ps(v, _mm256_setzero_ps()));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const bool finite = hsum(probe) == 0.0f;
+    const __m256 inv = _mm256_set1_ps(m > 0.0f ? 127.0f / m : 0.0f);
+    __m256i sum = _mm256_setzero_si256();
+    for (int64_t i = 0; i < int4cpu::kGroup; i += 32) {
+      __m256i v[4];
+      for (int j = 0; j < 4; ++j) {
+        const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * j), inv),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v[j] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(r, _mm256_set1_ps(127.0f)), _mm256_set1_ps(-127.0f)));
+        sum = _mm256_add_epi32(sum, v[j]);
+      }
+      // Pack 32 int32 to int8 (the values fit, no saturation); packs interleave 128-bit lanes, so
+      // restore the order with one permute.
+      const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      const __m256i ordered = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * int4cpu::kGroup + i), ordered);
+    }
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    scale[g] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    bias[g] = -8 * _mm_cvtsi128_si32(s4);
   }
+}
+
+void int4_q8_gemm(const uint8_t* codes, const uint16_t* scales, int64_t rows, int64_t K, const int4cpu::Q8Rows& x,
+                  int64_t T, float* y, int64_t ldy) {
+  int4_q8_gemm_x86<Vec256<MaddubsDot256>>(codes, scales, rows, K, x, T, y, ldy);
 }
 
 }  // namespace
 
 const CpuKernels kAvx2Kernels = {"avx2",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_gemv, gemm_bf16};
+                                 gemm4,    dot,      axpy,     scale,     int4_dequant_block, int4_q8_gemm, quantize_q8,
+                                 gemm_bf16, nullptr, nullptr};
 
 }  // namespace mcpm

@@ -2,6 +2,8 @@
 // aarch64 baseline, so no run-time check is needed.
 #include <arm_neon.h>
 
+#include <limits>
+
 #include "backend/cpu/kernels.h"
 #include "common/dtype.h"
 
@@ -162,75 +164,76 @@ void scale(float a, float* y, int64_t n) {
   for (; i < n; ++i) y[i] *= a;
 }
 
-// The int4 GEMV (see the AVX2 version). Four consecutive words 4u..4u+3 are Marlin
-// lane u (j = 0..3): per nibble p every element has the same row, [2t, 2t+1, 2t+8, 2t+9][o % 4]
-// with t = u % 4, so the input is one scalar, and element j lands in column 16j + 8(o / 4) + u / 4:
-// accumulator (u, o / 4). A column's four partial sums (t = 0..3) are added at the end.
-template <int M>
-void int4_gemv_m(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x,
-                 int64_t ldx, float* y, int64_t ldy) {
-  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  float acc[M][32][2][4] = {};
-  float sv[32][2][4], s8v[32][2][4];  // per group: the scales of accumulator (u, h), and 8x
-  const uint32x4_t mask = vdupq_n_u32(15);
-  const int64_t slabs = K / 16;
-  for (int64_t r = 0; r < slabs; ++r) {
-    if (r % 8 == 0) {
-      const float* s = scale + (r / 8) * 64;
-      for (int u = 0; u < 32; ++u)
-        for (int h = 0; h < 2; ++h)
-          for (int j = 0; j < 4; ++j) {
-            sv[u][h][j] = s[16 * j + 8 * h + u / 4];
-            s8v[u][h][j] = 8.0f * sv[u][h][j];
-          }
+#include "backend/cpu/kernels_neon_int4.h"
+
+// Plain NEON: widening multiplies of the two halves (|c - 8| * 127 * 2 fits int16), pairwise-added
+// into int32 lanes.
+struct MullDot {
+  static int32x4_t dot(const int8x16_t* w, const int8x16_t* x) {
+    int32x4_t acc = vdupq_n_s32(0);
+    for (int i = 0; i < 8; ++i) {
+      const int16x8_t p = vmlal_high_s8(vmull_s8(vget_low_s8(w[i]), vget_low_s8(x[i])), w[i], x[i]);
+      acc = vpadalq_s16(acc, p);
     }
-    const int32_t* wr = words + r * row_words;
-    for (int u = 0; u < 32; ++u) {
-      const uint32x4_t q = vld1q_u32(reinterpret_cast<const uint32_t*>(wr + 4 * u));
-      const float32x4_t s0 = vld1q_f32(sv[u][0]), s1 = vld1q_f32(sv[u][1]);
-      const float32x4_t e0 = vld1q_f32(s8v[u][0]), e1 = vld1q_f32(s8v[u][1]);
-      const int t = u % 4;
-      float32x4_t a[M][2];
-      for (int m = 0; m < M; ++m) {
-        a[m][0] = vld1q_f32(acc[m][u][0]);
-        a[m][1] = vld1q_f32(acc[m][u][1]);
-      }
-      for (int p = 0; p < 8; ++p) {
-        const int o = kInterleave[p], h = o / 4, slot = o % 4;
-        const int row = 2 * t + slot % 2 + 8 * (slot / 2);
-        const float32x4_t qf = vcvtq_f32_u32(vandq_u32(vshlq_u32(q, vdupq_n_s32(-4 * p)), mask));
-        // (q - 8) * s = q * s - 8s, exact in fp32.
-        const float32x4_t w = h == 0 ? vsubq_f32(vmulq_f32(qf, s0), e0) : vsubq_f32(vmulq_f32(qf, s1), e1);
-        for (int m = 0; m < M; ++m) a[m][h] = vfmaq_n_f32(a[m][h], w, x[m * ldx + 16 * r + row]);
-      }
-      for (int m = 0; m < M; ++m) {
-        vst1q_f32(acc[m][u][0], a[m][0]);
-        vst1q_f32(acc[m][u][1], a[m][1]);
-      }
-    }
+    return acc;
   }
-  // Column 16j + 8h + c = element j of accumulators (4c + t, h), t = 0..3.
-  for (int m = 0; m < M; ++m)
-    for (int j = 0; j < 4; ++j)
-      for (int h = 0; h < 2; ++h)
-        for (int c = 0; c < 8; ++c)
-          y[m * ldy + 16 * j + 8 * h + c] = (acc[m][4 * c][h][j] + acc[m][4 * c + 1][h][j]) +
-                                             (acc[m][4 * c + 2][h][j] + acc[m][4 * c + 3][h][j]);
+};
+
+void int4_q8_gemm(const uint8_t* codes, const uint16_t* scales, int64_t rows, int64_t K, const int4cpu::Q8Rows& x,
+                  int64_t T, float* y, int64_t ldy) {
+  int4_q8_gemm_neon<MullDot>(codes, scales, rows, K, x, T, y, ldy);
 }
 
-void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
-               int64_t M, float* y, int64_t ldy) {
-  switch (M) {
-    case 1: int4_gemv_m<1>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    case 2: int4_gemv_m<2>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    case 3: int4_gemv_m<3>(words, row_words, K, scale, x, ldx, y, ldy); break;
-    default: int4_gemv_m<4>(words, row_words, K, scale, x, ldx, y, ldy); break;
+// int4cpu::quantize_row_q8 with vcvtnq (round half to even), 4 lanes at a time.
+void quantize_q8(const float* x, int64_t K, int8_t* q, float* scale, int32_t* bias) {
+  for (int64_t g = 0; g < K / int4cpu::kGroup; ++g) {
+    const float* xb = x + g * int4cpu::kGroup;
+    float32x4_t amax = vdupq_n_f32(0.0f), probe = vdupq_n_f32(0.0f);
+    for (int64_t i = 0; i < int4cpu::kGroup; i += 4) {
+      const float32x4_t v = vld1q_f32(xb + i);
+      amax = vmaxq_f32(amax, vabsq_f32(v));
+      probe = vaddq_f32(probe, vmulq_n_f32(v, 0.0f));
+    }
+    const float m = vmaxvq_f32(amax);
+    const bool finite = vaddvq_f32(probe) == 0.0f;
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    int32x4_t sum = vdupq_n_s32(0);
+    for (int64_t i = 0; i < int4cpu::kGroup; i += 8) {
+      int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + i), inv));
+      int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + i + 4), inv));
+      a = vmaxq_s32(vminq_s32(a, vdupq_n_s32(127)), vdupq_n_s32(-127));
+      b = vmaxq_s32(vminq_s32(b, vdupq_n_s32(127)), vdupq_n_s32(-127));
+      sum = vaddq_s32(sum, vaddq_s32(a, b));
+      vst1_s8(q + g * int4cpu::kGroup + i, vmovn_s16(vcombine_s16(vmovn_s32(a), vmovn_s32(b))));
+    }
+    scale[g] = finite ? m / 127.0f : std::numeric_limits<float>::quiet_NaN();
+    bias[g] = -8 * vaddvq_s32(sum);
   }
+}
+
+// The exact int4 weights of one 4-row block, (c - 8) * s in fp32.
+void int4_dequant_block(const uint8_t* codes, const uint16_t* scales, int64_t K, float* out) {
+  const int64_t groups = K / int4cpu::kGroup;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t r = 0; r < 4; ++r) {
+      const uint8_t* c = codes + (g * 4 + r) * int4cpu::kGroupBytes;
+      const float s = f16_to_f32(scales[g * 4 + r]);
+      float* o = out + r * K + g * int4cpu::kGroup;
+      for (int64_t j = 0; j < int4cpu::kGroupBytes; j += 8) {
+        const int16x8_t v = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(c + j)));
+        const int16x8_t lo = vsubq_s16(vandq_s16(v, vdupq_n_s16(15)), vdupq_n_s16(8));
+        const int16x8_t hi = vsubq_s16(vshrq_n_s16(v, 4), vdupq_n_s16(8));
+        vst1q_f32(o + j, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(lo))), s));
+        vst1q_f32(o + j + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(lo)), s));
+        vst1q_f32(o + int4cpu::kGroupBytes + j, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(hi))), s));
+        vst1q_f32(o + int4cpu::kGroupBytes + j + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(hi)), s));
+      }
+    }
 }
 
 }  // namespace
 
 const CpuKernels kNeonKernels = {"neon",   gemv_f32, gemv_f16, gemv_bf16, pack_x_bf16, f16_row,  bf16_row,
-                                 gemm4,    dot,      axpy,     scale,     int4_gemv, nullptr};
+                                 gemm4,    dot,      axpy,     scale,     int4_dequant_block, int4_q8_gemm, quantize_q8, nullptr, nullptr, nullptr};
 
 }  // namespace mcpm

@@ -62,33 +62,47 @@ void scale(float a, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] *= a;
 }
 
-// The int4 GEMV word by word: word w = 16*col + 4*t + j of a slab, nibble p, is the weight of row
-// [2t, 2t+1, 2t+8, 2t+9][o % 4] and column 16j + 8(o / 4) + col, o = [0,2,4,6,1,3,5,7][p].
-void int4_gemv(const int32_t* words, int64_t row_words, int64_t K, const float* scale, const float* x, int64_t ldx,
-               int64_t M, float* y, int64_t ldy) {
-  static constexpr int kInterleave[8] = {0, 2, 4, 6, 1, 3, 5, 7};
-  float acc[4][64] = {};
-  for (int64_t r = 0; r < K / 16; ++r) {
-    const float* s = scale + (r / 8) * 64;
-    const int32_t* wr = words + r * row_words;
-    for (int w = 0; w < 128; ++w) {
-      const uint32_t word = static_cast<uint32_t>(wr[w]);
-      const int t = (w / 4) % 4, j = w % 4, col = w / 16;
-      for (int p = 0; p < 8; ++p) {
-        const int o = kInterleave[p];
-        const int row = 2 * t + (o % 4) % 2 + 8 * ((o % 4) / 2), n = 16 * j + 8 * (o / 4) + col;
-        const float weight = static_cast<float>(static_cast<int>((word >> (4 * p)) & 15u) - 8) * s[n];
-        for (int64_t m = 0; m < M; ++m) acc[m][n] += x[m * ldx + 16 * r + row] * weight;
+// The exact int4 weights of one 4-row block: (c - 8) * s in fp32 (an fp16 times a small integer).
+void int4_dequant_block(const uint8_t* codes, const uint16_t* scales, int64_t K, float* out) {
+  const int64_t groups = K / int4cpu::kGroup;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t r = 0; r < int4cpu::kRowBlock; ++r) {
+      const uint8_t* c = codes + (g * int4cpu::kRowBlock + r) * int4cpu::kGroupBytes;
+      const float s = f16_to_f32(scales[g * int4cpu::kRowBlock + r]);
+      float* o = out + r * K + g * int4cpu::kGroup;
+      for (int64_t j = 0; j < int4cpu::kGroupBytes; ++j) {
+        o[j] = static_cast<float>(static_cast<int>(c[j] & 15u) - 8) * s;
+        o[j + int4cpu::kGroupBytes] = static_cast<float>(static_cast<int>(c[j] >> 4) - 8) * s;
       }
     }
+}
+
+// The W4A8 reference: per (row, token, group) the exact integer dot, then the two scales in fp32.
+void int4_q8_gemm(const uint8_t* codes, const uint16_t* scales, int64_t rows, int64_t K, const int4cpu::Q8Rows& x,
+                  int64_t T, float* y, int64_t ldy) {
+  const int64_t groups = K / int4cpu::kGroup;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t block = r / int4cpu::kRowBlock, lane = r % int4cpu::kRowBlock;
+    for (int64_t t = 0; t < T; ++t) {
+      float acc = 0.0f;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t slot = (block * groups + g) * int4cpu::kRowBlock + lane;
+        const uint8_t* c = codes + slot * int4cpu::kGroupBytes;
+        const int8_t* q = x.q + t * K + g * int4cpu::kGroup;
+        int32_t dot = x.bias[t * groups + g];
+        for (int64_t j = 0; j < int4cpu::kGroupBytes; ++j)
+          dot += static_cast<int32_t>(c[j] & 15u) * q[j] + static_cast<int32_t>(c[j] >> 4) * q[j + int4cpu::kGroupBytes];
+        acc += static_cast<float>(dot) * (f16_to_f32(scales[slot]) * x.scale[t * groups + g]);
+      }
+      y[t * ldy + r] = acc;
+    }
   }
-  for (int64_t m = 0; m < M; ++m)
-    for (int n = 0; n < 64; ++n) y[m * ldy + n] = acc[m][n];
 }
 
 }  // namespace
 
 const CpuKernels kScalarKernels = {"scalar", gemv_f32, gemv_f16, gemv_bf16, pack_x, f16_row, bf16_row,
-                                   gemm4,    dot,      axpy,     scale,     int4_gemv, nullptr};
+                                   gemm4,    dot,      axpy,     scale,     int4_dequant_block, int4_q8_gemm, int4cpu::quantize_row_q8,
+                                   nullptr, nullptr, nullptr};
 
 }  // namespace mcpm
