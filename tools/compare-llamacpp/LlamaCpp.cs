@@ -128,5 +128,8 @@ public sealed class LlamaCppEngine : IDisposable
         {
             if (verbose || level == LLamaLogLevel.Error) Console.Error.Write(message);
         });
+        // NativeApi's static constructor loads the library and installs LLamaSharp's resolver; the quantizer's
+        // parameter struct calls into it from another class, so load it first.
+        NativeApi.llama_max_devices();
     }
 }
