@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Text.Json.Nodes;
 using MiniCPM4.Checkpoints;
 using MiniCPM4.CompareLlamaCpp;
 using NUnit.Framework;
@@ -126,6 +127,46 @@ public class CheckpointGgufTests
         var result = CrossCheck.Run(_checkpoint, unpermuted, CrossCheck.DefaultText, decodeSteps: 0, threads: 2);
         TestContext.Out.WriteLine($"unpermuted: max |ours - llama.cpp| {result.MaxAbsDifference:E2}");
         Assert.That(result.MaxAbsDifference, Is.GreaterThan(100 * LogitTolerance.Default));
+    }
+
+    [Test]
+    public void LongRopeFactorsReachLlamaCpp()
+    {
+        // Short factors away from 1 (the context stays within original_max_position_embeddings, so both engines use
+        // them): the GGUF with the factors matches, the GGUF of the same weights without them does not.
+        string withFactors = CopyWithRopeScaling("tiny-longrope", Enumerable.Range(0, 16).Select(i => 1f + 0.05f * i).ToArray());
+        string withoutFactors = CopyWithRopeScaling("tiny-ones", Enumerable.Repeat(1f, 16).ToArray());
+        string matching = Path.Combine(_dir, "tiny-longrope.gguf"), mismatched = Path.Combine(_dir, "tiny-ones.gguf");
+        CheckpointToGguf.Convert(withFactors, matching, GgmlType.F32);
+        CheckpointToGguf.Convert(withoutFactors, mismatched, GgmlType.F32);
+
+        var r = GgufReader.Read(matching);
+        Assert.That(r.Metadata["minicpm.rope.scaling.type"].Value, Is.EqualTo("longrope"));
+        Assert.That(r.Metadata["minicpm.rope.scaling.original_context_length"].Value, Is.EqualTo(2048u));
+        Assert.That(r.Tensors.Single(t => t.Name == "rope_factors_short.weight").Dims, Is.EqualTo(new long[] { 16 }));
+
+        var good = CrossCheck.Run(withFactors, matching, CrossCheck.DefaultText, decodeSteps: 2, threads: 2);
+        var bad = CrossCheck.Run(withFactors, mismatched, CrossCheck.DefaultText, decodeSteps: 0, threads: 2);
+        TestContext.Out.WriteLine($"LongRoPE: {good.MaxAbsDifference:E2} with the factors, {bad.MaxAbsDifference:E2} without");
+        Assert.That(good.MaxAbsDifference, Is.LessThan(LogitTolerance.Default));
+        Assert.That(bad.MaxAbsDifference, Is.GreaterThan(100 * LogitTolerance.Default));
+    }
+
+    private string CopyWithRopeScaling(string name, float[] shortFactor)
+    {
+        string dir = Path.Combine(_dir, name);
+        Directory.CreateDirectory(dir);
+        foreach (var file in Directory.GetFiles(_checkpoint)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+        config["rope_scaling"] = new JsonObject
+        {
+            ["rope_type"] = "longrope",
+            ["short_factor"] = new JsonArray(shortFactor.Select(f => (JsonNode)f).ToArray()),
+            ["long_factor"] = new JsonArray(Enumerable.Range(0, 16).Select(i => (JsonNode)(1f + 0.2f * i)).ToArray()),
+            ["original_max_position_embeddings"] = 2048,
+        };
+        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
+        return dir;
     }
 
     [TestCase(GgmlType.Q4_0)]

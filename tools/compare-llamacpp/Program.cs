@@ -25,6 +25,7 @@ internal static class Commands
     private static readonly Option<string?> Preset = new("--preset") { Description = "Write a random checkpoint of this shape instead: tiny, minicpm4-0.5b or minicpm4-8b" };
     private static readonly Option<int> Threads = new("--threads", "-t") { Description = "Threads for both engines", DefaultValueFactory = _ => 2 };
     private static readonly Option<string?> WorkDir = new("--work-dir") { Description = "Where the checkpoint and GGUF files go (default: a temporary directory, deleted afterwards)" };
+    private static readonly Option<bool> Reuse = new("--reuse") { Description = "Reuse the preset checkpoint and GGUF files already in --work-dir (GGUFs newer than the checkpoint)" };
 
     public static Command Bench()
     {
@@ -36,7 +37,7 @@ internal static class Commands
         var isa = new Option<string?>("--isa") { Description = "Our CPU kernel set; sets MCPM_CPU_ISA (default: the best this CPU runs)" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON instead of the table" };
         var command = new Command("bench", "Prefill and decode speed of both engines, side by side (the default preset is minicpm4-0.5b)");
-        foreach (var o in new Option[] { Model, Preset, Threads, runs, pairs, promptTokens, genTokens, int4Mode, isa, WorkDir, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Preset, Threads, runs, pairs, promptTokens, genTokens, int4Mode, isa, WorkDir, Reuse, json }) command.Options.Add(o);
         command.SetAction((p, ct) => Guard(() =>
         {
             // Before anything loads the engine: the native library reads these with getenv.
@@ -55,20 +56,39 @@ internal static class Commands
             bool asJson = p.GetValue(json);
             TextWriter log = asJson ? Console.Error : Console.Out;
             using var work = new WorkDirectory(p.GetValue(WorkDir));
-            string checkpoint = CheckpointFrom(p, work, TensorDType.BF16, "minicpm4-0.5b", log);
+            bool reuse = p.GetValue(Reuse);
+            if (reuse && p.GetValue(WorkDir) is null) throw new UsageException("--reuse needs --work-dir");
+            string checkpoint = CheckpointFrom(p, work, TensorDType.BF16, "minicpm4-0.5b", log, reuse);
             string loadBefore = MiniCPM4.CompareLlamaCpp.Bench.LoadAverage();
 
             var ggufs = new Dictionary<GgmlType, string>();
-            string bf16 = Path.Combine(work.Path, "model-BF16.gguf");
-            log.WriteLine($"writing {bf16}");
-            CheckpointToGguf.Convert(checkpoint, bf16, GgmlType.BF16);
+            string stem = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(checkpoint)));
+            DateTime checkpointTime = File.GetLastWriteTimeUtc(Path.Combine(checkpoint, "config.json"));
+            bool Reusable(string path) => reuse && File.Exists(path) && File.GetLastWriteTimeUtc(path) > checkpointTime;
+            string bf16 = Path.Combine(work.Path, $"{stem}-BF16.gguf");
+            if (Reusable(bf16))
+            {
+                log.WriteLine($"reusing {bf16}");
+            }
+            else
+            {
+                log.WriteLine($"writing {bf16}");
+                CheckpointToGguf.Convert(checkpoint, bf16, GgmlType.BF16);
+            }
             ggufs[GgmlType.BF16] = bf16;
             var types = new Dictionary<string, string> { ["BF16"] = GgufReader.Read(bf16).TypeSummary() };
             foreach (var q in selected.Select(s => s.LlamaType).Where(t => t != GgmlType.BF16).Distinct())
             {
-                string path = Path.Combine(work.Path, $"model-{q}.gguf");
-                log.WriteLine($"quantizing {path} with llama.cpp");
-                LlamaCppEngine.Quantize(bf16, path, q, settings.Threads);
+                string path = Path.Combine(work.Path, $"{stem}-{q}.gguf");
+                if (Reusable(path) && File.GetLastWriteTimeUtc(path) > File.GetLastWriteTimeUtc(bf16))
+                {
+                    log.WriteLine($"reusing {path}");
+                }
+                else
+                {
+                    log.WriteLine($"quantizing {path} with llama.cpp");
+                    LlamaCppEngine.Quantize(bf16, path, q, settings.Threads);
+                }
                 ggufs[q] = path;
                 types[q.ToString()] = GgufReader.Read(path).TypeSummary();
             }
@@ -173,7 +193,7 @@ internal static class Commands
         return command;
     }
 
-    private static string CheckpointFrom(ParseResult p, WorkDirectory work, TensorDType dtype, string defaultPreset, TextWriter log)
+    private static string CheckpointFrom(ParseResult p, WorkDirectory work, TensorDType dtype, string defaultPreset, TextWriter log, bool reuse = false)
     {
         string? model = p.GetValue(Model), preset = p.GetValue(Preset);
         if (model is not null && preset is not null) throw new UsageException("give --model or --preset, not both");
@@ -186,6 +206,11 @@ internal static class Commands
             var other => throw new UsageException($"--preset '{other}': expected tiny, minicpm4-0.5b or minicpm4-8b"),
         };
         string dir = Path.Combine(work.Path, $"checkpoint-{shape}-{dtype}");
+        if (reuse && File.Exists(Path.Combine(dir, "config.json")))
+        {
+            log.WriteLine($"reusing {dir}");
+            return dir;
+        }
         log.WriteLine($"writing a random {preset ?? defaultPreset} checkpoint ({dtype}) to {dir}");
         CheckpointWriter.CreateRandomModel(dir, shape, 0, dtype);
         return dir;
