@@ -62,9 +62,10 @@ public static partial class NativeEnvironment
 
     public static void Set(string name, string value)
     {
-        if (SetEnv(name, value, 1) != 0) throw new InvalidOperationException($"setenv({name}) failed");
+        if (!OperatingSystem.IsWindows() && SetEnv(name, value, 1) != 0) throw new InvalidOperationException($"setenv({name}) failed");
         Environment.SetEnvironmentVariable(name, value);
     }
 
-    public static string? Get(string name) => Marshal.PtrToStringUTF8(GetEnv(name));
+    public static string? Get(string name) =>
+        OperatingSystem.IsWindows() ? Environment.GetEnvironmentVariable(name) : Marshal.PtrToStringUTF8(GetEnv(name));
 }
