@@ -8,25 +8,8 @@ namespace CompareLlamaCpp.Tests;
 
 /// <summary>The benchmark's plumbing (not its speed): prompt, medians, and one short run of every pair.</summary>
 [NonParallelizable]
-public class BenchTests
+public class BenchTests() : TinyCheckpointFixture(TensorDType.BF16, seed: 9)
 {
-    private string _dir = "";
-    private string _checkpoint = "";
-
-    [OneTimeSetUp]
-    public void CreateTinyCheckpoint()
-    {
-        _dir = Path.Combine(Path.GetTempPath(), $"compare-llamacpp-bench-{Guid.NewGuid():N}");
-        _checkpoint = Path.Combine(_dir, "tiny-bf16");
-        CheckpointWriter.CreateRandomModel(_checkpoint, ModelPreset.Tiny, seed: 9, dtype: TensorDType.BF16);
-    }
-
-    [OneTimeTearDown]
-    public void Delete()
-    {
-        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
-    }
-
     [Test]
     public void MedianOfOddAndEvenCounts()
     {
@@ -38,7 +21,7 @@ public class BenchTests
     [Test]
     public void ThePromptHasExactlyTheRequestedIdsAfterBos()
     {
-        var tokenizer = MiniCpmTokenizer.Load(_checkpoint);
+        var tokenizer = MiniCpmTokenizer.Load(CheckpointDir);
         var (prompt, text) = Bench.MakePrompt(tokenizer, 128);
         Assert.That(prompt, Has.Length.EqualTo(128));
         Assert.That(prompt[0], Is.EqualTo(tokenizer.BosId));
@@ -56,16 +39,16 @@ public class BenchTests
     [Test]
     public void EveryPairRunsOnBothEnginesWithTheSameGreedyPromptHandling()
     {
-        string bf16 = Path.Combine(_dir, "tiny-BF16.gguf");
-        CheckpointToGguf.Convert(_checkpoint, bf16, GgmlType.BF16);
+        string bf16 = Path.Combine(WorkDir, "tiny-BF16.gguf");
+        CheckpointToGguf.Convert(CheckpointDir, bf16, GgmlType.BF16);
         var ggufs = new Dictionary<GgmlType, string> { [GgmlType.BF16] = bf16 };
         foreach (var q in new[] { GgmlType.Q4_0, GgmlType.Q8_0 })
         {
-            ggufs[q] = Path.Combine(_dir, $"tiny-{q}.gguf");
+            ggufs[q] = Path.Combine(WorkDir, $"tiny-{q}.gguf");
             LlamaCppEngine.Quantize(bf16, ggufs[q], q, threads: 2);
         }
-        var (prompt, _) = Bench.MakePrompt(MiniCpmTokenizer.Load(_checkpoint), 16);
-        var results = Bench.Run(_checkpoint, ggufs, BenchPair.All, new BenchSettings(2, 2, 16, 4), prompt, TextWriter.Null);
+        var (prompt, _) = Bench.MakePrompt(MiniCpmTokenizer.Load(CheckpointDir), 16);
+        var results = Bench.Run(CheckpointDir, ggufs, BenchPair.All, new BenchSettings(2, 2, 16, 4), prompt, TextWriter.Null);
 
         Assert.That(results.Select(r => r.Pair.Key), Is.EqualTo(new[] { "bf16", "int4", "q8" }));
         Assert.That(results.Select(r => r.Ours.Weights), Is.EqualTo(new[] { "bf16", "int4", "bf16" }));

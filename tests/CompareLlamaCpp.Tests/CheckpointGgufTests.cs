@@ -8,26 +8,15 @@ namespace CompareLlamaCpp.Tests;
 
 /// <summary>The tiny preset (fp32) converted to GGUF: keys, tensors, and through llama.cpp itself, logits.</summary>
 [NonParallelizable]
-public class CheckpointGgufTests
+public class CheckpointGgufTests() : TinyCheckpointFixture(TensorDType.F32, seed: 5)
 {
-    private string _dir = "";
-    private string _checkpoint = "";
     private string _f32 = "";
 
     [OneTimeSetUp]
-    public void CreateTinyCheckpoint()
+    public void ConvertToF32Gguf()  // after the base class has written the checkpoint
     {
-        _dir = Path.Combine(Path.GetTempPath(), $"compare-llamacpp-tests-{Guid.NewGuid():N}");
-        _checkpoint = Path.Combine(_dir, "tiny-f32");
-        CheckpointWriter.CreateRandomModel(_checkpoint, ModelPreset.Tiny, seed: 5, dtype: TensorDType.F32);
-        _f32 = Path.Combine(_dir, "tiny-F32.gguf");
-        CheckpointToGguf.Convert(_checkpoint, _f32, GgmlType.F32);
-    }
-
-    [OneTimeTearDown]
-    public void Delete()
-    {
-        if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
+        _f32 = Path.Combine(WorkDir, "tiny-F32.gguf");
+        CheckpointToGguf.Convert(CheckpointDir, _f32, GgmlType.F32);
     }
 
     [Test]
@@ -90,7 +79,7 @@ public class CheckpointGgufTests
     public void QRowsInTheFileArePermutedAndVRowsAreNot()
     {
         var r = GgufReader.Read(_f32);
-        using var checkpoint = Checkpoint.Open(_checkpoint);
+        using var checkpoint = Checkpoint.Open(CheckpointDir);
         checkpoint.TryGetTensor("model.layers.0.self_attn.q_proj.weight", out var q);
         checkpoint.TryGetTensor("model.layers.0.self_attn.v_proj.weight", out var v);
         byte[] file = File.ReadAllBytes(_f32);
@@ -111,7 +100,7 @@ public class CheckpointGgufTests
     [Test]
     public void LlamaCppLogitsMatchOursOnTheF32Gguf()
     {
-        var result = CrossCheck.Run(_checkpoint, _f32, CrossCheck.DefaultText, decodeSteps: 4, threads: 2);
+        var result = CrossCheck.Run(CheckpointDir, _f32, CrossCheck.DefaultText, decodeSteps: 4, threads: 2);
         TestContext.Out.WriteLine($"max |ours - llama.cpp| {result.MaxAbsDifference:E2} over {result.Positions} positions (max |logit| {result.MaxAbsLogit:G4})");
         Assert.That(result.TokenizersAgree, Is.True, result.TokenizerReport);
         Assert.That(result.Positions, Is.GreaterThanOrEqualTo(30));
@@ -122,9 +111,9 @@ public class CheckpointGgufTests
     [Test]
     public void TheCrossCheckDetectsUnpermutedQkRows()
     {
-        string unpermuted = Path.Combine(_dir, "tiny-F32-unpermuted.gguf");
-        CheckpointToGguf.Convert(_checkpoint, unpermuted, GgmlType.F32, permuteQK: false);
-        var result = CrossCheck.Run(_checkpoint, unpermuted, CrossCheck.DefaultText, decodeSteps: 0, threads: 2);
+        string unpermuted = Path.Combine(WorkDir, "tiny-F32-unpermuted.gguf");
+        CheckpointToGguf.Convert(CheckpointDir, unpermuted, GgmlType.F32, permuteQK: false);
+        var result = CrossCheck.Run(CheckpointDir, unpermuted, CrossCheck.DefaultText, decodeSteps: 0, threads: 2);
         TestContext.Out.WriteLine($"unpermuted: max |ours - llama.cpp| {result.MaxAbsDifference:E2}");
         Assert.That(result.MaxAbsDifference, Is.GreaterThan(100 * LogitTolerance.Default));
     }
@@ -136,7 +125,7 @@ public class CheckpointGgufTests
         // them): the GGUF with the factors matches, the GGUF of the same weights without them does not.
         string withFactors = CopyWithRopeScaling("tiny-longrope", Enumerable.Range(0, 16).Select(i => 1f + 0.05f * i).ToArray());
         string withoutFactors = CopyWithRopeScaling("tiny-ones", Enumerable.Repeat(1f, 16).ToArray());
-        string matching = Path.Combine(_dir, "tiny-longrope.gguf"), mismatched = Path.Combine(_dir, "tiny-ones.gguf");
+        string matching = Path.Combine(WorkDir, "tiny-longrope.gguf"), mismatched = Path.Combine(WorkDir, "tiny-ones.gguf");
         CheckpointToGguf.Convert(withFactors, matching, GgmlType.F32);
         CheckpointToGguf.Convert(withoutFactors, mismatched, GgmlType.F32);
 
@@ -154,9 +143,9 @@ public class CheckpointGgufTests
 
     private string CopyWithRopeScaling(string name, float[] shortFactor)
     {
-        string dir = Path.Combine(_dir, name);
+        string dir = Path.Combine(WorkDir, name);
         Directory.CreateDirectory(dir);
-        foreach (var file in Directory.GetFiles(_checkpoint)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
+        foreach (var file in Directory.GetFiles(CheckpointDir)) File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
         config["rope_scaling"] = new JsonObject
         {
@@ -173,8 +162,8 @@ public class CheckpointGgufTests
     [TestCase(GgmlType.Q8_0)]
     public void LlamaCppQuantizesTheLinearsAndKeepsTheTiedEmbeddingBf16(GgmlType type)
     {
-        string bf16 = Path.Combine(_dir, "tiny-BF16.gguf"), quantized = Path.Combine(_dir, $"tiny-{type}.gguf");
-        if (!File.Exists(bf16)) CheckpointToGguf.Convert(_checkpoint, bf16, GgmlType.BF16);
+        string bf16 = Path.Combine(WorkDir, "tiny-BF16.gguf"), quantized = Path.Combine(WorkDir, $"tiny-{type}.gguf");
+        if (!File.Exists(bf16)) CheckpointToGguf.Convert(CheckpointDir, bf16, GgmlType.BF16);
         LlamaCppEngine.Quantize(bf16, quantized, type, threads: 2);
         var r = GgufReader.Read(quantized);
         var byName = r.Tensors.ToDictionary(t => t.Name, t => (GgmlType)t.Type);
