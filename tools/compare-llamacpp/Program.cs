@@ -235,7 +235,8 @@ internal static class Commands
             Console.Error.WriteLine($"compare-llamacpp: FAILED: {e.Message}");
             return 1;
         }
-        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or InvalidOperationException or CheckpointException or MiniCpmException)
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or InvalidOperationException or CheckpointException
+                                       or MiniCpmException or LLama.Exceptions.RuntimeError)
         {
             Console.Error.WriteLine($"compare-llamacpp: {e.GetType().Name}: {e.Message}");
             return 1;
