@@ -8,7 +8,8 @@
 #                         QEMU (when the cross compiler and qemu-user are installed), the CUDA backend
 #                         compiled for sm_80 by nvcc (when installed), the CUDA backend on the emulated
 #                         device (the CUDA tests and the ABI suite, then again under ASan + UBSan; needs
-#                         clang++-14), managed tests (NUnit)
+#                         clang++-14), managed tests (NUnit), tools/compare-llamacpp's tests (GGUF writer,
+#                         logits against llama.cpp through LLamaSharp; outside MiniCPM4.sln)
 #   ./build.sh test-cuda-emulated
 #                         the emulated CUDA tier alone
 #   ./build.sh bench ARGS build, then run the native CPU benchmark with ARGS (native/bench/bench.cpp)
@@ -176,6 +177,19 @@ tally() {  # kind (ctest|dotnet), command...
   return 0
 }
 
+# tools/compare-llamacpp and its tests stay outside MiniCPM4.sln (the main build does not restore LLamaSharp).
+compare_llamacpp_tests() {
+  local lib
+  lib="$(cd "$BUILD_DIR/native" && pwd)/libminicpm4.so"
+  echo "== tools/compare-llamacpp tests (GGUF writer; llama.cpp's logits against ours, through LLamaSharp)"
+  if dotnet build tests/CompareLlamaCpp.Tests -c Release -nologo -v quiet -clp:ErrorsOnly -p:MiniCpmNativeLibrary="$lib"; then
+    tally dotnet dotnet test tests/CompareLlamaCpp.Tests -c Release --no-build -nologo
+  else
+    echo "compare-llamacpp build failed"
+    FAILED=$((FAILED + 1))
+  fi
+}
+
 run_tests() {
   echo "== native tests (Release)"
   native_release -DMCPM_BUILD_TESTS=ON
@@ -200,6 +214,7 @@ run_tests() {
   echo "== managed tests (NUnit)"
   managed_build
   tally dotnet dotnet test MiniCPM4.sln -c Release --no-build -nologo
+  compare_llamacpp_tests
 
   echo
   echo "all tiers: $PASSED passed, $FAILED failed, $SKIPPED skipped"
