@@ -209,7 +209,7 @@ class CudaOps : public ::testing::Test {
       if (CudaRequired()) FAIL() << "MCPM_REQUIRE_CUDA=1 but creating the CUDA backend failed: " << e.what();
       GTEST_SKIP() << "CUDA backend unavailable: " << e.what();
     }
-    cpu_ = std::make_shared<CpuBackend>();
+    cpu_ = std::make_shared<CpuBackend>(cpu_kernels(), CpuPrecision::Exact);  // the oracle: fp32 activations
     gctx_ = gpu_->create_context(1);
     cctx_ = cpu_->create_context(2);
   }
@@ -529,6 +529,10 @@ TEST_F(CudaOps, LinearInt4MatchesCpu) {
     Dev sg = MakeRaw(*gpu_, DType::F16, lc.K / 128, lc.N, mw.scales.data());
     Dev qc = MakeRaw(*cpu_, DType::I32, lc.K / 16, 2 * lc.N, mw.qweight.data());
     Dev sc = MakeRaw(*cpu_, DType::F16, lc.K / 128, lc.N, mw.scales.data());
+    cpu_->adopt_int4_qweight(qc.t, lc.K, lc.N);  // the CPU's own layout, as the weight store does
+    cpu_->adopt_int4_scales(sc.t, lc.K, lc.N);
+    gpu_->adopt_int4_qweight(qg.t, lc.K, lc.N);
+    gpu_->adopt_int4_scales(sg.t, lc.K, lc.N);
     Dev xg = Make(*gpu_, DType::F32, lc.n, lc.K, x), xc = Make(*cpu_, DType::F32, lc.n, lc.K, x);
     Dev oc = Make(*cpu_, DType::F32, lc.n, lc.N, {});
     cpu_->linear_int4(*cctx_, oc.t, xc.t, qc.t, sc.t);

@@ -11,7 +11,7 @@ public sealed record BenchPair(string Key, string OursLabel, bool OursInt4, Ggml
     public static readonly BenchPair[] All =
     [
         new("bf16", "bf16", false, GgmlType.BF16, "BF16"),
-        new("int4", "int4 W4A16, group 128", true, GgmlType.Q4_0, "Q4_0"),
+        new("int4", "int4 group 128 (W4A8 unless --cpu-precision exact: W4A16)", true, GgmlType.Q4_0, "Q4_0"),
         new("q8", "bf16", false, GgmlType.Q8_0, "Q8_0"),
     ];
 }

@@ -37,14 +37,14 @@ public sealed class OurEngine : IDisposable
     }
 
     /// <summary>
-    /// Our CPU kernels as the library reports them, plus the environment that selects them. MCPM_CPU_INT4 (int8 |
-    /// exact) picks the int4 path's activation type, MCPM_CPU_ISA the vector kernels; unset means the library's default.
+    /// Our CPU kernels as the library reports them, plus the environment that selects them. MCPM_CPU_PRECISION (fast |
+    /// exact) picks the activation types of int4 and bf16 prefill, MCPM_CPU_ISA the vector kernels; unset means the library's default.
     /// </summary>
     public static string KernelInfo()
     {
         var build = MiniCpmNative.GetBuildInfo();
         return $"{build.CpuFeatures}; MCPM_CPU_ISA={NativeEnvironment.Get("MCPM_CPU_ISA") ?? "(unset)"}, " +
-               $"MCPM_CPU_INT4={NativeEnvironment.Get("MCPM_CPU_INT4") ?? "(unset)"}; library {build.Version} ({build.Compiler})";
+               $"MCPM_CPU_PRECISION={NativeEnvironment.Get("MCPM_CPU_PRECISION") ?? "(unset)"}; library {build.Version} ({build.Compiler})";
     }
 }
 

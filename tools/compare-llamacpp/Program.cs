@@ -33,18 +33,18 @@ internal static class Commands
         var pairs = new Option<string>("--pairs") { Description = "Comma-separated: bf16 (our bf16 vs BF16), int4 (our int4 vs Q4_0), q8 (our bf16 vs Q8_0)", DefaultValueFactory = _ => "bf16,int4,q8" };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length in tokens", DefaultValueFactory = _ => 128 };
         var genTokens = new Option<int>("--gen-tokens") { Description = "Greedy tokens decoded after the prompt", DefaultValueFactory = _ => 64 };
-        var int4Mode = new Option<string?>("--int4-mode") { Description = "Our CPU int4 path: int8 (int8 activations, integer dot products) or exact (fp32 activations); sets MCPM_CPU_INT4" };
+        var precision = new Option<string?>("--cpu-precision") { Description = "Our CPU arithmetic: fast (int4 on int8 activations, bf16 prefill on bf16 activations; the default) or exact (fp32 activations); sets MCPM_CPU_PRECISION" };
         var isa = new Option<string?>("--isa") { Description = "Our CPU kernel set; sets MCPM_CPU_ISA (default: the best this CPU runs)" };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON instead of the table" };
         var command = new Command("bench", "Prefill and decode speed of both engines, side by side (the default preset is minicpm4-0.5b)");
-        foreach (var o in new Option[] { Model, Preset, Threads, runs, pairs, promptTokens, genTokens, int4Mode, isa, WorkDir, Reuse, json }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Preset, Threads, runs, pairs, promptTokens, genTokens, precision, isa, WorkDir, Reuse, json }) command.Options.Add(o);
         command.SetAction((p, ct) => Guard(() =>
         {
             // Before anything loads the engine: the native library reads these with getenv.
-            if (p.GetValue(int4Mode) is { } mode)
+            if (p.GetValue(precision) is { } mode)
             {
-                if (mode is not ("int8" or "exact")) throw new UsageException($"--int4-mode '{mode}': expected int8 or exact");
-                NativeEnvironment.Set("MCPM_CPU_INT4", mode);
+                if (mode is not ("fast" or "exact")) throw new UsageException($"--cpu-precision '{mode}': expected fast or exact");
+                NativeEnvironment.Set("MCPM_CPU_PRECISION", mode);
             }
             if (p.GetValue(isa) is { } isaName) NativeEnvironment.Set("MCPM_CPU_ISA", isaName);
             var settings = new BenchSettings(Positive(p.GetValue(Threads), "--threads"), Positive(p.GetValue(runs), "--runs"),
