@@ -13,7 +13,11 @@ public sealed class HttpProtocolTests
     private HttpClient Http => _server.Http;
 
     [OneTimeSetUp]
-    public async Task StartAsync() => _server = await TestServer.StartAsync(o => o.MaxRequestBytes = 256 * 1024);
+    public async Task StartAsync() => _server = await TestServer.StartAsync(o =>
+    {
+        o.MaxRequestBytes = 256 * 1024;
+        o.ModelAliases = ["echo-me"];
+    });
 
     [OneTimeTearDown]
     public async Task StopAsync() => await _server.DisposeAsync();

@@ -24,6 +24,10 @@ internal sealed class ChatCompletionRequest
     [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
     [JsonPropertyName("tools")] public List<JsonElement>? Tools { get; set; }
     [JsonPropertyName("tool_choice")] public JsonElement? ToolChoice { get; set; }
+    [JsonPropertyName("parallel_tool_calls")] public bool? ParallelToolCalls { get; set; }
+    [JsonPropertyName("response_format")] public JsonElement? ResponseFormat { get; set; }
+    [JsonPropertyName("logprobs")] public bool? Logprobs { get; set; }
+    [JsonPropertyName("top_logprobs")] public int? TopLogprobs { get; set; }
     [JsonPropertyName("chat_template_kwargs")] public JsonElement? ChatTemplateKwargs { get; set; }
 }
 
@@ -40,6 +44,7 @@ internal sealed class TextCompletionRequest
     [JsonPropertyName("seed")] public long? Seed { get; set; }
     [JsonPropertyName("n")] public int? N { get; set; }
     [JsonPropertyName("echo")] public bool? Echo { get; set; }
+    [JsonPropertyName("logprobs")] public int? Logprobs { get; set; }
     [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
     [JsonPropertyName("stream")] public bool? Stream { get; set; }
     [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
@@ -83,6 +88,80 @@ internal sealed class UsageDto
     [JsonPropertyName("prompt_tokens")] public int PromptTokens { get; set; }
     [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; set; }
     [JsonPropertyName("total_tokens")] public int TotalTokens { get; set; }
+
+    /// <summary>Speculative decoding's rounds and the tokens they produced (null without a draft).</summary>
+    [JsonPropertyName("speculative")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SpeculativeUsageDto? Speculative { get; set; }
+}
+
+internal sealed class SpeculativeUsageDto
+{
+    [JsonPropertyName("rounds")] public long Rounds { get; set; }
+    [JsonPropertyName("tokens")] public long Tokens { get; set; }
+    /// <summary>Tokens per draft-and-verify round: the accepted draft tokens plus the target's own token.</summary>
+    [JsonPropertyName("accepted_tokens_per_round")] public double AcceptedTokensPerRound { get; set; }
+}
+
+internal sealed class TopLogprobDto
+{
+    [JsonPropertyName("token")] public string Token { get; set; } = "";
+    [JsonPropertyName("logprob")] public double Logprob { get; set; }
+    [JsonPropertyName("bytes")] public List<int>? Bytes { get; set; }
+}
+
+internal sealed class TokenLogprobDto
+{
+    [JsonPropertyName("token")] public string Token { get; set; } = "";
+    [JsonPropertyName("logprob")] public double Logprob { get; set; }
+    [JsonPropertyName("bytes")] public List<int>? Bytes { get; set; }
+    [JsonPropertyName("top_logprobs")] public List<TopLogprobDto> TopLogprobs { get; set; } = [];
+}
+
+internal sealed class ChatLogprobsDto
+{
+    [JsonPropertyName("content")] public List<TokenLogprobDto> Content { get; set; } = [];
+}
+
+/// <summary>The legacy completions logprobs object.</summary>
+internal sealed class TextLogprobsDto
+{
+    [JsonPropertyName("tokens")] public List<string> Tokens { get; set; } = [];
+    [JsonPropertyName("token_logprobs")] public List<double> TokenLogprobs { get; set; } = [];
+    [JsonPropertyName("top_logprobs")] public List<Dictionary<string, double>> TopLogprobs { get; set; } = [];
+    [JsonPropertyName("text_offset")] public List<int> TextOffset { get; set; } = [];
+}
+
+internal sealed class TokenizeRequest
+{
+    [JsonPropertyName("content")] public string? Content { get; set; }
+    [JsonPropertyName("add_special")] public bool? AddSpecial { get; set; }
+    [JsonPropertyName("with_pieces")] public bool? WithPieces { get; set; }
+}
+
+internal sealed class TokenPieceDto
+{
+    [JsonPropertyName("id")] public int Id { get; set; }
+    [JsonPropertyName("piece")] public string Piece { get; set; } = "";
+}
+
+internal sealed class TokenizeResponse
+{
+    [JsonPropertyName("tokens")] public List<int> Tokens { get; set; } = [];
+
+    [JsonPropertyName("pieces")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<TokenPieceDto>? Pieces { get; set; }
+}
+
+internal sealed class DetokenizeRequest
+{
+    [JsonPropertyName("tokens")] public List<int>? Tokens { get; set; }
+}
+
+internal sealed class DetokenizeResponse
+{
+    [JsonPropertyName("content")] public string Content { get; set; } = "";
 }
 
 internal sealed class AssistantMessageDto
@@ -104,7 +183,7 @@ internal sealed class ChatChoiceDto
 {
     [JsonPropertyName("index")] public int Index { get; set; }
     [JsonPropertyName("message")] public AssistantMessageDto Message { get; set; } = new();
-    [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
+    [JsonPropertyName("logprobs")] public ChatLogprobsDto? Logprobs { get; set; }
     [JsonPropertyName("finish_reason")] public string FinishReason { get; set; } = "stop";
 }
 
@@ -141,6 +220,11 @@ internal sealed class ChatChunkChoiceDto
 {
     [JsonPropertyName("index")] public int Index { get; set; }
     [JsonPropertyName("delta")] public ChatDeltaDto Delta { get; set; } = new();
+
+    [JsonPropertyName("logprobs")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ChatLogprobsDto? Logprobs { get; set; }
+
     [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
 }
 
@@ -161,7 +245,7 @@ internal sealed class TextChoiceDto
 {
     [JsonPropertyName("index")] public int Index { get; set; }
     [JsonPropertyName("text")] public string Text { get; set; } = "";
-    [JsonPropertyName("logprobs")] public JsonElement? Logprobs { get; set; }
+    [JsonPropertyName("logprobs")] public TextLogprobsDto? Logprobs { get; set; }
     [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
 }
 
@@ -226,6 +310,10 @@ internal sealed class ErrorResponse
 [JsonSerializable(typeof(ModelListResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(TokenizeRequest))]
+[JsonSerializable(typeof(TokenizeResponse))]
+[JsonSerializable(typeof(DetokenizeRequest))]
+[JsonSerializable(typeof(DetokenizeResponse))]
 internal sealed partial class ServerJsonContext : JsonSerializerContext;
 
 /// <summary>Parsed calls in OpenAI's shape: arguments as a JSON text.</summary>
