@@ -75,7 +75,9 @@ public sealed class MiniCpmChatClient : IChatClient
             MaxConcurrentSessions = _options.MaxConcurrentSessions,
             MaxCachedConversations = _options.MaxCachedConversations,
             SessionOptions = new SessionOptions { ContextLength = _options.ContextLength },
-            ConversationEvicted = _options.Log is { } log ? id => log($"conversation {id} evicted from the cache") : null,
+            ConversationEvicted = _options.Log is { } log
+                ? id => log($"conversation {id} evicted from the cache")
+                : null,
         });
         _textSource = textSource;
     }

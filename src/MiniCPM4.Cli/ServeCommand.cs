@@ -54,7 +54,8 @@ internal static class ServeCommand
 
     public static Command Create()
     {
-        var command = new Command("serve", "OpenAI-compatible HTTP server (/v1/chat/completions, /metrics, a chat page)");
+        var command = new Command("serve",
+            "OpenAI-compatible HTTP server (/v1/chat/completions, /metrics, a chat page)");
         Cli.AddModelOptions(command);
         foreach (var option in new Option[]
                  {

@@ -1,7 +1,11 @@
 namespace MiniCPM4.Server;
 
 /// <summary>The log-probability of one generated token and the most likely alternatives at its position.</summary>
-internal readonly record struct TokenLogprob(int Id, double Logprob, (int Id, double Logprob)[] Top);
+internal readonly record struct TokenLogprob(int Id, double Logprob, (int Id, double Logprob)[] Top)
+{
+    /// <summary>The text this token added to the output (set when it is emitted).</summary>
+    public string Text { get; init; } = "";
+}
 
 /// <summary>
 /// Log-probabilities of generated tokens, from the model's own next-token distribution: the log-softmax of the

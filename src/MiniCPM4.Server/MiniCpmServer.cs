@@ -44,7 +44,8 @@ public static class MiniCpmServer
             k.AddServerHeader = false;
         });
         // Running generations get ShutdownTimeout to finish; the host waits a little longer for their last events.
-        builder.Services.Configure<HostOptions>(h => h.ShutdownTimeout = options.ShutdownTimeout + TimeSpan.FromSeconds(5));
+        builder.Services.Configure<HostOptions>(h =>
+            h.ShutdownTimeout = options.ShutdownTimeout + TimeSpan.FromSeconds(5));
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
 
         bool ownsModel = options.Model is null;
@@ -211,7 +212,8 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
         catch (ApiException ex)
         {
             if (ex.RetryAfterSeconds is { } seconds && !context.Response.HasStarted)
-                context.Response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                context.Response.Headers.RetryAfter =
+                    seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             await TryWriteErrorAsync(context, ex.StatusCode, ex.Message, ex.Type, ex.Param, ex.Code);
         }
         catch (BadHttpRequestException ex)
@@ -374,10 +376,11 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
     {
         if (string.IsNullOrEmpty(requested)) return state.ModelId;
         if (state.Names.Contains(requested)) return requested;
-        throw new ApiException(404, $"The model '{requested}' does not exist. This server serves '{state.ModelId}'" +
-                                    (state.Options.ModelAliases.Count > 0
-                                        ? $" (also as {string.Join(", ", state.Options.ModelAliases.Select(a => $"'{a}'"))})."
-                                        : "."), "invalid_request_error", "model", "model_not_found");
+        var aliases = state.Options.ModelAliases;
+        string also = aliases.Count > 0 ? $" (also as {string.Join(", ", aliases.Select(a => $"'{a}'"))})" : "";
+        throw new ApiException(404,
+            $"The model '{requested}' does not exist. This server serves '{state.ModelId}'{also}.",
+            "invalid_request_error", "model", "model_not_found");
     }
 
     // ---- completions ---------------------------------------------------------------------------
@@ -538,7 +541,8 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
         await WriteEventAsync(context, Chunk(new ChatDeltaDto(), Finish(streamed.FinishReason, callCount)), typeInfo);
         if (request.StreamOptions?.IncludeUsage == true)
             await WriteEventAsync(context,
-                new ChatCompletionChunk { Id = id, Created = created, Model = model, Usage = streamed.Usage }, typeInfo);
+                new ChatCompletionChunk { Id = id, Created = created, Model = model, Usage = streamed.Usage },
+                typeInfo);
         await WriteDoneAsync(context);
     }
 
@@ -593,7 +597,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
         if (request.Stream != true)
         {
             var result = await RunAsync(context, generation, onStart: null, onPiece: null);
-            var logprobs = Logprobs(result.Logprobs.Select(lp => (TokenText(lp.Id), lp)), 0);
+            var logprobs = Logprobs(result.Logprobs.Select(lp => (lp.Text, lp)), 0);
             await WriteJsonAsync(context, Make(result.Text, result.FinishReason, result.Usage, logprobs), typeInfo);
             return;
         }
@@ -603,7 +607,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
             onStart: () => StartEventStreamAsync(context),
             onPiece: (piece, logprob) =>
             {
-                var logprobs = logprob is { } lp ? Logprobs([(TokenText(lp.Id), lp)], written) : null;
+                var logprobs = logprob is { } lp ? Logprobs([(lp.Text, lp)], written) : null;
                 written += piece.Length;
                 return piece.Length == 0 && logprobs is null
                     ? Task.CompletedTask
@@ -622,11 +626,20 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
             ? id
             : null;
 
-    private string TokenText(int id) => state.Model.Tokenizer.Decode([id]);
+    // An alternative token's text: its SentencePiece piece with the word-boundary mark as a space; byte tokens
+    // and special tokens as the tokenizer decodes them.
+    private string TokenText(int id)
+    {
+        var tokenizer = state.Model.Tokenizer;
+        return tokenizer.IdToToken(id) is { } piece && !(piece.StartsWith("<0x", StringComparison.Ordinal) &&
+                                                         piece.EndsWith('>'))
+            ? piece.Replace('\u2581', ' ')
+            : tokenizer.Decode([id]);
+    }
 
     private TokenLogprobDto ToDto(TokenLogprob lp)
     {
-        string text = TokenText(lp.Id);
+        string text = lp.Text;
         return new TokenLogprobDto
         {
             Token = text, Logprob = lp.Logprob, Bytes = Bytes(text),
@@ -684,7 +697,10 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
         {
             metrics.OnRejected();
             throw new ApiException(429, "The server is busy: too many requests are running or queued. Retry later.",
-                "rate_limit_exceeded", null, "rate_limit_exceeded") { RetryAfterSeconds = state.Options.RetryAfterSeconds };
+                "rate_limit_exceeded", null, "rate_limit_exceeded")
+            {
+                RetryAfterSeconds = state.Options.RetryAfterSeconds,
+            };
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
@@ -724,6 +740,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                 async Task Emit(string piece, TokenLogprob? logprob)
                 {
                     text.Append(piece);
+                    if (logprob is { } scored) logprob = scored with { Text = piece };
                     if (logprob is { } lp) logprobs.Add(lp);
                     if (onPiece is not null) await onPiece(piece, logprob);
                 }
@@ -756,7 +773,8 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                         {
                             int from = Math.Max(0, watched.Length - CallStart.Length);
                             watched.Append(piece);
-                            int at = watched.ToString(from, watched.Length - from).IndexOf(CallStart, StringComparison.Ordinal);
+                            int at = watched.ToString(from, watched.Length - from)
+                                .IndexOf(CallStart, StringComparison.Ordinal);
                             if (at >= 0)
                             {
                                 opened = from + at + CallStart.Length;

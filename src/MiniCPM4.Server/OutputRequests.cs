@@ -137,7 +137,8 @@ internal static class OutputRequests
                 {
                     throw ApiException.BadRequest(
                         $"Invalid 'response_format.json_schema.schema': {e.Message}",
-                        "response_format.json_schema.schema", e.Keyword is null ? "invalid_schema" : "unsupported_keyword");
+                        "response_format.json_schema.schema",
+                        e.Keyword is null ? "invalid_schema" : "unsupported_keyword");
                 }
             case var other:
                 throw ApiException.BadRequest(

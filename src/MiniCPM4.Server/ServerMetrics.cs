@@ -32,7 +32,8 @@ public sealed class ServerMetrics
             "Tokens produced by speculative rounds (accepted draft tokens plus the target's token).");
         var queue = f.CreateGauge("minicpm4_queue_depth", "Admitted requests waiting for a generation slot.");
         var running = f.CreateGauge("minicpm4_running_generations", "Generations running now.");
-        var kvUsed = f.CreateGauge("minicpm4_kv_cache_used_tokens", "Tokens held in the KV caches of running generations.");
+        var kvUsed = f.CreateGauge("minicpm4_kv_cache_used_tokens",
+            "Tokens held in the KV caches of running generations.");
         var kvCapacity = f.CreateGauge("minicpm4_kv_cache_capacity_tokens",
             "KV cache capacity of the running generation slots (context length times slots).");
         kvCapacity.Set(kvCapacityTokens);

@@ -21,10 +21,12 @@ public sealed class ServerOptions
     /// <summary>Generations that run at once (each on its own pooled session).</summary>
     public int MaxConcurrentRequests { get; set; } = 1;
 
-    /// <summary>Admitted requests that may wait for a free generation slot; beyond that the server answers 429.</summary>
+    /// <summary>Admitted requests that may wait for a free generation slot; beyond that the server answers 429.
+    /// </summary>
     public int MaxQueue { get; set; } = 8;
 
-    /// <summary>Conversations (named by the <c>X-Conversation-Id</c> header) whose KV cache is kept for reuse.</summary>
+    /// <summary>Conversations (named by the <c>X-Conversation-Id</c> header) whose KV cache is kept for reuse.
+    /// </summary>
     public int MaxCachedConversations { get; set; } = 8;
 
     /// <summary>Largest accepted request body; larger bodies get 413.</summary>
@@ -37,10 +39,12 @@ public sealed class ServerOptions
     /// <see cref="ContextLength"/> when that is set).</summary>
     public SessionOptions SessionOptions { get; set; } = new();
 
-    /// <summary>Completion tokens when a request gives no max_tokens (capped by the room left in the context).</summary>
+    /// <summary>Completion tokens when a request gives no max_tokens (capped by the room left in the context).
+    /// </summary>
     public int DefaultMaxTokens { get; set; } = 512;
 
-    /// <summary>The model id reported by /v1/models and in responses; default: the checkpoint directory's name.</summary>
+    /// <summary>The model id reported by /v1/models and in responses; default: the checkpoint directory's name.
+    /// </summary>
     public string? ModelId { get; set; }
 
     /// <summary>Other names a request's <c>model</c> may use; any other name gets 404 <c>model_not_found</c>.</summary>

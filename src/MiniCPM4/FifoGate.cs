@@ -18,7 +18,8 @@ internal sealed class FifoGate(int slots)
 
     public Task EnterAsync(CancellationToken ct) => TryEnterAsync(ct, int.MaxValue)!;
 
-    /// <summary>Enters, or waits for a slot unless <paramref name="maxWaiting"/> callers wait already (then null).</summary>
+    /// <summary>Enters, or waits for a slot unless <paramref name="maxWaiting"/> callers wait already (then null).
+    /// </summary>
     public Task? TryEnterAsync(CancellationToken ct, int maxWaiting)
     {
         ct.ThrowIfCancellationRequested();

@@ -13,7 +13,8 @@ public sealed record SessionPoolOptions
     /// <summary>Conversations whose session (KV cache) is kept for reuse, least recently used evicted first.</summary>
     public int MaxCachedConversations { get; init; } = 8;
 
-    /// <summary>Called with the id of a conversation whose cached session was evicted (under the pool's lock).</summary>
+    /// <summary>Called with the id of a conversation whose cached session was evicted (under the pool's lock).
+    /// </summary>
     public Action<string>? ConversationEvicted { get; init; }
 
     /// <summary>Options of every session the pool creates.</summary>
@@ -100,7 +101,8 @@ public sealed class MiniCpmSessionPool : IDisposable
     /// is one (with the state stored with it), else a spare or new one. Dispose the lease to give it back.
     /// </summary>
     /// <exception cref="SessionPoolFullException">MaxWaiting renters are waiting already.</exception>
-    public async Task<SessionLease> RentAsync(string? conversationId = null, CancellationToken cancellationToken = default)
+    public async Task<SessionLease> RentAsync(string? conversationId = null,
+        CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var entered = _gate.TryEnterAsync(cancellationToken, _options.MaxWaiting)
@@ -226,14 +228,16 @@ public sealed class SessionLease : IDisposable
     /// <summary>The state stored with the conversation's cached session, or null when none was cached.</summary>
     public object? State { get; }
 
-    /// <summary>True when the session came from the conversation's cache (its KV cache holds the conversation).</summary>
+    /// <summary>True when the session came from the conversation's cache (its KV cache holds the conversation).
+    /// </summary>
     public bool IsCachedConversation => State is not null;
 
     internal string? KeepId { get; private set; }
     internal object? KeepState { get; private set; }
     internal bool Discarded { get; private set; }
 
-    /// <summary>On return, cache the session for <paramref name="conversationId"/> with <paramref name="state"/>.</summary>
+    /// <summary>On return, cache the session for <paramref name="conversationId"/> with <paramref name="state"/>.
+    /// </summary>
     public void Keep(string conversationId, object? state)
     {
         ArgumentNullException.ThrowIfNull(conversationId);
