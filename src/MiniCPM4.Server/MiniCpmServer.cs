@@ -47,6 +47,8 @@ public static class MiniCpmServer
         builder.Services.Configure<HostOptions>(h =>
             h.ShutdownTimeout = options.ShutdownTimeout + TimeSpan.FromSeconds(5));
         builder.Logging.SetMinimumLevel(options.MinimumLogLevel);
+        // The server writes its own line per request; ASP.NET Core's per-request lines would triple it.
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
 
         bool ownsModel = options.Model is null;
         var model = options.Model ?? MiniCpmModel.Load(options.ModelDirectory!, options.LoadOptions);
