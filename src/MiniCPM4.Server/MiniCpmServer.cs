@@ -756,18 +756,18 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                     return scorer?.Next(tokenId);
                 }
 
-                if (state.Options.ScriptedCompletion is { } script)
-                {
-                    foreach (var piece in script()) await Emit(piece, Counted(0));
-                    finish = "stop";
-                }
-                else
                 {
                     var options = generation.Options;
-                    // With tool_choice auto, the text is watched for the opening of a call block.
-                    var watched = generation.AutoCall is null ? null : new StringBuilder();
+                    // Tests may replace the model's free text with a script.
+                    var script = state.Options.ScriptedCompletion;
+                    var tokens = script is null ? session.GenerateAsync(options, ct) : Scripted(script());
+                    // With tool_choice auto, the text is watched for the opening of a call block (in a script too
+                    // when the test asks: the model then writes the call, constrained).
+                    bool watch = generation.AutoCall is not null &&
+                                 (script is null || state.Options.ScriptedCallsAreGenerated);
+                    var watched = watch ? new StringBuilder() : null;
                     int opened = -1;
-                    await foreach (var token in session.GenerateAsync(options, ct))
+                    await foreach (var token in tokens)
                     {
                         var logprob = Counted(token.Id);
                         var piece = token.Text;
@@ -786,7 +786,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                         }
                         await Emit(piece, logprob);
                     }
-                    var reason = session.LastFinishReason;
+                    var reason = script is null ? session.LastFinishReason : FinishReason.Stop;
                     if (opened >= 0)
                     {
                         // The model opened a call: continue the block with the call constrained to the tools' schemas.
@@ -856,6 +856,16 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                 metrics.AddKvTokens(-kvTokens);
                 metrics.AddRunning(-1);
             }
+        }
+    }
+
+    // A test script's pieces as tokens (one token each).
+    private static async IAsyncEnumerable<GeneratedToken> Scripted(IEnumerable<string> pieces)
+    {
+        foreach (var piece in pieces)
+        {
+            await Task.Yield();
+            yield return new GeneratedToken(0, piece);
         }
     }
 

@@ -80,6 +80,10 @@ public sealed class ServerOptions
     /// <summary>Tests: replaces the model's text after prefill (the prompt's tokens are still evaluated).</summary>
     internal Func<string[]>? ScriptedCompletion { get; set; }
 
+    /// <summary>Tests: a call block the script opens (with tool_choice auto) is written by the model, constrained.
+    /// </summary>
+    internal bool ScriptedCallsAreGenerated { get; set; }
+
     /// <summary>Checks every option; the message names the option (as the command line spells it).</summary>
     /// <exception cref="ArgumentException">An option is out of range.</exception>
     public void Validate()

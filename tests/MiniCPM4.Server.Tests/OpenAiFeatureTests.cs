@@ -216,3 +216,64 @@ public sealed class OpenAiFeatureTests
         Assert.That(e.Message, Does.Contain("unevaluatedProperties"));
     }
 }
+
+/// <summary>tool_choice auto: a call block the reply opens is continued by the model, constrained to the schemas.</summary>
+[TestFixture]
+public sealed class AutoToolCallTests
+{
+    [Test]
+    public async Task ACallTheReplyOpens_IsWrittenByTheModelUnderTheSchema([Values] bool stream)
+    {
+        const string schema = """
+            {"type":"object","properties":{"a":{"type":"integer","minimum":0,"maximum":99},
+             "b":{"type":"integer","minimum":0,"maximum":99}},"required":["a","b"],"additionalProperties":false}
+            """;
+        // The scripted reply opens a call block and would write a call that breaks the schema; the model writes the
+        // call instead (the demo model, with its draft), under the schema.
+        await using var server = await TestServer.StartAsync(o =>
+        {
+            o.Model = TestModel.DemoWithDraft;
+            o.ModelId = "demo";
+            o.ScriptedCompletion = () => ["Let me ", "add. <|tool_call_", "start|>\n```python\nadd(a='x')\n```"];
+            o.ScriptedCallsAreGenerated = true;
+        });
+        var client = new ChatClient("demo", new ApiKeyCredential("unused"),
+            new OpenAIClientOptions { Endpoint = new Uri(server.BaseAddress + "/v1") });
+        var options = new ChatCompletionOptions
+        {
+            Tools = { ChatTool.CreateFunctionTool("add", "Adds.", BinaryData.FromString(schema)) },
+            MaxOutputTokenCount = 200, Seed = 5, Temperature = 0.8f,
+        };
+        string text, name, arguments;
+        ChatFinishReason? finish;
+        if (stream)
+        {
+            var content = new StringBuilder();
+            var args = new StringBuilder();
+            string? n = null;
+            finish = null;
+            await foreach (var u in client.CompleteChatStreamingAsync([new UserChatMessage("2 + 3?")], options))
+            {
+                foreach (var part in u.ContentUpdate) content.Append(part.Text);
+                foreach (var call in u.ToolCallUpdates)
+                {
+                    n ??= call.FunctionName;
+                    if (call.FunctionArgumentsUpdate is { } a) args.Append(a.ToString());
+                }
+                finish ??= u.FinishReason;
+            }
+            (text, name, arguments) = (content.ToString(), n ?? "", args.ToString());
+        }
+        else
+        {
+            ChatCompletion c = await client.CompleteChatAsync([new UserChatMessage("2 + 3?")], options);
+            (text, name, arguments, finish) = (c.Content.Count > 0 ? c.Content[0].Text : "",
+                c.ToolCalls.Single().FunctionName, c.ToolCalls.Single().FunctionArguments.ToString(), c.FinishReason);
+        }
+        Assert.That(text.Trim(), Is.EqualTo("Let me add."));
+        Assert.That((name, finish), Is.EqualTo(("add", (ChatFinishReason?)ChatFinishReason.ToolCalls)));
+        var parsed = JsonDocument.Parse(arguments).RootElement;
+        Assert.That(parsed.GetProperty("a").GetInt32(), Is.InRange(0, 99));
+        Assert.That(parsed.GetProperty("b").GetInt32(), Is.InRange(0, 99));
+    }
+}
