@@ -166,7 +166,8 @@ public sealed class NginxFailoverTests
             Assert.That(outcomes, Has.Some.EqualTo("error"), "the stream on the killed replica fails visibly");
             TestContext.Out.WriteLine(
                 $"failover: {later}/{batch.Count} requests after the kill succeeded; first batch of 4 answered " +
-                $"{firstAnswer.TotalMilliseconds:F0} ms after the kill; in-flight streams: {string.Join(", ", outcomes)}");
+                $"{firstAnswer.TotalMilliseconds:F0} ms after the kill; in-flight streams: " +
+                string.Join(", ", outcomes));
         }
         finally
         {

@@ -217,7 +217,8 @@ public sealed class OpenAiFeatureTests
     }
 }
 
-/// <summary>tool_choice auto: a call block the reply opens is continued by the model, constrained to the schemas.</summary>
+/// <summary>tool_choice auto: a call block the reply opens is continued by the model, constrained to the schemas.
+/// </summary>
 [TestFixture]
 public sealed class AutoToolCallTests
 {
