@@ -728,7 +728,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
             try
             {
                 var session = lease.Session;
-                await Task.Run(() => session.SetPrompt(prompt, ct), ct);
+                int evaluated = await Task.Run(() => session.SetPrompt(prompt, ct), ct);
                 metrics.AddKvTokens(prompt.Length);
                 kvTokens = prompt.Length;
                 if (generation.TopLogprobs >= 0 && state.Options.ScriptedCompletion is null)
@@ -824,6 +824,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                     PromptTokens = prompt.Length,
                     CompletionTokens = completionTokens,
                     TotalTokens = prompt.Length + completionTokens,
+                    PromptTokensDetails = new PromptTokensDetailsDto { CachedTokens = prompt.Length - evaluated },
                     Speculative = stats is { SpeculativeSteps: > 0 }
                         ? new SpeculativeUsageDto
                         {

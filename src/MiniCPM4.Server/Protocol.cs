@@ -89,10 +89,20 @@ internal sealed class UsageDto
     [JsonPropertyName("completion_tokens")] public int CompletionTokens { get; set; }
     [JsonPropertyName("total_tokens")] public int TotalTokens { get; set; }
 
+    /// <summary>Prompt tokens whose KV cache was reused (a conversation's earlier turns, a shared prefix).</summary>
+    [JsonPropertyName("prompt_tokens_details")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public PromptTokensDetailsDto? PromptTokensDetails { get; set; }
+
     /// <summary>Speculative decoding's rounds and the tokens they produced (null without a draft).</summary>
     [JsonPropertyName("speculative")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public SpeculativeUsageDto? Speculative { get; set; }
+}
+
+internal sealed class PromptTokensDetailsDto
+{
+    [JsonPropertyName("cached_tokens")] public int CachedTokens { get; set; }
 }
 
 internal sealed class SpeculativeUsageDto

@@ -139,3 +139,39 @@ public sealed class OperationsTests
         Assert.That(e!.Message, Does.Contain(option));
     }
 }
+
+/// <summary>A conversation named by X-Conversation-Id keeps its KV cache between requests.</summary>
+[TestFixture]
+public sealed class ConversationCacheTests
+{
+    [Test]
+    public async Task TheNextTurnReusesTheConversationsKvCache()
+    {
+        await using var server = await TestServer.StartAsync(o => o.MaxConcurrentRequests = 2);
+        async Task<JsonElement> Ask(string conversation, object[] messages)
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+            {
+                Content = JsonContent.Create(new { messages, max_tokens = 6, temperature = 0 }),
+            };
+            request.Headers.Add(MiniCpmServer.ConversationHeader, conversation);
+            using var response = await server.Http.SendAsync(request);
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+            return JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone();
+        }
+        var first = await Ask("c-1", [new { role = "user", content = "Tell me about lighthouses, please." }]);
+        // Another conversation in between, on the other slot's session or this one: c-1 keeps its own.
+        await Ask("c-2", [new { role = "user", content = "Something else entirely." }]);
+        string reply = first.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+        var second = await Ask("c-1",
+        [
+            new { role = "user", content = "Tell me about lighthouses, please." },
+            new { role = "assistant", content = reply },
+            new { role = "user", content = "And more?" },
+        ]);
+        int firstPrompt = first.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+        int cached = second.GetProperty("usage").GetProperty("prompt_tokens_details").GetProperty("cached_tokens")
+            .GetInt32();
+        Assert.That(cached, Is.GreaterThanOrEqualTo(firstPrompt - 1), "the first turn's prompt is reused");
+    }
+}
