@@ -29,7 +29,8 @@ internal sealed class LogprobScorer : IDisposable
     /// <summary>Makes <paramref name="tokens"/> the context; the next token scored is the one after them.</summary>
     public void SetContext(ReadOnlySpan<int> tokens, CancellationToken cancellationToken)
     {
-        _session.SetPrompt(tokens[..^1], cancellationToken);
+        if (tokens.Length > 1) _session.SetPrompt(tokens[..^1], cancellationToken);
+        else _session.Reset();
         _pending = _session.PrefillWithLogits(tokens[^1..], allPositions: false, cancellationToken);
     }
 

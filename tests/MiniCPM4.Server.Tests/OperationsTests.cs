@@ -175,3 +175,36 @@ public sealed class ConversationCacheTests
         Assert.That(cached, Is.GreaterThanOrEqualTo(firstPrompt - 1), "the first turn's prompt is reused");
     }
 }
+
+/// <summary>The log-probability scorer against the model's raw logits.</summary>
+[TestFixture]
+public sealed class LogprobScorerTests
+{
+    [TestCase(1)]
+    [TestCase(4)]
+    public void ScoresAreTheLogSoftmaxOfTheModelsLogits(int contextLength)
+    {
+        var model = TestModel.Model;
+        int[] context = [.. Enumerable.Range(10, contextLength)];
+        int[] generated = [40, 41, 42];
+        using var scorer = new LogprobScorer(model, new SessionOptions(), 3);
+        scorer.SetContext(context, CancellationToken.None);
+        var scored = generated.Select(scorer.Next).ToList();
+
+        using var reference = model.CreateSession(new SessionOptions());
+        int vocab = model.Config.VocabSize;
+        var logits = reference.PrefillWithLogits([.. context, .. generated[..^1]], allPositions: true);
+        for (int i = 0; i < generated.Length; i++)
+        {
+            var row = logits.AsSpan((contextLength - 1 + i) * vocab, vocab);
+            double max = double.NegativeInfinity;
+            foreach (var v in row) max = Math.Max(max, v);
+            double sum = 0;
+            foreach (var v in row) sum += Math.Exp(v - max);
+            double expected = row[generated[i]] - (max + Math.Log(sum));
+            Assert.That(scored[i].Logprob, Is.EqualTo(expected).Within(1e-3), $"token {i}");
+            Assert.That(scored[i].Top, Has.Length.EqualTo(3));
+            Assert.That(scored[i].Top[0].Logprob, Is.GreaterThanOrEqualTo(scored[i].Logprob - 1e-9));
+        }
+    }
+}
