@@ -200,6 +200,19 @@ public sealed class OpenAiFeatureTests
         Assert.That(spec.GetProperty("rounds").GetInt64(), Is.GreaterThan(0));
         Assert.That(spec.GetProperty("accepted_tokens_per_round").GetDouble(), Is.GreaterThanOrEqualTo(1));
         Assert.That(spec.GetProperty("tokens").GetInt64(), Is.LessThanOrEqualTo(n + 1));
+
+        // Streamed: each token's chunk carries its own log probabilities, the same as the whole answer's.
+        using var streamed = await _server.Http.PostAsync("/v1/completions", HttpProtocolTests.Json(
+            """
+            {"model":"demo","prompt":"Once upon a time","max_tokens":40,"temperature":0,"logprobs":3,"stream":true}
+            """));
+        var chunks = (await streamed.Content.ReadAsStringAsync()).Split("\n\n")
+            .Where(e => e.StartsWith("data: {", StringComparison.Ordinal))
+            .Select(e => JsonDocument.Parse(e["data: ".Length..]).RootElement.GetProperty("choices")[0])
+            .Where(c => c.GetProperty("logprobs").ValueKind == JsonValueKind.Object)
+            .Select(c => c.GetProperty("logprobs").GetProperty("token_logprobs")[0].GetDouble()).ToList();
+        var whole = logprobs.GetProperty("token_logprobs").EnumerateArray().Select(x => x.GetDouble()).ToList();
+        Assert.That(chunks, Is.EqualTo(whole).Within(1e-4));
     }
 
     [Test]
