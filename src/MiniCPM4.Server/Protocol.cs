@@ -6,12 +6,11 @@ namespace MiniCPM4.Server;
 // Request and response shapes of the OpenAI REST API subset the server speaks. Polymorphic fields
 // (message content, stop) stay JsonElement and are validated by RequestValidator.
 
-internal sealed class ChatCompletionRequest
+/// <summary>The fields both completion endpoints share.</summary>
+internal abstract class CompletionRequest
 {
     [JsonPropertyName("model")] public string? Model { get; set; }
-    [JsonPropertyName("messages")] public List<ChatMessageDto?>? Messages { get; set; }
     [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
-    [JsonPropertyName("max_completion_tokens")] public int? MaxCompletionTokens { get; set; }
     [JsonPropertyName("temperature")] public double? Temperature { get; set; }
     [JsonPropertyName("top_p")] public double? TopP { get; set; }
     [JsonPropertyName("top_k")] public int? TopK { get; set; }
@@ -22,6 +21,12 @@ internal sealed class ChatCompletionRequest
     [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
     [JsonPropertyName("stream")] public bool? Stream { get; set; }
     [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
+}
+
+internal sealed class ChatCompletionRequest : CompletionRequest
+{
+    [JsonPropertyName("messages")] public List<ChatMessageDto?>? Messages { get; set; }
+    [JsonPropertyName("max_completion_tokens")] public int? MaxCompletionTokens { get; set; }
     [JsonPropertyName("tools")] public List<JsonElement>? Tools { get; set; }
     [JsonPropertyName("tool_choice")] public JsonElement? ToolChoice { get; set; }
     [JsonPropertyName("parallel_tool_calls")] public bool? ParallelToolCalls { get; set; }
@@ -31,23 +36,11 @@ internal sealed class ChatCompletionRequest
     [JsonPropertyName("chat_template_kwargs")] public JsonElement? ChatTemplateKwargs { get; set; }
 }
 
-internal sealed class TextCompletionRequest
+internal sealed class TextCompletionRequest : CompletionRequest
 {
-    [JsonPropertyName("model")] public string? Model { get; set; }
     [JsonPropertyName("prompt")] public JsonElement? Prompt { get; set; }
-    [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
-    [JsonPropertyName("temperature")] public double? Temperature { get; set; }
-    [JsonPropertyName("top_p")] public double? TopP { get; set; }
-    [JsonPropertyName("top_k")] public int? TopK { get; set; }
-    [JsonPropertyName("frequency_penalty")] public double? FrequencyPenalty { get; set; }
-    [JsonPropertyName("presence_penalty")] public double? PresencePenalty { get; set; }
-    [JsonPropertyName("seed")] public long? Seed { get; set; }
-    [JsonPropertyName("n")] public int? N { get; set; }
     [JsonPropertyName("echo")] public bool? Echo { get; set; }
     [JsonPropertyName("logprobs")] public int? Logprobs { get; set; }
-    [JsonPropertyName("stop")] public JsonElement? Stop { get; set; }
-    [JsonPropertyName("stream")] public bool? Stream { get; set; }
-    [JsonPropertyName("stream_options")] public StreamOptionsDto? StreamOptions { get; set; }
 }
 
 internal sealed class ChatMessageDto
@@ -113,18 +106,15 @@ internal sealed class SpeculativeUsageDto
     [JsonPropertyName("accepted_tokens_per_round")] public double AcceptedTokensPerRound { get; set; }
 }
 
-internal sealed class TopLogprobDto
+internal class TopLogprobDto
 {
     [JsonPropertyName("token")] public string Token { get; set; } = "";
     [JsonPropertyName("logprob")] public double Logprob { get; set; }
     [JsonPropertyName("bytes")] public List<int>? Bytes { get; set; }
 }
 
-internal sealed class TokenLogprobDto
+internal sealed class TokenLogprobDto : TopLogprobDto
 {
-    [JsonPropertyName("token")] public string Token { get; set; } = "";
-    [JsonPropertyName("logprob")] public double Logprob { get; set; }
-    [JsonPropertyName("bytes")] public List<int>? Bytes { get; set; }
     [JsonPropertyName("top_logprobs")] public List<TopLogprobDto> TopLogprobs { get; set; } = [];
 }
 
@@ -197,13 +187,18 @@ internal sealed class ChatChoiceDto
     [JsonPropertyName("finish_reason")] public string FinishReason { get; set; } = "stop";
 }
 
-internal sealed class ChatCompletionResponse
+/// <summary>The fields every completion object and stream chunk starts with.</summary>
+internal abstract class CompletionEnvelope<TChoice>(string objectType)
 {
     [JsonPropertyName("id")] public string Id { get; set; } = "";
-    [JsonPropertyName("object")] public string Object { get; set; } = "chat.completion";
+    [JsonPropertyName("object")] public string Object { get; set; } = objectType;
     [JsonPropertyName("created")] public long Created { get; set; }
     [JsonPropertyName("model")] public string Model { get; set; } = "";
-    [JsonPropertyName("choices")] public List<ChatChoiceDto> Choices { get; set; } = [];
+    [JsonPropertyName("choices")] public List<TChoice> Choices { get; set; } = [];
+}
+
+internal sealed class ChatCompletionResponse() : CompletionEnvelope<ChatChoiceDto>("chat.completion")
+{
     [JsonPropertyName("usage")] public UsageDto Usage { get; set; } = new();
 }
 
@@ -238,14 +233,8 @@ internal sealed class ChatChunkChoiceDto
     [JsonPropertyName("finish_reason")] public string? FinishReason { get; set; }
 }
 
-internal sealed class ChatCompletionChunk
+internal sealed class ChatCompletionChunk() : CompletionEnvelope<ChatChunkChoiceDto>("chat.completion.chunk")
 {
-    [JsonPropertyName("id")] public string Id { get; set; } = "";
-    [JsonPropertyName("object")] public string Object { get; set; } = "chat.completion.chunk";
-    [JsonPropertyName("created")] public long Created { get; set; }
-    [JsonPropertyName("model")] public string Model { get; set; } = "";
-    [JsonPropertyName("choices")] public List<ChatChunkChoiceDto> Choices { get; set; } = [];
-
     [JsonPropertyName("usage")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public UsageDto? Usage { get; set; }
@@ -260,14 +249,8 @@ internal sealed class TextChoiceDto
 }
 
 /// <summary>A <c>text_completion</c> object, whole or as a stream chunk.</summary>
-internal sealed class TextCompletionResponse
+internal sealed class TextCompletionResponse() : CompletionEnvelope<TextChoiceDto>("text_completion")
 {
-    [JsonPropertyName("id")] public string Id { get; set; } = "";
-    [JsonPropertyName("object")] public string Object { get; set; } = "text_completion";
-    [JsonPropertyName("created")] public long Created { get; set; }
-    [JsonPropertyName("model")] public string Model { get; set; } = "";
-    [JsonPropertyName("choices")] public List<TextChoiceDto> Choices { get; set; } = [];
-
     [JsonPropertyName("usage")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public UsageDto? Usage { get; set; }
