@@ -49,21 +49,10 @@ public sealed class MiniCpmChatClient : IChatClient
     private readonly MiniCpmChatClientOptions _options;
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
-    private readonly FifoGate _gate;
+    private readonly MiniCpmSessionPool _pool;
     private readonly TextSource? _textSource;
-    private readonly object _lock = new();
-    private readonly LinkedList<Conversation> _lru = new();
-    private readonly Dictionary<string, LinkedListNode<Conversation>> _conversations = new(StringComparer.Ordinal);
-    private readonly Stack<MiniCpmSession> _spare = new();
     private readonly ConcurrentDictionary<string, bool> _loggedOnce = new(StringComparer.Ordinal);
     private bool _disposed;
-
-    private sealed class Conversation(string id, MiniCpmSession? session, List<ChatMessage> history)
-    {
-        public string Id { get; } = id;
-        public MiniCpmSession? Session { get; set; } = session;
-        public List<ChatMessage> History { get; set; } = history;
-    }
 
     /// <summary>Creates a client over a loaded model (the client does not own or dispose the model).</summary>
     public MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options = null)
@@ -80,17 +69,23 @@ public sealed class MiniCpmChatClient : IChatClient
         ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxCachedConversations, nameof(options));
         _modelId = _options.ModelId ?? Path.GetFileName(model.Directory.TrimEnd(Path.DirectorySeparatorChar));
         _metadata = new ChatClientMetadata("minicpm", new Uri(model.Directory), _modelId);
-        _gate = new FifoGate(_options.MaxConcurrentSessions);
+        // The pool keeps each conversation's session (KV cache) with its history as the cached state.
+        _pool = new MiniCpmSessionPool(model, new SessionPoolOptions
+        {
+            MaxConcurrentSessions = _options.MaxConcurrentSessions,
+            MaxCachedConversations = _options.MaxCachedConversations,
+            SessionOptions = new SessionOptions { ContextLength = _options.ContextLength },
+            ConversationEvicted = _options.Log is { } log
+                ? id => log($"conversation {id} evicted from the cache")
+                : null,
+        });
         _textSource = textSource;
     }
 
     /// <summary>Conversations whose session and history are cached now.</summary>
     public int CachedConversationCount
     {
-        get
-        {
-            lock (_lock) return _conversations.Count;
-        }
+        get => _pool.CachedConversationCount;
     }
 
     /// <inheritdoc />
@@ -129,14 +124,9 @@ public sealed class MiniCpmChatClient : IChatClient
             CreatedAt = created,
         };
 
-        await _gate.EnterAsync(ct).ConfigureAwait(false);
-        Conversation? conversation = null;
-        MiniCpmSession? session = null;
-        List<ChatMessage>? completedHistory = null;
-        try
+        using var lease = await _pool.RentAsync(options?.ConversationId, ct).ConfigureAwait(false);
         {
-            conversation = TakeConversation(options?.ConversationId);
-            var history = ResolveHistory(conversation?.History, incoming);
+            var history = ResolveHistory(lease.State as List<ChatMessage>, incoming);
             // The checkpoint's chat template renders the prompt and decides what the output parser looks for.
             var prompt = MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
             // A required tool call: the reply opens a MiniCPM4 call block, the call itself is constrained to the
@@ -193,8 +183,9 @@ public sealed class MiniCpmChatClient : IChatClient
             }
             else
             {
-                session = conversation?.Session ?? RentSession();
-                if (conversation is not null) conversation.Session = null;
+                var session = lease.Session;
+                // Cached tokens are reported for the conversation's own KV cache only, not a spare session's.
+                if (!lease.IsCachedConversation) session.Reset();
                 var s = session;
                 evaluated = await Task.Run(() => s.SetPrompt(tokens, ct), ct).ConfigureAwait(false);
                 await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
@@ -226,13 +217,8 @@ public sealed class MiniCpmChatClient : IChatClient
             if (reasoning.Length > 0) reply.Add(new TextReasoningContent(reasoning.ToString()));
             if (text.Length > 0) reply.Add(new TextContent(text.ToString()));
             reply.AddRange(calls);
-            completedHistory = [.. history, new ChatMessage(ChatRole.Assistant, reply)];
+            lease.Keep(conversationId, new List<ChatMessage>([.. history, new ChatMessage(ChatRole.Assistant, reply)]));
             yield return final;
-        }
-        finally
-        {
-            ReturnConversation(conversationId, conversation, session, completedHistory);
-            _gate.Release();
         }
     }
 
@@ -316,75 +302,6 @@ public sealed class MiniCpmChatClient : IChatClient
         return [.. stored, .. incoming];
     }
 
-    private Conversation? TakeConversation(string? id)
-    {
-        if (id is null) return null;
-        lock (_lock)
-        {
-            if (!_conversations.Remove(id, out var node)) return null;
-            _lru.Remove(node);
-            return node.Value;
-        }
-    }
-
-    private MiniCpmSession RentSession()
-    {
-        MiniCpmSession? session = null;
-        lock (_lock)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_spare.Count > 0) session = _spare.Pop();
-        }
-        if (session is null) return _model.CreateSession(new SessionOptions { ContextLength = _options.ContextLength });
-        session.Reset();
-        return session;
-    }
-
-    // Called with the session of a finished (or failed) call: stores the conversation, or gives the session back.
-    private void ReturnConversation(string id, Conversation? previous, MiniCpmSession? session, List<ChatMessage>? history)
-    {
-        var toDispose = new List<MiniCpmSession>();
-        lock (_lock)
-        {
-            Conversation? keep = history is not null
-                ? new Conversation(id, session, history)
-                : previous is not null ? new Conversation(previous.Id, session ?? previous.Session, previous.History) : null;
-            if (keep is null)
-            {
-                if (session is not null) Spare(session, toDispose);
-            }
-            else if (_disposed || _options.MaxCachedConversations == 0)
-            {
-                if (keep.Session is not null) Spare(keep.Session, toDispose);
-            }
-            else
-            {
-                if (_conversations.Remove(keep.Id, out var existing))
-                {
-                    // A concurrent call on the same conversation finished first; the later one wins.
-                    _lru.Remove(existing);
-                    if (existing.Value.Session is not null) Spare(existing.Value.Session, toDispose);
-                }
-                _conversations[keep.Id] = _lru.AddLast(keep);
-                while (_conversations.Count > _options.MaxCachedConversations)
-                {
-                    var oldest = _lru.First!;
-                    _lru.RemoveFirst();
-                    _conversations.Remove(oldest.Value.Id);
-                    _options.Log?.Invoke($"conversation {oldest.Value.Id} evicted from the cache");
-                    if (oldest.Value.Session is not null) Spare(oldest.Value.Session, toDispose);
-                }
-            }
-        }
-        foreach (var s in toDispose) s.Dispose();
-    }
-
-    private void Spare(MiniCpmSession session, List<MiniCpmSession> toDispose)
-    {
-        if (!_disposed && _spare.Count < _options.MaxConcurrentSessions) _spare.Push(session);
-        else toDispose.Add(session);
-    }
-
     /// <inheritdoc />
     public object? GetService(Type serviceType, object? serviceKey = null)
     {
@@ -400,16 +317,8 @@ public sealed class MiniCpmChatClient : IChatClient
     /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they end.</summary>
     public void Dispose()
     {
-        List<MiniCpmSession> sessions;
-        lock (_lock)
-        {
-            if (_disposed) return;
-            _disposed = true;
-            sessions = [.. _spare, .. _lru.Select(c => c.Session).OfType<MiniCpmSession>()];
-            _spare.Clear();
-            _lru.Clear();
-            _conversations.Clear();
-        }
-        foreach (var s in sessions) s.Dispose();
+        if (_disposed) return;
+        _disposed = true;
+        _pool.Dispose();
     }
 }

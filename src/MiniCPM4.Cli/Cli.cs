@@ -59,6 +59,7 @@ internal static class Cli
         root.Subcommands.Add(QuantizeCommand.Create());
         root.Subcommands.Add(ConstraintCheckCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)
@@ -67,7 +68,10 @@ internal static class Cli
             Console.Error.WriteLine("Try 'minicpm4 --help'.");
             return 2;
         }
-        return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        var invocation = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
+        // The server handles Ctrl-C and SIGTERM itself, with its own grace period (--shutdown-timeout).
+        if (parse.CommandResult.Command.Name == "serve") invocation.ProcessTerminationTimeout = null;
+        return await parse.InvokeAsync(invocation);
     }
 
     /// <summary>Runs a command body with the exit-code contract.</summary>

@@ -109,7 +109,7 @@ public sealed class ConcurrencyTests
     public async Task ShuttingDown_RefusesNewWorkWith503()
     {
         await using var server = await TestServer.StartAsync();
-        server.App.Services.GetRequiredService<ServerState>().Scheduler.BeginShutdown();
+        server.App.Services.GetRequiredService<ServerState>().BeginShutdown();
         using var response = await server.Http.PostAsync("/v1/chat/completions",
             HttpProtocolTests.Json("""{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"""));
         await HttpProtocolTests.AssertErrorAsync(response, HttpStatusCode.ServiceUnavailable, "server_error", null,
@@ -117,9 +117,9 @@ public sealed class ConcurrencyTests
     }
 
     [Test]
-    public async Task Stopping_CancelsTheRunningGeneration_AndEndsTheStream()
+    public async Task Stopping_AfterTheGracePeriod_EndsTheStreamWithAnErrorEventAndDone()
     {
-        var server = await TestServer.StartAsync();
+        var server = await TestServer.StartAsync(o => o.ShutdownTimeout = TimeSpan.Zero);
         var http = new HttpClient { BaseAddress = new Uri(server.BaseAddress) };
         var (response, reader) = await StartStreamAsync(http);
         var sw = Stopwatch.StartNew();
@@ -128,11 +128,37 @@ public sealed class ConcurrencyTests
         using (reader)
         {
             var rest = await reader.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(10));
-            Assert.That(rest, Does.Not.Contain("[DONE]"));
+            var events = rest.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+            Assert.That(events[^1], Is.EqualTo("data: [DONE]"));
+            Assert.That(events[^2], Does.Contain("\"error\"").And.Contain("server_shutting_down"));
         }
         await stop.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.That(sw.Elapsed, Is.LessThan(TimeSpan.FromSeconds(5)));
         Assert.That(server.Metrics.GenerationsCancelled, Is.EqualTo(1));
+        http.Dispose();
+        await server.DisposeAsync();
+    }
+
+    [Test]
+    public async Task Stopping_LetsRunningGenerationsFinish_AndRefusesNewOnes()
+    {
+        var server = await TestServer.StartAsync(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+        var http = new HttpClient { BaseAddress = new Uri(server.BaseAddress) };
+        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
+        {
+            Content = HttpProtocolTests.Json(LongStream.Replace("1900", "300", StringComparison.Ordinal)),
+        };
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+        Assert.That(await reader.ReadLineAsync(), Does.StartWith("data: {"));
+        var stop = server.App.StopAsync();
+        await WaitForAsync(() => server.App.Services.GetRequiredService<ServerState>().IsStopping,
+            TimeSpan.FromSeconds(5), "shutdown to begin");
+        var rest = await reader.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.That(rest, Does.Contain("\"finish_reason\":\"length\"").Or.Contain("\"finish_reason\":\"stop\""));
+        Assert.That(rest, Does.EndWith("data: [DONE]\n\n").And.Not.Contain("\"error\""));
+        await stop.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.That(server.Metrics.GenerationsCompleted, Is.EqualTo(1));
         http.Dispose();
         await server.DisposeAsync();
     }

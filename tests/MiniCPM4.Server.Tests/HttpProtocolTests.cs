@@ -13,7 +13,11 @@ public sealed class HttpProtocolTests
     private HttpClient Http => _server.Http;
 
     [OneTimeSetUp]
-    public async Task StartAsync() => _server = await TestServer.StartAsync(o => o.MaxRequestBytes = 256 * 1024);
+    public async Task StartAsync() => _server = await TestServer.StartAsync(o =>
+    {
+        o.MaxRequestBytes = 256 * 1024;
+        o.ModelAliases = ["echo-me"];
+    });
 
     [OneTimeTearDown]
     public async Task StopAsync() => await _server.DisposeAsync();
@@ -173,6 +177,39 @@ public sealed class HttpProtocolTests
         yield return Case("StopTooMany", chat, $$"""{"messages":{{ok}},"stop":["a","b","c","d","e"]}""", "stop");
         yield return Case("SeedString", chat, $$"""{"messages":{{ok}},"seed":"x"}""", "seed");
         yield return Case("NTwo", chat, $$"""{"messages":{{ok}},"n":2}""", "n");
+        // The output fields: tools, tool_choice, parallel_tool_calls, response_format, logprobs.
+        // Single quotes stand for double quotes in these bodies.
+        static string With(string fields) =>
+            ("{'messages':[{'role':'user','content':'hi'}]," + fields + "}").Replace('\'', '"');
+        const string tool =
+            "'tools':[{'type':'function','function':{'name':'add','parameters':{'type':'object'}}}]";
+        yield return Case("ToolsNumber", chat, With("'tools':5"), "tools");
+        yield return Case("ToolWithoutFunction", chat, With("'tools':[{'type':'function'}]"), "tools[0]");
+        yield return Case("ToolParametersString", chat,
+            With("'tools':[{'type':'function','function':{'name':'f','parameters':'x'}}]"),
+            "tools[0].function.parameters");
+        yield return Case("ToolChoiceUnknown", chat, With(tool + ",'tool_choice':'often'"), "tool_choice");
+        yield return Case("ToolChoiceNumber", chat, With(tool + ",'tool_choice':1"), "tool_choice");
+        yield return Case("ToolChoiceRequiredWithoutTools", chat, With("'tool_choice':'required'"), "tool_choice");
+        yield return Case("ToolChoiceNamedMissing", chat,
+            With(tool + ",'tool_choice':{'type':'function','function':{'name':'mul'}}"), "tool_choice.function.name");
+        yield return Case("ToolSchemaUnsupported", chat,
+            With("'tool_choice':'required','tools':[{'type':'function','function':{'name':'f'," +
+                 "'parameters':{'type':'object','unevaluatedProperties':{'type':'string'}}}}]"), "tools");
+        yield return Case("ParallelToolCallsString", chat, With("'parallel_tool_calls':'no'"), "parallel_tool_calls");
+        yield return Case("ResponseFormatString", chat, With("'response_format':'json'"), "response_format");
+        yield return Case("ResponseFormatUnknownType", chat, With("'response_format':{'type':'yaml'}"),
+            "response_format.type");
+        yield return Case("ResponseFormatSchemaMissing", chat, With("'response_format':{'type':'json_schema'}"),
+            "response_format.json_schema");
+        yield return Case("ResponseFormatSchemaUnsupported", chat,
+            With("'response_format':{'type':'json_schema','json_schema':{'name':'x'," +
+                 "'schema':{'type':'object','unevaluatedProperties':{'type':'string'}}}}"),
+            "response_format.json_schema.schema", "unsupported_keyword");
+        yield return Case("LogprobsString", chat, With("'logprobs':'yes'"), "logprobs");
+        yield return Case("TopLogprobs21", chat, With("'logprobs':true,'top_logprobs':21"), "top_logprobs");
+        yield return Case("TopLogprobsWithoutLogprobs", chat, With("'top_logprobs':3"), "top_logprobs");
+        yield return Case("CompletionsLogprobs6", text, """{"prompt":"hi","logprobs":6}""", "logprobs");
         yield return Case("CompletionsMissingPrompt", text, """{"max_tokens":3}""", "prompt");
         yield return Case("CompletionsPromptNumber", text, """{"prompt":42}""", "prompt");
         yield return Case("CompletionsJsonArray", text, """["hello"]""");

@@ -15,6 +15,21 @@ internal static class TestModel
     });
 
     public static MiniCpmModel Model => Loaded.Value;
+
+    private static readonly Lazy<MiniCpmModel> Demo = new(() =>
+    {
+        string dir = MiniCPM4.Tests.Demo.DemoModelDirectory.Find();
+        return MiniCpmModel.Load(dir, new MiniCpmLoadOptions
+        {
+            Device = ComputeDevice.Cpu,
+            Threads = 2,
+            DraftDirectory = Path.Combine(dir, "draft"),
+            FrSpecPath = Directory.GetFiles(Path.Combine(dir, "draft"), "freq_*.pt").Single(),
+        });
+    });
+
+    /// <summary>The bundled demo model (real weights) with its EAGLE draft and FR-Spec list.</summary>
+    public static MiniCpmModel DemoWithDraft => Demo.Value;
 }
 
 internal sealed class TestServer : IAsyncDisposable

@@ -73,6 +73,33 @@ public class ToolCallTests
         Assert.That(events[^1].GetProperty("finish_reason").GetString(), Is.EqualTo("tool_calls"));
     }
 
+    [TestCase(true, 2)]
+    [TestCase(false, 1)]
+    public async Task ParallelToolCalls_FalseKeepsTheFirstCall(bool parallel, int expected)
+    {
+        const string two =
+            "<|tool_call_start|>\n```python\nadd(a=1, b=2)\nadd(a=3, b=4)\n```\n<|tool_call_end|>\n";
+        await using var server = await TestServer.StartAsync(o => o.ScriptedCompletion = () => Pieces(two));
+        foreach (bool stream in new[] { false, true })
+        {
+            var body = new
+            {
+                messages = new object[] { new { role = "user", content = "sums" } }, tools = new[] { AddTool },
+                parallel_tool_calls = parallel, stream,
+            };
+            var response = await server.Http.PostAsJsonAsync("/v1/chat/completions", body);
+            string text = await response.Content.ReadAsStringAsync();
+            int calls = stream
+                ? text.Split("\n\n").Count(e => e.Contains("\"tool_calls\":[", StringComparison.Ordinal))
+                : JsonDocument.Parse(text).RootElement.GetProperty("choices")[0].GetProperty("message")
+                    .GetProperty("tool_calls").GetArrayLength();
+            if (stream && expected == 2)
+                Assert.That(text, Does.Contain("\"index\":1"), "the second call's delta has index 1");
+            else
+                Assert.That(calls, Is.EqualTo(expected), text);
+        }
+    }
+
     [Test]
     public async Task ChatTemplateKwargsReachTheTemplate()
     {

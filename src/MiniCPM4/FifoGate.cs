@@ -1,4 +1,4 @@
-namespace MiniCPM4.AI;
+namespace MiniCPM4;
 
 /// <summary>A counting gate whose waiters are admitted strictly in arrival order; waiting is cancellable.</summary>
 internal sealed class FifoGate(int slots)
@@ -16,7 +16,11 @@ internal sealed class FifoGate(int slots)
         }
     }
 
-    public Task EnterAsync(CancellationToken ct)
+    public Task EnterAsync(CancellationToken ct) => TryEnterAsync(ct, int.MaxValue)!;
+
+    /// <summary>Enters, or waits for a slot unless <paramref name="maxWaiting"/> callers wait already (then null).
+    /// </summary>
+    public Task? TryEnterAsync(CancellationToken ct, int maxWaiting)
     {
         ct.ThrowIfCancellationRequested();
         LinkedListNode<TaskCompletionSource> node;
@@ -27,6 +31,7 @@ internal sealed class FifoGate(int slots)
                 _free--;
                 return Task.CompletedTask;
             }
+            if (_waiters.Count >= maxWaiting) return null;
             node = _waiters.AddLast(new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         }
         if (!ct.CanBeCanceled) return node.Value.Task;
