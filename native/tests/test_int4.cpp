@@ -575,6 +575,53 @@ TEST(Int4CpuOp, LinearInt4MatchesReference) {
 #endif
 }
 
+// Backend::linears (q/k/v and gate/up share their input): the CPU backend's one-region version gives
+// the bits of one linear_int4 call per weight, for every level, both precisions, 1 and 5 tokens and a
+// thread count whose chunks straddle the weights.
+TEST(Int4CpuOp, SharedInputLinearsEqualSeparateCalls) {
+  std::mt19937 rng(77);
+  const int64_t K = 256;
+  const int64_t Ns[3] = {64, 192, 128};
+  std::vector<MarlinWeight> mws;
+  for (int64_t N : Ns) {
+    const std::vector<float> w = randn(rng, static_cast<size_t>(N * K), 0.05f);
+    mws.push_back(pack_marlin(quantize_rtn(w.data(), N, K)));
+  }
+  for (const char* const* level = kCpuIsaLevels; *level != nullptr; ++level) {
+    const CpuKernels* kernels = cpu_kernels_for(*level);
+    if (kernels == nullptr) continue;
+    for (CpuPrecision precision : {CpuPrecision::Fast, CpuPrecision::Exact}) {
+      CpuBackend backend(*kernels, precision);
+      std::unique_ptr<ExecContext> ctx = backend.create_context(3);
+      std::vector<MarlinWeight> cpu = mws;
+      LinearWeight lw[3];
+      for (int i = 0; i < 3; ++i) {
+        lw[i].qweight = Tensor{cpu[i].qweight.data(), DType::I32, K / 16, 2 * Ns[i]};
+        lw[i].scales = Tensor{cpu[i].scales.data(), DType::F16, K / 128, Ns[i]};
+        backend.adopt_int4_qweight(lw[i].qweight, K, Ns[i]);
+        backend.adopt_int4_scales(lw[i].scales, K, Ns[i]);
+      }
+      const LinearWeight* weights[3] = {&lw[0], &lw[1], &lw[2]};
+      for (int64_t M : {1, 5}) {
+        std::vector<float> x = randn(rng, static_cast<size_t>(M * K));
+        const Tensor in{x.data(), DType::F32, M, K};
+        std::vector<std::vector<float>> together(3), alone(3);
+        Tensor outs[3];
+        for (int i = 0; i < 3; ++i) {
+          together[i].assign(static_cast<size_t>(M * Ns[i]), 777.0f);
+          alone[i].assign(static_cast<size_t>(M * Ns[i]), 555.0f);
+          outs[i] = Tensor{together[i].data(), DType::F32, M, Ns[i]};
+        }
+        backend.linears(*ctx, outs, in, weights, 3);
+        for (int i = 0; i < 3; ++i) {
+          backend.linear_int4(*ctx, Tensor{alone[i].data(), DType::F32, M, Ns[i]}, in, lw[i].qweight, lw[i].scales);
+          ASSERT_EQ(together[i], alone[i]) << *level << " weight " << i << " M=" << M;
+        }
+      }
+    }
+  }
+}
+
 // The CPU layout (int4_cpu.h): adopting Marlin tensors gives exactly the codes and scales packed from
 // the unquantised q and s, and dequantising a block gives (q - 8) * s for its 4 rows, every level.
 TEST(Int4CpuOp, AdoptedLayoutIsThePackedCodes) {

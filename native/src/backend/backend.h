@@ -211,6 +211,14 @@ class Backend {
       linear(ctx, out, x, w.dense);
   }
 
+  // Several linear layers over one input (q/k/v, gate/up): outs[i] = x · weights[i]. The default runs
+  // them one by one; the CPU backend prepares the input once and runs all of them in one parallel
+  // region when they are int4 (fewer thread synchronisations per decode step).
+  virtual void linears(ExecContext& ctx, const Tensor* outs, const Tensor& x, const LinearWeight* const* weights,
+                       int32_t count) {
+    for (int32_t i = 0; i < count; ++i) linear(ctx, outs[i], x, *weights[i]);
+  }
+
   // Rotate-half RoPE in place on x[n, heads * head_dim]: for each head and i < head_dim/2, with
   // angle = positions[t] * inv_freq[i]: (x[i], x[i+d/2]) -> (x[i]c - x[i+d/2]s, x[i+d/2]c + x[i]s)
   // where c = cos(angle)*attn_factor, s = sin(angle)*attn_factor. positions: host int32 [n];

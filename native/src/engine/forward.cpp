@@ -103,9 +103,11 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
       be.rms_norm(ctx, normed, x, lw.input_norm, c.rms_norm_eps);
     else
       be.add_rms_norm(ctx, normed, x, proj, s, lw.input_norm, c.rms_norm_eps);
-    be.linear(ctx, q, normed, lw.q);
-    be.linear(ctx, k, normed, lw.k);
-    be.linear(ctx, v, normed, lw.v);
+    {
+      const Tensor outs[3] = {q, k, v};
+      const LinearWeight* weights[3] = {&lw.q, &lw.k, &lw.v};
+      be.linears(ctx, outs, normed, weights, 3);
+    }
     be.rope(ctx, q, c.num_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
     be.rope(ctx, k, c.num_kv_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
     be.store_kv(ctx, k_cache, v_cache, k, v, start);
@@ -118,8 +120,11 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     be.linear(ctx, proj, attn, lw.o);
     // FFN block.
     be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
-    be.linear(ctx, gate, normed, lw.gate);
-    be.linear(ctx, up, normed, lw.up);
+    {
+      const Tensor outs[2] = {gate, up};
+      const LinearWeight* weights[2] = {&lw.gate, &lw.up};
+      be.linears(ctx, outs, normed, weights, 2);
+    }
     be.silu_mul(ctx, gate, gate, up);
     be.linear(ctx, proj, gate, lw.down);
   }

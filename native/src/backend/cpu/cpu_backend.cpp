@@ -309,44 +309,88 @@ void CpuBackend::adopt_int4_scales(const Tensor& scales, int64_t K, int64_t N) {
   int4cpu::repack_marlin_scales(scales.as<uint16_t>(), K, N);
 }
 
-// Int4 linears over the CPU layout (int4_cpu.h, adopted at load). One work item is a block of 4
-// output rows, whose 64 * K / 32 code bytes stay in L1 while every token passes over them.
-//   Int8:  each token's row is quantised to int8 per 128-block, then the ISA's integer dot-product
-//          GEMM (vpdpbusd, vpmaddubsw, sdot) runs per block of rows.
-//   Exact: each row block is dequantised to fp32 ((q - 8) * s, exact) and multiplied by the fp32 GEMM
-//          micro-kernel; only the summation order differs from int4::gemm_dequant.
-void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
-                             const Tensor& scales) {
-  CpuContext& c = cpu(ctx);
+namespace {
+// The shape rules of an int4 linear (Backend::linear_int4).
+void check_int4(const Tensor& out, const Tensor& x, const Tensor& qweight, const Tensor& scales) {
   const int64_t n = x.rows, K = x.cols, N = out.cols;
   MCPM_CHECK(out.rows == n && K % int4::kGroupSize == 0 && N % int4::kMarlinMinN == 0);
   MCPM_CHECK(qweight.dtype == DType::I32 && qweight.rows == K / int4::kTile && qweight.cols == 2 * N);
   MCPM_CHECK(scales.dtype == DType::F16 && scales.rows == K / int4::kGroupSize && scales.cols == N);
+}
+}  // namespace
+
+// Int4 linears over the CPU layout (int4_cpu.h, adopted at load). One work item is a block of 4
+// output rows, whose 64 * K / 32 code bytes stay in L1 while every token passes over them.
+//   Fast:  each token's row is quantised to int8 per 128-block, then the ISA's integer dot-product
+//          GEMM (vpdpbusd, vpmaddubsw, sdot) runs per block of rows (int4_fast).
+//   Exact: each row block is dequantised to fp32 ((q - 8) * s, exact) and multiplied by the fp32 GEMM
+//          micro-kernel; only the summation order differs from int4::gemm_dequant.
+void CpuBackend::linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
+                             const Tensor& scales) {
+  check_int4(out, x, qweight, scales);
+  CpuContext& c = cpu(ctx);
+  if (precision_ == CpuPrecision::Fast) {
+    const LinearWeight w{Tensor{}, qweight, scales};
+    const LinearWeight* one = &w;
+    int4_fast(c, &out, x, &one, 1);
+    return;
+  }
+  const int64_t n = x.rows, K = x.cols, N = out.cols;
   const float* X = x.as<const float>();
-  const uint8_t* codes = qweight.as<const uint8_t>();
-  const uint16_t* S = scales.as<const uint16_t>();
   float* Y = out.as<float>();
   const int64_t blocks = N / int4cpu::kRowBlock, groups = K / int4cpu::kGroup;
   const int64_t block_codes = groups * int4cpu::kRowBlock * int4cpu::kGroupBytes;
   const int64_t block_scales = groups * int4cpu::kRowBlock;
-  const int64_t chunk = std::max<int64_t>(1, row_chunk(c, blocks, 1));
-  if (precision_ == CpuPrecision::Exact) {
-    c.pool.parallel_for(blocks, chunk, [&](int64_t b, int64_t e, int32_t t) {
-      float* w4 = c.scratch(t, static_cast<size_t>(4 * K));
-      for (int64_t blk = b; blk < e; ++blk) {
-        k_.int4_dequant_block(codes + blk * block_codes, S + blk * block_scales, K, w4);
-        k_.gemm4_f32(w4, K, X, K, n, Y + 4 * blk, N);
-      }
-    });
+  c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t t) {
+    float* w4 = c.scratch(t, static_cast<size_t>(4 * K));
+    for (int64_t blk = b; blk < e; ++blk) {
+      k_.int4_dequant_block(qweight.as<const uint8_t>() + blk * block_codes,
+                            scales.as<const uint16_t>() + blk * block_scales, K, w4);
+      k_.gemm4_f32(w4, K, X, K, n, Y + 4 * blk, N);
+    }
+  });
+}
+
+// Linears sharing one input: int4 ones (Fast) quantise the input once and share one parallel region;
+// anything else runs one by one.
+void CpuBackend::linears(ExecContext& ctx, const Tensor* outs, const Tensor& x, const LinearWeight* const* weights,
+                         int32_t count) {
+  bool shared = precision_ == CpuPrecision::Fast && count > 1 && count <= kMaxSharedLinears;
+  for (int32_t i = 0; i < count && shared; ++i) shared = weights[i]->is_int4();
+  if (!shared) {
+    Backend::linears(ctx, outs, x, weights, count);
     return;
   }
+  for (int32_t i = 0; i < count; ++i) check_int4(outs[i], x, weights[i]->qweight, weights[i]->scales);
+  int4_fast(cpu(ctx), outs, x, weights, count);
+}
+
+void CpuBackend::int4_fast(CpuContext& c, const Tensor* outs, const Tensor& x, const LinearWeight* const* weights,
+                           int32_t count) const {
+  const int64_t n = x.rows, K = x.cols, groups = K / int4cpu::kGroup;
+  const float* X = x.as<const float>();
   const int4cpu::Q8Buffer q8 = c.quantized_rows(n, K);
   c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
     for (int64_t i = b; i < e; ++i)
       k_.quantize_q8(X + i * K, K, q8.q + i * K, q8.scale + i * groups, q8.bias + i * groups);
   });
-  c.pool.parallel_for(blocks, chunk, [&](int64_t b, int64_t e, int32_t) {
-    k_.int4_q8_gemm(codes + b * block_codes, S + b * block_scales, 4 * (e - b), K, q8.rows(), n, Y + 4 * b, N);
+  // Row blocks are numbered across the weights in order; first[i] is weight i's first block.
+  int64_t first[kMaxSharedLinears + 1] = {0};
+  for (int32_t i = 0; i < count; ++i) first[i + 1] = first[i] + outs[i].cols / int4cpu::kRowBlock;
+  const int64_t total = first[count];
+  const int64_t block_codes = groups * int4cpu::kRowBlock * int4cpu::kGroupBytes;
+  const int64_t block_scales = groups * int4cpu::kRowBlock;
+  const int4cpu::Q8Rows rows = q8.rows();
+  c.pool.parallel_for(total, std::max<int64_t>(1, row_chunk(c, total, 1)), [&](int64_t b, int64_t e, int32_t) {
+    for (int32_t i = 0; i < count && b < e; ++i) {
+      if (b >= first[i + 1]) continue;
+      const int64_t lo = b - first[i], hi = std::min(e, first[i + 1]) - first[i];
+      const LinearWeight& w = *weights[i];
+      k_.int4_q8_gemm(w.qweight.as<const uint8_t>() + lo * block_codes,
+                      w.scales.as<const uint16_t>() + lo * block_scales, 4 * (hi - lo), K, rows, n,
+                      outs[i].as<float>() + 4 * lo, outs[i].cols);
+      b = first[i] + hi;
+    }
   });
 }
 

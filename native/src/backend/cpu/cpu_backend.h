@@ -85,6 +85,8 @@ class CpuBackend final : public Backend {
   void linear(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& weight) override;
   void linear_int4(ExecContext& ctx, const Tensor& out, const Tensor& x, const Tensor& qweight,
                    const Tensor& scales) override;
+  void linears(ExecContext& ctx, const Tensor* outs, const Tensor& x, const LinearWeight* const* weights,
+               int32_t count) override;
   void adopt_int4_qweight(const Tensor& qweight, int64_t K, int64_t N) override;
   void adopt_int4_scales(const Tensor& scales, int64_t K, int64_t N) override;
   void rope(ExecContext& ctx, const Tensor& x, int32_t num_heads, int32_t head_dim, const int32_t* positions,
@@ -116,6 +118,11 @@ class CpuBackend final : public Backend {
  private:
   void attend(const float* qi, const float* kbase, const float* vbase, int64_t kv_stride, int64_t hd, int64_t prefix,
               int64_t tree_base, uint64_t tree_mask, float* scores, float* oi) const;
+  // Fast int4 linears of one input: x quantised to int8 once, then the row blocks of all `count`
+  // (<= kMaxSharedLinears) weights in one parallel region.
+  static constexpr int32_t kMaxSharedLinears = 4;
+  void int4_fast(CpuContext& c, const Tensor* outs, const Tensor& x, const LinearWeight* const* weights,
+                 int32_t count) const;
   // Widens `count` elements of a weight starting at element `offset` into dst.
   void widen(const Tensor& t, int64_t offset, float* dst, int64_t count) const;
 

@@ -26,17 +26,8 @@ struct MaddubsDot512 {
   }
 };
 
-void int4_q8_gemm(const uint8_t* codes, const uint16_t* scales, int64_t rows, int64_t K, const int4cpu::Q8Rows& x,
-                  int64_t T, float* y, int64_t ldy) {
-  int4_q8_gemm_x86<Vec512<MaddubsDot512>>(codes, scales, rows, K, x, T, y, ldy);
-}
-
 }  // namespace
 
-const CpuKernels& avx512_kernels() {
-  // Built on first use: a copy of a table from another file must not depend on initialisation order.
-  static const CpuKernels table = derive_kernels(kAvx2Kernels, "avx512", int4_q8_gemm, kAvx2Kernels.gemm_bf16);
-  return table;
-}
+const CpuKernels& avx512_kernels() { return int4_level_table<Vec512<MaddubsDot512>>("avx512"); }
 
 }  // namespace mcpm

@@ -69,6 +69,14 @@ void int4_q8_gemm_x86(const uint8_t* codes, const uint16_t* scales, int64_t rows
   }
 }
 
+// The table of a level above AVX2 whose difference is its int4 GEMM (traits V). Built on first use:
+// a copy of a table from another file must not depend on static initialisation order.
+template <class V>
+const CpuKernels& int4_level_table(const char* name) {
+  static const CpuKernels table = derive_kernels(kAvx2Kernels, name, int4_q8_gemm_x86<V>, kAvx2Kernels.gemm_bf16);
+  return table;
+}
+
 // 256-bit traits shared by the AVX2 and AVX-VNNI levels; `Dot` supplies the dot product.
 template <class Dot>
 struct Vec256 {
