@@ -52,11 +52,11 @@ public class Int4ModelTests
     }
 
     internal static MiniCpmModel Load(string dir, WeightQuantization quantization = WeightQuantization.None, string? draft = null,
-        bool clip = false, bool? sparse = null) =>
+        bool clip = false, bool? sparse = null, CpuPrecision precision = CpuPrecision.Default) =>
         MiniCpmModel.Load(dir, new MiniCpmLoadOptions
         {
             Device = ComputeDevice.Cpu, Threads = 2, Quantization = quantization, QuantizationClipSearch = clip, DraftDirectory = draft,
-            SparseAttention = sparse,
+            SparseAttention = sparse, CpuPrecision = precision,
         });
 
     private static float[] Logits(MiniCpmModel model, int[] ids)
@@ -158,7 +158,7 @@ public class Int4ModelTests
     {
         // A dense model whose rows have different magnitudes (so scales differ between columns), then int4 checkpoints
         // packed by the C# reference: with Marlin's scale permutation (must equal the engine's quantize-on-load bit for
-        // bit) and without it (must break the error bound).
+        // bit) and without it (must break the error bound). The exact CPU path: the claims below are about the weights.
         string graded = Path.Combine(_root, "graded");
         WriteGraded(_dense, graded);
         string right = Path.Combine(_root, "graded-ref"), wrong = Path.Combine(_root, "graded-wrong-perm");
@@ -168,11 +168,12 @@ public class Int4ModelTests
         string dequantized = Path.Combine(_root, "graded-dequantized");
         WriteDequantized(graded, dequantized);
 
-        using var dense = Load(graded);
-        using var onLoad = Load(graded, WeightQuantization.Int4);
-        using var reference = Load(right);
-        using var broken = Load(wrong);
-        using var exact = Load(dequantized);
+        const CpuPrecision Exact = CpuPrecision.Exact;
+        using var dense = Load(graded, precision: Exact);
+        using var onLoad = Load(graded, WeightQuantization.Int4, precision: Exact);
+        using var reference = Load(right, precision: Exact);
+        using var broken = Load(wrong, precision: Exact);
+        using var exact = Load(dequantized, precision: Exact);
         var d = AllLogits(dense);
         var q = AllLogits(onLoad);
         AssertBitwiseEqual(q, AllLogits(reference), "C# reference packing vs the engine's quantize-on-load");
