@@ -67,7 +67,10 @@ internal static class Cli
             Console.Error.WriteLine("Try 'minicpm4 --help'.");
             return 2;
         }
-        return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        // `chat` handles Ctrl-C itself (it stops the reply, not the program); every other command is cancelled by it.
+        var invocation = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
+        if (parse.CommandResult.Command.Name == "chat") invocation.ProcessTerminationTimeout = null;
+        return await parse.InvokeAsync(invocation);
     }
 
     /// <summary>Runs a command body with the exit-code contract.</summary>
@@ -213,6 +216,18 @@ internal static class Cli
         if (parse.GetValue(ClipSearch) && q != WeightQuantization.Int4)
             throw new UsageException("--clip-search needs --quantize int4");
         return q;
+    }
+
+    /// <summary>A session with the command line's options; a --context beyond the model's positions is a usage error.</summary>
+    public static MiniCpmSession CreateSession(ParseResult parse, MiniCpmModel model, SessionOptions? options = null)
+    {
+        options ??= SessionOptionsFrom(parse);
+        int positions = model.Config.MaxPositionEmbeddings;
+        if (options.ContextLength > positions)
+            throw new UsageException(
+                $"--context {options.ContextLength} is more than the model's {positions} positions " +
+                "(max_position_embeddings; --long-context N raises it for MiniCPM4 models with head_dim 128)");
+        return model.CreateSession(options);
     }
 
     public static SessionOptions SessionOptionsFrom(ParseResult parse)

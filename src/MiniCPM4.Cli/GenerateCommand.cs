@@ -30,7 +30,7 @@ internal static class GenerateCommand
         bool json = parse.GetValue(Cli.Json);
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = Cli.GenerationOptionsFrom(parse, model);
-        using var session = model.CreateSession(Cli.SessionOptionsFrom(parse));
+        using var session = Cli.CreateSession(parse, model);
         if (!parse.GetValue(ChatMode) && parse.GetValue(TemplateCommand.ChatArg) is { Length: > 0 })
             throw new UsageException("--chat-arg needs --chat (it sets a chat template variable)");
         var promptTokens = parse.GetValue(ChatMode)

@@ -28,6 +28,11 @@ public sealed class MiniCpmSession : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryBytes, "SessionOptions.KvCacheMemoryBytes must be >= 0 (0 = no limit)");
             if (!(options.KvCacheMemoryFraction >= 0 && options.KvCacheMemoryFraction <= 1))
                 throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryFraction, "SessionOptions.KvCacheMemoryFraction must be in [0, 1] (0 = off)");
+            int positions = model.Config.MaxPositionEmbeddings;
+            if (options.ContextLength < 0 || options.ContextLength > positions)
+                throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength,
+                    $"SessionOptions.ContextLength must be in [0, {positions}] (0 = min({positions}, 4096)): the model " +
+                    $"has {positions} positions (max_position_embeddings; MiniCpmLoadOptions.LongContext raises it)");
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
             p.kv_memory_bytes = (ulong)options.KvCacheMemoryBytes;

@@ -212,7 +212,13 @@ public sealed record SessionStatistics(
     /// <summary>Tokens emitted per draft-and-verify round (the mean accepted length), or 0 before any round.</summary>
     public double MeanAcceptedTokens => SpeculativeSteps > 0 ? (double)SpeculativeTokens / SpeculativeSteps : 0;
     public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PrefillTokens / PrefillTime.TotalSeconds : 0;
-    public double DecodeTokensPerSecond => DecodeTime > TimeSpan.Zero ? DecodeTokens / DecodeTime.TotalSeconds : 0;
+    /// <summary>Tokens decoded one at a time plus tokens emitted by draft-and-verify rounds.</summary>
+    public long DecodedTokens => DecodeTokens + SpeculativeTokens;
+    /// <summary>Time spent producing <see cref="DecodedTokens"/>: plain decode steps, drafting and verification.</summary>
+    public TimeSpan DecodingTime => DecodeTime + DraftTime + VerifyTime;
+    /// <summary>Decoding speed over plain steps and speculative rounds together (<see cref="DecodedTokens"/> per
+    /// <see cref="DecodingTime"/>), so it is the generation speed with or without a draft.</summary>
+    public double DecodeTokensPerSecond => DecodingTime > TimeSpan.Zero ? DecodedTokens / DecodingTime.TotalSeconds : 0;
 }
 
 /// <summary>The outcome of a non-streaming generation.</summary>

@@ -23,6 +23,18 @@ public class SessionTests
     }
 
     [Test]
+    public void AContextBeyondThePositionsNamesTheManagedOption()
+    {
+        int positions = _model.Config.MaxPositionEmbeddings;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            _model.CreateSession(new SessionOptions { ContextLength = positions + 1 }));
+        Assert.That(e!.Message, Does.Contain("SessionOptions.ContextLength").And.Contain(positions.ToString()));
+        Assert.That(e.Message, Does.Not.Contain("context_capacity"));
+        using var full = _model.CreateSession(new SessionOptions { ContextLength = positions });
+        Assert.That(full.Capacity, Is.EqualTo(positions));
+    }
+
+    [Test]
     public async Task GreedyGenerationIsDeterministic()
     {
         var options = new GenerationOptions { MaxTokens = 24, StopTokenIds = [] };
