@@ -104,8 +104,9 @@ internal static class ChatCommand
         var s = session.Statistics;
         var line = $"context {session.Length}/{session.Capacity} tokens; prefill {s.PrefillTokens} tokens at " +
                    $"{s.PrefillTokensPerSecond:F1} tok/s; decode {s.DecodedTokens} tokens at {s.DecodeTokensPerSecond:F1} tok/s";
-        if (s.SpeculativeSteps > 0)
-            line += $" ({s.SpeculativeSteps} speculative rounds, {s.MeanAcceptedTokens:F2} tokens per round)";
+        if (s.SpeculativeSteps > 0 || s.AdaptivePlainTokens > 0)
+            line += $" ({s.SpeculativeSteps} speculative rounds, {s.MeanAcceptedTokens:F2} tokens per round; " +
+                    $"{s.AdaptivePlainTokens} tokens decoded plainly by choice; last step: {s.LastStepDescription})";
         return line;
     }
 }

@@ -78,6 +78,12 @@ internal static class GenerateCommand
                 w.WriteBoolean("speculative", model.Draft is not null && options.Speculative?.Enabled != false);
                 w.WriteNumber("speculative_steps", stats.SpeculativeSteps);
                 w.WriteNumber("mean_accepted_tokens", Math.Round(stats.MeanAcceptedTokens, 4));
+                // Adaptive speculation (--spec-tree auto): what it chose.
+                w.WriteString("spec_tree", options.Speculative?.Adaptive != false ? "auto" : options.Speculative.TreeSize.ToString(
+                    System.Globalization.CultureInfo.InvariantCulture));
+                w.WriteNumber("spec_plain_tokens", stats.AdaptivePlainTokens);
+                w.WriteNumber("spec_last_tree_size", stats.TreeSize);
+                w.WriteNumber("spec_last_tree_levels", stats.TreeLevels);
                 w.WriteString("quantization", model.Quantization == WeightQuantization.Int4 ? "int4" : "none");
                 w.WriteNumber("int4_linears", model.Int4LinearCount);
                 w.WriteEndObject();

@@ -155,7 +155,7 @@ public sealed class MiniCpmSession : IDisposable
             NativeStatus.Check(NativeMethods.mcpm_session_get_stats(Handle, &s));
             return new SessionStatistics(s.prefill_tokens, FromNs(s.prefill_ns), s.decode_tokens, FromNs(s.decode_ns),
                 FromNs(s.sample_ns), s.generated_tokens, s.spec_steps, s.spec_emitted_tokens, FromNs(s.spec_draft_ns),
-                FromNs(s.spec_verify_ns));
+                FromNs(s.spec_verify_ns), s.spec_plain_tokens, s.spec_tree_size, s.spec_num_iter);
         }
     }
 

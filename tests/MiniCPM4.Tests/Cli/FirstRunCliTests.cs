@@ -29,6 +29,36 @@ public class FirstRunCliTests
     }
 
     [Test]
+    public void AdaptiveSpeculationIsTheDefaultKeepsTheTokensAndShowsItsChoice()
+    {
+        string[] common = ["generate", "-p", "The history of the town", "--max-tokens", "64", "--temperature", "0", "--json",
+                           "--threads", "2"];
+        var auto = Run(common);
+        var plain = Run([.. common, "--no-speculative"]);
+        var fixedTree = Run([.. common, "--spec-tree", "12"]);
+        foreach (var run in new[] { auto, plain, fixedTree }) Assert.That(run.Code, Is.EqualTo(0), run.Err);
+        using var a = JsonDocument.Parse(auto.Out);
+        using var p = JsonDocument.Parse(plain.Out);
+        using var f = JsonDocument.Parse(fixedTree.Out);
+        Assert.That(a.RootElement.GetProperty("token_ids").ToString(), Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
+        Assert.That(f.RootElement.GetProperty("token_ids").ToString(), Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
+        Assert.That(a.RootElement.GetProperty("spec_tree").GetString(), Is.EqualTo("auto"));
+        Assert.That(a.RootElement.GetProperty("spec_plain_tokens").GetInt64(), Is.GreaterThan(0), "plain steps are measured");
+        Assert.That(a.RootElement.GetProperty("speculative_steps").GetInt64(), Is.GreaterThan(0), "a round is tried");
+        Assert.That(a.RootElement.GetProperty("spec_last_tree_size").GetInt32(), Is.AnyOf(0, 4, 8, 16, 32));
+        Assert.That(f.RootElement.GetProperty("spec_tree").GetString(), Is.EqualTo("12"));
+        Assert.That(f.RootElement.GetProperty("spec_plain_tokens").GetInt64(), Is.Zero);
+        Assert.That(f.RootElement.GetProperty("spec_last_tree_size").GetInt32(), Is.EqualTo(12));
+
+        var bad = Run("generate", "-p", "x", "--spec-tree", "banana");
+        Assert.That(bad.Code, Is.EqualTo(2));
+        Assert.That(bad.Err, Does.Contain("--spec-tree 'banana'"));
+        var iterWithAuto = Run("generate", "-p", "x", "--spec-iter", "3");
+        Assert.That(iterWithAuto.Code, Is.EqualTo(2));
+        Assert.That(iterWithAuto.Err, Does.Contain("fixed --spec-tree"));
+    }
+
+    [Test]
     public void ChatHelpIsACommandAndStatsCountSpeculativeTokens()
     {
         var (code, output, err) = CliTests.RunWithInput("/help\nHello\n/stats\n/nosuch\n/exit\n",
@@ -39,7 +69,7 @@ public class FirstRunCliTests
         Assert.That(err, Does.Contain("unknown command /nosuch"));
         var stats = err.Split('\n').Single(l => l.StartsWith("context ", StringComparison.Ordinal));
         Assert.That(stats, Does.Not.Contain("decode 0 tokens").And.Not.Contain(" 0.0 tok/s"), stats);
-        Assert.That(stats, Does.Contain("speculative rounds"), "the demo model's draft was used");
+        Assert.That(stats, Does.Contain("speculative rounds").And.Contain("last step: "), "the demo model's draft was used");
     }
 
     [Test]
