@@ -40,6 +40,12 @@ internal static class NativeConstants
 
     /// <summary>a host callback reported failure; the host keeps its own message</summary>
     public const int MCPM_ERR_CALLBACK = 8;
+
+    /// <summary>
+    /// the model's logits hold a NaN or an infinity (corrupt weights, overflow);
+    /// the message names the generation step; nothing was sampled there
+    /// </summary>
+    public const int MCPM_ERR_NONFINITE = 9;
     public const int MCPM_DTYPE_F32 = 0;
     public const int MCPM_DTYPE_F16 = 1;
     public const int MCPM_DTYPE_BF16 = 2;

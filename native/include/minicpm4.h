@@ -56,6 +56,8 @@ typedef int32_t mcpm_status;
 #define MCPM_ERR_BACKEND_UNAVAILABLE 6  /* the requested backend is not compiled in or has no usable device */
 #define MCPM_ERR_INTERNAL 7             /* a bug in the engine; the message says where */
 #define MCPM_ERR_CALLBACK 8             /* a host callback reported failure; the host keeps its own message */
+#define MCPM_ERR_NONFINITE 9            /* the model's logits hold a NaN or an infinity (corrupt weights, overflow);
+                                           the message names the generation step; nothing was sampled there */
 
 /* Element types of weight tensors. */
 typedef int32_t mcpm_dtype;

@@ -288,6 +288,7 @@ MCPM_API const char* mcpm_status_string(mcpm_status status) {
     case MCPM_ERR_BACKEND_UNAVAILABLE: return "backend unavailable";
     case MCPM_ERR_INTERNAL: return "internal error";
     case MCPM_ERR_CALLBACK: return "callback failed";
+    case MCPM_ERR_NONFINITE: return "non-finite logits";
     default: return "unknown status";
   }
 }

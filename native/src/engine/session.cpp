@@ -199,6 +199,7 @@ int32_t Session::sample_pending() {
   if (!device_logits_pending_) return sample(last_logits_.data());
   if (constrained()) prepare_mask();
   const int32_t token = sample_row(0);
+  if (token == Backend::kNonFiniteToken) throw_non_finite(0);
   // The row is penalized in place and so no longer the pending logits; the caller evaluates the
   // token next or ends the generation.
   device_logits_pending_ = false;
@@ -215,11 +216,19 @@ int32_t Session::sample_row(int32_t row) {
   const Tensor mask_row = constrained() ? masks_.slice_rows(row, 1) : Tensor{};
   const Tensor* mask = constrained() ? &mask_row : nullptr;
   // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
-  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties, mask)
-                                          : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
-                                                            sampler_.next_uniform(), mask);
+  int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties, mask)
+                                    : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
+                                                      sampler_.next_uniform(), mask);
+  if (token != Backend::kNonFiniteToken && !be.logits_finite(*ctx_, logits)) token = Backend::kNonFiniteToken;
   stats_.sample_ns += now_ns() - t0;
   return token;
+}
+
+void Session::throw_non_finite(int32_t row) const {
+  throw Error(MCPM_ERR_NONFINITE,
+              "the logits of generation step " + std::to_string(generated_since_config_ + row + 1) + " (after " +
+                  std::to_string(length() + row) + " context tokens) hold a NaN or an infinity: the weights are " +
+                  "corrupt or the computation overflowed; nothing was sampled");
 }
 
 void Session::advance(int32_t token) {
@@ -330,6 +339,7 @@ void Session::set_sampling(SamplingConfig config) {
 
 int32_t Session::sample(const float* logits) {
   if (constrained()) prepare_mask();
+  if (!all_finite(logits, static_cast<size_t>(model_->config().vocab_size))) throw_non_finite(0);
   const int64_t t0 = now_ns();
   const int32_t token = sampler_.sample(logits, model_->config().vocab_size, tokens_.data(), length(),
                                         constrained() ? host_mask(0) : nullptr);
@@ -500,6 +510,12 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped, c
   const int32_t max_new = sampler_.config().max_new_tokens;
   for (int32_t node = 0;;) {
     const int32_t token = sample_row(node);
+    // Non-finite logits at the root fail the step before anything is emitted (the next step evaluates the root
+    // plainly, as after a rewind); deeper in the tree they end the round at the tokens emitted so far.
+    if (token == Backend::kNonFiniteToken) {
+      if (node == 0) throw_non_finite(0);
+      break;
+    }
     out[emitted++] = token;
     ++generated_since_config_;
     ++stats_.generated_tokens;

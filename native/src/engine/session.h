@@ -118,6 +118,8 @@ class Session {
   // Samples from ws_.logits row `row` on the backend (Backend::greedy_sample or sample_token) with the
   // penalties of the whole history; the row is penalized in place.
   int32_t sample_row(int32_t row);
+  // Throws MCPM_ERR_NONFINITE naming the generation step whose logits (row `row` of a round) are not finite.
+  [[noreturn]] void throw_non_finite(int32_t row) const;
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
   int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped, const SpecParams& params);
   // The nodes of a drafted tree that the target verifies, re-indexed in their order (parents first):
