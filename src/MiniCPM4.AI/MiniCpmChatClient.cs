@@ -196,7 +196,7 @@ public sealed class MiniCpmChatClient : IChatClient
                 session = conversation?.Session ?? RentSession();
                 if (conversation is not null) conversation.Session = null;
                 var s = session;
-                evaluated = await Task.Run(() => s.SetPrompt(tokens, ct), ct).ConfigureAwait(false);
+                evaluated = await s.SetPromptAsync(tokens, ct).ConfigureAwait(false);
                 await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
                 {
                     if (token.Id >= 0) outputTokens++;

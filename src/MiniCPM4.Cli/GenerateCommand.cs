@@ -40,7 +40,7 @@ internal static class GenerateCommand
         if (promptTokens.Length > session.Capacity)
             throw new MiniCpmContextFullException(
                 $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise --context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})");
-        await Task.Run(() => session.SetPrompt(promptTokens, ct), ct);
+        await session.SetPromptAsync(promptTokens, ct);
 
         var text = new StringBuilder();
         var ids = new List<int>();

@@ -186,6 +186,14 @@ public sealed class MiniCpmSession : IDisposable
         return prompt.Length - keep;
     }
 
+    /// <summary><see cref="SetPrompt"/> on a worker thread (it evaluates the new suffix, which can take long), so a
+    /// caller on a UI or request thread is not blocked. Returns the number of tokens evaluated.</summary>
+    public Task<int> SetPromptAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
+    {
+        if (prompt.IsEmpty) throw new ArgumentException("the prompt has no tokens", nameof(prompt));
+        return Task.Run(() => SetPrompt(prompt.Span, cancellationToken), cancellationToken);
+    }
+
     /// <summary>Encodes <paramref name="prompt"/> (with BOS per the tokenizer config), makes it the
     /// session's context (reusing the cached prefix) and streams the continuation.</summary>
     public async IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationOptions? options = null,
@@ -199,7 +207,7 @@ public sealed class MiniCpmSession : IDisposable
     private async Task<int[]> UsePromptAsync(string prompt, CancellationToken cancellationToken)
     {
         var tokens = Model.EncodePrompt(prompt);
-        await Task.Run(() => SetPrompt(tokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+        await SetPromptAsync(tokens, cancellationToken).ConfigureAwait(false);
         return tokens;
     }
 

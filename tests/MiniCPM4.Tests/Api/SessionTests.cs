@@ -84,6 +84,22 @@ public class SessionTests
     }
 
     [Test]
+    public async Task SetPromptAsyncReusesTheCachedPrefixOffTheCallingThread()
+    {
+        using var s = _model.CreateSession();
+        var first = _model.EncodePrompt("Once upon a time there was");
+        var longer = first.Concat(_model.Tokenizer.Encode(" a dragon", addBos: false)).ToArray();
+        Assert.That(await s.SetPromptAsync(first), Is.EqualTo(first.Length));
+        Assert.That(await s.SetPromptAsync(longer), Is.EqualTo(longer.Length - first.Length));
+        Assert.That(s.Tokens, Is.EqualTo(longer));
+        Assert.Throws<ArgumentException>(() => s.SetPromptAsync(ReadOnlyMemory<int>.Empty));
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        await Assert.CatchAsync<OperationCanceledException>(() => s.SetPromptAsync(first, cancelled.Token));
+        Assert.That(s.Tokens, Is.EqualTo(longer), "a cancelled call changes nothing");
+    }
+
+    [Test]
     public async Task StopStringSpanningTokensEndsGenerationAndIsNotEmitted()
     {
         using var s = _model.CreateSession();
