@@ -171,25 +171,18 @@ public class SafetensorsTests : TempDirTest
         Fails("data section has", "tensors end at", "last tensor 'b'");
     }
 
-    [Test]
-    public void GapBetweenTensors_Fails()
+    // The reference implementation's layout rule: in offset order the tensors start at 0, follow each other with no
+    // gap, and end where the data section ends.
+    [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
+        12, "tensor 'b' starts at data offset 8 but tensor 'a' ends at 4: the tensors must be contiguous")]
+    [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8, "tensor 'a' starts at data offset 4, not 0")]
+    [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 5,
+        "data section has 5 bytes but the tensors end at 4 (last tensor 'a')")]
+    [TestCase("""{"__metadata__":{"format":"pt"}}""", 3, "the header lists no tensors but the data section has 3 bytes")]
+    public void DataSectionThatIsNotTheTensorsExtent_Fails(string header, int dataBytes, string problem)
     {
-        Write("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""", 12);
-        Fails("tensor 'b' starts at data offset 8 but tensor 'a' ends at 4", "contiguous");
-    }
-
-    [Test]
-    public void FirstTensorAfterTheStartOfTheData_Fails()
-    {
-        Write("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8);
-        Fails("tensor 'a' starts at data offset 4, not 0");
-    }
-
-    [Test]
-    public void TrailingBytesAfterTheTensors_Fail()
-    {
-        Write("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 5);
-        Fails("data section has 5 bytes but the tensors end at 4 (last tensor 'a')");
+        Write(header, dataBytes);
+        Fails(problem);
     }
 
     [Test]
