@@ -13,7 +13,7 @@ constexpr double kDecay = 0.8;
 // An arm other than the best is measured again after this many steps (its rate may have changed with the text).
 constexpr int64_t kRecheckSteps = 64;
 // Plain steps measured before the first round is tried.
-constexpr int64_t kWarmupSteps = 2;
+constexpr int64_t kWarmupSteps = 3;
 }  // namespace
 
 SpecParams AdaptiveSpeculation::tree(int32_t arm) {
@@ -46,9 +46,15 @@ double AdaptiveSpeculation::rate(int32_t arm) const {
 }
 
 double AdaptiveSpeculation::upper_bound(int32_t arm) const {
-  // d levels emit at most d + 1 tokens and cost at least d levels plus one target pass.
-  const int32_t d = tree(arm).num_iter;
-  return (d + 1) / (d * level_ns_ + plain_ns()) * 1e9;
+  // d levels emit at most d + 1 tokens and cost at least d levels plus the verification of the tree: at least one
+  // target pass (a plain step), and at least what verifying any smaller tree measured took.
+  const SpecParams p = tree(arm);
+  double verify_ns = plain_ns();
+  for (int32_t b = 1; b < kArms; ++b) {
+    const Arm& smaller = arms_[static_cast<size_t>(b)];
+    if (smaller.steps > 0 && tree(b).tree_size <= p.tree_size) verify_ns = std::max(verify_ns, smaller.min_verify_ns);
+  }
+  return (p.num_iter + 1) / (p.num_iter * level_ns_ + verify_ns) * 1e9;
 }
 
 int32_t AdaptiveSpeculation::choose() {
@@ -67,8 +73,9 @@ int32_t AdaptiveSpeculation::choose() {
       if (!usable_[static_cast<size_t>(a)] || a == best_ || upper_bound(a) <= best_rate) continue;
       if (arm.steps == 0 || step_ - arm.last_step >= kRecheckSteps) return last_ = a;
     }
-    // Plain decoding is measured again too once a tree is the best (the text may stop being predictable).
-    if (best_ != kPlain && step_ - arms_[kPlain].last_step >= kRecheckSteps) return last_ = kPlain;
+    // Plain decoding is measured again too once a tree is the best (the text may stop being predictable, or the
+    // plain steps measured may have been slowed by the machine); a plain step loses little, so more often.
+    if (best_ != kPlain && step_ - arms_[kPlain].last_step >= kRecheckSteps / 4) return last_ = kPlain;
   }
   return last_ = best_;
 }
@@ -79,13 +86,19 @@ void AdaptiveSpeculation::record(int32_t arm, int64_t ns, int32_t tokens, int64_
   // Time lost (or, when negative, gained) against the best arm as it was measured before this step.
   if (arm != best_ && rate(best_) > 0) regret_ns_ += static_cast<double>(ns) - tokens / rate(best_) * 1e9;
   Arm& a = arms_[static_cast<size_t>(arm)];
-  a.ns = a.ns * kDecay + static_cast<double>(ns);
+  // A step far slower than the arm's mean is the machine's doing (the thread was preempted), not the arm's cost:
+  // counted as twice the mean, so one stall cannot make a fast arm look slow for long.
+  double cost = static_cast<double>(ns);
+  if (a.steps > 0) cost = std::min(cost, 2 * a.ns / a.tokens * tokens);
+  a.ns = a.ns * kDecay + cost;
   a.tokens = a.tokens * kDecay + tokens;
   ++a.steps;
   a.last_step = step_;
   if (arm != kPlain && draft_ns > 0) {
     const double level = static_cast<double>(draft_ns) / tree(arm).num_iter;
     level_ns_ = level_ns_ == 0 ? level : std::min(level_ns_, level);
+    const double verify = static_cast<double>(ns - draft_ns);
+    a.min_verify_ns = a.steps == 1 ? verify : std::min(a.min_verify_ns, verify);
   }
 }
 

@@ -4,8 +4,9 @@
 // The session reports what each step cost (wall time) and emitted. Each arm keeps exponentially decayed sums of
 // both, so its rate follows the text (acceptance changes with it). An arm that was never measured is tried only if
 // an upper bound on its rate beats the best measured arm: a round of d draft levels emits at most d + 1 tokens and
-// costs at least d draft levels plus one target pass (a plain step), so once one round has measured the cost of a
-// draft level, trees that cannot pay are never tried. Trying and re-checking arms that are not the best is limited
+// costs at least d draft levels plus the verification of its tree (at least a plain step, and at least what a
+// smaller tree's verification took), so once one round has measured those costs, trees that cannot pay are never
+// tried again. Trying and re-checking arms that are not the best is limited
 // to a small share of the decoding time, so a draft that does not pay costs almost nothing.
 // Any choice is lossless: a round samples every emitted token from the target's logits, as plain decoding does.
 #pragma once
@@ -45,6 +46,7 @@ class AdaptiveSpeculation {
     double ns = 0, tokens = 0;  // decayed sums
     int64_t steps = 0;          // steps measured since reset
     int64_t last_step = 0;      // step_ of the last measurement
+    double min_verify_ns = 0;   // rounds: the least time a round took beyond drafting (verification and walk)
   };
   double upper_bound(int32_t arm) const;
   double plain_ns() const { return arms_[kPlain].ns / arms_[kPlain].tokens; }

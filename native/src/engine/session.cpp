@@ -137,8 +137,10 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
   device_logits = device_logits && all_logits == nullptr && n > 0;
   const int32_t start_length = length();
   const int64_t start_kv = kv_len_;
+  // Only an evaluation that runs the draft changes its state (adaptive speculation's plain steps do not).
+  const bool feeds_draft = speculator_ && feed_draft_;
   Speculator::Mark draft_mark{};
-  if (speculator_) draft_mark = speculator_->mark(*ctx_);
+  if (feeds_draft) draft_mark = speculator_->mark(*ctx_);
   // The new logits go to a side buffer and replace the pending ones only on success, so a failed or
   // cancelled call leaves the session exactly as it was (pending logits included).
   next_logits_.resize(last_logits_.size());
@@ -169,7 +171,7 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
     tokens_.resize(static_cast<size_t>(start_length));  // cache rows past the length are simply overwritten later
     kv_len_ = start_kv;
     kv_.truncate(start_kv);
-    if (speculator_) speculator_->restore(*ctx_, draft_mark);
+    if (feeds_draft) speculator_->restore(*ctx_, draft_mark);
     throw;
   }
   if (device_logits)
