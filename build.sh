@@ -5,7 +5,8 @@
 #                         job: generate English from the bundled demo model (models/demo), speculatively
 #   ./build.sh test       build and run every test tier this machine supports: native tests
 #                         (Release), native tests under ASan + UBSan, native tests for aarch64 under
-#                         QEMU (when the cross compiler and qemu-user are installed), the CUDA backend
+#                         QEMU and the linux-arm64 runtime package restored and run from under QEMU
+#                         (when the cross compiler and qemu-user are installed), the CUDA backend
 #                         compiled for sm_80 by nvcc (when installed), the CUDA backend on the emulated
 #                         device (the CUDA tests and the ABI suite, then again under ASan + UBSan; needs
 #                         clang++-14), managed tests (NUnit), tools/compare-llamacpp's tests (GGUF writer,
@@ -16,7 +17,8 @@
 #   ./build.sh cli ARGS   build, then run the minicpm4 CLI with ARGS
 #   ./build.sh pack       build the native engine (Release) and pack the NuGet packages MiniCPM4, MiniCPM4.AI and
 #                         MiniCPM4.Runtime.linux-x64 (plus MiniCPM4.Runtime.linux-x64.Cuda when
-#                         $BUILD_DIR/native-cuda/libminicpm4.so exists) into artifacts/packages/
+#                         $BUILD_DIR/native-cuda/libminicpm4.so exists, MiniCPM4.Runtime.linux-arm64 when
+#                         tools/check-aarch64.sh built $BUILD_DIR/aarch64/native/libminicpm4.so) into artifacts/packages/
 #
 # Environment: BUILD_DIR (default ./build), JOBS (default: number of cores), CUDA_ARCHS (the CUDA
 # compile check's architectures, default 80), MCPM_REQUIRE_CUDA_BUILD=1 (a missing nvcc fails the
@@ -204,6 +206,8 @@ run_tests() {
   if command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
     echo "== native tests for aarch64 (NEON kernels; cross-built, run under QEMU)"
     tally ctest tools/check-aarch64.sh
+    echo "== the MiniCPM4.Runtime.linux-arm64 package: packed, restored, the engine run from it under QEMU"
+    if tools/check-aarch64-package.sh; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
   else
     echo "== skipping the aarch64 tier: install g++-aarch64-linux-gnu and qemu-user to run it"
   fi
@@ -258,6 +262,11 @@ case "${1:-run}" in
     cuda="$BUILD_DIR/native-cuda/libminicpm4.so"
     if [ -f "$cuda" ]; then
       pack "$runtime" -p:MiniCpmRuntimeVariant=Cuda -p:MiniCpmCudaNativeLibrary="$(cd "$(dirname "$cuda")" && pwd)/libminicpm4.so"
+    fi
+    arm64="$BUILD_DIR/aarch64/native/libminicpm4.so"   # tools/check-aarch64.sh builds it
+    if [ -f "$arm64" ]; then
+      pack packaging/MiniCPM4.Runtime.linux-arm64/MiniCPM4.Runtime.linux-arm64.csproj \
+        -p:MiniCpmArm64NativeLibrary="$(cd "$(dirname "$arm64")" && pwd)/libminicpm4.so"
     fi
     pack src/MiniCPM4/MiniCPM4.csproj
     pack src/MiniCPM4.AI/MiniCPM4.AI.csproj

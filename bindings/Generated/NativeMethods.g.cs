@@ -40,6 +40,12 @@ internal static class NativeConstants
 
     /// <summary>a host callback reported failure; the host keeps its own message</summary>
     public const int MCPM_ERR_CALLBACK = 8;
+
+    /// <summary>
+    /// the model's logits hold a NaN or an infinity (corrupt weights, overflow);
+    /// the message names the generation step; nothing was sampled there
+    /// </summary>
+    public const int MCPM_ERR_NONFINITE = 9;
     public const int MCPM_DTYPE_F32 = 0;
     public const int MCPM_DTYPE_F16 = 1;
     public const int MCPM_DTYPE_BF16 = 2;
@@ -116,6 +122,17 @@ internal static class NativeConstants
     /// call.
     /// </summary>
     public const int MCPM_TOKEN_MASK_YIELD = 1;
+
+    /// <summary>
+    /// spec_tree_size = MCPM_SPEC_TREE_AUTO: before each step the session chooses plain decoding or one round with a
+    /// tree of 4, 8, 16 or 32 nodes (1 to 4 draft levels), whichever it expects to emit the most tokens per second. It
+    /// measures as it runs: the wall time of plain steps and of rounds per tree, and the tokens each emitted (decayed,
+    /// so the choice follows the text). A tree is tried only while an upper bound on its rate (d levels emit at most
+    /// d+1 tokens and cost at least d draft levels plus one target pass) beats the best measured choice, and trying
+    /// choices other than the best may lose at most ~3% of the decoding time. While it decodes plainly the draft is
+    /// not run. The output is the same whatever it chooses. mcpm_session_stats reports the choice.
+    /// </summary>
+    public const int MCPM_SPEC_TREE_AUTO = 0;
 
     /// <summary>
     /// One decoding step for streaming: like mcpm_session_generate, but returns after one token without
@@ -241,7 +258,7 @@ internal static class NativeLayout
     internal const int mcpm_sampling_params_token_mask_Offset = 80;
     internal const int mcpm_sampling_params_token_mask_user_data_Offset = 88;
 
-    internal const int mcpm_session_stats_Size = 88;
+    internal const int mcpm_session_stats_Size = 104;
     internal const int mcpm_session_stats_struct_size_Offset = 0;
     internal const int mcpm_session_stats_prefill_tokens_Offset = 8;
     internal const int mcpm_session_stats_prefill_ns_Offset = 16;
@@ -253,6 +270,9 @@ internal static class NativeLayout
     internal const int mcpm_session_stats_spec_emitted_tokens_Offset = 64;
     internal const int mcpm_session_stats_spec_draft_ns_Offset = 72;
     internal const int mcpm_session_stats_spec_verify_ns_Offset = 80;
+    internal const int mcpm_session_stats_spec_plain_tokens_Offset = 88;
+    internal const int mcpm_session_stats_spec_tree_size_Offset = 96;
+    internal const int mcpm_session_stats_spec_num_iter_Offset = 100;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -501,7 +521,8 @@ internal unsafe struct mcpm_sampling_params
     /// <summary>
     /// tree nodes including the root, in [2, 64]; default 12. Also
     /// spec_topk_per_iter*(spec_num_iter-1) &lt;= 64 and spec_tree_size-1 &lt;= the
-    /// number of drafted candidates
+    /// number of drafted candidates. MCPM_SPEC_TREE_AUTO: adaptive speculation,
+    /// see below (spec_num_iter and spec_topk_per_iter are then ignored)
     /// </summary>
     public int spec_tree_size;
     /// <summary>NULL (default): no constraint</summary>
@@ -534,6 +555,12 @@ internal unsafe struct mcpm_session_stats
     public long spec_draft_ns;
     /// <summary>time spent in target verification passes</summary>
     public long spec_verify_ns;
+    /// <summary>tokens decoded plainly because plain decoding was expected to be faster</summary>
+    public long spec_plain_tokens;
+    /// <summary>tree size of the last step: 0 = plain decoding (or no speculation)</summary>
+    public int spec_tree_size;
+    /// <summary>its draft levels (0 for plain)</summary>
+    public int spec_num_iter;
 }
 
 /// <summary>The exported functions of native/include/minicpm4.h, bound with source-generated marshalling.</summary>

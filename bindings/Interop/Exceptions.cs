@@ -63,6 +63,16 @@ public class MiniCpmBackendUnavailableException : MiniCpmException
     }
 }
 
+/// <summary>The model's logits held a NaN or an infinity, so nothing could be sampled (MCPM_ERR_NONFINITE): corrupt
+/// weights or an overflow. The message names the generation step; the session stays usable.</summary>
+public class MiniCpmNonFiniteLogitsException : MiniCpmException
+{
+    public MiniCpmNonFiniteLogitsException(string message, Exception? inner = null)
+        : base(message, NativeConstants.MCPM_ERR_NONFINITE, inner)
+    {
+    }
+}
+
 /// <summary>A bug in the engine; the message says where (MCPM_ERR_INTERNAL).</summary>
 public class MiniCpmInternalException : MiniCpmException
 {

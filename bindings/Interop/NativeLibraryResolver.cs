@@ -30,15 +30,19 @@ internal sealed class NativeLibrarySearch
     internal MiniCpmNativeLibraryException CreateException()
     {
         var sb = new StringBuilder();
-        sb.Append("The MiniCPM4 native library (").Append(NativeLibraryResolver.PlatformFileName)
-          .Append(") could not be loaded. Tried, in order:");
+        sb.Append("The MiniCPM4 native engine (").Append(NativeLibraryResolver.PlatformFileName).Append(") was not found. ");
+        if (NativeLibraryResolver.RuntimePackage() is { } package)
+            sb.Append("Add its runtime package to the application: dotnet add package ").Append(package)
+              .Append(" (MiniCPM4.Runtime.linux-x64.Cuda for the CUDA build).");
+        else
+            sb.Append("No runtime package is published for ").Append(RuntimeInformation.RuntimeIdentifier)
+              .Append(": build the engine from source (./build.sh in the MiniCPM4.NET repository).");
+        sb.Append(" Or set ").Append(NativeLibraryResolver.EnvironmentVariable)
+          .Append(" to the library file or its directory, or call MiniCpmNative.SetLibraryPath(path) before the first use")
+          .Append(" (in the source tree, ./build.sh builds build/native/").Append(NativeLibraryResolver.PlatformFileName)
+          .Append(").\nTried, in order:");
         for (int i = 0; i < Attempts.Count; i++)
             sb.Append('\n').Append("  ").Append(i + 1).Append(". ").Append(Attempts[i]);
-        sb.Append('\n').Append("To fix this, build the native engine with ./build.sh (it produces build/native/")
-          .Append(NativeLibraryResolver.PlatformFileName)
-          .Append(", which the MiniCPM4 project copies to runtimes/<rid>/native/ next to the application), or set ")
-          .Append(NativeLibraryResolver.EnvironmentVariable)
-          .Append(" to the library file or its directory, or call MiniCpmNative.SetLibraryPath(path) before the first use.");
         return new MiniCpmNativeLibraryException(sb.ToString(), Attempts);
     }
 }
@@ -278,6 +282,19 @@ internal static class NativeLibraryResolver
             }
         }
         return new NativeLibrarySearch(0, null, attempts);
+    }
+
+    /// <summary>The NuGet package with the CPU engine for this process's platform, or null where none is published.</summary>
+    internal static string? RuntimePackage()
+    {
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.RuntimeIdentifier.Contains("musl", StringComparison.Ordinal))
+            return null;
+        return RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 => "MiniCPM4.Runtime.linux-x64",
+            Architecture.Arm64 => "MiniCPM4.Runtime.linux-arm64",
+            _ => null,
+        };
     }
 
     /// <summary>The runtime's RID and its portable form (e.g. linux-x64), without duplicates.</summary>

@@ -42,6 +42,7 @@ internal static unsafe class NativeStatus
             NativeConstants.MCPM_ERR_BACKEND_UNAVAILABLE => new MiniCpmBackendUnavailableException(message),
             NativeConstants.MCPM_ERR_INTERNAL => new MiniCpmInternalException(message),
             NativeConstants.MCPM_ERR_CALLBACK => new MiniCpmConstraintException(message),
+            NativeConstants.MCPM_ERR_NONFINITE => new MiniCpmNonFiniteLogitsException(message),
             _ => new MiniCpmException(message, status),
         };
     }

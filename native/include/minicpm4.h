@@ -56,6 +56,8 @@ typedef int32_t mcpm_status;
 #define MCPM_ERR_BACKEND_UNAVAILABLE 6  /* the requested backend is not compiled in or has no usable device */
 #define MCPM_ERR_INTERNAL 7             /* a bug in the engine; the message says where */
 #define MCPM_ERR_CALLBACK 8             /* a host callback reported failure; the host keeps its own message */
+#define MCPM_ERR_NONFINITE 9            /* the model's logits hold a NaN or an infinity (corrupt weights, overflow);
+                                           the message names the generation step; nothing was sampled there */
 
 /* Element types of weight tensors. */
 typedef int32_t mcpm_dtype;
@@ -532,13 +534,23 @@ typedef struct mcpm_sampling_params {
   int32_t spec_topk_per_iter; /* children per expanded node and frontier width, in [1, spec_tree_size-1]; default 10 */
   int32_t spec_tree_size;     /* tree nodes including the root, in [2, 64]; default 12. Also
                                  spec_topk_per_iter*(spec_num_iter-1) <= 64 and spec_tree_size-1 <= the
-                                 number of drafted candidates */
+                                 number of drafted candidates. MCPM_SPEC_TREE_AUTO: adaptive speculation,
+                                 see below (spec_num_iter and spec_topk_per_iter are then ignored) */
   /* Added after the first release of ABI 1 (a struct_size ending before token_mask is accepted and
    * means NULL). With a draft, the draft proposes only tokens the masks allow: each round asks the mask
    * of the root and of every drafted node whose token its parent's mask allows. */
   mcpm_token_mask_fn token_mask; /* NULL (default): no constraint */
   void* token_mask_user_data;    /* passed to token_mask as user_data */
 } mcpm_sampling_params;
+
+/* spec_tree_size = MCPM_SPEC_TREE_AUTO: before each step the session chooses plain decoding or one round with a
+ * tree of 4, 8, 16 or 32 nodes (1 to 4 draft levels), whichever it expects to emit the most tokens per second. It
+ * measures as it runs: the wall time of plain steps and of rounds per tree, and the tokens each emitted (decayed,
+ * so the choice follows the text). A tree is tried only while an upper bound on its rate (d levels emit at most
+ * d+1 tokens and cost at least d draft levels plus one target pass) beats the best measured choice, and trying
+ * choices other than the best may lose at most ~3% of the decoding time. While it decodes plainly the draft is
+ * not run. The output is the same whatever it chooses. mcpm_session_stats reports the choice. */
+#define MCPM_SPEC_TREE_AUTO 0
 
 /* Fills *params with defaults (greedy). Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
 MCPM_API mcpm_status mcpm_sampling_params_default(mcpm_sampling_params* params);
@@ -606,6 +618,11 @@ typedef struct mcpm_session_stats {
   int64_t spec_emitted_tokens;/* tokens those rounds emitted; spec_emitted_tokens/spec_steps is the mean accepted length */
   int64_t spec_draft_ns;      /* time spent drafting trees */
   int64_t spec_verify_ns;     /* time spent in target verification passes */
+  /* Added after the first release of ABI 1 (a struct_size ending before spec_plain_tokens is accepted and
+   * gets the fields before it). Adaptive speculation (MCPM_SPEC_TREE_AUTO): */
+  int64_t spec_plain_tokens;  /* tokens decoded plainly because plain decoding was expected to be faster */
+  int32_t spec_tree_size;     /* tree size of the last step: 0 = plain decoding (or no speculation) */
+  int32_t spec_num_iter;      /* its draft levels (0 for plain) */
 } mcpm_session_stats;
 
 /* Copies the session's counters into *stats (struct_size must be set). */

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <random>
@@ -872,6 +873,64 @@ TEST_F(SamplingTest, StatsCountPrefillDecodeAndGeneratedTokens) {
   ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), prompt.data(), 3, MCPM_LOGITS_NONE, nullptr, 0));
   ASSERT_MCPM_OK(mcpm_session_get_stats(s.get(), &st2));
   EXPECT_EQ(st2.prefill_tokens, 3);
+}
+
+}  // namespace
+
+namespace {
+
+// A tiny model whose LM head row `row` is NaN (untied: the embedding stays finite), so every step's logits hold a
+// NaN: greedy and temperature sampling, where the logits are (on CUDA, on the device), fail with
+// MCPM_ERR_NONFINITE naming the step, and the session stays usable (it fails the same way again).
+TEST(NonFiniteLogits, GenerationFailsNamingTheStep) {
+  TinyConfig c = SamplingModelConfig();
+  c.tied = false;
+  TinyModel tm(c);
+  ModelPtr m;
+  ASSERT_MCPM_OK(tm.Create(&m, PrimaryBackend(), 1));
+  for (const HostTensor& t : tm.tensors()) {
+    if (t.name != "lm_head.weight") {
+      ASSERT_MCPM_OK(tm.SetTensor(m.get(), t));
+      continue;
+    }
+    HostTensor corrupt = t;
+    corrupt.values[static_cast<size_t>(5 * c.hidden)] = std::numeric_limits<float>::quiet_NaN();
+    corrupt.bytes = EncodeTensor(corrupt.values, corrupt.dtype);
+    ASSERT_MCPM_OK(tm.SetTensor(m.get(), corrupt));
+  }
+  ASSERT_MCPM_OK(mcpm_model_finalize(m.get()));
+  for (float temperature : {0.0f, 0.8f}) {
+    SessionPtr s = MakeSession(m.get());
+    const std::vector<int32_t> prompt{1, 2, 3};
+    ASSERT_MCPM_OK(mcpm_session_prefill(s.get(), prompt.data(), 3, MCPM_LOGITS_NONE, nullptr, 0));
+    mcpm_sampling_params p{};
+    p.struct_size = sizeof p;
+    ASSERT_MCPM_OK(mcpm_sampling_params_default(&p));
+    p.temperature = temperature;
+    ASSERT_MCPM_OK(mcpm_session_set_sampling(s.get(), &p));
+    // Two tokens appended as generated output: the failing step is the third.
+    const std::vector<int32_t> forced{7, 8};
+    ASSERT_MCPM_OK(mcpm_session_force_tokens(s.get(), forced.data(), 2));
+    std::vector<int32_t> out(MCPM_MAX_STEP_TOKENS);
+    int32_t count = -1;
+    mcpm_finish_reason finish;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      EXPECT_EQ(mcpm_session_generate(s.get(), 4, out.data(), static_cast<int32_t>(out.size()), &count, &finish),
+                MCPM_ERR_NONFINITE);
+      const std::string error = mcpm_last_error();
+      EXPECT_NE(error.find("generation step 3 (after 5 context tokens)"), std::string::npos) << error;
+    }
+    int32_t length = 0;
+    ASSERT_MCPM_OK(mcpm_session_length(s.get(), &length));
+    EXPECT_EQ(length, 5) << "nothing was appended";
+    // Sampling from host logits checks them too.
+    std::vector<float> logits(static_cast<size_t>(c.vocab), 0.5f);
+    logits[9] = std::numeric_limits<float>::infinity();
+    int32_t token = -1;
+    EXPECT_EQ(mcpm_session_sample(s.get(), logits.data(), c.vocab, &token), MCPM_ERR_NONFINITE);
+    EXPECT_NE(std::string(mcpm_last_error()).find("NaN or an infinity"), std::string::npos) << mcpm_last_error();
+  }
+  EXPECT_STREQ(mcpm_status_string(MCPM_ERR_NONFINITE), "non-finite logits");
 }
 
 }  // namespace

@@ -283,6 +283,49 @@ TEST(Speculative, AcceptedPathsOfSeveralTokensKeepTheOutputExact) {
   }
 }
 
+// MCPM_SPEC_TREE_AUTO: whatever adaptive speculation chooses per step (plain decoding, trees of 4 to 32 nodes), the
+// tokens are plain greedy's, and the statistics account for every emitted token and report the last choice.
+TEST(Speculative, AdaptiveSpeculationKeepsTheOutputAndReportsItsChoice) {
+  const TinyConfig tc = TargetConfig(11);
+  TinyModel tm(tc);
+  ModelPtr m = tm.Load(PrimaryBackend(), nullptr, 2);
+  ASSERT_TRUE(m);
+  const auto prompt = tm.RandomTokens(7, 11);
+  const int n = 60;
+  mcpm_sampling_params off = Sampling({2, 10, 12});
+  off.speculative = 0;
+  const GenRun reference = GeneratePlain(m.get(), prompt, n, off);
+  DraftSpec ds;
+  ds.seed = 9;
+  // Trees that cover the output (rounds accept several tokens), padded to 8 tokens so every tree of the ladder fits.
+  ds.vocabulary = Distinct(reference.tokens, 8);
+  for (int32_t id = 0; ds.vocabulary.size() < 8; ++id)
+    if (std::find(ds.vocabulary.begin(), ds.vocabulary.end(), id) == ds.vocabulary.end()) ds.vocabulary.push_back(id);
+  DraftPtr d = MakeDraft(m.get(), tc, ds);
+  ASSERT_TRUE(d);
+  for (bool step : {true, false}) {
+    SessionPtr s = MakeSpecSession(m.get(), d.get());
+    const GenRun spec = Generate(s.get(), prompt, n, Sampling({2, 10, MCPM_SPEC_TREE_AUTO}), step);
+    EXPECT_TRUE(SameGreedyTokens(m.get(), tc.vocab, prompt, reference.tokens, spec.tokens, off));
+    EXPECT_GT(spec.stats.spec_steps, 0) << "the first probe round always runs";
+    // Every token is the first one (sampled from the prefill's logits), a round's, a plain step's by choice, or
+    // one before a round (which fed the draft).
+    EXPECT_LE(spec.stats.spec_emitted_tokens + spec.stats.spec_plain_tokens, spec.stats.generated_tokens);
+    EXPECT_GT(spec.stats.spec_plain_tokens, 0) << "plain steps are measured first";
+    EXPECT_TRUE(spec.stats.spec_tree_size == 0 || spec.stats.spec_tree_size == 4 || spec.stats.spec_tree_size == 8 ||
+                spec.stats.spec_tree_size == 16 || spec.stats.spec_tree_size == 32)
+        << spec.stats.spec_tree_size;
+    EXPECT_EQ(spec.stats.spec_num_iter == 0, spec.stats.spec_tree_size == 0);
+  }
+  // A host built before the adaptive fields were added gets the older fields only.
+  SessionPtr s = MakeSpecSession(m.get(), d.get());
+  mcpm_session_stats older{};
+  older.struct_size = static_cast<uint32_t>(offsetof(mcpm_session_stats, spec_plain_tokens));
+  older.spec_plain_tokens = -7;
+  EXPECT_MCPM_OK(mcpm_session_get_stats(s.get(), &older));
+  EXPECT_EQ(older.spec_plain_tokens, -7) << "written past the host's struct_size";
+}
+
 // Int4 (Marlin) target and draft, the draft's fc through CPM.cu's fused fc.qweight: speculative
 // greedy output is the int4 target's plain greedy output, and the int4 draft (whose FR-Spec
 // vocabulary covers some of the target's tokens) still gets draft tokens accepted.

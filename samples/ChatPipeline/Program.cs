@@ -9,19 +9,10 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using MiniCPM4;
 using MiniCPM4.AI;
-using MiniCPM4.Checkpoints;
+using MiniCPM4.Samples;
 
-string dir;
-if (args.Length > 0)
-{
-    dir = args[0];
-}
-else
-{
-    dir = Path.Combine(Path.GetTempPath(), $"minicpm4-chatpipeline-{Environment.ProcessId}");
-    Console.WriteLine($"No checkpoint given: writing a tiny random one to {dir}");
-    CheckpointWriter.CreateRandomModel(dir, ModelPreset.Tiny, seed: 3, dtype: TensorDType.BF16);
-}
+using var checkpoint = SampleCheckpoint.FromArgs(args, "chatpipeline", seed: 3);
+string dir = checkpoint.Directory;
 
 using var model = MiniCpmModel.Load(dir);
 using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Debug));

@@ -7,22 +7,13 @@ using System.IO.Pipelines;
 using Microsoft.Extensions.AI;
 using MiniCPM4;
 using MiniCPM4.AI;
-using MiniCPM4.Checkpoints;
+using MiniCPM4.Samples;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
 using ModelContextProtocol.Server;
 
-string dir;
-if (args.Length > 0)
-{
-    dir = args[0];
-}
-else
-{
-    dir = Path.Combine(Path.GetTempPath(), $"minicpm4-tooluse-{Environment.ProcessId}");
-    Console.WriteLine($"No checkpoint given: writing a tiny random one to {dir} (random weights will not call tools)");
-    CheckpointWriter.CreateRandomModel(dir, ModelPreset.Tiny, seed: 3, dtype: TensorDType.BF16);
-}
+using var checkpoint = SampleCheckpoint.FromArgs(args, "tooluse", seed: 3);
+string dir = checkpoint.Directory;
 
 // --- The MCP server, in-process over two pipes.
 var clientToServer = new Pipe();

@@ -187,7 +187,7 @@ public sealed class MiniCpmChatClient : IChatClient
                 // Cached tokens are reported for the conversation's own KV cache only, not a spare session's.
                 if (!lease.IsCachedConversation) session.Reset();
                 var s = session;
-                evaluated = await Task.Run(() => s.SetPrompt(tokens, ct), ct).ConfigureAwait(false);
+                evaluated = await s.SetPromptAsync(tokens, ct).ConfigureAwait(false);
                 await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
                 {
                     if (token.Id >= 0) outputTokens++;

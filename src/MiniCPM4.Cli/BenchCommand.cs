@@ -9,10 +9,13 @@ namespace MiniCPM4.Cli;
 /// to a temporary directory.</summary>
 internal static class BenchCommand
 {
-    private static readonly Option<string?> ModelDir = new("--model", "-m") { Description = "Checkpoint directory" };
+    private static readonly Option<string?> ModelDir = new("--model", "-m") { Description = "Checkpoint directory (default: the demo model)" };
     private static readonly Option<int> PromptTokens = new("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
     private static readonly Option<int> GenTokens = new("--gen-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
     private static readonly Option<string?> PresetOption = new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b (random weights)" };
+
+    // Progress on stderr, so stdout holds only the results (and --json stays parseable).
+    private static void Status(string what) => Console.Error.WriteLine($"bench: {what}...");
 
     public static Command Create()
     {
@@ -36,7 +39,10 @@ internal static class BenchCommand
     {
         var dir = parse.GetValue(ModelDir);
         var preset = parse.GetValue(PresetOption);
-        if ((dir is null) == (preset is null)) throw new UsageException("give exactly one of --model or --preset");
+        if (dir is not null && preset is not null) throw new UsageException("give at most one of --model or --preset");
+        if (dir is null && preset is null)
+            dir = Cli.DemoModelDirectory() ?? throw new UsageException(
+                "no model: pass --model DIR or --preset NAME (the demo model, models/demo, was not found)");
         int promptTokens = parse.GetValue(PromptTokens), genTokens = parse.GetValue(GenTokens);
         if (promptTokens < 1 || genTokens < 1) throw new UsageException("--prompt-tokens and --gen-tokens must be >= 1");
         var quantization = Cli.QuantizationFrom(parse);
@@ -47,10 +53,12 @@ internal static class BenchCommand
             {
                 var p = CreateModelCommand.ParsePreset(preset);
                 temp = Path.Combine(Path.GetTempPath(), $"minicpm4-bench-{Guid.NewGuid():N}");
+                Status($"writing a random {preset} checkpoint to {temp}");
                 await Task.Run(() => CheckpointWriter.CreateRandomModel(temp, p, 0, TensorDType.BF16), ct);
                 dir = temp;
             }
             var (device, index) = Cli.ParseDevice(parse.GetValue(Cli.Device) ?? "auto");
+            Status($"loading {dir}");
             using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions
             {
                 Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null, SparseOverrides = Cli.SparseOverridesFrom(parse),
@@ -60,7 +68,9 @@ internal static class BenchCommand
             var rng = new Random(1234);
             var prompt = new int[promptTokens];
             for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(model.Config.VocabSize);
+            Status($"prefill: {promptTokens} tokens");
             await Task.Run(() => session.Prefill(prompt, ct), ct);
+            Status($"decode: {genTokens} tokens");
             var options = new GenerationOptions { MaxTokens = genTokens, StopTokenIds = [], Seed = 0 };
             int generated = 0;
             await foreach (var t in session.GenerateAsync(options, ct)) if (t.Id >= 0) generated++;

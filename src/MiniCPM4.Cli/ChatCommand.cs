@@ -3,14 +3,14 @@ using System.CommandLine;
 namespace MiniCPM4.Cli;
 
 /// <summary>`minicpm4 chat`: an interactive multi-turn chat on stdin/stdout that reuses the KV cache
-/// between turns. Commands: /reset, /stats, /exit.</summary>
+/// between turns. Commands: /reset, /stats, /help, /exit; Ctrl-C stops a reply.</summary>
 internal static class ChatCommand
 {
     private static readonly Option<string?> System = new("--system") { Description = "System prompt" };
 
     public static Command Create()
     {
-        var command = new Command("chat", "Interactive multi-turn chat (/reset, /stats, /exit)");
+        var command = new Command("chat", "Interactive multi-turn chat (/reset, /stats, /help, /exit; Ctrl-C stops a reply)");
         Cli.AddModelOptions(command);
         command.Options.Add(System);
         command.Options.Add(TemplateCommand.ChatArg);
@@ -19,46 +19,94 @@ internal static class ChatCommand
         return command;
     }
 
+    private const string Help =
+        "/reset clears the conversation, /stats shows speed, /help shows this, /exit quits; " +
+        "Ctrl-C stops a reply (the conversation stays).";
+
     private static async Task RunAsync(ParseResult parse, CancellationToken ct)
     {
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = Cli.GenerationOptionsFrom(parse, model);
-        using var session = model.CreateSession(Cli.SessionOptionsFrom(parse));
+        using var session = Cli.CreateSession(parse, model);
         var chat = new MiniCpmChat(session, parse.GetValue(System), TemplateCommand.ChatTemplateOptionsFrom(parse));
         bool interactive = !Console.IsInputRedirected;
-        if (interactive) Console.Error.WriteLine("Chat with the model. /reset clears the conversation, /stats shows speed, /exit quits.");
-        while (!ct.IsCancellationRequested)
+        if (interactive) Console.Error.WriteLine("Chat with the model. " + Help);
+        // Ctrl-C during a reply stops that reply only; at the prompt it ends the program as usual.
+        CancellationTokenSource? reply = null;
+        ConsoleCancelEventHandler onCancel = (_, e) =>
         {
-            if (interactive) Console.Error.Write("> ");
-            var line = Console.ReadLine();
-            if (line is null || line.Trim() == "/exit") break;
-            if (line.Trim().Length == 0) continue;
-            if (line.Trim() == "/reset")
+            if (Volatile.Read(ref reply) is not { } current) return;
+            e.Cancel = true;
+            current.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            while (!ct.IsCancellationRequested)
             {
-                chat.Reset();
-                Console.Error.WriteLine("(conversation cleared)");
-                continue;
-            }
-            if (line.Trim() == "/stats")
-            {
-                var s = session.Statistics;
-                Console.Error.WriteLine(
-                    $"context {session.Length}/{session.Capacity} tokens; prefill {s.PrefillTokens} tokens at {s.PrefillTokensPerSecond:F1} tok/s; decode {s.DecodeTokens} tokens at {s.DecodeTokensPerSecond:F1} tok/s");
-                continue;
-            }
-            try
-            {
-                await foreach (var token in chat.SendAsync(line, options, ct))
+                if (interactive) Console.Error.Write("> ");
+                var line = Console.ReadLine();
+                if (line is null) break;
+                switch (line.Trim())
                 {
-                    Console.Out.Write(token.Text);
-                    Console.Out.Flush();
+                    case "/exit":
+                        return;
+                    case "":
+                        continue;
+                    case "/help":
+                        Console.Error.WriteLine(Help);
+                        continue;
+                    case "/reset":
+                        chat.Reset();
+                        Console.Error.WriteLine("(conversation cleared)");
+                        continue;
+                    case "/stats":
+                        Console.Error.WriteLine(StatsLine(session));
+                        continue;
+                    case ['/', ..] command when !command.Contains(' ', StringComparison.Ordinal):
+                        Console.Error.WriteLine($"unknown command {command}; {Help}");
+                        continue;
                 }
-                Console.Out.WriteLine();
-            }
-            catch (MiniCpmContextFullException e)
-            {
-                Console.Error.WriteLine($"minicpm4: {e.Message} — use /reset to start over");
+                using var replyCancellation = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                Volatile.Write(ref reply, replyCancellation);
+                try
+                {
+                    await foreach (var token in chat.SendAsync(line, options, replyCancellation.Token))
+                    {
+                        Console.Out.Write(token.Text);
+                        Console.Out.Flush();
+                    }
+                    Console.Out.WriteLine();
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    Console.Out.WriteLine();
+                    Console.Error.WriteLine("(reply stopped; the conversation keeps what was generated)");
+                }
+                catch (MiniCpmContextFullException e)
+                {
+                    Console.Error.WriteLine($"minicpm4: {e.Message} — use /reset to start over");
+                }
+                finally
+                {
+                    Volatile.Write(ref reply, null);
+                }
             }
         }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    internal static string StatsLine(MiniCpmSession session)
+    {
+        var s = session.Statistics;
+        var line = $"context {session.Length}/{session.Capacity} tokens; prefill {s.PrefillTokens} tokens at " +
+                   $"{s.PrefillTokensPerSecond:F1} tok/s; decode {s.DecodedTokens} tokens at {s.DecodeTokensPerSecond:F1} tok/s";
+        if (s.SpeculativeSteps > 0 || s.AdaptivePlainTokens > 0)
+            line += $" ({s.SpeculativeSteps} speculative rounds, {s.MeanAcceptedTokens:F2} tokens per round; " +
+                    $"{s.AdaptivePlainTokens} tokens decoded plainly by choice; last step: {s.LastStepDescription})";
+        return line;
     }
 }

@@ -33,7 +33,11 @@ internal static class Cli
     internal static readonly Option<int> DraftWindow = new("--draft-window") { Description = "The draft attends to at most the last N context tokens (0 = all; CPM.cu's eagle_window_size): cheaper drafts at long contexts, same output" };
     internal static readonly Option<int?> SpecIter = new("--spec-iter") { Description = "Draft levels per speculative round, root included (default 2)" };
     internal static readonly Option<int?> SpecTopK = new("--spec-topk") { Description = "Children per expanded draft node (default 10)" };
-    internal static readonly Option<int?> SpecTree = new("--spec-tree") { Description = "Tree nodes verified per round, root included, <= 64 (default 12)" };
+    internal static readonly Option<string?> SpecTree = new("--spec-tree")
+    {
+        Description = "auto (default: each step picks plain decoding or a tree of 4-32 nodes, whichever is faster) or " +
+                      "a fixed number of tree nodes verified per round, root included, <= 64",
+    };
     internal static readonly Option<bool> NoSpec = new("--no-speculative") { Description = "Plain decoding even with --draft" };
     internal static readonly Option<string?> Quantize = new("--quantize") { Description = "Quantize while loading: int4 (W4A16, group 128, Marlin layout; embedding, norms and LM head stay dense) or none. A quantized checkpoint is int4 without it" };
     internal static readonly Option<int?> LongContext = new("--long-context") { Description = "Raise the position limit to N tokens with MiniCPM4's published long-context LongRoPE factors (head_dim 128 models, e.g. 131072 for MiniCPM4-8B); use --context to size the KV cache" };
@@ -69,8 +73,9 @@ internal static class Cli
             return 2;
         }
         var invocation = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
-        // The server handles Ctrl-C and SIGTERM itself, with its own grace period (--shutdown-timeout).
-        if (parse.CommandResult.Command.Name == "serve") invocation.ProcessTerminationTimeout = null;
+        // `chat` handles Ctrl-C itself (it stops the reply, not the program) and the server handles Ctrl-C and SIGTERM
+        // with its own grace period (--shutdown-timeout); every other command is cancelled by them.
+        if (parse.CommandResult.Command.Name is "chat" or "serve") invocation.ProcessTerminationTimeout = null;
         return await parse.InvokeAsync(invocation);
     }
 
@@ -219,6 +224,18 @@ internal static class Cli
         return q;
     }
 
+    /// <summary>A session with the command line's options; a --context beyond the model's positions is a usage error.</summary>
+    public static MiniCpmSession CreateSession(ParseResult parse, MiniCpmModel model, SessionOptions? options = null)
+    {
+        options ??= SessionOptionsFrom(parse);
+        int positions = model.Config.MaxPositionEmbeddings;
+        if (options.ContextLength > positions)
+            throw new UsageException(
+                $"--context {options.ContextLength} is more than the model's {positions} positions " +
+                "(max_position_embeddings; --long-context N raises it for MiniCPM4 models with head_dim 128)");
+        return model.CreateSession(options);
+    }
+
     public static SessionOptions SessionOptionsFrom(ParseResult parse)
     {
         int context = parse.GetValue(Context);
@@ -314,9 +331,21 @@ internal static class Cli
         var spec = new SpeculativeOptions();
         if (parse.GetValue(SpecIter) is int iter) spec = spec with { NumIterations = iter };
         if (parse.GetValue(SpecTopK) is int topk) spec = spec with { TopKPerIteration = topk };
-        if (parse.GetValue(SpecTree) is int tree) spec = spec with { TreeSize = tree };
+        switch (parse.GetValue(SpecTree))
+        {
+            case null or "auto":
+                if (spec != new SpeculativeOptions())
+                    throw new UsageException("--spec-iter and --spec-topk need a fixed --spec-tree N (auto chooses the tree)");
+                break;
+            case var text when int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out int tree):
+                spec = spec with { TreeSize = tree };
+                if (tree == SpeculativeOptions.AutoTreeSize) throw new UsageException("--spec-tree must be auto or in [2, 64]");
+                break;
+            case var text:
+                throw new UsageException($"--spec-tree '{text}': expected auto or a number of nodes in [2, 64]");
+        }
         if (parse.GetValue(NoSpec)) spec = spec with { Enabled = false };
-        if (spec.Enabled && (spec.NumIterations is < 1 or > 64 || spec.TreeSize is < 2 or > 64 ||
+        if (spec.Enabled && !spec.Adaptive && (spec.NumIterations is < 1 or > 64 || spec.TreeSize is < 2 or > 64 ||
                              spec.TopKPerIteration < 1 || spec.TopKPerIteration > spec.TreeSize - 1))
             throw new UsageException("--spec-iter must be in [1, 64], --spec-tree in [2, 64] and --spec-topk in [1, spec-tree - 1]");
         return spec;

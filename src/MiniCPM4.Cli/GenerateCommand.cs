@@ -30,7 +30,7 @@ internal static class GenerateCommand
         bool json = parse.GetValue(Cli.Json);
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = Cli.GenerationOptionsFrom(parse, model);
-        using var session = model.CreateSession(Cli.SessionOptionsFrom(parse));
+        using var session = Cli.CreateSession(parse, model);
         if (!parse.GetValue(ChatMode) && parse.GetValue(TemplateCommand.ChatArg) is { Length: > 0 })
             throw new UsageException("--chat-arg needs --chat (it sets a chat template variable)");
         var promptTokens = parse.GetValue(ChatMode)
@@ -40,7 +40,7 @@ internal static class GenerateCommand
         if (promptTokens.Length > session.Capacity)
             throw new MiniCpmContextFullException(
                 $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise --context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})");
-        await Task.Run(() => session.SetPrompt(promptTokens, ct), ct);
+        await session.SetPromptAsync(promptTokens, ct);
 
         var text = new StringBuilder();
         var ids = new List<int>();
@@ -78,6 +78,12 @@ internal static class GenerateCommand
                 w.WriteBoolean("speculative", model.Draft is not null && options.Speculative?.Enabled != false);
                 w.WriteNumber("speculative_steps", stats.SpeculativeSteps);
                 w.WriteNumber("mean_accepted_tokens", Math.Round(stats.MeanAcceptedTokens, 4));
+                // Adaptive speculation (--spec-tree auto): what it chose.
+                w.WriteString("spec_tree", options.Speculative?.Adaptive != false ? "auto" : options.Speculative.TreeSize.ToString(
+                    System.Globalization.CultureInfo.InvariantCulture));
+                w.WriteNumber("spec_plain_tokens", stats.AdaptivePlainTokens);
+                w.WriteNumber("spec_last_tree_size", stats.TreeSize);
+                w.WriteNumber("spec_last_tree_levels", stats.TreeLevels);
                 w.WriteString("quantization", model.Quantization == WeightQuantization.Int4 ? "int4" : "none");
                 w.WriteNumber("int4_linears", model.Int4LinearCount);
                 w.WriteEndObject();

@@ -37,7 +37,10 @@ internal static class InfoCommand
         o.WriteLine($"weights       {Bytes(checkpoint.TotalBytes)} ({string.Join(", ", checkpoint.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"))})");
         o.WriteLine($"quantization  {Quantization(checkpoint)}");
         long kvPerToken = 2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float);
-        o.WriteLine($"KV cache      {Bytes(kvPerToken)} per token on the CPU backend (fp32): 4k context {Bytes(kvPerToken * 4096)}, full {c.MaxPositionEmbeddings} {Bytes(kvPerToken * c.MaxPositionEmbeddings)}");
+        // The default session context is min(positions, 4096): its row only when it differs from the full context.
+        string defaultContext = c.MaxPositionEmbeddings > 4096 ? $"4k context {Bytes(kvPerToken * 4096)}, " : "";
+        o.WriteLine($"KV cache      {Bytes(kvPerToken)} per token on the CPU backend (fp32): {defaultContext}" +
+                    $"full {c.MaxPositionEmbeddings} {Bytes(kvPerToken * c.MaxPositionEmbeddings)}");
         foreach (string line in ContextFit(checkpoint)) o.WriteLine(line);
         try
         {
@@ -72,7 +75,9 @@ internal static class InfoCommand
         {
             var fits = budgets.Select(b => (b.Item1, Tokens: ContextBudget.LongestContext(c, bytes, b.Item2)));
             yield return (first ? "context fit   " : "              ") + $"{label}: " +
-                         string.Join(", ", fits.Select(f => $"{f.Item1} {f.Tokens:N0} tokens"));
+                         string.Join(", ", fits.Select(f => f.Tokens >= c.MaxPositionEmbeddings
+                             ? $"{f.Item1} all {c.MaxPositionEmbeddings:N0} positions"
+                             : $"{f.Item1} {f.Tokens:N0} tokens"));
             first = false;
         }
         int trained = LongContext.TrainedContext(c);

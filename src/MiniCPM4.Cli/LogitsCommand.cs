@@ -33,7 +33,7 @@ internal static class LogitsCommand
         var sessionOptions = Cli.SessionOptionsFrom(parse);
         if (sessionOptions.ContextLength == 0)
             sessionOptions = sessionOptions with { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, Math.Max(ids.Length, 1)) };
-        using var session = model.CreateSession(sessionOptions);
+        using var session = Cli.CreateSession(parse, model, sessionOptions);
         int vocab = model.Config.VocabSize;
         float[] logits = await Task.Run(() =>
         {

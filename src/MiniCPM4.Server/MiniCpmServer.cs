@@ -728,7 +728,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
             try
             {
                 var session = lease.Session;
-                int evaluated = await Task.Run(() => session.SetPrompt(prompt, ct), ct);
+                int evaluated = await session.SetPromptAsync(prompt, ct);
                 metrics.AddKvTokens(prompt.Length);
                 kvTokens = prompt.Length;
                 if (generation.TopLogprobs >= 0 && state.Options.ScriptedCompletion is null)
@@ -793,7 +793,7 @@ internal sealed class Endpoints(ServerState state, ILogger logger)
                         await Emit(CallHeaderRest, null);
                         var continued = state.Model.EncodeRenderedChat(
                             generation.Rendered + watched!.ToString(0, opened) + CallHeaderRest);
-                        await Task.Run(() => session.SetPrompt(continued, ct), ct);
+                        await session.SetPromptAsync(continued, ct);
                         if (scorer is not null) await Task.Run(() => scorer.SetContext(continued, ct), ct);
                         int left = options.MaxTokens - completionTokens;
                         reason = FinishReason.Length;

@@ -60,7 +60,7 @@ public sealed class MiniCpmChat
         else
         {
             var tokens = model.EncodeRenderedChat(prompt);
-            await Task.Run(() => Session.SetPrompt(tokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+            await Session.SetPromptAsync(tokens, cancellationToken).ConfigureAwait(false);
         }
         _history.Add(user);
         _cachedText = null;

@@ -28,6 +28,11 @@ public sealed class MiniCpmSession : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryBytes, "SessionOptions.KvCacheMemoryBytes must be >= 0 (0 = no limit)");
             if (!(options.KvCacheMemoryFraction >= 0 && options.KvCacheMemoryFraction <= 1))
                 throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryFraction, "SessionOptions.KvCacheMemoryFraction must be in [0, 1] (0 = off)");
+            int positions = model.Config.MaxPositionEmbeddings;
+            if (options.ContextLength < 0 || options.ContextLength > positions)
+                throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength,
+                    $"SessionOptions.ContextLength must be in [0, {positions}] (0 = min({positions}, 4096)): the model " +
+                    $"has {positions} positions (max_position_embeddings; MiniCpmLoadOptions.LongContext raises it)");
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
             p.kv_memory_bytes = (ulong)options.KvCacheMemoryBytes;
@@ -150,7 +155,7 @@ public sealed class MiniCpmSession : IDisposable
             NativeStatus.Check(NativeMethods.mcpm_session_get_stats(Handle, &s));
             return new SessionStatistics(s.prefill_tokens, FromNs(s.prefill_ns), s.decode_tokens, FromNs(s.decode_ns),
                 FromNs(s.sample_ns), s.generated_tokens, s.spec_steps, s.spec_emitted_tokens, FromNs(s.spec_draft_ns),
-                FromNs(s.spec_verify_ns));
+                FromNs(s.spec_verify_ns), s.spec_plain_tokens, s.spec_tree_size, s.spec_num_iter);
         }
     }
 
@@ -181,6 +186,14 @@ public sealed class MiniCpmSession : IDisposable
         return prompt.Length - keep;
     }
 
+    /// <summary><see cref="SetPrompt"/> on a worker thread (it evaluates the new suffix, which can take long), so a
+    /// caller on a UI or request thread is not blocked. Returns the number of tokens evaluated.</summary>
+    public Task<int> SetPromptAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
+    {
+        if (prompt.IsEmpty) throw new ArgumentException("the prompt has no tokens", nameof(prompt));
+        return Task.Run(() => SetPrompt(prompt.Span, cancellationToken), cancellationToken);
+    }
+
     /// <summary>Encodes <paramref name="prompt"/> (with BOS per the tokenizer config), makes it the
     /// session's context (reusing the cached prefix) and streams the continuation.</summary>
     public async IAsyncEnumerable<GeneratedToken> GenerateAsync(string prompt, GenerationOptions? options = null,
@@ -194,7 +207,7 @@ public sealed class MiniCpmSession : IDisposable
     private async Task<int[]> UsePromptAsync(string prompt, CancellationToken cancellationToken)
     {
         var tokens = Model.EncodePrompt(prompt);
-        await Task.Run(() => SetPrompt(tokens, cancellationToken), cancellationToken).ConfigureAwait(false);
+        await SetPromptAsync(tokens, cancellationToken).ConfigureAwait(false);
         return tokens;
     }
 

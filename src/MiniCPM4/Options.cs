@@ -195,12 +195,24 @@ public sealed record GenerationOptions
 /// <summary>
 /// EAGLE-2 dynamic-tree parameters: <see cref="NumIterations"/> draft levels (the root's included), each expanding
 /// <see cref="TopKPerIteration"/> nodes into as many children, and the best <see cref="TreeSize"/> nodes (root
-/// included, at most 64) verified by the target in one pass. Defaults are CPM.cu's (2, 10, 12).
+/// included, at most 64) verified by the target in one pass. The default, <see cref="AutoTreeSize"/>, is adaptive
+/// speculation: before each step the session chooses plain decoding or a tree of 4, 8, 16 or 32 nodes (1 to 4 draft
+/// levels; <see cref="NumIterations"/> and <see cref="TopKPerIteration"/> are then unused), whichever its
+/// measurements of earlier steps expect to emit the most tokens per second, so a draft that does not pay is not used
+/// (<see cref="SessionStatistics.TreeSize"/> says what it chose). A fixed size uses those three values (CPM.cu's
+/// defaults are 2, 10, 12). Whatever the tree, the output is that of plain decoding.
 /// </summary>
-public sealed record SpeculativeOptions(bool Enabled = true, int NumIterations = 2, int TopKPerIteration = 10, int TreeSize = 12)
+public sealed record SpeculativeOptions(bool Enabled = true, int NumIterations = 2, int TopKPerIteration = 10,
+    int TreeSize = SpeculativeOptions.AutoTreeSize)
 {
+    /// <summary>The <see cref="TreeSize"/> of adaptive speculation.</summary>
+    public const int AutoTreeSize = 0;
+
     /// <summary>Plain decoding even when the model has a draft.</summary>
     public static SpeculativeOptions Off { get; } = new(Enabled: false);
+
+    /// <summary>Whether the tree is chosen per step (<see cref="AutoTreeSize"/>).</summary>
+    public bool Adaptive => TreeSize == AutoTreeSize;
 }
 
 /// <summary>Why a generation ended.</summary>
@@ -223,12 +235,24 @@ public readonly record struct GeneratedToken(int Id, string Text);
 public sealed record SessionStatistics(
     long PrefillTokens, TimeSpan PrefillTime, long DecodeTokens, TimeSpan DecodeTime, TimeSpan SampleTime,
     long GeneratedTokens, long SpeculativeSteps = 0, long SpeculativeTokens = 0, TimeSpan DraftTime = default,
-    TimeSpan VerifyTime = default)
+    TimeSpan VerifyTime = default, long AdaptivePlainTokens = 0, int TreeSize = 0, int TreeLevels = 0)
 {
+    // AdaptivePlainTokens: tokens adaptive speculation decoded plainly because that was expected to be faster.
+    // TreeSize, TreeLevels: the tree of the last step (0 = plain decoding).
+
+    /// <summary>What the last step used: "plain" or "tree N (D levels)".</summary>
+    public string LastStepDescription => TreeSize == 0 ? "plain" : $"tree {TreeSize} ({TreeLevels} levels)";
+
     /// <summary>Tokens emitted per draft-and-verify round (the mean accepted length), or 0 before any round.</summary>
     public double MeanAcceptedTokens => SpeculativeSteps > 0 ? (double)SpeculativeTokens / SpeculativeSteps : 0;
     public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PrefillTokens / PrefillTime.TotalSeconds : 0;
-    public double DecodeTokensPerSecond => DecodeTime > TimeSpan.Zero ? DecodeTokens / DecodeTime.TotalSeconds : 0;
+    /// <summary>Tokens decoded one at a time plus tokens emitted by draft-and-verify rounds.</summary>
+    public long DecodedTokens => DecodeTokens + SpeculativeTokens;
+    /// <summary>Time spent producing <see cref="DecodedTokens"/>: plain decode steps, drafting and verification.</summary>
+    public TimeSpan DecodingTime => DecodeTime + DraftTime + VerifyTime;
+    /// <summary>Decoding speed over plain steps and speculative rounds together (<see cref="DecodedTokens"/> per
+    /// <see cref="DecodingTime"/>), so it is the generation speed with or without a draft.</summary>
+    public double DecodeTokensPerSecond => DecodingTime > TimeSpan.Zero ? DecodedTokens / DecodingTime.TotalSeconds : 0;
 }
 
 /// <summary>The outcome of a non-streaming generation.</summary>

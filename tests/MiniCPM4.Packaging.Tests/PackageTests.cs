@@ -48,6 +48,7 @@ public sealed class PackageTests
                  {
                      "packaging/MiniCPM4.Runtime.linux-x64/MiniCPM4.Runtime.linux-x64.csproj",
                      "src/MiniCPM4/MiniCPM4.csproj",
+                     "src/MiniCPM4.AI/MiniCPM4.AI.csproj",
                  })
         {
             Dotnet(_repo, null, "pack", Path.Combine(_repo, project), "-c", "Release", "-o", _packages,
@@ -201,6 +202,87 @@ public sealed class PackageTests
                           rt.EnumerateObject().Any(a => a.Name.EndsWith("libminicpm4.so", StringComparison.Ordinal)))
             .Select(lib => lib.Name).ToList();
         Assert.That(owners, Is.EqualTo(new[] { $"{cudaId}/{_version}" }), "only the Cuda package supplies libminicpm4.so");
+    }
+
+    /// <summary>The documents whose C# blocks a new user copies: the repository README and the package READMEs.</summary>
+    private static readonly string[] DocumentsWithCode =
+    [
+        "README.md", "packaging/README.nuget.md", "src/MiniCPM4.AI/README.md", "packaging/MiniCPM4.Runtime.linux-x64/README.md",
+    ];
+
+    /// <summary>
+    /// Every ```csharp block of the READMEs builds, as written, against the packages in a fresh app (each block is one
+    /// file: its using directives and type declarations stay at file level, its statements become a method that gets
+    /// the program's args); the README's "API in a dozen lines" then runs on the demo model.
+    /// </summary>
+    [Test]
+    public void ReadmeCodeBlocks_BuildAgainstThePackages_AndTheApiSnippetRunsOnTheDemoModel()
+    {
+        var blocks = DocumentsWithCode.SelectMany(doc => CSharpBlocks(File.ReadAllText(Path.Combine(_repo, doc)))
+            .Select((code, i) => (Name: $"{doc} block {i + 1}", Code: code))).ToList();
+        Assert.That(blocks, Has.Count.GreaterThanOrEqualTo(5), "the READMEs' C# blocks were found");
+        int api = blocks.FindIndex(b => b.Name.StartsWith("README.md", StringComparison.Ordinal) &&
+                                        b.Code.Contains("new MiniCpmChat(session", StringComparison.Ordinal));
+        Assert.That(api, Is.GreaterThanOrEqualTo(0), "README.md has the API snippet");
+
+        var (app, env) = CreateConsumer("consumer-docs", $"""
+            <PackageReference Include="{ManagedId}" Version="{_version}" />
+                <PackageReference Include="{ManagedId}.AI" Version="{_version}" />
+                <PackageReference Include="Microsoft.Extensions.AI" Version="10.11.0" />
+            """, [_packages]);
+        var dispatch = new StringBuilder("switch (args[0])\n{\n");
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            File.WriteAllText(Path.Combine(app, $"Block{i}.cs"), AsMethod(blocks[i].Code, $"Block{i}", blocks[i].Name));
+            dispatch.Append($"    case \"{i}\": await Block{i}.RunAsync(args[1..]); break;\n");
+        }
+        dispatch.Append("}\n");
+        File.WriteAllText(Path.Combine(app, "Program.cs"), dispatch.ToString());
+        Dotnet(app, env, "restore", "-nologo", "-v", "q");
+        Dotnet(app, env, "build", "--no-restore", "-c", "Release", "-nologo", "-v", "q", "-clp:ErrorsOnly");
+
+        string demo = Path.Combine(_repo, "models", "demo");
+        var (code, output) = Run(app, env, Path.Combine(app, "bin", "Release", "net10.0", "App"), api.ToString(), demo);
+        TestContext.Out.WriteLine(output);
+        Assert.That(code, Is.EqualTo(0), output);
+        var rate = output.Split('\n', StringSplitOptions.TrimEntries).Last(l => l.EndsWith(" tok/s", StringComparison.Ordinal));
+        Assert.That(double.Parse(rate[..^" tok/s".Length], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0),
+            "the snippet printed a nonzero decode speed");
+    }
+
+    /// <summary>The bodies of the ```csharp fences of a Markdown document (indented fences included).</summary>
+    internal static IEnumerable<string> CSharpBlocks(string markdown)
+    {
+        var lines = markdown.Split('\n');
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (lines[i].Trim() != "```csharp") continue;
+            int indent = lines[i].Length - lines[i].TrimStart().Length;
+            var body = new List<string>();
+            for (i++; i < lines.Length && lines[i].Trim() != "```"; i++)
+                body.Add(lines[i].Length >= indent ? lines[i][indent..] : lines[i].TrimStart());
+            yield return string.Join('\n', body);
+        }
+    }
+
+    /// <summary>A top-level-statements block as one file: usings first, statements as RunAsync(args), types after.</summary>
+    internal static string AsMethod(string block, string className, string origin)
+    {
+        var usings = new StringBuilder();
+        var statements = new StringBuilder();
+        var types = new StringBuilder();
+        foreach (var line in block.Split('\n'))
+        {
+            if (line.StartsWith("using ", StringComparison.Ordinal) && !line.StartsWith("using var ", StringComparison.Ordinal) &&
+                line.TrimEnd().EndsWith(';'))
+                usings.AppendLine(line);
+            else if (line.StartsWith("record ", StringComparison.Ordinal) || line.StartsWith("class ", StringComparison.Ordinal))
+                types.AppendLine(line);
+            else
+                statements.Append("        ").AppendLine(line);
+        }
+        return $"// {origin}\n{usings}\ninternal static class {className}\n{{\n" +
+               $"    public static async Task RunAsync(string[] args)\n    {{\n{statements}        await Task.CompletedTask;\n    }}\n}}\n\n{types}";
     }
 
     // ---- helpers

@@ -117,6 +117,7 @@ constexpr size_t kModelOptionsV1Size = offsetof(mcpm_model_options, weight_arena
 constexpr size_t kModelOptionsV2Size = offsetof(mcpm_model_options, cpu_precision);
 constexpr size_t kDraftConfigV1Size = offsetof(mcpm_draft_config, attention_window);
 constexpr size_t kSamplingParamsV1Size = offsetof(mcpm_sampling_params, token_mask);
+constexpr size_t kSessionStatsV1Size = offsetof(mcpm_session_stats, spec_plain_tokens);
 
 // A draft belongs to the target model it was created for.
 void require_draft_of(const mcpm_draft* draft, const Model& target) {
@@ -288,6 +289,7 @@ MCPM_API const char* mcpm_status_string(mcpm_status status) {
     case MCPM_ERR_BACKEND_UNAVAILABLE: return "backend unavailable";
     case MCPM_ERR_INTERNAL: return "internal error";
     case MCPM_ERR_CALLBACK: return "callback failed";
+    case MCPM_ERR_NONFINITE: return "non-finite logits";
     default: return "unknown status";
   }
 }
@@ -835,18 +837,23 @@ MCPM_API mcpm_status mcpm_session_force_tokens(mcpm_session* session, const int3
 MCPM_API mcpm_status mcpm_session_get_stats(const mcpm_session* session, mcpm_session_stats* stats) {
   return guarded([&] {
     require_not_null(session, "session");
-    require_struct(stats, "mcpm_session_stats");
+    require_known_size(stats, {kSessionStatsV1Size}, "mcpm_session_stats");
     const SessionStats& st = session->impl->stats();
-    stats->prefill_tokens = st.prefill_tokens;
-    stats->prefill_ns = st.prefill_ns;
-    stats->decode_tokens = st.decode_tokens;
-    stats->decode_ns = st.decode_ns;
-    stats->sample_ns = st.sample_ns;
-    stats->generated_tokens = st.generated_tokens;
-    stats->spec_steps = st.spec_steps;
-    stats->spec_emitted_tokens = st.spec_emitted_tokens;
-    stats->spec_draft_ns = st.spec_draft_ns;
-    stats->spec_verify_ns = st.spec_verify_ns;
+    mcpm_session_stats out{};
+    out.prefill_tokens = st.prefill_tokens;
+    out.prefill_ns = st.prefill_ns;
+    out.decode_tokens = st.decode_tokens;
+    out.decode_ns = st.decode_ns;
+    out.sample_ns = st.sample_ns;
+    out.generated_tokens = st.generated_tokens;
+    out.spec_steps = st.spec_steps;
+    out.spec_emitted_tokens = st.spec_emitted_tokens;
+    out.spec_draft_ns = st.spec_draft_ns;
+    out.spec_verify_ns = st.spec_verify_ns;
+    out.spec_plain_tokens = st.spec_plain_tokens;
+    out.spec_tree_size = st.spec_tree_size;
+    out.spec_num_iter = st.spec_num_iter;
+    write_grown_struct(stats, out);
   });
 }
 

@@ -1,5 +1,8 @@
 #include "backend/backend.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +15,30 @@
 #include "common/log_probs.h"
 
 namespace mcpm {
+
+bool all_finite(const float* values, size_t n) {
+  // An exponent of all ones is an infinity or a NaN; an integer OR over the words vectorizes.
+  uint32_t non_finite = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, values + i, sizeof bits);
+    non_finite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return non_finite == 0;
+}
+
+bool Backend::logits_finite(ExecContext& ctx, const Tensor& logits) {
+  MCPM_CHECK(logits.dtype == DType::F32 && logits.rows == 1);
+  constexpr int64_t kBlock = 1024;  // 4 KB: stays in L1 between the copy and the check
+  float block[kBlock];
+  synchronize(ctx);
+  for (int64_t i = 0; i < logits.cols; i += kBlock) {
+    const int64_t n = std::min(kBlock, logits.cols - i);
+    download(block, logits.as<float>() + i, static_cast<size_t>(n) * sizeof(float));
+    if (!all_finite(block, static_cast<size_t>(n))) return false;
+  }
+  return true;
+}
 
 void Backend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
                             const Tensor& log_probs) {

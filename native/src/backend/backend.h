@@ -151,6 +151,9 @@ class AttentionState {
   virtual void truncate(int64_t rows) = 0;
 };
 
+// Whether values[0, n) holds no NaN and no infinity.
+bool all_finite(const float* values, size_t n);
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -294,6 +297,15 @@ class Backend {
   // taken over the allowed tokens only. Waits for the queued work it depends on.
   virtual int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                 const Tensor* mask) = 0;
+
+  // What greedy_sample / sample_token may return instead of a token when the row holds a NaN or an infinity
+  // (a backend that checks while it samples; the CUDA backend does, on the device).
+  static constexpr int32_t kNonFiniteToken = -1;
+
+  // Whether row `logits` [1, vocab] f32 holds only finite values, after greedy_sample / sample_token sampled it
+  // (penalties leave a finite row finite). The default downloads the row in small blocks and checks them on the
+  // host; a backend whose sampling returns kNonFiniteToken itself returns true.
+  virtual bool logits_finite(ExecContext& ctx, const Tensor& logits);
 
   // Temperature sampling where the logits live: the penalties, then common/token_draw.h's candidates
   // (only the tokens `mask` allows when it is not null; as for greedy_sample), softmax, top-k / top-p

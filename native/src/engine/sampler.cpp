@@ -45,6 +45,7 @@ SamplingConfig SamplingConfig::from_abi(const mcpm_sampling_params& p) {
     c.spec.num_iter = p.spec_num_iter;
     c.spec.topk_per_iter = p.spec_topk_per_iter;
     c.spec.tree_size = p.spec_tree_size;
+    c.spec.adaptive = p.spec_tree_size == MCPM_SPEC_TREE_AUTO;
     c.spec.validate(INT32_MAX);  // the draft's vocabulary is checked when a session takes the params
   }
   return c;

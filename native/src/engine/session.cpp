@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "common/error.h"
 
@@ -108,10 +109,11 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
   args.rows = rows;
   args.host_logits = logits;
   args.device_logits = device_logits;
-  args.keep_features = speculator_ != nullptr;
-  // A generated token of a session without a draft: the backend may replay a recorded step (CUDA
-  // graphs), dense and InfLLM v2 steps recorded apart.
-  if (use_graphs_ && m == 1 && device_logits && !speculator_) {
+  const bool feed_draft = speculator_ && feed_draft_;
+  args.keep_features = feed_draft;
+  // A generated token of a session without a draft (or with the draft paused): the backend may replay a
+  // recorded step (CUDA graphs), dense and InfLLM v2 steps recorded apart.
+  if (use_graphs_ && m == 1 && device_logits && !feed_draft) {
     const int32_t position = static_cast<int32_t>(kv_len_);
     DecodeStep step;
     step.tokens = tokens;
@@ -123,7 +125,7 @@ void Session::forward_chunk(const int32_t* tokens, int32_t m, LogitRows rows, fl
   } else {
     forward(*model_, *ctx_, ws_, kv_, args);
   }
-  if (speculator_) speculator_->advance(*ctx_, tokens, ws_.normed, m, kv_len_, ws_.inv_freq, ws_.attn_factor);
+  if (feed_draft) speculator_->advance(*ctx_, tokens, ws_.normed, m, kv_len_, ws_.inv_freq, ws_.attn_factor);
   kv_len_ += m;
 }
 
@@ -135,8 +137,10 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
   device_logits = device_logits && all_logits == nullptr && n > 0;
   const int32_t start_length = length();
   const int64_t start_kv = kv_len_;
+  // Only an evaluation that runs the draft changes its state (adaptive speculation's plain steps do not).
+  const bool feeds_draft = speculator_ && feed_draft_;
   Speculator::Mark draft_mark{};
-  if (speculator_) draft_mark = speculator_->mark(*ctx_);
+  if (feeds_draft) draft_mark = speculator_->mark(*ctx_);
   // The new logits go to a side buffer and replace the pending ones only on success, so a failed or
   // cancelled call leaves the session exactly as it was (pending logits included).
   next_logits_.resize(last_logits_.size());
@@ -167,7 +171,7 @@ void Session::evaluate(const int32_t* tokens, int32_t n, float* all_logits, bool
     tokens_.resize(static_cast<size_t>(start_length));  // cache rows past the length are simply overwritten later
     kv_len_ = start_kv;
     kv_.truncate(start_kv);
-    if (speculator_) speculator_->restore(*ctx_, draft_mark);
+    if (feeds_draft) speculator_->restore(*ctx_, draft_mark);
     throw;
   }
   if (device_logits)
@@ -197,6 +201,7 @@ int32_t Session::sample_pending() {
   if (!device_logits_pending_) return sample(last_logits_.data());
   if (constrained()) prepare_mask();
   const int32_t token = sample_row(0);
+  if (token == Backend::kNonFiniteToken) throw_non_finite(0);
   // The row is penalized in place and so no longer the pending logits; the caller evaluates the
   // token next or ends the generation.
   device_logits_pending_ = false;
@@ -213,11 +218,19 @@ int32_t Session::sample_row(int32_t row) {
   const Tensor mask_row = constrained() ? masks_.slice_rows(row, 1) : Tensor{};
   const Tensor* mask = constrained() ? &mask_row : nullptr;
   // One RNG draw per sampled token, as on the host, so both paths consume the same random numbers.
-  const int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties, mask)
-                                          : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
-                                                            sampler_.next_uniform(), mask);
+  int32_t token = sampler_.greedy() ? be.greedy_sample(*ctx_, logits, penalties, mask)
+                                    : be.sample_token(*ctx_, logits, penalties, sampler_.draw_params(),
+                                                      sampler_.next_uniform(), mask);
+  if (token != Backend::kNonFiniteToken && !be.logits_finite(*ctx_, logits)) token = Backend::kNonFiniteToken;
   stats_.sample_ns += now_ns() - t0;
   return token;
+}
+
+void Session::throw_non_finite(int32_t row) const {
+  throw Error(MCPM_ERR_NONFINITE,
+              "the logits of generation step " + std::to_string(generated_since_config_ + row + 1) + " (after " +
+                  std::to_string(length() + row) + " context tokens) hold a NaN or an infinity: the weights are " +
+                  "corrupt or the computation overflowed; nothing was sampled");
 }
 
 void Session::advance(int32_t token) {
@@ -319,6 +332,8 @@ void Session::set_sampling(SamplingConfig config) {
     mask_yields_.assign(static_cast<size_t>(rows), 0);
   }
   sampler_.configure(std::move(config));
+  adaptive_.reset(speculator_ ? speculator_->draft().head_rows() : 0);
+  prepared_arm_ = -1;
   generated_since_config_ = 0;
   output_start_ = length();
   mask_current_ = false;
@@ -326,6 +341,7 @@ void Session::set_sampling(SamplingConfig config) {
 
 int32_t Session::sample(const float* logits) {
   if (constrained()) prepare_mask();
+  if (!all_finite(logits, static_cast<size_t>(model_->config().vocab_size))) throw_non_finite(0);
   const int64_t t0 = now_ns();
   const int32_t token = sampler_.sample(logits, model_->config().vocab_size, tokens_.data(), length(),
                                         constrained() ? host_mask(0) : nullptr);
@@ -437,10 +453,9 @@ DraftTree Session::verified_nodes(const DraftTree& tree, bool chain) {
 // following the child whose token was sampled. The walk ends at a node with no such child; the last
 // sampled token becomes the next root. Hence the output equals plain decoding for greedy and is
 // distributed like it when sampling, whatever the draft proposes.
-int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
+int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped, const SpecParams& params) {
   const ModelConfig& c = model_->config();
   const int64_t root_row = kv_len_;
-  const SpecParams& params = sampler_.config().spec;
   if (device_logits_pending_) pending_logits();  // verification reuses ws_.logits
 
   int64_t t0 = now_ns();
@@ -497,6 +512,12 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped) {
   const int32_t max_new = sampler_.config().max_new_tokens;
   for (int32_t node = 0;;) {
     const int32_t token = sample_row(node);
+    // Non-finite logits at the root fail the step before anything is emitted (the next step evaluates the root
+    // plainly, as after a rewind); deeper in the tree they end the round at the tokens emitted so far.
+    if (token == Backend::kNonFiniteToken) {
+      if (node == 0) throw_non_finite(0);
+      break;
+    }
     out[emitted++] = token;
     ++generated_since_config_;
     ++stats_.generated_tokens;
@@ -567,13 +588,26 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         r.cancelled = true;
         return r;
       }
-      const bool spec = speculative();
+      // With MCPM_SPEC_TREE_AUTO the step's arm is chosen from what earlier steps cost and emitted.
+      const SpecParams& configured = sampler_.config().spec;
+      const bool adaptive = speculative() && configured.adaptive;
+      // A round prepared by a plain step (which fed the draft) keeps the arm it was chosen with.
+      const int32_t arm = !adaptive ? AdaptiveSpeculation::kPlain
+                          : prepared_arm_ >= 0 ? std::exchange(prepared_arm_, -1)
+                                               : adaptive_.choose();
+      const bool spec = speculative() && (!adaptive || arm != AdaptiveSpeculation::kPlain);
+      const SpecParams params = adaptive && spec ? AdaptiveSpeculation::tree(arm) : configured;
       // A state the host yielded (MCPM_TOKEN_MASK_YIELD): return before sampling in it; the host appends
       // its tokens (mcpm_session_force_tokens) and generates again.
       if (current_state_yields()) break;
       if (spec && root_pending_ && speculator_->ready(kv_len_)) {
         bool stopped = false;
-        r.count += speculative_step(out + r.count, budget - r.count, &stopped);
+        const int64_t t0 = now_ns(), draft0 = stats_.spec_draft_ns;
+        const int32_t emitted = speculative_step(out + r.count, budget - r.count, &stopped, params);
+        r.count += emitted;
+        if (adaptive) adaptive_.record(arm, now_ns() - t0, emitted, stats_.spec_draft_ns - draft0);
+        stats_.spec_tree_size = params.tree_size;
+        stats_.spec_num_iter = params.num_iter;
         if (stopped) {
           r.finish = MCPM_FINISH_STOP_TOKEN;
           break;
@@ -582,6 +616,14 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         if (single_step) break;
         continue;
       }
+      // A plain step. Adaptive speculation that chose it leaves the draft out; a step before a round feeds it.
+      const int64_t t0 = now_ns();
+      const bool evaluates_root = root_pending_;  // then the step costs two target passes: not a plain step's cost
+      feed_draft_ = !adaptive || spec;
+      struct FeedAgain {
+        bool& feed;
+        ~FeedAgain() { feed = true; }
+      } feed_again{feed_draft_};
       if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
       const int32_t token = sample_pending();
       out[r.count++] = token;
@@ -598,10 +640,17 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         logits_valid_ = false;
         root_pending_ = true;
         mask_current_ = false;
+        if (adaptive) prepared_arm_ = arm;
         r.finish = finished();
         continue;  // a step is not over until its round ran
       }
       advance(token);
+      if (adaptive) {
+        if (!evaluates_root) adaptive_.record(arm, now_ns() - t0, 1);
+        ++stats_.spec_plain_tokens;
+        stats_.spec_tree_size = 0;
+        stats_.spec_num_iter = 0;
+      }
       r.finish = finished();
       if (single_step) break;
     }

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/adaptive_speculation.h"
 #include "engine/forward.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -32,6 +33,8 @@ struct SessionStats {
   int64_t spec_steps = 0;           // draft-and-verify rounds
   int64_t spec_emitted_tokens = 0;  // tokens those rounds emitted (accepted drafts + the target's own)
   int64_t spec_draft_ns = 0, spec_verify_ns = 0;
+  int64_t spec_plain_tokens = 0;  // adaptive speculation: tokens decoded plainly by its choice
+  int32_t spec_tree_size = 0, spec_num_iter = 0;  // the last step's tree (0: plain)
 };
 
 struct GenerateResult {
@@ -115,8 +118,10 @@ class Session {
   // Samples from ws_.logits row `row` on the backend (Backend::greedy_sample or sample_token) with the
   // penalties of the whole history; the row is penalized in place.
   int32_t sample_row(int32_t row);
+  // Throws MCPM_ERR_NONFINITE naming the generation step whose logits (row `row` of a round) are not finite.
+  [[noreturn]] void throw_non_finite(int32_t row) const;
   // One draft-and-verify round after the root tokens_.back(); emits into out, at most `budget`.
-  int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped);
+  int32_t speculative_step(int32_t* out, int32_t budget, bool* stopped, const SpecParams& params);
   // The nodes of a drafted tree that the target verifies, re-indexed in their order (parents first):
   // with `chain` only the first child at each level; under a token mask only the nodes whose token the
   // mask of their parent's state allows (with their subtrees), each kept node's mask in mask row i.
@@ -169,6 +174,11 @@ class Session {
   std::vector<int32_t> mask_tokens_;      // a speculative node's tokens for the callback
   bool mask_current_ = false;             // row 0 is the mask of the state after tokens_
   SessionStats stats_;
+  AdaptiveSpeculation adaptive_;
+  int32_t prepared_arm_ = -1;  // the arm whose round the last plain step prepared (its root is pending)
+  // Whether target evaluations run the draft (off while adaptive speculation decodes plainly: the draft rows of
+  // those positions then go stale, which can only lower acceptance once rounds resume).
+  bool feed_draft_ = true;
   std::atomic<bool> abort_{false};
 };
 

@@ -10,6 +10,7 @@
 namespace mcpm {
 
 void SpecParams::validate(int32_t draft_vocab) const {
+  if (adaptive) return;  // AdaptiveSpeculation uses only the trees the draft can draft
   auto fail = [](const std::string& m) { invalid_argument("invalid speculative params: " + m); };
   if (num_iter < 1 || num_iter > 64) fail("spec_num_iter must be in [1, 64], got " + std::to_string(num_iter));
   if (tree_size < 2 || tree_size > 64) fail("spec_tree_size must be in [2, 64], got " + std::to_string(tree_size));

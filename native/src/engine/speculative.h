@@ -18,6 +18,9 @@ struct SpecParams {
   int32_t num_iter = 2;       // draft forward levels, the root level included
   int32_t topk_per_iter = 10; // children per expanded node, and frontier width
   int32_t tree_size = 12;     // nodes including the root, <= 64
+  // MCPM_SPEC_TREE_AUTO: each step chooses plain decoding or a tree of AdaptiveSpeculation's ladder (the three
+  // fields above are then unused).
+  bool adaptive = false;
 
   // Throws INVALID_ARGUMENT naming the bad field.
   void validate(int32_t draft_vocab) const;

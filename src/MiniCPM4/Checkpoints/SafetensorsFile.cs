@@ -245,19 +245,29 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new CheckpointException(path, "invalid JSON header: " + e.Message, e);
         }
 
+        // As the reference implementation requires: in offset order, each tensor starts where the previous one ends (no gap,
+        // no overlap), and the data section is exactly the tensors' extent. A header length that is off by even one byte
+        // moves the data section and is caught here instead of loading weights shifted by that byte.
         ranges.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
-        long maxEnd = 0;
-        string? maxEndName = null;
+        long extent = 0;
+        string? previous = null;
         foreach (var r in ranges)
         {
-            if (r.End > r.Begin && r.Begin < maxEnd)
-                throw Bad(path, $"tensors '{maxEndName}' and '{r.Name}' overlap (data_offsets ending at {maxEnd} and starting at {r.Begin})");
-            if (r.End > maxEnd)
-            {
-                maxEnd = r.End;
-                maxEndName = r.Name;
-            }
+            if (r.Begin != extent)
+                throw Bad(path, r.Begin < extent
+                    ? $"tensors '{previous}' and '{r.Name}' overlap (data_offsets ending at {extent} and starting at {r.Begin})"
+                    : previous is null
+                        ? $"tensor '{r.Name}' starts at data offset {r.Begin}, not 0: the data section must start with a tensor"
+                        : $"tensor '{r.Name}' starts at data offset {r.Begin} but tensor '{previous}' ends at {extent}: " +
+                          "the tensors must be contiguous");
+            extent = r.End;
+            previous = r.Name;
         }
+        if (extent != dataLength)
+            throw Bad(path, previous is null
+                ? $"the header lists no tensors but the data section has {dataLength} bytes"
+                : $"the data section has {dataLength} bytes but the tensors end at {extent} (last tensor '{previous}'): " +
+                  "the header length is wrong or the file has trailing bytes");
         return (tensors, metadata);
     }
 

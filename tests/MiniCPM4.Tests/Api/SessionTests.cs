@@ -23,6 +23,18 @@ public class SessionTests
     }
 
     [Test]
+    public void AContextBeyondThePositionsNamesTheManagedOption()
+    {
+        int positions = _model.Config.MaxPositionEmbeddings;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() =>
+            _model.CreateSession(new SessionOptions { ContextLength = positions + 1 }));
+        Assert.That(e!.Message, Does.Contain("SessionOptions.ContextLength").And.Contain(positions.ToString()));
+        Assert.That(e.Message, Does.Not.Contain("context_capacity"));
+        using var full = _model.CreateSession(new SessionOptions { ContextLength = positions });
+        Assert.That(full.Capacity, Is.EqualTo(positions));
+    }
+
+    [Test]
     public async Task GreedyGenerationIsDeterministic()
     {
         var options = new GenerationOptions { MaxTokens = 24, StopTokenIds = [] };
@@ -69,6 +81,22 @@ public class SessionTests
         Assert.That(s.Tokens, Is.EqualTo(longer));
         Assert.That(s.SetPrompt(first), Is.EqualTo(1), "a shorter prompt rewinds and re-evaluates only its last token");
         Assert.That(s.Tokens, Is.EqualTo(first));
+    }
+
+    [Test]
+    public async Task SetPromptAsyncReusesTheCachedPrefixOffTheCallingThread()
+    {
+        using var s = _model.CreateSession();
+        var first = _model.EncodePrompt("Once upon a time there was");
+        var longer = first.Concat(_model.Tokenizer.Encode(" a dragon", addBos: false)).ToArray();
+        Assert.That(await s.SetPromptAsync(first), Is.EqualTo(first.Length));
+        Assert.That(await s.SetPromptAsync(longer), Is.EqualTo(longer.Length - first.Length));
+        Assert.That(s.Tokens, Is.EqualTo(longer));
+        Assert.Throws<ArgumentException>(() => s.SetPromptAsync(ReadOnlyMemory<int>.Empty));
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        await Assert.CatchAsync<OperationCanceledException>(() => s.SetPromptAsync(first, cancelled.Token));
+        Assert.That(s.Tokens, Is.EqualTo(longer), "a cancelled call changes nothing");
     }
 
     [Test]

@@ -106,7 +106,8 @@ public class DemoInt4Tests
         using var plain = Load(WeightQuantization.Int4);
         using var spec = Load(WeightQuantization.Int4, draft: true);
         Assert.That(spec.Draft!.Int4LinearCount, Is.EqualTo(1 + 7 * spec.Draft.Layers), "fc and the draft's layers are int4");
-        var options = new GenerationOptions { MaxTokens = 48, StopTokenIds = [] };
+        // A fixed tree: the acceptance is the draft's, whatever adaptive speculation would choose on this machine.
+        var options = new GenerationOptions { MaxTokens = 48, StopTokenIds = [], Speculative = new SpeculativeOptions(TreeSize: 12) };
         async Task<(List<int>, SessionStatistics)> Run(MiniCpmModel m)
         {
             using var s = m.CreateSession(new SessionOptions { ContextLength = 256 });

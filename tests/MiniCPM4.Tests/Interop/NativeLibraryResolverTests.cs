@@ -68,6 +68,12 @@ public class NativeLibraryResolverTests
                 Assert.That(ex.Message, Does.Contain(attempt));
             Assert.That(ex.Message, Does.Contain("./build.sh"));
             Assert.That(ex.Message, Does.Contain(NativeLibraryResolver.EnvironmentVariable));
+            // A new user's first question is which package they lack: the message starts with it.
+            string firstLine = ex.Message.Split('\n')[0];
+            if (OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.X64)
+                Assert.That(firstLine, Does.Contain("dotnet add package MiniCPM4.Runtime.linux-x64 "));
+            else if (OperatingSystem.IsLinux() && RuntimeInformation.ProcessArchitecture == Architecture.Arm64)
+                Assert.That(firstLine, Does.Contain("dotnet add package MiniCPM4.Runtime.linux-arm64 "));
         });
     }
 

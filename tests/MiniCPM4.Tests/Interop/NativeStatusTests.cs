@@ -139,6 +139,7 @@ public unsafe class NativeStatusTests
     [TestCase(NativeConstants.MCPM_ERR_CONTEXT_FULL, typeof(MiniCpmContextFullException))]
     [TestCase(NativeConstants.MCPM_ERR_BACKEND_UNAVAILABLE, typeof(MiniCpmBackendUnavailableException))]
     [TestCase(NativeConstants.MCPM_ERR_INTERNAL, typeof(MiniCpmInternalException))]
+    [TestCase(NativeConstants.MCPM_ERR_NONFINITE, typeof(MiniCpmNonFiniteLogitsException))]
     [TestCase(NativeConstants.MCPM_ERR_CANCELLED, typeof(OperationCanceledException))]
     [TestCase(42, typeof(MiniCpmException))]
     public void EachStatusMapsToItsExceptionType(int status, Type expected)

@@ -71,6 +71,10 @@ public class SpeculativeDecodingTests
         Assert.That(spec.Stats.MeanAcceptedTokens, Is.GreaterThanOrEqualTo(1.0));
         Assert.That(plain.Stats.SpeculativeSteps, Is.Zero);
 
+        // The default is adaptive: it measured plain steps and tried at least one round.
+        Assert.That(spec.Stats.AdaptivePlainTokens, Is.GreaterThan(0));
+        Assert.That(spec.Stats.TreeSize, Is.AnyOf(0, 4, 8, 16, 32));
+
         // Turning speculation off per generation gives plain decoding on the same model.
         var off = await Generate(_spec, options with { Speculative = SpeculativeOptions.Off });
         Assert.That(off.Ids, Is.EqualTo(plain.Ids));

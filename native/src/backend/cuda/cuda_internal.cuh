@@ -304,6 +304,8 @@ class CudaBackend final : public Backend {
   void silu_mul(ExecContext& ctx, const Tensor& out, const Tensor& gate, const Tensor& up) override;
   int32_t greedy_sample(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                         const Tensor* mask) override;
+  // greedy_sample and sample_token check the row on the device and return kNonFiniteToken.
+  bool logits_finite(ExecContext&, const Tensor&) override { return true; }
   void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
                      const Tensor& log_probs) override;
   void tree_expand(ExecContext& ctx, const TreeExpandArgs& args) override;

@@ -109,6 +109,23 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int64_t vocab, c
   if (threadIdx.x == 0) *out = static_cast<int32_t>(best_i);
 }
 
+// Overwrites *token with Backend::kNonFiniteToken when logits[0, vocab) holds a NaN or an infinity (an exponent of
+// all ones). One block of kArgmaxThreads: a strided OR per thread, a warp OR, then per-warp flags in shared memory.
+__global__ void nonfinite_kernel(const float* __restrict__ logits, int64_t vocab, int32_t* __restrict__ token) {
+  __shared__ unsigned warp_flags[kArgmaxThreads / 32];
+  unsigned flag = 0;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x)
+    flag |= static_cast<unsigned>((__float_as_uint(logits[i]) & 0x7f800000u) == 0x7f800000u);
+  for (int offset = 16; offset > 0; offset >>= 1) flag |= __shfl_xor_sync(0xffffffffu, flag, offset);
+  if (threadIdx.x % 32 == 0) warp_flags[threadIdx.x / 32] = flag;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned any = 0;
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) any |= warp_flags[w];
+    if (any != 0) *token = Backend::kNonFiniteToken;
+  }
+}
+
 // For row blockIdx.x of logits [rows, vocab]: its k best entries of x - lse (ties to the lower index)
 // as ids[row * k + j] and their values as log_probs[row * k + j] (file comment).
 __global__ void top_log_probs_kernel(const float* __restrict__ logits, int64_t vocab, int k, int32_t* __restrict__ ids,
@@ -330,7 +347,11 @@ void apply_penalties(CudaContext& c, float* logits, const PenaltyTable& t) {
 }
 
 // Copies the sampled token back (the only device-to-host transfer of a sampling step).
-int32_t read_token(CudaContext& c, const int32_t* token) {
+// The sampled token, or Backend::kNonFiniteToken when the row it was sampled from is not finite: the check runs on
+// the device in the same stream, so it costs one small kernel and no extra copy or synchronization.
+int32_t read_token(CudaContext& c, const float* logits, int64_t vocab, int32_t* token) {
+  MCPM_LAUNCH(1, cuda::kArgmaxThreads, 0, c.stream, cuda::nonfinite_kernel)(logits, vocab, token);
+  MCPM_CUDA_LAUNCHED(nonfinite_kernel);
   int32_t host = 0;
   MCPM_CUDA_CHECK(cudaMemcpyAsync(&host, token, sizeof(host), cudaMemcpyDeviceToHost, c.stream));
   MCPM_CUDA_CHECK(cudaStreamSynchronize(c.stream));
@@ -401,7 +422,7 @@ int32_t CudaBackend::sample_token(ExecContext& ctx, const Tensor& logits, const 
                                                             params.truncating() ? 1 : 0, params.temperature,
                                                             params.top_p, params.min_p, u, probs, token);
   MCPM_CUDA_LAUNCHED(draw_kernel);
-  return read_token(c, token);
+  return read_token(c, l, vocab, token);
 }
 
 void CudaBackend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
@@ -427,7 +448,7 @@ int32_t CudaBackend::greedy_sample(ExecContext& ctx, const Tensor& logits, const
   MCPM_LAUNCH(1, cuda::kArgmaxThreads, 0, c.stream, cuda::argmax_kernel)(l, logits.cols, mask_words(mask, logits.cols),
                                                                          token);
   MCPM_CUDA_LAUNCHED(argmax_kernel);
-  return read_token(c, token);
+  return read_token(c, l, logits.cols, token);
 }
 
 }  // namespace mcpm
