@@ -41,19 +41,21 @@ void tile(const uint16_t* W, int64_t K, const uint16_t* x, int64_t ldx, float* o
   __m512 acc[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 32) {
-    const __mmask32 m = K - k >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << (K - k)) - 1u);
+  auto step = [&](int64_t k, __mmask32 m, bool full) {
     __m512bh w[R];
     for (int r = 0; r < R; ++r) {
-      const __m512i v = _mm512_maskz_loadu_epi16(m, W + r * K + k);
+      const __m512i v = full ? _mm512_loadu_si512(W + r * K + k) : _mm512_maskz_loadu_epi16(m, W + r * K + k);
       w[r] = reinterpret_cast<const __m512bh&>(v);
     }
     for (int t = 0; t < T; ++t) {
-      const __m512i xi = _mm512_maskz_loadu_epi16(m, x + t * ldx + k);
+      const __m512i xi = full ? _mm512_loadu_si512(x + t * ldx + k) : _mm512_maskz_loadu_epi16(m, x + t * ldx + k);
       const __m512bh xv = reinterpret_cast<const __m512bh&>(xi);
       for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], w[r], xv);
     }
-  }
+  };
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) step(k, ~__mmask32{0}, true);
+  if (k < K) step(k, static_cast<__mmask32>((1u << (K - k)) - 1u), false);
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) out[t * ldo + r] = hsum(acc[r][t]);
 }
