@@ -229,6 +229,7 @@ public sealed class PackageTests
             <PackageReference Include="{ManagedId}" Version="{_version}" />
                 <PackageReference Include="{ManagedId}.AI" Version="{_version}" />
                 <PackageReference Include="Microsoft.Extensions.AI" Version="10.11.0" />
+                <PackageReference Include="OpenAI" Version="2.15.0" />
             """, [_packages]);
         var dispatch = new StringBuilder("switch (args[0])\n{\n");
         for (int i = 0; i < blocks.Count; i++)
