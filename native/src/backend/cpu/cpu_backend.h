@@ -63,8 +63,6 @@ class CpuBackend final : public Backend {
   CpuBackend();
   // Uses the given kernel table instead of the best one for this CPU (tests compare ISAs).
   explicit CpuBackend(const CpuKernels& kernels, CpuPrecision precision = default_cpu_precision());
-  CpuPrecision precision() const { return precision_; }
-  const CpuKernels& kernels() const { return k_; }
 
   const char* name() const override { return "cpu"; }
   DType activation_dtype() const override { return DType::F32; }
