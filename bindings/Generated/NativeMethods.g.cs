@@ -258,6 +258,21 @@ internal static class NativeLayout
     internal const int mcpm_sampling_params_token_mask_Offset = 80;
     internal const int mcpm_sampling_params_token_mask_user_data_Offset = 88;
 
+    internal const int mcpm_batcher_params_Size = 8;
+    internal const int mcpm_batcher_params_struct_size_Offset = 0;
+    internal const int mcpm_batcher_params_max_rows_Offset = 4;
+
+    internal const int mcpm_batch_item_Size = 56;
+    internal const int mcpm_batch_item_session_Offset = 0;
+    internal const int mcpm_batch_item_tokens_Offset = 8;
+    internal const int mcpm_batch_item_n_tokens_Offset = 16;
+    internal const int mcpm_batch_item_out_tokens_Offset = 24;
+    internal const int mcpm_batch_item_out_capacity_Offset = 32;
+    internal const int mcpm_batch_item_out_count_Offset = 36;
+    internal const int mcpm_batch_item_out_finish_Offset = 40;
+    internal const int mcpm_batch_item_out_status_Offset = 44;
+    internal const int mcpm_batch_item_out_message_Offset = 48;
+
     internal const int mcpm_session_stats_Size = 104;
     internal const int mcpm_session_stats_struct_size_Offset = 0;
     internal const int mcpm_session_stats_prefill_tokens_Offset = 8;
@@ -529,6 +544,55 @@ internal unsafe struct mcpm_sampling_params
     public delegate* unmanaged[Cdecl]<void*, int*, int, uint*, int, int> token_mask;
     /// <summary>passed to token_mask as user_data</summary>
     public void* token_mask_user_data;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct mcpm_batcher_params
+{
+    /// <summary>in: sizeof(mcpm_batcher_params)</summary>
+    public uint struct_size;
+    /// <summary>
+    /// tokens per forward pass, in [2, 4096]: bounds its activation memory and the rows of a
+    /// step's passes (a step with more rows runs several passes); default 64
+    /// </summary>
+    public int max_rows;
+}
+
+/// <summary>One session's turn in a step.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct mcpm_batch_item
+{
+    /// <summary>in: a session of the batcher's model</summary>
+    public nint session;
+    /// <summary>
+    /// in: a prefill chunk to append (at most max_rows - 1 tokens); NULL with
+    /// n_tokens = 0: generate one token
+    /// </summary>
+    public int* tokens;
+    /// <summary>in</summary>
+    public int n_tokens;
+    /// <summary>in: room for the generated token (generate turns)</summary>
+    public int* out_tokens;
+    /// <summary>in: &gt;= 1 for generate turns</summary>
+    public int out_capacity;
+    /// <summary>
+    /// out: tokens written to out_tokens: 1, or 0 with a finish reason, a failure,
+    /// or when a token_mask yielded the state (as mcpm_session_generate_step)
+    /// </summary>
+    public int out_count;
+    /// <summary>out: as mcpm_session_generate_step</summary>
+    public int out_finish;
+    /// <summary>
+    /// out: this turn's status: OK, or as the single-session call would fail
+    /// (CANCELLED after mcpm_session_request_abort, CONTEXT_FULL, CALLBACK,
+    /// NONFINITE, ...); the other turns are not affected
+    /// </summary>
+    public int out_status;
+    /// <summary>
+    /// out: the failure's message (NULL when OK); valid until the batcher's next
+    /// step or free
+    /// </summary>
+    public byte* out_message;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -915,6 +979,32 @@ internal static unsafe partial class NativeMethods
     /// </summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int mcpm_session_force_tokens(SessionHandle session, int* tokens, int n_tokens);
+
+    /// <summary>Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size.</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_batcher_params_default(mcpm_batcher_params* @params);
+
+    /// <summary>
+    /// Creates a batcher for a finalized model (it holds a reference to the model). params may be NULL.
+    /// Errors: INVALID_ARGUMENT, OUT_OF_MEMORY.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_batcher_create(ModelHandle model, mcpm_batcher_params* @params, out BatcherHandle out_batcher);
+
+    /// <summary>Frees the batcher. NULL is a no-op. Must not race with mcpm_batcher_step on it.</summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial void mcpm_batcher_free(nint batcher);
+
+    /// <summary>
+    /// Runs one turn of each item (sessions distinct, not in use by another call, of the batcher's model).
+    /// Sessions whose RoPE tables differ (LongRoPE with capacities on both sides of the original context)
+    /// run in separate passes. Returns INVALID_ARGUMENT without running anything when the call itself is
+    /// malformed (NULL pointers, a session listed twice or in use, another model, a bad buffer); otherwise
+    /// OK, with each turn's own outcome in its item. Thread-safe with respect to other batchers and to
+    /// sessions not in the step.
+    /// </summary>
+    [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int mcpm_batcher_step(BatcherHandle batcher, mcpm_batch_item* items, int count);
 
     /// <summary>Copies the session's counters into *stats (struct_size must be set).</summary>
     [LibraryImport(LibraryName, StringMarshalling = StringMarshalling.Utf8)]

@@ -75,3 +75,22 @@ internal sealed class DraftHandle : SafeHandle
         return true;
     }
 }
+
+/// <summary>Owns an mcpm_batcher*; releasing it calls mcpm_batcher_free. The batcher holds its own
+/// native reference to the model.</summary>
+internal sealed class BatcherHandle : SafeHandle
+{
+    /// <summary>Creates an invalid handle; the LibraryImport marshaller fills it from an out-parameter.</summary>
+    public BatcherHandle()
+        : base(IntPtr.Zero, ownsHandle: true)
+    {
+    }
+
+    public override bool IsInvalid => handle == IntPtr.Zero;
+
+    protected override bool ReleaseHandle()
+    {
+        NativeMethods.mcpm_batcher_free(handle);
+        return true;
+    }
+}

@@ -31,6 +31,7 @@ internal sealed class TypeMapper
         ["mcpm_model"] = "ModelHandle",
         ["mcpm_session"] = "SessionHandle",
         ["mcpm_draft"] = "DraftHandle",
+        ["mcpm_batcher"] = "BatcherHandle",
     };
 
     private readonly HeaderModel _model;

@@ -603,6 +603,64 @@ MCPM_API mcpm_status mcpm_session_sample(mcpm_session* session, const float* log
 MCPM_API mcpm_status mcpm_session_force_tokens(mcpm_session* session, const int32_t* tokens, int32_t n_tokens);
 
 /* ------------------------------------------------------------------------------------------------
+ * Continuous batching
+ *
+ * A batcher runs one step of many sessions of a model as shared forward passes: each session's turn
+ * is one generated token (sampled with its own params, mask and RNG from its pending logits, then
+ * evaluated) or one prefill chunk. A memory-bound decode step then reads the weights once for every
+ * session in it. A session's tokens are the same whether it runs alone or in a batch (greedy: the
+ * same ids; sampling: the same draws), up to the floating-point summation order of the shared GEMMs.
+ * Inside a batch, decoding is plain: a session with a draft keeps feeding it and speculates again in
+ * its own mcpm_session_generate_step calls. Which sessions form a step is the host's choice (the
+ * managed MiniCpmBatchScheduler); each session keeps its own KV cache (a slot sized at creation).
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mcpm_batcher mcpm_batcher;
+
+typedef struct mcpm_batcher_params {
+  uint32_t struct_size; /* in: sizeof(mcpm_batcher_params) */
+  int32_t max_rows;     /* tokens per forward pass, in [2, 4096]: bounds its activation memory and the rows of a
+                           step's passes (a step with more rows runs several passes); default 64 */
+} mcpm_batcher_params;
+
+/* Fills *params with defaults. Errors: INVALID_ARGUMENT for NULL or an unknown struct_size. */
+MCPM_API mcpm_status mcpm_batcher_params_default(mcpm_batcher_params* params);
+
+/* Creates a batcher for a finalized model (it holds a reference to the model). params may be NULL.
+ * Errors: INVALID_ARGUMENT, OUT_OF_MEMORY. */
+MCPM_API mcpm_status mcpm_batcher_create(mcpm_model* model, const mcpm_batcher_params* params,
+                                         mcpm_batcher** out_batcher);
+
+/* Frees the batcher. NULL is a no-op. Must not race with mcpm_batcher_step on it. */
+MCPM_API void mcpm_batcher_free(mcpm_batcher* batcher);
+
+/* One session's turn in a step. */
+typedef struct mcpm_batch_item {
+  mcpm_session* session;         /* in: a session of the batcher's model */
+  const int32_t* tokens;         /* in: a prefill chunk to append (at most max_rows - 1 tokens); NULL with
+                                    n_tokens = 0: generate one token */
+  int32_t n_tokens;              /* in */
+  int32_t* out_tokens;           /* in: room for the generated token (generate turns) */
+  int32_t out_capacity;          /* in: >= 1 for generate turns */
+  int32_t out_count;             /* out: tokens written to out_tokens: 1, or 0 with a finish reason, a failure,
+                                    or when a token_mask yielded the state (as mcpm_session_generate_step) */
+  mcpm_finish_reason out_finish; /* out: as mcpm_session_generate_step */
+  mcpm_status out_status;        /* out: this turn's status: OK, or as the single-session call would fail
+                                    (CANCELLED after mcpm_session_request_abort, CONTEXT_FULL, CALLBACK,
+                                    NONFINITE, ...); the other turns are not affected */
+  const char* out_message;       /* out: the failure's message (NULL when OK); valid until the batcher's next
+                                    step or free */
+} mcpm_batch_item;
+
+/* Runs one turn of each item (sessions distinct, not in use by another call, of the batcher's model).
+ * Sessions whose RoPE tables differ (LongRoPE with capacities on both sides of the original context)
+ * run in separate passes. Returns INVALID_ARGUMENT without running anything when the call itself is
+ * malformed (NULL pointers, a session listed twice or in use, another model, a bad buffer); otherwise
+ * OK, with each turn's own outcome in its item. Thread-safe with respect to other batchers and to
+ * sessions not in the step. */
+MCPM_API mcpm_status mcpm_batcher_step(mcpm_batcher* batcher, mcpm_batch_item* items, int32_t count);
+
+/* ------------------------------------------------------------------------------------------------
  * Statistics
  * ---------------------------------------------------------------------------------------------- */
 

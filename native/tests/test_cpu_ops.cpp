@@ -330,8 +330,11 @@ TEST(Kernels, GemmBf16ActivationsMatchExact) {
 
 // ---- backend ops --------------------------------------------------------------------------------
 
+// The ops at their exact precision (fp32 activations); CpuOps.LinearBf16Precision and the int4 tests
+// cover Fast.
 struct OpsFixture {
-  explicit OpsFixture(const CpuKernels& k, int32_t threads) : backend(k), ctx(backend.create_context(threads)) {}
+  explicit OpsFixture(const CpuKernels& k, int32_t threads)
+      : backend(k, CpuPrecision::Exact), ctx(backend.create_context(threads)) {}
   CpuBackend backend;
   std::unique_ptr<ExecContext> ctx;
 };
@@ -373,31 +376,42 @@ TEST(CpuOps, Linear) {
   });
 }
 
-// Prefill-sized bf16 linears (65+ tokens): Exact keeps fp32 activations (within 1e-5 * sum |w * x|
-// of the exact sum); Fast may round them to bf16, which moves each product by at most 2^-9 |w * x|, so
-// it must be within (2^-9 + 1e-5) * sum |w * x|. Odd N and K exercise the row and K tails.
-TEST(CpuOps, LinearBf16PrefillPrecision) {
+// bf16 linears at decode, verification and prefill sizes: Exact keeps fp32 activations (within
+// 1e-5 * sum |w * x| of the exact sum); Fast may round them to bf16, which moves each product by at most
+// 2^-9 |w * x|, so it must be within (2^-9 + 1e-5) * sum |w * x|. Odd N and K exercise the row and K
+// tails. Fast also computes each token exactly as it would alone (bitwise): batches of sessions and
+// speculative verification give a token the logits of its own decode step.
+TEST(CpuOps, LinearBf16Precision) {
   for (const CpuKernels* k : all_kernels())
-    for (CpuPrecision precision : {CpuPrecision::Fast, CpuPrecision::Exact}) {
-      CpuBackend backend(*k, precision);
-      std::unique_ptr<ExecContext> ctx = backend.create_context(2);
-      const int64_t n = 70, N = 37, K = 96;
-      Weight w = random_weight(DType::BF16, N, K);
-      std::vector<float> x = random_floats(static_cast<size_t>(n * K));
-      std::vector<float> y(static_cast<size_t>(n * N));
-      backend.linear(*ctx, f32_tensor(y, n, N), f32_tensor(x, n, K), w.tensor());
-      const double rel = precision == CpuPrecision::Exact ? 1e-5 : 1e-5 + 1.0 / 512;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t r = 0; r < N; ++r) {
-          double exact = 0, abs_sum = 0;
-          for (int64_t j = 0; j < K; ++j) {
-            exact += w.values[r * K + j] * x[i * K + j];
-            abs_sum += std::fabs(w.values[r * K + j] * x[i * K + j]);
+    for (CpuPrecision precision : {CpuPrecision::Fast, CpuPrecision::Exact})
+      for (int64_t n : {1, 3, 8, 70}) {
+        CpuBackend backend(*k, precision);
+        std::unique_ptr<ExecContext> ctx = backend.create_context(2);
+        const int64_t N = 37, K = 96;
+        Weight w = random_weight(DType::BF16, N, K);
+        std::vector<float> x = random_floats(static_cast<size_t>(n * K));
+        std::vector<float> y(static_cast<size_t>(n * N));
+        backend.linear(*ctx, f32_tensor(y, n, N), f32_tensor(x, n, K), w.tensor());
+        const double rel = precision == CpuPrecision::Exact ? 1e-5 : 1e-5 + 1.0 / 512;
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t r = 0; r < N; ++r) {
+            double exact = 0, abs_sum = 0;
+            for (int64_t j = 0; j < K; ++j) {
+              exact += w.values[r * K + j] * x[i * K + j];
+              abs_sum += std::fabs(w.values[r * K + j] * x[i * K + j]);
+            }
+            ASSERT_LE(std::fabs(y[i * N + r] - exact), rel * abs_sum + 1e-6)
+                << k->name << (precision == CpuPrecision::Exact ? " exact" : " fast") << " n " << n << " token " << i
+                << " row " << r;
           }
-          ASSERT_LE(std::fabs(y[i * N + r] - exact), rel * abs_sum + 1e-6)
-              << k->name << (precision == CpuPrecision::Exact ? " exact" : " fast") << " token " << i << " row " << r;
+        if (precision != CpuPrecision::Fast || k->gemm_bf16_dp == nullptr) continue;
+        for (int64_t i = 0; i < n; ++i) {
+          std::vector<float> xi(x.begin() + i * K, x.begin() + (i + 1) * K), yi(static_cast<size_t>(N));
+          backend.linear(*ctx, f32_tensor(yi, 1, N), f32_tensor(xi, 1, K), w.tensor());
+          for (int64_t r = 0; r < N; ++r)
+            ASSERT_EQ(yi[r], y[i * N + r]) << k->name << " n " << n << " token " << i << " row " << r;
         }
-    }
+      }
 }
 
 TEST(CpuOps, EmbeddingScalesRows) {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.CommandLine;
 using System.Text;
 using System.Text.Json;
@@ -12,6 +13,12 @@ internal static class BenchCommand
     private static readonly Option<string?> ModelDir = new("--model", "-m") { Description = "Checkpoint directory (default: the demo model)" };
     private static readonly Option<int> PromptTokens = new("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
     private static readonly Option<int> GenTokens = new("--gen-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
+    private static readonly Option<int> SessionsOption = new("--sessions")
+    {
+        Description = "Also decode this many sessions concurrently (continuous batching) and report their aggregate " +
+                      "tokens/s next to one session's alone",
+        DefaultValueFactory = _ => 1,
+    };
     private static readonly Option<string?> PresetOption = new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b (random weights)" };
 
     // Progress on stderr, so stdout holds only the results (and --json stays parseable).
@@ -24,6 +31,7 @@ internal static class BenchCommand
         command.Options.Add(PresetOption);
         command.Options.Add(PromptTokens);
         command.Options.Add(GenTokens);
+        command.Options.Add(SessionsOption);
         command.Options.Add(Cli.Device);
         command.Options.Add(Cli.Threads);
         command.Options.Add(Cli.Dense);
@@ -45,6 +53,8 @@ internal static class BenchCommand
                 "no model: pass --model DIR or --preset NAME (the demo model, models/demo, was not found)");
         int promptTokens = parse.GetValue(PromptTokens), genTokens = parse.GetValue(GenTokens);
         if (promptTokens < 1 || genTokens < 1) throw new UsageException("--prompt-tokens and --gen-tokens must be >= 1");
+        int sessions = parse.GetValue(SessionsOption);
+        if (sessions < 1 || sessions > 256) throw new UsageException("--sessions must be in [1, 256]");
         var quantization = Cli.QuantizationFrom(parse);
         string? temp = null;
         try
@@ -72,9 +82,14 @@ internal static class BenchCommand
             await Task.Run(() => session.Prefill(prompt, ct), ct);
             Status($"decode: {genTokens} tokens");
             var options = new GenerationOptions { MaxTokens = genTokens, StopTokenIds = [], Seed = 0 };
+            long decodeStart = Stopwatch.GetTimestamp();
             int generated = 0;
             await foreach (var t in session.GenerateAsync(options, ct)) if (t.Id >= 0) generated++;
+            double aloneRate = generated / Stopwatch.GetElapsedTime(decodeStart).TotalSeconds;
             var s = session.Statistics;
+            BatchedRun? batched = sessions > 1
+                ? await RunBatchedAsync(model, sessions, promptTokens, genTokens, options, ct)
+                : null;
             if (parse.GetValue(Cli.Json))
             {
                 using var buffer = new MemoryStream();
@@ -90,6 +105,15 @@ internal static class BenchCommand
                     w.WriteNumber("prefill_tokens_per_s", Math.Round(s.PrefillTokensPerSecond, 3));
                     w.WriteNumber("decode_tokens_per_s", Math.Round(s.DecodeTokensPerSecond, 3));
                     w.WriteNumber("decode_gb_per_s", Math.Round(s.DecodeTokensPerSecond * model.WeightBytes / 1e9, 3));
+                    if (batched is { } b)
+                    {
+                        w.WriteNumber("sessions", sessions);
+                        w.WriteNumber("single_session_decode_tokens_per_s", Math.Round(aloneRate, 3));
+                        w.WriteNumber("aggregate_decode_tokens_per_s", Math.Round(b.AggregateRate, 3));
+                        w.WriteNumber("batch_speedup", Math.Round(b.AggregateRate / aloneRate, 3));
+                        w.WriteNumber("batched_generated_tokens", b.Generated);
+                        w.WriteNumber("largest_batch", b.LargestBatch);
+                    }
                     w.WriteEndObject();
                 }
                 Console.Out.WriteLine(Encoding.UTF8.GetString(buffer.ToArray()));
@@ -100,11 +124,58 @@ internal static class BenchCommand
                                       (model.Int4LinearCount > 0 ? $" ({model.Int4LinearCount} int4 linear layers)" : ""));
                 Console.Out.WriteLine($"prefill  {s.PrefillTokens} tokens at {s.PrefillTokensPerSecond:F2} tokens/s");
                 Console.Out.WriteLine($"decode   {generated} tokens at {s.DecodeTokensPerSecond:F2} tokens/s ({s.DecodeTokensPerSecond * model.WeightBytes / 1e9:F2} GB/s of weights)");
+                if (batched is { } b)
+                    Console.Out.WriteLine($"batched  {sessions} sessions: {b.AggregateRate:F2} tokens/s in total, " +
+                                          $"{b.AggregateRate / aloneRate:F2}x one session alone ({aloneRate:F2} tokens/s, " +
+                                          $"wall time; largest batch {b.LargestBatch})");
             }
         }
         finally
         {
             if (temp is not null && Directory.Exists(temp)) Directory.Delete(temp, recursive: true);
+        }
+    }
+
+    private readonly record struct BatchedRun(double AggregateRate, int Generated, int LargestBatch);
+
+    // `count` sessions with their own random prompts: all prompts in (through the scheduler, concurrently), then
+    // all decode at once; the aggregate rate is their tokens over the wall time of that decode phase.
+    private static async Task<BatchedRun> RunBatchedAsync(MiniCpmModel model, int count, int promptTokens,
+        int genTokens, GenerationOptions options, CancellationToken ct)
+    {
+        Status($"batched: {count} sessions, {promptTokens} prompt tokens each");
+        var sessions = new List<MiniCpmSession>();
+        try
+        {
+            var rng = new Random(99);
+            var prefills = new List<Task>();
+            for (int i = 0; i < count; i++)
+            {
+                var session = model.CreateSession(new SessionOptions
+                {
+                    ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1),
+                });
+                sessions.Add(session);
+                var prompt = new int[promptTokens];
+                for (int j = 0; j < prompt.Length; j++) prompt[j] = rng.Next(model.Config.VocabSize);
+                prefills.Add(session.SetPromptAsync(prompt, ct));
+            }
+            await Task.WhenAll(prefills);
+            Status($"batched: {count} sessions decode {genTokens} tokens each");
+            long start = Stopwatch.GetTimestamp();
+            var decodes = sessions.Select(async session =>
+            {
+                int n = 0;
+                await foreach (var t in session.GenerateAsync(options, ct)) if (t.Id >= 0) n++;
+                return n;
+            }).ToList();
+            int generated = (await Task.WhenAll(decodes)).Sum();
+            double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            return new BatchedRun(generated / seconds, generated, model.LargestBatch);
+        }
+        finally
+        {
+            foreach (var session in sessions) session.Dispose();
         }
     }
 }

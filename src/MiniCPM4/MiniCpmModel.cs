@@ -134,6 +134,9 @@ public sealed class MiniCpmModel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.DraftAttentionWindow, "DraftAttentionWindow must be >= 0 (0 = the whole context)");
         if (options.SparseAttention == false && options.SparseOverrides is not null)
             throw new ArgumentException("SparseOverrides change InfLLM v2's settings, but SparseAttention = false turns it off", nameof(options));
+        if (options.MaxBatchRows != 0 && (options.MaxBatchRows < 2 || options.MaxBatchRows > 4096))
+            throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatchRows,
+                "MiniCpmLoadOptions.MaxBatchRows must be 0 (no batching) or in [2, 4096]");
         if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
         NativeLibraryResolver.EnsureLoaded();
 
@@ -262,6 +265,7 @@ public sealed class MiniCpmModel : IDisposable
             NativeStatus.Check(NativeMethods.mcpm_model_int4_linear_count(handle, &int4Linears));
             var model = new MiniCpmModel(handle, Path.GetFullPath(directory), config, checkpoint.Generation, tokenizer,
                 (long)bytes, SparseSettings(config, options), int4Linears, chatTemplate);
+            model._maxBatchRows = options.MaxBatchRows;
             if (options.DraftDirectory is { } draftDir)
             {
                 progress?.Report(new LoadProgress("draft", total, total));
@@ -359,8 +363,33 @@ public sealed class MiniCpmModel : IDisposable
         }
     }
 
+    /// <summary>The continuous-batching scheduler of this model's sessions (created on first use; null when
+    /// <see cref="MiniCpmLoadOptions.MaxBatchRows"/> is 0).</summary>
+    internal MiniCpmBatchScheduler? Scheduler
+    {
+        get
+        {
+            if (_maxBatchRows == 0) return null;
+            lock (_schedulerLock)
+            {
+                // Sessions outlive a disposed model (they hold their own native reference); they then run alone.
+                if (_handle.IsClosed) return null;
+                return _scheduler ??= new MiniCpmBatchScheduler(this, _maxBatchRows);
+            }
+        }
+    }
+
+    /// <summary>The most sessions one batched step of this model has run together so far (continuous batching,
+    /// <see cref="MiniCpmLoadOptions.MaxBatchRows"/>); 0 before any step.</summary>
+    public int LargestBatch => Volatile.Read(ref _scheduler)?.LargestBatch ?? 0;
+
+    private int _maxBatchRows;
+    private MiniCpmBatchScheduler? _scheduler;
+    private readonly object _schedulerLock = new();
+
     public void Dispose()
     {
+        lock (_schedulerLock) _scheduler?.Dispose();
         _draft?.Dispose();
         _handle.Dispose();
     }

@@ -35,6 +35,7 @@ public sealed class MiniCpmSession : IDisposable
                     $"has {positions} positions (max_position_embeddings; MiniCpmLoadOptions.LongContext raises it)");
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
+            PrefillChunk = options.PrefillChunk;
             p.kv_memory_bytes = (ulong)options.KvCacheMemoryBytes;
             p.kv_memory_fraction = (float)options.KvCacheMemoryFraction;
             p.cuda_graphs = options.CudaGraphs ? 1 : 0;
@@ -98,6 +99,12 @@ public sealed class MiniCpmSession : IDisposable
 
     /// <summary>Why the last generation ended.</summary>
     public FinishReason? LastFinishReason { get; private set; }
+
+    /// <summary>Tokens per prompt chunk (<see cref="SessionOptions.PrefillChunk"/>).</summary>
+    internal int PrefillChunk { get; }
+
+    /// <summary>The native session, for the model's batch scheduler.</summary>
+    internal SessionHandle NativeHandle => Handle;
 
     private SessionHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmSession)) : _handle;
 
@@ -176,14 +183,9 @@ public sealed class MiniCpmSession : IDisposable
     {
         if (prompt.IsEmpty) throw new ArgumentException("the prompt has no tokens", nameof(prompt));
         using var _ = Enter();
-        var cached = Tokens;
-        int common = 0;
-        while (common < cached.Length && common < prompt.Length && cached[common] == prompt[common]) common++;
-        // At least the last prompt token is evaluated again, so there are logits to sample from.
-        int keep = Math.Min(common, prompt.Length - 1);
-        NativeStatus.Check(NativeMethods.mcpm_session_rewind(Handle, keep));
-        PrefillCore(prompt[keep..], NativeConstants.MCPM_LOGITS_NONE, [], cancellationToken);
-        return prompt.Length - keep;
+        var suffix = RewindToCommonPrefix(prompt);
+        PrefillCore(suffix, NativeConstants.MCPM_LOGITS_NONE, [], cancellationToken);
+        return suffix.Length;
     }
 
     /// <summary><see cref="SetPrompt"/> on a worker thread (it evaluates the new suffix, which can take long), so a
@@ -191,7 +193,59 @@ public sealed class MiniCpmSession : IDisposable
     public Task<int> SetPromptAsync(ReadOnlyMemory<int> prompt, CancellationToken cancellationToken = default)
     {
         if (prompt.IsEmpty) throw new ArgumentException("the prompt has no tokens", nameof(prompt));
-        return Task.Run(() => SetPrompt(prompt.Span, cancellationToken), cancellationToken);
+        if (Model.Scheduler is not { } scheduler)
+            return Task.Run(() => SetPrompt(prompt.Span, cancellationToken), cancellationToken);
+        return SetPromptScheduledAsync(prompt, scheduler, cancellationToken);
+    }
+
+    // SetPrompt through the model's batch scheduler: the suffix is evaluated in chunks that may share forward
+    // passes with other sessions' steps.
+    private async Task<int> SetPromptScheduledAsync(ReadOnlyMemory<int> prompt, MiniCpmBatchScheduler scheduler,
+        CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var _ = Enter();
+        var suffix = RewindToCommonPrefix(prompt.Span);
+        int keep = prompt.Length - suffix.Length;
+        using var registration = cancellationToken.Register(static s => ((MiniCpmSession)s!).RequestAbort(), this);
+        try
+        {
+            if (scheduler.PrefillAsync(this, suffix, cancellationToken) is { } scheduled)
+                ThrowForOutcome(await scheduled.ConfigureAwait(false), null, cancellationToken);
+            else
+                await Task.Run(() => PrefillCore(suffix, NativeConstants.MCPM_LOGITS_NONE, [], cancellationToken),
+                    cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or MiniCpmException)
+        {
+            // As a single prefill call: a cancelled or failed evaluation appends nothing (chunks already in go).
+            if (!_handle.IsClosed) NativeMethods.mcpm_session_rewind(_handle, keep);
+            throw;
+        }
+        return suffix.Length;
+    }
+
+    // Rewinds the cache to the longest common prefix with the prompt, keeping at least the last prompt token to
+    // evaluate (so there are logits to sample from); returns the tokens left to evaluate.
+    private int[] RewindToCommonPrefix(ReadOnlySpan<int> prompt)
+    {
+        var cached = Tokens;
+        int common = 0;
+        while (common < cached.Length && common < prompt.Length && cached[common] == prompt[common]) common++;
+        int keep = Math.Min(common, prompt.Length - 1);
+        NativeStatus.Check(NativeMethods.mcpm_session_rewind(Handle, keep));
+        return prompt[keep..].ToArray();
+    }
+
+    // The exception for a failed scheduled turn (its message was read where the native call ran).
+    private static void ThrowForOutcome(MiniCpmBatchScheduler.StepOutcome outcome,
+        Constraints.ConstrainedGeneration? constrained, CancellationToken ct)
+    {
+        if (outcome.Status == NativeConstants.MCPM_OK) return;
+        if (outcome.Status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
+        if (outcome.Status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
+            throw new MiniCpmConstraintException("the output constraint failed: " + error.Message, error);
+        throw NativeStatus.CreateException(outcome.Status, outcome.Message);
     }
 
     /// <summary>Encodes <paramref name="prompt"/> (with BOS per the tokenizer config), makes it the
@@ -247,11 +301,14 @@ public sealed class MiniCpmSession : IDisposable
             }
             // One engine step: one token, or with a draft one draft-and-verify round of one or more tokens; with
             // a constraint that leaves no choice, its forced tokens appended in one pass.
-            var (tokens, nativeFinish) = await Task.Run(
-                () => constrained is not null && ForceTokens(constrained, generated!, options.MaxTokens - produced) is
-                    { Length: > 0 } forced
-                    ? (forced, (FinishReason?)null)
-                    : GenerateStep(constrained, cancellationToken), cancellationToken).ConfigureAwait(false);
+            var (tokens, nativeFinish) = Model.Scheduler is { } scheduler
+                ? await ScheduledStepAsync(scheduler, constrained, generated, options, produced, cancellationToken)
+                    .ConfigureAwait(false)
+                : await Task.Run(
+                    () => constrained is not null && ForceTokens(constrained, generated!, options.MaxTokens - produced) is
+                        { Length: > 0 } forced
+                        ? (forced, (FinishReason?)null)
+                        : GenerateStep(constrained, cancellationToken), cancellationToken).ConfigureAwait(false);
             generated?.AddRange(nativeFinish == FinishReason.Stop ? tokens[..^1] : tokens);
             if (tokens.Length == 0 && nativeFinish is null && constrained is not null && !yielded)
             {
@@ -355,15 +412,35 @@ public sealed class MiniCpmSession : IDisposable
         if (status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
             throw new MiniCpmConstraintException("the output constraint failed: " + error.Message, error);
         NativeStatus.Check(status);
-        FinishReason? reason = finish switch
-        {
-            NativeConstants.MCPM_FINISH_CONTEXT_FULL => FinishReason.ContextFull,
-            NativeConstants.MCPM_FINISH_STOP_TOKEN => FinishReason.Stop,
-            NativeConstants.MCPM_FINISH_MAX_TOKENS => FinishReason.Length,
-            _ => null,
-        };
-        return (new ReadOnlySpan<int>(buffer, count).ToArray(), reason);
+        return (new ReadOnlySpan<int>(buffer, count).ToArray(), ToFinishReason(finish));
     }
+
+    // One engine step through the model's batch scheduler; tokens a constraint forces are appended directly.
+    private async Task<(int[] Tokens, FinishReason? Finish)> ScheduledStepAsync(MiniCpmBatchScheduler scheduler,
+        Constraints.ConstrainedGeneration? constrained, List<int>? generated, GenerationOptions options, int produced,
+        CancellationToken ct)
+    {
+        if (constrained is not null)
+        {
+            var forced = await Task.Run(() => ForceTokens(constrained, generated!, options.MaxTokens - produced), ct)
+                .ConfigureAwait(false);
+            if (forced.Length > 0) return (forced, null);
+        }
+        bool speculative = Model.DraftHandle is not null && (options.Speculative?.Enabled ?? true);
+        if (scheduler.GenerateAsync(this, speculative, ct) is not { } scheduled)
+            return await Task.Run(() => GenerateStep(constrained, ct), ct).ConfigureAwait(false);
+        var outcome = await scheduled.ConfigureAwait(false);
+        ThrowForOutcome(outcome, constrained, ct);
+        return (outcome.Tokens, ToFinishReason(outcome.Finish));
+    }
+
+    private static FinishReason? ToFinishReason(int finish) => finish switch
+    {
+        NativeConstants.MCPM_FINISH_CONTEXT_FULL => FinishReason.ContextFull,
+        NativeConstants.MCPM_FINISH_STOP_TOKEN => FinishReason.Stop,
+        NativeConstants.MCPM_FINISH_MAX_TOKENS => FinishReason.Length,
+        _ => null,
+    };
 
     // Appends the tokens the constraint forces after `generated` (at most `budget`) as generated output, in one
     // pass. Returns them (none when the constraint leaves a choice).

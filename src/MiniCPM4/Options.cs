@@ -49,6 +49,15 @@ public sealed record MiniCpmLoadOptions
     public int Threads { get; init; }
     /// <summary>The CPU backend's arithmetic: fast int8/bf16 activations or the exact fp32 reference.</summary>
     public CpuPrecision CpuPrecision { get; init; } = CpuPrecision.Default;
+
+    /// <summary>
+    /// Continuous batching: the most tokens one shared forward pass may hold (default 64). The model's sessions
+    /// then run their asynchronous generation and prompt evaluation (<c>GenerateAsync</c>,
+    /// <c>SetPromptAsync</c>) through one scheduler that merges concurrent sessions' steps into shared passes
+    /// (docs/architecture.md, "Continuous batching"); a session alone runs exactly as without it. 0 turns
+    /// batching off: each session's calls run on their own. Must be 0 or in [2, 4096].
+    /// </summary>
+    public int MaxBatchRows { get; init; } = 64;
     /// <summary>Explicit path of the native library; otherwise MINICPM4_NATIVE_LIBRARY, runtimes/&lt;rid&gt;/native, the app directory.</summary>
     public string? NativeLibraryPath { get; init; }
     /// <summary>Receives informational lines (ignored tensors, template warnings).</summary>

@@ -22,6 +22,7 @@
 #include "common/int4.h"
 #include "engine/draft.h"
 #include "engine/model.h"
+#include "engine/batch.h"
 #include "engine/session.h"
 #include "minicpm4.h"
 
@@ -39,6 +40,13 @@ struct mcpm_draft {
 
 struct mcpm_session {
   std::unique_ptr<Session> impl;
+  std::atomic<bool> busy{false};
+};
+
+struct mcpm_batcher {
+  std::shared_ptr<Model> model;
+  std::unique_ptr<BatchRunner> impl;
+  std::vector<BatchItem> items;  // the last step's, whose messages the host reads
   std::atomic<bool> busy{false};
 };
 
@@ -865,3 +873,103 @@ MCPM_API mcpm_status mcpm_session_reset_stats(mcpm_session* session) {
 }
 
 }  // extern "C"
+
+// ---- continuous batching ----
+
+MCPM_API mcpm_status mcpm_batcher_params_default(mcpm_batcher_params* params) {
+  return guarded([&] {
+    require_not_null(params, "params");
+    if (params->struct_size != sizeof(mcpm_batcher_params))
+      invalid_argument("mcpm_batcher_params.struct_size is " + std::to_string(params->struct_size) + ", expected " +
+                       std::to_string(sizeof(mcpm_batcher_params)));
+    params->max_rows = 64;
+  });
+}
+
+MCPM_API mcpm_status mcpm_batcher_create(mcpm_model* model, const mcpm_batcher_params* params,
+                                         mcpm_batcher** out_batcher) {
+  return guarded([&] {
+    Model& m = finalized_model(model);
+    require_not_null(out_batcher, "out_batcher");
+    *out_batcher = nullptr;
+    mcpm_batcher_params p{};
+    p.struct_size = sizeof(p);
+    mcpm_batcher_params_default(&p);
+    if (params != nullptr) {
+      if (params->struct_size != sizeof(mcpm_batcher_params))
+        invalid_argument("mcpm_batcher_params.struct_size is " + std::to_string(params->struct_size) +
+                         ", expected " + std::to_string(sizeof(mcpm_batcher_params)));
+      p = *params;
+    }
+    if (p.max_rows < 2 || p.max_rows > 4096)
+      invalid_argument("max_rows must be in [2, 4096], got " + std::to_string(p.max_rows));
+    (void)m;
+    auto batcher = std::make_unique<mcpm_batcher>();
+    batcher->model = model->impl;
+    batcher->impl = std::make_unique<BatchRunner>(model->impl, p.max_rows);
+    *out_batcher = batcher.release();
+  });
+}
+
+MCPM_API void mcpm_batcher_free(mcpm_batcher* batcher) { delete batcher; }
+
+MCPM_API mcpm_status mcpm_batcher_step(mcpm_batcher* batcher, mcpm_batch_item* items, int32_t count) {
+  return guarded([&] {
+    require_not_null(batcher, "batcher");
+    if (count < 0) invalid_argument("count must be >= 0, got " + std::to_string(count));
+    if (count == 0) return;
+    require_not_null(items, "items");
+    bool expected = false;
+    if (!batcher->busy.compare_exchange_strong(expected, true, std::memory_order_acquire))
+      invalid_argument("batcher is in use by another call");
+    struct Release {
+      std::atomic<bool>& busy;
+      ~Release() { busy.store(false, std::memory_order_release); }
+    } release{batcher->busy};
+    // The call is checked whole before any session is touched.
+    for (int32_t i = 0; i < count; ++i) {
+      const mcpm_batch_item& it = items[i];
+      const std::string where = "items[" + std::to_string(i) + "]";
+      if (it.session == nullptr) invalid_argument(where + ".session is NULL");
+      if (&it.session->impl->model() != batcher->model.get())
+        invalid_argument(where + ".session belongs to another model than the batcher");
+      if (it.n_tokens < 0) invalid_argument(where + ".n_tokens must be >= 0");
+      if (it.n_tokens > 0 && it.tokens == nullptr) invalid_argument(where + ".tokens is NULL");
+      if (it.n_tokens == 0 && (it.out_tokens == nullptr || it.out_capacity < 1))
+        invalid_argument(where + ": a generate turn needs out_tokens with out_capacity >= 1");
+      for (int32_t j = 0; j < i; ++j)
+        if (items[j].session == it.session) invalid_argument(where + ".session is listed twice");
+    }
+    // Claim every session; a session in use elsewhere fails the call before anything ran.
+    int32_t claimed = 0;
+    struct Unclaim {
+      mcpm_batch_item* items;
+      int32_t& claimed;
+      ~Unclaim() {
+        for (int32_t i = 0; i < claimed; ++i) items[i].session->busy.store(false, std::memory_order_release);
+      }
+    } unclaim{items, claimed};
+    for (; claimed < count; ++claimed) {
+      bool idle = false;
+      if (!items[claimed].session->busy.compare_exchange_strong(idle, true, std::memory_order_acquire))
+        invalid_argument("items[" + std::to_string(claimed) +
+                         "].session is in use by another call; a session must be used by one thread at a time");
+    }
+    std::vector<BatchItem>& batch = batcher->items;
+    batch.assign(static_cast<size_t>(count), BatchItem{});
+    for (int32_t i = 0; i < count; ++i) {
+      batch[static_cast<size_t>(i)].session = items[i].session->impl.get();
+      batch[static_cast<size_t>(i)].tokens = items[i].n_tokens > 0 ? items[i].tokens : nullptr;
+      batch[static_cast<size_t>(i)].n_tokens = items[i].n_tokens;
+      batch[static_cast<size_t>(i)].out = items[i].out_tokens;
+    }
+    batcher->impl->step(batch.data(), count);
+    for (int32_t i = 0; i < count; ++i) {
+      const BatchItem& b = batch[static_cast<size_t>(i)];
+      items[i].out_count = b.count;
+      items[i].out_finish = b.finish;
+      items[i].out_status = b.status;
+      items[i].out_message = b.status == MCPM_OK ? nullptr : b.message.c_str();
+    }
+  });
+}

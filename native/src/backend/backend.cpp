@@ -130,6 +130,21 @@ void Backend::sparse_attend(ExecContext&, const Tensor&, const Tensor&, const Te
                                         " backend");
 }
 
+void Backend::attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const AttentionSegment* segments, int32_t count, const AttentionShape& shape) {
+  for (int32_t i = 0; i < count; ++i) {
+    const AttentionSegment& s = segments[i];
+    const Tensor qs = q.slice_rows(s.row, s.rows), os = out.slice_rows(s.row, s.rows);
+    store_kv(ctx, s.k_cache, s.v_cache, k.slice_rows(s.row, s.rows), v.slice_rows(s.row, s.rows), s.start);
+    if (s.tree_masks)
+      tree_attention(ctx, os, qs, s.k_cache, s.v_cache, shape, s.start, s.tree_masks);
+    else if (s.sparse)
+      sparse_attention(ctx, os, qs, s.k_cache, s.v_cache, shape, s.start, *s.sparse);
+    else
+      attention(ctx, os, qs, s.k_cache, s.v_cache, shape, s.start);
+  }
+}
+
 void Backend::adopt_int4_qweight(const Tensor&, int64_t, int64_t) {}
 void Backend::adopt_int4_scales(const Tensor&, int64_t, int64_t) {}
 

@@ -151,6 +151,19 @@ class AttentionState {
   virtual void truncate(int64_t rows) = 0;
 };
 
+// One sequence's rows of a batch for Backend::attention_batch: rows [row, row + rows) of the batch's
+// q, k, v and out belong to the sequence whose layer caches are k_cache / v_cache. Their K/V go to
+// cache rows [start, start + rows); they attend causally (query i sees cache rows [0, start + i]), or
+// by tree_masks as Backend::tree_attention with prefix = start, or by InfLLM v2 when `sparse` is set.
+struct AttentionSegment {
+  int64_t row = 0;
+  int64_t rows = 0;
+  Tensor k_cache, v_cache;
+  int64_t start = 0;
+  const uint64_t* tree_masks = nullptr;  // host [rows]; nullptr: causal
+  AttentionState* sparse = nullptr;      // the sequence's InfLLM v2 state for this layer; nullptr: dense
+};
+
 // Whether values[0, n) holds no NaN and no infinity.
 bool all_finite(const float* values, size_t n);
 
@@ -276,6 +289,16 @@ class Backend {
   virtual void tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                               const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
                               const uint64_t* masks) = 0;
+
+  // The attention of a batch that mixes sequences (continuous batching): for each segment, stores
+  // its rows of k and v into its caches, then runs its queries as attention(), tree_attention() or
+  // sparse_attention() would (same sums in the same order, so a sequence's rows come out the same
+  // whether it runs alone or in a batch). q, out: [n, heads*head_dim]; k, v: [n, kv_heads*head_dim].
+  // The default runs the segments one by one through those ops; the CPU backend runs every dense and
+  // tree segment's (query, head) pairs in one parallel region.
+  virtual void attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k,
+                               const Tensor& v, const AttentionSegment* segments, int32_t count,
+                               const AttentionShape& shape);
 
   // dst[dst_rows[i], :] = src[src_rows[i], :] for i = 0..n-1 in order (host indices; dst and src have
   // the same dtype and cols and may be the same tensor: an ascending in-place compaction with

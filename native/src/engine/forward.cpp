@@ -66,38 +66,51 @@ Workspace::Workspace(Backend& backend, const ModelConfig& c, int64_t n, int64_t 
 
 bool uses_sparse_attention(const ModelConfig& config, int64_t end) { return config.sparse.use_sparse(end); }
 
-void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const ForwardArgs& a) {
-  const int32_t n = a.n;
-  const int64_t start = a.start;
-  MCPM_CHECK(n > 0 && n <= ws.max_tokens && start + n <= kv.capacity);
+void forward_layers(const Model& model, ExecContext& ctx, Workspace& ws, const Batch& batch) {
+  const int32_t n = batch.n;
+  MCPM_CHECK(n > 0 && n <= ws.max_tokens && batch.count > 0);
   const ModelConfig& c = model.config();
   const ModelWeights& w = model.weights();
   Backend& be = model.backend();
   const float s = c.residual_scale();
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
-  // InfLLM v2 (Hugging Face): the whole call is sparse once the total KV length reaches dense_len.
-  const bool sparse = uses_sparse_attention(c, start + n);
-  MCPM_CHECK(!sparse || kv.sparse.size() == static_cast<size_t>(c.num_layers));
-  MCPM_CHECK(!(sparse && a.tree_masks));
 
-  std::vector<int32_t> default_positions;
-  const int32_t* positions = a.positions;
-  if (positions == nullptr) {
-    default_positions.resize(static_cast<size_t>(n));
-    std::iota(default_positions.begin(), default_positions.end(), static_cast<int32_t>(start));
-    positions = default_positions.data();
+  // Each sequence's attention: InfLLM v2 (Hugging Face) makes a sequence's whole call sparse once its
+  // KV length reaches dense_len; tree mode never is.
+  std::vector<AttentionSegment> segments(static_cast<size_t>(batch.count));
+  std::vector<char> sparse(static_cast<size_t>(batch.count));
+  int64_t row = 0;
+  for (int32_t i = 0; i < batch.count; ++i) {
+    const BatchSequence& q = batch.sequences[i];
+    MCPM_CHECK(q.kv != nullptr && q.rows > 0 && q.start >= 0 && q.start + q.rows <= q.kv->capacity);
+    sparse[static_cast<size_t>(i)] = uses_sparse_attention(c, q.start + q.rows);
+    MCPM_CHECK(!sparse[static_cast<size_t>(i)] || q.kv->sparse.size() == static_cast<size_t>(c.num_layers));
+    MCPM_CHECK(!(sparse[static_cast<size_t>(i)] && q.tree_masks));
+    AttentionSegment& seg = segments[static_cast<size_t>(i)];
+    seg.row = row;
+    seg.rows = q.rows;
+    seg.start = q.start;
+    seg.tree_masks = q.tree_masks;
+    row += q.rows;
   }
+  MCPM_CHECK(row == n);
 
   const Tensor x = ws.x.slice_rows(0, n), normed = ws.normed.slice_rows(0, n);
   const Tensor q = ws.q.slice_rows(0, n), k = ws.k.slice_rows(0, n), v = ws.v.slice_rows(0, n);
   const Tensor attn = ws.attn.slice_rows(0, n), proj = ws.proj.slice_rows(0, n);
   const Tensor gate = ws.gate.slice_rows(0, n), up = ws.up.slice_rows(0, n);
 
-  be.embedding(ctx, x, w.embed, a.tokens, c.scale_emb);
+  be.embedding(ctx, x, w.embed, batch.tokens, c.scale_emb);
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
-    const Tensor& k_cache = kv.k[static_cast<size_t>(l)];
-    const Tensor& v_cache = kv.v[static_cast<size_t>(l)];
+    const size_t layer = static_cast<size_t>(l);
+    const LayerWeights& lw = w.layers[layer];
+    for (int32_t i = 0; i < batch.count; ++i) {
+      AttentionSegment& seg = segments[static_cast<size_t>(i)];
+      KvCache& kv = *batch.sequences[i].kv;
+      seg.k_cache = kv.k[layer];
+      seg.v_cache = kv.v[layer];
+      seg.sparse = sparse[static_cast<size_t>(i)] ? kv.sparse[layer].get() : nullptr;
+    }
     // Attention block. `proj` holds the previous layer's FFN output, added here with the norm.
     if (l == 0)
       be.rms_norm(ctx, normed, x, lw.input_norm, c.rms_norm_eps);
@@ -108,15 +121,9 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
       const LinearWeight* weights[3] = {&lw.q, &lw.k, &lw.v};
       be.linears(ctx, outs, normed, weights, 3);
     }
-    be.rope(ctx, q, c.num_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
-    be.rope(ctx, k, c.num_kv_heads, c.head_dim, positions, ws.inv_freq, ws.attn_factor);
-    be.store_kv(ctx, k_cache, v_cache, k, v, start);
-    if (a.tree_masks)
-      be.tree_attention(ctx, attn, q, k_cache, v_cache, shape, start, a.tree_masks);
-    else if (sparse)
-      be.sparse_attention(ctx, attn, q, k_cache, v_cache, shape, start, *kv.sparse[static_cast<size_t>(l)]);
-    else
-      be.attention(ctx, attn, q, k_cache, v_cache, shape, start);
+    be.rope(ctx, q, c.num_heads, c.head_dim, batch.positions, ws.inv_freq, ws.attn_factor);
+    be.rope(ctx, k, c.num_kv_heads, c.head_dim, batch.positions, ws.inv_freq, ws.attn_factor);
+    be.attention_batch(ctx, attn, q, k, v, segments.data(), batch.count, shape);
     be.linear(ctx, proj, attn, lw.o);
     // FFN block.
     be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
@@ -128,6 +135,64 @@ void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, c
     be.silu_mul(ctx, gate, gate, up);
     be.linear(ctx, proj, gate, lw.down);
   }
+}
+
+int32_t forward_batch(const Model& model, ExecContext& ctx, Workspace& ws, const Batch& batch) {
+  forward_layers(model, ctx, ws, batch);
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  Backend& be = model.backend();
+  const int32_t n = batch.n;
+  be.add_rms_norm(ctx, ws.normed.slice_rows(0, n), ws.x.slice_rows(0, n), ws.proj.slice_rows(0, n),
+                  c.residual_scale(), w.final_norm, c.rms_norm_eps);
+  // The logit rows, gathered into ws.proj (free now) so the LM head runs once over all of them.
+  std::vector<int32_t> dst, src;
+  int32_t row = 0;
+  for (int32_t i = 0; i < batch.count; ++i) {
+    row += batch.sequences[i].rows;
+    if (!batch.sequences[i].wants_logits) continue;
+    dst.push_back(static_cast<int32_t>(dst.size()));
+    src.push_back(row - 1);
+  }
+  const int32_t m = static_cast<int32_t>(dst.size());
+  if (m == 0) return 0;
+  MCPM_CHECK(m <= ws.logit_rows);
+  be.copy_rows(ctx, ws.proj, ws.normed, dst.data(), src.data(), m);
+  const Tensor out = ws.logits.slice_rows(0, m);
+  be.linear(ctx, out, ws.proj.slice_rows(0, m), w.lm_head);
+  be.scale(ctx, out, c.lm_head_scale());
+  return m;
+}
+
+void forward(const Model& model, ExecContext& ctx, Workspace& ws, KvCache& kv, const ForwardArgs& a) {
+  const int32_t n = a.n;
+  const int64_t start = a.start;
+  MCPM_CHECK(n > 0 && n <= ws.max_tokens && start + n <= kv.capacity);
+  const ModelConfig& c = model.config();
+  const ModelWeights& w = model.weights();
+  Backend& be = model.backend();
+  const float s = c.residual_scale();
+
+  std::vector<int32_t> default_positions;
+  const int32_t* positions = a.positions;
+  if (positions == nullptr) {
+    default_positions.resize(static_cast<size_t>(n));
+    std::iota(default_positions.begin(), default_positions.end(), static_cast<int32_t>(start));
+    positions = default_positions.data();
+  }
+  BatchSequence sequence;
+  sequence.kv = &kv;
+  sequence.start = start;
+  sequence.rows = n;
+  sequence.tree_masks = a.tree_masks;
+  Batch batch;
+  batch.tokens = a.tokens;
+  batch.positions = positions;
+  batch.n = n;
+  batch.sequences = &sequence;
+  batch.count = 1;
+  forward_layers(model, ctx, ws, batch);
+  const Tensor x = ws.x.slice_rows(0, n), normed = ws.normed.slice_rows(0, n), proj = ws.proj.slice_rows(0, n);
 
   // Only the rows whose logits (or features) are wanted go through the final norm; only the logit
   // rows through the LM head. The LM-head input scale is applied to the logits, which leaves the

@@ -72,6 +72,38 @@ struct ForwardArgs {
   bool keep_features = false;
 };
 
+// One sequence's consecutive rows in a Batch: written to its cache rows [start, start + rows).
+struct BatchSequence {
+  KvCache* kv = nullptr;
+  int64_t start = 0;
+  int32_t rows = 0;
+  // Tree mode (see ForwardArgs::tree_masks), host [rows]; nullptr: causal.
+  const uint64_t* tree_masks = nullptr;
+  bool wants_logits = true;  // the logits of its last row
+};
+
+// The rows of one forward pass: one sequence (a session's prefill chunk, decode step or tree) or
+// several (continuous batching: the decode steps and prefill chunks of many sessions). Row r has
+// token tokens[r] at RoPE position positions[r]; the sequences cover rows [0, n) in order. Every
+// sequence shares the workspace's RoPE table (the batch's sessions have the same RoPE parameters).
+struct Batch {
+  const int32_t* tokens = nullptr;     // host [n]
+  const int32_t* positions = nullptr;  // host [n]
+  int32_t n = 0;
+  const BatchSequence* sequences = nullptr;
+  int32_t count = 0;
+};
+
+// Runs the decoder layers over a batch: embedding, then every layer. Leaves the residual stream in
+// ws.x and the last layer's FFN output in ws.proj rows [0, n), not yet added (the caller fuses that
+// add with the final norm). The one decoder-layer stack of the target model.
+void forward_layers(const Model& model, ExecContext& ctx, Workspace& ws, const Batch& batch);
+
+// A whole forward pass over a batch of sequences: the final-normed hidden state of every row stays
+// in ws.normed rows [0, n) (a draft's features) and the logits of each sequence that wants them, in
+// sequence order, in ws.logits rows [0, m) on the backend (m <= ws.logit_rows). Returns m.
+int32_t forward_batch(const Model& model, ExecContext& ctx, Workspace& ws, const Batch& batch);
+
 // Evaluates the tokens (n <= ws.max_tokens, start + n <= capacity): writes their K/V into the cache
 // and the requested logits to host memory. A sparse (InfLLM v2) model cannot run tree mode once
 // sparse attention is active; the caller checks with uses_sparse_attention().

@@ -61,6 +61,8 @@ Session::Session(std::shared_ptr<const Model> model, std::shared_ptr<const Draft
   const RopeParams rope = compute_rope(model_->config(), context_capacity);
   model_->backend().upload(ws_.inv_freq.data, rope.inv_freq.data(), rope.inv_freq.size() * sizeof(float));
   ws_.attn_factor = rope.attn_factor;
+  rope_table_ = rope.inv_freq;
+  rope_table_.push_back(rope.attn_factor);
   if (draft)
     speculator_ = std::make_unique<Speculator>(std::move(draft), context_capacity, static_cast<int32_t>(ws_.max_tokens),
                                                use_graphs_);
@@ -566,6 +568,97 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped, c
   return emitted;
 }
 
+mcpm_finish_reason Session::finish_state() const {
+  const int32_t max_new = sampler_.config().max_new_tokens;
+  if (max_new > 0 && generated_since_config_ >= max_new) return MCPM_FINISH_MAX_TOKENS;
+  if (length() >= capacity()) return MCPM_FINISH_CONTEXT_FULL;
+  return MCPM_FINISH_NONE;
+}
+
+bool Session::batches_with(const Session& other) const {
+  return model_ == other.model_ && rope_table_ == other.rope_table_;
+}
+
+void Session::batch_prepare(BatchTurn& turn) {
+  turn.rows.clear();
+  turn.appended = 0;
+  turn.result = GenerateResult{};
+  turn.start = kv_len_;
+  // The history's last token may be out of the cache (a speculative root, a rewound draft session):
+  // it goes first.
+  const bool held = kv_len_ < length();
+  if (turn.n > 0) {
+    check_tokens(turn.tokens, turn.n);
+    if (consume_abort()) throw_error(MCPM_ERR_CANCELLED, "prefill cancelled by an abort request");
+    if (held) turn.rows.push_back(tokens_.back());
+    turn.rows.insert(turn.rows.end(), turn.tokens, turn.tokens + turn.n);
+    turn.appended = turn.n;
+    return;
+  }
+  GenerateResult& r = turn.result;
+  if (!logits_valid_ && !root_pending_)
+    invalid_argument("no pending logits: prefill or decode before generating (a stop token or rewind clears them)");
+  r.finish = finish_state();
+  if (r.finish != MCPM_FINISH_NONE) return;
+  if (consume_abort()) {
+    r.cancelled = true;
+    return;
+  }
+  try {
+    // A held token (a speculative round's next root) is evaluated on its own first, so that every
+    // generate turn samples: this happens once when a session that speculated alone joins a batch.
+    if (held) {
+      evaluate(nullptr, 0, nullptr, false, /*device_logits=*/true);
+      turn.start = kv_len_;
+    }
+    if (current_state_yields()) return;  // the host appends this state's tokens itself
+    const int32_t token = sample_pending();
+    turn.out[r.count++] = token;
+    ++generated_since_config_;
+    ++stats_.generated_tokens;
+    if (sampler_.is_stop(token)) {
+      logits_valid_ = false;  // the stop token is reported but not evaluated
+      r.finish = MCPM_FINISH_STOP_TOKEN;
+      return;
+    }
+    check_tokens(&token, 1);
+    turn.rows.push_back(token);
+    turn.appended = 1;
+  } catch (const MaskFailure& e) {
+    r.error = e.status();
+    r.error_message = e.what();
+  }
+}
+
+void Session::batch_commit(BatchTurn& turn, ExecContext& ctx, const Tensor& logits, int32_t logit_row,
+                           const Tensor& features, int32_t feature_row, int64_t elapsed_ns) {
+  const int32_t m = static_cast<int32_t>(turn.rows.size());
+  Backend& be = model_->backend();
+  const int32_t zero = 0;
+  be.copy_rows(ctx, ws_.logits, logits, &zero, &logit_row, 1);
+  if (speculator_)
+    speculator_->advance(ctx, turn.rows.data(), features.slice_rows(feature_row, m), m, turn.start, ws_.inv_freq,
+                         ws_.attn_factor);
+  tokens_.insert(tokens_.end(), turn.rows.end() - turn.appended, turn.rows.end());
+  kv_len_ = turn.start + m;
+  device_logits_pending_ = true;
+  logits_valid_ = true;
+  root_pending_ = false;
+  mask_current_ = false;
+  prepared_arm_ = -1;
+  if (turn.n > 0) {
+    stats_.prefill_tokens += turn.n;
+    stats_.prefill_ns += elapsed_ns;
+  } else {
+    stats_.decode_tokens += m;
+    stats_.decode_ns += elapsed_ns;
+    stats_.spec_tree_size = 0;
+    stats_.spec_num_iter = 0;
+  }
+}
+
+void Session::batch_abandon(const BatchTurn& turn) { kv_.truncate(turn.start); }
+
 GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_capacity, bool single_step) {
   if (max_tokens < 0) invalid_argument("max_tokens must be >= 0, got " + std::to_string(max_tokens));
   if (out == nullptr && out_capacity > 0) invalid_argument("tokens buffer is NULL");
@@ -574,12 +667,7 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
     invalid_argument("no pending logits: prefill or decode before generating (a stop token or rewind clears them)");
   GenerateResult r;
   const int32_t budget = std::min(max_tokens, out_capacity);
-  const int32_t max_new = sampler_.config().max_new_tokens;
-  auto finished = [&]() {
-    if (max_new > 0 && generated_since_config_ >= max_new) return MCPM_FINISH_MAX_TOKENS;
-    if (length() >= capacity()) return MCPM_FINISH_CONTEXT_FULL;
-    return MCPM_FINISH_NONE;
-  };
+  auto finished = [&]() { return finish_state(); };
   r.finish = finished();
   // A token-mask failure leaves the session consistent: report the tokens before it with it.
   try {

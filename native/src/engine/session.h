@@ -89,6 +89,35 @@ class Session {
   // draft-and-verify round (speculative).
   GenerateResult generate(int32_t max_tokens, int32_t* out, int32_t out_capacity, bool single_step = false);
 
+  // ---- one turn of a batched step (engine/batch.h runs one forward pass over many sessions' turns) ----
+  // A generate turn (n == 0: sample one token from the pending logits, then evaluate it) or a prefill
+  // chunk (tokens[0, n)). Plain decoding: a session with a draft keeps feeding it, so it can speculate
+  // again when it runs alone.
+  struct BatchTurn {
+    const int32_t* tokens = nullptr;
+    int32_t n = 0;
+    int32_t* out = nullptr;  // a generate turn's token, when one was sampled (result.count == 1)
+    GenerateResult result;
+    std::vector<int32_t> rows;  // what this session adds to the forward pass; empty: nothing
+    int64_t start = 0;          // the cache row of rows[0]
+    int32_t appended = 0;       // tokens of `rows` not yet in the history (the held token is)
+  };
+  // Decides the turn's rows; a generate turn samples here. Throws (Error, with the status of the
+  // equivalent single-session call) leaving the session consistent.
+  void batch_prepare(BatchTurn& turn);
+  // After the pass wrote the rows' K/V, their final-normed features to `features` rows [feature_row,
+  // + rows) and the last row's logits to `logits` row logit_row (all on ctx): takes them (the logits
+  // become the pending logits, the draft advances). `elapsed_ns`: the pass's wall time.
+  void batch_commit(BatchTurn& turn, ExecContext& ctx, const Tensor& logits, int32_t logit_row,
+                    const Tensor& features, int32_t feature_row, int64_t elapsed_ns);
+  // The pass failed: drops what it may have derived from the turn's cache rows.
+  void batch_abandon(const BatchTurn& turn);
+  // Whether the two sessions can share a forward pass: same model and the same RoPE table.
+  bool batches_with(const Session& other) const;
+  KvCache& kv_cache() { return kv_; }
+  const Workspace& workspace() const { return ws_; }
+  ExecContext& context() { return *ctx_; }
+
   void request_abort() { abort_.store(true, std::memory_order_release); }
   void clear_abort() { abort_.store(false, std::memory_order_release); }
 
@@ -97,6 +126,8 @@ class Session {
 
  private:
   bool consume_abort() { return abort_.exchange(false, std::memory_order_acq_rel); }
+  // Why generation cannot go on (max_new_tokens reached, context full), or MCPM_FINISH_NONE.
+  mcpm_finish_reason finish_state() const;
   void check_tokens(const int32_t* tokens, int32_t n) const;
   bool speculative() const { return speculator_ && sampler_.config().spec.num_iter > 0; }
   // Evaluates the history's unevaluated token (if any), then tokens [0, n) appended to it, in chunks;
@@ -150,6 +181,7 @@ class Session {
   const uint32_t* host_mask(int32_t row) const { return host_masks_.data() + static_cast<size_t>(row) * mask_words_; }
 
   std::shared_ptr<const Model> model_;
+  std::vector<float> rope_table_;  // inv_freq then attn_factor (batches_with compares them)
   bool use_graphs_;
   std::unique_ptr<ExecContext> ctx_;
   int32_t capacity_;

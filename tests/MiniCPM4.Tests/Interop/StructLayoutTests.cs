@@ -47,7 +47,7 @@ public unsafe class StructLayoutTests
     public void EveryStructHasLayoutConstantsAndMatchingOffsets()
     {
         Type[] structs = GeneratedStructs();
-        Assert.That(structs, Has.Length.EqualTo(9));
+        Assert.That(structs, Has.Length.EqualTo(11));
         Assert.Multiple(() =>
         {
             foreach (Type t in structs)

@@ -105,9 +105,6 @@ CpuContext& cpu(ExecContext& ctx) { return static_cast<CpuContext&>(ctx); }
 
 // Token counts up to which bf16 linears take CpuKernels::gemm_bf16 (where the ISA has one).
 constexpr int64_t kDirectBf16MaxTokens = 16;
-// Token counts above which a Fast backend rounds bf16 linears' activations to bf16 (gemm_bf16_dp):
-// prefill only. Speculative verification (at most 64 rows) keeps the fp32 activations of decode.
-constexpr int64_t kBf16ActivationMinTokens = 65;
 
 // Rows per parallel chunk so each thread gets a few chunks (load balance) of useful size.
 int64_t row_chunk(const CpuContext& c, int64_t rows, int64_t min_chunk) {
@@ -233,6 +230,26 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
   MCPM_CHECK(w.cols == K && out.rows == n && out.cols == N && w.dtype != DType::I32);
   const float* X = x.as<const float>();
   float* Y = out.as<float>();
+  if (w.dtype == DType::BF16 && k_.gemm_bf16_dp != nullptr && precision_ == CpuPrecision::Fast) {
+    // Fast: activations rounded to bf16 once, then bf16 x bf16 dot products (vdpbf16ps) over 4-row
+    // blocks that meet every token while they sit in cache. At every token count: each token's sums
+    // run in the same order whatever the others are (gemm_bf16_dp), so decode, speculative
+    // verification, prefill and batches of many sessions give a token the same logits.
+    uint16_t* xb = reinterpret_cast<uint16_t*>(c.shared_scratch(static_cast<size_t>(n * K + 1) / 2));
+    if (n == 1) {
+      k_.to_bf16(X, xb, K);
+    } else {
+      c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
+        for (int64_t i = b; i < e; ++i) k_.to_bf16(X + i * K, xb + i * K, K);
+      });
+    }
+    const int64_t blocks = (N + 3) / 4;
+    c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t) {
+      const int64_t r0 = 4 * b, rows = std::min(N, 4 * e) - r0;
+      k_.gemm_bf16_dp(w.as<const uint16_t>() + r0 * K, rows, K, xb, K, n, Y + r0, N);
+    });
+    return;
+  }
   if (n == 1) {
     const float* packed = nullptr;
     if (w.dtype == DType::BF16) {
@@ -257,21 +274,6 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
     for (int64_t i = 0; i < n; ++i) k_.pack_x_bf16(X + i * K, packed + i * K, K);
     c.pool.parallel_for(N, row_chunk(c, N, 16), [&](int64_t b, int64_t e, int32_t) {
       k_.gemm_bf16(w.as<const uint16_t>() + b * K, e - b, K, X, packed, K, n, Y + b, N);
-    });
-    return;
-  }
-  if (w.dtype == DType::BF16 && k_.gemm_bf16_dp != nullptr && precision_ == CpuPrecision::Fast &&
-      n >= kBf16ActivationMinTokens) {
-    // Prefill: activations rounded to bf16 once, then bf16 x bf16 dot products (vdpbf16ps) over
-    // 4-row blocks that meet every token while they sit in cache.
-    uint16_t* xb = reinterpret_cast<uint16_t*>(c.shared_scratch(static_cast<size_t>(n * K + 1) / 2));
-    c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
-      for (int64_t i = b; i < e; ++i) k_.to_bf16(X + i * K, xb + i * K, K);
-    });
-    const int64_t blocks = (N + 3) / 4;
-    c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t) {
-      const int64_t r0 = 4 * b, rows = std::min(N, 4 * e) - r0;
-      k_.gemm_bf16_dp(w.as<const uint16_t>() + r0 * K, rows, K, xb, K, n, Y + r0, N);
     });
     return;
   }
@@ -498,6 +500,64 @@ void CpuBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tenso
              out.as<float>() + i * out.cols + h * hd);
     }
   });
+}
+
+// Every dense and tree segment's (query token, query head) pairs in one parallel region: a batched
+// decode step costs one thread synchronisation for its attention, not one per sequence. Each pair
+// runs attend() exactly as attention() / tree_attention() would. Sparse segments go through
+// sparse_attention() one by one.
+void CpuBackend::attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, const AttentionSegment* segments, int32_t count,
+                                 const AttentionShape& shape) {
+  CpuContext& c = cpu(ctx);
+  const int64_t hd = shape.head_dim, heads = shape.num_heads, group = shape.num_heads / shape.num_kv_heads;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && k.cols == shape.num_kv_heads * hd);
+  std::vector<int32_t>& dense = c.segment_list;
+  dense.clear();
+  int64_t longest = 0;
+  for (int32_t i = 0; i < count; ++i) {
+    const AttentionSegment& s = segments[i];
+    MCPM_CHECK(s.row >= 0 && s.rows > 0 && s.row + s.rows <= q.rows && s.k_cache.cols == k.cols);
+    store_kv(ctx, s.k_cache, s.v_cache, k.slice_rows(s.row, s.rows), v.slice_rows(s.row, s.rows), s.start);
+    if (s.sparse) continue;
+    if (s.tree_masks) {
+      uint64_t all = 0;
+      for (int64_t r = 0; r < s.rows; ++r) all |= s.tree_masks[r];
+      MCPM_CHECK(all != 0 && s.start + 64 - __builtin_clzll(all) <= s.k_cache.rows);
+    }
+    dense.push_back(i);
+    longest = std::max(longest, s.start + (s.tree_masks ? 64 : s.rows));
+  }
+  if (!dense.empty()) {
+    // Work items are numbered segment by segment: `first[j]` is the first item of dense segment j.
+    std::vector<int64_t>& first = c.segment_items;
+    first.assign(dense.size() + 1, 0);
+    for (size_t j = 0; j < dense.size(); ++j) first[j + 1] = first[j] + segments[dense[j]].rows * heads;
+    c.pool.parallel_for(first.back(), 1, [&](int64_t b, int64_t e, int32_t t) {
+      float* scores = c.scratch(t, static_cast<size_t>(longest));
+      size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
+      for (int64_t item = b; item < e; ++item) {
+        while (item >= first[j + 1]) ++j;
+        const AttentionSegment& s = segments[dense[j]];
+        const int64_t local = item - first[j], i = local / heads, h = local % heads, kvh = h / group;
+        const int64_t row = s.row + i;
+        const float* kbase = s.k_cache.as<const float>() + kvh * hd;
+        const float* vbase = s.v_cache.as<const float>() + kvh * hd;
+        float* oi = out.as<float>() + row * out.cols + h * hd;
+        const float* qi = q.as<const float>() + row * q.cols + h * hd;
+        if (s.tree_masks)
+          attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start, s.start, s.tree_masks[i], scores, oi);
+        else
+          attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start + i + 1, 0, 0, scores, oi);
+      }
+    });
+  }
+  for (int32_t i = 0; i < count; ++i) {
+    const AttentionSegment& s = segments[i];
+    if (s.sparse)
+      sparse_attention(ctx, out.slice_rows(s.row, s.rows), q.slice_rows(s.row, s.rows), s.k_cache, s.v_cache, shape,
+                       s.start, *s.sparse);
+  }
 }
 
 void CpuBackend::copy_rows(ExecContext&, const Tensor& dst, const Tensor& src, const int32_t* dst_rows,

@@ -23,6 +23,10 @@ class CpuContext final : public ExecContext {
     return s.data();
   }
 
+  // attention_batch's lists of dense segments and their first work items (kept to avoid allocations).
+  std::vector<int32_t> segment_list;
+  std::vector<int64_t> segment_items;
+
   // Scratch shared by all threads of one op (written before its parallel region).
   float* shared_scratch(size_t count) {
     if (shared_.size() < count) shared_.resize(count);
@@ -50,8 +54,9 @@ class CpuContext final : public ExecContext {
 
 // What the CPU backend's linears compute with:
 //   Fast:  int4 weights meet activations quantised to int8 per 128-block (W4A8, integer dot products;
-//          int4_cpu.h); bf16 linears over 65 or more tokens (prefill) round the activations to bf16
-//          where the CPU has a bf16 dot product (the avx512bf16 level). The default.
+//          int4_cpu.h); bf16 linears round the activations to bf16 where the CPU has a bf16 dot
+//          product (the avx512bf16 level), at every token count, so a token's result never depends on
+//          the other tokens of the call (decode, verification, prefill, batches). The default.
 //   Exact: fp32 activations everywhere (W4A16 and bf16 x fp32): the reference the tests compare
 //          against and the CUDA kernels' oracle.
 // MCPM_CPU_PRECISION=exact|fast in the environment sets the default.
@@ -100,6 +105,8 @@ class CpuBackend final : public Backend {
                      int64_t start, AttentionState& state) override;
   void sparse_attend(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                      const Tensor& v_cache, const AttentionShape& shape, int64_t start, AttentionState& state) override;
+  void attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const AttentionSegment* segments, int32_t count, const AttentionShape& shape) override;
   void tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                       const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
                       const uint64_t* masks) override;
