@@ -8,10 +8,11 @@ public sealed record MiniCpmChatClientOptions
 
     /// <summary>
     /// How many requests are served at once. Each running request holds one session (KV cache) of the pool; calls
-    /// beyond this limit wait in a first-in, first-out queue until a running call finishes. Default 1, which suits a
-    /// single accelerator (the engine does not batch two KV caches together).
+    /// beyond this limit wait in a first-in, first-out queue until a running call finishes. Default 8: the model's
+    /// scheduler batches the running requests' decoding steps into shared forward passes
+    /// (<see cref="MiniCpmLoadOptions.MaxBatchRows"/>), so concurrent requests cost little more than one.
     /// </summary>
-    public int MaxConcurrentSessions { get; init; } = 1;
+    public int MaxConcurrentSessions { get; init; } = 8;
 
     /// <summary>KV cache capacity of each session in tokens; 0 = min(max_position_embeddings, 4096).</summary>
     public int ContextLength { get; init; }

@@ -64,6 +64,7 @@ internal static class Cli
         root.Subcommands.Add(ConstraintCheckCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
+        root.Subcommands.Add(LoadTestCommand.Create());
 
         var parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -16,7 +16,8 @@ internal static class ServeCommand
     };
     private static readonly Option<int> MaxConcurrent = new("--max-concurrent")
     {
-        Description = "Generations running at once, each on its own session", DefaultValueFactory = _ => 1,
+        Description = "Generations running at once, each on its own session (batched together)",
+        DefaultValueFactory = _ => 8,
     };
     private static readonly Option<int> MaxQueue = new("--max-queue")
     {

@@ -18,8 +18,9 @@ public sealed class ServerOptions
     /// </summary>
     public string Urls { get; set; } = "http://127.0.0.1:8080";
 
-    /// <summary>Generations that run at once (each on its own pooled session).</summary>
-    public int MaxConcurrentRequests { get; set; } = 1;
+    /// <summary>Generations that run at once, each on its own pooled session (KV cache); the model's scheduler
+    /// batches their steps into shared forward passes. Default 8.</summary>
+    public int MaxConcurrentRequests { get; set; } = 8;
 
     /// <summary>Admitted requests that may wait for a free generation slot; beyond that the server answers 429.
     /// </summary>

@@ -15,9 +15,10 @@ namespace MiniCPM4;
 /// <remarks>
 /// <para>The scheduler lives in managed code because what decides a turn is managed: cancellation tokens,
 /// streaming consumers, constraints and the request lifecycle. Native code runs the step it is given.</para>
-/// <para>Policy, per step: waiting turns are taken oldest first, so a turn waits at most
-/// ceil(waiting rows / MaxBatchRows) steps (no starvation); a session that finished a turn queues its next one
-/// behind those already waiting. A lone turn runs as the session would alone (a speculative round when it has a
+/// <para>Policy, per step: waiting turns are taken oldest first, at most MaxBatchRows rows (a generation turn
+/// counts one row, a prompt turn two: its chunk may bring a held token); a turn that ran queues its next one (the
+/// next token, the prompt's next chunk) behind those already waiting. So with N sessions a turn waits at most
+/// ceil(2 (N - 1) / (MaxBatchRows - 1)) steps: nobody starves, however long the others' prompts are. A lone turn runs as the session would alone (a speculative round when it has a
 /// draft; a prompt in chunks of <see cref="SessionOptions.PrefillChunk"/>). Several turns share passes: each
 /// decoding session adds one row and the prompts fill the rows left, in chunks. A session with a draft speculates
 /// alone instead of joining the batch while its measured speculative rate (tokens per second of its rounds) beats
@@ -35,6 +36,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
     private readonly Thread _thread;
     private bool _disposed;
     private long _steps;
+    private bool _running;  // a step is running (turns queued now wait from the next one)
     // Measured rates in tokens per second (0: not measured yet): speculative rounds alone, and batched steps by
     // their number of generate rows (index 0 unused).
     private double _soloSpeculativeRate;
@@ -57,10 +59,20 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
     }
 
     /// <summary>Steps run so far (tests and diagnostics).</summary>
-    internal long Steps => Interlocked.Read(ref _steps);
+    internal long Steps
+    {
+        get
+        {
+            lock (_lock) return _steps;
+        }
+    }
 
     /// <summary>The largest number of sessions one step has batched so far.</summary>
     internal int LargestBatch { get; private set; }
+
+    /// <summary>The most steps a turn has waited in the queue while other turns ran (the fairness bound's
+    /// subject).</summary>
+    internal long LongestWait { get; private set; }
 
     /// <summary>One generation step of the session: a token, or a speculative round when it runs alone. Null once
     /// the scheduler is disposed (the caller then runs the step itself).</summary>
@@ -78,6 +90,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
         lock (_lock)
         {
             if (_disposed) return null;
+            turn.EnqueuedAt = _running ? _steps + 1 : _steps;
             _waiting.Add(turn);
             Monitor.Pulse(_lock);
         }
@@ -105,6 +118,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
                 // Disposal lets the turns already queued finish (their sessions outlive the model).
                 if (_waiting.Count == 0) return;
                 turns = TakeStep();
+                _running = true;
             }
             try
             {
@@ -114,7 +128,11 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             {
                 foreach (var t in turns) t.Completion.TrySetException(e);
             }
-            Interlocked.Increment(ref _steps);
+            lock (_lock)
+            {
+                _steps++;
+                _running = false;
+            }
         }
     }
 
@@ -132,7 +150,11 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             step.Add(t);
             rows += need;
         }
-        foreach (var t in step) _waiting.Remove(t);
+        foreach (var t in step)
+        {
+            _waiting.Remove(t);
+            LongestWait = Math.Max(LongestWait, _steps - t.EnqueuedAt);
+        }
         return step;
     }
 
@@ -265,7 +287,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
         }
     }
 
-    // A prompt turn goes on until its tokens are in; it keeps its place at the front of the queue.
+    // A prompt turn goes on until its tokens are in: its next chunk queues behind the turns already waiting.
     private void AfterPrefillChunk(Turn turn, int chunk, int status, string message)
     {
         if (status != NativeConstants.MCPM_OK)
@@ -279,7 +301,11 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             turn.Complete(new StepOutcome([], 0, NativeConstants.MCPM_OK, ""));
             return;
         }
-        lock (_lock) _waiting.Insert(0, turn);
+        lock (_lock)
+        {
+            turn.EnqueuedAt = _steps + 1;  // queued during this step: its wait starts after it
+            _waiting.Add(turn);
+        }
     }
 
     private static void Update(ref double rate, double sample) =>
@@ -313,6 +339,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             new(TaskCreationOptions.RunContinuationsAsynchronously);
         public CancellationTokenRegistration Registration { get; set; }
         public int Done { get; set; }
+        public long EnqueuedAt { get; set; }
         public int Chunk { get; set; }
 
         public void Complete(StepOutcome outcome)

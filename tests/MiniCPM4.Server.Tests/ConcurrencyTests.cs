@@ -33,6 +33,29 @@ public sealed class ConcurrencyTests
     }
 
     [Test]
+    public async Task ConcurrentRequestsShareForwardPassesAndGetTheirSerialAnswers()
+    {
+        // Eight clients at once against the same prompts one at a time: the same completions, and the model's
+        // scheduler put several requests into one pass.
+        string Body(int i) =>
+            $$"""{"prompt":"Request number {{i}} says","max_tokens":16,"temperature":0.7,"seed":{{i}}}""";
+        async Task<string> Complete(HttpClient http, int i)
+        {
+            var response = await http.PostAsync("/v1/completions", HttpProtocolTests.Json(Body(i)));
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+            using var doc = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            return doc.RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        }
+        await using var server = await TestServer.StartAsync(o => o.MaxConcurrentRequests = 8);
+        var serial = new List<string>();
+        for (int i = 0; i < 8; i++) serial.Add(await Complete(server.Http, i));
+        int before = TestModel.Model.LargestBatch;
+        var concurrent = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => Complete(server.Http, i)));
+        Assert.That(concurrent, Is.EqualTo(serial));
+        Assert.That(TestModel.Model.LargestBatch, Is.GreaterThan(1), $"no shared pass (largest batch before: {before})");
+    }
+
+    [Test]
     public async Task QueueFull_Gets429WithRetryAfter()
     {
         await using var server = await TestServer.StartAsync(o => { o.MaxConcurrentRequests = 1; o.MaxQueue = 0; });

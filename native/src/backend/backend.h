@@ -154,14 +154,22 @@ class AttentionState {
 // One sequence's rows of a batch for Backend::attention_batch: rows [row, row + rows) of the batch's
 // q, k, v and out belong to the sequence whose layer caches are k_cache / v_cache. Their K/V go to
 // cache rows [start, start + rows); they attend causally (query i sees cache rows [0, start + i]), or
-// by tree_masks as Backend::tree_attention with prefix = start, or by InfLLM v2 when `sparse` is set.
+// by tree_masks as Backend::tree_attention, or by InfLLM v2 when `sparse` is set. (A draft's attention window is a view of its cache that starts later: k_cache / v_cache and start
+// are then relative to it.)
 struct AttentionSegment {
   int64_t row = 0;
   int64_t rows = 0;
   Tensor k_cache, v_cache;
   int64_t start = 0;
-  const uint64_t* tree_masks = nullptr;  // host [rows]; nullptr: causal
-  AttentionState* sparse = nullptr;      // the sequence's InfLLM v2 state for this layer; nullptr: dense
+  const uint64_t* tree_masks = nullptr;  // [rows]; nullptr: causal
+  // Tree mode's prefix: the rows before it are history and mask bit j is cache row prefix + j; -1:
+  // start (a verified tree). A draft level stores its rows after the earlier levels' (start > prefix).
+  int64_t tree_prefix = -1;
+  // The masks are in backend memory (a tree drafted on the backend), each bit below mask_bits, as
+  // Backend::tree_attention_resident reads them; else host memory.
+  bool masks_resident = false;
+  int32_t mask_bits = 64;
+  AttentionState* sparse = nullptr;  // the sequence's InfLLM v2 state for this layer; nullptr: dense
 };
 
 // Whether values[0, n) holds no NaN and no infinity.

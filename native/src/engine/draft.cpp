@@ -1,4 +1,5 @@
 #include "engine/draft.h"
+#include "engine/forward.h"
 
 #include <algorithm>
 #include <cmath>
@@ -218,36 +219,33 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
   be.add_scaled(ctx, x, proj, 1.0f);
   if (w.fc_bias.data != nullptr) be.add_bias(ctx, x, w.fc_bias);
 
+  // The layers: the target's decoder layer (engine/forward.h) over the draft's cache, one sequence.
+  const LayerBuffers buffers{x, normed, q, k, v, attn, proj, gate, up};
+  const int64_t first = window_start(c, call);
+  AttentionSegment segment;
+  segment.rows = n;
+  // A window is a view of the cache that starts later: the attention ops need no window of their own.
+  segment.start = call.slot - first;
+  segment.tree_masks = call.tree_masks;
+  segment.tree_prefix = call.tree_masks ? call.tree_prefix - first : -1;
+  segment.masks_resident = call.tree_masks != nullptr && call.resident;
+  segment.mask_bits = call.mask_bits;
+  LayerStep step;
+  step.shape = shape;
+  step.residual_scale = s;
+  step.eps = c.rms_norm_eps;
+  step.positions = call.positions;
+  step.inv_freq = inv_freq;
+  step.attn_factor = attn_factor;
+  step.segments = &segment;
+  step.count = 1;
   for (int32_t l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = w.layers[static_cast<size_t>(l)];
     const Tensor& k_cache = ws.k[static_cast<size_t>(l)];
     const Tensor& v_cache = ws.v[static_cast<size_t>(l)];
-    const Tensor& attn_in = lw.input_norm.data != nullptr ? normed : x;
-    if (lw.input_norm.data != nullptr) be.rms_norm(ctx, normed, x, lw.input_norm, c.rms_norm_eps);
-    be.linear(ctx, q, attn_in, lw.q);
-    be.linear(ctx, k, attn_in, lw.k);
-    be.linear(ctx, v, attn_in, lw.v);
-    be.rope(ctx, q, c.num_heads, c.head_dim, call.positions, inv_freq, attn_factor);
-    be.rope(ctx, k, c.num_kv_heads, c.head_dim, call.positions, inv_freq, attn_factor);
-    be.store_kv(ctx, k_cache, v_cache, k, v, call.slot);
-    // A window is a view of the cache that starts later: the attention ops need no window of their own.
-    const int64_t first = window_start(c, call);
-    const Tensor k_view = k_cache.slice_rows(first, k_cache.rows - first);
-    const Tensor v_view = v_cache.slice_rows(first, v_cache.rows - first);
-    if (call.tree_masks && call.resident)
-      be.tree_attention_resident(ctx, attn, q, k_view, v_view, shape, call.tree_prefix - first, call.tree_masks,
-                                 call.mask_bits);
-    else if (call.tree_masks)
-      be.tree_attention(ctx, attn, q, k_view, v_view, shape, call.tree_prefix - first, call.tree_masks);
-    else
-      be.attention(ctx, attn, q, k_view, v_view, shape, call.slot - first);
-    be.linear(ctx, proj, attn, lw.o);
-    be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
-    be.linear(ctx, gate, normed, lw.gate);
-    be.linear(ctx, up, normed, lw.up);
-    be.silu_mul(ctx, gate, gate, up);
-    be.linear(ctx, proj, gate, lw.down);
-    be.add_scaled(ctx, x, proj, s);
+    segment.k_cache = k_cache.slice_rows(first, k_cache.rows - first);
+    segment.v_cache = v_cache.slice_rows(first, v_cache.rows - first);
+    step.weights = &w.layers[static_cast<size_t>(l)];
+    decoder_layer(be, ctx, buffers, step);
   }
 }
 

@@ -101,9 +101,19 @@ void forward_layers(const Model& model, ExecContext& ctx, Workspace& ws, const B
   const Tensor gate = ws.gate.slice_rows(0, n), up = ws.up.slice_rows(0, n);
 
   be.embedding(ctx, x, w.embed, batch.tokens, c.scale_emb);
+  const LayerBuffers buffers{x, normed, q, k, v, attn, proj, gate, up};
+  LayerStep step;
+  step.shape = shape;
+  step.residual_scale = s;
+  step.eps = c.rms_norm_eps;
+  step.positions = batch.positions;
+  step.inv_freq = ws.inv_freq;
+  step.attn_factor = ws.attn_factor;
+  step.segments = segments.data();
+  step.count = batch.count;
+  step.leave_residual = true;  // fused with the next layer's input norm, or the final norm
   for (int32_t l = 0; l < c.num_layers; ++l) {
     const size_t layer = static_cast<size_t>(l);
-    const LayerWeights& lw = w.layers[layer];
     for (int32_t i = 0; i < batch.count; ++i) {
       AttentionSegment& seg = segments[static_cast<size_t>(i)];
       KvCache& kv = *batch.sequences[i].kv;
@@ -111,30 +121,41 @@ void forward_layers(const Model& model, ExecContext& ctx, Workspace& ws, const B
       seg.v_cache = kv.v[layer];
       seg.sparse = sparse[static_cast<size_t>(i)] ? kv.sparse[layer].get() : nullptr;
     }
-    // Attention block. `proj` holds the previous layer's FFN output, added here with the norm.
-    if (l == 0)
-      be.rms_norm(ctx, normed, x, lw.input_norm, c.rms_norm_eps);
-    else
-      be.add_rms_norm(ctx, normed, x, proj, s, lw.input_norm, c.rms_norm_eps);
-    {
-      const Tensor outs[3] = {q, k, v};
-      const LinearWeight* weights[3] = {&lw.q, &lw.k, &lw.v};
-      be.linears(ctx, outs, normed, weights, 3);
-    }
-    be.rope(ctx, q, c.num_heads, c.head_dim, batch.positions, ws.inv_freq, ws.attn_factor);
-    be.rope(ctx, k, c.num_kv_heads, c.head_dim, batch.positions, ws.inv_freq, ws.attn_factor);
-    be.attention_batch(ctx, attn, q, k, v, segments.data(), batch.count, shape);
-    be.linear(ctx, proj, attn, lw.o);
-    // FFN block.
-    be.add_rms_norm(ctx, normed, x, proj, s, lw.post_norm, c.rms_norm_eps);
-    {
-      const Tensor outs[2] = {gate, up};
-      const LinearWeight* weights[2] = {&lw.gate, &lw.up};
-      be.linears(ctx, outs, normed, weights, 2);
-    }
-    be.silu_mul(ctx, gate, gate, up);
-    be.linear(ctx, proj, gate, lw.down);
+    step.weights = &w.layers[layer];
+    step.pending_residual = l > 0;
+    decoder_layer(be, ctx, buffers, step);
   }
+}
+
+void decoder_layer(Backend& be, ExecContext& ctx, const LayerBuffers& b, const LayerStep& step) {
+  const LayerWeights& lw = *step.weights;
+  const float s = step.residual_scale;
+  const bool input_norm = lw.input_norm.data != nullptr;
+  MCPM_CHECK(input_norm || !step.pending_residual);
+  // Attention block.
+  if (step.pending_residual)
+    be.add_rms_norm(ctx, b.normed, b.x, b.proj, s, lw.input_norm, step.eps);
+  else if (input_norm)
+    be.rms_norm(ctx, b.normed, b.x, lw.input_norm, step.eps);
+  {
+    const Tensor outs[3] = {b.q, b.k, b.v};
+    const LinearWeight* weights[3] = {&lw.q, &lw.k, &lw.v};
+    be.linears(ctx, outs, input_norm ? b.normed : b.x, weights, 3);
+  }
+  be.rope(ctx, b.q, step.shape.num_heads, step.shape.head_dim, step.positions, step.inv_freq, step.attn_factor);
+  be.rope(ctx, b.k, step.shape.num_kv_heads, step.shape.head_dim, step.positions, step.inv_freq, step.attn_factor);
+  be.attention_batch(ctx, b.attn, b.q, b.k, b.v, step.segments, step.count, step.shape);
+  be.linear(ctx, b.proj, b.attn, lw.o);
+  // FFN block.
+  be.add_rms_norm(ctx, b.normed, b.x, b.proj, s, lw.post_norm, step.eps);
+  {
+    const Tensor outs[2] = {b.gate, b.up};
+    const LinearWeight* weights[2] = {&lw.gate, &lw.up};
+    be.linears(ctx, outs, b.normed, weights, 2);
+  }
+  be.silu_mul(ctx, b.gate, b.gate, b.up);
+  be.linear(ctx, b.proj, b.gate, lw.down);
+  if (!step.leave_residual) be.add_scaled(ctx, b.x, b.proj, s);
 }
 
 int32_t forward_batch(const Model& model, ExecContext& ctx, Workspace& ws, const Batch& batch) {

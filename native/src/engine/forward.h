@@ -94,6 +94,36 @@ struct Batch {
   int32_t count = 0;
 };
 
+// One decoder layer's activation buffers (rows [0, n) in use): the residual stream x, the normed
+// sublayer input, q/k/v, the attention output, the sublayer output proj, and the FFN's gate/up.
+struct LayerBuffers {
+  Tensor x, normed, q, k, v, attn, proj, gate, up;
+};
+
+// How a decoder layer runs: its weights and geometry, the rows' RoPE positions and tables, each
+// sequence's attention segment (this layer's caches), and where its residual adds go.
+struct LayerStep {
+  const LayerWeights* weights = nullptr;  // input_norm.data == nullptr: no attention input norm (a plain EAGLE draft)
+  AttentionShape shape;
+  float residual_scale = 1.0f;
+  float eps = 1e-6f;
+  const int32_t* positions = nullptr;  // host [n]
+  Tensor inv_freq;
+  float attn_factor = 1.0f;
+  const AttentionSegment* segments = nullptr;
+  int32_t count = 0;
+  // proj holds the previous sublayer's output, not yet added to x: added here, fused with the norm.
+  bool pending_residual = false;
+  // Leave this layer's FFN output in proj for the caller to add (fused with its next norm) instead of
+  // adding it here.
+  bool leave_residual = false;
+};
+
+// One MiniCPM4 decoder layer, target or EAGLE draft:
+//   x += proj * s (pending); a = norm_in(x);  q, k, v = a Wq, a Wk, a Wv;  rope(q, k)
+//   x += attention(q, k, v) Wo * s;  f = norm_post(x);  proj = (silu(f Wg) * (f Wu)) Wd;  x += proj * s
+void decoder_layer(Backend& be, ExecContext& ctx, const LayerBuffers& b, const LayerStep& step);
+
 // Runs the decoder layers over a batch: embedding, then every layer. Leaves the residual stream in
 // ws.x and the last layer's FFN output in ws.proj rows [0, n), not yet added (the caller fuses that
 // add with the final norm). The one decoder-layer stack of the target model.

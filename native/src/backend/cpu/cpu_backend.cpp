@@ -504,8 +504,8 @@ void CpuBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tenso
 
 // Every dense and tree segment's (query token, query head) pairs in one parallel region: a batched
 // decode step costs one thread synchronisation for its attention, not one per sequence. Each pair
-// runs attend() exactly as attention() / tree_attention() would. Sparse segments go through
-// sparse_attention() one by one.
+// runs attend() exactly as attention() / tree_attention() would (backend memory is host memory here,
+// so resident masks read like host ones). Sparse segments go through sparse_attention() one by one.
 void CpuBackend::attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const AttentionSegment* segments, int32_t count,
                                  const AttentionShape& shape) {
@@ -520,13 +520,14 @@ void CpuBackend::attention_batch(ExecContext& ctx, const Tensor& out, const Tens
     MCPM_CHECK(s.row >= 0 && s.rows > 0 && s.row + s.rows <= q.rows && s.k_cache.cols == k.cols);
     store_kv(ctx, s.k_cache, s.v_cache, k.slice_rows(s.row, s.rows), v.slice_rows(s.row, s.rows), s.start);
     if (s.sparse) continue;
+    const int64_t prefix = s.tree_prefix >= 0 ? s.tree_prefix : s.start;
     if (s.tree_masks) {
       uint64_t all = 0;
       for (int64_t r = 0; r < s.rows; ++r) all |= s.tree_masks[r];
-      MCPM_CHECK(all != 0 && s.start + 64 - __builtin_clzll(all) <= s.k_cache.rows);
+      MCPM_CHECK(all != 0 && prefix + 64 - __builtin_clzll(all) <= s.k_cache.rows);
     }
     dense.push_back(i);
-    longest = std::max(longest, s.start + (s.tree_masks ? 64 : s.rows));
+    longest = std::max(longest, s.tree_masks ? prefix + 64 : s.start + s.rows);
   }
   if (!dense.empty()) {
     // Work items are numbered segment by segment: `first[j]` is the first item of dense segment j.
@@ -545,10 +546,12 @@ void CpuBackend::attention_batch(ExecContext& ctx, const Tensor& out, const Tens
         const float* vbase = s.v_cache.as<const float>() + kvh * hd;
         float* oi = out.as<float>() + row * out.cols + h * hd;
         const float* qi = q.as<const float>() + row * q.cols + h * hd;
-        if (s.tree_masks)
-          attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start, s.start, s.tree_masks[i], scores, oi);
-        else
+        if (s.tree_masks) {
+          const int64_t prefix = s.tree_prefix >= 0 ? s.tree_prefix : s.start;
+          attend(qi, kbase, vbase, s.k_cache.cols, hd, prefix, prefix, s.tree_masks[i], scores, oi);
+        } else {
           attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start + i + 1, 0, 0, scores, oi);
+        }
       }
     });
   }
