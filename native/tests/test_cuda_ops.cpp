@@ -44,6 +44,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/draft_ops.h"
 #include "backend/draft_tree.h"
 #include "common/dtype.h"
 #include "common/error.h"
@@ -876,8 +877,8 @@ TEST_F(CudaOps, TopLogProbsMatchesCpu) {
     const std::vector<int32_t> none(n, -1);
     Dev gid = MakeRaw(*gpu_, DType::I32, tc.rows, tc.k, none.data()), cid = MakeRaw(*cpu_, DType::I32, tc.rows, tc.k, none.data());
     Dev glp = Make(*gpu_, DType::F32, tc.rows, tc.k, {}), clp = Make(*cpu_, DType::F32, tc.rows, tc.k, {});
-    gpu_->top_log_probs(*gctx_, g.t, tc.k, gid.t, glp.t);
-    cpu_->top_log_probs(*cctx_, c.t, tc.k, cid.t, clp.t);
+    gpu_->draft_ops().top_log_probs(*gctx_, g.t, tc.k, gid.t, glp.t);
+    cpu_->draft_ops().top_log_probs(*cctx_, c.t, tc.k, cid.t, clp.t);
     Sync();
     std::vector<int32_t> gids(n), cids(n);
     gpu_->download(gids.data(), gid.t.data, n * sizeof(int32_t));
@@ -940,16 +941,16 @@ TEST_F(CudaOps, DraftTreeBookkeepingMatchesCpu) {
       ga.last = ca.last = level + 1 == tc.levels;
       ga.x = xg.t, ca.x = xc.t;
       ga.features = fg.t, ca.features = fc.t;
-      gpu_->tree_expand(*gctx_, ga);
-      cpu_->tree_expand(*cctx_, ca);
+      gpu_->draft_ops().tree_expand(*gctx_, ga);
+      cpu_->draft_ops().tree_expand(*cctx_, ca);
       Sync();
       if (!ga.last) {
         EXPECT_TRUE(Exact(Read(*gpu_, fg.t), Read(*cpu_, fc.t))) << "gathered features, level " << level;
       }
     }
     const int32_t candidates = tc.k + (tc.levels - 1) * tc.k * tc.k;
-    gpu_->tree_select(*gctx_, sg.t.data, candidates, tc.tree_size, 4242);
-    cpu_->tree_select(*cctx_, sc.t.data, candidates, tc.tree_size, 4242);
+    gpu_->draft_ops().tree_select(*gctx_, sg.t.data, candidates, tc.tree_size, 4242);
+    cpu_->draft_ops().tree_select(*cctx_, sc.t.data, candidates, tc.tree_size, 4242);
     Sync();
     auto gs = std::make_unique<DraftTreeState>(), cs = std::make_unique<DraftTreeState>();
     gpu_->download(gs.get(), sg.t.data, sizeof(DraftTreeState));

@@ -311,12 +311,7 @@ TEST(Speculative, AdaptiveSpeculationKeepsTheOutputAndReportsItsChoice) {
     // Every token is the first one (sampled from the prefill's logits), a round's, a plain step's by choice, or
     // one before a round (which fed the draft).
     EXPECT_LE(spec.stats.spec_emitted_tokens + spec.stats.spec_plain_tokens, spec.stats.generated_tokens);
-    if (PrimaryBackend() == MCPM_BACKEND_CPU) {
-      EXPECT_GT(spec.stats.spec_plain_tokens, 0) << "plain steps are measured first";
-    } else {  // the adaptive choice runs on the CPU only; elsewhere `auto` is the largest tree
-      EXPECT_EQ(spec.stats.spec_plain_tokens, 0);
-      EXPECT_EQ(spec.stats.spec_tree_size, 32);
-    }
+    EXPECT_GT(spec.stats.spec_plain_tokens, 0) << "plain steps are measured first";
     EXPECT_TRUE(spec.stats.spec_tree_size == 0 || spec.stats.spec_tree_size == 4 || spec.stats.spec_tree_size == 8 ||
                 spec.stats.spec_tree_size == 16 || spec.stats.spec_tree_size == 32)
         << spec.stats.spec_tree_size;

@@ -1,5 +1,5 @@
 // White-box tests of the speculative-decoding building blocks (shared/reference/algorithms.md §3.7):
-//   - Backend::tree_expand / tree_select keep EAGLE-2's candidates and frontier and lay out
+//   - DraftOps::tree_expand / tree_select keep EAGLE-2's candidates and frontier and lay out
 //     well-formed trees (parents first, ancestor masks, depths, distinct siblings, the best
 //     candidates) from random draft top-k rows; the CUDA kernels' rank selection equals the host's;
 //   - the tree_attention op gives, for every node, the causal attention over its root-to-node path
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/draft_ops.h"
 #include "backend/draft_tree.h"
 #include "common/log_probs.h"
 
@@ -44,7 +45,7 @@ std::vector<int32_t> RankedOrder(const std::vector<float>& score) {
   return order;
 }
 
-// Random drafting rounds through Backend::tree_expand / tree_select (the CPU backend runs the Backend
+// Random drafting rounds through DraftOps::tree_expand / tree_select (the CPU backend runs the Backend
 // defaults over the host reference): each level gets random top-k rows (distinct head rows, log-probs
 // <= 0 best first, quantized so that ties occur), with and without an FR-Spec vocabulary. The test
 // keeps its own candidate list, frontier and tree and checks the state against them after every op,
@@ -101,7 +102,7 @@ TEST(DraftTree, ExpandAndSelectFollowEagle2Bookkeeping) {
       args.last = last;
       args.x = Tensor{x.data(), DType::F32, 64, kCols};
       args.features = Tensor{features.data(), DType::F32, 64, kCols};
-      be.tree_expand(*ctx, args);
+      be.draft_ops().tree_expand(*ctx, args);
 
       const int32_t first = static_cast<int32_t>(ref.size());
       ASSERT_EQ(first, tree_level_first_candidate(level, k));
@@ -137,7 +138,7 @@ TEST(DraftTree, ExpandAndSelectFollowEagle2Bookkeeping) {
     }
 
     const int32_t candidates = static_cast<int32_t>(ref.size());
-    be.tree_select(*ctx, state.get(), candidates, tree_size, root);
+    be.draft_ops().tree_select(*ctx, state.get(), candidates, tree_size, root);
     const DraftTreeState::Tree& t = state->tree;
     const int32_t take = std::min(tree_size - 1, candidates);
     ASSERT_EQ(t.size, take + 1);

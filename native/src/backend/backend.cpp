@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/draft_ops.h"
 #ifdef MCPM_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -40,7 +41,7 @@ bool Backend::logits_finite(ExecContext& ctx, const Tensor& logits) {
   return true;
 }
 
-void Backend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
+void HostDraftOps::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
                             const Tensor& log_probs) {
   MCPM_CHECK(logits.dtype == DType::F32 && k >= 1 && k <= logits.cols);
   MCPM_CHECK(ids.dtype == DType::I32 && log_probs.dtype == DType::F32 && ids.rows * ids.cols >= logits.rows * k &&
@@ -49,47 +50,55 @@ void Backend::top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, c
   std::vector<float> row(static_cast<size_t>(vocab));
   std::vector<int32_t> top(static_cast<size_t>(k));
   std::vector<float> lp(static_cast<size_t>(k));
-  synchronize(ctx);
+  backend_.synchronize(ctx);
   for (int64_t r = 0; r < logits.rows; ++r) {
-    download(row.data(), logits.slice_rows(r, 1).data, row.size() * sizeof(float));
+    backend_.download(row.data(), logits.slice_rows(r, 1).data, row.size() * sizeof(float));
     log_softmax(row.data(), vocab);
     top_k_indices(row.data(), vocab, k, top.data());
     for (int32_t j = 0; j < k; ++j) lp[static_cast<size_t>(j)] = row[static_cast<size_t>(top[static_cast<size_t>(j)])];
-    upload(ids.as<int32_t>() + r * k, top.data(), top.size() * sizeof(int32_t));
-    upload(log_probs.as<float>() + r * k, lp.data(), lp.size() * sizeof(float));
+    backend_.upload(ids.as<int32_t>() + r * k, top.data(), top.size() * sizeof(int32_t));
+    backend_.upload(log_probs.as<float>() + r * k, lp.data(), lp.size() * sizeof(float));
   }
 }
 
-void Backend::tree_expand(ExecContext& ctx, const TreeExpandArgs& a) {
+void HostDraftOps::tree_expand(ExecContext& ctx, const TreeExpandArgs& a) {
   const int32_t rows = tree_level_rows(a.level, a.k), n = rows * a.k;
   MCPM_CHECK(a.state != nullptr && a.k >= 1 && a.ids.dtype == DType::I32 && a.log_probs.dtype == DType::F32 &&
              a.ids.rows * a.ids.cols >= n && a.log_probs.rows * a.log_probs.cols >= n);
   MCPM_CHECK(a.last || (a.x.rows >= rows && a.features.rows >= a.k && a.x.dtype == a.features.dtype &&
                         a.x.cols == a.features.cols));
-  synchronize(ctx);
+  backend_.synchronize(ctx);
   auto state = std::make_unique<DraftTreeState>();
-  download(state.get(), a.state, sizeof(DraftTreeState));
+  backend_.download(state.get(), a.state, sizeof(DraftTreeState));
   std::vector<int32_t> tokens(static_cast<size_t>(n));
   std::vector<float> lp(static_cast<size_t>(n));
-  download(tokens.data(), a.ids.data, tokens.size() * sizeof(int32_t));
-  download(lp.data(), a.log_probs.data, lp.size() * sizeof(float));
+  backend_.download(tokens.data(), a.ids.data, tokens.size() * sizeof(int32_t));
+  backend_.download(lp.data(), a.log_probs.data, lp.size() * sizeof(float));
   if (a.vocabulary != nullptr)
-    for (int32_t& t : tokens) download(&t, a.vocabulary + t, sizeof(int32_t));
+    for (int32_t& t : tokens) backend_.download(&t, a.vocabulary + t, sizeof(int32_t));
   std::vector<int32_t> parent_rows(static_cast<size_t>(a.k));
   tree_expand_host(*state, a.level, a.k, a.last, tokens.data(), lp.data(), parent_rows.data());
-  upload(a.state, state.get(), sizeof(DraftTreeState));
+  backend_.upload(a.state, state.get(), sizeof(DraftTreeState));
   if (a.last) return;
   std::vector<int32_t> dst(static_cast<size_t>(a.k));
   for (int32_t r = 0; r < a.k; ++r) dst[static_cast<size_t>(r)] = r;
-  copy_rows(ctx, a.features, a.x, dst.data(), parent_rows.data(), a.k);
+  backend_.copy_rows(ctx, a.features, a.x, dst.data(), parent_rows.data(), a.k);
 }
 
-void Backend::tree_select(ExecContext& ctx, void* state, int32_t candidates, int32_t tree_size, int32_t root_token) {
-  synchronize(ctx);
+void HostDraftOps::tree_select(ExecContext& ctx, void* state, int32_t candidates, int32_t tree_size, int32_t root_token) {
+  backend_.synchronize(ctx);
   auto s = std::make_unique<DraftTreeState>();
-  download(s.get(), state, sizeof(DraftTreeState));
+  backend_.download(s.get(), state, sizeof(DraftTreeState));
   tree_select_host(*s, candidates, tree_size, root_token);
-  upload(state, s.get(), sizeof(DraftTreeState));
+  backend_.upload(state, s.get(), sizeof(DraftTreeState));
+}
+
+Backend::Backend() = default;
+Backend::~Backend() = default;
+
+DraftOps& Backend::draft_ops() {
+  if (!host_draft_ops_) host_draft_ops_ = std::make_unique<HostDraftOps>(*this);
+  return *host_draft_ops_;
 }
 
 void Backend::embedding_resident(ExecContext& ctx, const Tensor& out, const Tensor& table, const int32_t* ids,

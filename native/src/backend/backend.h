@@ -117,19 +117,6 @@ struct AttentionShape {
   int32_t head_dim = 0;
 };
 
-// One level of drafting an EAGLE-2 tree where its state lives (Backend::tree_expand; the state's
-// layout: backend/draft_tree.h). Every pointer and tensor is backend memory.
-struct TreeExpandArgs {
-  void* state = nullptr;                // DraftTreeState
-  Tensor ids, log_probs;                // I32 / F32 [rows, k]: each expanded row's top-k (top_log_probs)
-  const int32_t* vocabulary = nullptr;  // head row -> target token (FR-Spec) [head rows]; nullptr: identity
-  int32_t level = 0;                    // 0: the root's row (rows = 1); d >= 1: frontier slots (d-1)k.. (rows = k)
-  int32_t k = 1;
-  bool last = false;                    // no further level: no frontier to pick
-  Tensor x;                             // the draft's output features, rows [0, rows)
-  Tensor features;                      // the next level's input features, rows [0, k) written
-};
-
 // InfLLM v2 block-sparse attention settings (shared/reference/algorithms.md §1), in tokens. The
 // level-2 compression kernel is 4x the level-1 one. The dense/sparse switch (dense_len) is the
 // model graph's decision, not the op's.
@@ -175,9 +162,12 @@ struct AttentionSegment {
 // Whether values[0, n) holds no NaN and no infinity.
 bool all_finite(const float* values, size_t n);
 
+class DraftOps;
+
 class Backend {
  public:
-  virtual ~Backend() = default;
+  Backend();
+  virtual ~Backend();
   virtual const char* name() const = 0;
 
   // ---- memory ----
@@ -346,24 +336,9 @@ class Backend {
   virtual int32_t sample_token(ExecContext& ctx, const Tensor& logits, const PenaltyTable& penalties,
                                const DrawParams& params, double u, const Tensor* mask) = 0;
 
-  // The draft's tree expansion: for each row r of `logits` [rows, vocab] f32, the k largest entries
-  // (ties to the lower index, best first) as ids[r, j] and their log-probabilities
-  // log_probs[r, j] = x - logsumexp(row), in backend tensors (I32 / F32 [rows, k]), so nothing leaves
-  // the backend. The default downloads the rows, runs common/log_probs.h and uploads the pairs; the
-  // CUDA backend does it on the device (the same selection; lse summed in double in another order).
-  virtual void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
-                             const Tensor& log_probs);
-
-  // EAGLE-2 drafting bookkeeping on a DraftTreeState in backend memory (backend/draft_tree.h), so
-  // that the draft's levels follow each other with no host round trip. tree_expand records one
-  // level's candidates and, unless args.last, picks the next frontier (the k best new candidates),
-  // writes its tokens and tree masks into the state and gathers its parents' output features
-  // (args.x rows) into args.features rows [0, k). tree_select then picks the min(tree_size - 1,
-  // candidates) best candidates and writes the tree (DraftTreeState::tree). Both follow
-  // tree_expand_host / tree_select_host exactly; the defaults run those on a downloaded copy of the
-  // state and upload it back.
-  virtual void tree_expand(ExecContext& ctx, const TreeExpandArgs& args);
-  virtual void tree_select(ExecContext& ctx, void* state, int32_t candidates, int32_t tree_size, int32_t root_token);
+  // EAGLE-2 drafting's bookkeeping (backend/draft_ops.h), apart from the ops. The default runs it on
+  // the host over downloaded copies; the CUDA backend runs it on the device.
+  virtual DraftOps& draft_ops();
 
   // embedding() and tree_attention() with their index arrays in backend memory, written by earlier
   // ops on ctx (a tree drafted by tree_expand): ids int32 [n], masks uint64 [n]. Every mask bit is
@@ -389,6 +364,9 @@ class Backend {
 
   // Waits until every op queued on ctx has finished (a no-op on the synchronous CPU backend).
   virtual void synchronize(ExecContext& ctx) = 0;
+
+ private:
+  std::unique_ptr<DraftOps> host_draft_ops_;  // draft_ops()'s default, made on first use
 };
 
 struct BackendOptions {

@@ -1,6 +1,6 @@
 // The EAGLE-2 tree under construction, kept in backend memory so that drafting a tree needs no
 // host round trip between draft levels (shared/reference/algorithms.md §3.2–3.3). The model graph
-// (engine/speculative.cpp) runs the draft's forward passes; Backend::tree_expand and tree_select do
+// (engine/speculative.cpp) runs the draft's forward passes; DraftOps::tree_expand and tree_select do
 // the bookkeeping between them where the state lives, and only the finished tree (at most 64 nodes)
 // comes back to the host, once per round.
 //
@@ -93,9 +93,10 @@ MCPM_HD bool tree_link(DraftTreeState& s, int32_t take, int32_t root_token, cons
   return linked;
 }
 
-// Host reference of Backend::tree_expand / tree_select on a state in host memory (the Backend
-// defaults run them on a downloaded copy; the CPU backend's memory is the host's).
-// tree_expand's bookkeeping for level `level` (Backend::tree_expand describes it): tokens and
+// Host reference of DraftOps::tree_expand / tree_select on a state in host memory (HostDraftOps runs
+// them on a downloaded copy; the CPU backend's memory is the host's).
+//
+// tree_expand's bookkeeping for level `level` (DraftOps::tree_expand describes it): tokens and
 // log_probs [rows * k] are the rows' top-k, already mapped to target tokens. Unless `last`, writes
 // the next frontier and, in parent_rows[0, k), the draft row whose output feature each of its
 // nodes takes.

@@ -1,5 +1,5 @@
 // Log-probabilities and top-k over a row of logits: the host definitions that the draft's tree
-// expansion uses (Backend::top_log_probs's default) and that the CUDA kernel repeats.
+// expansion uses (DraftOps::top_log_probs's default) and that the CUDA kernel repeats.
 #pragma once
 
 #include <cstdint>

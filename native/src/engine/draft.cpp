@@ -1,12 +1,13 @@
 #include "engine/draft.h"
-#include "engine/forward.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
 
+#include "backend/draft_ops.h"
 #include "common/error.h"
+#include "engine/forward.h"
 
 namespace mcpm {
 
@@ -258,7 +259,7 @@ void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspa
   // [count, k] views of the top-k buffers.
   const Tensor ids{ws.top_ids.data, DType::I32, count, k};
   const Tensor log_probs{ws.top_log_probs.data, DType::F32, count, k};
-  be.top_log_probs(ctx, out, k, ids, log_probs);
+  be.draft_ops().top_log_probs(ctx, out, k, ids, log_probs);
 }
 
 }  // namespace mcpm

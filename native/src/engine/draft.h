@@ -67,7 +67,7 @@ class DraftModel {
   // Target token id of head row i; empty means the head is the whole vocabulary.
   const std::vector<int32_t>& vocabulary() const { return vocabulary_; }
   int32_t head_rows() const { return static_cast<int32_t>(weights_.head.rows); }
-  // The vocabulary in backend memory (Backend::tree_expand maps head rows to tokens with it); nullptr
+  // The vocabulary in backend memory (DraftOps::tree_expand maps head rows to tokens with it); nullptr
   // when the head is the whole vocabulary.
   const int32_t* resident_vocabulary() const {
     return vocabulary_storage_ ? static_cast<const int32_t*>(vocabulary_storage_->data()) : nullptr;
@@ -108,7 +108,7 @@ struct DraftWorkspace {
 
 struct DraftCall {
   // x_{i+1} per row: host memory, or backend memory when `resident` (a tree level whose tokens
-  // Backend::tree_expand chose on the backend).
+  // DraftOps::tree_expand chose on the backend).
   const int32_t* next_tokens = nullptr;
   int32_t n = 0;
   const int32_t* positions = nullptr;    // per row (host)
@@ -127,7 +127,7 @@ void draft_forward(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws
                    const Tensor& inv_freq, float attn_factor);
 
 // The draft head over ws.x rows [0, count), reduced where the logits are to each row's k best head
-// rows and their log-probabilities (Backend::top_log_probs) in ws.top_ids / ws.top_log_probs rows
+// rows and their log-probabilities (DraftOps::top_log_probs) in ws.top_ids / ws.top_log_probs rows
 // [0, count) (k columns each).
 void draft_top_log_probs(const DraftModel& draft, ExecContext& ctx, DraftWorkspace& ws, int32_t count, int32_t k);
 

@@ -677,18 +677,14 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         return r;
       }
       // With MCPM_SPEC_TREE_AUTO the step's arm is chosen from what earlier steps cost and emitted.
-      // Adaptive choice runs on the CPU backend only for now: on the (emulated) CUDA device its plain steps that
-      // leave the draft out fed the draft invalid token ids afterwards. There `auto` means the largest tree.
       const SpecParams& configured = sampler_.config().spec;
-      const bool auto_tree = speculative() && configured.adaptive;
-      const bool adaptive = auto_tree && std::strcmp(model_->backend().name(), "cpu") == 0;
+      const bool adaptive = speculative() && configured.adaptive;
       // A round prepared by a plain step (which fed the draft) keeps the arm it was chosen with.
-      const int32_t arm = !auto_tree ? AdaptiveSpeculation::kPlain
-                          : !adaptive ? AdaptiveSpeculation::kArms - 1
+      const int32_t arm = !adaptive              ? AdaptiveSpeculation::kPlain
                           : prepared_arm_ >= 0 ? std::exchange(prepared_arm_, -1)
                                                : adaptive_.choose();
-      const bool spec = speculative() && (!auto_tree || arm != AdaptiveSpeculation::kPlain);
-      const SpecParams params = auto_tree && spec ? AdaptiveSpeculation::tree(arm) : configured;
+      const bool spec = speculative() && (!adaptive || arm != AdaptiveSpeculation::kPlain);
+      const SpecParams params = adaptive && spec ? AdaptiveSpeculation::tree(arm) : configured;
       // A state the host yielded (MCPM_TOKEN_MASK_YIELD): return before sampling in it; the host appends
       // its tokens (mcpm_session_force_tokens) and generates again.
       if (current_state_yields()) break;

@@ -5,6 +5,7 @@
 #include <functional>
 #include <numeric>
 
+#include "backend/draft_ops.h"
 #include "common/error.h"
 
 namespace mcpm {
@@ -51,8 +52,25 @@ void Speculator::run_rows(ExecContext& ctx, const int32_t* next_tokens, int32_t 
   call.n = n;
   call.positions = positions.data();
   call.slot = first_pos;
+  if (first_pos > written_) zero_rows(ctx, written_, first_pos);
   draft_forward(*draft_, ctx, ws_, call, inv_freq, attn_factor);
   committed_ = first_pos + n;
+  written_ = std::max(written_, committed_);
+}
+
+// Rows the draft skipped (a session decoded them without feeding it: adaptive speculation's plain steps)
+// are read by its later attention like any other history row. Zeroed, they are finite, harmless keys
+// (stale rows can only lower acceptance); left alone they would hold whatever the memory held (the CUDA
+// emulator fills fresh allocations with NaN, which once reached the tree's token ids).
+void Speculator::zero_rows(ExecContext& ctx, int64_t from, int64_t to) {
+  Backend& be = draft_->base().backend();
+  be.synchronize(ctx);
+  for (const std::vector<Tensor>* side : {&ws_.k, &ws_.v})
+    for (const Tensor& t : *side) {
+      const Tensor rows = t.slice_rows(from, to - from);
+      const std::vector<char> zeros(rows.bytes(), 0);
+      be.upload(rows.data, zeros.data(), zeros.size());
+    }
 }
 
 void Speculator::advance(ExecContext& ctx, const int32_t* tokens, const Tensor& features, int32_t n,
@@ -120,8 +138,8 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
   MCPM_CHECK(ready(rows));
   Backend& be = draft_->base().backend();
   const int32_t k = p.topk_per_iter;
-  // Every level runs where the backend's memory is: the head's top-k (Backend::top_log_probs), the
-  // candidates, the next frontier and its input features (Backend::tree_expand) stay in ws_.tree, and
+  // Every level runs where the backend's memory is: the head's top-k (DraftOps::top_log_probs), the
+  // candidates, the next frontier and its input features (DraftOps::tree_expand) stay in ws_.tree, and
   // the next level reads its tokens and masks from there. Only the finished tree comes to the host.
   TreeExpandArgs expand;
   expand.state = ws_.tree;
@@ -136,7 +154,7 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
     expand.log_probs = Tensor{ws_.top_log_probs.data, DType::F32, expanded_rows, k};
     expand.level = level;
     expand.last = level + 1 == p.num_iter;
-    be.tree_expand(ctx, expand);
+    be.draft_ops().tree_expand(ctx, expand);
   };
   // Each level is one recorded step (Backend::decode_step: a CUDA graph per level, length bucket and
   // k): the draft's forward pass, its head's top-k and the bookkeeping.
@@ -201,7 +219,7 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
   }
 
   const int32_t candidates = k + (p.num_iter - 1) * k * k;
-  be.tree_select(ctx, ws_.tree, candidates, p.tree_size, root);
+  be.draft_ops().tree_select(ctx, ws_.tree, candidates, p.tree_size, root);
   DraftTreeState::Tree host;
   be.synchronize(ctx);
   be.download(&host, state + offsetof(DraftTreeState, tree), sizeof(host));

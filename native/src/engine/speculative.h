@@ -2,7 +2,7 @@
 // (shared/reference/algorithms.md §2–3). The session (engine/session.cpp) verifies the tree with
 // the target and accepts a path; this file builds trees and keeps the draft's KV cache in step
 // with the target's. A tree is drafted where the backend's memory is: the draft levels, the top-k
-// and the candidate bookkeeping (Backend::tree_expand / tree_select, backend/draft_tree.h) queue one
+// and the candidate bookkeeping (DraftOps::tree_expand / tree_select, backend/draft_tree.h) queue one
 // after another, and the finished tree is the only thing copied to the host.
 #pragma once
 
@@ -76,6 +76,8 @@ class Speculator {
  private:
   void run_rows(ExecContext& ctx, const int32_t* next_tokens, int32_t n, int64_t first_pos, const Tensor& inv_freq,
                 float attn_factor);
+  // Zeroes the draft's committed KV rows [from, to) in every layer.
+  void zero_rows(ExecContext& ctx, int64_t from, int64_t to);
 
   std::shared_ptr<const DraftModel> draft_;
   DraftWorkspace ws_;
@@ -85,6 +87,7 @@ class Speculator {
   bool has_pending_ = false;
   int64_t pending_pos_ = 0;
   int64_t committed_ = 0;  // draft KV rows that match the target's history
+  int64_t written_ = 0;    // draft KV rows [0, written_) have been written (or zeroed) at least once
 };
 
 }  // namespace mcpm

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/draft_ops.h"
 #include "backend/cuda/cuda_backend.h"
 #include "common/dtype.h"
 #include "common/error.h"
@@ -263,7 +264,7 @@ struct TreeMasks {
   int32_t bits = 0;
 };
 
-class CudaBackend final : public Backend {
+class CudaBackend final : public Backend, public DraftOps {
  public:
   // The device must have passed cuda_device_problem(); throws BACKEND_UNAVAILABLE when this build
   // cannot run kernels on it.
@@ -306,6 +307,8 @@ class CudaBackend final : public Backend {
                         const Tensor* mask) override;
   // greedy_sample and sample_token check the row on the device and return kNonFiniteToken.
   bool logits_finite(ExecContext&, const Tensor&) override { return true; }
+  // EAGLE-2 bookkeeping on the device (backend/draft_ops.h).
+  DraftOps& draft_ops() override { return *this; }
   void top_log_probs(ExecContext& ctx, const Tensor& logits, int32_t k, const Tensor& ids,
                      const Tensor& log_probs) override;
   void tree_expand(ExecContext& ctx, const TreeExpandArgs& args) override;

@@ -1,4 +1,4 @@
-// EAGLE-2 drafting bookkeeping on the device (Backend::tree_expand / tree_select): the tree under
+// EAGLE-2 drafting bookkeeping on the device (DraftOps::tree_expand / tree_select): the tree under
 // construction stays in a DraftTreeState in device memory (layout: backend/draft_tree.h), so the
 // draft's levels follow each other on the stream with no host round trip, and the host fetches only
 // the finished tree. Both kernels run as one block: a level has at most 63 * 63 new candidates and a

@@ -8,7 +8,7 @@
 //                   maximum (skipping tokens a token mask leaves out), then a warp-shuffle and
 //                   shared-memory reduction ordered by (value desc, index asc) picks the lowest index
 //                   among equal maxima, as the host does.
-//   top_log_probs_kernel  the draft's tree expansion (Backend::top_log_probs): one block per row:
+//   top_log_probs_kernel  the draft's tree expansion (DraftOps::top_log_probs): one block per row:
 //                   the max (argmax reduction), lse = max + log(sum exp(x - max)) with the sum in double
 //                   (block reduction; the host sums sequentially, so lse may differ in its last bit),
 //                   then k rounds of the argmax over x - lse restricted to entries after the previous
