@@ -17,9 +17,6 @@ namespace MiniCPM4.AI;
 /// </summary>
 public static class MiniCpmPromptFormatter
 {
-    private const string ImStart = "<|im_start|>";
-    private const string ImEnd = "<|im_end|>";
-
     private static readonly JsonSerializerOptions Compact = new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
 
     /// <summary>Renders the prompt (without BOS), ending with the assistant generation prompt.</summary>
@@ -42,7 +39,7 @@ public static class MiniCpmPromptFormatter
             AppendTurn(sb, "system", system);
         }
         for (int i = start; i < list.Count; i++) AppendMessage(sb, list[i] ?? throw new ArgumentException("A message is null.", nameof(messages)));
-        sb.Append(ImStart).Append("assistant\n");
+        ChatMlRenderer.AppendGenerationPrompt(sb);
         return sb.ToString();
     }
 
@@ -237,8 +234,7 @@ public static class MiniCpmPromptFormatter
 
     private static string RoleName(ChatRole role) => string.IsNullOrEmpty(role.Value) ? "user" : role.Value.ToLowerInvariant();
 
-    private static void AppendTurn(StringBuilder sb, string role, string content) =>
-        sb.Append(ImStart).Append(role).Append('\n').Append(content).Append(ImEnd).Append('\n');
+    private static void AppendTurn(StringBuilder sb, string role, string content) => ChatMlRenderer.AppendTurn(sb, role, content);
 
     /// <summary>Reasoning, text and function calls of a message in MiniCPM4's output format (reasoning in
     /// <c>&lt;think&gt;</c> tags when the template uses them).</summary>

@@ -31,7 +31,7 @@ public sealed class MiniCpmModel : IDisposable
         WeightBytes = weightBytes;
         var stops = new SortedSet<int>(config.EosTokenIds ?? []);
         foreach (var id in generation.EosTokenIds ?? []) stops.Add(id);
-        if (tokenizer.TokenToId("<|im_end|>") is int imEnd) stops.Add(imEnd);
+        if (tokenizer.TokenToId(ChatMlRenderer.ImEnd) is int imEnd) stops.Add(imEnd);
         // The template's end-of-turn marker (e.g. <|eot_id|>) when it is one token of the vocabulary.
         if (chatTemplate.EndOfTurn is { } endOfTurn && tokenizer.AddedTokens.TryGetValue(endOfTurn, out int endOfTurnId)) stops.Add(endOfTurnId);
         if (stops.Count == 0) stops.Add(tokenizer.EosId);

@@ -70,7 +70,7 @@ public sealed class ModelChatTemplate
 
     /// <summary>MiniCPM4's ChatML (<see cref="ChatMl"/>) with the given special tokens.</summary>
     public static ModelChatTemplate CreateChatMl(string? bosToken, string? eosToken) =>
-        new(JinjaTemplate.Parse(ChatTemplate.MiniCpm4Template), "built-in ChatML", bosToken, eosToken, isFallback: true);
+        new(JinjaTemplate.Parse(ChatMlRenderer.JinjaTemplate), "built-in ChatML", bosToken, eosToken, isFallback: true);
 
     /// <summary>Parses a template. Syntax errors and unsupported constructs throw <see cref="TemplateSyntaxException"/>.</summary>
     public static ModelChatTemplate Parse(string source, string? bosToken = null, string? eosToken = null, string origin = "given")
