@@ -130,10 +130,7 @@ public sealed class MiniCpmModel : IDisposable
         IProgress<LoadProgress>? progress, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
-        if (options.DraftAttentionWindow < 0)
-            throw new ArgumentOutOfRangeException(nameof(options), options.DraftAttentionWindow, "DraftAttentionWindow must be >= 0 (0 = the whole context)");
-        if (options.SparseAttention == false && options.SparseOverrides is not null)
-            throw new ArgumentException("SparseOverrides change InfLLM v2's settings, but SparseAttention = false turns it off", nameof(options));
+        NativeConfigMapper.ValidateLoadOptions(options);
         if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
         NativeLibraryResolver.EnsureLoaded();
 
@@ -152,25 +149,7 @@ public sealed class MiniCpmModel : IDisposable
         var chatTemplate = LoadChatTemplate(directory, tokenizer, options.Log);
         var config = options.LongContext is int longContext ? LongContext.Extend(checkpoint.Config, longContext) : checkpoint.Config;
 
-        mcpm_model_options modelOptions = default;
-        modelOptions.struct_size = (uint)sizeof(mcpm_model_options);
-        NativeStatus.Check(NativeMethods.mcpm_model_options_default(&modelOptions));
-        modelOptions.backend = options.Device switch
-        {
-            ComputeDevice.Cpu => NativeConstants.MCPM_BACKEND_CPU,
-            ComputeDevice.Cuda => NativeConstants.MCPM_BACKEND_CUDA,
-            _ => NativeConstants.MCPM_BACKEND_AUTO,
-        };
-        modelOptions.device_index = options.DeviceIndex;
-        modelOptions.num_threads = options.Threads;
-        modelOptions.cpu_precision = options.CpuPrecision switch
-        {
-            CpuPrecision.Fast => NativeConstants.MCPM_CPU_PRECISION_FAST,
-            CpuPrecision.Exact => NativeConstants.MCPM_CPU_PRECISION_EXACT,
-            CpuPrecision.Default => NativeConstants.MCPM_CPU_PRECISION_DEFAULT,
-            _ => throw new ArgumentException($"unknown CpuPrecision {options.CpuPrecision}", nameof(options)),
-        };
-        modelOptions.weight_arena_bytes = (ulong)WeightArena.PlanBytes(checkpoint, quantize);
+        var modelOptions = NativeConfigMapper.ModelOptions(options, WeightArena.PlanBytes(checkpoint, quantize));
 
         float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];
         float[] longFactor = config.RopeScaling?.LongFactor ?? [];
@@ -180,52 +159,7 @@ public sealed class MiniCpmModel : IDisposable
         fixed (float* shortPtr = shortFactor)
         fixed (float* longPtr = longFactor)
         {
-            mcpm_model_config native = default;
-            native.struct_size = (uint)sizeof(mcpm_model_config);
-            NativeStatus.Check(NativeMethods.mcpm_model_config_default(&native));
-            native.vocab_size = config.VocabSize;
-            native.hidden_size = config.HiddenSize;
-            native.num_layers = config.NumHiddenLayers;
-            native.num_heads = config.NumAttentionHeads;
-            native.num_kv_heads = config.NumKeyValueHeads;
-            native.head_dim = config.HeadDim;
-            native.intermediate_size = config.IntermediateSize;
-            native.max_position_embeddings = config.MaxPositionEmbeddings;
-            native.rms_norm_eps = config.RmsNormEps;
-            native.rope_theta = config.RopeTheta;
-            native.scale_emb = config.ScaleEmb;
-            native.scale_depth = config.ScaleDepth;
-            native.dim_model_base = config.DimModelBase;
-            native.tie_word_embeddings = config.TieWordEmbeddings ? 1 : 0;
-            if (config.RopeScaling is { } rope)
-            {
-                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_LONGROPE;
-                native.rope_short_factor = shortPtr;
-                native.rope_long_factor = longPtr;
-                native.rope_factor_count = shortFactor.Length;
-                native.original_max_position_embeddings = rope.OriginalMaxPositionEmbeddings;
-            }
-            else
-            {
-                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_NONE;
-                native.rope_factor_count = 0;
-            }
-            if (SparseSettings(config, options) is { } sparse)
-            {
-                native.sparse_enabled = 1;
-                native.sparse_kernel_size = sparse.KernelSize;
-                native.sparse_kernel_stride = sparse.KernelStride;
-                native.sparse_init_blocks = sparse.InitBlocks;
-                native.sparse_block_size = sparse.BlockSize;
-                native.sparse_window_size = sparse.WindowSize;
-                native.sparse_topk = sparse.TopK;
-                native.sparse_dense_len = sparse.DenseLen;
-                native.sparse_use_nope = sparse.UseNope ? 1 : 0;
-            }
-            else
-            {
-                native.sparse_enabled = 0;
-            }
+            var native = NativeConfigMapper.ModelConfig(config, SparseSettings(config, options), shortPtr, longPtr);
             NativeStatus.Check(NativeMethods.mcpm_model_create(&native, &modelOptions, out handle));
         }
 

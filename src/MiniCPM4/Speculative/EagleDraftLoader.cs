@@ -74,17 +74,9 @@ internal static class EagleDraftLoader
             mcpm_draft_config c = default;
             c.struct_size = (uint)sizeof(mcpm_draft_config);
             NativeStatus.Check(NativeMethods.mcpm_draft_config_default(target, &c));
-            c.num_layers = config.NumHiddenLayers;
-            c.num_heads = config.NumAttentionHeads;
-            c.num_kv_heads = config.NumKeyValueHeads;
-            c.head_dim = config.HeadDim;
-            c.intermediate_size = config.IntermediateSize;
-            c.rms_norm_eps = config.RmsNormEps;
-            // MiniCPM4 drafts scale their residual branches like one more layer of the target.
-            c.residual_scale = targetConfig.ScaleDepth / MathF.Sqrt(targetConfig.NumHiddenLayers + 1);
-            c.use_input_norm = map.ContainsKey("input_norm1.weight") ? 1 : 0;
-            c.use_attn_norm = map.ContainsKey("layers.0.input_layernorm.weight") ? 1 : 0;
-            c.attention_window = options.DraftAttentionWindow;
+            NativeConfigMapper.ApplyDraftConfig(ref c, config, targetConfig,
+                useInputNorm: map.ContainsKey("input_norm1.weight"),
+                useAttnNorm: map.ContainsKey("layers.0.input_layernorm.weight"), options);
             NativeStatus.Check(NativeMethods.mcpm_draft_create(target, &c, out var handle));
             try
             {
