@@ -42,27 +42,25 @@ namespace MiniCPM4.AI;
 /// </remarks>
 public sealed class MiniCpmChatClient : IChatClient
 {
-    /// <summary>Replaces model generation (tests): receives the rendered prompt and yields text pieces, one per token.</summary>
-    internal delegate IAsyncEnumerable<string> TextSource(string prompt, GenerationOptions options, CancellationToken cancellationToken);
-
     private readonly MiniCpmModel _model;
     private readonly MiniCpmChatClientOptions _options;
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
     private readonly MiniCpmSessionPool _pool;
-    private readonly TextSource? _textSource;
+    private readonly IReplyGenerator _generator;
     private readonly ConcurrentDictionary<string, bool> _loggedOnce = new(StringComparer.Ordinal);
     private bool _disposed;
 
     /// <summary>Creates a client over a loaded model (the client does not own or dispose the model).</summary>
     public MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options = null)
-        : this(model, options, null)
+        : this(model, options, SessionReplyGenerator.Instance)
     {
     }
 
-    internal MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options, TextSource? textSource)
+    internal MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options, IReplyGenerator generator)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(generator);
         _model = model;
         _options = options ?? new MiniCpmChatClientOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConcurrentSessions, 1, nameof(options));
@@ -79,7 +77,7 @@ public sealed class MiniCpmChatClient : IChatClient
                 ? id => log($"conversation {id} evicted from the cache")
                 : null,
         });
-        _textSource = textSource;
+        _generator = generator;
     }
 
     /// <summary>Conversations whose session and history are cached now.</summary>
@@ -131,7 +129,7 @@ public sealed class MiniCpmChatClient : IChatClient
             var prompt = MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
             // A required tool call: the reply opens a MiniCPM4 call block, the call itself is constrained to the
             // functions' parameter schemas (see MapOptions), and the block is closed after it.
-            bool forcedCall = _textSource is null && generation.Constraint is { Kind: ConstraintKind.ToolCall };
+            bool forcedCall = generation.Constraint is { Kind: ConstraintKind.ToolCall };
             if (forcedCall) prompt += CallBlockHeader;
             var tokens = _model.EncodeRenderedChat(prompt);
 
@@ -169,35 +167,17 @@ public sealed class MiniCpmChatClient : IChatClient
                 return updates;
             }
 
-            if (_textSource is not null)
+            var request = new ReplyRequest(lease.Session, lease.IsCachedConversation, prompt, tokens, generation);
+            await foreach (var token in _generator.GenerateAsync(request, ct).ConfigureAwait(false))
             {
-                evaluated = tokens.Length;
-                await foreach (var piece in _textSource(prompt, generation, ct).ConfigureAwait(false))
-                {
-                    ct.ThrowIfCancellationRequested();
-                    outputTokens++;
-                    foreach (var u in ToUpdates(filter.Push(piece))) yield return u;
-                    if (outputTokens >= generation.MaxTokens) break;
-                }
-                finish = outputTokens >= generation.MaxTokens ? FinishReason.Length : FinishReason.Stop;
+                if (token.Id >= 0) outputTokens++;
+                if (token.Text.Length == 0) continue;
+                foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
             }
-            else
-            {
-                var session = lease.Session;
-                // Cached tokens are reported for the conversation's own KV cache only, not a spare session's.
-                if (!lease.IsCachedConversation) session.Reset();
-                var s = session;
-                evaluated = await s.SetPromptAsync(tokens, ct).ConfigureAwait(false);
-                await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
-                {
-                    if (token.Id >= 0) outputTokens++;
-                    if (token.Text.Length == 0) continue;
-                    foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
-                }
-                finish = session.LastFinishReason;
-                if (forcedCall && finish == FinishReason.Stop)
-                    foreach (var u in ToUpdates(filter.Push(CallBlockFooter))) yield return u;
-            }
+            evaluated = request.Evaluated;
+            finish = request.FinishReason;
+            if (forcedCall && finish == FinishReason.Stop)
+                foreach (var u in ToUpdates(filter.Push(CallBlockFooter))) yield return u;
             foreach (var u in ToUpdates(filter.Flush())) yield return u;
 
             var usage = new UsageDetails

@@ -34,7 +34,7 @@ public class ScriptedToolCallTests
     [Test]
     public async Task StreamingToolCallBecomesFunctionCallContent()
     {
-        using var client = new MiniCpmChatClient(_model, null, (_, _, ct) => Pieces(ToolCallOutput, ct));
+        using var client = new MiniCpmChatClient(_model, null, new ScriptedReplyGenerator((_, _, ct) => Pieces(ToolCallOutput, ct)));
         var updates = new List<ChatResponseUpdate>();
         await foreach (var u in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "2+3?")])) updates.Add(u);
         Assert.That(string.Concat(updates.Select(u => u.Text)), Does.Not.Contain("<|"));
@@ -63,7 +63,7 @@ public class ScriptedToolCallTests
             return a + b;
         }, "add", "Adds two integers.");
 
-        using var inner = new MiniCpmChatClient(_model, null, Script);
+        using var inner = new MiniCpmChatClient(_model, null, new ScriptedReplyGenerator(Script));
         using var client = new ChatClientBuilder(inner).UseFunctionInvocation().Build();
         var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "What is 2+3?")], new ChatOptions { Tools = [add] });
 
@@ -85,7 +85,7 @@ public class ScriptedToolCallTests
         IAsyncEnumerable<string> Script(string prompt, GenerationOptions options, CancellationToken ct) =>
             Pieces(prompt.Contains("<|im_start|>tool\n", StringComparison.Ordinal) ? "Done." : ToolCallOutput, ct);
         var add = AIFunctionFactory.Create((int a, int b) => a + b, "add");
-        using var client = new ChatClientBuilder(new MiniCpmChatClient(_model, null, Script)).UseFunctionInvocation().Build();
+        using var client = new ChatClientBuilder(new MiniCpmChatClient(_model, null, new ScriptedReplyGenerator(Script))).UseFunctionInvocation().Build();
         var response = await client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, "2+3")], new ChatOptions { Tools = [add] })
             .ToChatResponseAsync();
         Assert.That(response.Text, Does.EndWith("Done."));
@@ -104,7 +104,7 @@ public class ScriptedToolCallTests
             if (name == "first") await gate.Task.WaitAsync(ct);
             yield return name;
         }
-        using var client = new MiniCpmChatClient(_model, new MiniCpmChatClientOptions { MaxConcurrentSessions = 1 }, Script);
+        using var client = new MiniCpmChatClient(_model, new MiniCpmChatClientOptions { MaxConcurrentSessions = 1 }, new ScriptedReplyGenerator(Script));
         var first = client.GetResponseAsync([new ChatMessage(ChatRole.User, "first")]);
         await Task.Delay(50);
         using var cts = new CancellationTokenSource();

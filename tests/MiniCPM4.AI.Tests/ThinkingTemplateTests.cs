@@ -39,11 +39,11 @@ public class ThinkingTemplateTests
     public async Task ThinkBlocksBecomeReasoningAndEnableThinkingReachesTheTemplate()
     {
         var prompts = new List<string>();
-        using var client = new MiniCpmChatClient(_model, null, (prompt, _, ct) =>
+        using var client = new MiniCpmChatClient(_model, null, new ScriptedReplyGenerator((prompt, _, ct) =>
         {
             prompts.Add(prompt);
             return Pieces("<think>\nA short story.\n</think>\n\nOnce upon a time.", ct);
-        });
+        }));
         var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Tell a story.")]);
         Assert.That(response.Text, Is.EqualTo("Once upon a time."));
         var reasoning = response.Messages.SelectMany(m => m.Contents).OfType<TextReasoningContent>().Single();
@@ -61,11 +61,11 @@ public class ThinkingTemplateTests
         using var defaults = new MiniCpmChatClient(_model, new MiniCpmChatClientOptions
         {
             ChatTemplateArguments = new Dictionary<string, object?> { ["enable_thinking"] = false },
-        }, (prompt, _, ct) =>
+        }, new ScriptedReplyGenerator((prompt, _, ct) =>
         {
             prompts.Add(prompt);
             return Pieces("ok", ct);
-        });
+        }));
         await defaults.GetResponseAsync([new ChatMessage(ChatRole.User, "Hi")]);
         Assert.That(prompts[3], Does.EndWith("<think>\n\n</think>\n\n"));
     }
@@ -82,7 +82,7 @@ public class ThinkingTemplateTests
                 : "<think>\nUse add.\n</think>\n\n<|tool_call_start|>\n```python\nadd(a=2, b=3)\n```\n<|tool_call_end|>", ct);
         }
         var add = AIFunctionFactory.Create((int a, int b) => a + b, "add", "Adds two integers.");
-        using var inner = new MiniCpmChatClient(_model, null, Script);
+        using var inner = new MiniCpmChatClient(_model, null, new ScriptedReplyGenerator(Script));
         using var client = new ChatClientBuilder(inner).UseFunctionInvocation().Build();
         var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "2+3?")], new ChatOptions { Tools = [add] });
 
