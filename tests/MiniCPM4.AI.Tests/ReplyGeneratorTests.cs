@@ -37,5 +37,4 @@ public class ReplyGeneratorTests
         Assert.That(response.Usage.AdditionalCounts!["PrefillTokenCount"], Is.EqualTo(2));
         Assert.That(response.Usage.CachedInputTokenCount, Is.EqualTo(response.Usage.InputTokenCount - 2));
     }
-
 }
