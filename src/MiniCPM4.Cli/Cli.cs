@@ -113,7 +113,7 @@ internal static class Cli
             CheckpointException => "checkpoint error",
             MiniCPM4.Chat.Jinja.TemplateException => "template error",
             MiniCpmNativeLibraryException => "native library error",
-            MiniCpmException => "engine error",
+            MiniCpmException or MiniCpmInvalidArgumentException => "engine error",
             FileNotFoundException or DirectoryNotFoundException => "file not found",
             InvalidDataException => "invalid data",
             IOException => "I/O error",

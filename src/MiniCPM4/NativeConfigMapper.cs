@@ -23,10 +23,11 @@ internal static unsafe class NativeConfigMapper
                                         "MiniCpmLoadOptions.SparseAttention = false turns it off", nameof(options));
         if (options.Threads is < 0 or > MaxThreads)
             throw new MiniCpmInvalidArgumentException(
-                $"MiniCpmLoadOptions.Threads must be in [0, {MaxThreads}] (0 = all cores), got {options.Threads}");
+                $"MiniCpmLoadOptions.Threads must be in [0, {MaxThreads}] (0 = all cores), got {options.Threads}",
+                "MiniCpmLoadOptions.Threads");
         if (options.DeviceIndex < 0)
             throw new MiniCpmInvalidArgumentException(
-                $"MiniCpmLoadOptions.DeviceIndex must be >= 0, got {options.DeviceIndex}");
+                $"MiniCpmLoadOptions.DeviceIndex must be >= 0, got {options.DeviceIndex}", "MiniCpmLoadOptions.DeviceIndex");
         if (!Enum.IsDefined(options.Quantization))
             throw new ArgumentException($"unknown MiniCpmLoadOptions.Quantization {options.Quantization}", nameof(options));
         if (!Enum.IsDefined(options.CpuPrecision))

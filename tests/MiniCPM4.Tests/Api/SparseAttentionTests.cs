@@ -109,7 +109,7 @@ public class SparseAttentionTests
     {
         var e = Assert.Throws<MiniCpmInvalidArgumentException>(() =>
             MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseOverrides = new() { BlockSize = 10 } }).Dispose());
-        Assert.That(e!.Message, Does.Contain("sparse_block_size"));
+        Assert.That(e!.Message, Does.Contain("SparseAttentionOverrides.BlockSize").And.Not.Contain("sparse_block_size"));
         Assert.Throws<ArgumentException>(() =>
             MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseAttention = false, SparseOverrides = new() { TopK = 8 } }).Dispose());
     }

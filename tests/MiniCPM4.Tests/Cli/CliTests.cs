@@ -159,7 +159,7 @@ public class CliTests
         Assert.That(Run("generate", "-m", Model, "-p", "Hello", "--sparse", "topk=2", "--dense").Code, Is.EqualTo(2));
         var invalid = Run("generate", "-m", Model, "-p", "Hello", "--sparse", "block_size=10", "--device", "cpu");
         Assert.That(invalid.Code, Is.EqualTo(1));
-        Assert.That(invalid.Err, Does.Contain("sparse_block_size"));
+        Assert.That(invalid.Err, Does.Contain("SparseAttentionOverrides.BlockSize"));
     }
 
     [Test]

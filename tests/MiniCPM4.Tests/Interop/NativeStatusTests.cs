@@ -149,6 +149,8 @@ public unsafe class NativeStatusTests
         Assert.That(ex.Message, Is.EqualTo("the native message"));
         if (ex is MiniCpmException mce)
             Assert.That(mce.Status, Is.EqualTo(status));
+        else if (ex is MiniCpmInvalidArgumentException invalid)
+            Assert.That(invalid.Status, Is.EqualTo(status));
         else
             Assert.That(ex, Is.InstanceOf<OperationCanceledException>());
     }

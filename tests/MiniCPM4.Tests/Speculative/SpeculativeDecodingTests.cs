@@ -140,7 +140,8 @@ public class SpeculativeDecodingTests
         {
             await foreach (var _ in s.GenerateAsync("hello", options)) { }
         });
-        Assert.That(ex!.Message, Does.Contain("spec_tree_size"));
+        Assert.That(ex!.Message, Does.Contain("SpeculativeOptions.TreeSize").And.Not.Contain("spec_tree_size"));
+        Assert.That(ex.ParamName, Is.EqualTo("SpeculativeOptions.TreeSize"));
     }
 
     [Test]
