@@ -24,7 +24,7 @@ public static class MiniCpmPromptFormatter
     {
         ArgumentNullException.ThrowIfNull(messages);
         var list = messages.ToList();
-        var sb = new StringBuilder();
+        var turns = new List<CoreMessage>();
         var extraSystem = SystemExtras(options);
         int start = 0;
         if (extraSystem.Length > 0)
@@ -36,11 +36,11 @@ public static class MiniCpmPromptFormatter
                 system = own.Length > 0 ? own + "\n\n" + extraSystem : extraSystem;
                 start = 1;
             }
-            AppendTurn(sb, "system", system);
+            turns.Add(new CoreMessage("system", system));
         }
-        for (int i = start; i < list.Count; i++) AppendMessage(sb, list[i] ?? throw new ArgumentException("A message is null.", nameof(messages)));
-        ChatMlRenderer.AppendGenerationPrompt(sb);
-        return sb.ToString();
+        for (int i = start; i < list.Count; i++)
+            AddTurns(turns, list[i] ?? throw new ArgumentException("A message is null.", nameof(messages)));
+        return ChatTemplate.Format(turns);
     }
 
     /// <summary>The key of <see cref="ChatOptions.AdditionalProperties"/> holding template variables (a dictionary or a JSON object).</summary>
@@ -214,27 +214,26 @@ public static class MiniCpmPromptFormatter
     /// <summary>One message as ChatML turn(s); function results become one <c>tool</c> turn each.</summary>
     internal static string RenderMessage(ChatMessage message)
     {
-        var sb = new StringBuilder();
-        AppendMessage(sb, message);
-        return sb.ToString();
+        var turns = new List<CoreMessage>();
+        AddTurns(turns, message);
+        return ChatTemplate.Format(turns, addGenerationPrompt: false);
     }
 
-    private static void AppendMessage(StringBuilder sb, ChatMessage message)
+    private static void AddTurns(List<CoreMessage> turns, ChatMessage message)
     {
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
         if (results.Count > 0)
         {
             var other = RenderContent(message);
-            if (other.Length > 0) AppendTurn(sb, RoleName(message.Role), other);
-            foreach (var r in results) AppendTurn(sb, "tool", FormatResult(r.Result));
+            if (other.Length > 0) turns.Add(new CoreMessage(RoleName(message.Role), other));
+            foreach (var r in results) turns.Add(new CoreMessage("tool", FormatResult(r.Result)));
             return;
         }
-        AppendTurn(sb, RoleName(message.Role), RenderContent(message));
+        turns.Add(new CoreMessage(RoleName(message.Role), RenderContent(message)));
     }
 
     private static string RoleName(ChatRole role) => string.IsNullOrEmpty(role.Value) ? "user" : role.Value.ToLowerInvariant();
 
-    private static void AppendTurn(StringBuilder sb, string role, string content) => ChatMlRenderer.AppendTurn(sb, role, content);
 
     /// <summary>Reasoning, text and function calls of a message in MiniCPM4's output format (reasoning in
     /// <c>&lt;think&gt;</c> tags when the template uses them).</summary>

@@ -245,7 +245,7 @@ internal static class Cli
         {
             try
             {
-                var (bytes, fraction) = MemoryLimit.Parse(limit);
+                var (bytes, fraction) = MemoryLimitText.Parse(limit);
                 options = options with { KvCacheMemoryBytes = bytes, KvCacheMemoryFraction = fraction };
             }
             catch (FormatException e)

@@ -99,7 +99,7 @@ internal static class FrSpecCommand
             }
         }, ct);
 
-        var vocabulary = FrSpecVocabulary.Build(counter, size, eosIds);
+        var vocabulary = FrSpecVocabularyBuilder.Build(counter, size, eosIds);
         vocabulary.Save(output);
         string full = Path.GetFullPath(output);
         // Read the file back as the engine will, so a written file is known to load.
@@ -140,11 +140,12 @@ internal static class FrSpecCommand
         if (size is int r && (r < 1 || r > FrSpecVocabulary.MaxSize)) throw new UsageException($"--size must be in [1, {FrSpecVocabulary.MaxSize}]");
 
         string file = FrSpecVocabulary.ResolveFile(path, size);
-        int[] ids = FrSpecFiles.Read(file, out var format);
+        var list = FrSpecListFile.Read(file);
+        int[] ids = list.Ids;
         int? vocabSize = null;
         int[]? eosIds = null;
         if (model is not null) (vocabSize, eosIds, _) = ReadModel(model);
-        string? problem = FrSpecVocabulary.Validate(ids, vocabSize, eosIds, size);
+        string? problem = FrSpecListFile.Validate(ids, vocabSize, eosIds, size);
         var eosPresent = eosIds?.Where(e => Array.IndexOf(ids, e) >= 0).ToArray() ?? [];
 
         string checks = problem is not null ? "INVALID: " + problem
@@ -156,7 +157,7 @@ internal static class FrSpecCommand
             WriteJson(w =>
             {
                 w.WriteString("path", file);
-                w.WriteString("format", FormatKey(format));
+                w.WriteString("format", list.FormatKey);
                 w.WriteNumber("count", ids.Length);
                 w.WriteStartArray("first_ids");
                 foreach (int id in ids.Take(ShownIds)) w.WriteNumberValue(id);
@@ -182,7 +183,7 @@ internal static class FrSpecCommand
         {
             var o = Console.Out;
             o.WriteLine($"file          {file}");
-            o.WriteLine($"format        {FrSpecFiles.FormatName(format)}");
+            o.WriteLine($"format        {list.FormatName}");
             o.WriteLine($"ids           {ids.Length}");
             if (ids.Length > 0)
             {
@@ -196,12 +197,6 @@ internal static class FrSpecCommand
         return Task.CompletedTask;
     }
 
-    private static string FormatKey(FrSpecFileFormat format) => format switch
-    {
-        FrSpecFileFormat.TorchZip => "torch",
-        FrSpecFileFormat.Npy => "npy",
-        _ => "safetensors",
-    };
 
     private static void WriteJson(Action<Utf8JsonWriter> body)
     {

@@ -32,7 +32,7 @@ internal static class InfoCommand
                         $"init {sp.InitBlocks}, window {sp.WindowSize}, top-k {sp.TopK}" +
                         (sp.UseNope ? " (use_nope is not supported: attention runs dense)" : " (CPU backend; --dense turns it off)"));
         // Counted from the config: an int4 checkpoint's packed tensors do not have one element per parameter.
-        long parameters = Checkpoint.RequiredTensors(c).Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b));
+        long parameters = CheckpointInspection.ParameterCount(c);
         o.WriteLine($"parameters    {parameters:N0} ({parameters / 1e9:F2} B)");
         o.WriteLine($"weights       {Bytes(checkpoint.TotalBytes)} ({string.Join(", ", checkpoint.Tensors.GroupBy(t => t.DType).Select(g => $"{g.Count()} {g.Key}"))})");
         o.WriteLine($"quantization  {Quantization(checkpoint)}");
@@ -89,10 +89,8 @@ internal static class InfoCommand
     /// <summary>Bytes of a dense checkpoint after --quantize int4, or null when a layer cannot be quantized.</summary>
     private static long? Int4Bytes(Checkpoint checkpoint)
     {
-        var dense = checkpoint.Linears.Where(l => !l.IsInt4).ToList();
-        if (dense.Any(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures) is not null)) return null;
-        return dense.Sum(l => l.OutFeatures * l.InFeatures / 2 + l.OutFeatures * l.InFeatures / LinearResolver.GroupSize * 2)
-               + checkpoint.OtherTensors.Sum(t => t.ByteLength);
+        if (CheckpointInspection.Int4QuantizationProblem(checkpoint) is not null) return null;
+        return CheckpointInspection.Int4Bytes(checkpoint);
     }
 
     /// <summary>The checkpoint's int4 layers, or what --quantize int4 would make of a dense one.</summary>
@@ -106,10 +104,9 @@ internal static class InfoCommand
                 ? "AutoGPTQ layout (repacked to Marlin at load)"
                 : "Marlin layout" + (fused ? " (CPM.cu, fused qkv_proj / gate_up_proj)" : "");
             return $"{q.Describe()}: {checkpoint.Int4ProjectionCount} of {projections} linear layers, {layout}; embedding, norms and LM head " +
-                   string.Join("/", checkpoint.OtherTensors.Select(t => t.DType).Distinct());
+                   string.Join("/", CheckpointInspection.OtherTensorDTypes(checkpoint));
         }
-        if (checkpoint.Linears.Where(l => !l.IsInt4)
-                .Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.OutFeatures, l.InFeatures)).OfType<string>().FirstOrDefault() is { } problem)
+        if (CheckpointInspection.Int4QuantizationProblem(checkpoint) is { } problem)
             return $"none (--quantize int4 is not possible: {problem})";
         return $"none (dense); with --quantize int4 the weights take {Bytes(Int4Bytes(checkpoint)!.Value)}";
     }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using MiniCPM4.Chat;
 using MiniCPM4.Chat.Jinja;
+using MiniCPM4.Checkpoints;
 using MiniCPM4.Tokenization;
 
 namespace MiniCPM4.Cli;
@@ -93,7 +94,7 @@ internal static class TemplateCommand
         ModelChatTemplate template;
         if (Directory.Exists(templatePath))
         {
-            var files = CheckpointTokenizerFiles.Read(templatePath);
+            var files = CheckpointInspection.ReadTemplateSettings(templatePath);
             if (files.ChatTemplate is null && !File.Exists(Path.Combine(templatePath, ModelChatTemplate.TemplateFileName)))
                 throw new UsageException($"{templatePath} has no chat template (no {ModelChatTemplate.TemplateFileName}, no chat_template in tokenizer_config.json)");
             template = ModelChatTemplate.Load(templatePath, files.ChatTemplate, files.BosToken, files.EosToken);

@@ -125,10 +125,9 @@ public sealed class PackageTests
         File.WriteAllText(Path.Combine(app, "Program.cs"), """
             using System.Text;
             using MiniCPM4;
-            using MiniCPM4.Checkpoints;
 
+            // The repository's demo model, copied next to the app (checkpoint writing is not in the package).
             string dir = Path.Combine(args[0], "tiny-model");
-            CheckpointWriter.CreateRandomModel(dir, ModelPreset.Tiny, 1, TensorDType.BF16);
             using var model = MiniCpmModel.Load(dir);
             using var session = model.CreateSession();
             // Greedy, exactly 8 tokens (no stop tokens).
@@ -152,6 +151,10 @@ public sealed class PackageTests
         string packagedLib = Path.Combine(bin, "runtimes", "linux-x64", "native", "libminicpm4.so");
         Assert.That(File.Exists(packagedLib), Is.True, $"the runtime package's library was copied to {packagedLib}");
 
+        string modelDir = Path.Combine(Path.GetDirectoryName(app)!, "tiny-model");
+        Directory.CreateDirectory(modelDir);
+        foreach (var file in Directory.GetFiles(Path.Combine(_repo, "models", "demo")))
+            File.Copy(file, Path.Combine(modelDir, Path.GetFileName(file)), overwrite: true);
         var (code, output) = Run(app, env, Path.Combine(bin, "App"), Path.GetDirectoryName(app)!);
         TestContext.Out.WriteLine(output);
         Assert.That(code, Is.EqualTo(0), output);

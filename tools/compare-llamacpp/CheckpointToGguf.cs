@@ -104,7 +104,7 @@ public static class CheckpointToGguf
     private static void AddVocabulary(GgufWriter gguf, string directory, int vocabSize)
     {
         var tokenizer = MiniCpmTokenizer.Load(directory);
-        var model = SentencePieceModelFile.Parse(File.ReadAllBytes(Path.Combine(directory, "tokenizer.model")));
+        var model = SentencePieceVocabulary.Load(directory);
         if (model.Pieces.Length > vocabSize)
             throw new ArgumentException($"tokenizer.model has {model.Pieces.Length} pieces but vocab_size is {vocabSize}");
         var tokens = new string[vocabSize];
@@ -114,7 +114,7 @@ public static class CheckpointToGguf
         {
             tokens[i] = model.Pieces[i];
             scores[i] = model.Scores[i];
-            types[i] = (int)model.Types[i];  // SentencePiece's piece types are llama.cpp's token types (1..6)
+            types[i] = model.Types[i];  // SentencePiece's piece types are llama.cpp's token types (1..6)
         }
         foreach (var (content, id) in tokenizer.AddedTokens)
         {
@@ -138,7 +138,7 @@ public static class CheckpointToGguf
         gguf.Add("tokenizer.ggml.unknown_token_id", (uint)tokenizer.UnkId);
         gguf.Add("tokenizer.ggml.add_bos_token", tokenizer.AddBosByDefault);
         gguf.Add("tokenizer.ggml.add_eos_token", false);
-        gguf.Add("tokenizer.ggml.add_space_prefix", tokenizer.Library.AddDummyPrefix);
+        gguf.Add("tokenizer.ggml.add_space_prefix", model.AddDummyPrefix);
     }
 
     /// <summary>

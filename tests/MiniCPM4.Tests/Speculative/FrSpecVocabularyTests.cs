@@ -189,22 +189,22 @@ public class FrSpecVocabularyTests : TempDirTest
     {
         // counts: 5 x3, 7 x2, 9 x2, 3 x1, 11 x1, EOS 2 x5 (excluded from the ranking), 32001 never.
         int[][] corpus = [[9, 5, 2, 2, 7], [5, 11, 2, 9], [3, 7, 5, 2, 2]];
-        var v = FrSpecVocabulary.Build(corpus, 5, Vocab, [2, 32001]);
+        var v = FrSpecVocabularyBuilder.Build(corpus, 5, Vocab, [2, 32001]);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 5, 7, 9, 3, 2 }));
         Assert.That(v.Count, Is.EqualTo(5));
         Assert.That(v.TokenIds.Distinct().Count(), Is.EqualTo(v.Count));
 
         // The first EOS id goes last even when the corpus never has it; the other EOS ids are left out.
-        var w = FrSpecVocabulary.Build(corpus, 4, Vocab, [32001, 2]);
+        var w = FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, [32001, 2]);
         Assert.That(w.TokenIds, Is.EqualTo(new[] { 5, 7, 9, 32001 }));
-        Assert.That(FrSpecVocabulary.Build(corpus, 1, Vocab, [32001, 2]).TokenIds, Is.EqualTo(new[] { 32001 }));
+        Assert.That(FrSpecVocabularyBuilder.Build(corpus, 1, Vocab, [32001, 2]).TokenIds, Is.EqualTo(new[] { 32001 }));
     }
 
     [Test]
     public void Build_WithTooFewDistinctTokens_GivesAShorterList()
     {
         int[][] corpus = [[4, 4, 8, 2]];
-        var v = FrSpecVocabulary.Build(corpus, 10, Vocab, Eos);
+        var v = FrSpecVocabularyBuilder.Build(corpus, 10, Vocab, Eos);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 4, 8, 32001 }), "ids never seen are not invented");
     }
 
@@ -217,7 +217,7 @@ public class FrSpecVocabularyTests : TempDirTest
         Assert.That(counter.TotalTokens, Is.EqualTo(11));
         Assert.That(counter.DistinctTokens, Is.EqualTo(5));
         Assert.That(counter[1], Is.EqualTo(4));
-        var v = FrSpecVocabulary.Build(counter, 3, Eos);
+        var v = FrSpecVocabularyBuilder.Build(counter, 3, Eos);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 1, 6, 32001 }));
         Assert.That(counter.Coverage(v.TokenIds), Is.EqualTo(8 / 11.0).Within(1e-12));
         Assert.That(counter.Coverage([1, 1, 1]), Is.EqualTo(4 / 11.0).Within(1e-12), "each id once");
@@ -229,10 +229,10 @@ public class FrSpecVocabularyTests : TempDirTest
     public void Build_RejectsBadArguments()
     {
         int[][] corpus = [[1, 2, 3]];
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build(corpus, 0, Vocab, Eos));
-        Assert.Throws<ArgumentException>(() => FrSpecVocabulary.Build(corpus, 4, Vocab, []));
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build(corpus, 4, Vocab, [Vocab]));
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build([[Vocab]], 4, Vocab, Eos));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build(corpus, 0, Vocab, Eos));
+        Assert.Throws<ArgumentException>(() => FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, []));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, [Vocab]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build([[Vocab]], 4, Vocab, Eos));
     }
 
     // ------------------------------------------------------------------------------------------------ validation

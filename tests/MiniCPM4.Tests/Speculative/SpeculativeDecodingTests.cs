@@ -112,7 +112,7 @@ public class SpeculativeDecodingTests
         var options = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
         var plain = await Generate(_plain, options);
         var corpus = new[] { plain.Ids.ToArray(), _plain.EncodePrompt("Once upon a time") };
-        var list = MiniCPM4.Speculative.FrSpecVocabulary.Build(corpus, 64, _plain.Config.VocabSize, _plain.StopTokenIds.ToArray());
+        var list = MiniCPM4.Speculative.FrSpecVocabularyBuilder.Build(corpus, 64, _plain.Config.VocabSize, _plain.StopTokenIds.ToArray());
         string path = Path.Combine(Path.GetDirectoryName(_draft)!, $"freq_{list.Count}.pt");
         list.Save(path);
         using var model = MiniCpmModel.Load(TinyModelFixture.Directory, new MiniCpmLoadOptions

@@ -1,7 +1,7 @@
 namespace MiniCPM4.Speculative;
 
 /// <summary>
-/// Counts how often each token id occurs in a tokenized corpus, for <see cref="FrSpecVocabulary.Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
+/// Counts how often each token id occurs in a tokenized corpus, for <see cref="FrSpecVocabularyBuilder.Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
 /// Memory is one 64-bit counter per vocabulary entry, whatever the corpus size, so a corpus can be streamed
 /// through it. Not thread-safe.
 /// </summary>

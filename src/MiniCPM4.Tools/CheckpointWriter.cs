@@ -480,7 +480,7 @@ public static partial class CheckpointWriter
     }
 
     /// <summary>float → bfloat16 with round-to-nearest-even (NaN stays a quiet NaN).</summary>
-    internal static ushort FloatToBf16(float f)
+    public static ushort FloatToBf16(float f)
     {
         uint bits = BitConverter.SingleToUInt32Bits(f);
         if ((bits & 0x7FFFFFFF) > 0x7F800000) return (ushort)((bits >> 16) | 0x0040);
@@ -489,7 +489,7 @@ public static partial class CheckpointWriter
     }
 
     /// <summary>bfloat16 → float (exact).</summary>
-    internal static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
+    public static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
 
     private static ulong Next(ref ulong state)
     {
