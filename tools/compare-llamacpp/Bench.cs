@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -47,6 +48,8 @@ public sealed record PairResult(BenchPair Pair, EngineResult Ours, EngineResult 
 /// </summary>
 public static class Bench
 {
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
     public static List<PairResult> Run(string checkpoint, IReadOnlyDictionary<GgmlType, string> ggufs, IEnumerable<BenchPair> pairs,
         BenchSettings settings, int[] prompt, TextWriter log)
     {
@@ -120,7 +123,7 @@ public static class Bench
         sb.AppendLine("| ours | llama.cpp | prefill tok/s (ours vs llama.cpp) | decode tok/s (ours vs llama.cpp) | ratio ours/llama.cpp (prefill / decode) |");
         sb.AppendLine("|---|---|---|---|---|");
         foreach (var r in results)
-            sb.AppendLine($"| {r.Pair.OursLabel} | {r.Pair.LlamaLabel} | {r.Ours.PrefillTokensPerSecond:F1} vs {r.Llama.PrefillTokensPerSecond:F1} | " +
+            sb.AppendLine(CultureInfo.InvariantCulture, $"| {r.Pair.OursLabel} | {r.Pair.LlamaLabel} | {r.Ours.PrefillTokensPerSecond:F1} vs {r.Llama.PrefillTokensPerSecond:F1} | " +
                           $"{r.Ours.DecodeTokensPerSecond:F1} vs {r.Llama.DecodeTokensPerSecond:F1} | {r.PrefillRatio:F2}× / {r.DecodeRatio:F2}× |");
         return sb.ToString();
     }
@@ -145,7 +148,7 @@ public static class Bench
                 ["llama_runs_s"] = r.Llama.Runs.Select(x => new[] { Math.Round(x.PrefillSeconds, 5), Math.Round(x.DecodeSeconds, 5) }).ToArray(),
             }).ToList(),
         };
-        return JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true });
+        return JsonSerializer.Serialize(document, Indented);
     }
 
     /// <summary>The 1-, 5- and 15-minute load averages (/proc/loadavg), or "unavailable".</summary>

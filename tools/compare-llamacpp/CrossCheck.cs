@@ -1,3 +1,4 @@
+using System.Globalization;
 namespace MiniCPM4.CompareLlamaCpp;
 
 /// <summary>The result of comparing llama.cpp's logits with ours on the same token ids.</summary>
@@ -59,7 +60,7 @@ public static class CrossCheck
         if (ours.AsSpan().SequenceEqual(llama)) return $"identical ({ours.Length} ids)";
         int i = 0;
         while (i < ours.Length && i < llama.Length && ours[i] == llama[i]) i++;
-        string At(int[] ids) => i < ids.Length ? ids[i].ToString() : "end";
+        string At(int[] ids) => i < ids.Length ? ids[i].ToString(CultureInfo.InvariantCulture) : "end";
         return $"differ at index {i} of {ours.Length}/{llama.Length} (ours {At(ours)}, llama.cpp {At(llama)})";
     }
 

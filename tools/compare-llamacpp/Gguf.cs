@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 
 namespace MiniCPM4.CompareLlamaCpp;
@@ -238,7 +239,7 @@ public sealed class GgufReader
             for (int d = 0; d < nDims; d++) dims[d] = (long)r.ReadUInt64();
             tensors.Add(new GgufTensorInfo(name, dims, r.ReadUInt32(), (long)r.ReadUInt64()));
         }
-        int alignment = metadata.TryGetValue("general.alignment", out var a) ? Convert.ToInt32(a.Item2) : GgufWriter.Alignment;
+        int alignment = metadata.TryGetValue("general.alignment", out var a) ? Convert.ToInt32(a.Item2, CultureInfo.InvariantCulture) : GgufWriter.Alignment;
         long dataStart = (stream.Position + alignment - 1) / alignment * alignment;
         return new GgufReader { Version = version, Metadata = metadata, Tensors = tensors, DataStart = dataStart, Alignment = alignment };
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.CommandLine;
 using MiniCPM4;
 using MiniCPM4.Checkpoints;
@@ -104,7 +105,7 @@ internal static class Commands
             string loadAfter = MiniCPM4.CompareLlamaCpp.Bench.LoadAverage();
             var context = new Dictionary<string, object?>
             {
-                ["date_utc"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'"),
+                ["date_utc"] = DateTime.UtcNow.ToString("yyyy-MM-dd HH:mm 'UTC'", CultureInfo.InvariantCulture),
                 ["cpu"] = MiniCPM4.CompareLlamaCpp.Bench.CpuModel(),
                 ["logical_cpus"] = Environment.ProcessorCount,
                 ["checkpoint"] = p.GetValue(Preset) ?? p.GetValue(Model) ?? "minicpm4-0.5b",
@@ -186,7 +187,7 @@ internal static class Commands
             Console.WriteLine($"tokenizers: {result.TokenizerReport}");
             Console.WriteLine($"positions compared: {result.Positions}; max |logit| {result.MaxAbsLogit:G4}; max |ours - llama.cpp| {result.MaxAbsDifference:E2} " +
                               $"(tolerance {p.GetValue(tolerance):E1})");
-            Console.WriteLine("per position: " + string.Join(' ', result.PerPosition.Select(d => d.ToString("E1"))));
+            Console.WriteLine("per position: " + string.Join(' ', result.PerPosition.Select(d => d.ToString("E1", CultureInfo.InvariantCulture))));
             if (result.MaxAbsDifference > p.GetValue(tolerance) || !result.TokenizersAgree)
                 throw new CheckFailedException(result.TokenizersAgree ? "logits differ beyond the tolerance" : "the tokenizers disagree");
         }));

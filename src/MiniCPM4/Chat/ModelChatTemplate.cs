@@ -237,7 +237,7 @@ public sealed class ModelChatTemplate
                 string marker = between.Split('\n')[0].Trim();
                 if (marker.Length > 0)
                 {
-                    int nextOpen = marker.IndexOf("<", 1, StringComparison.Ordinal);
+                    int nextOpen = marker.IndexOf('<', 1);
                     endOfTurn = nextOpen > 0 && marker.StartsWith('<') && marker.IndexOf('>') < nextOpen ? marker[..(marker.IndexOf('>') + 1)] : marker;
                 }
             }

@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text.Json;
+using System.Text;
 
 namespace MiniCPM4.Checkpoints;
 
@@ -230,8 +232,8 @@ public sealed class Checkpoint : IDisposable
         return (slots, groups);
     }
 
-    private const string ConvertCommand =
-        "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"";
+    private static readonly CompositeFormat ConvertCommand = CompositeFormat.Parse(
+        "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"");
 
     /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should name.</summary>
     /// <remarks>With <paramref name="quantized"/> (the config has a quantization_config) and no index, the file is chosen as
@@ -296,7 +298,7 @@ public sealed class Checkpoint : IDisposable
             throw new CheckpointException(dir,
                 $"found PyTorch checkpoint file(s) ({string.Join(", ", pickles.Take(5))}{(pickles.Length > 5 ? ", ..." : "")}) but no .safetensors weights. " +
                 "PyTorch pickle files are not loaded because unpickling them can execute arbitrary code. " +
-                "Convert the checkpoint to safetensors first, e.g.: " + string.Format(ConvertCommand, dir, outDir));
+                "Convert the checkpoint to safetensors first, e.g.: " + string.Format(CultureInfo.InvariantCulture, ConvertCommand, dir, outDir));
         }
         throw new CheckpointException(dir, quantized
             ? $"no weights found: expected {GptqFileName} (or another single .safetensors file) or {IndexFileName} with its shards"
@@ -343,8 +345,11 @@ public sealed class Checkpoint : IDisposable
         return map;
     }
 
+    private static readonly System.Buffers.SearchValues<char> PathSeparatorsAndNul =
+        System.Buffers.SearchValues.Create("/\\\0:");
+
     private static bool IsPlainFileName(string name) =>
-        name.Length > 0 && name != "." && name != ".." && name.IndexOfAny(new[] { '/', '\\', '\0', ':' }) < 0
+        name.Length > 0 && name != "." && name != ".." && name.AsSpan().IndexOfAny(PathSeparatorsAndNul) < 0
         && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && !Path.IsPathRooted(name) && Path.GetFileName(name) == name;
 
     private static (List<CheckpointTensor> Tensors, List<CheckpointLinear> Linears, List<CheckpointTensor> Others) Resolve(

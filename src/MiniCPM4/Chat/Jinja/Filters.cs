@@ -53,7 +53,7 @@ internal static partial class Filters
         ["truncate"] = Truncate,
         ["unique"] = Unique,
         ["upper"] = (i, v, a, k) => { ArgBinder.Bind("upper", a, k); return PyText.Upper(SoftStr(v)); },
-        ["wordcount"] = (i, v, a, k) => { ArgBinder.Bind("wordcount", a, k); return (long)WordRegex().Matches(SoftStr(v)).Count; },
+        ["wordcount"] = (i, v, a, k) => { ArgBinder.Bind("wordcount", a, k); return (long)WordRegex().Count(SoftStr(v)); },
     };
 
     public static bool Exists(string name) => Table.ContainsKey(name);

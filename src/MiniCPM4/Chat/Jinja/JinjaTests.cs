@@ -45,7 +45,7 @@ internal static class JinjaTests
         ["sequence"] = (0, (_, v, _) => v is string or List<object?> or PyTuple or PyDict or Undefined),
         ["string"] = (0, (_, v, _) => v is string),
         ["filter"] = (0, (_, v, _) => v is string s && Filters.Exists(s)),
-        ["test"] = (0, (_, v, _) => v is string s && Table.ContainsKey(s)),
+        ["test"] = (0, (_, v, _) => v is string s && Exists(s)),  // Exists: Table is not yet assigned here for the compiler
     };
 
     public static bool Exists(string name) => Table.ContainsKey(name);

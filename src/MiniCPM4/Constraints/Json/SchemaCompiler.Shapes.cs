@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Numerics;
 using System.Text.Json;
 using MiniCPM4.Constraints.Regex;
@@ -44,22 +45,22 @@ internal sealed partial class SchemaCompiler
         else if (e[0] == '!') { }
         else if (e[0] == '-') Negate(st, e[1..]);
         else if (e == Conj.NeverEntry) s.Never = true;
-        else if (e.StartsWith("#types:")) s.Types &= (JsonTypes)int.Parse(e["#types:".Length..]);
-        else if (e.StartsWith("#require:"))
+        else if (e.StartsWith("#types:", StringComparison.Ordinal)) s.Types &= (JsonTypes)int.Parse(e["#types:".Length..], CultureInfo.InvariantCulture);
+        else if (e.StartsWith("#require:", StringComparison.Ordinal))
         {
             var name = e["#require:".Length..];
             if (!s.Required.Contains(name)) s.Required.Add(name);
         }
-        else if (e.StartsWith("#forbid:")) s.Forbidden.Add(e["#forbid:".Length..]);
-        else if (e.StartsWith("#exclude:"))
+        else if (e.StartsWith("#forbid:", StringComparison.Ordinal)) s.Forbidden.Add(e["#forbid:".Length..]);
+        else if (e.StartsWith("#exclude:", StringComparison.Ordinal))
         {
             var ptr = e["#exclude:".Length..];
             var v = _resolver.Get(ptr);
-            if (ptr.EndsWith("/enum")) s.Excluded.AddRange(v.EnumerateArray());
+            if (ptr.EndsWith("/enum", StringComparison.Ordinal)) s.Excluded.AddRange(v.EnumerateArray());
             else s.Excluded.Add(v);
         }
-        else if (e.StartsWith("#nkw:")) NegateKeyword(st, e["#nkw:".Length..]);
-        else if (e.StartsWith("#prop:"))
+        else if (e.StartsWith("#nkw:", StringComparison.Ordinal)) NegateKeyword(st, e["#nkw:".Length..]);
+        else if (e.StartsWith("#prop:", StringComparison.Ordinal))
         {
             var rest = e["#prop:".Length..];
             int sep = rest.IndexOf('\u0002');
@@ -85,7 +86,7 @@ internal sealed partial class SchemaCompiler
 
     private static string Child(string ptr, string keyword) => ptr + "/" + SchemaResolver.Escape(keyword);
 
-    private void AddGroup(ParseState st, string key, bool one, List<string[]> alternatives, string keyword, string at)
+    private static void AddGroup(ParseState st, string key, bool one, List<string[]> alternatives, string keyword, string at)
     {
         if (st.Consumed.Contains(key)) return;
         st.Shape.Groups.Add(new Group(key, one, alternatives, keyword, at));
@@ -297,7 +298,7 @@ internal sealed partial class SchemaCompiler
         if (el.ValueKind == JsonValueKind.False) return [[]];
         if (el.ValueKind != JsonValueKind.Object) throw new ConstraintCompileException("a schema is an object or a boolean", "not", ptr);
         var alts = new List<string[]>();
-        string obj = ((int)JsonTypes.Object).ToString();
+        string obj = ((int)JsonTypes.Object).ToString(CultureInfo.InvariantCulture);
         // With $ref, negate only the reference: drafts 4-7 ignore its siblings, later drafts apply them too, and
         // ¬ref is within ¬(ref ∧ siblings) either way.
         if (el.TryGetProperty("$ref", out var reference) && reference.ValueKind == JsonValueKind.String)
@@ -493,7 +494,7 @@ internal sealed partial class SchemaCompiler
     {
         var d = Number(v, kw, ptr);
         if (d.Negative || !d.IsInteger) throw Bad("must be a non-negative integer", kw, ptr);
-        return d.Int.Length > 9 ? int.MaxValue : int.Parse(d.Int);
+        return d.Int.Length > 9 ? int.MaxValue : int.Parse(d.Int, CultureInfo.InvariantCulture);
     }
 
     private static int Min(int current, int value) => current < 0 ? value : Math.Min(current, value);
@@ -571,7 +572,7 @@ internal sealed partial class SchemaCompiler
                 if ((types & (d.IsInteger ? JsonTypes.Integer : JsonTypes.Fraction)) == 0) return false;
                 if (!WithinBounds(s, d)) return false;
                 foreach (var (m, _) in s.MultipleOf)
-                    if (!d.IsInteger || !m.IsInteger || BigInteger.Parse(d.Int) % BigInteger.Parse(m.Int) != 0) return false;
+                    if (!d.IsInteger || !m.IsInteger || BigInteger.Parse(d.Int, CultureInfo.InvariantCulture) % BigInteger.Parse(m.Int, CultureInfo.InvariantCulture) != 0) return false;
                 return true;
             }
             case JsonValueKind.String:

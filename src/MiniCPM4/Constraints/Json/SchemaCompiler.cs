@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Numerics;
 using System.Text;
 using System.Text.Json;
@@ -214,7 +215,7 @@ internal sealed partial class SchemaCompiler
     }
 
     /// <summary>The types, less those the shape's bounds make empty (multipleOf 1 leaves integers only).</summary>
-    private JsonTypes EffectiveTypes(Shape shape)
+    private static JsonTypes EffectiveTypes(Shape shape)
     {
         var types = shape.Types;
         if (shape.MultipleOf.Count > 0 && (types & JsonTypes.Number) != 0)
@@ -240,7 +241,7 @@ internal sealed partial class SchemaCompiler
     private static bool DividesPowerOfTen(Dec m)
     {
         if (m.Int.Length > 6) return false;
-        var n = BigInteger.Parse(m.Int);
+        var n = BigInteger.Parse(m.Int, CultureInfo.InvariantCulture);
         while (n % 2 == 0) n /= 2;
         while (n % 5 == 0) n /= 5;
         return n == 1;
@@ -267,7 +268,7 @@ internal sealed partial class SchemaCompiler
     /// digits decide.</summary>
     private int MultiplesOf(Dec m)
     {
-        var n = BigInteger.Parse(m.Int);
+        var n = BigInteger.Parse(m.Int, CultureInfo.InvariantCulture);
         int k = 0;
         var p = BigInteger.One;
         while (p % n != 0) { p *= 10; k++; }
@@ -277,8 +278,8 @@ internal sealed partial class SchemaCompiler
         for (var v = BigInteger.Zero; v < p; v += n)
         {
             // Whole numbers below 10^k (no leading zeros), and any longer number ending in these k digits.
-            alts.Add(_rb.Literal(v.ToString()));
-            alts.Add(_rb.Concat(_rb.ByteRange((byte)'1', (byte)'9'), _rb.Star(digit), _rb.Literal(v.ToString().PadLeft(k, '0'))));
+            alts.Add(_rb.Literal(v.ToString(CultureInfo.InvariantCulture)));
+            alts.Add(_rb.Concat(_rb.ByteRange((byte)'1', (byte)'9'), _rb.Star(digit), _rb.Literal(v.ToString(CultureInfo.InvariantCulture).PadLeft(k, '0'))));
         }
         return _rb.Concat(_rb.Optional(_rb.Literal("-")), _rb.Or(alts.ToArray()));
     }
@@ -334,7 +335,7 @@ internal sealed partial class SchemaCompiler
     // ---------------------------------------------------------------------------------------------------------
     // Arrays.
 
-    private Conj ItemConj(Shape shape, int index)
+    private static Conj ItemConj(Shape shape, int index)
     {
         var entries = new List<string>();
         foreach (var part in shape.ArrayParts)
@@ -345,7 +346,7 @@ internal sealed partial class SchemaCompiler
         return new Conj(entries);
     }
 
-    private Conj RestConj(Shape shape) =>
+    private static Conj RestConj(Shape shape) =>
         new(shape.ArrayParts.Where(p => p.Rest is not null).Select(p => p.Rest!));
 
     private Symbol? ArrayGrammar(Shape shape)
