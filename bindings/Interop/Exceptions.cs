@@ -57,7 +57,8 @@ public class MiniCpmOutOfMemoryException : MiniCpmException
     }
 }
 
-/// <summary>A valid request the engine cannot serve, e.g. a configuration it does not implement (MCPM_ERR_UNSUPPORTED).</summary>
+/// <summary>A valid request the engine cannot serve, e.g. a configuration it does not implement
+/// (MCPM_ERR_UNSUPPORTED).</summary>
 public class MiniCpmUnsupportedException : MiniCpmException
 {
     public MiniCpmUnsupportedException(string message, Exception? inner = null)

@@ -31,7 +31,8 @@ internal static unsafe class NativeStatus
     /// </summary>
     internal static Exception CreateException(int status, string nativeMessage)
     {
-        string message = string.IsNullOrEmpty(nativeMessage) ? $"{StatusName(status)} (status {status})" : nativeMessage;
+        string message = string.IsNullOrEmpty(nativeMessage) ? $"{StatusName(status)} (status {status})"
+            : nativeMessage;
         return status switch
         {
             NativeConstants.MCPM_ERR_INVALID_ARGUMENT => InvalidArgument(message),

@@ -7,7 +7,8 @@ internal sealed class ReplyRequest(MiniCpmSession session, bool isCachedConversa
 {
     public MiniCpmSession Session { get; } = session;
 
-    /// <summary>Whether <see cref="Session"/> holds this conversation's KV cache (else it is a spare session).</summary>
+    /// <summary>Whether <see cref="Session"/> holds this conversation's KV cache (else it is a spare
+    /// session).</summary>
     public bool IsCachedConversation { get; } = isCachedConversation;
 
     public string Prompt { get; } = prompt;

@@ -14,14 +14,22 @@ namespace MiniCPM4.Cli;
 /// </summary>
 internal static class ConstraintCheckCommand
 {
-    private static readonly Option<string> Tokenizer = new("--tokenizer") { Description = "A tokenizer.model file or a checkpoint directory", Required = true };
-    private static readonly Option<string> Input = new("--input") { Description = "JSON lines: {\"id\": ..., \"schema\": {...}, \"instances\": [\"<JSON text>\", ...]} (an optional \"valid\": [bool, ...] adds a pass/fail summary)", Required = true };
-    private static readonly Option<string?> Output = new("--output", "-o") { Description = "Write the result lines here instead of stdout" };
-    private static readonly Option<int> Limit = new("--limit") { Description = "Check at most this many schemas (0 = all)" };
+    private static readonly Option<string> Tokenizer =
+        new("--tokenizer") { Description = "A tokenizer.model file or a checkpoint directory", Required = true };
+    private static readonly Option<string> Input =
+        new("--input") { Description =
+        "JSON lines: {\"id\": ..., \"schema\": {...}, \"instances\": [\"<JSON text>\", ...]} (an optional \"valid\": " +
+        "[bool, ...] adds a pass/fail summary)", Required = true };
+    private static readonly Option<string?> Output =
+        new("--output", "-o") { Description = "Write the result lines here instead of stdout" };
+    private static readonly Option<int> Limit =
+        new("--limit") { Description = "Check at most this many schemas (0 = all)" };
 
     public static Command Create()
     {
-        var command = new Command("constraint-check", "Check JSON Schema constraints against instances, token by token, and time the masks");
+        var command =
+            new Command("constraint-check",
+            "Check JSON Schema constraints against instances, token by token, and time the masks");
         command.Options.Add(Tokenizer);
         command.Options.Add(Input);
         command.Options.Add(Output);
@@ -38,7 +46,8 @@ internal static class ConstraintCheckCommand
         int limit = parse.GetValue(Limit);
         if (limit < 0) throw new UsageException("--limit must be >= 0");
         var checker = new ConstraintChecker(tokenizer);
-        using var output = parse.GetValue(Output) is { } path ? new StreamWriter(path, false, new UTF8Encoding(false)) : null;
+        using var output = parse.GetValue(Output) is { } path ? new StreamWriter(path, false, new UTF8Encoding(false))
+            : null;
         var writer = output ?? Console.Out;
         var summary = new Summary();
         int lineNumber = 0;
@@ -88,7 +97,8 @@ internal static class ConstraintCheckCommand
             if (root.TryGetProperty("valid", out var v))
             {
                 valid = v.EnumerateArray().Select(b => b.GetBoolean()).ToArray();
-                if (valid.Length != texts.Length) throw new InvalidDataException("\"valid\" and \"instances\" differ in length");
+                if (valid.Length != texts.Length) throw new InvalidDataException(
+                    "\"valid\" and \"instances\" differ in length");
             }
             var id = root.TryGetProperty("id", out var idElement) ? idElement.Clone() : default;
             return new Case(id, schema.GetRawText(), texts, valid);

@@ -9,10 +9,13 @@ namespace MiniCPM4.Speculative;
 public static class FrSpecVocabularyBuilder
 {
     /// <summary>
-    /// Builds the list from a tokenized corpus: see <see cref="Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
+    /// Builds the list from a tokenized corpus: see <see cref="Build(TokenFrequencyCounter, int,
+    /// IReadOnlyList{int})"/>.
     /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">A corpus id is outside [0, <paramref name="vocabSize"/>).</exception>
-    public static FrSpecVocabulary Build(IEnumerable<IReadOnlyList<int>> tokenizedCorpus, int size, int vocabSize, IReadOnlyList<int> eosTokenIds)
+    /// <exception cref="ArgumentOutOfRangeException">A corpus id is outside [0, <paramref
+    /// name="vocabSize"/>).</exception>
+    public static FrSpecVocabulary Build(IEnumerable<IReadOnlyList<int>> tokenizedCorpus, int size, int vocabSize,
+        IReadOnlyList<int> eosTokenIds)
     {
         ArgumentNullException.ThrowIfNull(tokenizedCorpus);
         var counter = new TokenFrequencyCounter(vocabSize);
@@ -33,7 +36,8 @@ public static class FrSpecVocabularyBuilder
     /// </summary>
     /// <param name="counts">Token counts over the corpus.</param>
     /// <param name="size">The draft vocabulary size r (1 to <see cref="FrSpecVocabulary.MaxSize"/>).</param>
-    /// <param name="eosTokenIds">The model's EOS ids, the one to force in first; all are excluded from the ranking.</param>
+    /// <param name="eosTokenIds">The model's EOS ids, the one to force in first; all are excluded from the
+    /// ranking.</param>
     public static FrSpecVocabulary Build(TokenFrequencyCounter counts, int size, IReadOnlyList<int> eosTokenIds)
     {
         ArgumentNullException.ThrowIfNull(counts);

@@ -11,7 +11,8 @@ namespace MiniCPM4;
 /// </summary>
 internal static unsafe class NativeConfigMapper
 {
-    /// <summary>Rejects load options the engine would reject (or that contradict each other), naming the option.</summary>
+    /// <summary>Rejects load options the engine would reject (or that contradict each other), naming the
+    /// option.</summary>
     public static void ValidateLoadOptions(MiniCpmLoadOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -27,11 +28,14 @@ internal static unsafe class NativeConfigMapper
                 "MiniCpmLoadOptions.Threads");
         if (options.DeviceIndex < 0)
             throw new MiniCpmInvalidArgumentException(
-                $"MiniCpmLoadOptions.DeviceIndex must be >= 0, got {options.DeviceIndex}", "MiniCpmLoadOptions.DeviceIndex");
+                $"MiniCpmLoadOptions.DeviceIndex must be >= 0, got {options.DeviceIndex}",
+                    "MiniCpmLoadOptions.DeviceIndex");
         if (!Enum.IsDefined(options.Quantization))
-            throw new ArgumentException($"unknown MiniCpmLoadOptions.Quantization {options.Quantization}", nameof(options));
+            throw new ArgumentException($"unknown MiniCpmLoadOptions.Quantization {options.Quantization}",
+                nameof(options));
         if (!Enum.IsDefined(options.CpuPrecision))
-            throw new ArgumentException($"unknown MiniCpmLoadOptions.CpuPrecision {options.CpuPrecision}", nameof(options));
+            throw new ArgumentException($"unknown MiniCpmLoadOptions.CpuPrecision {options.CpuPrecision}",
+                nameof(options));
     }
 
     /// <summary>The engine's upper bound on <c>num_threads</c>.</summary>

@@ -13,7 +13,9 @@ public sealed class ConcurrencyTests
 
     private static async Task<(HttpResponseMessage Response, StreamReader Reader)> StartStreamAsync(HttpClient http)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = HttpProtocolTests.Json(LongStream) };
+        var request =
+            new HttpRequestMessage(HttpMethod.Post,
+            "/v1/chat/completions") { Content = HttpProtocolTests.Json(LongStream) };
         var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
@@ -44,7 +46,8 @@ public sealed class ConcurrencyTests
             using var second = await server.Http.PostAsync("/v1/chat/completions",
                 HttpProtocolTests.Json("""{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"""));
             Assert.That(second.Headers.RetryAfter, Is.Not.Null);
-            await HttpProtocolTests.AssertErrorAsync(second, HttpStatusCode.TooManyRequests, "rate_limit_exceeded", null, null);
+            await HttpProtocolTests.AssertErrorAsync(second, HttpStatusCode.TooManyRequests, "rate_limit_exceeded",
+                null, null);
             Assert.That(server.Metrics.RequestsRejected, Is.EqualTo(1));
 
             // Cheap endpoints are not queued.

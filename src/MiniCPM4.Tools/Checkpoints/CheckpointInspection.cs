@@ -3,7 +3,8 @@ using MiniCPM4.Tokenization;
 namespace MiniCPM4.Checkpoints;
 
 /// <summary>What <c>minicpm4 info</c> and <c>minicpm4 template</c> report about a checkpoint beyond its public
-/// properties: parameter counts, what int4 quantization would make of it, its tokenizer files' template settings.</summary>
+/// properties: parameter counts, what int4 quantization would make of it, its tokenizer files' template
+/// settings.</summary>
 public static class CheckpointInspection
 {
     /// <summary>Parameters the config implies (counted from the config: an int4 checkpoint's packed tensors do not

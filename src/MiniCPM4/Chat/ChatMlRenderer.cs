@@ -19,7 +19,8 @@ internal static class ChatMlRenderer
     /// <summary>The role whose turn the generation prompt opens.</summary>
     public const string AssistantRole = "assistant";
 
-    /// <summary>The same format as a Jinja template: the one MiniCPM4 checkpoints ship in <c>tokenizer_config.json</c>.</summary>
+    /// <summary>The same format as a Jinja template: the one MiniCPM4 checkpoints ship in
+    /// <c>tokenizer_config.json</c>.</summary>
     public const string JinjaTemplate =
         "{% for message in messages %}" +
         "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}" +

@@ -46,7 +46,8 @@ public static partial class ChatTemplate
     /// <summary>
     /// Whether a checkpoint's Jinja <c>chat_template</c> produces the ChatML that <see cref="Format"/> renders: either
     /// the MiniCPM4 template (compared after normalising whitespace, quotes and Jinja trim markers), or a template
-    /// that loops over the messages emitting <c>'&lt;|im_start|&gt;' + role + '\n' + … + '&lt;|im_end|&gt;' + '\n'</c> and
+    /// that loops over the messages emitting <c>'&lt;|im_start|&gt;' + role + '\n' + … + '&lt;|im_end|&gt;' + '\n'</c>
+    /// and
     /// adds <c>'&lt;|im_start|&gt;assistant\n'</c> under <c>add_generation_prompt</c>. False for anything else
     /// (including null), so the caller can warn.
     /// </summary>

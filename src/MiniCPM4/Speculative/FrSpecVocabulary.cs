@@ -57,12 +57,14 @@ public sealed class FrSpecVocabulary
     /// <param name="expectedSize">The draft vocabulary size r the list must have, or null to accept any length.</param>
     /// <exception cref="FrSpecFormatException">The file is missing, unreadable, malformed, or the list is invalid
     /// (wrong length, duplicate or out-of-range id, no EOS); the message names the file and the problem.</exception>
-    public static FrSpecVocabulary Load(string path, int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
+    public static FrSpecVocabulary Load(string path, int vocabSize, IReadOnlyCollection<int> eosTokenIds,
+        int? expectedSize = null)
     {
         CheckArguments(vocabSize, eosTokenIds, expectedSize);
         string file = ResolveFile(path, expectedSize);
         int[] ids = FrSpecFiles.Read(file, out _);
-        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new FrSpecFormatException(file, problem);
+        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new FrSpecFormatException(file,
+            problem);
         return new FrSpecVocabulary(ids);
     }
 
@@ -101,7 +103,8 @@ public sealed class FrSpecVocabulary
         string[] candidates;
         try
         {
-            candidates = Directory.GetFiles(full, "freq_*.pt").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
+            candidates =
+                Directory.GetFiles(full, "freq_*.pt").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
         }
         catch (Exception e) when (Checkpoints.CheckpointException.IsIoError(e))
         {
@@ -123,16 +126,19 @@ public sealed class FrSpecVocabulary
 
     /// <summary>Validates a list of token ids against a model, as <see cref="Load"/> does.</summary>
     /// <exception cref="ArgumentException">The list is invalid; the message names the problem.</exception>
-    public static FrSpecVocabulary FromTokenIds(IEnumerable<int> tokenIds, int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
+    public static FrSpecVocabulary FromTokenIds(IEnumerable<int> tokenIds, int vocabSize,
+        IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
     {
         ArgumentNullException.ThrowIfNull(tokenIds);
         CheckArguments(vocabSize, eosTokenIds, expectedSize);
         int[] ids = tokenIds.ToArray();
-        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new ArgumentException(problem, nameof(tokenIds));
+        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new ArgumentException(problem,
+            nameof(tokenIds));
         return new FrSpecVocabulary(ids);
     }
 
-    /// <summary>A ranked list built by <c>FrSpecVocabularyBuilder</c> (MiniCPM4.Tools); the builder checked it.</summary>
+    /// <summary>A ranked list built by <c>FrSpecVocabularyBuilder</c> (MiniCPM4.Tools); the builder checked
+    /// it.</summary>
     internal static FrSpecVocabulary FromRankedIds(int[] ids) => new(ids);
 
     /// <summary>
@@ -152,14 +158,17 @@ public sealed class FrSpecVocabulary
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
         ArgumentNullException.ThrowIfNull(eosTokenIds);
-        if (eosTokenIds.Count == 0) throw new ArgumentException("at least one EOS token id is needed", nameof(eosTokenIds));
+        if (eosTokenIds.Count == 0) throw new ArgumentException("at least one EOS token id is needed",
+            nameof(eosTokenIds));
         foreach (int id in eosTokenIds)
         {
             if ((uint)id >= (uint)vocabSize)
-                throw new ArgumentOutOfRangeException(nameof(eosTokenIds), id, $"EOS token id {id} is outside the vocabulary [0, {vocabSize})");
+                throw new ArgumentOutOfRangeException(nameof(eosTokenIds), id,
+                    $"EOS token id {id} is outside the vocabulary [0, {vocabSize})");
         }
         if (size is int r && (r <= 0 || r > MaxSize))
-            throw new ArgumentOutOfRangeException(nameof(size), r, $"the draft vocabulary size must be in [1, {MaxSize}]");
+            throw new ArgumentOutOfRangeException(nameof(size), r,
+                $"the draft vocabulary size must be in [1, {MaxSize}]");
     }
 
     /// <summary>
@@ -167,7 +176,8 @@ public sealed class FrSpecVocabulary
     /// <paramref name="vocabSize"/> only negative ids are out of range; without <paramref name="eosTokenIds"/> EOS is
     /// not checked.
     /// </summary>
-    internal static string? Validate(ReadOnlySpan<int> ids, int? vocabSize, IReadOnlyCollection<int>? eosTokenIds, int? expectedSize)
+    internal static string? Validate(ReadOnlySpan<int> ids, int? vocabSize, IReadOnlyCollection<int>? eosTokenIds,
+        int? expectedSize)
     {
         if (ids.Length == 0) return "the token-id list is empty";
         if (expectedSize is int r && ids.Length != r)

@@ -5,7 +5,8 @@ using NUnit.Framework;
 
 namespace MiniCPM4.Tests.Api;
 
-/// <summary>Tool types live in MiniCPM4.Tools, so the CLI and tools use public API instead of the core's internals.</summary>
+/// <summary>Tool types live in MiniCPM4.Tools, so the CLI and tools use public API instead of the core's
+/// internals.</summary>
 public class AssemblyLayoutTests
 {
     [Test]

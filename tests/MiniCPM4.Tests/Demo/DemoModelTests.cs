@@ -44,11 +44,13 @@ public class DemoModelTests
         foreach (var p in Prompts)
         {
             int[] ids = Ints(p.GetProperty("token_ids"));
-            Assert.That(model.EncodePrompt(p.GetProperty("text").GetString()!), Is.EqualTo(ids), "tokenizer disagrees with SentencePiece");
+            Assert.That(model.EncodePrompt(p.GetProperty("text").GetString()!), Is.EqualTo(ids),
+                "tokenizer disagrees with SentencePiece");
             using var s = model.CreateSession(new SessionOptions { ContextLength = 512 });
             float[] all = s.PrefillWithLogits(ids, allPositions: true);
             var last = all.AsSpan((ids.Length - 1) * v, v);
-            float[] expected = p.GetProperty("last_logits_first64").EnumerateArray().Select(x => x.GetSingle()).ToArray();
+            float[] expected =
+                p.GetProperty("last_logits_first64").EnumerateArray().Select(x => x.GetSingle()).ToArray();
             for (int i = 0; i < expected.Length; i++)
                 Assert.That(last[i], Is.EqualTo(expected[i]).Within(2e-3 + 2e-3 * Math.Abs(expected[i])), $"logit {i}");
             double max = double.NegativeInfinity, sum = 0;
@@ -80,7 +82,8 @@ public class DemoModelTests
             using var s = model.CreateSession(new SessionOptions { ContextLength = 512 });
             s.SetPrompt(ids);
             var got = new List<int>();
-            await foreach (var t in s.GenerateAsync(new GenerationOptions { MaxTokens = expected.Length, StopTokenIds = [] }))
+            await foreach (
+                var t in s.GenerateAsync(new GenerationOptions { MaxTokens = expected.Length, StopTokenIds = [] }))
                 if (t.Id >= 0) got.Add(t.Id);
             Assert.That(got, Is.EqualTo(expected), p.GetProperty("text").GetString());
         }
@@ -91,15 +94,20 @@ public class DemoModelTests
     {
         using var plain = Load(draft: false);
         using var spec = Load(draft: true);
-        Assert.That(spec.Draft!.VocabularySize, Is.LessThan(spec.Config.VocabSize), "the FR-Spec list restricts the draft head");
+        Assert.That(spec.Draft!.VocabularySize, Is.LessThan(spec.Config.VocabSize),
+            "the FR-Spec list restricts the draft head");
         long steps = 0, emitted = 0;
-        foreach (string prompt in new[] { "The committee said that the new plan", "She looked at him and", "In the morning, the city" })
+        foreach (
+            string prompt in new[] { "The committee said that the new plan", "She looked at him and",
+            "In the morning, the city" })
         {
             var options = new GenerationOptions { MaxTokens = 64, StopTokenIds = [] };
             using var ps = plain.CreateSession();
             var a = await ps.GenerateTextAsync(prompt, options);
             using var s = spec.CreateSession();
-            var b = await s.GenerateTextAsync(prompt, options with { Speculative = new SpeculativeOptions(NumIterations: 4, TopKPerIteration: 4, TreeSize: 16) });
+            var b = await s.GenerateTextAsync(prompt,
+                options with { Speculative =
+                new SpeculativeOptions(NumIterations: 4, TopKPerIteration: 4, TreeSize: 16) });
             Assert.That(b.TokenIds, Is.EqualTo(a.TokenIds), prompt);
             steps += s.Statistics.SpeculativeSteps;
             emitted += s.Statistics.SpeculativeTokens;

@@ -728,5 +728,6 @@ public sealed partial class RegexBuilder
     }
 
     internal static int PopCount(ulong w0, ulong w1, ulong w2, ulong w3)
-        => BitOperations.PopCount(w0) + BitOperations.PopCount(w1) + BitOperations.PopCount(w2) + BitOperations.PopCount(w3);
+        => BitOperations.PopCount(w0) + BitOperations.PopCount(w1) + BitOperations.PopCount(w2)
+            + BitOperations.PopCount(w3);
 }
