@@ -19,23 +19,28 @@ namespace MiniCPM4.AI;
 /// <para><b>Conversations.</b> Every response carries a <see cref="ChatResponse.ConversationId"/> (a new one when the
 /// request had none). The client keeps the session (KV cache) and the history of the last
 /// <see cref="MiniCpmChatClientOptions.MaxCachedConversations"/> conversations. A request naming a cached conversation
-/// reuses the KV cache for the common token prefix and only prefills the rest; the number of reused tokens is reported as
-/// <see cref="UsageDetails.CachedInputTokenCount"/>. Such a request may carry the whole history (when it starts with the
+/// reuses the KV cache for the common token prefix and only prefills the rest; the number of reused tokens is reported
+/// as
+/// <see cref="UsageDetails.CachedInputTokenCount"/>. Such a request may carry the whole history (when it starts with
+/// the
 /// stored history, or with the same first message, it replaces it) or only the new messages (they are appended to the
 /// stored history, as <c>FunctionInvokingChatClient</c> does once a response has a conversation id).</para>
 /// <para><b>Options.</b> <see cref="ChatOptions.Instructions"/>, Temperature, TopP, TopK, Seed, MaxOutputTokens,
 /// StopSequences, FrequencyPenalty, PresencePenalty, Tools and ToolMode are honoured. A <see cref="GenerationOptions"/>
-/// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
+/// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from
+/// ChatOptions
 /// (stop sequences are still added). A JSON ResponseFormat constrains the reply token by token: <c>Json</c> to a JSON
 /// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). A required tool
 /// (<c>ChatToolMode.RequireAny</c> / <c>RequireSpecific</c>) makes the reply one MiniCPM4 tool-call block whose call is
 /// constrained to the function's parameters schema. Other options are ignored, with one log line.</para>
-/// <para><b>Chat template.</b> Prompts are rendered with the checkpoint's chat template (<see cref="MiniCpmModel.ChatTemplate"/>;
+/// <para><b>Chat template.</b> Prompts are rendered with the checkpoint's chat template (<see
+/// cref="MiniCpmModel.ChatTemplate"/>;
 /// see <see cref="MiniCpmPromptFormatter.Render"/>). Template variables come from
 /// <see cref="MiniCpmChatClientOptions.ChatTemplateArguments"/> and, per request, from
 /// <see cref="ChatOptions.AdditionalProperties"/>: <c>"enable_thinking"</c> (a bool) and <c>"chat_template_kwargs"</c>
 /// (a dictionary).</para>
-/// <para><b>Tools.</b> AIFunctions reach the template as transformers' JSON schemas (or, when the template does not render
+/// <para><b>Tools.</b> AIFunctions reach the template as transformers' JSON schemas (or, when the template does not
+/// render
 /// tools, are described in the system turn); the model's tool calls, in the syntax the template uses, become
 /// <see cref="FunctionCallContent"/> with finish reason ToolCalls, and its reasoning (<c>&lt;think&gt;</c> or thought
 /// blocks) becomes <see cref="TextReasoningContent"/> (see <see cref="ChatOutputParser"/>).</para>
@@ -126,7 +131,8 @@ public sealed class MiniCpmChatClient : IChatClient
         {
             var history = ResolveHistory(lease.State as List<ChatMessage>, incoming);
             // The checkpoint's chat template renders the prompt and decides what the output parser looks for.
-            var prompt = MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
+            var prompt =
+                MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
             // A required tool call: the reply opens a MiniCPM4 call block, the call itself is constrained to the
             // functions' parameter schemas (see MapOptions), and the block is closed after it.
             bool forcedCall = generation.Constraint is { Kind: ConstraintKind.ToolCall };
@@ -135,7 +141,8 @@ public sealed class MiniCpmChatClient : IChatClient
 
             var filter = forcedCall
                 ? new ToolCallStreamFilter(ChatOutputFormat.MiniCpm4)
-                : new ToolCallStreamFilter(_model.ChatTemplate.OutputFormat, _model.ChatTemplate.EndsInsideReasoning(prompt));
+                : new ToolCallStreamFilter(_model.ChatTemplate.OutputFormat,
+                    _model.ChatTemplate.EndsInsideReasoning(prompt));
             if (forcedCall) filter.Push(CallBlockHeader);
             var text = new StringBuilder();
             var reasoning = new StringBuilder();
@@ -294,7 +301,8 @@ public sealed class MiniCpmChatClient : IChatClient
         return serviceType.IsInstanceOfType(this) ? this : null;
     }
 
-    /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they end.</summary>
+    /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they
+    /// end.</summary>
     public void Dispose()
     {
         if (_disposed) return;
