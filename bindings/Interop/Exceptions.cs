@@ -18,13 +18,34 @@ public class MiniCpmException : Exception
     public int Status { get; }
 }
 
-/// <summary>A bad pointer, size, name, shape or dtype, or a call in the wrong state (MCPM_ERR_INVALID_ARGUMENT).</summary>
-public class MiniCpmInvalidArgumentException : MiniCpmException
+/// <summary>
+/// A bad option, pointer, size, name, shape or dtype, or a call in the wrong state (MCPM_ERR_INVALID_ARGUMENT). An
+/// <see cref="ArgumentException"/>, so callers catch it with the other argument errors; the message names the managed
+/// option (e.g. <c>GenerationOptions.TopP</c>) where the field has one, and <see cref="ArgumentException.ParamName"/>
+/// is that name. Not a <see cref="MiniCpmException"/> (a class has one base), but it carries the same
+/// <see cref="Status"/>.
+/// </summary>
+public class MiniCpmInvalidArgumentException : ArgumentException
 {
     public MiniCpmInvalidArgumentException(string message, Exception? inner = null)
-        : base(message, NativeConstants.MCPM_ERR_INVALID_ARGUMENT, inner)
+        : base(message, inner)
     {
+        _message = message;
     }
+
+    public MiniCpmInvalidArgumentException(string message, string? paramName, Exception? inner = null)
+        : base(message, paramName, inner)
+    {
+        _message = message;
+    }
+
+    private readonly string _message;
+
+    /// <summary>The message as given: it names the option already, so no "(Parameter '...')" suffix is added.</summary>
+    public override string Message => _message;
+
+    /// <summary>The native status code: always MCPM_ERR_INVALID_ARGUMENT.</summary>
+    public int Status => NativeConstants.MCPM_ERR_INVALID_ARGUMENT;
 }
 
 /// <summary>An allocation in the engine failed; nothing was changed (MCPM_ERR_OUT_OF_MEMORY).</summary>
@@ -36,7 +57,8 @@ public class MiniCpmOutOfMemoryException : MiniCpmException
     }
 }
 
-/// <summary>A valid request the engine cannot serve, e.g. a configuration it does not implement (MCPM_ERR_UNSUPPORTED).</summary>
+/// <summary>A valid request the engine cannot serve, e.g. a configuration it does not implement
+/// (MCPM_ERR_UNSUPPORTED).</summary>
 public class MiniCpmUnsupportedException : MiniCpmException
 {
     public MiniCpmUnsupportedException(string message, Exception? inner = null)

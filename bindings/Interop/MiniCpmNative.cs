@@ -20,13 +20,15 @@ public sealed record MiniCpmBuildInfo(
     string Compiler);
 
 /// <summary>One CUDA device as the driver reports it.</summary>
-/// <param name="Index">The ordinal to select it with (<c>--device cuda:N</c>, <c>MiniCpmLoadOptions.DeviceIndex</c>).</param>
+/// <param name="Index">The ordinal to select it with (<c>--device cuda:N</c>,
+/// <c>MiniCpmLoadOptions.DeviceIndex</c>).</param>
 /// <param name="Name">The device's name, e.g. "NVIDIA H100 80GB HBM3".</param>
 /// <param name="ComputeCapability">10 * major + minor, e.g. 90.</param>
 /// <param name="Multiprocessors">Streaming multiprocessors.</param>
 /// <param name="TotalMemoryBytes">Device memory.</param>
 /// <param name="FreeMemoryBytes">Free device memory when the list was taken.</param>
-/// <param name="Problem">Why the CUDA backend cannot run on it (e.g. "sm_75; sm_80 or newer required"), or null when it can.</param>
+/// <param name="Problem">Why the CUDA backend cannot run on it (e.g. "sm_75; sm_80 or newer required"), or null when it
+/// can.</param>
 public sealed record CudaDeviceInfo(
     int Index,
     string Name,
@@ -66,7 +68,8 @@ public static class MiniCpmNative
     public static string? LoadedLibraryPath => NativeLibraryResolver.LoadedPath;
 
     /// <summary>Loads the library if needed and returns how it was built.</summary>
-    /// <exception cref="MiniCpmNativeLibraryException">The library cannot be found, loaded, or has another ABI version.</exception>
+    /// <exception cref="MiniCpmNativeLibraryException">The library cannot be found, loaded, or has another ABI
+    /// version.</exception>
     public static unsafe MiniCpmBuildInfo GetBuildInfo()
     {
         NativeLibraryResolver.EnsureLoaded();
@@ -97,7 +100,8 @@ public static class MiniCpmNative
     /// Lists the CUDA devices. A library without the CUDA backend, or a machine without a driver or device, gives an
     /// empty list with the reason instead of an exception. Reading free memory creates each device's CUDA context.
     /// </summary>
-    /// <exception cref="MiniCpmNativeLibraryException">The library cannot be found, loaded, or has another ABI version.</exception>
+    /// <exception cref="MiniCpmNativeLibraryException">The library cannot be found, loaded, or has another ABI
+    /// version.</exception>
     public static unsafe CudaDeviceList GetCudaDevices()
     {
         NativeLibraryResolver.EnsureLoaded();

@@ -30,7 +30,8 @@ internal sealed class NativeLibrarySearch
     internal MiniCpmNativeLibraryException CreateException()
     {
         var sb = new StringBuilder();
-        sb.Append("The MiniCPM4 native engine (").Append(NativeLibraryResolver.PlatformFileName).Append(") was not found. ");
+        sb.Append("The MiniCPM4 native engine (").Append(NativeLibraryResolver.PlatformFileName).Append(
+            ") was not found. ");
         if (NativeLibraryResolver.RuntimePackage() is { } package)
             sb.Append("Add its runtime package to the application: dotnet add package ").Append(package)
               .Append(" (MiniCPM4.Runtime.linux-x64.Cuda for the CUDA build).");
@@ -38,8 +39,10 @@ internal sealed class NativeLibrarySearch
             sb.Append("No runtime package is published for ").Append(RuntimeInformation.RuntimeIdentifier)
               .Append(": build the engine from source (./build.sh in the MiniCPM4.NET repository).");
         sb.Append(" Or set ").Append(NativeLibraryResolver.EnvironmentVariable)
-          .Append(" to the library file or its directory, or call MiniCpmNative.SetLibraryPath(path) before the first use")
-          .Append(" (in the source tree, ./build.sh builds build/native/").Append(NativeLibraryResolver.PlatformFileName)
+          .Append(
+              " to the library file or its directory, or call MiniCpmNative.SetLibraryPath(path) before the first use")
+          .Append(" (in the source tree, ./build.sh builds build/native/").Append(
+              NativeLibraryResolver.PlatformFileName)
           .Append(").\nTried, in order:");
         for (int i = 0; i < Attempts.Count; i++)
             sb.Append('\n').Append("  ").Append(i + 1).Append(". ").Append(Attempts[i]);
@@ -70,7 +73,8 @@ internal static class NativeLibraryResolver
     /// <summary>The platform's file name of the library: libminicpm4.so, libminicpm4.dylib or minicpm4.dll.</summary>
     internal static string PlatformFileName { get; } =
         OperatingSystem.IsWindows() ? NativeMethods.LibraryName + ".dll"
-        : OperatingSystem.IsMacOS() || OperatingSystem.IsIOS() || OperatingSystem.IsMacCatalyst() ? "lib" + NativeMethods.LibraryName + ".dylib"
+        : OperatingSystem.IsMacOS() || OperatingSystem.IsIOS() || OperatingSystem.IsMacCatalyst() ? "lib"
+            + NativeMethods.LibraryName + ".dylib"
         : "lib" + NativeMethods.LibraryName + ".so";
 
     /// <summary>The full path the library was loaded from, or null before the first successful load.</summary>
@@ -112,7 +116,8 @@ internal static class NativeLibraryResolver
         }
     }
 
-    /// <summary>Loads the library now (idempotent, thread-safe); throws MiniCpmNativeLibraryException on failure.</summary>
+    /// <summary>Loads the library now (idempotent, thread-safe); throws MiniCpmNativeLibraryException on
+    /// failure.</summary>
     internal static void EnsureLoaded() => _ = GetHandle();
 
     private static nint GetHandle()
@@ -175,7 +180,8 @@ internal static class NativeLibraryResolver
         {
             string missing = $"{path}: does not export mcpm_abi_version; it is not a MiniCPM4 engine library";
             throw new MiniCpmNativeLibraryException(
-                $"The MiniCPM4 native library at '{path}' does not export mcpm_abi_version: it is not a MiniCPM4 engine library.",
+                $"The MiniCPM4 native library at '{path}' does not export mcpm_abi_version: it is not a MiniCPM4 " +
+                    $"engine library.",
                 [missing]);
         }
         uint actual = ((delegate* unmanaged<uint>)export)();
@@ -183,8 +189,10 @@ internal static class NativeLibraryResolver
         {
             string mismatch = $"{path}: ABI version {actual}, expected {expected}";
             throw new MiniCpmNativeLibraryException(
-                $"The MiniCPM4 native library at '{path}' has ABI version {actual}, but these bindings were generated " +
-                $"for ABI version {expected}. Rebuild the native library (./build.sh) from the same source tree as the " +
+                $"The MiniCPM4 native library at '{path}' has ABI version {actual}, but these bindings were " +
+                    $"generated " +
+                $"for ABI version {expected}. Rebuild the native library (./build.sh) from the same source tree as " +
+                    $"the " +
                 $"managed library, or point {EnvironmentVariable} at a matching build.",
                 [mismatch]);
         }
@@ -284,10 +292,12 @@ internal static class NativeLibraryResolver
         return new NativeLibrarySearch(0, null, attempts);
     }
 
-    /// <summary>The NuGet package with the CPU engine for this process's platform, or null where none is published.</summary>
+    /// <summary>The NuGet package with the CPU engine for this process's platform, or null where none is
+    /// published.</summary>
     internal static string? RuntimePackage()
     {
-        if (!OperatingSystem.IsLinux() || RuntimeInformation.RuntimeIdentifier.Contains("musl", StringComparison.Ordinal))
+        if (!OperatingSystem.IsLinux()
+            || RuntimeInformation.RuntimeIdentifier.Contains("musl", StringComparison.Ordinal))
             return null;
         return RuntimeInformation.ProcessArchitecture switch
         {
@@ -313,8 +323,10 @@ internal static class NativeLibraryResolver
         return rids;
     }
 
-    [UnconditionalSuppressMessage("SingleFile", "IL3000:Avoid accessing Assembly file path when publishing as a single file",
-        Justification = "An empty Location (single-file or AOT) is skipped; AppContext.BaseDirectory covers those cases.")]
+    [UnconditionalSuppressMessage("SingleFile",
+        "IL3000:Avoid accessing Assembly file path when publishing as a single file",
+        Justification =
+            "An empty Location (single-file or AOT) is skipped; AppContext.BaseDirectory covers those cases.")]
     private static IReadOnlyList<string> DefaultBaseDirectories()
     {
         var dirs = new List<string>();
@@ -334,7 +346,8 @@ internal static class NativeLibraryResolver
         b is not null && string.Equals(
             Path.GetFullPath(a).TrimEnd(Path.DirectorySeparatorChar),
             Path.GetFullPath(b).TrimEnd(Path.DirectorySeparatorChar),
-            OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal);
+            OperatingSystem.IsWindows() || OperatingSystem.IsMacOS() ? StringComparison.OrdinalIgnoreCase
+                : StringComparison.Ordinal);
 
     private static string OneLine(string s) => s.Replace("\r", "").Replace('\n', ' ').Trim();
 }

@@ -31,10 +31,11 @@ internal static unsafe class NativeStatus
     /// </summary>
     internal static Exception CreateException(int status, string nativeMessage)
     {
-        string message = string.IsNullOrEmpty(nativeMessage) ? $"{StatusName(status)} (status {status})" : nativeMessage;
+        string message = string.IsNullOrEmpty(nativeMessage) ? $"{StatusName(status)} (status {status})"
+            : nativeMessage;
         return status switch
         {
-            NativeConstants.MCPM_ERR_INVALID_ARGUMENT => new MiniCpmInvalidArgumentException(message),
+            NativeConstants.MCPM_ERR_INVALID_ARGUMENT => InvalidArgument(message),
             NativeConstants.MCPM_ERR_OUT_OF_MEMORY => new MiniCpmOutOfMemoryException(message),
             NativeConstants.MCPM_ERR_UNSUPPORTED => new MiniCpmUnsupportedException(message),
             NativeConstants.MCPM_ERR_CONTEXT_FULL => new MiniCpmContextFullException(message),
@@ -45,6 +46,13 @@ internal static unsafe class NativeStatus
             NativeConstants.MCPM_ERR_NONFINITE => new MiniCpmNonFiniteLogitsException(message),
             _ => new MiniCpmException(message, status),
         };
+    }
+
+    /// <summary>An INVALID_ARGUMENT error, with native field names replaced by the managed option names.</summary>
+    private static MiniCpmInvalidArgumentException InvalidArgument(string nativeMessage)
+    {
+        string message = NativeFieldNames.Translate(nativeMessage, out string? paramName);
+        return new MiniCpmInvalidArgumentException(message, paramName);
     }
 
     /// <summary>The message of the last failing call on this thread ("" if none).</summary>

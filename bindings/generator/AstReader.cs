@@ -69,7 +69,8 @@ internal sealed class AstReader
                     break;
                 default:
                     throw new GeneratorException(
-                        $"unsupported declaration kind {kind} ('{Name(node)}') at offset {Offset(node)} of the header; " +
+                        $"unsupported declaration kind {kind} ('{Name(node)}') at offset {Offset(node)} of the " +
+                            $"header; " +
                         "teach bindings/generator about it");
             }
         }
@@ -165,7 +166,8 @@ internal sealed class AstReader
         Reject(fn, "variadic", what);
         string cc = fn.TryGetProperty("cc", out JsonElement c) ? c.GetString() ?? "" : "";
         if (cc != "cdecl")
-            throw new GeneratorException($"{what}: calling convention '{cc}' is not supported (only the platform's C convention)");
+            throw new GeneratorException(
+                $"{what}: calling convention '{cc}' is not supported (only the platform's C convention)");
 
         int star = spelling.IndexOf("(*)", StringComparison.Ordinal);
         string rest = spelling[(star + 3)..].Trim();
@@ -235,7 +237,8 @@ internal sealed class AstReader
         }
         if (fields.Count == 0)
             throw new GeneratorException($"struct {name} has no fields");
-        model.Structs.Add(new CStruct(name, fields, _header.PrecedingComment(BeginOffset(node), skipTypedefKeyword: true)));
+        model.Structs.Add(
+            new CStruct(name, fields, _header.PrecedingComment(BeginOffset(node), skipTypedefKeyword: true)));
     }
 
     private CFunction ReadFunction(JsonElement node)
@@ -275,7 +278,8 @@ internal sealed class AstReader
             throw new GeneratorException($"{what} has an unsupported type '{fnType}'");
         CType ret = CTypeParser.Parse(retSpelling, $"return type of {name}");
 
-        return new CFunction(name, ret, parameters, _header.PrecedingComment(BeginOffset(node), skipTypedefKeyword: false));
+        return new CFunction(name, ret, parameters,
+            _header.PrecedingComment(BeginOffset(node), skipTypedefKeyword: false));
     }
 }
 
@@ -294,7 +298,8 @@ internal static class CTypeParser
         string length = spelling[(open + 1)..].TrimEnd();
         if (!length.EndsWith(']') || !int.TryParse(length[..^1], System.Globalization.NumberStyles.None,
                 System.Globalization.CultureInfo.InvariantCulture, out int n) || n <= 0)
-            throw new GeneratorException($"{what}: unsupported array type '{spelling}' (only T name[N] with a decimal N > 0)");
+            throw new GeneratorException(
+                $"{what}: unsupported array type '{spelling}' (only T name[N] with a decimal N > 0)");
         CType element = Parse(spelling[..open].TrimEnd(), what);
         if (element.PointerDepth != 0)
             throw new GeneratorException($"{what}: arrays of pointers ('{spelling}') are not supported");
@@ -304,7 +309,8 @@ internal static class CTypeParser
     public static CType Parse(string spelling, string what)
     {
         if (spelling.IndexOfAny(['(', '[', '<', '&']) >= 0)
-            throw new GeneratorException($"{what}: unsupported type '{spelling}' (function pointers and arrays are not supported)");
+            throw new GeneratorException(
+                $"{what}: unsupported type '{spelling}' (function pointers and arrays are not supported)");
 
         bool baseConst = false;
         int depth = 0;

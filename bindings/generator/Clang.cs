@@ -48,7 +48,8 @@ internal sealed class Clang
             string.Join("\n  ", tried));
     }
 
-    /// <summary>Runs clang with the arguments (and optional stdin) and returns stdout; fails loudly on errors.</summary>
+    /// <summary>Runs clang with the arguments (and optional stdin) and returns stdout; fails loudly on
+    /// errors.</summary>
     public string Run(IReadOnlyList<string> arguments, string? stdin = null)
     {
         (int rc, string stdout, string stderr) = RunProcess(_executable, arguments, _workingDirectory, stdin);

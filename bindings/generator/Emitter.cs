@@ -68,7 +68,8 @@ internal static class Emitter
                 w.Line();
             w.Line(1, $"internal const int {l.Name}_Size = {l.Size.ToString(CultureInfo.InvariantCulture)};");
             foreach ((string field, int offset) in l.Offsets)
-                w.Line(1, $"internal const int {l.Name}_{field}_Offset = {offset.ToString(CultureInfo.InvariantCulture)};");
+                w.Line(1,
+                    $"internal const int {l.Name}_{field}_Offset = {offset.ToString(CultureInfo.InvariantCulture)};");
         }
         w.Line("}");
 
@@ -91,7 +92,8 @@ internal static class Emitter
 
         // ---- functions ----
         w.Line();
-        w.Line($"/// <summary>The exported functions of {HeaderPath}, bound with source-generated marshalling.</summary>");
+        w.Line($"/// <summary>The exported functions of {HeaderPath}, bound with source-generated " +
+            $"marshalling.</summary>");
         w.Line("internal static unsafe partial class NativeMethods");
         w.Line("{");
         w.Line(1, "public const string LibraryName = \"minicpm4\";");

@@ -21,7 +21,8 @@ internal static class Generator
             if (File.Exists(Path.Combine(dir, Emitter.HeaderPath)))
                 return dir;
         }
-        throw new GeneratorException($"cannot find {Emitter.HeaderPath} above {Directory.GetCurrentDirectory()}; pass --repo ROOT");
+        throw new GeneratorException(
+            $"cannot find {Emitter.HeaderPath} above {Directory.GetCurrentDirectory()}; pass --repo ROOT");
     }
 
     /// <summary>Runs clang on the header and returns the full text of NativeMethods.g.cs.</summary>
@@ -40,7 +41,8 @@ internal static class Generator
         string macros = clang.Run(["-dM", "-E", "-x", "c", Emitter.HeaderPath]);
         MacroReader.Read(macros, header, model);
 
-        LayoutProbe.Read(clang, Path.GetDirectoryName(Emitter.HeaderPath)!, Path.GetFileName(Emitter.HeaderPath), model);
+        LayoutProbe.Read(clang, Path.GetDirectoryName(Emitter.HeaderPath)!, Path.GetFileName(Emitter.HeaderPath),
+            model);
 
         string text = Emitter.Emit(model);
         if (text.Contains('\r'))

@@ -4,7 +4,8 @@ namespace MiniCPM4.BindingsGenerator;
 /// A C type as spelled in the header: a base name, whether the base is const, a pointer depth, and for a
 /// fixed-size array field (<c>char name[256]</c>) its element count.
 /// </summary>
-internal sealed record CType(string BaseName, bool BaseIsConst, int PointerDepth, string Spelling, int? ArrayLength = null)
+internal sealed record CType(string BaseName, bool BaseIsConst, int PointerDepth, string Spelling,
+    int? ArrayLength = null)
 {
     public override string ToString() => Spelling;
 }

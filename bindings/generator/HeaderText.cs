@@ -14,7 +14,8 @@ internal sealed partial class HeaderText
 
     public HeaderText(byte[] bytes) => _bytes = bytes;
 
-    /// <summary>The block comment ending right before <paramref name="offset"/> with no blank line in between.</summary>
+    /// <summary>The block comment ending right before <paramref name="offset"/> with no blank line in
+    /// between.</summary>
     public string? PrecedingComment(int offset, bool skipTypedefKeyword)
     {
         if (offset <= 0 || offset > _bytes.Length)
@@ -35,7 +36,8 @@ internal sealed partial class HeaderText
         return Clean(Encoding.UTF8.GetString(_bytes, start + 2, end - 2 - (start + 2)));
     }
 
-    /// <summary>The block comment following the declaration that starts at <paramref name="offset"/>, on the same line.</summary>
+    /// <summary>The block comment following the declaration that starts at <paramref name="offset"/>, on the same
+    /// line.</summary>
     public string? TrailingComment(int offset)
     {
         if (offset < 0 || offset >= _bytes.Length)
@@ -67,7 +69,8 @@ internal sealed partial class HeaderText
     public (int Offset, string? Doc) FindDefine(string name)
     {
         string text = Encoding.UTF8.GetString(_bytes);
-        Match m = Regex.Match(text, @"^[ \t]*#[ \t]*define[ \t]+" + Regex.Escape(name) + @"\b[^\n]*", RegexOptions.Multiline);
+        Match m =
+            Regex.Match(text, @"^[ \t]*#[ \t]*define[ \t]+" + Regex.Escape(name) + @"\b[^\n]*", RegexOptions.Multiline);
         if (!m.Success)
             return (-1, null);
         int byteStart = Encoding.UTF8.GetByteCount(text.AsSpan(0, m.Index));

@@ -24,7 +24,8 @@ internal static class LayoutProbe
             CStruct st = model.Structs[s];
             source.Append(CultureInfo.InvariantCulture, $"  {Prefix}{s}_size = (int)sizeof(struct {st.Name}),\n");
             for (int f = 0; f < st.Fields.Count; f++)
-                source.Append(CultureInfo.InvariantCulture, $"  {Prefix}{s}_{f} = (int)__builtin_offsetof(struct {st.Name}, {st.Fields[f].Name}),\n");
+                source.Append(CultureInfo.InvariantCulture,
+                    $"  {Prefix}{s}_{f} = (int)__builtin_offsetof(struct {st.Name}, {st.Fields[f].Name}),\n");
         }
         source.Append("};\n");
 
@@ -36,7 +37,8 @@ internal static class LayoutProbe
         {
             foreach (JsonElement node in doc.RootElement.GetProperty("inner").EnumerateArray())
             {
-                if (node.GetProperty("kind").GetString() != "EnumDecl" || !node.TryGetProperty("inner", out JsonElement consts))
+                if (node.GetProperty("kind").GetString() != "EnumDecl"
+                    || !node.TryGetProperty("inner", out JsonElement consts))
                     continue;
                 foreach (JsonElement c in consts.EnumerateArray())
                 {

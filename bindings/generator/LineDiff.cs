@@ -5,7 +5,8 @@ namespace MiniCPM4.BindingsGenerator;
 /// <summary>A small unified-style line diff (LCS based; the files involved are a few hundred lines).</summary>
 internal static class LineDiff
 {
-    public static string Unified(string oldText, string newText, string oldName, string newName, int context = 2, int maxLines = 200)
+    public static string Unified(string oldText, string newText, string oldName, string newName, int context = 2,
+        int maxLines = 200)
     {
         string[] a = SplitLines(oldText);
         string[] b = SplitLines(newText);

@@ -36,12 +36,14 @@ internal static partial class MacroReader
             found.Add((offset, new CMacro(name, type, literal, doc)));
         }
         // Header order; the name breaks ties so the output never depends on clang's hash order.
-        found.Sort((a, b) => a.Offset != b.Offset ? a.Offset.CompareTo(b.Offset) : string.CompareOrdinal(a.Macro.Name, b.Macro.Name));
+        found.Sort((a, b) => a.Offset != b.Offset ? a.Offset.CompareTo(b.Offset)
+            : string.CompareOrdinal(a.Macro.Name, b.Macro.Name));
         foreach ((_, CMacro macro) in found)
             model.Macros.Add(macro);
     }
 
-    /// <summary>Maps a C integer literal (with optional parentheses, sign and u/l suffixes) to a C# type and literal.</summary>
+    /// <summary>Maps a C integer literal (with optional parentheses, sign and u/l suffixes) to a C# type and
+    /// literal.</summary>
     public static (string Type, string Literal) ParseIntegerLiteral(string name, string value)
     {
         string v = value;
@@ -64,7 +66,8 @@ internal static partial class MacroReader
 
         BigInteger magnitude;
         if (digits.StartsWith("0x", StringComparison.OrdinalIgnoreCase))
-            magnitude = BigInteger.Parse("0" + digits[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
+            magnitude =
+                BigInteger.Parse("0" + digits[2..], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture);
         else if (nonDecimal)
             magnitude = digits[1..].Aggregate(BigInteger.Zero, (acc, c) => acc * 8 + (c - '0'));
         else
@@ -107,6 +110,7 @@ internal static partial class MacroReader
     [GeneratedRegex(@"^#define\s+(?<name>[A-Za-z_][A-Za-z0-9_]*)(?<args>\([^)]*\))?(?:\s+(?<value>.*))?$")]
     private static partial Regex DefineRegex();
 
-    [GeneratedRegex(@"^(?<neg>-\s*)?(?<digits>0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)(?<suffix>[uU]?(?:ll|LL|l|L)?|(?:ll|LL|l|L)[uU])$")]
+    [GeneratedRegex(@"^(?<neg>-\s*)?(?<digits>0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)" +
+                    @"(?<suffix>[uU]?(?:ll|LL|l|L)?|(?:ll|LL|l|L)[uU])$")]
     private static partial Regex LiteralRegex();
 }

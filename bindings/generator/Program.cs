@@ -23,8 +23,12 @@ for (int i = 0; i < args.Length; i++)
         case "-h":
         case "--help":
             Console.WriteLine("usage: minicpm4-bindgen [--repo ROOT] [--check]");
-            Console.WriteLine("  --repo ROOT  repository root (default: the nearest parent of the current directory with native/include/minicpm4.h)");
-            Console.WriteLine("  --check      do not write; exit 1 with a diff if bindings/Generated/NativeMethods.g.cs is not up to date");
+            Console.WriteLine(
+                "  --repo ROOT  repository root (default: the nearest parent of the current directory with " +
+                "native/include/minicpm4.h)");
+            Console.WriteLine(
+                "  --check      do not write; exit 1 with a diff if bindings/Generated/NativeMethods.g.cs is not up " +
+                "to date");
             Console.WriteLine("environment: CLANG  clang executable to use (default: clang-14, then clang)");
             return 0;
         default:
@@ -43,7 +47,9 @@ try
     {
         if (!File.Exists(output))
         {
-            Console.Error.WriteLine($"minicpm4-bindgen: {Generator.OutputPath} does not exist; run `dotnet run --project bindings/generator` to create it");
+            Console.Error.WriteLine(
+                $"minicpm4-bindgen: {Generator.OutputPath} does not exist; run `dotnet run --project " +
+                $"bindings/generator` to create it");
             return 1;
         }
         string committed = Encoding.UTF8.GetString(File.ReadAllBytes(output));
@@ -53,7 +59,9 @@ try
             return 0;
         }
         Console.Error.WriteLine($"minicpm4-bindgen: {Generator.OutputPath} is out of date with {Emitter.HeaderPath}:");
-        Console.Error.Write(LineDiff.Unified(committed, generated, Generator.OutputPath + " (committed)", Generator.OutputPath + " (regenerated)"));
+        Console.Error.Write(
+            LineDiff.Unified(committed, generated, Generator.OutputPath + " (committed)", Generator.OutputPath
+            + " (regenerated)"));
         Console.Error.WriteLine("run `dotnet run --project bindings/generator` and commit the result");
         return 1;
     }

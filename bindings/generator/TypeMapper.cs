@@ -48,8 +48,10 @@ internal sealed class TypeMapper
             throw new GeneratorException($"{what}: typedef cycle at '{baseName}'");
         if (baseName.StartsWith("struct ", StringComparison.Ordinal))
             return ResolveRecord(baseName["struct ".Length..], what);
-        if (baseName.StartsWith("union ", StringComparison.Ordinal) || baseName.StartsWith("enum ", StringComparison.Ordinal))
-            throw new GeneratorException($"{what}: '{baseName}' is not supported (only structs and fixed-size integers)");
+        if (baseName.StartsWith("union ", StringComparison.Ordinal)
+            || baseName.StartsWith("enum ", StringComparison.Ordinal))
+            throw new GeneratorException(
+                $"{what}: '{baseName}' is not supported (only structs and fixed-size integers)");
         if (baseName == "void")
             return (Kind.Void, "void");
         if (baseName == "char")
@@ -61,7 +63,8 @@ internal sealed class TypeMapper
         if (_model.Typedefs.TryGetValue(baseName, out CType? alias))
         {
             if (alias.PointerDepth != 0)
-                throw new GeneratorException($"{what}: pointer typedef '{baseName}' ({alias.Spelling}) is not supported");
+                throw new GeneratorException(
+                    $"{what}: pointer typedef '{baseName}' ({alias.Spelling}) is not supported");
             return ResolveBase(alias.BaseName, what, depth + 1);
         }
         throw new GeneratorException(
@@ -110,7 +113,9 @@ internal sealed class TypeMapper
             // C# fixed buffers hold primitive elements only; char arrays are UTF-8 text (byte).
             if (kind is Kind.Primitive or Kind.Char && name is not ("nint" or "nuint"))
                 return "fixed " + name;
-            throw new GeneratorException($"{what}: an array of '{t.BaseName}' is not supported (only fixed-size integer, float and char arrays)");
+            throw new GeneratorException(
+                $"{what}: an array of '{t.BaseName}' is not supported (only fixed-size integer, float and char " +
+                $"arrays)");
         }
         switch (kind)
         {
@@ -137,7 +142,8 @@ internal sealed class TypeMapper
     {
         (Kind kind, string name) = ResolveBase(t.BaseName, what);
         if (kind == Kind.Opaque)
-            throw new GeneratorException($"{what}: returning handle type '{t.Spelling}' is not supported (use an out-parameter)");
+            throw new GeneratorException(
+                $"{what}: returning handle type '{t.Spelling}' is not supported (use an out-parameter)");
         if (kind == Kind.Void && t.PointerDepth == 0)
             return "void";
         if (kind == Kind.Char && t.PointerDepth == 0)
@@ -158,7 +164,8 @@ internal sealed class TypeMapper
             case Kind.Opaque:
             {
                 if (!HandleTypes.TryGetValue(name, out string? handle))
-                    throw new GeneratorException($"{what}: opaque type '{name}' has no SafeHandle in TypeMapper.HandleTypes");
+                    throw new GeneratorException(
+                        $"{what}: opaque type '{name}' has no SafeHandle in TypeMapper.HandleTypes");
                 if (IsFreeFunction(function) && t.PointerDepth == 1)
                     return "nint";
                 if (t.PointerDepth == 1)

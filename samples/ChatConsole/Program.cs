@@ -34,13 +34,16 @@ Console.CancelKeyPress += (_, e) =>
 try
 {
     using var model = MiniCpmModel.Load(modelDir);
-    using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Clamp(model.Config.MaxPositionEmbeddings, 0, 4096) });
+    using var session =
+        model.CreateSession(
+        new SessionOptions { ContextLength = Math.Clamp(model.Config.MaxPositionEmbeddings, 0, 4096) });
     var chat = new MiniCpmChat(session, systemPrompt: "You are a helpful assistant.");
     var options = GenerationOptions.FromDefaults(model.GenerationDefaults) with { MaxTokens = 256 };
     if (tempModel is not null)
         options = options with { MaxTokens = 32 };
 
-    Console.WriteLine($"Loaded {modelDir} ({model.ParameterCount:N0} parameters, native engine {MiniCpmNative.LoadedLibraryPath}).");
+    Console.WriteLine(
+        $"Loaded {modelDir} ({model.ParameterCount:N0} parameters, native engine {MiniCpmNative.LoadedLibraryPath}).");
     Console.WriteLine("Type a message; /reset clears the conversation, /stats shows statistics, /exit quits.");
 
     var token = cts.Token;
@@ -109,7 +112,11 @@ static void PrintStats(MiniCpmSession session)
 {
     var s = session.Statistics;
     Console.WriteLine($"context: {session.Length} / {session.Capacity} tokens");
-    Console.WriteLine($"prefill: {s.PrefillTokens} tokens in {s.PrefillTime.TotalMilliseconds:F1} ms ({s.PrefillTokensPerSecond:F1} tok/s)");
-    Console.WriteLine($"decode:  {s.DecodeTokens} tokens in {s.DecodeTime.TotalMilliseconds:F1} ms ({s.DecodeTokensPerSecond:F1} tok/s)");
+    Console.WriteLine(
+        $"prefill: {s.PrefillTokens} tokens in {s.PrefillTime.TotalMilliseconds:F1} ms " +
+        $"({s.PrefillTokensPerSecond:F1} tok/s)");
+    Console.WriteLine(
+        $"decode:  {s.DecodeTokens} tokens in {s.DecodeTime.TotalMilliseconds:F1} ms ({s.DecodeTokensPerSecond:F1} " +
+        $"tok/s)");
     Console.WriteLine($"sampled: {s.GeneratedTokens} tokens, sampling {s.SampleTime.TotalMilliseconds:F1} ms");
 }

@@ -15,7 +15,8 @@ using var checkpoint = SampleCheckpoint.FromArgs(args, "chatpipeline", seed: 3);
 string dir = checkpoint.Directory;
 
 using var model = MiniCpmModel.Load(dir);
-using var loggerFactory = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Debug));
+using var loggerFactory =
+    LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Debug));
 IDistributedCache cache = new MemoryDistributedCache(Options.Create(new MemoryDistributedCacheOptions()));
 
 using IChatClient client = new ChatClientBuilder(new MiniCpmChatClient(model))
@@ -35,8 +36,10 @@ for (int attempt = 1; attempt <= 2; attempt++)
     var sw = Stopwatch.StartNew();
     var response = await client.GetResponseAsync(question, options.Clone());
     sw.Stop();
-    Console.WriteLine($"--- answer {attempt} ({sw.Elapsed.TotalMilliseconds:F1} ms, response id {response.ResponseId}, " +
-                      $"{response.Usage?.InputTokenCount} prompt + {response.Usage?.OutputTokenCount} generated tokens, finish {response.FinishReason})");
+    Console.WriteLine(
+        $"--- answer {attempt} ({sw.Elapsed.TotalMilliseconds:F1} ms, response id {response.ResponseId}, " +
+                      $"{response.Usage?.InputTokenCount} prompt + {response.Usage?.OutputTokenCount} generated " +
+                          $"tokens, finish {response.FinishReason})");
     Console.WriteLine(response.Text);
     first ??= response;
     if (attempt == 2)

@@ -16,7 +16,8 @@ internal sealed class SampleCheckpoint : IDisposable
 
     public string Directory { get; }
 
-    /// <summary><paramref name="args"/>[0] when given, else a tiny random checkpoint (its output is gibberish).</summary>
+    /// <summary><paramref name="args"/>[0] when given, else a tiny random checkpoint (its output is
+    /// gibberish).</summary>
     public static SampleCheckpoint FromArgs(string[] args, string sample, ulong seed)
     {
         if (args.Length > 0) return new SampleCheckpoint(args[0], temporary: false);

@@ -23,14 +23,17 @@ var serverOptions = new McpServerOptions
     ServerInfo = new Implementation { Name = "minicpm4-demo-tools", Version = "1.0.0" },
     ToolCollection =
     [
-        McpServerTool.Create((int a, int b) => a + b, new McpServerToolCreateOptions { Name = "add", Description = "Adds two integers." }),
+        McpServerTool.Create((int a, int b) => a + b,
+            new McpServerToolCreateOptions { Name = "add", Description = "Adds two integers." }),
         McpServerTool.Create(() => DateTimeOffset.UtcNow.ToString("O"),
-            new McpServerToolCreateOptions { Name = "get_time", Description = "Returns the current UTC time (ISO 8601)." }),
+            new McpServerToolCreateOptions { Name = "get_time",
+                Description = "Returns the current UTC time (ISO 8601)." }),
     ],
 };
 using var stop = new CancellationTokenSource();
 await using var server = McpServer.Create(
-    new StreamServerTransport(clientToServer.Reader.AsStream(), serverToClient.Writer.AsStream(), "demo"), serverOptions);
+    new StreamServerTransport(clientToServer.Reader.AsStream(), serverToClient.Writer.AsStream(), "demo"),
+        serverOptions);
 var serverRun = server.RunAsync(stop.Token);
 
 // --- The MCP client and its tools as AIFunctions.
@@ -39,7 +42,8 @@ await using var mcp = await McpClient.CreateAsync(
 var tools = await mcp.ListToolsAsync();
 Console.WriteLine("MCP tools: " + string.Join(", ", tools.Select(t => $"{t.Name} ({t.Description})")));
 var direct = await mcp.CallToolAsync("add", new Dictionary<string, object?> { ["a"] = 17, ["b"] = 25 });
-Console.WriteLine("Direct MCP call add(a=17, b=25) = " + string.Join("", direct.Content.OfType<TextContentBlock>().Select(c => c.Text)));
+Console.WriteLine("Direct MCP call add(a=17, b=25) = "
+    + string.Join("", direct.Content.OfType<TextContentBlock>().Select(c => c.Text)));
 
 // --- MiniCPM4 with function invocation.
 using var model = MiniCpmModel.Load(dir);
@@ -48,7 +52,8 @@ using IChatClient client = new ChatClientBuilder(new MiniCpmChatClient(model))
     .Build();
 
 var options = new ChatOptions { Tools = [.. tools], Temperature = 0, MaxOutputTokens = 128 };
-var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "What is 17 + 25? Use the add tool.")], options);
+var response =
+    await client.GetResponseAsync([new ChatMessage(ChatRole.User, "What is 17 + 25? Use the add tool.")], options);
 
 foreach (var message in response.Messages)
 {
@@ -57,7 +62,9 @@ foreach (var message in response.Messages)
         switch (content)
         {
             case FunctionCallContent call:
-                Console.WriteLine($"[tool call] {call.Name}({string.Join(", ", (call.Arguments ?? new Dictionary<string, object?>()).Select(kv => $"{kv.Key}={kv.Value}"))})");
+                var arguments = (call.Arguments ?? new Dictionary<string, object?>())
+                    .Select(kv => $"{kv.Key}={kv.Value}");
+                Console.WriteLine($"[tool call] {call.Name}({string.Join(", ", arguments)})");
                 break;
             case FunctionResultContent result:
                 Console.WriteLine($"[tool result] {result.Result}");
@@ -70,7 +77,8 @@ foreach (var message in response.Messages)
 }
 int calls = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Count();
 Console.WriteLine($"Answer ({response.FinishReason}, {calls} tool call(s)): {response.Text}");
-if (calls == 0) Console.WriteLine("The model called no tool (expected with a random checkpoint; use a MiniCPM4-MCP checkpoint).");
+if (calls == 0) Console.WriteLine(
+    "The model called no tool (expected with a random checkpoint; use a MiniCPM4-MCP checkpoint).");
 
 stop.Cancel();
 try

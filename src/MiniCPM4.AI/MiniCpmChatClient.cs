@@ -19,50 +19,53 @@ namespace MiniCPM4.AI;
 /// <para><b>Conversations.</b> Every response carries a <see cref="ChatResponse.ConversationId"/> (a new one when the
 /// request had none). The client keeps the session (KV cache) and the history of the last
 /// <see cref="MiniCpmChatClientOptions.MaxCachedConversations"/> conversations. A request naming a cached conversation
-/// reuses the KV cache for the common token prefix and only prefills the rest; the number of reused tokens is reported as
-/// <see cref="UsageDetails.CachedInputTokenCount"/>. Such a request may carry the whole history (when it starts with the
+/// reuses the KV cache for the common token prefix and only prefills the rest; the number of reused tokens is reported
+/// as
+/// <see cref="UsageDetails.CachedInputTokenCount"/>. Such a request may carry the whole history (when it starts with
+/// the
 /// stored history, or with the same first message, it replaces it) or only the new messages (they are appended to the
 /// stored history, as <c>FunctionInvokingChatClient</c> does once a response has a conversation id).</para>
 /// <para><b>Options.</b> <see cref="ChatOptions.Instructions"/>, Temperature, TopP, TopK, Seed, MaxOutputTokens,
 /// StopSequences, FrequencyPenalty, PresencePenalty, Tools and ToolMode are honoured. A <see cref="GenerationOptions"/>
-/// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from ChatOptions
+/// returned by <see cref="ChatOptions.RawRepresentationFactory"/> replaces the sampling settings mapped from
+/// ChatOptions
 /// (stop sequences are still added). A JSON ResponseFormat constrains the reply token by token: <c>Json</c> to a JSON
 /// object, <c>ForJsonSchema</c> to JSON valid under the schema (see <see cref="OutputConstraint"/>). A required tool
 /// (<c>ChatToolMode.RequireAny</c> / <c>RequireSpecific</c>) makes the reply one MiniCPM4 tool-call block whose call is
 /// constrained to the function's parameters schema. Other options are ignored, with one log line.</para>
-/// <para><b>Chat template.</b> Prompts are rendered with the checkpoint's chat template (<see cref="MiniCpmModel.ChatTemplate"/>;
+/// <para><b>Chat template.</b> Prompts are rendered with the checkpoint's chat template (<see
+/// cref="MiniCpmModel.ChatTemplate"/>;
 /// see <see cref="MiniCpmPromptFormatter.Render"/>). Template variables come from
 /// <see cref="MiniCpmChatClientOptions.ChatTemplateArguments"/> and, per request, from
 /// <see cref="ChatOptions.AdditionalProperties"/>: <c>"enable_thinking"</c> (a bool) and <c>"chat_template_kwargs"</c>
 /// (a dictionary).</para>
-/// <para><b>Tools.</b> AIFunctions reach the template as transformers' JSON schemas (or, when the template does not render
+/// <para><b>Tools.</b> AIFunctions reach the template as transformers' JSON schemas (or, when the template does not
+/// render
 /// tools, are described in the system turn); the model's tool calls, in the syntax the template uses, become
 /// <see cref="FunctionCallContent"/> with finish reason ToolCalls, and its reasoning (<c>&lt;think&gt;</c> or thought
 /// blocks) becomes <see cref="TextReasoningContent"/> (see <see cref="ChatOutputParser"/>).</para>
 /// </remarks>
 public sealed class MiniCpmChatClient : IChatClient
 {
-    /// <summary>Replaces model generation (tests): receives the rendered prompt and yields text pieces, one per token.</summary>
-    internal delegate IAsyncEnumerable<string> TextSource(string prompt, GenerationOptions options, CancellationToken cancellationToken);
-
     private readonly MiniCpmModel _model;
     private readonly MiniCpmChatClientOptions _options;
     private readonly ChatClientMetadata _metadata;
     private readonly string _modelId;
     private readonly MiniCpmSessionPool _pool;
-    private readonly TextSource? _textSource;
+    private readonly IReplyGenerator _generator;
     private readonly ConcurrentDictionary<string, bool> _loggedOnce = new(StringComparer.Ordinal);
     private bool _disposed;
 
     /// <summary>Creates a client over a loaded model (the client does not own or dispose the model).</summary>
     public MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options = null)
-        : this(model, options, null)
+        : this(model, options, SessionReplyGenerator.Instance)
     {
     }
 
-    internal MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options, TextSource? textSource)
+    internal MiniCpmChatClient(MiniCpmModel model, MiniCpmChatClientOptions? options, IReplyGenerator generator)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(generator);
         _model = model;
         _options = options ?? new MiniCpmChatClientOptions();
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConcurrentSessions, 1, nameof(options));
@@ -79,7 +82,7 @@ public sealed class MiniCpmChatClient : IChatClient
                 ? id => log($"conversation {id} evicted from the cache")
                 : null,
         });
-        _textSource = textSource;
+        _generator = generator;
     }
 
     /// <summary>Conversations whose session and history are cached now.</summary>
@@ -128,16 +131,18 @@ public sealed class MiniCpmChatClient : IChatClient
         {
             var history = ResolveHistory(lease.State as List<ChatMessage>, incoming);
             // The checkpoint's chat template renders the prompt and decides what the output parser looks for.
-            var prompt = MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
+            var prompt =
+                MiniCpmPromptFormatter.Render(_model.ChatTemplate, history, options, _options.ChatTemplateArguments);
             // A required tool call: the reply opens a MiniCPM4 call block, the call itself is constrained to the
             // functions' parameter schemas (see MapOptions), and the block is closed after it.
-            bool forcedCall = _textSource is null && generation.Constraint is { Kind: ConstraintKind.ToolCall };
+            bool forcedCall = generation.Constraint is { Kind: ConstraintKind.ToolCall };
             if (forcedCall) prompt += CallBlockHeader;
             var tokens = _model.EncodeRenderedChat(prompt);
 
             var filter = forcedCall
                 ? new ToolCallStreamFilter(ChatOutputFormat.MiniCpm4)
-                : new ToolCallStreamFilter(_model.ChatTemplate.OutputFormat, _model.ChatTemplate.EndsInsideReasoning(prompt));
+                : new ToolCallStreamFilter(_model.ChatTemplate.OutputFormat,
+                    _model.ChatTemplate.EndsInsideReasoning(prompt));
             if (forcedCall) filter.Push(CallBlockHeader);
             var text = new StringBuilder();
             var reasoning = new StringBuilder();
@@ -169,35 +174,17 @@ public sealed class MiniCpmChatClient : IChatClient
                 return updates;
             }
 
-            if (_textSource is not null)
+            var request = new ReplyRequest(lease.Session, lease.IsCachedConversation, prompt, tokens, generation);
+            await foreach (var token in _generator.GenerateAsync(request, ct).ConfigureAwait(false))
             {
-                evaluated = tokens.Length;
-                await foreach (var piece in _textSource(prompt, generation, ct).ConfigureAwait(false))
-                {
-                    ct.ThrowIfCancellationRequested();
-                    outputTokens++;
-                    foreach (var u in ToUpdates(filter.Push(piece))) yield return u;
-                    if (outputTokens >= generation.MaxTokens) break;
-                }
-                finish = outputTokens >= generation.MaxTokens ? FinishReason.Length : FinishReason.Stop;
+                if (token.Id >= 0) outputTokens++;
+                if (token.Text.Length == 0) continue;
+                foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
             }
-            else
-            {
-                var session = lease.Session;
-                // Cached tokens are reported for the conversation's own KV cache only, not a spare session's.
-                if (!lease.IsCachedConversation) session.Reset();
-                var s = session;
-                evaluated = await s.SetPromptAsync(tokens, ct).ConfigureAwait(false);
-                await foreach (var token in session.GenerateAsync(generation, ct).ConfigureAwait(false))
-                {
-                    if (token.Id >= 0) outputTokens++;
-                    if (token.Text.Length == 0) continue;
-                    foreach (var u in ToUpdates(filter.Push(token.Text))) yield return u;
-                }
-                finish = session.LastFinishReason;
-                if (forcedCall && finish == FinishReason.Stop)
-                    foreach (var u in ToUpdates(filter.Push(CallBlockFooter))) yield return u;
-            }
+            evaluated = request.Evaluated;
+            finish = request.FinishReason;
+            if (forcedCall && finish == FinishReason.Stop)
+                foreach (var u in ToUpdates(filter.Push(CallBlockFooter))) yield return u;
             foreach (var u in ToUpdates(filter.Flush())) yield return u;
 
             var usage = new UsageDetails
@@ -314,7 +301,8 @@ public sealed class MiniCpmChatClient : IChatClient
         return serviceType.IsInstanceOfType(this) ? this : null;
     }
 
-    /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they end.</summary>
+    /// <summary>Frees the cached sessions. The model is not disposed. Calls still running free theirs when they
+    /// end.</summary>
     public void Dispose()
     {
         if (_disposed) return;

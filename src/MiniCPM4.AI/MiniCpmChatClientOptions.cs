@@ -27,7 +27,8 @@ public sealed record MiniCpmChatClientOptions
     public Action<string>? Log { get; init; }
 
     /// <summary>
-    /// The generation settings that <see cref="Microsoft.Extensions.AI.ChatOptions"/> are applied on top of; null uses the
+    /// The generation settings that <see cref="Microsoft.Extensions.AI.ChatOptions"/> are applied on top of; null uses
+    /// the
     /// checkpoint's generation_config.json (<see cref="GenerationOptions.FromDefaults"/>).
     /// </summary>
     public GenerationOptions? DefaultGenerationOptions { get; init; }

@@ -10,24 +10,23 @@ namespace MiniCPM4.AI;
 /// <summary>
 /// Renders a Microsoft.Extensions.AI conversation with a checkpoint's chat template (<see cref="Render"/>), or as a
 /// MiniCPM4 ChatML prompt (<see cref="Format"/>):
-/// <c>&lt;|im_start|&gt;{role}\n{content}&lt;|im_end|&gt;\n</c> per turn and <c>&lt;|im_start|&gt;assistant\n</c> at the end.
+/// <c>&lt;|im_start|&gt;{role}\n{content}&lt;|im_end|&gt;\n</c> per turn and <c>&lt;|im_start|&gt;assistant\n</c> at
+/// the end.
 /// <see cref="ChatOptions.Instructions"/> and the descriptions of <see cref="ChatOptions.Tools"/> go into the leading
 /// system turn; assistant function calls are written back in MiniCPM4's tool-call block and function results become
 /// <c>tool</c> turns.
 /// </summary>
 public static class MiniCpmPromptFormatter
 {
-    private const string ImStart = "<|im_start|>";
-    private const string ImEnd = "<|im_end|>";
-
-    private static readonly JsonSerializerOptions Compact = new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
+    private static readonly JsonSerializerOptions Compact =
+        new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
 
     /// <summary>Renders the prompt (without BOS), ending with the assistant generation prompt.</summary>
     public static string Format(IEnumerable<ChatMessage> messages, ChatOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var list = messages.ToList();
-        var sb = new StringBuilder();
+        var turns = new List<CoreMessage>();
         var extraSystem = SystemExtras(options);
         int start = 0;
         if (extraSystem.Length > 0)
@@ -39,28 +38,33 @@ public static class MiniCpmPromptFormatter
                 system = own.Length > 0 ? own + "\n\n" + extraSystem : extraSystem;
                 start = 1;
             }
-            AppendTurn(sb, "system", system);
+            turns.Add(new CoreMessage("system", system));
         }
-        for (int i = start; i < list.Count; i++) AppendMessage(sb, list[i] ?? throw new ArgumentException("A message is null.", nameof(messages)));
-        sb.Append(ImStart).Append("assistant\n");
-        return sb.ToString();
+        for (int i = start; i < list.Count; i++)
+            AddTurns(turns, list[i] ?? throw new ArgumentException("A message is null.", nameof(messages)));
+        return ChatTemplate.Format(turns);
     }
 
-    /// <summary>The key of <see cref="ChatOptions.AdditionalProperties"/> holding template variables (a dictionary or a JSON object).</summary>
+    /// <summary>The key of <see cref="ChatOptions.AdditionalProperties"/> holding template variables (a dictionary or a
+    /// JSON object).</summary>
     public const string ChatTemplateArgumentsKey = "chat_template_kwargs";
 
-    /// <summary>The key of <see cref="ChatOptions.AdditionalProperties"/> for MiniCPM4.1's reasoning switch (a bool).</summary>
+    /// <summary>The key of <see cref="ChatOptions.AdditionalProperties"/> for MiniCPM4.1's reasoning switch (a
+    /// bool).</summary>
     public const string EnableThinkingKey = "enable_thinking";
 
     /// <summary>
     /// Renders the prompt with <paramref name="template"/> (with the generation prompt). A template that renders tool
-    /// definitions (<see cref="ModelChatTemplate.RendersTools"/>) gets <see cref="ChatOptions.Tools"/> as transformers' JSON
+    /// definitions (<see cref="ModelChatTemplate.RendersTools"/>) gets <see cref="ChatOptions.Tools"/> as transformers'
+    /// JSON
     /// schemas, assistant calls as <c>tool_calls</c>, reasoning as <c>reasoning_content</c> and results as <c>tool</c>
-    /// messages with <c>tool_call_id</c> and <c>name</c>. Any other template gets the conversation as <see cref="Format"/>
+    /// messages with <c>tool_call_id</c> and <c>name</c>. Any other template gets the conversation as <see
+    /// cref="Format"/>
     /// writes it: tools described in the system turn and calls written in MiniCPM4's tool-call block.
     /// <see cref="ChatOptions.Instructions"/> is appended to the system message either way.
     /// </summary>
-    public static string Render(ModelChatTemplate template, IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+    public static string Render(ModelChatTemplate template, IEnumerable<ChatMessage> messages,
+        ChatOptions? options = null,
         IReadOnlyDictionary<string, object?>? defaultArguments = null)
     {
         ArgumentNullException.ThrowIfNull(template);
@@ -141,10 +145,12 @@ public static class MiniCpmPromptFormatter
     }
 
     /// <summary>
-    /// Template variables for a request: <paramref name="defaults"/>, then <see cref="ChatOptions.AdditionalProperties"/>'
+    /// Template variables for a request: <paramref name="defaults"/>, then <see
+    /// cref="ChatOptions.AdditionalProperties"/>'
     /// <c>chat_template_kwargs</c> (a dictionary or JSON object) and <c>enable_thinking</c> (a bool).
     /// </summary>
-    public static ChatTemplateOptions TemplateOptions(ChatOptions? options, IReadOnlyDictionary<string, object?>? defaults = null)
+    public static ChatTemplateOptions TemplateOptions(ChatOptions? options, IReadOnlyDictionary<string,
+        object?>? defaults = null)
     {
         var arguments = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (defaults is not null)
@@ -164,7 +170,9 @@ public static class MiniCpmPromptFormatter
                     case null:
                         break;
                     default:
-                        throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{ChatTemplateArgumentsKey}\"] must be a dictionary or a JSON object");
+                        throw new ArgumentException(
+                            $"ChatOptions.AdditionalProperties[\"{ChatTemplateArgumentsKey}\"] must be a dictionary " +
+                            $"or a JSON object");
                 }
             }
             if (extra.TryGetValue(EnableThinkingKey, out var thinking))
@@ -174,14 +182,17 @@ public static class MiniCpmPromptFormatter
                     bool b => b,
                     JsonElement { ValueKind: JsonValueKind.True } => true,
                     JsonElement { ValueKind: JsonValueKind.False } => false,
-                    _ => throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{EnableThinkingKey}\"] must be a bool"),
+                    _ => throw new ArgumentException(
+                        $"ChatOptions.AdditionalProperties[\"{EnableThinkingKey}\"] must be a bool"),
                 };
             }
         }
-        return new ChatTemplateOptions { AddGenerationPrompt = true, Arguments = arguments.Count > 0 ? arguments : null };
+        return new ChatTemplateOptions { AddGenerationPrompt = true, Arguments = arguments.Count > 0 ? arguments
+            : null };
     }
 
-    /// <summary>The conversation as <see cref="Format"/> writes it, as messages for a template that does not render tools.</summary>
+    /// <summary>The conversation as <see cref="Format"/> writes it, as messages for a template that does not render
+    /// tools.</summary>
     private static List<CoreMessage> LegacyMessages(List<ChatMessage> list, ChatOptions? options, bool thinkTags)
     {
         var result = new List<CoreMessage>();
@@ -206,7 +217,8 @@ public static class MiniCpmPromptFormatter
             {
                 var other = RenderContent(message, thinkTags);
                 if (other.Length > 0) result.Add(new CoreMessage(RoleName(message.Role), other));
-                foreach (var r in results) result.Add(new CoreMessage("tool", FormatResult(r.Result)) { ToolCallId = r.CallId });
+                foreach (var r in results) result.Add(
+                    new CoreMessage("tool", FormatResult(r.Result)) { ToolCallId = r.CallId });
                 continue;
             }
             result.Add(new CoreMessage(RoleName(message.Role), RenderContent(message, thinkTags)));
@@ -217,28 +229,27 @@ public static class MiniCpmPromptFormatter
     /// <summary>One message as ChatML turn(s); function results become one <c>tool</c> turn each.</summary>
     internal static string RenderMessage(ChatMessage message)
     {
-        var sb = new StringBuilder();
-        AppendMessage(sb, message);
-        return sb.ToString();
+        var turns = new List<CoreMessage>();
+        AddTurns(turns, message);
+        return ChatTemplate.Format(turns, addGenerationPrompt: false);
     }
 
-    private static void AppendMessage(StringBuilder sb, ChatMessage message)
+    private static void AddTurns(List<CoreMessage> turns, ChatMessage message)
     {
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
         if (results.Count > 0)
         {
             var other = RenderContent(message);
-            if (other.Length > 0) AppendTurn(sb, RoleName(message.Role), other);
-            foreach (var r in results) AppendTurn(sb, "tool", FormatResult(r.Result));
+            if (other.Length > 0) turns.Add(new CoreMessage(RoleName(message.Role), other));
+            foreach (var r in results) turns.Add(new CoreMessage("tool", FormatResult(r.Result)));
             return;
         }
-        AppendTurn(sb, RoleName(message.Role), RenderContent(message));
+        turns.Add(new CoreMessage(RoleName(message.Role), RenderContent(message)));
     }
 
-    private static string RoleName(ChatRole role) => string.IsNullOrEmpty(role.Value) ? "user" : role.Value.ToLowerInvariant();
+    private static string RoleName(ChatRole role) => string.IsNullOrEmpty(role.Value) ? "user"
+        : role.Value.ToLowerInvariant();
 
-    private static void AppendTurn(StringBuilder sb, string role, string content) =>
-        sb.Append(ImStart).Append(role).Append('\n').Append(content).Append(ImEnd).Append('\n');
 
     /// <summary>Reasoning, text and function calls of a message in MiniCPM4's output format (reasoning in
     /// <c>&lt;think&gt;</c> tags when the template uses them).</summary>
@@ -275,7 +286,8 @@ public static class MiniCpmPromptFormatter
         if (functions.Count > 0 && options.ToolMode is not NoneChatToolMode)
         {
             if (sb.Length > 0) sb.Append("\n\n");
-            sb.Append("# Tools\n\nYou can call the following functions. Each is described by a JSON object:\n<tools>\n");
+            sb.Append(
+                "# Tools\n\nYou can call the following functions. Each is described by a JSON object:\n<tools>\n");
             foreach (var f in functions)
             {
                 var description = new Dictionary<string, object?>
@@ -284,12 +296,17 @@ public static class MiniCpmPromptFormatter
                     ["description"] = f.Description,
                     ["parameters"] = f.JsonSchema,
                 };
-                sb.Append(JsonSerializer.Serialize(description, Compact.GetTypeInfo(typeof(Dictionary<string, object?>))))
+                sb.Append(
+                    JsonSerializer.Serialize(description, Compact.GetTypeInfo(typeof(Dictionary<string, object?>))))
                     .Append('\n');
             }
-            sb.Append("</tools>\n\nTo call functions, answer with a block in this exact format (keyword arguments as Python literals, one call per line):\n")
-                .Append(MiniCpmToolCallParser.ToolCallStart).Append("\n```python\nfunction_name(argument=\"text\", number=5)\n```\n")
-                .Append(MiniCpmToolCallParser.ToolCallEnd).Append("\nThe results come back in tool turns; then answer the user.");
+            sb.Append(
+                "</tools>\n\nTo call functions, answer with a block in this exact format (keyword arguments as " +
+                "Python literals, one call per line):\n")
+                .Append(MiniCpmToolCallParser.ToolCallStart).Append(
+                    "\n```python\nfunction_name(argument=\"text\", number=5)\n```\n")
+                .Append(MiniCpmToolCallParser.ToolCallEnd).Append(
+                    "\nThe results come back in tool turns; then answer the user.");
             if (options.ToolMode is RequiredChatToolMode required)
                 sb.Append(required.RequiredFunctionName is { } name
                     ? $"\nYou must call the function {name}."

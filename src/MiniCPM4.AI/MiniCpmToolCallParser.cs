@@ -101,7 +101,8 @@ internal sealed class ToolCallStreamFilter(ChatOutputFormat? format = null, bool
 
     public List<Segment> Push(string text) => Convert(_parser.Push(text));
 
-    /// <summary>Releases what is held at the end of the generation; an unclosed tool-call block is plain text.</summary>
+    /// <summary>Releases what is held at the end of the generation; an unclosed tool-call block is plain
+    /// text.</summary>
     public List<Segment> Flush() => Convert(_parser.Flush());
 
     private static List<Segment> Convert(List<ChatOutputSegment> segments) => segments.Select(s => s.Kind switch

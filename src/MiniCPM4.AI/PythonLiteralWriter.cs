@@ -47,7 +47,9 @@ internal static class PythonLiteralWriter
                 sb.Append(']');
                 break;
             default:
-                WriteJson(sb, JsonSerializer.SerializeToElement(value, Microsoft.Extensions.AI.AIJsonUtilities.DefaultOptions), depth);
+                WriteJson(sb,
+                    JsonSerializer.SerializeToElement(value, Microsoft.Extensions.AI.AIJsonUtilities.DefaultOptions),
+                    depth);
                 break;
         }
     }
@@ -99,7 +101,8 @@ internal static class PythonLiteralWriter
                 case '\r': sb.Append("\\r"); break;
                 case '\t': sb.Append("\\t"); break;
                 default:
-                    if (char.IsControl(c)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    if (char.IsControl(c)) sb.Append("\\u").Append(
+                        ((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else sb.Append(c);
                     break;
             }

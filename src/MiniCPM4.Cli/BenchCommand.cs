@@ -10,16 +10,20 @@ namespace MiniCPM4.Cli;
 /// to a temporary directory.</summary>
 internal static class BenchCommand
 {
-    private static readonly Option<string?> ModelDir = new("--model", "-m") { Description = "Checkpoint directory (default: the demo model)" };
-    private static readonly Option<int> PromptTokens = new("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
-    private static readonly Option<int> GenTokens = new("--gen-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
+    private static readonly Option<string?> ModelDir =
+        new("--model", "-m") { Description = "Checkpoint directory (default: the demo model)" };
+    private static readonly Option<int> PromptTokens =
+        new("--prompt-tokens") { Description = "Prompt length", DefaultValueFactory = _ => 128 };
+    private static readonly Option<int> GenTokens =
+        new("--gen-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 64 };
     private static readonly Option<int> SessionsOption = new("--sessions")
     {
         Description = "Also decode this many sessions concurrently (continuous batching) and report their aggregate " +
                       "tokens/s next to one session's alone",
         DefaultValueFactory = _ => 1,
     };
-    private static readonly Option<string?> PresetOption = new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b (random weights)" };
+    private static readonly Option<string?> PresetOption =
+        new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b (random weights)" };
 
     // Progress on stderr, so stdout holds only the results (and --json stays parseable).
     private static void Status(string what) => Console.Error.WriteLine($"bench: {what}...");
@@ -52,7 +56,8 @@ internal static class BenchCommand
             dir = Cli.DemoModelDirectory() ?? throw new UsageException(
                 "no model: pass --model DIR or --preset NAME (the demo model, models/demo, was not found)");
         int promptTokens = parse.GetValue(PromptTokens), genTokens = parse.GetValue(GenTokens);
-        if (promptTokens < 1 || genTokens < 1) throw new UsageException("--prompt-tokens and --gen-tokens must be >= 1");
+        if (promptTokens < 1 || genTokens < 1) throw new UsageException(
+            "--prompt-tokens and --gen-tokens must be >= 1");
         int sessions = parse.GetValue(SessionsOption);
         if (sessions < 1 || sessions > 256) throw new UsageException("--sessions must be in [1, 256]");
         var quantization = Cli.QuantizationFrom(parse);
@@ -71,10 +76,15 @@ internal static class BenchCommand
             Status($"loading {dir}");
             using var model = await MiniCpmModel.LoadAsync(dir!, new MiniCpmLoadOptions
             {
-                Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads), SparseAttention = parse.GetValue(Cli.Dense) ? false : null, SparseOverrides = Cli.SparseOverridesFrom(parse),
+                Device = device, DeviceIndex = index, Threads = parse.GetValue(Cli.Threads),
+                    SparseAttention = parse.GetValue(Cli.Dense) ? false : null,
+                    SparseOverrides = Cli.SparseOverridesFrom(parse),
                 Quantization = quantization, QuantizationClipSearch = parse.GetValue(Cli.ClipSearch),
             }, null, ct);
-            using var session = model.CreateSession(new SessionOptions { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });
+            using var session =
+                model.CreateSession(
+                new SessionOptions { ContextLength =
+                Math.Min(model.Config.MaxPositionEmbeddings, promptTokens + genTokens + 1) });
             var rng = new Random(1234);
             var prompt = new int[promptTokens];
             for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(model.Config.VocabSize);
@@ -120,14 +130,19 @@ internal static class BenchCommand
             }
             else
             {
-                Console.Out.WriteLine($"model    {model.ParameterCount / 1e6:F1} M parameters, {InfoCommand.Bytes(model.WeightBytes)} of weights" +
-                                      (model.Int4LinearCount > 0 ? $" ({model.Int4LinearCount} int4 linear layers)" : ""));
+                Console.Out.WriteLine(
+                    $"model    {model.ParameterCount / 1e6:F1} M parameters, {InfoCommand.Bytes(model.WeightBytes)} " +
+                    $"of weights" +
+                                      (model.Int4LinearCount > 0 ? $" ({model.Int4LinearCount} int4 linear layers)"
+                                          : ""));
                 Console.Out.WriteLine($"prefill  {s.PrefillTokens} tokens at {s.PrefillTokensPerSecond:F2} tokens/s");
-                Console.Out.WriteLine($"decode   {generated} tokens at {s.DecodeTokensPerSecond:F2} tokens/s ({s.DecodeTokensPerSecond * model.WeightBytes / 1e9:F2} GB/s of weights)");
+                Console.Out.WriteLine(
+                    $"decode   {generated} tokens at {s.DecodeTokensPerSecond:F2} tokens/s " +
+                    $"({s.DecodeTokensPerSecond * model.WeightBytes / 1e9:F2} GB/s of weights)");
                 if (batched is { } b)
                     Console.Out.WriteLine($"batched  {sessions} sessions: {b.AggregateRate:F2} tokens/s in total, " +
-                                          $"{b.AggregateRate / aloneRate:F2}x one session alone ({aloneRate:F2} tokens/s, " +
-                                          $"wall time; largest batch {b.LargestBatch})");
+                                          $"{b.AggregateRate / aloneRate:F2}x one session alone " +
+                                          $"({aloneRate:F2} tokens/s, wall time; largest batch {b.LargestBatch})");
             }
         }
         finally

@@ -10,7 +10,8 @@ internal static class ChatCommand
 
     public static Command Create()
     {
-        var command = new Command("chat", "Interactive multi-turn chat (/reset, /stats, /help, /exit; Ctrl-C stops a reply)");
+        var command =
+            new Command("chat", "Interactive multi-turn chat (/reset, /stats, /help, /exit; Ctrl-C stops a reply)");
         Cli.AddModelOptions(command);
         command.Options.Add(System);
         command.Options.Add(TemplateCommand.ChatArg);
@@ -103,7 +104,8 @@ internal static class ChatCommand
     {
         var s = session.Statistics;
         var line = $"context {session.Length}/{session.Capacity} tokens; prefill {s.PrefillTokens} tokens at " +
-                   $"{s.PrefillTokensPerSecond:F1} tok/s; decode {s.DecodedTokens} tokens at {s.DecodeTokensPerSecond:F1} tok/s";
+                   $"{s.PrefillTokensPerSecond:F1} tok/s; decode {s.DecodedTokens} tokens at " +
+                       $"{s.DecodeTokensPerSecond:F1} tok/s";
         if (s.SpeculativeSteps > 0 || s.AdaptivePlainTokens > 0)
             line += $" ({s.SpeculativeSteps} speculative rounds, {s.MeanAcceptedTokens:F2} tokens per round; " +
                     $"{s.AdaptivePlainTokens} tokens decoded plainly by choice; last step: {s.LastStepDescription})";

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using MiniCPM4.Constraints;
-using MiniCPM4.Constraints.TokenMasks;
 using MiniCPM4.Tokenization;
 
 namespace MiniCPM4.Cli;
@@ -15,14 +14,22 @@ namespace MiniCPM4.Cli;
 /// </summary>
 internal static class ConstraintCheckCommand
 {
-    private static readonly Option<string> Tokenizer = new("--tokenizer") { Description = "A tokenizer.model file or a checkpoint directory", Required = true };
-    private static readonly Option<string> Input = new("--input") { Description = "JSON lines: {\"id\": ..., \"schema\": {...}, \"instances\": [\"<JSON text>\", ...]} (an optional \"valid\": [bool, ...] adds a pass/fail summary)", Required = true };
-    private static readonly Option<string?> Output = new("--output", "-o") { Description = "Write the result lines here instead of stdout" };
-    private static readonly Option<int> Limit = new("--limit") { Description = "Check at most this many schemas (0 = all)" };
+    private static readonly Option<string> Tokenizer =
+        new("--tokenizer") { Description = "A tokenizer.model file or a checkpoint directory", Required = true };
+    private static readonly Option<string> Input =
+        new("--input") { Description =
+        "JSON lines: {\"id\": ..., \"schema\": {...}, \"instances\": [\"<JSON text>\", ...]} (an optional \"valid\": " +
+        "[bool, ...] adds a pass/fail summary)", Required = true };
+    private static readonly Option<string?> Output =
+        new("--output", "-o") { Description = "Write the result lines here instead of stdout" };
+    private static readonly Option<int> Limit =
+        new("--limit") { Description = "Check at most this many schemas (0 = all)" };
 
     public static Command Create()
     {
-        var command = new Command("constraint-check", "Check JSON Schema constraints against instances, token by token, and time the masks");
+        var command =
+            new Command("constraint-check",
+            "Check JSON Schema constraints against instances, token by token, and time the masks");
         command.Options.Add(Tokenizer);
         command.Options.Add(Input);
         command.Options.Add(Output);
@@ -38,12 +45,11 @@ internal static class ConstraintCheckCommand
         if (!File.Exists(input)) throw new UsageException($"--input {input}: no such file");
         int limit = parse.GetValue(Limit);
         if (limit < 0) throw new UsageException("--limit must be >= 0");
-        var vocabulary = TokenVocabulary.FromTokenizer(tokenizer);
-        int[] stops = [tokenizer.EosId];
-        using var output = parse.GetValue(Output) is { } path ? new StreamWriter(path, false, new UTF8Encoding(false)) : null;
+        var checker = new ConstraintChecker(tokenizer);
+        using var output = parse.GetValue(Output) is { } path ? new StreamWriter(path, false, new UTF8Encoding(false))
+            : null;
         var writer = output ?? Console.Out;
         var summary = new Summary();
-        var mask = new uint[vocabulary.MaskWords];
         int lineNumber = 0;
         foreach (var line in File.ReadLines(input))
         {
@@ -60,7 +66,7 @@ internal static class ConstraintCheckCommand
             {
                 throw new InvalidDataException($"{input}:{lineNumber}: {e.Message}");
             }
-            writer.WriteLine(Check(c, tokenizer, vocabulary, stops, mask, summary));
+            writer.WriteLine(Check(c, checker, summary));
         }
         writer.Flush();
         summary.Print(Console.Error);
@@ -91,15 +97,15 @@ internal static class ConstraintCheckCommand
             if (root.TryGetProperty("valid", out var v))
             {
                 valid = v.EnumerateArray().Select(b => b.GetBoolean()).ToArray();
-                if (valid.Length != texts.Length) throw new InvalidDataException("\"valid\" and \"instances\" differ in length");
+                if (valid.Length != texts.Length) throw new InvalidDataException(
+                    "\"valid\" and \"instances\" differ in length");
             }
             var id = root.TryGetProperty("id", out var idElement) ? idElement.Clone() : default;
             return new Case(id, schema.GetRawText(), texts, valid);
         }
     }
 
-    private static string Check(Case c, MiniCpmTokenizer tokenizer, TokenVocabulary vocabulary, int[] stops,
-        uint[] mask, Summary summary)
+    private static string Check(Case c, ConstraintChecker checker, Summary summary)
     {
         using var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer))
@@ -114,7 +120,7 @@ internal static class ConstraintCheckCommand
             try
             {
                 constraint = OutputConstraint.JsonSchema(c.Schema);
-                constraint.CreateMatcher(vocabulary, stops);
+                checker.Compile(constraint);
             }
             catch (ConstraintCompileException e)
             {
@@ -143,8 +149,7 @@ internal static class ConstraintCheckCommand
                     if (valid == false) summary.InvalidRejected++;
                     continue;
                 }
-                var (accepted, complete, tokens, times) = CheckInstance(constraint, tokenizer, vocabulary, stops,
-                    c.Instances[i], mask);
+                var (accepted, complete, tokens, times) = checker.Check(constraint, c.Instances[i]);
                 summary.MaskUs.AddRange(times);
                 w.WriteStartObject();
                 w.WriteBoolean("accepted", accepted);
@@ -169,30 +174,6 @@ internal static class ConstraintCheckCommand
             if (c.Valid is not null) summary.Labelled = true;
         }
         return Encoding.UTF8.GetString(buffer.ToArray());
-    }
-
-    // Tokenizes the instance as generated text; at each token, the mask, then the token checked and consumed.
-    private static (bool Accepted, bool Complete, int Tokens, List<double> MaskUs) CheckInstance(
-        OutputConstraint constraint, MiniCpmTokenizer tokenizer, TokenVocabulary vocabulary, int[] stops,
-        string text, uint[] mask)
-    {
-        var ids = tokenizer.EncodeGenerated(text);
-        var matcher = constraint.CreateMatcher(vocabulary, stops);
-        var times = new List<double>(ids.Length + 1);
-        foreach (int id in ids)
-        {
-            long t0 = Stopwatch.GetTimestamp();
-            matcher.ComputeMask(mask);
-            times.Add(Stopwatch.GetElapsedTime(t0).TotalMicroseconds);
-            if ((mask[id >> 5] & (1u << (id & 31))) == 0) return (false, false, ids.Length, times);
-            if (!matcher.TryAdvance(id))
-                throw new InvalidOperationException($"token {id} was in the mask but the matcher rejected it (engine bug)");
-        }
-        long t1 = Stopwatch.GetTimestamp();
-        matcher.ComputeMask(mask);
-        times.Add(Stopwatch.GetElapsedTime(t1).TotalMicroseconds);
-        bool complete = stops.Any(s => (mask[s >> 5] & (1u << (s & 31))) != 0);
-        return (true, complete, ids.Length, times);
     }
 
     private sealed class Summary

@@ -6,11 +6,15 @@ namespace MiniCPM4.Cli;
 /// <summary>`minicpm4 create-model`: write a Hugging Face-format checkpoint with random weights.</summary>
 internal static class CreateModelCommand
 {
-    internal static readonly Option<string> Preset = new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b", Required = true };
+    internal static readonly Option<string> Preset =
+        new("--preset") { Description = "tiny, minicpm4-0.5b or minicpm4-8b", Required = true };
     private static readonly Option<string> OutDir = new("--out") { Description = "Output directory", Required = true };
     private static readonly Option<ulong> SeedOption = new("--seed") { Description = "RNG seed for the weights" };
-    private static readonly Option<string> DType = new("--dtype") { Description = "bf16, fp16 or fp32", DefaultValueFactory = _ => "bf16" };
-    private static readonly Option<string?> DraftOut = new("--draft-out") { Description = "Also write a random EAGLE-2 draft for the model here (for trying --draft)" };
+    private static readonly Option<string> DType =
+        new("--dtype") { Description = "bf16, fp16 or fp32", DefaultValueFactory = _ => "bf16" };
+    private static readonly Option<string?> DraftOut =
+        new("--draft-out") { Description =
+        "Also write a random EAGLE-2 draft for the model here (for trying --draft)" };
 
     public static Command Create()
     {
@@ -55,7 +59,8 @@ internal static class CreateModelCommand
         Console.Out.WriteLine(Path.GetFullPath(outDir));
         if (parse.GetValue(DraftOut) is { } draftDir)
         {
-            CheckpointWriter.CreateRandomDraft(draftDir, CheckpointWriter.GetPresetConfig(preset, dtype), parse.GetValue(SeedOption) + 1, dtype);
+            CheckpointWriter.CreateRandomDraft(draftDir, CheckpointWriter.GetPresetConfig(preset, dtype),
+                parse.GetValue(SeedOption) + 1, dtype);
             Console.Out.WriteLine(Path.GetFullPath(draftDir));
         }
     }

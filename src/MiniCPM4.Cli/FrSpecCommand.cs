@@ -14,18 +14,29 @@ namespace MiniCPM4.Cli;
 /// </summary>
 internal static class FrSpecCommand
 {
-    private static readonly Option<string> Corpus = new("--corpus") { Description = "Text corpus, tokenized line by line (streamed)", Required = true };
-    private static readonly Option<int> Size = new("--size") { Description = "Draft vocabulary size r (ids kept, EOS included)", DefaultValueFactory = _ => FrSpecVocabulary.DefaultSize };
-    private static readonly Option<string> Out = new("--out", "-o") { Description = "Output file: freq_<r>.pt (torch.save format), or .npy / .safetensors by extension", Required = true };
-    private static readonly Option<string?> OptionalModel = new("--model", "-m") { Description = "Checkpoint directory: check the ids against its vocab_size and EOS ids" };
-    private static readonly Option<int?> ExpectedSize = new("--size") { Description = "Expected draft vocabulary size r (also picks freq_<r>.pt in a directory)" };
-    private static readonly Argument<string> FileArgument = new("file") { Description = "FR-Spec file (.pt, .npy, .safetensors) or a directory with freq_<r>.pt" };
+    private static readonly Option<string> Corpus =
+        new("--corpus") { Description = "Text corpus, tokenized line by line (streamed)", Required = true };
+    private static readonly Option<int> Size =
+        new("--size") { Description = "Draft vocabulary size r (ids kept, EOS included)", DefaultValueFactory = _ =>
+        FrSpecVocabulary.DefaultSize };
+    private static readonly Option<string> Out =
+        new("--out",
+        "-o") { Description = "Output file: freq_<r>.pt (torch.save format), or .npy / .safetensors by extension",
+        Required = true };
+    private static readonly Option<string?> OptionalModel =
+        new("--model", "-m") { Description = "Checkpoint directory: check the ids against its vocab_size and EOS ids" };
+    private static readonly Option<int?> ExpectedSize =
+        new("--size") { Description = "Expected draft vocabulary size r (also picks freq_<r>.pt in a directory)" };
+    private static readonly Argument<string> FileArgument =
+        new("file") { Description = "FR-Spec file (.pt, .npy, .safetensors) or a directory with freq_<r>.pt" };
 
     private const int ShownIds = 16;
 
     public static Command Create()
     {
-        var build = new Command("build", "Rank a corpus's tokens by frequency and write the top r (EOS last) as an FR-Spec file");
+        var build =
+            new Command("build",
+            "Rank a corpus's tokens by frequency and write the top r (EOS last) as an FR-Spec file");
         build.Options.Add(Cli.Model);
         build.Options.Add(Corpus);
         build.Options.Add(Size);
@@ -53,7 +64,8 @@ internal static class FrSpecCommand
     /// </summary>
     private static (int VocabSize, int[] EosIds, MiniCpmTokenizer Tokenizer) ReadModel(string directory)
     {
-        if (!Directory.Exists(directory)) throw new CheckpointException(Path.GetFullPath(directory), "checkpoint directory does not exist");
+        if (!Directory.Exists(directory)) throw new CheckpointException(Path.GetFullPath(directory),
+            "checkpoint directory does not exist");
         var config = MiniCpmConfig.Load(Path.Combine(directory, "config.json"));
         string genPath = Path.Combine(directory, "generation_config.json");
         var generation = File.Exists(genPath) ? GenerationConfig.Load(genPath) : new GenerationConfig();
@@ -63,7 +75,8 @@ internal static class FrSpecCommand
         {
             if (id >= 0 && id < config.VocabSize && !eos.Contains(id)) eos.Add(id);
         }
-        if (eos.Count == 0) throw new CheckpointException(Path.GetFullPath(directory), "the checkpoint names no EOS token id inside its vocabulary");
+        if (eos.Count == 0) throw new CheckpointException(Path.GetFullPath(directory),
+            "the checkpoint names no EOS token id inside its vocabulary");
         return (config.VocabSize, eos.ToArray(), tokenizer);
     }
 
@@ -74,7 +87,8 @@ internal static class FrSpecCommand
         string output = parse.GetValue(Out)!;
         int size = parse.GetValue(Size);
         bool json = parse.GetValue(Cli.Json);
-        if (size < 1 || size > FrSpecVocabulary.MaxSize) throw new UsageException($"--size must be in [1, {FrSpecVocabulary.MaxSize}]");
+        if (size < 1 || size > FrSpecVocabulary.MaxSize) throw new UsageException(
+            $"--size must be in [1, {FrSpecVocabulary.MaxSize}]");
         if (!File.Exists(corpus)) throw new FileNotFoundException($"the corpus file '{corpus}' does not exist", corpus);
 
         var (vocabSize, eosIds, tokenizer) = ReadModel(model);
@@ -93,13 +107,15 @@ internal static class FrSpecCommand
                 foreach (int id in ids)
                 {
                     if ((uint)id >= (uint)vocabSize)
-                        throw new InvalidDataException($"{corpus}:{lines}: the tokenizer gave id {id}, outside config.json's vocab_size {vocabSize}: tokenizer and model do not match");
+                        throw new InvalidDataException(
+                            $"{corpus}:{lines}: the tokenizer gave id {id}, outside config.json's vocab_size " +
+                            $"{vocabSize}: tokenizer and model do not match");
                 }
                 counter.Add(ids);
             }
         }, ct);
 
-        var vocabulary = FrSpecVocabulary.Build(counter, size, eosIds);
+        var vocabulary = FrSpecVocabularyBuilder.Build(counter, size, eosIds);
         vocabulary.Save(output);
         string full = Path.GetFullPath(output);
         // Read the file back as the engine will, so a written file is known to load.
@@ -107,7 +123,9 @@ internal static class FrSpecCommand
         double coverage = counter.Coverage(vocabulary.TokenIds);
 
         if (vocabulary.Count < size)
-            Console.Error.WriteLine($"minicpm4: warning: the corpus has only {vocabulary.Count - 1} distinct non-EOS tokens, so the list has " +
+            Console.Error.WriteLine(
+                $"minicpm4: warning: the corpus has only {vocabulary.Count - 1} distinct non-EOS tokens, so the list " +
+                $"has " +
                                     $"{vocabulary.Count} ids, not {size}; use a larger corpus (or a smaller --size)");
         if (json)
         {
@@ -126,8 +144,11 @@ internal static class FrSpecCommand
         }
         var o = Console.Out;
         o.WriteLine($"ids           {vocabulary.Count} (requested {size}; EOS id {eosIds[0]} last)");
-        o.WriteLine($"corpus        {lines} lines, {counter.TotalTokens} tokens, {counter.DistinctTokens} distinct ids");
-        o.WriteLine($"coverage      {(coverage * 100).ToString("F2", CultureInfo.InvariantCulture)}% of the corpus tokens are in the list");
+        o.WriteLine(
+            $"corpus        {lines} lines, {counter.TotalTokens} tokens, {counter.DistinctTokens} distinct ids");
+        o.WriteLine(
+            $"coverage      {(coverage * 100).ToString("F2", CultureInfo.InvariantCulture)}% of the corpus tokens " +
+            $"are in the list");
         o.WriteLine($"wrote         {full}");
     }
 
@@ -137,26 +158,30 @@ internal static class FrSpecCommand
         string? model = parse.GetValue(OptionalModel);
         int? size = parse.GetValue(ExpectedSize);
         bool json = parse.GetValue(Cli.Json);
-        if (size is int r && (r < 1 || r > FrSpecVocabulary.MaxSize)) throw new UsageException($"--size must be in [1, {FrSpecVocabulary.MaxSize}]");
+        if (size is int r && (r < 1 || r > FrSpecVocabulary.MaxSize)) throw new UsageException(
+            $"--size must be in [1, {FrSpecVocabulary.MaxSize}]");
 
         string file = FrSpecVocabulary.ResolveFile(path, size);
-        int[] ids = FrSpecFiles.Read(file, out var format);
+        var list = FrSpecListFile.Read(file);
+        int[] ids = list.Ids;
         int? vocabSize = null;
         int[]? eosIds = null;
         if (model is not null) (vocabSize, eosIds, _) = ReadModel(model);
-        string? problem = FrSpecVocabulary.Validate(ids, vocabSize, eosIds, size);
+        string? problem = FrSpecListFile.Validate(ids, vocabSize, eosIds, size);
         var eosPresent = eosIds?.Where(e => Array.IndexOf(ids, e) >= 0).ToArray() ?? [];
 
         string checks = problem is not null ? "INVALID: " + problem
             : (model is null
-                ? "ok: non-empty, unique, non-negative ids" + (size is null ? "" : ", length as expected") + " (give -m to check the vocabulary range and EOS)"
-                : $"ok: valid for {Path.GetFullPath(model)} (vocab {vocabSize}; EOS id(s) present: {string.Join(", ", eosPresent)})");
+                ? "ok: non-empty, unique, non-negative ids" + (size is null ? "" : ", length as expected")
+                    + " (give -m to check the vocabulary range and EOS)"
+                : $"ok: valid for {Path.GetFullPath(model)} (vocab {vocabSize}; EOS id(s) present: " +
+                    $"{string.Join(", ", eosPresent)})");
         if (json)
         {
             WriteJson(w =>
             {
                 w.WriteString("path", file);
-                w.WriteString("format", FormatKey(format));
+                w.WriteString("format", list.FormatKey);
                 w.WriteNumber("count", ids.Length);
                 w.WriteStartArray("first_ids");
                 foreach (int id in ids.Take(ShownIds)) w.WriteNumberValue(id);
@@ -182,11 +207,12 @@ internal static class FrSpecCommand
         {
             var o = Console.Out;
             o.WriteLine($"file          {file}");
-            o.WriteLine($"format        {FrSpecFiles.FormatName(format)}");
+            o.WriteLine($"format        {list.FormatName}");
             o.WriteLine($"ids           {ids.Length}");
             if (ids.Length > 0)
             {
-                o.WriteLine($"first         {string.Join(", ", ids.Take(ShownIds))}{(ids.Length > ShownIds ? ", ..." : "")}");
+                o.WriteLine(
+                    $"first         {string.Join(", ", ids.Take(ShownIds))}{(ids.Length > ShownIds ? ", ..." : "")}");
                 o.WriteLine($"last          {ids[^1]}");
                 o.WriteLine($"range         {ids.Min()} to {ids.Max()}");
             }
@@ -196,12 +222,6 @@ internal static class FrSpecCommand
         return Task.CompletedTask;
     }
 
-    private static string FormatKey(FrSpecFileFormat format) => format switch
-    {
-        FrSpecFileFormat.TorchZip => "torch",
-        FrSpecFileFormat.Npy => "npy",
-        _ => "safetensors",
-    };
 
     private static void WriteJson(Action<Utf8JsonWriter> body)
     {

@@ -8,8 +8,10 @@ namespace MiniCPM4.Cli;
 /// <summary>`minicpm4 generate`: stream a continuation (or, with --chat, an assistant reply) to stdout.</summary>
 internal static class GenerateCommand
 {
-    private static readonly Option<string> Prompt = new("--prompt", "-p") { Description = "Prompt text", Required = true };
-    private static readonly Option<bool> ChatMode = new("--chat") { Description = "Wrap the prompt as a user turn with the checkpoint's chat template" };
+    private static readonly Option<string> Prompt =
+        new("--prompt", "-p") { Description = "Prompt text", Required = true };
+    private static readonly Option<bool> ChatMode =
+        new("--chat") { Description = "Wrap the prompt as a user turn with the checkpoint's chat template" };
 
     public static Command Create()
     {
@@ -36,10 +38,12 @@ internal static class GenerateCommand
         var promptTokens = parse.GetValue(ChatMode)
             ? model.EncodeChat([new ChatMessage("user", prompt)], TemplateCommand.ChatTemplateOptionsFrom(parse))
             : model.EncodePrompt(prompt);
-        if (promptTokens.Length == 0) throw new UsageException("the prompt is empty and the tokenizer adds no BOS token");
+        if (promptTokens.Length == 0) throw new UsageException(
+            "the prompt is empty and the tokenizer adds no BOS token");
         if (promptTokens.Length > session.Capacity)
             throw new MiniCpmContextFullException(
-                $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise --context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})");
+                $"the prompt has {promptTokens.Length} tokens but the context holds {session.Capacity} (raise " +
+                    $"--context, up to max_position_embeddings = {model.Config.MaxPositionEmbeddings})");
         await session.SetPromptAsync(promptTokens, ct);
 
         var text = new StringBuilder();
@@ -74,12 +78,14 @@ internal static class GenerateCommand
                 w.WriteNumber("prefill_tokens_per_s", Math.Round(stats.PrefillTokensPerSecond, 3));
                 w.WriteNumber("decode_tokens_per_s", Math.Round(stats.DecodeTokensPerSecond, 3));
                 // Wall-clock rate of the whole generation (sampling, drafting and verification included).
-                w.WriteNumber("generate_tokens_per_s", clock.Elapsed > TimeSpan.Zero ? Math.Round(ids.Count / clock.Elapsed.TotalSeconds, 3) : 0);
+                w.WriteNumber("generate_tokens_per_s", clock.Elapsed > TimeSpan.Zero
+                    ? Math.Round(ids.Count / clock.Elapsed.TotalSeconds, 3) : 0);
                 w.WriteBoolean("speculative", model.Draft is not null && options.Speculative?.Enabled != false);
                 w.WriteNumber("speculative_steps", stats.SpeculativeSteps);
                 w.WriteNumber("mean_accepted_tokens", Math.Round(stats.MeanAcceptedTokens, 4));
                 // Adaptive speculation (--spec-tree auto): what it chose.
-                w.WriteString("spec_tree", options.Speculative?.Adaptive != false ? "auto" : options.Speculative.TreeSize.ToString(
+                w.WriteString("spec_tree", options.Speculative?.Adaptive != false ? "auto"
+                    : options.Speculative.TreeSize.ToString(
                     System.Globalization.CultureInfo.InvariantCulture));
                 w.WriteNumber("spec_plain_tokens", stats.AdaptivePlainTokens);
                 w.WriteNumber("spec_last_tree_size", stats.TreeSize);

@@ -18,7 +18,8 @@ internal static class LoadTestCommand
     };
     private static readonly Option<int> Requests = new("--requests")
     {
-        Description = "Requests per client (the serial run sends all of them one by one)", DefaultValueFactory = _ => 10,
+        Description = "Requests per client (the serial run sends all of them one by one)",
+        DefaultValueFactory = _ => 10,
     };
     private static readonly Option<int> MaxTokens = new("--max-tokens")
     {
@@ -48,10 +49,12 @@ internal static class LoadTestCommand
 
     private static async Task RunAsync(ParseResult parse, CancellationToken ct)
     {
-        int clients = parse.GetValue(Clients), requests = parse.GetValue(Requests), maxTokens = parse.GetValue(MaxTokens);
+        int clients = parse.GetValue(Clients), requests = parse.GetValue(Requests);
+        int maxTokens = parse.GetValue(MaxTokens);
         if (clients is < 1 or > 256) throw new UsageException($"--clients must be in [1, 256] (got {clients})");
         if (requests is < 1 or > 10000) throw new UsageException($"--requests must be in [1, 10000] (got {requests})");
-        if (maxTokens is < 1 or > 4096) throw new UsageException($"--max-tokens must be in [1, 4096] (got {maxTokens})");
+        if (maxTokens is < 1 or > 4096)
+            throw new UsageException($"--max-tokens must be in [1, 4096] (got {maxTokens})");
         using var model = await Cli.LoadModelAsync(parse, ct);
         var options = new ServerOptions
         {
@@ -112,7 +115,8 @@ internal static class LoadTestCommand
         }));
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         Array.Sort(latencies);
-        return new Phase(bodies.Length, tokens.Sum(), seconds, Percentile(latencies, 0.50), Percentile(latencies, 0.95));
+        return new Phase(bodies.Length, tokens.Sum(), seconds, Percentile(latencies, 0.50),
+            Percentile(latencies, 0.95));
     }
 
     private static double Percentile(double[] sorted, double p) =>

@@ -6,9 +6,12 @@ namespace MiniCPM4.Cli;
 /// <summary>`minicpm4 logits`: write the logits at every position as a float32 NumPy array [n, vocab].</summary>
 internal static class LogitsCommand
 {
-    private static readonly Option<string> Tokens = new("--tokens") { Description = "Comma-separated token ids", Required = true };
+    private static readonly Option<string> Tokens =
+        new("--tokens") { Description = "Comma-separated token ids", Required = true };
     private static readonly Option<string> Out = new("--out") { Description = "Output .npy file", Required = true };
-    private static readonly Option<string> Mode = new("--mode") { Description = "prefill (all at once) or decode (one at a time)", DefaultValueFactory = _ => "prefill" };
+    private static readonly Option<string> Mode =
+        new("--mode") { Description = "prefill (all at once) or decode (one at a time)", DefaultValueFactory = _ =>
+        "prefill" };
 
     public static Command Create()
     {
@@ -25,14 +28,17 @@ internal static class LogitsCommand
     {
         var ids = ParseIds(parse.GetValue(Tokens)!);
         var mode = parse.GetValue(Mode)!;
-        if (mode is not ("prefill" or "decode")) throw new UsageException($"unknown --mode '{mode}' (expected prefill or decode)");
+        if (mode is not ("prefill" or "decode")) throw new UsageException(
+            $"unknown --mode '{mode}' (expected prefill or decode)");
         using var model = await Cli.LoadModelAsync(parse, ct);
         foreach (var id in ids)
             if (id < 0 || id >= model.Config.VocabSize)
                 throw new UsageException($"token id {id} is outside the vocabulary [0, {model.Config.VocabSize})");
         var sessionOptions = Cli.SessionOptionsFrom(parse);
         if (sessionOptions.ContextLength == 0)
-            sessionOptions = sessionOptions with { ContextLength = Math.Min(model.Config.MaxPositionEmbeddings, Math.Max(ids.Length, 1)) };
+            sessionOptions =
+                sessionOptions with { ContextLength =
+                Math.Min(model.Config.MaxPositionEmbeddings, Math.Max(ids.Length, 1)) };
         using var session = Cli.CreateSession(parse, model, sessionOptions);
         int vocab = model.Config.VocabSize;
         float[] logits = await Task.Run(() =>
@@ -55,7 +61,8 @@ internal static class LogitsCommand
         if (parts.Length == 0) throw new UsageException("--tokens needs at least one id");
         var ids = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
-            if (!int.TryParse(parts[i], out ids[i])) throw new UsageException($"--tokens: '{parts[i]}' is not an integer");
+            if (!int.TryParse(parts[i], out ids[i])) throw new UsageException(
+                $"--tokens: '{parts[i]}' is not an integer");
         return ids;
     }
 }

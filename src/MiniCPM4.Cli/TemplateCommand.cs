@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using MiniCPM4.Chat;
 using MiniCPM4.Chat.Jinja;
+using MiniCPM4.Checkpoints;
 using MiniCPM4.Tokenization;
 
 namespace MiniCPM4.Cli;
@@ -16,28 +17,40 @@ internal static class TemplateCommand
     /// <summary><c>--chat-arg key=value</c> of generate --chat and chat: a chat template variable.</summary>
     internal static readonly Option<string[]> ChatArg = new("--chat-arg")
     {
-        Description = "Chat template variable key=value (repeatable), e.g. enable_thinking=false; the value is read as JSON when it parses, else as a string",
+        Description =
+            "Chat template variable key=value (repeatable), e.g. enable_thinking=false; the value is read as JSON " +
+            "when it parses, else as a string",
         AllowMultipleArgumentsPerToken = false,
     };
 
     private static readonly Option<string> Template = new("--template")
     {
-        Description = "A Jinja chat template file, or a checkpoint directory (its chat_template.jinja or tokenizer_config.json, with bos_token and eos_token)",
+        Description =
+            "A Jinja chat template file, or a checkpoint directory (its chat_template.jinja or " +
+            "tokenizer_config.json, with bos_token and eos_token)",
         Required = true,
     };
     private static readonly Option<string> Messages = new("--messages")
     {
-        Description = "JSON file: the messages (an array of {role, content, ...} as transformers takes them), or an object with \"messages\" and optionally \"tools\"",
+        Description =
+            "JSON file: the messages (an array of {role, content, ...} as transformers takes them), or an object " +
+            "with \"messages\" and optionally \"tools\"",
         Required = true,
     };
-    private static readonly Option<string?> Tools = new("--tools") { Description = "JSON file: an array of tool schemas ({\"type\": \"function\", \"function\": {...}})" };
-    private static readonly Option<bool> AddGenerationPrompt = new("--add-generation-prompt") { Description = "Append the assistant's generation prompt" };
+    private static readonly Option<string?> Tools =
+        new("--tools") { Description =
+        "JSON file: an array of tool schemas ({\"type\": \"function\", \"function\": {...}})" };
+    private static readonly Option<bool> AddGenerationPrompt =
+        new("--add-generation-prompt") { Description = "Append the assistant's generation prompt" };
     private static readonly Option<string[]> Arg = new("--arg")
     {
-        Description = "Template variable key=value (repeatable; bos_token and eos_token too); the value is read as JSON when it parses, else as a string",
+        Description =
+            "Template variable key=value (repeatable; bos_token and eos_token too); the value is read as JSON when " +
+            "it parses, else as a string",
         AllowMultipleArgumentsPerToken = false,
     };
-    private static readonly Option<string?> Now = new("--now") { Description = "The time strftime_now formats, ISO 8601 (default: the current time)" };
+    private static readonly Option<string?> Now =
+        new("--now") { Description = "The time strftime_now formats, ISO 8601 (default: the current time)" };
 
     public static Command Create()
     {
@@ -93,9 +106,12 @@ internal static class TemplateCommand
         ModelChatTemplate template;
         if (Directory.Exists(templatePath))
         {
-            var files = CheckpointTokenizerFiles.Read(templatePath);
-            if (files.ChatTemplate is null && !File.Exists(Path.Combine(templatePath, ModelChatTemplate.TemplateFileName)))
-                throw new UsageException($"{templatePath} has no chat template (no {ModelChatTemplate.TemplateFileName}, no chat_template in tokenizer_config.json)");
+            var files = CheckpointInspection.ReadTemplateSettings(templatePath);
+            if (files.ChatTemplate is null
+                && !File.Exists(Path.Combine(templatePath, ModelChatTemplate.TemplateFileName)))
+                throw new UsageException(
+                    $"{templatePath} has no chat template (no {ModelChatTemplate.TemplateFileName}, no chat_template " +
+                    $"in tokenizer_config.json)");
             template = ModelChatTemplate.Load(templatePath, files.ChatTemplate, files.BosToken, files.EosToken);
         }
         else if (File.Exists(templatePath))
@@ -115,7 +131,8 @@ internal static class TemplateCommand
             if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("messages", out var m))
             {
                 messages = m.Clone();
-                if (root.TryGetProperty("tools", out var t) && t.ValueKind != JsonValueKind.Null) embeddedTools = t.Clone();
+                if (root.TryGetProperty("tools", out var t) && t.ValueKind != JsonValueKind.Null) embeddedTools =
+                    t.Clone();
             }
             else
             {
@@ -131,7 +148,8 @@ internal static class TemplateCommand
             using var doc = ReadJson(toolsPath, "--tools");
             tools = doc.RootElement.Clone();
         }
-        if (tools is { } t2 && t2.ValueKind != JsonValueKind.Array) throw new UsageException("--tools: expected a JSON array");
+        if (tools is { } t2 && t2.ValueKind != JsonValueKind.Array) throw new UsageException(
+            "--tools: expected a JSON array");
 
         DateTime? now = null;
         if (parse.GetValue(Now) is { } nowText)

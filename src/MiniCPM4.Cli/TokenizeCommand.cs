@@ -9,7 +9,8 @@ namespace MiniCPM4.Cli;
 internal static class TokenizeCommand
 {
     private static readonly Option<string?> Text = new("--text") { Description = "Text to tokenize" };
-    private static readonly Option<string?> JsonLines = new("--jsonl") { Description = "File with one JSON string per line" };
+    private static readonly Option<string?> JsonLines =
+        new("--jsonl") { Description = "File with one JSON string per line" };
     private static readonly Option<bool> Bos = new("--bos") { Description = "Prepend the BOS token" };
 
     public static Command Create()
@@ -44,7 +45,8 @@ internal static class TokenizeCommand
             {
                 using var doc = JsonDocument.Parse(line);
                 if (doc.RootElement.ValueKind != JsonValueKind.String)
-                    throw new InvalidDataException($"{jsonl}:{lineNumber}: expected a JSON string, found {doc.RootElement.ValueKind}");
+                    throw new InvalidDataException(
+                        $"{jsonl}:{lineNumber}: expected a JSON string, found {doc.RootElement.ValueKind}");
                 value = doc.RootElement.GetString()!;
             }
             catch (JsonException e)

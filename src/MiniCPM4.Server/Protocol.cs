@@ -353,7 +353,8 @@ internal static class ToolCallDtos
                 foreach (var item in list) Write(w, item, depth + 1);
                 w.WriteEndArray();
                 break;
-            default: w.WriteStringValue(Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)); break;
+            default: w.WriteStringValue(
+                Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture)); break;
         }
     }
 }

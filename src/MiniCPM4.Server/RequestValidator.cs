@@ -8,7 +8,8 @@ namespace MiniCPM4.Server;
 /// <summary>Parses request bodies and checks every field before any work is queued.</summary>
 internal static class RequestValidator
 {
-    private static readonly HashSet<string> Roles = new(StringComparer.Ordinal) { "system", "developer", "user", "assistant", "tool" };
+    private static readonly HashSet<string> Roles =
+        new(StringComparer.Ordinal) { "system", "developer", "user", "assistant", "tool" };
 
     /// <summary>Deserializes a JSON object, turning syntax and type errors into 400s that name the field.</summary>
     public static T Parse<T>(byte[] body, JsonTypeInfo<T> typeInfo) where T : class
@@ -65,24 +66,29 @@ internal static class RequestValidator
     public static List<ChatMessage> Messages(ChatCompletionRequest request)
     {
         if (request.Messages is null)
-            throw ApiException.BadRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter");
+            throw ApiException.BadRequest("Missing required parameter: 'messages'.", "messages",
+                "missing_required_parameter");
         if (request.Messages.Count == 0)
             throw ApiException.BadRequest("'messages' must contain at least one message.", "messages", "empty_array");
         var result = new List<ChatMessage>(request.Messages.Count);
         for (int i = 0; i < request.Messages.Count; i++)
         {
             var m = request.Messages[i]
-                    ?? throw ApiException.BadRequest($"'messages[{i}]' must be an object.", $"messages[{i}]", "invalid_type");
+                    ?? throw ApiException.BadRequest($"'messages[{i}]' must be an object.", $"messages[{i}]",
+                        "invalid_type");
             if (string.IsNullOrEmpty(m.Role))
-                throw ApiException.BadRequest($"Missing required parameter: 'messages[{i}].role'.", $"messages[{i}].role",
+                throw ApiException.BadRequest($"Missing required parameter: 'messages[{i}].role'.",
+                    $"messages[{i}].role",
                     "missing_required_parameter");
             if (!Roles.Contains(m.Role))
                 throw ApiException.BadRequest(
-                    $"Invalid value '{m.Role}' for 'messages[{i}].role': supported roles are system, developer, user, assistant and tool.",
+                    $"Invalid value '{m.Role}' for 'messages[{i}].role': supported roles are system, developer, " +
+                        $"user, assistant and tool.",
                     $"messages[{i}].role", "invalid_value");
             string role = m.Role == "developer" ? "system" : m.Role;
             var toolCalls = role == "assistant" ? ToolCalls(m.ToolCalls, $"messages[{i}].tool_calls") : null;
-            bool contentOptional = toolCalls is { Count: > 0 } && m.Content is null or { ValueKind: JsonValueKind.Null };
+            bool contentOptional = toolCalls is { Count: > 0 }
+                && m.Content is null or { ValueKind: JsonValueKind.Null };
             result.Add(new ChatMessage(role, contentOptional ? "" : Content(m.Content, $"messages[{i}].content"))
             {
                 ToolCalls = toolCalls,
@@ -106,10 +112,14 @@ internal static class RequestValidator
         foreach (var call in calls.EnumerateArray())
         {
             string p = $"{param}[{index++}]";
-            if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object)
-                throw ApiException.BadRequest($"Invalid '{p}': expected an object with a 'function' object.", p, "invalid_type");
-            if (!fn.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString()!.Length == 0)
-                throw ApiException.BadRequest($"Missing required parameter: '{p}.function.name'.", $"{p}.function.name", "missing_required_parameter");
+            if (call.ValueKind != JsonValueKind.Object || !call.TryGetProperty("function", out var fn)
+                || fn.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest($"Invalid '{p}': expected an object with a 'function' object.", p,
+                    "invalid_type");
+            if (!fn.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                || name.GetString()!.Length == 0)
+                throw ApiException.BadRequest($"Missing required parameter: '{p}.function.name'.", $"{p}.function.name",
+                    "missing_required_parameter");
             JsonElement arguments = default;
             bool ok = fn.TryGetProperty("arguments", out var a);
             if (ok && a.ValueKind == JsonValueKind.String)
@@ -129,18 +139,24 @@ internal static class RequestValidator
                 arguments = a;
             }
             if (!ok || arguments.ValueKind != JsonValueKind.Object)
-                throw ApiException.BadRequest($"Invalid '{p}.function.arguments': expected a JSON object (as a string).",
+                throw ApiException.BadRequest(
+                    $"Invalid '{p}.function.arguments': expected a JSON object (as a string).",
                     $"{p}.function.arguments", "invalid_value");
-            var args = arguments.EnumerateObject().ToDictionary(x => x.Name, x => (object?)x.Value.Clone(), StringComparer.Ordinal);
-            string? id = call.TryGetProperty("id", out var idValue) && idValue.ValueKind == JsonValueKind.String ? idValue.GetString() : null;
+            var args =
+                arguments.EnumerateObject().ToDictionary(x => x.Name, x => (object?)x.Value.Clone(),
+                StringComparer.Ordinal);
+            string? id = call.TryGetProperty("id", out var idValue) && idValue.ValueKind == JsonValueKind.String
+                ? idValue.GetString() : null;
             result.Add(new ChatToolCall(name.GetString()!, args, id));
         }
         return result;
     }
 
-    /// <summary>The chat template variables of a request: the server's defaults, then chat_template_kwargs; tools unless
+    /// <summary>The chat template variables of a request: the server's defaults, then chat_template_kwargs; tools
+    /// unless
     /// tool_choice is "none".</summary>
-    public static ChatTemplateOptions TemplateOptions(ChatCompletionRequest request, IReadOnlyDictionary<string, object?>? defaults)
+    public static ChatTemplateOptions TemplateOptions(ChatCompletionRequest request, IReadOnlyDictionary<string,
+        object?>? defaults)
     {
         var arguments = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (defaults is not null)
@@ -148,7 +164,8 @@ internal static class RequestValidator
         if (request.ChatTemplateKwargs is { } kwargs && kwargs.ValueKind != JsonValueKind.Null)
         {
             if (kwargs.ValueKind != JsonValueKind.Object)
-                throw ApiException.BadRequest("Invalid type for 'chat_template_kwargs': expected an object.", "chat_template_kwargs", "invalid_type");
+                throw ApiException.BadRequest("Invalid type for 'chat_template_kwargs': expected an object.",
+                    "chat_template_kwargs", "invalid_type");
             foreach (var p in kwargs.EnumerateObject()) arguments[p.Name] = p.Value.Clone();
         }
         List<JsonElement>? tools = null;
@@ -157,12 +174,15 @@ internal static class RequestValidator
             for (int i = 0; i < given.Count; i++)
             {
                 var t = given[i];
-                if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("function", out var fn) || fn.ValueKind != JsonValueKind.Object ||
+                if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("function", out var fn)
+                    || fn.ValueKind != JsonValueKind.Object ||
                     !fn.TryGetProperty("name", out var n) || n.ValueKind != JsonValueKind.String)
-                    throw ApiException.BadRequest($"Invalid 'tools[{i}]': expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                    throw ApiException.BadRequest(
+                        $"Invalid 'tools[{i}]': expected {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
                         $"tools[{i}]", "invalid_value");
             }
-            bool none = request.ToolChoice is { ValueKind: JsonValueKind.String } choice && choice.GetString() == "none";
+            bool none = request.ToolChoice is { ValueKind: JsonValueKind.String } choice
+                && choice.GetString() == "none";
             if (!none) tools = given;
         }
         return new ChatTemplateOptions { Tools = tools, Arguments = arguments.Count > 0 ? arguments : null };
@@ -171,10 +191,12 @@ internal static class RequestValidator
     private static string Content(JsonElement? content, string param)
     {
         if (content is not { } c || c.ValueKind == JsonValueKind.Null)
-            throw ApiException.BadRequest($"Missing required parameter: '{param}'.", param, "missing_required_parameter");
+            throw ApiException.BadRequest($"Missing required parameter: '{param}'.", param,
+                "missing_required_parameter");
         if (c.ValueKind == JsonValueKind.String) return c.GetString()!;
         if (c.ValueKind != JsonValueKind.Array)
-            throw ApiException.BadRequest($"Invalid type for '{param}': expected a string or an array of text parts.", param,
+            throw ApiException.BadRequest($"Invalid type for '{param}': expected a string or an array of text parts.",
+                param,
                 "invalid_type");
         var sb = new StringBuilder();
         int index = 0;
@@ -182,7 +204,8 @@ internal static class RequestValidator
         {
             string partParam = $"{param}[{index}]";
             if (part.ValueKind != JsonValueKind.Object)
-                throw ApiException.BadRequest($"Invalid type for '{partParam}': expected an object.", partParam, "invalid_type");
+                throw ApiException.BadRequest($"Invalid type for '{partParam}': expected an object.", partParam,
+                    "invalid_type");
             if (!part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
                 throw ApiException.BadRequest($"Missing required parameter: '{partParam}.type'.", $"{partParam}.type",
                     "missing_required_parameter");
@@ -191,7 +214,8 @@ internal static class RequestValidator
                     $"Invalid value '{type.GetString()}' for '{partParam}.type': only text parts are supported.",
                     $"{partParam}.type", "invalid_value");
             if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
-                throw ApiException.BadRequest($"Invalid type for '{partParam}.text': expected a string.", $"{partParam}.text",
+                throw ApiException.BadRequest($"Invalid type for '{partParam}.text': expected a string.",
+                    $"{partParam}.text",
                     "invalid_type");
             if (index > 0) sb.Append('\n');
             sb.Append(text.GetString());
@@ -205,11 +229,13 @@ internal static class RequestValidator
     public static string Prompt(TextCompletionRequest request)
     {
         if (request.Prompt is not { } p || p.ValueKind == JsonValueKind.Null)
-            throw ApiException.BadRequest("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter");
+            throw ApiException.BadRequest("Missing required parameter: 'prompt'.", "prompt",
+                "missing_required_parameter");
         if (p.ValueKind == JsonValueKind.String) return p.GetString()!;
         if (p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 1 && p[0].ValueKind == JsonValueKind.String)
             return p[0].GetString()!;
-        throw ApiException.BadRequest("Invalid type for 'prompt': expected a string (one prompt per request).", "prompt",
+        throw ApiException.BadRequest("Invalid type for 'prompt': expected a string (one prompt per request).",
+            "prompt",
             "invalid_type");
     }
 
@@ -227,11 +253,13 @@ internal static class RequestValidator
         if (s.MaxTokens is { } max)
         {
             if (max < 1)
-                throw ApiException.BadRequest($"Invalid '{s.MaxTokensParam}': {max}; it must be at least 1.", s.MaxTokensParam,
+                throw ApiException.BadRequest($"Invalid '{s.MaxTokensParam}': {max}; it must be at least 1.",
+                    s.MaxTokensParam,
                     "invalid_value");
             if (max > contextLength)
                 throw ApiException.BadRequest(
-                    $"Invalid '{s.MaxTokensParam}': {max} is more than this model's context length of {contextLength} tokens.",
+                    $"Invalid '{s.MaxTokensParam}': {max} is more than this model's context length of " +
+                        $"{contextLength} tokens.",
                     s.MaxTokensParam, "invalid_value");
         }
         if (s.Temperature is { } t && !(t >= 0 && t <= 2))
@@ -254,13 +282,16 @@ internal static class RequestValidator
         // The prompt must leave room for at least one generated token.
         if (promptTokens >= contextLength)
             throw ApiException.BadRequest(
-                $"This model's maximum context length is {contextLength} tokens, but the prompt has {promptTokens} tokens.",
+                $"This model's maximum context length is {contextLength} tokens, but the prompt has {promptTokens} " +
+                    $"tokens.",
                 "messages", "context_length_exceeded");
         int room = contextLength - promptTokens;
         if (s.MaxTokens is { } requested && requested > room)
             throw ApiException.BadRequest(
-                $"This model's maximum context length is {contextLength} tokens, but {promptTokens + requested} were requested " +
-                $"({promptTokens} in the prompt, {requested} for the completion).", s.MaxTokensParam, "context_length_exceeded");
+                $"This model's maximum context length is {contextLength} tokens, but {promptTokens + requested} were " +
+                    $"requested " +
+                $"({promptTokens} in the prompt, {requested} for the completion).", s.MaxTokensParam,
+                    "context_length_exceeded");
 
         return defaults with
         {
@@ -288,12 +319,14 @@ internal static class RequestValidator
             throw ApiException.BadRequest("Invalid type for 'stop': expected a string or an array of strings.", "stop",
                 "invalid_type");
         if (s.GetArrayLength() > 4)
-            throw ApiException.BadRequest("Invalid 'stop': at most 4 stop sequences are allowed.", "stop", "invalid_value");
+            throw ApiException.BadRequest("Invalid 'stop': at most 4 stop sequences are allowed.", "stop",
+                "invalid_value");
         var list = new List<string>();
         foreach (var item in s.EnumerateArray())
         {
             if (item.ValueKind != JsonValueKind.String)
-                throw ApiException.BadRequest("Invalid type for 'stop': expected a string or an array of strings.", "stop",
+                throw ApiException.BadRequest("Invalid type for 'stop': expected a string or an array of strings.",
+                    "stop",
                     "invalid_type");
             var text = item.GetString()!;
             if (text.Length > 0) list.Add(text);

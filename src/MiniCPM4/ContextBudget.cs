@@ -25,7 +25,8 @@ public static class ContextBudget
         long kvDim = (long)config.NumKeyValueHeads * config.HeadDim;
         long bytes = 2L * config.NumHiddenLayers * kvDim * bytesPerElement;
         if (config.Sparse is { } s && s.KernelStride > 0)
-            bytes += (long)Math.Ceiling(config.NumHiddenLayers * kvDim * 4.0 * (1.0 / s.KernelStride + 1.0 / (4.0 * s.KernelStride)));
+            bytes += (long)Math.Ceiling(
+                config.NumHiddenLayers * kvDim * 4.0 * (1.0 / s.KernelStride + 1.0 / (4.0 * s.KernelStride)));
         return bytes;
     }
 

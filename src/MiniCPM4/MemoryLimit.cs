@@ -40,9 +40,11 @@ internal static class MemoryLimit
                 throw new FormatException($"'{text}' is out of range");
             return ((long)bytes, 0);
         }
-        throw new FormatException($"'{text}': give a size with a unit (8GiB, 512MB) or a share of the free memory (90%)");
+        throw new FormatException(
+            $"'{text}': give a size with a unit (8GiB, 512MB) or a share of the free memory (90%)");
     }
 
     private static bool TryNumber(string s, out double value) =>
-        double.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out value) && double.IsFinite(value);
+        double.TryParse(s, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out value)
+            && double.IsFinite(value);
 }

@@ -18,8 +18,9 @@ namespace MiniCPM4;
 /// <para>Policy, per step: waiting turns are taken oldest first, at most MaxBatchRows rows (a generation turn
 /// counts one row, a prompt turn two: its chunk may bring a held token); a turn that ran queues its next one (the
 /// next token, the prompt's next chunk) behind those already waiting. So with N sessions a turn waits at most
-/// ceil(2 (N - 1) / (MaxBatchRows - 1)) steps: nobody starves, however long the others' prompts are. A lone turn runs as the session would alone (a speculative round when it has a
-/// draft; a prompt in chunks of <see cref="SessionOptions.PrefillChunk"/>). Several turns share passes: each
+/// ceil(2 (N - 1) / (MaxBatchRows - 1)) steps: nobody starves, however long the others' prompts are. A lone
+/// turn runs as the session would alone (a speculative round when it has a draft; a prompt in chunks of
+/// <see cref="SessionOptions.PrefillChunk"/>). Several turns share passes: each
 /// decoding session adds one row and the prompts fill the rows left, in chunks. A session with a draft speculates
 /// alone instead of joining the batch while its measured speculative rate (tokens per second of its rounds) beats
 /// the measured aggregate rate of batched steps of that size; otherwise it decodes plainly in the batch and keeps
@@ -203,8 +204,8 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             int chunk = Math.Min(prompt.Length - turn.Done, turn.Session.PrefillChunk);
             int status;
             fixed (int* t = prompt)
-                status = NativeMethods.mcpm_session_prefill(handle, t + turn.Done, chunk, NativeConstants.MCPM_LOGITS_NONE,
-                    null, 0);
+                status = NativeMethods.mcpm_session_prefill(handle, t + turn.Done, chunk,
+                    NativeConstants.MCPM_LOGITS_NONE, null, 0);
             AfterPrefillChunk(turn, chunk, status, status == NativeConstants.MCPM_OK ? "" : NativeStatus.LastError());
             return;
         }

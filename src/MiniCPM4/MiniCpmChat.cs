@@ -8,7 +8,8 @@ namespace MiniCPM4;
 /// A multi-turn conversation on one session, rendered with the checkpoint's chat template
 /// (<see cref="MiniCpmModel.ChatTemplate"/>). Each turn evaluates only the new tokens when the template renders the
 /// conversation so far as the cached prompt plus the reply (e.g. ChatML: the reply is in the KV cache, so a new user
-/// message appends <c>&lt;|im_end|&gt;\n&lt;|im_start|&gt;user\n…&lt;|im_end|&gt;\n&lt;|im_start|&gt;assistant\n</c> and
+/// message appends <c>&lt;|im_end|&gt;\n&lt;|im_start|&gt;user\n…&lt;|im_end|&gt;\n&lt;|im_start|&gt;assistant\n</c>
+/// and
 /// nothing else); otherwise (a template that rewrites earlier turns, e.g. drops their reasoning) the session keeps the
 /// longest common token prefix and prefills the rest.
 /// </summary>
@@ -21,7 +22,8 @@ public sealed class MiniCpmChat
 
     /// <param name="session">The session that holds the conversation's KV cache.</param>
     /// <param name="systemPrompt">A system message that starts the conversation, or null.</param>
-    /// <param name="templateOptions">Template variables for every turn (e.g. <see cref="ChatTemplateOptions.EnableThinking"/>);
+    /// <param name="templateOptions">Template variables for every turn (e.g. <see
+    /// cref="ChatTemplateOptions.EnableThinking"/>);
     /// the generation prompt is always added.</param>
     public MiniCpmChat(MiniCpmSession session, string? systemPrompt = null, ChatTemplateOptions? templateOptions = null)
     {
@@ -50,7 +52,8 @@ public sealed class MiniCpmChat
         var model = Session.Model;
         var user = new ChatMessage("user", userMessage);
         string prompt = model.ChatTemplate.Render([.. _history, user], _templateOptions);
-        bool continuing = Session.Length > 0 && _cachedText is not null && prompt.StartsWith(_cachedText, StringComparison.Ordinal);
+        bool continuing = Session.Length > 0 && _cachedText is not null
+            && prompt.StartsWith(_cachedText, StringComparison.Ordinal);
         if (continuing)
         {
             // The previous prompt and reply are cached; evaluate only what the template adds after them.
@@ -66,7 +69,8 @@ public sealed class MiniCpmChat
         _cachedText = null;
 
         var reply = new StringBuilder();
-        var stopStrings = new List<string>(options?.StopStrings ?? []) { model.ChatTemplate.EndOfTurn ?? ChatTemplate.ImEnd };
+        var stopStrings =
+            new List<string>(options?.StopStrings ?? []) { model.ChatTemplate.EndOfTurn ?? ChatTemplate.ImEnd };
         var turnOptions = (options ?? new GenerationOptions()) with { StopStrings = stopStrings };
         try
         {

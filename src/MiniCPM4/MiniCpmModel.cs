@@ -18,7 +18,8 @@ public sealed class MiniCpmModel : IDisposable
     private DraftHandle? _draft;
 
     private MiniCpmModel(ModelHandle handle, string directory, MiniCpmConfig config, GenerationConfig generation,
-        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse, int int4Linears, ModelChatTemplate chatTemplate)
+        MiniCpmTokenizer tokenizer, long weightBytes, SparseAttentionConfig? sparse, int int4Linears,
+            ModelChatTemplate chatTemplate)
     {
         ChatTemplate = chatTemplate;
         _handle = handle;
@@ -31,9 +32,10 @@ public sealed class MiniCpmModel : IDisposable
         WeightBytes = weightBytes;
         var stops = new SortedSet<int>(config.EosTokenIds ?? []);
         foreach (var id in generation.EosTokenIds ?? []) stops.Add(id);
-        if (tokenizer.TokenToId("<|im_end|>") is int imEnd) stops.Add(imEnd);
+        if (tokenizer.TokenToId(ChatMlRenderer.ImEnd) is int imEnd) stops.Add(imEnd);
         // The template's end-of-turn marker (e.g. <|eot_id|>) when it is one token of the vocabulary.
-        if (chatTemplate.EndOfTurn is { } endOfTurn && tokenizer.AddedTokens.TryGetValue(endOfTurn, out int endOfTurnId)) stops.Add(endOfTurnId);
+        if (chatTemplate.EndOfTurn is { } endOfTurn
+            && tokenizer.AddedTokens.TryGetValue(endOfTurn, out int endOfTurnId)) stops.Add(endOfTurnId);
         if (stops.Count == 0) stops.Add(tokenizer.EosId);
         StopTokenIds = stops.Where(id => id >= 0 && id < config.VocabSize).ToArray();
     }
@@ -67,18 +69,22 @@ public sealed class MiniCpmModel : IDisposable
     public SparseAttentionConfig? SparseAttention { get; }
 
     /// <summary>
-    /// <see cref="WeightQuantization.Int4"/> when the engine holds linear layers as int4 (W4A16: a quantized checkpoint,
-    /// or <see cref="MiniCpmLoadOptions.Quantization"/>), else <see cref="WeightQuantization.None"/>. The embedding, norms
+    /// <see cref="WeightQuantization.Int4"/> when the engine holds linear layers as int4 (W4A16: a quantized
+    /// checkpoint,
+    /// or <see cref="MiniCpmLoadOptions.Quantization"/>), else <see cref="WeightQuantization.None"/>. The embedding,
+    /// norms
     /// and LM head are always dense.
     /// </summary>
     public WeightQuantization Quantization => Int4LinearCount > 0 ? WeightQuantization.Int4 : WeightQuantization.None;
 
-    /// <summary>Linear layers the engine holds as int4 (7 per decoder layer when fully quantized, 0 for a dense model).</summary>
+    /// <summary>Linear layers the engine holds as int4 (7 per decoder layer when fully quantized, 0 for a dense
+    /// model).</summary>
     public int Int4LinearCount { get; }
 
     /// <summary>
     /// KV cache bytes one token of context costs a session on this model's backend: every layer's K and V rows (the
-    /// draft's too, when one is loaded) plus InfLLM v2's compressed keys. <see cref="SessionOptions.KvCacheMemoryBytes"/>
+    /// draft's too, when one is loaded) plus InfLLM v2's compressed keys. <see
+    /// cref="SessionOptions.KvCacheMemoryBytes"/>
     /// divides by it.
     /// </summary>
     public unsafe long KvBytesPerToken
@@ -93,7 +99,8 @@ public sealed class MiniCpmModel : IDisposable
     }
 
     /// <summary>
-    /// The engine's weight arena (one allocation for all weights, sized by <see cref="WeightArena.PlanBytes"/>): its size,
+    /// The engine's weight arena (one allocation for all weights, sized by <see cref="WeightArena.PlanBytes"/>): its
+    /// size,
     /// the bytes its tensors take, and the tensors held in allocations of their own (0 when the plan was right).
     /// </summary>
     internal unsafe (long Reserved, long Used, int Separate) WeightArenaUse
@@ -116,11 +123,13 @@ public sealed class MiniCpmModel : IDisposable
 
     /// <summary>Loads a Hugging Face MiniCPM4 checkpoint directory.</summary>
     /// <exception cref="CheckpointException">A file is missing, corrupt or disagrees with the config.</exception>
-    /// <exception cref="MiniCpmException">The engine rejected the model (e.g. backend unavailable, out of memory).</exception>
+    /// <exception cref="MiniCpmException">The engine rejected the model (e.g. backend unavailable, out of
+    /// memory).</exception>
     public static MiniCpmModel Load(string directory, MiniCpmLoadOptions? options = null) =>
         LoadCore(directory, options ?? new MiniCpmLoadOptions(), null, CancellationToken.None);
 
-    /// <summary>Loads a checkpoint on a worker thread, reporting progress; cancellation is checked between tensors.</summary>
+    /// <summary>Loads a checkpoint on a worker thread, reporting progress; cancellation is checked between
+    /// tensors.</summary>
     public static Task<MiniCpmModel> LoadAsync(string directory, MiniCpmLoadOptions? options = null,
         IProgress<LoadProgress>? progress = null, CancellationToken cancellationToken = default) =>
         Task.Run(() => LoadCore(directory, options ?? new MiniCpmLoadOptions(), progress, cancellationToken),
@@ -130,13 +139,7 @@ public sealed class MiniCpmModel : IDisposable
         IProgress<LoadProgress>? progress, CancellationToken ct)
     {
         ArgumentException.ThrowIfNullOrEmpty(directory);
-        if (options.DraftAttentionWindow < 0)
-            throw new ArgumentOutOfRangeException(nameof(options), options.DraftAttentionWindow, "DraftAttentionWindow must be >= 0 (0 = the whole context)");
-        if (options.SparseAttention == false && options.SparseOverrides is not null)
-            throw new ArgumentException("SparseOverrides change InfLLM v2's settings, but SparseAttention = false turns it off", nameof(options));
-        if (options.MaxBatchRows != 0 && (options.MaxBatchRows < 2 || options.MaxBatchRows > 4096))
-            throw new ArgumentOutOfRangeException(nameof(options), options.MaxBatchRows,
-                "MiniCpmLoadOptions.MaxBatchRows must be 0 (no batching) or in [2, 4096]");
+        NativeConfigMapper.ValidateLoadOptions(options);
         if (options.NativeLibraryPath is not null) NativeLibraryResolver.Configure(options.NativeLibraryPath);
         NativeLibraryResolver.EnsureLoaded();
 
@@ -153,82 +156,21 @@ public sealed class MiniCpmModel : IDisposable
         var int4Settings = new Int4Settings(options.QuantizationClipSearch, options.Threads);
         var tokenizer = MiniCpmTokenizer.Load(directory);
         var chatTemplate = LoadChatTemplate(directory, tokenizer, options.Log);
-        var config = options.LongContext is int longContext ? LongContext.Extend(checkpoint.Config, longContext) : checkpoint.Config;
+        var config = options.LongContext is int longContext ? LongContext.Extend(checkpoint.Config, longContext)
+            : checkpoint.Config;
 
-        mcpm_model_options modelOptions = default;
-        modelOptions.struct_size = (uint)sizeof(mcpm_model_options);
-        NativeStatus.Check(NativeMethods.mcpm_model_options_default(&modelOptions));
-        modelOptions.backend = options.Device switch
-        {
-            ComputeDevice.Cpu => NativeConstants.MCPM_BACKEND_CPU,
-            ComputeDevice.Cuda => NativeConstants.MCPM_BACKEND_CUDA,
-            _ => NativeConstants.MCPM_BACKEND_AUTO,
-        };
-        modelOptions.device_index = options.DeviceIndex;
-        modelOptions.num_threads = options.Threads;
-        modelOptions.cpu_precision = options.CpuPrecision switch
-        {
-            CpuPrecision.Fast => NativeConstants.MCPM_CPU_PRECISION_FAST,
-            CpuPrecision.Exact => NativeConstants.MCPM_CPU_PRECISION_EXACT,
-            CpuPrecision.Default => NativeConstants.MCPM_CPU_PRECISION_DEFAULT,
-            _ => throw new ArgumentException($"unknown CpuPrecision {options.CpuPrecision}", nameof(options)),
-        };
-        modelOptions.weight_arena_bytes = (ulong)WeightArena.PlanBytes(checkpoint, quantize);
+        var modelOptions = NativeConfigMapper.ModelOptions(options, WeightArena.PlanBytes(checkpoint, quantize));
 
         float[] shortFactor = config.RopeScaling?.ShortFactor ?? [];
         float[] longFactor = config.RopeScaling?.LongFactor ?? [];
         if (config.Sparse is { UseNope: true } && options.SparseAttention is null)
-            options.Log?.Invoke("warning: sparse_config.use_nope is not supported; attention runs dense (InfLLM v2 off)");
+            options.Log?.Invoke(
+                "warning: sparse_config.use_nope is not supported; attention runs dense (InfLLM v2 off)");
         ModelHandle handle;
         fixed (float* shortPtr = shortFactor)
         fixed (float* longPtr = longFactor)
         {
-            mcpm_model_config native = default;
-            native.struct_size = (uint)sizeof(mcpm_model_config);
-            NativeStatus.Check(NativeMethods.mcpm_model_config_default(&native));
-            native.vocab_size = config.VocabSize;
-            native.hidden_size = config.HiddenSize;
-            native.num_layers = config.NumHiddenLayers;
-            native.num_heads = config.NumAttentionHeads;
-            native.num_kv_heads = config.NumKeyValueHeads;
-            native.head_dim = config.HeadDim;
-            native.intermediate_size = config.IntermediateSize;
-            native.max_position_embeddings = config.MaxPositionEmbeddings;
-            native.rms_norm_eps = config.RmsNormEps;
-            native.rope_theta = config.RopeTheta;
-            native.scale_emb = config.ScaleEmb;
-            native.scale_depth = config.ScaleDepth;
-            native.dim_model_base = config.DimModelBase;
-            native.tie_word_embeddings = config.TieWordEmbeddings ? 1 : 0;
-            if (config.RopeScaling is { } rope)
-            {
-                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_LONGROPE;
-                native.rope_short_factor = shortPtr;
-                native.rope_long_factor = longPtr;
-                native.rope_factor_count = shortFactor.Length;
-                native.original_max_position_embeddings = rope.OriginalMaxPositionEmbeddings;
-            }
-            else
-            {
-                native.rope_scaling = NativeConstants.MCPM_ROPE_SCALING_NONE;
-                native.rope_factor_count = 0;
-            }
-            if (SparseSettings(config, options) is { } sparse)
-            {
-                native.sparse_enabled = 1;
-                native.sparse_kernel_size = sparse.KernelSize;
-                native.sparse_kernel_stride = sparse.KernelStride;
-                native.sparse_init_blocks = sparse.InitBlocks;
-                native.sparse_block_size = sparse.BlockSize;
-                native.sparse_window_size = sparse.WindowSize;
-                native.sparse_topk = sparse.TopK;
-                native.sparse_dense_len = sparse.DenseLen;
-                native.sparse_use_nope = sparse.UseNope ? 1 : 0;
-            }
-            else
-            {
-                native.sparse_enabled = 0;
-            }
+            var native = NativeConfigMapper.ModelConfig(config, SparseSettings(config, options), shortPtr, longPtr);
             NativeStatus.Check(NativeMethods.mcpm_model_create(&native, &modelOptions, out handle));
         }
 
@@ -240,7 +182,8 @@ public sealed class MiniCpmModel : IDisposable
             {
                 fixed (long* shapePtr = shape)
                 {
-                    NativeStatus.Check(NativeMethods.mcpm_model_set_tensor(handle, name, dtype.ToNative(name), shapePtr, shape.Length,
+                    NativeStatus.Check(
+                        NativeMethods.mcpm_model_set_tensor(handle, name, dtype.ToNative(name), shapePtr, shape.Length,
                         data, (nuint)byteLength));
                 }
             };
@@ -273,7 +216,8 @@ public sealed class MiniCpmModel : IDisposable
             }
             else if (options.FrSpecPath is not null)
             {
-                throw new ArgumentException("FrSpecPath needs DraftDirectory: an FR-Spec list restricts a draft's vocabulary",
+                throw new ArgumentException(
+                    "FrSpecPath needs DraftDirectory: an FR-Spec list restricts a draft's vocabulary",
                     nameof(options));
             }
             return model;
@@ -289,23 +233,28 @@ public sealed class MiniCpmModel : IDisposable
     {
         IReadOnlyList<int>? vocabulary = null;
         if (options.FrSpecPath is { } fr)
-            vocabulary = Speculative.FrSpecVocabulary.Load(fr, Config.VocabSize, StopTokenIds, options.FrSpecSize).TokenIds;
-        (_draft, var draftConfig, int draftInt4) = Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options, ct);
+            vocabulary =
+                Speculative.FrSpecVocabulary.Load(fr, Config.VocabSize, StopTokenIds, options.FrSpecSize).TokenIds;
+        (_draft, var draftConfig, int draftInt4) =
+            Speculative.EagleDraftLoader.Load(_handle, Config, draftDir, vocabulary, options, ct);
         ulong draftBytes;
         NativeStatus.Check(NativeMethods.mcpm_draft_weight_bytes(_draft, &draftBytes));
-        Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count ?? Config.VocabSize,
+        Draft = new DraftInfo(Path.GetFullPath(draftDir), draftConfig.NumHiddenLayers, vocabulary?.Count
+            ?? Config.VocabSize,
             options.FrSpecPath is null ? null : Path.GetFullPath(options.FrSpecPath), (long)draftBytes, draftInt4,
             options.DraftAttentionWindow);
     }
 
-    /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null for dense.</summary>
+    /// <summary>The sparse_config to hand to the engine under <see cref="MiniCpmLoadOptions.SparseAttention"/>, or null
+    /// for dense.</summary>
     private static SparseAttentionConfig? SparseSettings(MiniCpmConfig config, MiniCpmLoadOptions options)
     {
         if (options.SparseAttention == false) return null;
         // Overrides on a checkpoint without sparse_config start from MiniCPM4-8B's settings.
         var sparse = config.Sparse ?? (options.SparseOverrides is not null ? new SparseAttentionConfig() : null);
         if (sparse is null) return null;
-        // use_nope scoring is not implemented: "as configured" degrades to dense, an explicit request fails in the engine.
+        // use_nope scoring is not implemented: "as configured" degrades to dense, an explicit request fails in the
+        // engine.
         if (sparse.UseNope && options.SparseAttention is null) return null;
         return options.SparseOverrides?.ApplyTo(sparse) ?? sparse;
     }
@@ -317,7 +266,8 @@ public sealed class MiniCpmModel : IDisposable
     public int[] EncodePrompt(string text) => Tokenizer.Encode(text, addBos: Tokenizer.AddBosByDefault);
 
     /// <summary>
-    /// Encodes a conversation rendered with the checkpoint's chat template (<see cref="ChatTemplate"/>), by default with
+    /// Encodes a conversation rendered with the checkpoint's chat template (<see cref="ChatTemplate"/>), by default
+    /// with
     /// the generation prompt. See <see cref="EncodeRenderedChat"/> for BOS.
     /// </summary>
     public int[] EncodeChat(IEnumerable<ChatMessage> messages, ChatTemplateOptions? options = null) =>
@@ -330,7 +280,8 @@ public sealed class MiniCpmModel : IDisposable
     public int[] EncodeRenderedChat(string prompt)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        bool templateWroteBos = ChatTemplate.BosToken is { Length: > 0 } bos && prompt.StartsWith(bos, StringComparison.Ordinal);
+        bool templateWroteBos = ChatTemplate.BosToken is { Length: > 0 } bos
+            && prompt.StartsWith(bos, StringComparison.Ordinal);
         return Tokenizer.Encode(prompt, addBos: Tokenizer.AddBosByDefault && !templateWroteBos);
     }
 
@@ -341,12 +292,14 @@ public sealed class MiniCpmModel : IDisposable
         {
             var template = ModelChatTemplate.Load(directory, tokenizer.ChatTemplate, bos, eos);
             log?.Invoke($"chat template: {template.Origin} (tool calls: {template.OutputFormat.ToolCalls}, " +
-                        $"<think> reasoning: {template.OutputFormat.ThinkTags}, renders tools: {template.RendersTools})");
+                        $"<think> reasoning: {template.OutputFormat.ThinkTags}, renders tools: " +
+                            $"{template.RendersTools})");
             return template;
         }
         catch (Chat.Jinja.TemplateSyntaxException e)
         {
-            log?.Invoke($"warning: the checkpoint's chat template cannot be used ({e.Message}); chat uses MiniCPM4's ChatML");
+            log?.Invoke(
+                $"warning: the checkpoint's chat template cannot be used ({e.Message}); chat uses MiniCPM4's ChatML");
             return ModelChatTemplate.CreateChatMl(bos, eos);
         }
     }
@@ -357,7 +310,8 @@ public sealed class MiniCpmModel : IDisposable
         get
         {
             long h = Config.HiddenSize, i = Config.IntermediateSize, v = Config.VocabSize;
-            long q = (long)Config.NumAttentionHeads * Config.HeadDim, kv = (long)Config.NumKeyValueHeads * Config.HeadDim;
+            long q = (long)Config.NumAttentionHeads * Config.HeadDim,
+                kv = (long)Config.NumKeyValueHeads * Config.HeadDim;
             long perLayer = 2 * h + q * h + 2 * kv * h + h * q + 3 * h * i;
             return v * h + Config.NumHiddenLayers * perLayer + h + (Config.TieWordEmbeddings ? 0 : v * h);
         }

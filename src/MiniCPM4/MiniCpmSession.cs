@@ -25,13 +25,16 @@ public sealed class MiniCpmSession : IDisposable
             p.struct_size = (uint)sizeof(mcpm_session_params);
             NativeStatus.Check(NativeMethods.mcpm_session_params_default(&p));
             if (options.KvCacheMemoryBytes < 0)
-                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryBytes, "SessionOptions.KvCacheMemoryBytes must be >= 0 (0 = no limit)");
+                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryBytes,
+                    "SessionOptions.KvCacheMemoryBytes must be >= 0 (0 = no limit)");
             if (!(options.KvCacheMemoryFraction >= 0 && options.KvCacheMemoryFraction <= 1))
-                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryFraction, "SessionOptions.KvCacheMemoryFraction must be in [0, 1] (0 = off)");
+                throw new ArgumentOutOfRangeException(nameof(options), options.KvCacheMemoryFraction,
+                    "SessionOptions.KvCacheMemoryFraction must be in [0, 1] (0 = off)");
             int positions = model.Config.MaxPositionEmbeddings;
             if (options.ContextLength < 0 || options.ContextLength > positions)
                 throw new ArgumentOutOfRangeException(nameof(options), options.ContextLength,
-                    $"SessionOptions.ContextLength must be in [0, {positions}] (0 = min({positions}, 4096)): the model " +
+                    $"SessionOptions.ContextLength must be in [0, {positions}] (0 = min({positions}, 4096)): the " +
+                        $"model " +
                     $"has {positions} positions (max_position_embeddings; MiniCpmLoadOptions.LongContext raises it)");
             p.context_capacity = options.ContextLength;
             p.prefill_chunk = options.PrefillChunk;
@@ -106,7 +109,8 @@ public sealed class MiniCpmSession : IDisposable
     /// <summary>The native session, for the model's batch scheduler.</summary>
     internal SessionHandle NativeHandle => Handle;
 
-    private SessionHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmSession)) : _handle;
+    private SessionHandle Handle => _handle.IsClosed ? throw new ObjectDisposedException(nameof(MiniCpmSession))
+        : _handle;
 
     /// <summary>Appends tokens to the KV cache (in chunks). Cancellation is honoured between chunks and
     /// leaves the session as it was before the call.</summary>
@@ -119,7 +123,8 @@ public sealed class MiniCpmSession : IDisposable
 
     /// <summary>Appends tokens and returns their logits: [vocab] for the last position, or
     /// [tokens × vocab] row-major when <paramref name="allPositions"/> is set.</summary>
-    public float[] PrefillWithLogits(ReadOnlySpan<int> tokens, bool allPositions, CancellationToken cancellationToken = default)
+    public float[] PrefillWithLogits(ReadOnlySpan<int> tokens, bool allPositions,
+        CancellationToken cancellationToken = default)
     {
         using var _ = Enter();
         int vocab = Model.Config.VocabSize;
@@ -305,8 +310,9 @@ public sealed class MiniCpmSession : IDisposable
                 ? await ScheduledStepAsync(scheduler, constrained, generated, options, produced, cancellationToken)
                     .ConfigureAwait(false)
                 : await Task.Run(
-                    () => constrained is not null && ForceTokens(constrained, generated!, options.MaxTokens - produced) is
-                        { Length: > 0 } forced
+                    () => constrained is not null
+                          && ForceTokens(constrained, generated!, options.MaxTokens - produced)
+                              is { Length: > 0 } forced
                         ? (forced, (FinishReason?)null)
                         : GenerateStep(constrained, cancellationToken), cancellationToken).ConfigureAwait(false);
             generated?.AddRange(nativeFinish == FinishReason.Stop ? tokens[..^1] : tokens);

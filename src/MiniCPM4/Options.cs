@@ -32,7 +32,8 @@ public enum CpuPrecision
     Default,
     /// <summary>
     /// Int4 linears quantize each token's activations to int8 per 128 inputs and use integer dot products (W4A8);
-    /// bf16 linears over 65 or more tokens (prefill) round activations to bf16 where the CPU has AVX512-BF16.
+    /// bf16 linears round activations to bf16 where the CPU has AVX512-BF16. Either way a token's result does not
+    /// depend on the other tokens of a pass (decode, speculative verification, prefill and batches agree).
     /// </summary>
     Fast,
     /// <summary>fp32 activations everywhere (W4A16 and bf16 x fp32): the reference path.</summary>
@@ -58,7 +59,8 @@ public sealed record MiniCpmLoadOptions
     /// batching off: each session's calls run on their own. Must be 0 or in [2, 4096].
     /// </summary>
     public int MaxBatchRows { get; init; } = 64;
-    /// <summary>Explicit path of the native library; otherwise MINICPM4_NATIVE_LIBRARY, runtimes/&lt;rid&gt;/native, the app directory.</summary>
+    /// <summary>Explicit path of the native library; otherwise MINICPM4_NATIVE_LIBRARY, runtimes/&lt;rid&gt;/native,
+    /// the app directory.</summary>
     public string? NativeLibraryPath { get; init; }
     /// <summary>Receives informational lines (ignored tensors, template warnings).</summary>
     public Action<string>? Log { get; init; }
@@ -76,7 +78,8 @@ public sealed record MiniCpmLoadOptions
     /// </summary>
     public Checkpoints.SparseAttentionOverrides? SparseOverrides { get; init; }
     /// <summary>
-    /// An EAGLE-2 draft checkpoint directory (MiniCPM4-Eagle layout: config.json + safetensors with fc, input_norm1/2 and
+    /// An EAGLE-2 draft checkpoint directory (MiniCPM4-Eagle layout: config.json + safetensors with fc, input_norm1/2
+    /// and
     /// layers.*) for speculative decoding. Sessions of the model then draft token trees and verify them in one pass;
     /// the output does not change, only the speed.
     /// </summary>
@@ -87,7 +90,8 @@ public sealed record MiniCpmLoadOptions
     /// <see cref="DraftDirectory"/>.
     /// </summary>
     public string? FrSpecPath { get; init; }
-    /// <summary>The FR-Spec list's expected length (and the file looked for in a directory); null accepts the file's.</summary>
+    /// <summary>The FR-Spec list's expected length (and the file looked for in a directory); null accepts the
+    /// file's.</summary>
     public int? FrSpecSize { get; init; }
     /// <summary>
     /// The draft's attention reads at most this many of the most recent context tokens (CPM.cu's eagle_window_size);
@@ -96,14 +100,16 @@ public sealed record MiniCpmLoadOptions
     /// </summary>
     public int DraftAttentionWindow { get; init; }
     /// <summary>
-    /// <see cref="WeightQuantization.Int4"/> quantizes a dense checkpoint's linear layers (and the draft's) to int4 while
+    /// <see cref="WeightQuantization.Int4"/> quantizes a dense checkpoint's linear layers (and the draft's) to int4
+    /// while
     /// loading; the result is the same as loading the checkpoint <c>minicpm4 quantize</c> writes. Layers a checkpoint
     /// already stores as int4 load as they are (so Int4 on a quantized checkpoint changes nothing). Every linear layer
     /// needs in_features % 128 == 0 and out_features % 64 == 0, else the load fails naming the layer.
     /// </summary>
     public WeightQuantization Quantization { get; init; } = WeightQuantization.None;
     /// <summary>
-    /// With <see cref="Quantization"/> Int4: per group, also try clipping ranges p·absmax (p = 1, 0.99, …, 0.21) and keep
+    /// With <see cref="Quantization"/> Int4: per group, also try clipping ranges p·absmax (p = 1, 0.99, …, 0.21) and
+    /// keep
     /// the scale with the least squared error (slower to load, a little more accurate).
     /// </summary>
     public bool QuantizationClipSearch { get; init; }
@@ -144,7 +150,8 @@ public sealed record SessionOptions
     public double KvCacheMemoryFraction { get; init; }
     /// <summary>
     /// On CUDA, run each generated token, and each speculative verification pass, as a replayed CUDA graph (one
-    /// recorded per context-length bucket); false launches every kernel each step. The output is the same either way; the CPU backend ignores it.
+    /// recorded per context-length bucket); false launches every kernel each step. The output is the same either way;
+    /// the CPU backend ignores it.
     /// </summary>
     public bool CudaGraphs { get; init; } = true;
     /// <summary>Tokens evaluated per prefill chunk (activation memory grows with it).</summary>
@@ -172,7 +179,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<string>? StopStrings { get; init; }
     /// <summary>Omit special tokens (such as &lt;|im_end|&gt;) from the text.</summary>
     public bool SkipSpecialTokens { get; init; } = true;
-    /// <summary>Speculative decoding tree (used when the model has a draft); null uses <see cref="SpeculativeOptions"/>' defaults.</summary>
+    /// <summary>Speculative decoding tree (used when the model has a draft); null uses <see
+    /// cref="SpeculativeOptions"/>' defaults.</summary>
     public SpeculativeOptions? Speculative { get; init; }
     /// <summary>
     /// What the output must be (a JSON Schema, a regular expression, a grammar or a choice; see
@@ -257,7 +265,8 @@ public sealed record SessionStatistics(
     public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PrefillTokens / PrefillTime.TotalSeconds : 0;
     /// <summary>Tokens decoded one at a time plus tokens emitted by draft-and-verify rounds.</summary>
     public long DecodedTokens => DecodeTokens + SpeculativeTokens;
-    /// <summary>Time spent producing <see cref="DecodedTokens"/>: plain decode steps, drafting and verification.</summary>
+    /// <summary>Time spent producing <see cref="DecodedTokens"/>: plain decode steps, drafting and
+    /// verification.</summary>
     public TimeSpan DecodingTime => DecodeTime + DraftTime + VerifyTime;
     /// <summary>Decoding speed over plain steps and speculative rounds together (<see cref="DecodedTokens"/> per
     /// <see cref="DecodingTime"/>), so it is the generation speed with or without a draft.</summary>
@@ -265,4 +274,5 @@ public sealed record SessionStatistics(
 }
 
 /// <summary>The outcome of a non-streaming generation.</summary>
-public sealed record GenerationResult(string Text, IReadOnlyList<int> TokenIds, int PromptTokens, FinishReason FinishReason);
+public sealed record GenerationResult(string Text, IReadOnlyList<int> TokenIds, int PromptTokens,
+    FinishReason FinishReason);

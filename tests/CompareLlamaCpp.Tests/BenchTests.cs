@@ -32,8 +32,10 @@ public class BenchTests() : TinyCheckpointFixture(TensorDType.BF16, seed: 9)
     public void CompareIdsNamesTheFirstDifference()
     {
         Assert.That(CrossCheck.CompareIds([1, 2, 3], [1, 2, 3]), Is.EqualTo("identical (3 ids)"));
-        Assert.That(CrossCheck.CompareIds([1, 2, 3], [1, 5, 3]), Is.EqualTo("differ at index 1 of 3/3 (ours 2, llama.cpp 5)"));
-        Assert.That(CrossCheck.CompareIds([1, 2], [1, 2, 3]), Is.EqualTo("differ at index 2 of 2/3 (ours end, llama.cpp 3)"));
+        Assert.That(CrossCheck.CompareIds([1, 2, 3], [1, 5, 3]),
+            Is.EqualTo("differ at index 1 of 3/3 (ours 2, llama.cpp 5)"));
+        Assert.That(CrossCheck.CompareIds([1, 2], [1, 2, 3]),
+            Is.EqualTo("differ at index 2 of 2/3 (ours end, llama.cpp 3)"));
     }
 
     [Test]
@@ -48,7 +50,8 @@ public class BenchTests() : TinyCheckpointFixture(TensorDType.BF16, seed: 9)
             LlamaCppEngine.Quantize(bf16, ggufs[q], q, threads: 2);
         }
         var (prompt, _) = Bench.MakePrompt(MiniCpmTokenizer.Load(CheckpointDir), 16);
-        var results = Bench.Run(CheckpointDir, ggufs, BenchPair.All, new BenchSettings(2, 2, 16, 4), prompt, TextWriter.Null);
+        var results =
+            Bench.Run(CheckpointDir, ggufs, BenchPair.All, new BenchSettings(2, 2, 16, 4), prompt, TextWriter.Null);
 
         Assert.That(results.Select(r => r.Pair.Key), Is.EqualTo(new[] { "bf16", "int4", "q8" }));
         Assert.That(results.Select(r => r.Ours.Weights), Is.EqualTo(new[] { "bf16", "int4", "bf16" }));
@@ -56,7 +59,8 @@ public class BenchTests() : TinyCheckpointFixture(TensorDType.BF16, seed: 9)
         {
             Assert.That(r.Ours.Runs, Has.Count.EqualTo(2));
             Assert.That(r.Llama.Runs, Has.Count.EqualTo(2));
-            Assert.That(r.Ours.Runs.Concat(r.Llama.Runs).SelectMany(x => new[] { x.PrefillSeconds, x.DecodeSeconds }), Is.All.GreaterThan(0));
+            Assert.That(r.Ours.Runs.Concat(r.Llama.Runs).SelectMany(x => new[] { x.PrefillSeconds, x.DecodeSeconds }),
+                Is.All.GreaterThan(0));
             Assert.That(r.Ours.Runs[0].Generated, Has.Length.EqualTo(4));
             Assert.That(r.Ours.Runs[1].Generated, Is.EqualTo(r.Ours.Runs[0].Generated), "greedy runs repeat");
             Assert.That(r.Llama.Runs[1].Generated, Is.EqualTo(r.Llama.Runs[0].Generated), "greedy runs repeat");

@@ -28,7 +28,8 @@ public class GgufWriterTests
         Assert.That(BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(8)), Is.EqualTo(1ul), "tensor count");
         Assert.That(BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(16)), Is.EqualTo(2ul), "metadata count");
         // First key: u64 length, the bytes, u32 type 8 (string), then the value as u64 length + bytes.
-        Assert.That(BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(24)), Is.EqualTo((ulong)"general.architecture".Length));
+        Assert.That(BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(24)),
+            Is.EqualTo((ulong)"general.architecture".Length));
         Assert.That(Encoding.ASCII.GetString(bytes, 32, 20), Is.EqualTo("general.architecture"));
         Assert.That(BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(52)), Is.EqualTo(8u));
         Assert.That(BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(56)), Is.EqualTo(7ul));
@@ -94,7 +95,8 @@ public class GgufWriterTests
         var r = GgufReader.Read(new MemoryStream(bytes));
 
         Assert.That(r.Tensors.Select(t => t.Name), Is.EqualTo(new[] { "a", "b", "c" }));
-        Assert.That(r.Tensors.Select(t => t.Offset), Is.EqualTo(new long[] { 0, 32, 64 }), "each tensor starts on a 32-byte boundary");
+        Assert.That(r.Tensors.Select(t => t.Offset), Is.EqualTo(new long[] { 0, 32, 64 }),
+            "each tensor starts on a 32-byte boundary");
         Assert.That(r.Tensors[2].Dims, Is.EqualTo(new long[] { 4, 2 }));
         Assert.That(r.Tensors.Select(t => t.Type), Is.EqualTo(new uint[] { 0, 30, 0 }));
         Assert.That(r.DataStart % 32, Is.EqualTo(0));
@@ -121,13 +123,15 @@ public class GgufWriterTests
         w.AddTensor("t", [1], GgmlType.F32, s => s.Write(new byte[4]));
         Assert.That(() => w.Add("k", 2u), Throws.ArgumentException);
         Assert.That(() => w.AddTensor("t", [1], GgmlType.F32, s => { }), Throws.ArgumentException);
-        Assert.That(() => w.AddTensor("q", [31], GgmlType.Q4_0, s => { }), Throws.ArgumentException, "Q4_0 rows come in blocks of 32");
+        Assert.That(() => w.AddTensor("q", [31], GgmlType.Q4_0, s => { }), Throws.ArgumentException,
+            "Q4_0 rows come in blocks of 32");
     }
 
     [Test]
     public void ReaderRejectsANonGgufFile()
     {
-        Assert.That(() => GgufReader.Read(new MemoryStream(Encoding.ASCII.GetBytes("GGML\x03\0\0\0"))), Throws.TypeOf<InvalidDataException>());
+        Assert.That(() => GgufReader.Read(new MemoryStream(Encoding.ASCII.GetBytes("GGML\x03\0\0\0"))),
+            Throws.TypeOf<InvalidDataException>());
     }
 
     [Test]

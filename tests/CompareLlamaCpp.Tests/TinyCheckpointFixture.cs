@@ -3,7 +3,8 @@ using NUnit.Framework;
 
 namespace CompareLlamaCpp.Tests;
 
-/// <summary>A random tiny-preset checkpoint in a temporary directory for the fixture's tests, deleted afterwards.</summary>
+/// <summary>A random tiny-preset checkpoint in a temporary directory for the fixture's tests, deleted
+/// afterwards.</summary>
 public abstract class TinyCheckpointFixture(TensorDType dtype, ulong seed)
 {
     /// <summary>The temporary directory (the checkpoint and any files a test writes).</summary>

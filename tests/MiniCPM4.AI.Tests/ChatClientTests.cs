@@ -4,7 +4,8 @@ using NUnit.Framework;
 
 namespace MiniCPM4.AI.Tests;
 
-/// <summary>Our own versions of the checks in Microsoft.Extensions.AI's chat-client integration tests, on a tiny random model.</summary>
+/// <summary>Our own versions of the checks in Microsoft.Extensions.AI's chat-client integration tests, on a tiny random
+/// model.</summary>
 [TestFixture]
 public class ChatClientTests
 {
@@ -25,7 +26,8 @@ public class ChatClientTests
         _model.Dispose();
     }
 
-    private static List<ChatMessage> Question(string text = "What is the capital of France?") => [new(ChatRole.User, text)];
+    private static List<ChatMessage> Question(string text = "What is the capital of France?") =>
+        [new(ChatRole.User, text)];
 
     private static ChatOptions Greedy(int max = 12) => new() { Temperature = 0, MaxOutputTokens = max };
 
@@ -117,7 +119,8 @@ public class ChatClientTests
         history.Add(new ChatMessage(ChatRole.User, "And then?"));
         var second = await _client.GetResponseAsync(history, Greedy(8));
         Assert.That(history, Has.Count.EqualTo(3));
-        Assert.That(second.Usage!.InputTokenCount, Is.GreaterThan(first.Usage!.InputTokenCount!.Value + first.Usage.OutputTokenCount!.Value - 2));
+        Assert.That(second.Usage!.InputTokenCount,
+            Is.GreaterThan(first.Usage!.InputTokenCount!.Value + first.Usage.OutputTokenCount!.Value - 2));
         Assert.That(second.Usage.InputTokenCount, Is.EqualTo(PromptTokens(history, null)));
         Assert.That(second.ConversationId, Is.Not.EqualTo(first.ConversationId), "no id passed: a new conversation");
     }
@@ -131,7 +134,9 @@ public class ChatClientTests
         var id = first.ConversationId!;
 
         // The same prompt again on that conversation: everything but the last token is reused.
-        var again = await _client.GetResponseAsync(messages, new ChatOptions { Temperature = 0, MaxOutputTokens = 8, ConversationId = id });
+        var again =
+            await _client.GetResponseAsync(messages,
+            new ChatOptions { Temperature = 0, MaxOutputTokens = 8, ConversationId = id });
         Assert.That(again.ConversationId, Is.EqualTo(id));
         Assert.That(again.Usage!.CachedInputTokenCount, Is.EqualTo(again.Usage.InputTokenCount - 1));
         Assert.That(again.Text, Is.EqualTo(first.Text));
@@ -140,10 +145,13 @@ public class ChatClientTests
         var history = new List<ChatMessage>(messages);
         history.AddMessages(again);
         history.Add(new ChatMessage(ChatRole.User, "Go on"));
-        var next = await _client.GetResponseAsync(history, new ChatOptions { Temperature = 0, MaxOutputTokens = 8, ConversationId = id });
+        var next =
+            await _client.GetResponseAsync(history,
+            new ChatOptions { Temperature = 0, MaxOutputTokens = 8, ConversationId = id });
         var usage = next.Usage!;
         Assert.That(usage.CachedInputTokenCount, Is.GreaterThanOrEqualTo(first.Usage.InputTokenCount!.Value));
-        Assert.That(usage.CachedInputTokenCount + usage.AdditionalCounts!["PrefillTokenCount"], Is.EqualTo(usage.InputTokenCount));
+        Assert.That(usage.CachedInputTokenCount + usage.AdditionalCounts!["PrefillTokenCount"],
+            Is.EqualTo(usage.InputTokenCount));
         Assert.That(usage.InputTokenCount, Is.EqualTo(PromptTokens(history, null)));
 
         // Without the id nothing is reused.
@@ -173,7 +181,8 @@ public class ChatClientTests
         var instructed = await _client.GetResponseAsync(Question(), options);
         Assert.That(instructed.Usage!.InputTokenCount, Is.EqualTo(PromptTokens(Question(), options)));
         Assert.That(instructed.Usage.InputTokenCount, Is.Not.EqualTo(plain.Usage!.InputTokenCount!.Value));
-        Assert.That(MiniCpmPromptFormatter.Format(Question(), options), Does.StartWith("<|im_start|>system\nAnswer in French.<|im_end|>\n"));
+        Assert.That(MiniCpmPromptFormatter.Format(Question(), options),
+            Does.StartWith("<|im_start|>system\nAnswer in French.<|im_end|>\n"));
         // The instructions are the system turn; the template's default system prompt is used only without one.
         Assert.That(MiniCpmPromptFormatter.Render(_model.ChatTemplate, Question(), options),
             Does.StartWith("<|im_start|>system\nAnswer in French.<|im_end|>\n<|im_start|>user\n"));
@@ -200,7 +209,8 @@ public class ChatClientTests
     {
         using var cts = new CancellationTokenSource();
         cts.Cancel();
-        Assert.That(async () => await _client.GetResponseAsync(Question(), Greedy(), cts.Token), Throws.InstanceOf<OperationCanceledException>());
+        Assert.That(async () => await _client.GetResponseAsync(Question(), Greedy(), cts.Token),
+            Throws.InstanceOf<OperationCanceledException>());
     }
 
     [Test]
@@ -226,10 +236,12 @@ public class ChatClientTests
         using var client = new MiniCpmChatClient(_model, new MiniCpmChatClientOptions { MaxConcurrentSessions = 2 });
         ChatOptions Options(int seed) => new()
         {
-            RawRepresentationFactory = _ => new GenerationOptions { MaxTokens = 12, Temperature = 1f, Seed = (ulong)seed, StopTokenIds = [] },
+            RawRepresentationFactory = _ =>
+                new GenerationOptions { MaxTokens = 12, Temperature = 1f, Seed = (ulong)seed, StopTokenIds = [] },
         };
         var sequential = new List<string>();
-        for (int seed = 1; seed <= 4; seed++) sequential.Add((await client.GetResponseAsync(Question(), Options(seed))).Text);
+        for (int seed = 1; seed <= 4; seed++) sequential.Add(
+            (await client.GetResponseAsync(Question(), Options(seed))).Text);
         var parallel = await Task.WhenAll(Enumerable.Range(1, 4).Select(seed =>
             Task.Run(() => client.GetResponseAsync(Question(), Options(seed)))));
         Assert.That(parallel.Select(r => r.Text), Is.EqualTo(sequential));
@@ -276,11 +288,16 @@ public class ChatClientTests
     {
         using var client = new MiniCpmChatClient(_model, new MiniCpmChatClientOptions { MaxCachedConversations = 2 });
         var ids = new List<string>();
-        for (int i = 0; i < 4; i++) ids.Add((await client.GetResponseAsync(Question($"q{i}"), Greedy(2))).ConversationId!);
+        for (int i = 0; i < 4; i++) ids.Add(
+            (await client.GetResponseAsync(Question($"q{i}"), Greedy(2))).ConversationId!);
         Assert.That(client.CachedConversationCount, Is.EqualTo(2));
-        var evicted = await client.GetResponseAsync(Question("q0"), new ChatOptions { MaxOutputTokens = 2, ConversationId = ids[0] });
+        var evicted =
+            await client.GetResponseAsync(Question("q0"),
+            new ChatOptions { MaxOutputTokens = 2, ConversationId = ids[0] });
         Assert.That(evicted.Usage!.CachedInputTokenCount, Is.EqualTo(0));
-        var kept = await client.GetResponseAsync(Question("q3"), new ChatOptions { MaxOutputTokens = 2, ConversationId = ids[3] });
+        var kept =
+            await client.GetResponseAsync(Question("q3"),
+            new ChatOptions { MaxOutputTokens = 2, ConversationId = ids[3] });
         Assert.That(kept.Usage!.CachedInputTokenCount, Is.GreaterThan(0));
     }
 }

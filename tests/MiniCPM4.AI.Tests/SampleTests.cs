@@ -36,7 +36,8 @@ public class SampleTests
             }
             Assert.That(p.ExitCode, Is.EqualTo(0), stdout.Result + stderr.Result);
             Assert.That(stdout.Result, Does.Contain(temp), "the sample wrote its checkpoint under the temp directory");
-            Assert.That(Directory.EnumerateFileSystemEntries(temp).Where(e => Path.GetFileName(e).StartsWith("minicpm4-")),
+            Assert.That(
+                Directory.EnumerateFileSystemEntries(temp).Where(e => Path.GetFileName(e).StartsWith("minicpm4-")),
                 Is.Empty, "the temporary checkpoint was deleted");
         }
         finally

@@ -5,13 +5,15 @@ using NUnit.Framework;
 
 namespace MiniCPM4.AI.Tests;
 
-/// <summary>Structured output through IChatClient on the demo model: ChatResponseFormat and required tool calls.</summary>
+/// <summary>Structured output through IChatClient on the demo model: ChatResponseFormat and required tool
+/// calls.</summary>
 [TestFixture]
 public class StructuredOutputTests
 {
     public enum Sky { Sunny, Cloudy, Rainy }
 
-    public sealed record Forecast(Sky Sky, [property: System.ComponentModel.DataAnnotations.Range(-30, 45)] int TemperatureC, bool Windy);
+    public sealed record Forecast(Sky Sky,
+        [property: System.ComponentModel.DataAnnotations.Range(-30, 45)] int TemperatureC, bool Windy);
 
     private MiniCpmModel _model = null!;
     private MiniCpmChatClient _client = null!;
@@ -68,7 +70,8 @@ public class StructuredOutputTests
     public async Task ARequiredToolIsCalledWithArgumentsValidForItsSchema()
     {
         var weather = AIFunctionFactory.Create(
-            ([System.ComponentModel.DataAnnotations.Range(1, 7)] int days, Sky sky) => $"{sky} for {days} days", "get_forecast", "Forecast for some days");
+            ([System.ComponentModel.DataAnnotations.Range(1, 7)] int days, Sky sky) => $"{sky} for {days} days",
+                "get_forecast", "Forecast for some days");
         var options = new ChatOptions
         {
             Tools = [weather],
@@ -88,7 +91,9 @@ public class StructuredOutputTests
     [Test]
     public void AToolModeNamingAMissingFunctionFails()
     {
-        var options = new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")], ToolMode = ChatToolMode.RequireSpecific("two") };
+        var options =
+            new ChatOptions { Tools = [AIFunctionFactory.Create(() => 1, "one")],
+            ToolMode = ChatToolMode.RequireSpecific("two") };
         Assert.ThrowsAsync<ArgumentException>(() => _client.GetResponseAsync("hi", options));
     }
 }

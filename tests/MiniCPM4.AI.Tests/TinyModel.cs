@@ -2,7 +2,8 @@ using MiniCPM4.Checkpoints;
 
 namespace MiniCPM4.AI.Tests;
 
-/// <summary>A tiny random checkpoint written once per test run; random weights give gibberish, which is fine here.</summary>
+/// <summary>A tiny random checkpoint written once per test run; random weights give gibberish, which is fine
+/// here.</summary>
 internal static class TinyModel
 {
     private static readonly Lazy<string> Dir = new(() =>

@@ -56,7 +56,8 @@ public class ToolCallParserTests
     public void NestedLiterals()
     {
         var (_, _, calls) = MiniCpmToolCallParser.Parse(
-            Start + "f(items=[1, 'two', [3.0, None]], opts={'deep': {'flag': True, 'off': False}, 'n': (1, 2)}, s=r'a\\b')" + End);
+            Start + "f(items=[1, 'two', [3.0, None]], opts={'deep': {'flag': True, 'off': False}, 'n': (1, 2)}, " +
+                "s=r'a\\b')" + End);
         var args = calls.Single().Arguments!;
         var items = (List<object?>)args["items"]!;
         Assert.That(items[0], Is.EqualTo(1L));
@@ -74,7 +75,8 @@ public class ToolCallParserTests
     public void StringEscapes()
     {
         var (_, _, calls) = MiniCpmToolCallParser.Parse(
-            Start + "say(text=\"line1\\nline2 \\\"quoted\\\" \\u00e9\\t\\\\\", other='it\\'s', tri=\"\"\"a\nb\"\"\")" + End);
+            Start + "say(text=\"line1\\nline2 \\\"quoted\\\" \\u00e9\\t\\\\\", other='it\\'s', tri=\"\"\"a\nb\"\"\")"
+                + End);
         var args = calls.Single().Arguments!;
         Assert.That(args["text"], Is.EqualTo("line1\nline2 \"quoted\" é\t\\"));
         Assert.That(args["other"], Is.EqualTo("it's"));
@@ -111,8 +113,10 @@ public class ToolCallParserTests
         var segments = new List<Segment>();
         foreach (char c in full) segments.AddRange(filter.Push(c.ToString()));
         segments.AddRange(filter.Flush());
-        Assert.That(string.Concat(segments.Where(s => s.Kind == SegmentKind.Text).Select(s => s.Text)), Is.EqualTo("Sure.<|tool_ca"));
-        Assert.That(string.Concat(segments.Where(s => s.Kind == SegmentKind.Reasoning).Select(s => s.Text)), Is.EqualTo("think"));
+        Assert.That(string.Concat(segments.Where(s => s.Kind == SegmentKind.Text).Select(s => s.Text)),
+            Is.EqualTo("Sure.<|tool_ca"));
+        Assert.That(string.Concat(segments.Where(s => s.Kind == SegmentKind.Reasoning).Select(s => s.Text)),
+            Is.EqualTo("think"));
         var call = segments.Single(s => s.Kind == SegmentKind.Calls).Calls!.Single();
         Assert.That(call.Name, Is.EqualTo("add"));
         Assert.That(filter.ProducedCalls, Is.True);
@@ -121,19 +125,26 @@ public class ToolCallParserTests
     [Test]
     public void FormatterRendersCallsAndResultsBack()
     {
-        var call = new FunctionCallContent("c1", "add", new Dictionary<string, object?> { ["a"] = 2, ["s"] = "x\"y", ["l"] = new[] { 1, 2 } });
+        var call =
+            new FunctionCallContent("c1", "add", new Dictionary<string,
+            object?> { ["a"] = 2, ["s"] = "x\"y", ["l"] = new[] { 1, 2 } });
         var prompt = MiniCpmPromptFormatter.Format(
         [
             new ChatMessage(ChatRole.User, "2+3?"),
             new ChatMessage(ChatRole.Assistant, [call]),
             new ChatMessage(ChatRole.Tool, [new FunctionResultContent("c1", 5)]),
         ]);
-        Assert.That(prompt, Does.Contain("<|im_start|>assistant\n<|tool_call_start|>\n```python\nadd(a=2, s=\"x\\\"y\", l=[1, 2])\n```\n<|tool_call_end|>\n<|im_end|>\n"));
+        Assert.That(prompt,
+            Does.Contain(
+            "<|im_start|>assistant\n<|tool_call_start|>\n```python\nadd(a=2, s=\"x\\\"y\", l=[1, " +
+            "2])\n```\n<|tool_call_end|>\n<|im_end|>\n"));
         Assert.That(prompt, Does.Contain("<|im_start|>tool\n5<|im_end|>\n"));
         Assert.That(prompt, Does.EndWith("<|im_start|>assistant\n"));
         // What the formatter writes, the parser reads back.
         var block = prompt[prompt.IndexOf("<|tool_call_start|>", StringComparison.Ordinal)..];
-        var parsed = MiniCpmToolCallParser.Parse(block[..(block.IndexOf("<|tool_call_end|>", StringComparison.Ordinal) + 17)]).Calls.Single();
+        var parsed =
+            MiniCpmToolCallParser.Parse(block[..(block.IndexOf("<|tool_call_end|>", StringComparison.Ordinal) + 17)])
+            .Calls.Single();
         Assert.That(parsed.Arguments!["s"], Is.EqualTo("x\"y"));
     }
 

@@ -5,12 +5,14 @@ using MiniCPM4.Tokenization;
 
 namespace MiniCPM4.Constraints.Tests;
 
-/// <summary>Vocabularies for the mask tests: the 32k SentencePiece tokenizer of the test data, and small synthetic ones.</summary>
+/// <summary>Vocabularies for the mask tests: the 32k SentencePiece tokenizer of the test data, and small synthetic
+/// ones.</summary>
 internal static class TestVocabularies
 {
     private static readonly Lazy<MiniCpmTokenizer> SentencePieceTokenizer = new(() =>
     {
-        using var stream = File.OpenRead(Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "llama-sp-bpe-32k.model"));
+        using var stream =
+            File.OpenRead(Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "llama-sp-bpe-32k.model"));
         return MiniCpmTokenizer.FromSentencePiece(stream);
     });
 
@@ -24,7 +26,8 @@ internal static class TestVocabularies
     public static TokenVocabulary Synthetic(int seed, int size = 3000)
     {
         var rng = new Random(seed);
-        string[] fragments = ["{", "}", "[", "]", ",", ":", "\"", " ", "\\", "\\\"", "\\n", "\\u00", "true", "false", "null",
+        string[] fragments =
+            ["{", "}", "[", "]", ",", ":", "\"", " ", "\\", "\\\"", "\\n", "\\u00", "true", "false", "null",
             "-", "0", "1", "9", ".", "e", "E", "+", "a", "b", "z", "A", "é", "€", "😀", "\n", "\t", "x", "_", "/"];
         var tokens = new List<byte[]?>();
         for (int b = 0; b < 256; b++) tokens.Add([(byte)b]);  // byte fallback

@@ -121,14 +121,15 @@ public sealed class PackageTests
     [Test]
     public void FreshConsoleApp_RestoresBuildsAndGenerates()
     {
-        var (app, env) = CreateConsumer("consumer", $"""<PackageReference Include="{ManagedId}" Version="{_version}" />""", [_packages]);
+        var (app, env) =
+            CreateConsumer("consumer", $"""<PackageReference Include="{ManagedId}" Version="{_version}" />""",
+            [_packages]);
         File.WriteAllText(Path.Combine(app, "Program.cs"), """
             using System.Text;
             using MiniCPM4;
-            using MiniCPM4.Checkpoints;
 
+            // The repository's demo model, copied next to the app (checkpoint writing is not in the package).
             string dir = Path.Combine(args[0], "tiny-model");
-            CheckpointWriter.CreateRandomModel(dir, ModelPreset.Tiny, 1, TensorDType.BF16);
             using var model = MiniCpmModel.Load(dir);
             using var session = model.CreateSession();
             // Greedy, exactly 8 tokens (no stop tokens).
@@ -152,6 +153,10 @@ public sealed class PackageTests
         string packagedLib = Path.Combine(bin, "runtimes", "linux-x64", "native", "libminicpm4.so");
         Assert.That(File.Exists(packagedLib), Is.True, $"the runtime package's library was copied to {packagedLib}");
 
+        string modelDir = Path.Combine(Path.GetDirectoryName(app)!, "tiny-model");
+        Directory.CreateDirectory(modelDir);
+        foreach (var file in Directory.GetFiles(Path.Combine(_repo, "models", "demo")))
+            File.Copy(file, Path.Combine(modelDir, Path.GetFileName(file)), overwrite: true);
         var (code, output) = Run(app, env, Path.Combine(bin, "App"), Path.GetDirectoryName(app)!);
         TestContext.Out.WriteLine(output);
         Assert.That(code, Is.EqualTo(0), output);
@@ -177,9 +182,11 @@ public sealed class PackageTests
         if (!File.Exists(native))
             Assert.Ignore($"{native} does not exist");
         string cudaPackages = Path.Combine(_temp, "cuda-packages");
-        Dotnet(_repo, null, "pack", Path.Combine(_repo, "packaging/MiniCPM4.Runtime.linux-x64/MiniCPM4.Runtime.linux-x64.csproj"),
+        Dotnet(_repo, null, "pack",
+            Path.Combine(_repo, "packaging/MiniCPM4.Runtime.linux-x64/MiniCPM4.Runtime.linux-x64.csproj"),
             "-c", "Release", "-o", cudaPackages, "--artifacts-path", Path.Combine(_temp, "pack-build-cuda"),
-            "-nologo", "-v", "q", "-clp:ErrorsOnly", "-p:MiniCpmRuntimeVariant=Cuda", $"-p:MiniCpmCudaNativeLibrary={native}");
+            "-nologo", "-v", "q", "-clp:ErrorsOnly", "-p:MiniCpmRuntimeVariant=Cuda",
+                $"-p:MiniCpmCudaNativeLibrary={native}");
         string cudaId = RuntimeId + ".Cuda";
         string nupkg = Path.Combine(cudaPackages, $"{cudaId}.{_version}.nupkg");
         using (var zip = ZipFile.OpenRead(nupkg))
@@ -196,18 +203,22 @@ public sealed class PackageTests
         Dotnet(app, env, "restore", "-nologo", "-v", "q");
         Dotnet(app, env, "build", "--no-restore", "-c", "Release", "-nologo", "-v", "q", "-clp:ErrorsOnly");
         string deps = File.ReadAllText(Path.Combine(app, "bin", "Release", "net10.0", "App.deps.json"));
-        var owners = System.Text.Json.JsonDocument.Parse(deps).RootElement.GetProperty("targets").EnumerateObject().First().Value
+        var owners =
+            System.Text.Json.JsonDocument.Parse(deps).RootElement.GetProperty("targets").EnumerateObject().First().Value
             .EnumerateObject()
             .Where(lib => lib.Value.TryGetProperty("runtimeTargets", out var rt) &&
                           rt.EnumerateObject().Any(a => a.Name.EndsWith("libminicpm4.so", StringComparison.Ordinal)))
             .Select(lib => lib.Name).ToList();
-        Assert.That(owners, Is.EqualTo(new[] { $"{cudaId}/{_version}" }), "only the Cuda package supplies libminicpm4.so");
+        Assert.That(owners, Is.EqualTo(new[] { $"{cudaId}/{_version}" }),
+            "only the Cuda package supplies libminicpm4.so");
     }
 
-    /// <summary>The documents whose C# blocks a new user copies: the repository README and the package READMEs.</summary>
+    /// <summary>The documents whose C# blocks a new user copies: the repository README and the package
+    /// READMEs.</summary>
     private static readonly string[] DocumentsWithCode =
     [
-        "README.md", "packaging/README.nuget.md", "src/MiniCPM4.AI/README.md", "packaging/MiniCPM4.Runtime.linux-x64/README.md",
+        "README.md", "packaging/README.nuget.md", "src/MiniCPM4.AI/README.md",
+            "packaging/MiniCPM4.Runtime.linux-x64/README.md",
     ];
 
     /// <summary>
@@ -246,8 +257,11 @@ public sealed class PackageTests
         var (code, output) = Run(app, env, Path.Combine(app, "bin", "Release", "net10.0", "App"), api.ToString(), demo);
         TestContext.Out.WriteLine(output);
         Assert.That(code, Is.EqualTo(0), output);
-        var rate = output.Split('\n', StringSplitOptions.TrimEntries).Last(l => l.EndsWith(" tok/s", StringComparison.Ordinal));
-        Assert.That(double.Parse(rate[..^" tok/s".Length], System.Globalization.CultureInfo.InvariantCulture), Is.GreaterThan(0),
+        var rate =
+            output.Split('\n', StringSplitOptions.TrimEntries).Last(l =>
+            l.EndsWith(" tok/s", StringComparison.Ordinal));
+        Assert.That(double.Parse(rate[..^" tok/s".Length], System.Globalization.CultureInfo.InvariantCulture),
+            Is.GreaterThan(0),
             "the snippet printed a nonzero decode speed");
     }
 
@@ -266,7 +280,8 @@ public sealed class PackageTests
         }
     }
 
-    /// <summary>A top-level-statements block as one file: usings first, statements as RunAsync(args), types after.</summary>
+    /// <summary>A top-level-statements block as one file: usings first, statements as RunAsync(args), types
+    /// after.</summary>
     internal static string AsMethod(string block, string className, string origin)
     {
         var usings = new StringBuilder();
@@ -274,16 +289,19 @@ public sealed class PackageTests
         var types = new StringBuilder();
         foreach (var line in block.Split('\n'))
         {
-            if (line.StartsWith("using ", StringComparison.Ordinal) && !line.StartsWith("using var ", StringComparison.Ordinal) &&
+            if (line.StartsWith("using ", StringComparison.Ordinal)
+                && !line.StartsWith("using var ", StringComparison.Ordinal) &&
                 line.TrimEnd().EndsWith(';'))
                 usings.AppendLine(line);
-            else if (line.StartsWith("record ", StringComparison.Ordinal) || line.StartsWith("class ", StringComparison.Ordinal))
+            else if (line.StartsWith("record ", StringComparison.Ordinal)
+                || line.StartsWith("class ", StringComparison.Ordinal))
                 types.AppendLine(line);
             else
                 statements.Append("        ").AppendLine(line);
         }
         return $"// {origin}\n{usings}\ninternal static class {className}\n{{\n" +
-               $"    public static async Task RunAsync(string[] args)\n    {{\n{statements}        await Task.CompletedTask;\n    }}\n}}\n\n{types}";
+               $"    public static async Task RunAsync(string[] args)\n    {{\n{statements}        await " +
+                   $"Task.CompletedTask;\n    }}\n}}\n\n{types}";
     }
 
     // ---- helpers
@@ -297,7 +315,9 @@ public sealed class PackageTests
 
     private static XElement Nuspec(ZipArchive zip)
     {
-        var entry = zip.Entries.Single(e => !e.FullName.Contains('/') && e.FullName.EndsWith(".nuspec", StringComparison.Ordinal));
+        var entry =
+            zip.Entries.Single(e => !e.FullName.Contains('/')
+            && e.FullName.EndsWith(".nuspec", StringComparison.Ordinal));
         using var s = entry.Open();
         return XDocument.Load(s).Root!.Elements().Single(e => e.Name.LocalName == "metadata");
     }
@@ -311,8 +331,10 @@ public sealed class PackageTests
         return reader.ReadToEnd();
     }
 
-    /// <summary>A console app in a fresh folder under the temp directory, with its own nuget.config and NuGet cache.</summary>
-    private (string App, Dictionary<string, string?> Env) CreateConsumer(string name, string packageReferences, string[] localSources)
+    /// <summary>A console app in a fresh folder under the temp directory, with its own nuget.config and NuGet
+    /// cache.</summary>
+    private (string App, Dictionary<string, string?> Env) CreateConsumer(string name, string packageReferences,
+        string[] localSources)
     {
         string root = Path.Combine(_temp, name);
         string app = Path.Combine(root, "App");
@@ -321,7 +343,8 @@ public sealed class PackageTests
         File.WriteAllText(Path.Combine(root, "Directory.Build.props"), "<Project />\n");
         File.WriteAllText(Path.Combine(root, "Directory.Build.targets"), "<Project />\n");
         File.WriteAllText(Path.Combine(root, "Directory.Packages.props"),
-            "<Project><PropertyGroup><ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally></PropertyGroup></Project>\n");
+            "<Project><PropertyGroup><ManagePackageVersionsCentrally>false</ManagePackageVersionsCentrally>" +
+            "</PropertyGroup></Project>\n");
         File.WriteAllText(Path.Combine(root, "nuget.config"), NuGetConfig(localSources));
 
         var env = ConsumerEnvironment(root);
@@ -364,8 +387,11 @@ public sealed class PackageTests
         sb.AppendLine("  </packageSources>");
         sb.AppendLine("  <packageSourceMapping>");
         for (int i = 0; i < localSources.Length; i++)
-            sb.AppendLine($"    <packageSource key=\"minicpm4-under-test-{i}\"><package pattern=\"MiniCPM4\" /><package pattern=\"MiniCPM4.*\" /></packageSource>");
-        if (useCache) sb.AppendLine("    <packageSource key=\"machine-cache\"><package pattern=\"*\" /></packageSource>");
+            sb.AppendLine(
+                $"    <packageSource key=\"minicpm4-under-test-{i}\"><package pattern=\"MiniCPM4\" /><package " +
+                $"pattern=\"MiniCPM4.*\" /></packageSource>");
+        if (useCache) sb.AppendLine(
+            "    <packageSource key=\"machine-cache\"><package pattern=\"*\" /></packageSource>");
         for (int i = 0; i < feeds.Length; i++)
             sb.AppendLine($"    <packageSource key=\"feed-{i}\"><package pattern=\"*\" /></packageSource>");
         sb.AppendLine("  </packageSourceMapping>");
@@ -408,7 +434,9 @@ public sealed class PackageTests
         // -nodeReuse:false: leave no MSBuild server behind.
         string[] full = args[0] is "new" ? args : [.. args, "-nodeReuse:false"];
         var (code, output) = Run(workingDirectory, env, "dotnet", full);
-        TestContext.Progress.WriteLine($"dotnet {args[0]} {Path.GetFileName(args.Length > 1 ? args[1] : "")}: exit {code}, {sw.Elapsed.TotalSeconds:F1} s");
+        TestContext.Progress.WriteLine(
+            $"dotnet {args[0]} {Path.GetFileName(args.Length > 1 ? args[1] : "")}: exit {code}, " +
+            $"{sw.Elapsed.TotalSeconds:F1} s");
         Assert.That(code, Is.EqualTo(0), $"dotnet {string.Join(' ', full)} failed in {workingDirectory}:\n{output}");
     }
 

@@ -13,7 +13,9 @@ public sealed class ConcurrencyTests
 
     private static async Task<(HttpResponseMessage Response, StreamReader Reader)> StartStreamAsync(HttpClient http)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = HttpProtocolTests.Json(LongStream) };
+        var request =
+            new HttpRequestMessage(HttpMethod.Post,
+            "/v1/chat/completions") { Content = HttpProtocolTests.Json(LongStream) };
         var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
@@ -52,7 +54,8 @@ public sealed class ConcurrencyTests
         int before = TestModel.Model.LargestBatch;
         var concurrent = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => Complete(server.Http, i)));
         Assert.That(concurrent, Is.EqualTo(serial));
-        Assert.That(TestModel.Model.LargestBatch, Is.GreaterThan(1), $"no shared pass (largest batch before: {before})");
+        Assert.That(TestModel.Model.LargestBatch, Is.GreaterThan(1),
+            $"no shared pass (largest batch before: {before})");
     }
 
     [Test]
@@ -67,7 +70,8 @@ public sealed class ConcurrencyTests
             using var second = await server.Http.PostAsync("/v1/chat/completions",
                 HttpProtocolTests.Json("""{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"""));
             Assert.That(second.Headers.RetryAfter, Is.Not.Null);
-            await HttpProtocolTests.AssertErrorAsync(second, HttpStatusCode.TooManyRequests, "rate_limit_exceeded", null, null);
+            await HttpProtocolTests.AssertErrorAsync(second, HttpStatusCode.TooManyRequests, "rate_limit_exceeded",
+                null, null);
             Assert.That(server.Metrics.RequestsRejected, Is.EqualTo(1));
 
             // Cheap endpoints are not queued.

@@ -62,7 +62,8 @@ public sealed class HttpProtocolTests
         var usage = root.GetProperty("usage");
         Assert.That(usage.GetProperty("completion_tokens").GetInt32(), Is.InRange(1, 6));
         Assert.That(usage.GetProperty("total_tokens").GetInt32(),
-            Is.EqualTo(usage.GetProperty("prompt_tokens").GetInt32() + usage.GetProperty("completion_tokens").GetInt32()));
+            Is.EqualTo(usage.GetProperty("prompt_tokens").GetInt32()
+                + usage.GetProperty("completion_tokens").GetInt32()));
     }
 
     [Test]
@@ -101,7 +102,8 @@ public sealed class HttpProtocolTests
             if (root.TryGetProperty("usage", out var u)) usage = u.Clone();
         }
         Assert.That(text.ToString(), Is.EqualTo(plainText));
-        Assert.That(finish, Is.EqualTo(plain.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString()));
+        Assert.That(finish,
+            Is.EqualTo(plain.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString()));
         Assert.That(usage, Is.Not.Null);
         Assert.That(usage!.Value.GetProperty("completion_tokens").GetInt32(),
             Is.EqualTo(plain.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32()));
@@ -123,7 +125,8 @@ public sealed class HttpProtocolTests
         Assert.That(first.RootElement.GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString(),
             Is.EqualTo("assistant"));
         using var last = JsonDocument.Parse(events[^2]);
-        Assert.That(last.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString(), Is.EqualTo("length"));
+        Assert.That(last.RootElement.GetProperty("choices")[0].GetProperty("finish_reason").GetString(),
+            Is.EqualTo("length"));
         Assert.That(last.RootElement.TryGetProperty("usage", out _), Is.False, "usage only when include_usage is set");
     }
 
@@ -156,17 +159,21 @@ public sealed class HttpProtocolTests
         yield return Case("MessagesEmpty", chat, """{"messages":[]}""", "messages");
         yield return Case("MessageNotObject", chat, """{"messages":[42]}""", "messages[0]");
         yield return Case("MessageWithoutContent", chat, """{"messages":[{"role":"user"}]}""", "messages[0].content");
-        yield return Case("MessageContentNumber", chat, """{"messages":[{"role":"user","content":7}]}""", "messages[0].content");
+        yield return Case("MessageContentNumber", chat, """{"messages":[{"role":"user","content":7}]}""",
+            "messages[0].content");
         yield return Case("MessageImagePart", chat,
-            """{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""", "messages[0].content[0].type");
-        yield return Case("UnknownRole", chat, """{"messages":[{"role":"wizard","content":"hi"}]}""", "messages[0].role");
+            """{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""",
+                "messages[0].content[0].type");
+        yield return Case("UnknownRole", chat, """{"messages":[{"role":"wizard","content":"hi"}]}""",
+            "messages[0].role");
         yield return Case("MissingRole", chat, """{"messages":[{"content":"hi"}]}""", "messages[0].role");
         yield return Case("MaxTokensString", chat, $$"""{"messages":{{ok}},"max_tokens":"ten"}""", "max_tokens");
         yield return Case("MaxTokensFraction", chat, $$"""{"messages":{{ok}},"max_tokens":1.5}""", "max_tokens");
         yield return Case("MaxTokensZero", chat, $$"""{"messages":{{ok}},"max_tokens":0}""", "max_tokens");
         yield return Case("MaxTokensAbsurd", chat, $$"""{"messages":{{ok}},"max_tokens":100000000}""", "max_tokens");
         yield return Case("MaxTokensOverflow", chat, $$"""{"messages":{{ok}},"max_tokens":1e30}""", "max_tokens");
-        yield return Case("MaxCompletionTokensNegative", chat, $$"""{"messages":{{ok}},"max_completion_tokens":-1}""", "max_completion_tokens");
+        yield return Case("MaxCompletionTokensNegative", chat, $$"""{"messages":{{ok}},"max_completion_tokens":-1}""",
+            "max_completion_tokens");
         yield return Case("TemperatureString", chat, $$"""{"messages":{{ok}},"temperature":"hot"}""", "temperature");
         yield return Case("Temperature5", chat, $$"""{"messages":{{ok}},"temperature":5}""", "temperature");
         yield return Case("TemperatureNegative", chat, $$"""{"messages":{{ok}},"temperature":-0.1}""", "temperature");
@@ -214,7 +221,8 @@ public sealed class HttpProtocolTests
         yield return Case("CompletionsPromptNumber", text, """{"prompt":42}""", "prompt");
         yield return Case("CompletionsJsonArray", text, """["hello"]""");
         yield return Case("CompletionsTemperature5", text, """{"prompt":"hi","temperature":5}""", "temperature");
-        yield return Case("CompletionsMaxTokensAbsurd", text, """{"prompt":"hi","max_tokens":99999999}""", "max_tokens");
+        yield return Case("CompletionsMaxTokensAbsurd", text, """{"prompt":"hi","max_tokens":99999999}""",
+            "max_tokens");
         string longPrompt = string.Concat(Enumerable.Repeat("lighthouse keeper ", 2500));
         yield return Case("ChatPromptOverContext", chat,
             $$"""{"messages":[{"role":"user","content":"{{longPrompt}}"}]}""", null, "context_length_exceeded");
@@ -237,7 +245,8 @@ public sealed class HttpProtocolTests
         string big = new('a', 300 * 1024);
         using var response = await Http.PostAsync("/v1/chat/completions",
             Json($$"""{"messages":[{"role":"user","content":"{{big}}"}]}"""));
-        await AssertErrorAsync(response, HttpStatusCode.RequestEntityTooLarge, "invalid_request_error", null, "request_too_large");
+        await AssertErrorAsync(response, HttpStatusCode.RequestEntityTooLarge, "invalid_request_error", null,
+            "request_too_large");
     }
 
     [Test]
@@ -248,7 +257,8 @@ public sealed class HttpProtocolTests
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = content };
         request.Headers.TransferEncodingChunked = true;
         using var response = await Http.SendAsync(request);
-        await AssertErrorAsync(response, HttpStatusCode.RequestEntityTooLarge, "invalid_request_error", null, "request_too_large");
+        await AssertErrorAsync(response, HttpStatusCode.RequestEntityTooLarge, "invalid_request_error", null,
+            "request_too_large");
     }
 
     [Test]

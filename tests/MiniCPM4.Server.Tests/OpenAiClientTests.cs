@@ -52,7 +52,8 @@ public sealed class OpenAiClientTests
     [Test]
     public async Task StreamingChat_ConcatenatesToThePlainTextWithTheSameSeed_AndReportsUsage()
     {
-        var options = new ChatCompletionOptions { MaxOutputTokenCount = 20, Temperature = 0.9f, TopP = 0.95f, Seed = 1234 };
+        var options =
+            new ChatCompletionOptions { MaxOutputTokenCount = 20, Temperature = 0.9f, TopP = 0.95f, Seed = 1234 };
         ChatCompletion plain = await _client.CompleteChatAsync(Conversation(), options);
 
         var text = new StringBuilder();

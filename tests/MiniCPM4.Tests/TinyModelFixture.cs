@@ -14,5 +14,6 @@ internal static class TinyModelFixture
 
     public static string Directory => Dir.Value;
 
-    public static MiniCpmModel Load() => MiniCpmModel.Load(Directory, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
+    public static MiniCpmModel Load() =>
+        MiniCpmModel.Load(Directory, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
 }

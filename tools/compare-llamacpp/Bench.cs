@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
@@ -30,7 +31,8 @@ public sealed record EngineResult(string Label, string Weights, List<RunTiming> 
     {
         var sorted = values.OrderBy(v => v).ToArray();
         if (sorted.Length == 0) throw new InvalidOperationException("no runs");
-        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2]
+            : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }
 
@@ -47,7 +49,10 @@ public sealed record PairResult(BenchPair Pair, EngineResult Ours, EngineResult 
 /// </summary>
 public static class Bench
 {
-    public static List<PairResult> Run(string checkpoint, IReadOnlyDictionary<GgmlType, string> ggufs, IEnumerable<BenchPair> pairs,
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    public static List<PairResult> Run(string checkpoint, IReadOnlyDictionary<GgmlType, string> ggufs,
+        IEnumerable<BenchPair> pairs,
         BenchSettings settings, int[] prompt, TextWriter log)
     {
         var results = new List<PairResult>();
@@ -56,7 +61,9 @@ public static class Bench
         {
             log.WriteLine($"== {pair.OursLabel} (ours) vs {pair.LlamaLabel} (llama.cpp): loading");
             using var ours = new OurEngine(checkpoint, settings.Threads, context, pair.OursInt4);
-            using var llama = new LlamaCppEngine(ggufs[pair.LlamaType], settings.Threads, context, batchSize: Math.Max(512, settings.PromptTokens), exact: false);
+            using var llama =
+                new LlamaCppEngine(ggufs[pair.LlamaType], settings.Threads, context,
+                batchSize: Math.Max(512, settings.PromptTokens), exact: false);
             var oursRuns = new List<RunTiming>();
             var llamaRuns = new List<RunTiming>();
             // One untimed warm-up each: first-call allocations and page faults are not part of the steady state.
@@ -68,14 +75,20 @@ public static class Bench
                 if (oursFirst) oursRuns.Add(RunOurs(ours, prompt, settings.GenTokens));
                 llamaRuns.Add(RunLlama(llama, prompt, settings.GenTokens));
                 if (!oursFirst) oursRuns.Add(RunOurs(ours, prompt, settings.GenTokens));
-                log.WriteLine($"   run {r + 1}/{settings.Runs}: ours prefill {oursRuns[^1].PrefillSeconds * 1e3:F0} ms, decode {oursRuns[^1].DecodeSeconds * 1e3:F0} ms; " +
-                              $"llama.cpp prefill {llamaRuns[^1].PrefillSeconds * 1e3:F0} ms, decode {llamaRuns[^1].DecodeSeconds * 1e3:F0} ms");
+                log.WriteLine(
+                    $"   run {r + 1}/{settings.Runs}: ours prefill {oursRuns[^1].PrefillSeconds * 1e3:F0} ms, decode " +
+                    $"{oursRuns[^1].DecodeSeconds * 1e3:F0} ms; " +
+                              $"llama.cpp prefill {llamaRuns[^1].PrefillSeconds * 1e3:F0} ms, decode " +
+                                  $"{llamaRuns[^1].DecodeSeconds * 1e3:F0} ms");
             }
             int agree = 0;
-            while (agree < settings.GenTokens && oursRuns[^1].Generated[agree] == llamaRuns[^1].Generated[agree]) agree++;
+            while (agree < settings.GenTokens
+                && oursRuns[^1].Generated[agree] == llamaRuns[^1].Generated[agree]) agree++;
             results.Add(new PairResult(pair,
-                new EngineResult(pair.OursLabel, ours.Model.Quantization == WeightQuantization.Int4 ? "int4" : "bf16", oursRuns, prompt.Length, settings.GenTokens),
-                new EngineResult(pair.LlamaLabel, pair.LlamaLabel, llamaRuns, prompt.Length, settings.GenTokens), agree));
+                new EngineResult(pair.OursLabel, ours.Model.Quantization == WeightQuantization.Int4 ? "int4" : "bf16",
+                    oursRuns, prompt.Length, settings.GenTokens),
+                new EngineResult(pair.LlamaLabel, pair.LlamaLabel, llamaRuns, prompt.Length, settings.GenTokens),
+                    agree));
         }
         return results;
     }
@@ -117,11 +130,16 @@ public static class Bench
     public static string MarkdownTable(IEnumerable<PairResult> results)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("| ours | llama.cpp | prefill tok/s (ours vs llama.cpp) | decode tok/s (ours vs llama.cpp) | ratio ours/llama.cpp (prefill / decode) |");
+        sb.AppendLine(
+            "| ours | llama.cpp | prefill tok/s (ours vs llama.cpp) | decode tok/s (ours vs llama.cpp) | ratio " +
+            "ours/llama.cpp (prefill / decode) |");
         sb.AppendLine("|---|---|---|---|---|");
         foreach (var r in results)
-            sb.AppendLine($"| {r.Pair.OursLabel} | {r.Pair.LlamaLabel} | {r.Ours.PrefillTokensPerSecond:F1} vs {r.Llama.PrefillTokensPerSecond:F1} | " +
-                          $"{r.Ours.DecodeTokensPerSecond:F1} vs {r.Llama.DecodeTokensPerSecond:F1} | {r.PrefillRatio:F2}× / {r.DecodeRatio:F2}× |");
+            sb.AppendLine(CultureInfo.InvariantCulture,
+                $"| {r.Pair.OursLabel} | {r.Pair.LlamaLabel} | {r.Ours.PrefillTokensPerSecond:F1} vs " +
+                $"{r.Llama.PrefillTokensPerSecond:F1} | " +
+                          $"{r.Ours.DecodeTokensPerSecond:F1} vs {r.Llama.DecodeTokensPerSecond:F1} | " +
+                              $"{r.PrefillRatio:F2}× / {r.DecodeRatio:F2}× |");
         return sb.ToString();
     }
 
@@ -141,11 +159,15 @@ public static class Bench
                 ["prefill_ratio"] = Math.Round(r.PrefillRatio, 4),
                 ["decode_ratio"] = Math.Round(r.DecodeRatio, 4),
                 ["greedy_tokens_agreeing"] = r.GreedyAgreement,
-                ["ours_runs_s"] = r.Ours.Runs.Select(x => new[] { Math.Round(x.PrefillSeconds, 5), Math.Round(x.DecodeSeconds, 5) }).ToArray(),
-                ["llama_runs_s"] = r.Llama.Runs.Select(x => new[] { Math.Round(x.PrefillSeconds, 5), Math.Round(x.DecodeSeconds, 5) }).ToArray(),
+                ["ours_runs_s"] =
+                    r.Ours.Runs.Select(x => new[] { Math.Round(x.PrefillSeconds, 5), Math.Round(x.DecodeSeconds, 5) })
+                    .ToArray(),
+                ["llama_runs_s"] =
+                    r.Llama.Runs.Select(x => new[] { Math.Round(x.PrefillSeconds, 5), Math.Round(x.DecodeSeconds, 5) })
+                    .ToArray(),
             }).ToList(),
         };
-        return JsonSerializer.Serialize(document, new JsonSerializerOptions { WriteIndented = true });
+        return JsonSerializer.Serialize(document, Indented);
     }
 
     /// <summary>The 1-, 5- and 15-minute load averages (/proc/loadavg), or "unavailable".</summary>
@@ -169,7 +191,9 @@ public static class Bench
     {
         try
         {
-            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+            var line =
+                File.ReadLines("/proc/cpuinfo").FirstOrDefault(l =>
+                l.StartsWith("model name", StringComparison.Ordinal));
             return line is null ? "unknown CPU" : line[(line.IndexOf(':') + 1)..].Trim();
         }
         catch (IOException)

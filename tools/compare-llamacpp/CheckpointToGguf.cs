@@ -18,7 +18,8 @@ public static class CheckpointToGguf
         GgmlType.F32 => 0,
         GgmlType.F16 => 1,
         GgmlType.BF16 => 32,
-        _ => throw new ArgumentException($"{type} is not written directly (quantized types go through llama.cpp's quantizer)"),
+        _ => throw new ArgumentException(
+            $"{type} is not written directly (quantized types go through llama.cpp's quantizer)"),
     };
 
     /// <summary>
@@ -30,9 +31,12 @@ public static class CheckpointToGguf
         using var checkpoint = Checkpoint.Open(checkpointDirectory);
         var c = checkpoint.Config;
         if (checkpoint.Quantization is not null || checkpoint.Linears.Any(l => l.IsInt4))
-            throw new ArgumentException($"{checkpointDirectory} is an int4 checkpoint; convert its dense (bf16/fp32) original");
+            throw new ArgumentException(
+                $"{checkpointDirectory} is an int4 checkpoint; convert its dense (bf16/fp32) original");
         if (c.Sparse is not null)
-            Console.Error.WriteLine("note: the checkpoint's InfLLM v2 sparse attention is not represented in GGUF; llama.cpp runs dense attention");
+            Console.Error.WriteLine(
+                "note: the checkpoint's InfLLM v2 sparse attention is not represented in GGUF; llama.cpp runs dense " +
+                "attention");
         var gguf = new GgufWriter();
         AddHyperparameters(gguf, c, checkpointDirectory, type);
         AddVocabulary(gguf, checkpointDirectory, c.VocabSize);
@@ -43,7 +47,9 @@ public static class CheckpointToGguf
         {
             int half = c.HeadDim / 2;
             if (rope.LongFactor.Length != half || rope.ShortFactor.Length != half)
-                throw new ArgumentException($"rope_scaling factors have {rope.LongFactor.Length}/{rope.ShortFactor.Length} entries; head_dim / 2 = {half} expected");
+                throw new ArgumentException(
+                    $"rope_scaling factors have {rope.LongFactor.Length}/{rope.ShortFactor.Length} entries; head_dim " +
+                    $"/ 2 = {half} expected");
             AddFloats(gguf, "rope_factors_long.weight", rope.LongFactor);
             AddFloats(gguf, "rope_factors_short.weight", rope.ShortFactor);
         }
@@ -51,8 +57,10 @@ public static class CheckpointToGguf
         {
             string p = $"model.layers.{i}.", b = $"blk.{i}.";
             AddVector(gguf, checkpoint, p + "input_layernorm.weight", b + "attn_norm.weight");
-            AddMatrix(gguf, checkpoint, p + "self_attn.q_proj.weight", b + "attn_q.weight", matrixType, permuteQK ? c.NumAttentionHeads : null);
-            AddMatrix(gguf, checkpoint, p + "self_attn.k_proj.weight", b + "attn_k.weight", matrixType, permuteQK ? c.NumKeyValueHeads : null);
+            AddMatrix(gguf, checkpoint, p + "self_attn.q_proj.weight", b + "attn_q.weight", matrixType, permuteQK
+                ? c.NumAttentionHeads : null);
+            AddMatrix(gguf, checkpoint, p + "self_attn.k_proj.weight", b + "attn_k.weight", matrixType, permuteQK
+                ? c.NumKeyValueHeads : null);
             AddMatrix(gguf, checkpoint, p + "self_attn.v_proj.weight", b + "attn_v.weight", matrixType, null);
             AddMatrix(gguf, checkpoint, p + "self_attn.o_proj.weight", b + "attn_output.weight", matrixType, null);
             AddVector(gguf, checkpoint, p + "post_attention_layernorm.weight", b + "ffn_norm.weight");
@@ -84,7 +92,8 @@ public static class CheckpointToGguf
         gguf.Add(a + "attention.layer_norm_rms_epsilon", c.RmsNormEps);
         gguf.Add(a + "rope.dimension_count", (uint)c.HeadDim);
         gguf.Add(a + "rope.freq_base", c.RopeTheta);
-        // muP scales: embeddings × scale_emb; each residual branch × scale_depth / sqrt(layers); logits ÷ (hidden / dim_model_base).
+        // muP scales: embeddings × scale_emb; each residual branch × scale_depth / sqrt(layers); logits ÷ (hidden /
+        // dim_model_base).
         float dimModelBase = c.DimModelBase > 0 ? c.DimModelBase : c.HiddenSize;
         gguf.Add(a + "embedding_scale", c.ScaleEmb);
         gguf.Add(a + "residual_scale", (float)(c.ScaleDepth / Math.Sqrt(c.NumHiddenLayers)));
@@ -96,17 +105,21 @@ public static class CheckpointToGguf
             gguf.Add(a + "rope.scaling.original_context_length", (uint)rope.OriginalMaxPositionEmbeddings);
             double ratio = (double)c.MaxPositionEmbeddings / rope.OriginalMaxPositionEmbeddings;
             if (ratio > 1)
-                Console.Error.WriteLine($"note: LongRoPE extends {rope.OriginalMaxPositionEmbeddings} to {c.MaxPositionEmbeddings} positions; its attention " +
-                                        "scale (sqrt(1 + ln(ratio) / ln(original))) is not written, so logits may differ from ours");
+                Console.Error.WriteLine(
+                    $"note: LongRoPE extends {rope.OriginalMaxPositionEmbeddings} to {c.MaxPositionEmbeddings} " +
+                    $"positions; its attention " +
+                                        "scale (sqrt(1 + ln(ratio) / ln(original))) is not written, so logits may " +
+                                            "differ from ours");
         }
     }
 
     private static void AddVocabulary(GgufWriter gguf, string directory, int vocabSize)
     {
         var tokenizer = MiniCpmTokenizer.Load(directory);
-        var model = SentencePieceModelFile.Parse(File.ReadAllBytes(Path.Combine(directory, "tokenizer.model")));
+        var model = SentencePieceVocabulary.Load(directory);
         if (model.Pieces.Length > vocabSize)
-            throw new ArgumentException($"tokenizer.model has {model.Pieces.Length} pieces but vocab_size is {vocabSize}");
+            throw new ArgumentException(
+                $"tokenizer.model has {model.Pieces.Length} pieces but vocab_size is {vocabSize}");
         var tokens = new string[vocabSize];
         var scores = new float[vocabSize];
         var types = new int[vocabSize];
@@ -114,12 +127,13 @@ public static class CheckpointToGguf
         {
             tokens[i] = model.Pieces[i];
             scores[i] = model.Scores[i];
-            types[i] = (int)model.Types[i];  // SentencePiece's piece types are llama.cpp's token types (1..6)
+            types[i] = model.Types[i];  // SentencePiece's piece types are llama.cpp's token types (1..6)
         }
         foreach (var (content, id) in tokenizer.AddedTokens)
         {
             if (id < model.Pieces.Length) continue;  // an added token that names an existing piece keeps the piece
-            if (id >= vocabSize) throw new ArgumentException($"added token {content} has id {id} >= vocab_size {vocabSize}");
+            if (id >= vocabSize) throw new ArgumentException(
+                $"added token {content} has id {id} >= vocab_size {vocabSize}");
             tokens[id] = content;
             types[id] = 3;  // control: recognised in text only when special tokens are parsed, as our tokenizer does
         }
@@ -138,7 +152,7 @@ public static class CheckpointToGguf
         gguf.Add("tokenizer.ggml.unknown_token_id", (uint)tokenizer.UnkId);
         gguf.Add("tokenizer.ggml.add_bos_token", tokenizer.AddBosByDefault);
         gguf.Add("tokenizer.ggml.add_eos_token", false);
-        gguf.Add("tokenizer.ggml.add_space_prefix", tokenizer.Library.AddDummyPrefix);
+        gguf.Add("tokenizer.ggml.add_space_prefix", model.AddDummyPrefix);
     }
 
     /// <summary>
@@ -153,10 +167,12 @@ public static class CheckpointToGguf
         return head * headDim + (within % 2) * half + within / 2;
     }
 
-    private static void AddMatrix(GgufWriter gguf, Checkpoint checkpoint, string hfName, string ggufName, GgmlType type, int? permuteHeads)
+    private static void AddMatrix(GgufWriter gguf, Checkpoint checkpoint, string hfName, string ggufName, GgmlType type,
+        int? permuteHeads)
     {
         var tensor = Require(checkpoint, hfName);
-        if (tensor.Shape.Length != 2) throw new ArgumentException($"{hfName}: expected a matrix, found shape [{string.Join(", ", tensor.Shape)}]");
+        if (tensor.Shape.Length != 2) throw new ArgumentException(
+            $"{hfName}: expected a matrix, found shape [{string.Join(", ", tensor.Shape)}]");
         long rows = tensor.Shape[0], cols = tensor.Shape[1];
         if (permuteHeads is int heads && (rows % heads != 0 || rows / heads % 2 != 0))
             throw new ArgumentException($"{hfName}: {rows} rows do not split into {heads} heads of even size");
@@ -170,7 +186,8 @@ public static class CheckpointToGguf
             {
                 long sourceRow = permuteHeads is int h ? PermutedSourceRow(r, rows, h) : r;
                 var row = source.Slice(checked((int)(sourceRow * sourceRowBytes)), sourceRowBytes);
-                if (tensor.DType == TensorDType.BF16 && type == GgmlType.BF16 || tensor.DType == TensorDType.F16 && type == GgmlType.F16 ||
+                if (tensor.DType == TensorDType.BF16 && type == GgmlType.BF16 || tensor.DType == TensorDType.F16
+                    && type == GgmlType.F16 ||
                     tensor.DType == TensorDType.F32 && type == GgmlType.F32)
                 {
                     stream.Write(row);  // same type: the exact bits
@@ -186,30 +203,37 @@ public static class CheckpointToGguf
     private static void AddVector(GgufWriter gguf, Checkpoint checkpoint, string hfName, string ggufName)
     {
         var tensor = Require(checkpoint, hfName);
-        if (tensor.Shape.Length != 1) throw new ArgumentException($"{hfName}: expected a vector, found shape [{string.Join(", ", tensor.Shape)}]");
+        if (tensor.Shape.Length != 1) throw new ArgumentException(
+            $"{hfName}: expected a vector, found shape [{string.Join(", ", tensor.Shape)}]");
         var values = new float[tensor.Shape[0]];
         ToFloats(tensor.GetBytes(), tensor.DType, values, hfName);
         AddFloats(gguf, ggufName, values);
     }
 
     private static void AddFloats(GgufWriter gguf, string name, float[] values) =>
-        gguf.AddTensor(name, [values.Length], GgmlType.F32, stream => stream.Write(MemoryMarshal.AsBytes(values.AsSpan())));
+        gguf.AddTensor(name, [values.Length], GgmlType.F32, stream =>
+            stream.Write(MemoryMarshal.AsBytes(values.AsSpan())));
 
     private static CheckpointTensor Require(Checkpoint checkpoint, string name) =>
-        checkpoint.TryGetTensor(name, out var t) ? t : throw new ArgumentException($"{checkpoint.Directory}: tensor {name} is missing");
+        checkpoint.TryGetTensor(name, out var t) ? t
+            : throw new ArgumentException($"{checkpoint.Directory}: tensor {name} is missing");
 
     private static void ToFloats(ReadOnlySpan<byte> source, TensorDType dtype, Span<float> values, string name)
     {
         int size = dtype.SizeInBytes();
-        if (source.Length != values.Length * size) throw new ArgumentException($"{name}: {source.Length} bytes for {values.Length} {dtype} values");
+        if (source.Length != values.Length * size) throw new ArgumentException(
+            $"{name}: {source.Length} bytes for {values.Length} {dtype} values");
         for (int i = 0; i < values.Length; i++)
         {
             values[i] = dtype switch
             {
                 TensorDType.F32 => BinaryPrimitives.ReadSingleLittleEndian(source[(i * 4)..]),
                 TensorDType.F16 => (float)BinaryPrimitives.ReadHalfLittleEndian(source[(i * 2)..]),
-                TensorDType.BF16 => BitConverter.UInt32BitsToSingle((uint)BinaryPrimitives.ReadUInt16LittleEndian(source[(i * 2)..]) << 16),
-                _ => throw new ArgumentException($"{name}: {dtype} weights cannot be converted (F32, F16 or BF16 expected)"),
+                TensorDType.BF16 =>
+                    BitConverter.UInt32BitsToSingle(
+                    (uint)BinaryPrimitives.ReadUInt16LittleEndian(source[(i * 2)..]) << 16),
+                _ => throw new ArgumentException(
+                    $"{name}: {dtype} weights cannot be converted (F32, F16 or BF16 expected)"),
             };
         }
     }
@@ -222,7 +246,8 @@ public static class CheckpointToGguf
             {
                 case GgmlType.F32: BinaryPrimitives.WriteSingleLittleEndian(output[(i * 4)..], values[i]); break;
                 case GgmlType.F16: BinaryPrimitives.WriteHalfLittleEndian(output[(i * 2)..], (Half)values[i]); break;
-                case GgmlType.BF16: BinaryPrimitives.WriteUInt16LittleEndian(output[(i * 2)..], CheckpointWriter.FloatToBf16(values[i])); break;
+                case GgmlType.BF16: BinaryPrimitives.WriteUInt16LittleEndian(output[(i * 2)..],
+                    CheckpointWriter.FloatToBf16(values[i])); break;
                 default: throw new ArgumentException($"{type} is not written directly");
             }
         }

@@ -1,7 +1,9 @@
+using System.Globalization;
 namespace MiniCPM4.CompareLlamaCpp;
 
 /// <summary>The result of comparing llama.cpp's logits with ours on the same token ids.</summary>
-/// <param name="Positions">Positions compared: every prompt position (one prefill) and the decode steps after it.</param>
+/// <param name="Positions">Positions compared: every prompt position (one prefill) and the decode steps after
+/// it.</param>
 /// <param name="MaxAbsDifference">Largest |ours − llama.cpp| over all positions and vocabulary entries.</param>
 /// <param name="MaxAbsLogit">Largest |logit| seen (the scale the difference is relative to).</param>
 /// <param name="TokenizersAgree">Whether both tokenizers gave the same ids for the prompt text.</param>
@@ -21,20 +23,23 @@ public static class CrossCheck
         "The quick brown fox jumps over the lazy dog. Small language models run on laptops and phones, " +
         "and their speed depends on memory bandwidth.";
 
-    public static CrossCheckResult Run(string checkpointDirectory, string ggufPath, string text, int decodeSteps, int threads)
+    public static CrossCheckResult Run(string checkpointDirectory, string ggufPath, string text, int decodeSteps,
+        int threads)
     {
         using var ours = new OurEngine(checkpointDirectory, threads, contextLength: 512, int4: false);
         var tokenizer = ours.Model.Tokenizer;
         int[] ourIds = tokenizer.Encode(text);
         if (ourIds.Length == 0) throw new ArgumentException("the cross-check text tokenizes to nothing");
         using var llama = new LlamaCppEngine(ggufPath, threads, contextLength: 512, batchSize: 512, exact: true);
-        if (llama.VocabSize != ours.VocabSize) throw new InvalidOperationException($"vocabularies differ: llama.cpp {llama.VocabSize}, ours {ours.VocabSize}");
+        if (llama.VocabSize != ours.VocabSize) throw new InvalidOperationException(
+            $"vocabularies differ: llama.cpp {llama.VocabSize}, ours {ours.VocabSize}");
         int[] llamaIds = llama.Tokenize(text);
         string report = CompareIds(ourIds, llamaIds);
 
         // Both engines get our ids, with BOS first as a prompt would have it.
         int[] ids = [tokenizer.BosId, .. ourIds];
-        if (ids.Length + decodeSteps > 512) throw new ArgumentException("the cross-check text is too long (512 positions)");
+        if (ids.Length + decodeSteps > 512) throw new ArgumentException(
+            "the cross-check text is too long (512 positions)");
         int vocab = ours.VocabSize;
         float[] a = ours.Evaluate(ids, allPositions: true), b = llama.Evaluate(ids, 0, allPositions: true);
         var perPosition = new List<double>();
@@ -51,7 +56,8 @@ public static class CrossCheck
             perPosition.Add(MaxDifference(ourStep, llamaStep, ref maxLogit));
             last = ourStep;
         }
-        return new CrossCheckResult(perPosition.Count, perPosition.Max(), maxLogit, ourIds.AsSpan().SequenceEqual(llamaIds), report, perPosition.ToArray());
+        return new CrossCheckResult(perPosition.Count, perPosition.Max(), maxLogit,
+            ourIds.AsSpan().SequenceEqual(llamaIds), report, perPosition.ToArray());
     }
 
     public static string CompareIds(int[] ours, int[] llama)
@@ -59,7 +65,7 @@ public static class CrossCheck
         if (ours.AsSpan().SequenceEqual(llama)) return $"identical ({ours.Length} ids)";
         int i = 0;
         while (i < ours.Length && i < llama.Length && ours[i] == llama[i]) i++;
-        string At(int[] ids) => i < ids.Length ? ids[i].ToString() : "end";
+        string At(int[] ids) => i < ids.Length ? ids[i].ToString(CultureInfo.InvariantCulture) : "end";
         return $"differ at index {i} of {ours.Length}/{llama.Length} (ours {At(ours)}, llama.cpp {At(llama)})";
     }
 

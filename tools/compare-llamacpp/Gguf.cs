@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 
 namespace MiniCPM4.CompareLlamaCpp;
@@ -15,13 +16,15 @@ public enum GgmlType : uint
 /// <summary>GGUF metadata value types (gguf.h).</summary>
 public enum GgufValueType : uint
 {
-    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9, U64 = 10, I64 = 11, F64 = 12,
+    U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9, U64 = 10, I64 = 11,
+        F64 = 12,
 }
 
 /// <summary>Sizes of the ggml types this tool knows.</summary>
 public static class GgmlTypes
 {
-    /// <summary>Bytes of a row of <paramref name="elements"/> values, or null for a type this tool does not size.</summary>
+    /// <summary>Bytes of a row of <paramref name="elements"/> values, or null for a type this tool does not
+    /// size.</summary>
     public static long? RowBytes(uint type, long elements) => (GgmlType)type switch
     {
         GgmlType.F32 => elements * 4,
@@ -32,7 +35,8 @@ public static class GgmlTypes
         _ => null,
     };
 
-    public static string Name(uint type) => Enum.IsDefined(typeof(GgmlType), type) ? ((GgmlType)type).ToString() : $"type{type}";
+    public static string Name(uint type) => Enum.IsDefined(typeof(GgmlType), type) ? ((GgmlType)type).ToString()
+        : $"type{type}";
 }
 
 /// <summary>
@@ -77,10 +81,13 @@ public sealed class GgufWriter
     public void AddTensor(string name, long[] dims, GgmlType type, Action<Stream> writeData)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
-        if (dims.Length is < 1 or > 4 || dims.Any(d => d < 1)) throw new ArgumentException($"tensor {name}: bad dims [{string.Join(", ", dims)}]");
+        if (dims.Length is < 1 or > 4 || dims.Any(d => d < 1)) throw new ArgumentException(
+            $"tensor {name}: bad dims [{string.Join(", ", dims)}]");
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"duplicate tensor '{name}'", nameof(name));
         long rows = dims.Skip(1).Aggregate(1L, (a, b) => a * b);
-        long bytes = (GgmlTypes.RowBytes((uint)type, dims[0]) ?? throw new ArgumentException($"tensor {name}: {type} rows of {dims[0]} cannot be written")) * rows;
+        long bytes =
+            (GgmlTypes.RowBytes((uint)type, dims[0])
+            ?? throw new ArgumentException($"tensor {name}: {type} rows of {dims[0]} cannot be written")) * rows;
         _tensors.Add(new Tensor(name, dims, type, bytes, writeData));
     }
 
@@ -132,10 +139,12 @@ public sealed class GgufWriter
         {
             var t = _tensors[i];
             long before = stream.Position;
-            if (before - dataStart != offsets[i]) throw new InvalidOperationException($"tensor {t.Name}: data at {before - dataStart}, info says {offsets[i]}");
+            if (before - dataStart != offsets[i]) throw new InvalidOperationException(
+                $"tensor {t.Name}: data at {before - dataStart}, info says {offsets[i]}");
             t.WriteData(stream);
             long written = stream.Position - before;
-            if (written != t.ByteLength) throw new InvalidOperationException($"tensor {t.Name}: wrote {written} bytes, expected {t.ByteLength}");
+            if (written != t.ByteLength) throw new InvalidOperationException(
+                $"tensor {t.Name}: wrote {written} bytes, expected {t.ByteLength}");
             Pad(stream);
         }
     }
@@ -194,7 +203,9 @@ public sealed record GgufTensorInfo(string Name, long[] Dims, uint Type, long Of
 public sealed class GgufReader
 {
     public uint Version { get; private init; }
-    public IReadOnlyDictionary<string, (GgufValueType Type, object Value)> Metadata { get; private init; } = new Dictionary<string, (GgufValueType, object)>();
+    public IReadOnlyDictionary<string,
+        (GgufValueType Type, object Value)> Metadata { get; private init; } = new Dictionary<string,
+        (GgufValueType, object)>();
     public IReadOnlyList<GgufTensorInfo> Tensors { get; private init; } = [];
     /// <summary>File offset of the data section.</summary>
     public long DataStart { get; private init; }
@@ -238,9 +249,11 @@ public sealed class GgufReader
             for (int d = 0; d < nDims; d++) dims[d] = (long)r.ReadUInt64();
             tensors.Add(new GgufTensorInfo(name, dims, r.ReadUInt32(), (long)r.ReadUInt64()));
         }
-        int alignment = metadata.TryGetValue("general.alignment", out var a) ? Convert.ToInt32(a.Item2) : GgufWriter.Alignment;
+        int alignment = metadata.TryGetValue("general.alignment", out var a)
+            ? Convert.ToInt32(a.Item2, CultureInfo.InvariantCulture) : GgufWriter.Alignment;
         long dataStart = (stream.Position + alignment - 1) / alignment * alignment;
-        return new GgufReader { Version = version, Metadata = metadata, Tensors = tensors, DataStart = dataStart, Alignment = alignment };
+        return new GgufReader { Version = version, Metadata = metadata, Tensors = tensors, DataStart = dataStart,
+            Alignment = alignment };
     }
 
     /// <summary>How many tensors of each type, e.g. "BF16 1, F32 49, Q4_0 168".</summary>

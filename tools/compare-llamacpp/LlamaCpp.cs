@@ -44,13 +44,16 @@ public sealed class LlamaCppEngine : IDisposable
     public int VocabSize { get; }
 
     /// <summary>llama.cpp's tokenization of <paramref name="text"/>, special tokens parsed, no BOS added.</summary>
-    public int[] Tokenize(string text) => _weights.Tokenize(text, false, true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
+    public int[] Tokenize(string text) =>
+        _weights.Tokenize(text, false, true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
 
-    /// <summary>llama.cpp's tokenization of <paramref name="text"/> from a GGUF's vocabulary alone (no weights loaded).</summary>
+    /// <summary>llama.cpp's tokenization of <paramref name="text"/> from a GGUF's vocabulary alone (no weights
+    /// loaded).</summary>
     public static int[] TokenizeWithVocabulary(string ggufPath, string text)
     {
         ConfigureNative();
-        using var weights = LLamaWeights.LoadFromFile(new ModelParams(ggufPath) { VocabOnly = true, GpuLayerCount = 0 });
+        using var weights =
+            LLamaWeights.LoadFromFile(new ModelParams(ggufPath) { VocabOnly = true, GpuLayerCount = 0 });
         return weights.Tokenize(text, false, true, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
     }
 
@@ -60,13 +63,15 @@ public sealed class LlamaCppEngine : IDisposable
     {
         _batch.Clear();
         for (int i = 0; i < tokens.Length; i++)
-            _batch.Add((LLamaToken)tokens[i], (LLamaPos)(start + i), (LLamaSeqId)0, allPositions || i == tokens.Length - 1);
+            _batch.Add((LLamaToken)tokens[i], (LLamaPos)(start + i), (LLamaSeqId)0, allPositions
+                || i == tokens.Length - 1);
         var result = _context.NativeHandle.Decode(_batch);
         if (result != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed: {result}");
         int rows = allPositions ? tokens.Length : 1;
         var logits = new float[checked(rows * VocabSize)];
         for (int r = 0; r < rows; r++)
-            _context.NativeHandle.GetLogitsIth(allPositions ? r : tokens.Length - 1).CopyTo(logits.AsSpan(r * VocabSize, VocabSize));
+            _context.NativeHandle.GetLogitsIth(allPositions ? r : tokens.Length - 1).CopyTo(
+                logits.AsSpan(r * VocabSize, VocabSize));
         return logits;
     }
 
@@ -116,10 +121,12 @@ public sealed class LlamaCppEngine : IDisposable
         parameters.token_embedding_type = (GGMLType)(uint)GgmlType.BF16;
         parameters.output_tensor_type = (GGMLType)(uint)GgmlType.BF16;
         uint status = NativeApi.llama_model_quantize(input, output, ref parameters);
-        if (status != 0 || !File.Exists(output)) throw new InvalidOperationException($"llama_model_quantize({input} -> {type}) failed with status {status}");
+        if (status != 0 || !File.Exists(output)) throw new InvalidOperationException(
+            $"llama_model_quantize({input} -> {type}) failed with status {status}");
     }
 
-    /// <summary>Routes llama.cpp's log to stderr only when MCPM_COMPARE_VERBOSE is set (it is chatty); once per process.</summary>
+    /// <summary>Routes llama.cpp's log to stderr only when MCPM_COMPARE_VERBOSE is set (it is chatty); once per
+    /// process.</summary>
     private static void ConfigureNative()
     {
         if (Interlocked.Exchange(ref s_configured, 1) != 0) return;

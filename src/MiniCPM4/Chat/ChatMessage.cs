@@ -6,7 +6,8 @@ namespace MiniCPM4.Chat;
 /// </summary>
 public sealed record ChatMessage(string Role, string Content)
 {
-    /// <summary>The assistant's reasoning (<c>reasoning_content</c>), when it is kept apart from <see cref="Content"/>.</summary>
+    /// <summary>The assistant's reasoning (<c>reasoning_content</c>), when it is kept apart from <see
+    /// cref="Content"/>.</summary>
     public string? ReasoningContent { get; init; }
 
     /// <summary>The assistant's function calls (<c>tool_calls</c>).</summary>

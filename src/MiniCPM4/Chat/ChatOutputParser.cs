@@ -4,18 +4,22 @@ using System.Text.Json;
 
 namespace MiniCPM4.Chat;
 
-/// <summary>How a model writes function calls (chosen from what its chat template renders; see <see cref="ModelChatTemplate"/>).</summary>
+/// <summary>How a model writes function calls (chosen from what its chat template renders; see <see
+/// cref="ModelChatTemplate"/>).</summary>
 public enum ToolCallSyntax
 {
-    /// <summary>MiniCPM4-MCP / MiniCPM3: <c>&lt;|tool_call_start|&gt;\n```python\nname(key=literal, …)\n```\n&lt;|tool_call_end|&gt;</c>, one call per line.</summary>
+    /// <summary>MiniCPM4-MCP / MiniCPM3: <c>&lt;|tool_call_start|&gt;\n```python\nname(key=literal,
+    /// …)\n```\n&lt;|tool_call_end|&gt;</c>, one call per line.</summary>
     McpBlock,
 
-    /// <summary>Hermes / Qwen style: <c>&lt;tool_call&gt;\n{"name": …, "arguments": {…}}\n&lt;/tool_call&gt;</c>, one call per block.</summary>
+    /// <summary>Hermes / Qwen style: <c>&lt;tool_call&gt;\n{"name": …, "arguments": {…}}\n&lt;/tool_call&gt;</c>, one
+    /// call per block.</summary>
     HermesJson,
 
     /// <summary>
     /// The <c>&lt;|tool_call|&gt;</c> token of MiniCPM3's vocabulary (also Phi-4's): a JSON call object (or a list of
-    /// them), or Python call lines, up to <c>&lt;|/tool_call|&gt;</c>, the next <c>&lt;|tool_call|&gt;</c> or the end of the reply.
+    /// them), or Python call lines, up to <c>&lt;|/tool_call|&gt;</c>, the next <c>&lt;|tool_call|&gt;</c> or the end
+    /// of the reply.
     /// </summary>
     ToolCallToken,
 }
@@ -26,10 +30,12 @@ public sealed record ChatOutputFormat
     /// <summary>The function-call syntax.</summary>
     public ToolCallSyntax ToolCalls { get; init; } = ToolCallSyntax.McpBlock;
 
-    /// <summary>Reasoning between <c>&lt;think&gt;</c> and <c>&lt;/think&gt;</c> (MiniCPM4.1, Qwen3, DeepSeek-R1 style).</summary>
+    /// <summary>Reasoning between <c>&lt;think&gt;</c> and <c>&lt;/think&gt;</c> (MiniCPM4.1, Qwen3, DeepSeek-R1
+    /// style).</summary>
     public bool ThinkTags { get; init; }
 
-    /// <summary>Reasoning between <c>&lt;|thought_start|&gt;</c> and <c>&lt;|thought_end|&gt;</c> (MiniCPM3 / MiniCPM4-MCP).</summary>
+    /// <summary>Reasoning between <c>&lt;|thought_start|&gt;</c> and <c>&lt;|thought_end|&gt;</c> (MiniCPM3 /
+    /// MiniCPM4-MCP).</summary>
     public bool ThoughtTags { get; init; } = true;
 
     /// <summary>MiniCPM4's format: MCP tool-call blocks and thought blocks.</summary>
@@ -40,7 +46,8 @@ public sealed record ChatOutputFormat
 public enum ChatOutputKind { Text, Reasoning, ToolCalls }
 
 /// <summary>A piece of parsed output: text, reasoning text, or the calls of one tool-call block.</summary>
-public readonly record struct ChatOutputSegment(ChatOutputKind Kind, string Text, IReadOnlyList<ChatToolCall>? Calls = null);
+public readonly record struct ChatOutputSegment(ChatOutputKind Kind, string Text,
+    IReadOnlyList<ChatToolCall>? Calls = null);
 
 /// <summary>
 /// Splits streamed model output into plain text, reasoning and function calls. Text that may be the start of a marker
@@ -67,7 +74,8 @@ public sealed class ChatOutputParser
     private bool _skipNewlines;
 
     /// <param name="format">The markers to look for.</param>
-    /// <param name="startInReasoning">The prompt ends inside an open <c>&lt;think&gt;</c> block (the template opened it),
+    /// <param name="startInReasoning">The prompt ends inside an open <c>&lt;think&gt;</c> block (the template opened
+    /// it),
     /// so the output starts as reasoning until <c>&lt;/think&gt;</c>.</param>
     public ChatOutputParser(ChatOutputFormat? format = null, bool startInReasoning = false)
     {
@@ -212,7 +220,8 @@ public sealed class ChatOutputParser
     }
 
     /// <summary>Parses a whole reply.</summary>
-    public static (string Text, string? Reasoning, IReadOnlyList<ChatToolCall> Calls) ParseAll(string text, ChatOutputFormat? format = null,
+    public static (string Text, string? Reasoning, IReadOnlyList<ChatToolCall> Calls) ParseAll(string text,
+        ChatOutputFormat? format = null,
         bool startInReasoning = false)
     {
         var parser = new ChatOutputParser(format, startInReasoning);
@@ -233,7 +242,8 @@ public sealed class ChatOutputParser
         return (plain.ToString(), reasoning?.ToString(), calls);
     }
 
-    /// <summary>Parses the inside of a tool-call block in the given syntax. False when anything does not parse.</summary>
+    /// <summary>Parses the inside of a tool-call block in the given syntax. False when anything does not
+    /// parse.</summary>
     public static bool TryParseCalls(ToolCallSyntax syntax, string block, out List<ChatToolCall> calls)
     {
         ArgumentNullException.ThrowIfNull(block);
@@ -322,12 +332,15 @@ public sealed class ChatOutputParser
         try
         {
             using var doc = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 64 });
-            var items = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement.EnumerateArray().ToList() : [doc.RootElement];
+            var items = doc.RootElement.ValueKind == JsonValueKind.Array ? doc.RootElement.EnumerateArray().ToList()
+                : [doc.RootElement];
             foreach (var item in items)
             {
                 if (item.ValueKind != JsonValueKind.Object) return Fail(out calls);
-                var call = item.TryGetProperty("function", out var fn) && fn.ValueKind == JsonValueKind.Object ? fn : item;
-                if (!call.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString()!.Length == 0)
+                var call = item.TryGetProperty("function", out var fn) && fn.ValueKind == JsonValueKind.Object ? fn
+                    : item;
+                if (!call.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String
+                    || name.GetString()!.Length == 0)
                     return Fail(out calls);
                 Dictionary<string, object?> args;
                 if (call.TryGetProperty("arguments", out var a) || call.TryGetProperty("parameters", out a))
@@ -356,7 +369,8 @@ public sealed class ChatOutputParser
                     args = new Dictionary<string, object?>(StringComparer.Ordinal);
                 }
                 calls.Add(new ChatToolCall(name.GetString()!, args,
-                    item.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString() : null));
+                    item.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString()
+                        : null));
             }
             return calls.Count > 0;
         }

@@ -10,15 +10,10 @@ namespace MiniCPM4.Chat;
 public static partial class ChatTemplate
 {
     /// <summary>The token that opens a turn.</summary>
-    public const string ImStart = "<|im_start|>";
+    public const string ImStart = ChatMlRenderer.ImStart;
 
     /// <summary>The token that closes a turn (MiniCPM4's <c>eos_token</c>).</summary>
-    public const string ImEnd = "<|im_end|>";
-
-    /// <summary>The Jinja template MiniCPM4 checkpoints ship in <c>tokenizer_config.json</c>.</summary>
-    internal const string MiniCpm4Template =
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
-        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    public const string ImEnd = ChatMlRenderer.ImEnd;
 
     /// <summary>Strings that end an assistant turn when they appear in generated text.</summary>
     public static IReadOnlyList<string> StopStrings { get; } = [ImEnd];
@@ -40,18 +35,19 @@ public static partial class ChatTemplate
             if (string.IsNullOrEmpty(message.Role))
                 throw new ArgumentException("A message has no role.", nameof(messages));
             ArgumentNullException.ThrowIfNull(message.Content, nameof(messages));
-            sb.Append(ImStart).Append(message.Role).Append('\n').Append(message.Content).Append(ImEnd).Append('\n');
+            ChatMlRenderer.AppendTurn(sb, message.Role, message.Content);
         }
 
         if (addGenerationPrompt)
-            sb.Append(ImStart).Append("assistant\n");
+            ChatMlRenderer.AppendGenerationPrompt(sb);
         return sb.ToString();
     }
 
     /// <summary>
     /// Whether a checkpoint's Jinja <c>chat_template</c> produces the ChatML that <see cref="Format"/> renders: either
     /// the MiniCPM4 template (compared after normalising whitespace, quotes and Jinja trim markers), or a template
-    /// that loops over the messages emitting <c>'&lt;|im_start|&gt;' + role + '\n' + … + '&lt;|im_end|&gt;' + '\n'</c> and
+    /// that loops over the messages emitting <c>'&lt;|im_start|&gt;' + role + '\n' + … + '&lt;|im_end|&gt;' + '\n'</c>
+    /// and
     /// adds <c>'&lt;|im_start|&gt;assistant\n'</c> under <c>add_generation_prompt</c>. False for anything else
     /// (including null), so the caller can warn.
     /// </summary>
@@ -82,7 +78,7 @@ public static partial class ChatTemplate
                canonical.Contains(@"'<|im_start|>assistant\n'", StringComparison.Ordinal);
     }
 
-    private static readonly string CanonicalMiniCpm4 = Canonicalize(MiniCpm4Template);
+    private static readonly string CanonicalMiniCpm4 = Canonicalize(ChatMlRenderer.JinjaTemplate);
 
     [GeneratedRegex(@"\{%for(\w+)in(?:\w+)?messages(?:\[[^\]]*\])?%\}", RegexOptions.CultureInvariant)]
     private static partial Regex MessageLoop();

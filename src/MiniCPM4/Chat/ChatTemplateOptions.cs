@@ -5,7 +5,8 @@ namespace MiniCPM4.Chat;
 /// <summary>How a conversation is rendered with a checkpoint's chat template.</summary>
 public sealed record ChatTemplateOptions
 {
-    /// <summary>Append the assistant's generation prompt (transformers' <c>add_generation_prompt</c>). Default true.</summary>
+    /// <summary>Append the assistant's generation prompt (transformers' <c>add_generation_prompt</c>). Default
+    /// true.</summary>
     public bool AddGenerationPrompt { get; init; } = true;
 
     /// <summary>
@@ -16,14 +17,16 @@ public sealed record ChatTemplateOptions
 
     /// <summary>
     /// Further template variables (transformers' extra keyword arguments of <c>apply_chat_template</c>), e.g.
-    /// <c>{"enable_thinking": false}</c>. Values: null, bool, numbers, strings, lists, dictionaries, <see cref="JsonElement"/>.
+    /// <c>{"enable_thinking": false}</c>. Values: null, bool, numbers, strings, lists, dictionaries, <see
+    /// cref="JsonElement"/>.
     /// They may also replace <c>bos_token</c> and <c>eos_token</c>.
     /// </summary>
     public IReadOnlyDictionary<string, object?>? Arguments { get; init; }
 
     /// <summary>
     /// Tool definitions as transformers passes them to the template (<c>tools</c>): JSON schemas of the form
-    /// <c>{"type": "function", "function": {"name", "description", "parameters"}}</c>. Null or empty: <c>tools</c> is None.
+    /// <c>{"type": "function", "function": {"name", "description", "parameters"}}</c>. Null or empty: <c>tools</c> is
+    /// None.
     /// </summary>
     public IReadOnlyList<JsonElement>? Tools { get; init; }
 

@@ -8,16 +8,22 @@ namespace MiniCPM4.Chat;
 /// <c>apply_chat_template</c> renders it.
 /// </summary>
 /// <remarks>
-/// <para><b>Where the template comes from</b> (<see cref="Load"/>): <c>chat_template.jinja</c> in the checkpoint directory
+/// <para><b>Where the template comes from</b> (<see cref="Load"/>): <c>chat_template.jinja</c> in the checkpoint
+/// directory
 /// when present, else <c>chat_template</c> of <c>tokenizer_config.json</c> (a string, or the entry named "default" of a
-/// list), else MiniCPM4's ChatML (<see cref="ChatMl"/>). <c>bos_token</c> and <c>eos_token</c> come from the tokenizer files.</para>
-/// <para><b>What the output parser looks for</b> is decided by rendering probe conversations once (<see cref="OutputFormat"/>):
+/// list), else MiniCPM4's ChatML (<see cref="ChatMl"/>). <c>bos_token</c> and <c>eos_token</c> come from the tokenizer
+/// files.</para>
+/// <para><b>What the output parser looks for</b> is decided by rendering probe conversations once (<see
+/// cref="OutputFormat"/>):
 /// the tool-call syntax is the one the template renders for an assistant message with a tool call
 /// (<c>&lt;|tool_call_start|&gt;</c> → <see cref="ToolCallSyntax.McpBlock"/>, <c>&lt;tool_call&gt;</c> →
-/// <see cref="ToolCallSyntax.HermesJson"/>, <c>&lt;|tool_call|&gt;</c> → <see cref="ToolCallSyntax.ToolCallToken"/>; a template that
+/// <see cref="ToolCallSyntax.HermesJson"/>, <c>&lt;|tool_call|&gt;</c> → <see cref="ToolCallSyntax.ToolCallToken"/>; a
+/// template that
 /// renders none of them keeps MiniCPM4's MCP block); <c>&lt;think&gt;</c> reasoning is parsed when the template renders
-/// <c>&lt;think&gt;</c> or <c>&lt;/think&gt;</c> in any probe (e.g. the empty think block of <c>enable_thinking=false</c>);
-/// <c>&lt;|thought_start|&gt;</c> blocks are always parsed. <see cref="RendersTools"/> tells whether the template writes tool
+/// <c>&lt;think&gt;</c> or <c>&lt;/think&gt;</c> in any probe (e.g. the empty think block of
+/// <c>enable_thinking=false</c>);
+/// <c>&lt;|thought_start|&gt;</c> blocks are always parsed. <see cref="RendersTools"/> tells whether the template
+/// writes tool
 /// definitions at all (a template that ignores <c>tools</c>, like MiniCPM4's plain ChatML, gets them described in the
 /// system turn by <c>MiniCpmChatClient</c>). <see cref="EndOfTurn"/> is the text the template puts after an assistant
 /// message (a stop string).</para>
@@ -30,7 +36,8 @@ public sealed class ModelChatTemplate
     private const string ProbeFunction = "probe_function_7f3a";
     private readonly JinjaTemplate _template;
 
-    private ModelChatTemplate(JinjaTemplate template, string origin, string? bosToken, string? eosToken, bool isFallback)
+    private ModelChatTemplate(JinjaTemplate template, string origin, string? bosToken, string? eosToken,
+        bool isFallback)
     {
         _template = template;
         Origin = origin;
@@ -43,7 +50,8 @@ public sealed class ModelChatTemplate
     /// <summary>The Jinja source.</summary>
     public string Source => _template.Source;
 
-    /// <summary>Where the template came from: "chat_template.jinja", "tokenizer_config.json", or "built-in ChatML".</summary>
+    /// <summary>Where the template came from: "chat_template.jinja", "tokenizer_config.json", or "built-in
+    /// ChatML".</summary>
     public string Origin { get; }
 
     /// <summary>True when the checkpoint has no template (or an unusable one) and MiniCPM4's ChatML is used.</summary>
@@ -58,10 +66,12 @@ public sealed class ModelChatTemplate
     /// <summary>What the output parser looks for (see the remarks).</summary>
     public ChatOutputFormat OutputFormat { get; }
 
-    /// <summary>Whether the template renders the tool definitions passed in <see cref="ChatTemplateOptions.Tools"/>.</summary>
+    /// <summary>Whether the template renders the tool definitions passed in <see
+    /// cref="ChatTemplateOptions.Tools"/>.</summary>
     public bool RendersTools { get; }
 
-    /// <summary>The text that closes an assistant turn (e.g. <c>&lt;|im_end|&gt;</c>), or null when the template shows none.</summary>
+    /// <summary>The text that closes an assistant turn (e.g. <c>&lt;|im_end|&gt;</c>), or null when the template shows
+    /// none.</summary>
     public string? EndOfTurn { get; }
 
     /// <summary>MiniCPM4's ChatML: <c>&lt;|im_start|&gt;{role}\n{content}&lt;|im_end|&gt;\n</c> per message, then
@@ -70,10 +80,12 @@ public sealed class ModelChatTemplate
 
     /// <summary>MiniCPM4's ChatML (<see cref="ChatMl"/>) with the given special tokens.</summary>
     public static ModelChatTemplate CreateChatMl(string? bosToken, string? eosToken) =>
-        new(JinjaTemplate.Parse(ChatTemplate.MiniCpm4Template), "built-in ChatML", bosToken, eosToken, isFallback: true);
+        new(JinjaTemplate.Parse(ChatMlRenderer.JinjaTemplate), "built-in ChatML", bosToken, eosToken, isFallback: true);
 
-    /// <summary>Parses a template. Syntax errors and unsupported constructs throw <see cref="TemplateSyntaxException"/>.</summary>
-    public static ModelChatTemplate Parse(string source, string? bosToken = null, string? eosToken = null, string origin = "given")
+    /// <summary>Parses a template. Syntax errors and unsupported constructs throw <see
+    /// cref="TemplateSyntaxException"/>.</summary>
+    public static ModelChatTemplate Parse(string source, string? bosToken = null, string? eosToken = null,
+        string origin = "given")
     {
         ArgumentNullException.ThrowIfNull(source);
         return new ModelChatTemplate(JinjaTemplate.Parse(source), origin, bosToken, eosToken, isFallback: false);
@@ -83,7 +95,8 @@ public sealed class ModelChatTemplate
     /// The template of a checkpoint directory (see the remarks for the order). A template that does not parse is a
     /// <see cref="TemplateSyntaxException"/> naming the file.
     /// </summary>
-    public static ModelChatTemplate Load(string directory, string? tokenizerConfigTemplate, string? bosToken, string? eosToken)
+    public static ModelChatTemplate Load(string directory, string? tokenizerConfigTemplate, string? bosToken,
+        string? eosToken)
     {
         var file = Path.Combine(directory, TemplateFileName);
         if (File.Exists(file)) return Parse(File.ReadAllText(file), bosToken, eosToken, TemplateFileName);
@@ -93,9 +106,11 @@ public sealed class ModelChatTemplate
     }
 
     /// <summary>Renders a conversation as transformers does: variables <c>messages</c>, <c>tools</c>, <c>documents</c>,
-    /// <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>, then <see cref="ChatTemplateOptions.EnableThinking"/>
+    /// <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>, then <see
+    /// cref="ChatTemplateOptions.EnableThinking"/>
     /// and <see cref="ChatTemplateOptions.Arguments"/>.</summary>
-    /// <exception cref="TemplateRaisedException">The template refused the conversation (<c>raise_exception</c>).</exception>
+    /// <exception cref="TemplateRaisedException">The template refused the conversation
+    /// (<c>raise_exception</c>).</exception>
     /// <exception cref="TemplateRenderException">Rendering failed.</exception>
     public string Render(IEnumerable<ChatMessage> messages, ChatTemplateOptions? options = null)
     {
@@ -111,10 +126,12 @@ public sealed class ModelChatTemplate
         return RenderValues(list, options);
     }
 
-    /// <summary>Renders messages given as JSON objects in transformers' format (role, content, tool_calls, …).</summary>
+    /// <summary>Renders messages given as JSON objects in transformers' format (role, content, tool_calls,
+    /// …).</summary>
     public string Render(JsonElement messages, ChatTemplateOptions? options = null)
     {
-        if (messages.ValueKind != JsonValueKind.Array) throw new ArgumentException("messages must be a JSON array", nameof(messages));
+        if (messages.ValueKind != JsonValueKind.Array) throw new ArgumentException("messages must be a JSON array",
+            nameof(messages));
         return RenderValues(messages, options);
     }
 
@@ -125,7 +142,8 @@ public sealed class ModelChatTemplate
         {
             ["messages"] = messages,
             ["tools"] = options.Tools is { Count: > 0 } tools ? tools.Select(t => (object?)t).ToList() : null,
-            ["documents"] = options.Documents is { Count: > 0 } documents ? documents.Select(d => (object?)d).ToList() : null,
+            ["documents"] = options.Documents is { Count: > 0 } documents ? documents.Select(d => (object?)d).ToList()
+                : null,
             ["add_generation_prompt"] = options.AddGenerationPrompt,
         };
         if (BosToken is not null) variables["bos_token"] = BosToken;
@@ -158,7 +176,8 @@ public sealed class ModelChatTemplate
         return d;
     }
 
-    /// <summary>Whether a rendered prompt leaves a <c>&lt;think&gt;</c> block open (the model continues inside it).</summary>
+    /// <summary>Whether a rendered prompt leaves a <c>&lt;think&gt;</c> block open (the model continues inside
+    /// it).</summary>
     public bool EndsInsideReasoning(string prompt)
     {
         if (!OutputFormat.ThinkTags) return false;
@@ -183,8 +202,10 @@ public sealed class ModelChatTemplate
     private (ChatOutputFormat Format, bool RendersTools, string? EndOfTurn) Analyze()
     {
         using var toolDoc = JsonDocument.Parse(
-            "{\"type\": \"function\", \"function\": {\"name\": \"" + ProbeFunction + "\", \"description\": \"probe\", " +
-            "\"parameters\": {\"type\": \"object\", \"properties\": {\"probe_argument\": {\"type\": \"string\"}}, \"required\": [\"probe_argument\"]}}}");
+            "{\"type\": \"function\", \"function\": {\"name\": \"" + ProbeFunction
+                + "\", \"description\": \"probe\", " +
+            "\"parameters\": {\"type\": \"object\", \"properties\": {\"probe_argument\": {\"type\": \"string\"}}, " +
+                "\"required\": [\"probe_argument\"]}}}");
         var tools = new[] { toolDoc.RootElement.Clone() };
         var user = new ChatMessage("user", "probe question");
         var withTools = new ChatTemplateOptions { Tools = tools, Now = new DateTime(2026, 1, 1) };
@@ -194,7 +215,9 @@ public sealed class ModelChatTemplate
 
         var call = new ChatMessage("assistant", "")
         {
-            ToolCalls = [new ChatToolCall(ProbeFunction, new Dictionary<string, object?> { ["probe_argument"] = "probe value" }, "call_probe")],
+            ToolCalls =
+                [new ChatToolCall(ProbeFunction, new Dictionary<string, object?> { ["probe_argument"] = "probe value" },
+                "call_probe")],
         };
         var result = new ChatMessage("tool", "probe result") { ToolCallId = "call_probe", Name = ProbeFunction };
         string? callPrompt = TryRender([user, call, result, new ChatMessage("user", "probe follow-up")], withTools)
@@ -204,9 +227,11 @@ public sealed class ModelChatTemplate
         var syntax = ToolCallSyntax.McpBlock;
         if (callPrompt is not null)
         {
-            int mcp = IndexOf(callPrompt, "<|tool_call_start|>"), hermes = IndexOf(callPrompt, "<tool_call>"), token = IndexOf(callPrompt, "<|tool_call|>");
+            int mcp = IndexOf(callPrompt, "<|tool_call_start|>"), hermes = IndexOf(callPrompt, "<tool_call>"),
+                token = IndexOf(callPrompt, "<|tool_call|>");
             int first = new[] { mcp, hermes, token }.Where(i => i >= 0).DefaultIfEmpty(-1).Min();
-            if (first >= 0) syntax = first == hermes ? ToolCallSyntax.HermesJson : first == token ? ToolCallSyntax.ToolCallToken : ToolCallSyntax.McpBlock;
+            if (first >= 0) syntax = first == hermes ? ToolCallSyntax.HermesJson : first == token
+                ? ToolCallSyntax.ToolCallToken : ToolCallSyntax.McpBlock;
         }
 
         var plain = new ChatTemplateOptions { Now = new DateTime(2026, 1, 1) };
@@ -219,32 +244,40 @@ public sealed class ModelChatTemplate
             TryRender([user], thinkingOff), TryRender([user], plain with { EnableThinking = true }),
             TryRender([user, reasoned, new ChatMessage("user", "probe follow-up")], plain),
         ];
-        bool think = renders.Any(r => r is not null && (r.Contains("<think>", StringComparison.Ordinal) || r.Contains("</think>", StringComparison.Ordinal)));
+        bool think =
+            renders.Any(r => r is not null
+            && (r.Contains("<think>", StringComparison.Ordinal) || r.Contains("</think>", StringComparison.Ordinal)));
 
         // The end of an assistant turn: what follows the assistant's text up to the next turn's text.
         string? endOfTurn = null;
         const string answer = "probe answer 5d1c";
-        ChatMessage[] exchange = [user, new ChatMessage("assistant", answer), new ChatMessage("user", "probe next 5d1c")];
+        ChatMessage[] exchange =
+            [user, new ChatMessage("assistant", answer), new ChatMessage("user", "probe next 5d1c")];
         string? turns = TryRender(exchange, plain with { AddGenerationPrompt = false })
                         ?? TryRender(exchange, withTools with { AddGenerationPrompt = false });
         if (turns is not null)
         {
-            int a = turns.IndexOf(answer, StringComparison.Ordinal), b = turns.IndexOf("probe next 5d1c", StringComparison.Ordinal);
+            int a = turns.IndexOf(answer, StringComparison.Ordinal),
+                b = turns.IndexOf("probe next 5d1c", StringComparison.Ordinal);
             if (a >= 0 && b > a)
             {
                 string between = turns[(a + answer.Length)..b];
-                // Up to the first line break or the start of the next turn's header: "<|im_end|>\n<|im_start|>user\n" -> "<|im_end|>".
+                // Up to the first line break or the start of the next turn's header: "<|im_end|>\n<|im_start|>user\n"
+                // -> "<|im_end|>".
                 string marker = between.Split('\n')[0].Trim();
                 if (marker.Length > 0)
                 {
-                    int nextOpen = marker.IndexOf("<", 1, StringComparison.Ordinal);
-                    endOfTurn = nextOpen > 0 && marker.StartsWith('<') && marker.IndexOf('>') < nextOpen ? marker[..(marker.IndexOf('>') + 1)] : marker;
+                    int nextOpen = marker.IndexOf('<', 1);
+                    endOfTurn = nextOpen > 0 && marker.StartsWith('<') && marker.IndexOf('>') < nextOpen
+                        ? marker[..(marker.IndexOf('>') + 1)] : marker;
                 }
             }
         }
-        if (endOfTurn is null && EosToken is not null && turns?.Contains(answer + EosToken, StringComparison.Ordinal) == true) endOfTurn = EosToken;
+        if (endOfTurn is null && EosToken is not null
+            && turns?.Contains(answer + EosToken, StringComparison.Ordinal) == true) endOfTurn = EosToken;
 
-        return (new ChatOutputFormat { ToolCalls = syntax, ThinkTags = think, ThoughtTags = true }, rendersTools, endOfTurn);
+        return (new ChatOutputFormat { ToolCalls = syntax, ThinkTags = think, ThoughtTags = true }, rendersTools,
+            endOfTurn);
     }
 
     private static int IndexOf(string s, string marker) => s.IndexOf(marker, StringComparison.Ordinal);

@@ -211,7 +211,8 @@ internal ref struct PythonLiteralReader
     private int ReadHex(int digits)
     {
         if (_pos + digits > _s.Length ||
-            !int.TryParse(_s.Slice(_pos, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int v))
+            !int.TryParse(_s.Slice(_pos, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture,
+                out int v))
             throw new FormatException("bad escape");
         _pos += digits;
         return v;

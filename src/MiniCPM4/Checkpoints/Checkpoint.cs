@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Text.Json;
+using System.Text;
 
 namespace MiniCPM4.Checkpoints;
 
@@ -33,7 +35,8 @@ public sealed class CheckpointTensor
     /// <exception cref="CheckpointException">The tensor is over 2 GiB (use <see cref="Pointer"/>).</exception>
     public ReadOnlySpan<byte> GetBytes() => _file.GetBytes(_info);
 
-    /// <summary>Pointer to the tensor data (<see cref="ByteLength"/> bytes); valid until the checkpoint is disposed.</summary>
+    /// <summary>Pointer to the tensor data (<see cref="ByteLength"/> bytes); valid until the checkpoint is
+    /// disposed.</summary>
     internal unsafe byte* Pointer => _file.GetPointer(_info);
 
     public override string ToString() => $"{Name} {DType} {TensorDTypeInfo.FormatShape(Shape)}";
@@ -83,16 +86,19 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The linear layers (seven per decoder layer, fewer entries when fused), in canonical order.</summary>
     public IReadOnlyList<CheckpointLinear> Linears { get; }
 
-    /// <summary>The tensors that are not part of a linear layer (embedding, norms, LM head), in canonical order.</summary>
+    /// <summary>The tensors that are not part of a linear layer (embedding, norms, LM head), in canonical
+    /// order.</summary>
     internal IReadOnlyList<CheckpointTensor> OtherTensors { get; }
 
     /// <summary>The quantization_config of config.json, or null for a dense checkpoint.</summary>
     public QuantizationConfig? Quantization => Config.Quantization;
 
-    /// <summary>The layout of the int4 layers (<see cref="LinearWeightFormat.Marlin"/> or <see cref="LinearWeightFormat.Gptq"/>), or null when every layer is dense.</summary>
+    /// <summary>The layout of the int4 layers (<see cref="LinearWeightFormat.Marlin"/> or <see
+    /// cref="LinearWeightFormat.Gptq"/>), or null when every layer is dense.</summary>
     public LinearWeightFormat? Int4Format => Linears.FirstOrDefault(l => l.IsInt4)?.Format;
 
-    /// <summary>Number of projections (of the 7 per layer) stored as int4; a fused entry counts each projection it holds.</summary>
+    /// <summary>Number of projections (of the 7 per layer) stored as int4; a fused entry counts each projection it
+    /// holds.</summary>
     public int Int4ProjectionCount => Linears.Where(l => l.IsInt4).Sum(l => l.Projections.Count);
 
     /// <summary>Total bytes of <see cref="Tensors"/>.</summary>
@@ -102,7 +108,8 @@ public sealed class Checkpoint : IDisposable
     public IReadOnlyList<string> WeightFiles { get; }
 
     private Checkpoint(string directory, MiniCpmConfig config, GenerationConfig generation,
-        List<SafetensorsFile> files, List<CheckpointTensor> tensors, List<CheckpointLinear> linears, List<CheckpointTensor> others)
+        List<SafetensorsFile> files, List<CheckpointTensor> tensors, List<CheckpointLinear> linears,
+            List<CheckpointTensor> others)
     {
         Directory = directory;
         Config = config;
@@ -145,7 +152,8 @@ public sealed class Checkpoint : IDisposable
 
         string configPath = Path.Combine(dir, "config.json");
         if (!File.Exists(configPath))
-            throw new CheckpointException(configPath, "config.json not found: a checkpoint directory needs a Hugging Face config.json");
+            throw new CheckpointException(configPath,
+                "config.json not found: a checkpoint directory needs a Hugging Face config.json");
         var config = MiniCpmConfig.Load(configPath);
 
         string genPath = Path.Combine(dir, "generation_config.json");
@@ -179,7 +187,8 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The tensors a config needs, with Hugging Face names and shapes, in canonical order.</summary>
     internal static List<(string Name, long[] Shape, TensorRole Role)> RequiredTensors(MiniCpmConfig c)
     {
-        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim,
+            kv = (long)c.NumKeyValueHeads * c.HeadDim;
         long inter = c.IntermediateSize, vocab = c.VocabSize;
         var list = new List<(string, long[], TensorRole)>(9 * c.NumHiddenLayers + 3)
         {
@@ -203,15 +212,19 @@ public sealed class Checkpoint : IDisposable
         return list;
     }
 
-    /// <summary>The seven linear layers of every decoder layer as resolver slots, and CPM.cu's fused groups of them.</summary>
-    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(MiniCpmConfig c, string prefix = "model.")
+    /// <summary>The seven linear layers of every decoder layer as resolver slots, and CPM.cu's fused groups of
+    /// them.</summary>
+    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(
+        MiniCpmConfig c, string prefix = "model.")
     {
-        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim;
+        long hidden = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim,
+            kv = (long)c.NumKeyValueHeads * c.HeadDim;
         long inter = c.IntermediateSize;
         return LinearLayout(c.NumHiddenLayers, hidden, q, kv, inter, prefix);
     }
 
-    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(int layers, long hidden,
+    internal static (List<LinearResolver.Slot> Slots, List<LinearResolver.FusedGroup> Groups) LinearLayout(int layers,
+        long hidden,
         long q, long kv, long inter, string prefix)
     {
         var slots = new List<LinearResolver.Slot>(7 * layers);
@@ -219,7 +232,8 @@ public sealed class Checkpoint : IDisposable
         for (int i = 0; i < layers; i++)
         {
             string p = $"{prefix}layers.{i}.";
-            LinearResolver.Slot sq = new(p + "self_attn.q_proj", q, hidden), sk = new(p + "self_attn.k_proj", kv, hidden),
+            LinearResolver.Slot sq = new(p + "self_attn.q_proj", q, hidden),
+                sk = new(p + "self_attn.k_proj", kv, hidden),
                 sv = new(p + "self_attn.v_proj", kv, hidden), so = new(p + "self_attn.o_proj", hidden, q),
                 sg = new(p + "mlp.gate_proj", inter, hidden), su = new(p + "mlp.up_proj", inter, hidden),
                 sd = new(p + "mlp.down_proj", hidden, inter);
@@ -230,14 +244,19 @@ public sealed class Checkpoint : IDisposable
         return (slots, groups);
     }
 
-    private const string ConvertCommand =
-        "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"";
+    private static readonly CompositeFormat ConvertCommand = CompositeFormat.Parse(
+        "python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('{0}', " +
+            "trust_remote_code=True).save_pretrained('{1}', safe_serialization=True)\"");
 
-    /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should name.</summary>
-    /// <remarks>With <paramref name="quantized"/> (the config has a quantization_config) and no index, the file is chosen as
-    /// CPM.cu does: model_gptq.safetensors, else the only .safetensors file, else (among several) model_gptq_marlin.safetensors.</remarks>
+    /// <summary>Locates and opens the weight files; returns tensor name → (file, info) and the path errors should
+    /// name.</summary>
+    /// <remarks>With <paramref name="quantized"/> (the config has a quantization_config) and no index, the file is
+    /// chosen as
+    /// CPM.cu does: model_gptq.safetensors, else the only .safetensors file, else (among several)
+    /// model_gptq_marlin.safetensors.</remarks>
     internal static Dictionary<string, (SafetensorsFile File, TensorInfo Info)> FindWeights(
-        string dir, List<SafetensorsFile> opened, out string mapSource, bool quantized = false, Action<string>? log = null)
+        string dir, List<SafetensorsFile> opened, out string mapSource, bool quantized = false,
+            Action<string>? log = null)
     {
         string[] entries;
         try
@@ -253,10 +272,13 @@ public sealed class Checkpoint : IDisposable
         string? indexName = entries.Contains(IndexFileName) ? IndexFileName : null;
         if (indexName == null)
         {
-            var otherIndexes = entries.Where(n => n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)).ToArray();
+            var otherIndexes =
+                entries.Where(n => n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)).ToArray();
             if (otherIndexes.Length == 1) indexName = otherIndexes[0];
             else if (otherIndexes.Length > 1)
-                throw new CheckpointException(dir, $"found several safetensors index files ({string.Join(", ", otherIndexes)}) and no {IndexFileName}");
+                throw new CheckpointException(dir,
+                    $"found several safetensors index files ({string.Join(", ", otherIndexes)}) and no " +
+                    $"{IndexFileName}");
         }
         if (indexName != null)
         {
@@ -270,15 +292,20 @@ public sealed class Checkpoint : IDisposable
             string? chosen = safetensors.Contains(GptqFileName) ? GptqFileName
                 : safetensors.Contains(GptqMarlinFileName) ? GptqMarlinFileName : null;
             if (chosen is null)
-                throw new CheckpointException(dir, $"found {safetensors.Length} .safetensors files and no {IndexFileName}: a quantized " +
-                                                   $"checkpoint's weights are {GptqFileName} or, among several files, {GptqMarlinFileName} " +
-                                                   $"(found {string.Join(", ", safetensors.Take(10))}{(safetensors.Length > 10 ? ", ..." : "")})");
-            log?.Invoke($"quantized checkpoint: loading {chosen}, ignoring {string.Join(", ", safetensors.Where(n => n != chosen).Take(5))}");
+                throw new CheckpointException(dir,
+                    $"found {safetensors.Length} .safetensors files and no {IndexFileName}: a quantized " +
+                    $"checkpoint's weights are {GptqFileName} or, among several files, {GptqMarlinFileName} " +
+                    $"(found {string.Join(", ", safetensors.Take(10))}{(safetensors.Length > 10 ? ", ..." : "")})");
+            log?.Invoke(
+                $"quantized checkpoint: loading {chosen}, ignoring " +
+                $"{string.Join(", ", safetensors.Where(n => n != chosen).Take(5))}");
             safetensors = [chosen];
         }
         if (safetensors.Length > 1)
-            throw new CheckpointException(dir, $"found {safetensors.Length} .safetensors files but no {IndexFileName} saying which tensor is where: " +
-                                               string.Join(", ", safetensors.Take(10)) + (safetensors.Length > 10 ? ", ..." : ""));
+            throw new CheckpointException(dir,
+                $"found {safetensors.Length} .safetensors files but no {IndexFileName} saying which tensor is where: " +
+                                               string.Join(", ", safetensors.Take(10))
+                                                   + (safetensors.Length > 10 ? ", ..." : ""));
         if (safetensors.Length == 1)
         {
             var file = SafetensorsFile.Open(Path.Combine(dir, safetensors[0]));
@@ -287,23 +314,31 @@ public sealed class Checkpoint : IDisposable
             return file.Tensors.Values.ToDictionary(t => t.Name, t => (file, t), StringComparer.Ordinal);
         }
 
-        var pickles = entries.Where(n => n.EndsWith(".bin", StringComparison.Ordinal) || n.EndsWith(".pt", StringComparison.Ordinal)
-                                         || n.EndsWith(".pth", StringComparison.Ordinal) || n.EndsWith(".bin.index.json", StringComparison.Ordinal)
+        var pickles =
+            entries.Where(n => n.EndsWith(".bin", StringComparison.Ordinal)
+            || n.EndsWith(".pt", StringComparison.Ordinal)
+                                         || n.EndsWith(".pth", StringComparison.Ordinal)
+                                             || n.EndsWith(".bin.index.json", StringComparison.Ordinal)
                                          || n.EndsWith(".ckpt", StringComparison.Ordinal)).ToArray();
         if (pickles.Length > 0)
         {
             string outDir = dir + "-safetensors";
             throw new CheckpointException(dir,
-                $"found PyTorch checkpoint file(s) ({string.Join(", ", pickles.Take(5))}{(pickles.Length > 5 ? ", ..." : "")}) but no .safetensors weights. " +
+                $"found PyTorch checkpoint file(s) " +
+                    $"({string.Join(", ", pickles.Take(5))}{(pickles.Length > 5 ? ", ..." : "")}) but no " +
+                        $".safetensors weights. " +
                 "PyTorch pickle files are not loaded because unpickling them can execute arbitrary code. " +
-                "Convert the checkpoint to safetensors first, e.g.: " + string.Format(ConvertCommand, dir, outDir));
+                "Convert the checkpoint to safetensors first, e.g.: "
+                    + string.Format(CultureInfo.InvariantCulture, ConvertCommand, dir, outDir));
         }
         throw new CheckpointException(dir, quantized
-            ? $"no weights found: expected {GptqFileName} (or another single .safetensors file) or {IndexFileName} with its shards"
+            ? $"no weights found: expected {GptqFileName} (or another single .safetensors file) or {IndexFileName} " +
+                $"with its shards"
             : $"no weights found: expected model.safetensors or {IndexFileName} with its shards");
     }
 
-    private static Dictionary<string, (SafetensorsFile, TensorInfo)> LoadIndex(string dir, string indexPath, List<SafetensorsFile> opened)
+    private static Dictionary<string,
+        (SafetensorsFile, TensorInfo)> LoadIndex(string dir, string indexPath, List<SafetensorsFile> opened)
     {
         var weightMap = new List<(string Tensor, string File)>();
         using (var doc = JsonFields.ParseDocument(JsonFields.ReadSmallTextFile(indexPath, MaxIndexBytes), indexPath))
@@ -314,7 +349,8 @@ public sealed class Checkpoint : IDisposable
             foreach (var p in wm.EnumerateObject())
             {
                 if (p.Value.ValueKind != JsonValueKind.String)
-                    throw new CheckpointException(indexPath, $"weight_map entry for '{p.Name}' must be a file name string");
+                    throw new CheckpointException(indexPath,
+                        $"weight_map entry for '{p.Name}' must be a file name string");
                 weightMap.Add((p.Name, p.Value.GetString()!));
             }
         }
@@ -327,28 +363,37 @@ public sealed class Checkpoint : IDisposable
             {
                 if (!IsPlainFileName(fileName))
                     throw new CheckpointException(indexPath,
-                        $"weight_map entry for '{tensor}' names '{fileName}', which is not a plain file name inside the checkpoint directory");
+                        $"weight_map entry for '{tensor}' names '{fileName}', which is not a plain file name inside " +
+                            $"the checkpoint directory");
                 string full = Path.Combine(dir, fileName);
                 if (!File.Exists(full))
-                    throw new CheckpointException(indexPath, $"weight_map entry for '{tensor}' names shard '{fileName}', which does not exist ({full})");
+                    throw new CheckpointException(indexPath,
+                        $"weight_map entry for '{tensor}' names shard '{fileName}', which does not exist ({full})");
                 file = SafetensorsFile.Open(full);
                 opened.Add(file);
                 byFile.Add(fileName, file);
             }
             if (!file.Tensors.TryGetValue(tensor, out var info))
-                throw new CheckpointException(file.Path, $"tensor '{tensor}' is listed in {indexPath} but is not in this shard");
+                throw new CheckpointException(file.Path,
+                    $"tensor '{tensor}' is listed in {indexPath} but is not in this shard");
             if (!map.TryAdd(tensor, (file, info)))
                 throw new CheckpointException(indexPath, $"tensor '{tensor}' is listed twice in weight_map");
         }
         return map;
     }
 
-    private static bool IsPlainFileName(string name) =>
-        name.Length > 0 && name != "." && name != ".." && name.IndexOfAny(new[] { '/', '\\', '\0', ':' }) < 0
-        && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && !Path.IsPathRooted(name) && Path.GetFileName(name) == name;
+    private static readonly System.Buffers.SearchValues<char> PathSeparatorsAndNul =
+        System.Buffers.SearchValues.Create("/\\\0:");
 
-    private static (List<CheckpointTensor> Tensors, List<CheckpointLinear> Linears, List<CheckpointTensor> Others) Resolve(
-        MiniCpmConfig config, Dictionary<string, (SafetensorsFile File, TensorInfo Info)> map, string mapSource, string configPath,
+    private static bool IsPlainFileName(string name) =>
+        name.Length > 0 && name != "." && name != ".." && name.AsSpan().IndexOfAny(PathSeparatorsAndNul) < 0
+        && name.IndexOfAny(Path.GetInvalidFileNameChars()) < 0 && !Path.IsPathRooted(name)
+            && Path.GetFileName(name) == name;
+
+    private static (List<CheckpointTensor> Tensors, List<CheckpointLinear> Linears,
+        List<CheckpointTensor> Others) Resolve(
+        MiniCpmConfig config, Dictionary<string, (SafetensorsFile File, TensorInfo Info)> map, string mapSource,
+            string configPath,
         Action<string>? log)
     {
         bool quantized = config.Quantization is not null;
@@ -358,7 +403,8 @@ public sealed class Checkpoint : IDisposable
         var linearMissing = new List<string>();
         var linears = LinearResolver.Resolve(slots, groups, map, quantized, linearMissing, used);
 
-        // Missing tensors in canonical order (a missing linear is named by the tensor a checkpoint of its kind would have).
+        // Missing tensors in canonical order (a missing linear is named by the tensor a checkpoint of its kind would
+        // have).
         var missing = new List<string>();
         foreach (var (name, _, role) in required)
         {
@@ -405,7 +451,9 @@ public sealed class Checkpoint : IDisposable
 
         if (config.TieWordEmbeddings && map.ContainsKey("lm_head.weight"))
         {
-            log?.Invoke("ignoring lm_head.weight: tie_word_embeddings is true, so model.embed_tokens.weight serves as the LM head");
+            log?.Invoke(
+                "ignoring lm_head.weight: tie_word_embeddings is true, so model.embed_tokens.weight serves as the LM " +
+                "head");
             used.Add("lm_head.weight");
         }
         var extras = map.Keys.Where(k => !used.Contains(k)).Order(StringComparer.Ordinal).ToList();

@@ -9,7 +9,8 @@ public class CheckpointException : Exception
     /// <summary>Full path of the file or directory the problem was found in, if any.</summary>
     public string? FilePath { get; }
 
-    /// <summary>Creates an exception whose message is "<paramref name="filePath"/>: <paramref name="problem"/>".</summary>
+    /// <summary>Creates an exception whose message is "<paramref name="filePath"/>: <paramref
+    /// name="problem"/>".</summary>
     public CheckpointException(string? filePath, string problem, Exception? innerException = null)
         : base(Format(filePath, problem), innerException)
     {

@@ -19,7 +19,8 @@ public sealed record GenerationConfig
     public int? MaxNewTokens { get; init; }
 
     /// <summary>Reads and validates a generation_config.json file.</summary>
-    /// <exception cref="CheckpointException">The file is missing, unreadable, not JSON, or has invalid values.</exception>
+    /// <exception cref="CheckpointException">The file is missing, unreadable, not JSON, or has invalid
+    /// values.</exception>
     public static GenerationConfig Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -28,7 +29,8 @@ public sealed record GenerationConfig
         return Parse(JsonFields.ReadSmallTextFile(full, MiniCpmConfig.MaxFileBytes), full);
     }
 
-    /// <summary>Parses the text of a generation_config.json; <paramref name="pathForMessages"/> is named in errors.</summary>
+    /// <summary>Parses the text of a generation_config.json; <paramref name="pathForMessages"/> is named in
+    /// errors.</summary>
     public static GenerationConfig Parse(string json, string pathForMessages)
     {
         ArgumentNullException.ThrowIfNull(json);

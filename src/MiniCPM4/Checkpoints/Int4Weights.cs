@@ -40,8 +40,10 @@ internal sealed class MarlinTensors : IDisposable
     public long[] QWeightShape => [K / 16, 2 * N];
     public long[] ScalesShape => [K / LinearResolver.GroupSize, N];
 
-    public Span<byte> QWeight => (_qweight ?? throw new ObjectDisposedException(nameof(MarlinTensors))).AsSpan(0, QWeightBytes);
-    public Span<byte> Scales => (_scales ?? throw new ObjectDisposedException(nameof(MarlinTensors))).AsSpan(0, ScalesBytes);
+    public Span<byte> QWeight =>
+        (_qweight ?? throw new ObjectDisposedException(nameof(MarlinTensors))).AsSpan(0, QWeightBytes);
+    public Span<byte> Scales =>
+        (_scales ?? throw new ObjectDisposedException(nameof(MarlinTensors))).AsSpan(0, ScalesBytes);
 
     public void Dispose()
     {
@@ -61,11 +63,15 @@ internal static unsafe class Int4Weights
 {
     internal static int CheckedBytes(long bytes, string what) =>
         bytes is >= 0 and <= int.MaxValue ? (int)bytes
-            : throw new MiniCpmUnsupportedException($"an int4 {what} tensor of {bytes} bytes is larger than the 2 GiB a layer may have");
+            : throw new MiniCpmUnsupportedException(
+                $"an int4 {what} tensor of {bytes} bytes is larger than the 2 GiB a layer may have");
 
-    /// <summary>Quantizes a dense [n, k] weight (F32/F16/BF16 at <paramref name="w"/>) into the Marlin layout.</summary>
-    /// <exception cref="CheckpointException">The engine rejected the weight (e.g. non-finite values); names the tensor.</exception>
-    public static MarlinTensors Quantize(string name, string filePath, TensorDType dtype, byte* w, long wBytes, long n, long k,
+    /// <summary>Quantizes a dense [n, k] weight (F32/F16/BF16 at <paramref name="w"/>) into the Marlin
+    /// layout.</summary>
+    /// <exception cref="CheckpointException">The engine rejected the weight (e.g. non-finite values); names the
+    /// tensor.</exception>
+    public static MarlinTensors Quantize(string name, string filePath, TensorDType dtype, byte* w, long wBytes, long n,
+        long k,
         Int4Settings settings)
     {
         if (LinearResolver.Int4ShapeProblem(name, n, k) is { } problem) throw new MiniCpmUnsupportedException(problem);
@@ -76,7 +82,8 @@ internal static unsafe class Int4Weights
             fixed (byte* q = result.QWeight)
             fixed (byte* s = result.Scales)
             {
-                Check(name, filePath, "cannot quantize to int4", NativeMethods.mcpm_int4_quantize(dtype.ToNative(name), w, (nuint)wBytes, n, k,
+                Check(name, filePath, "cannot quantize to int4",
+                    NativeMethods.mcpm_int4_quantize(dtype.ToNative(name), w, (nuint)wBytes, n, k,
                     &p, (int*)q, (nuint)result.QWeightBytes, (ushort*)s, (nuint)result.ScalesBytes));
             }
             return result;
@@ -88,8 +95,10 @@ internal static unsafe class Int4Weights
         }
     }
 
-    /// <summary>Quantizes a dense [n, k] weight into AutoGPTQ's layout: qweight I32 [k/8, n] and scales F16 [k/128, n].</summary>
-    public static void QuantizeGptq(string name, string filePath, TensorDType dtype, byte* w, long wBytes, long n, long k,
+    /// <summary>Quantizes a dense [n, k] weight into AutoGPTQ's layout: qweight I32 [k/8, n] and scales F16 [k/128,
+    /// n].</summary>
+    public static void QuantizeGptq(string name, string filePath, TensorDType dtype, byte* w, long wBytes, long n,
+        long k,
         Int4Settings settings, Span<byte> qweight, Span<byte> scales)
     {
         if (LinearResolver.Int4ShapeProblem(name, n, k) is { } problem) throw new MiniCpmUnsupportedException(problem);
@@ -100,16 +109,19 @@ internal static unsafe class Int4Weights
             int* qp = (int*)q;
             ushort* sp = (ushort*)s;
             nuint ql = (nuint)qweight.Length, sl = (nuint)scales.Length;
-            Check(name, filePath, "cannot quantize to int4", NativeMethods.mcpm_int4_quantize(dtype.ToNative(name), w, (nuint)wBytes, n, k,
+            Check(name, filePath, "cannot quantize to int4",
+                NativeMethods.mcpm_int4_quantize(dtype.ToNative(name), w, (nuint)wBytes, n, k,
                 &p, qp, ql, sp, sl));
         }
     }
 
     /// <summary>Repacks an AutoGPTQ linear (validating qzeros and g_idx when present) into the Marlin layout.</summary>
-    /// <exception cref="CheckpointException">The engine rejected the tensors (act-order g_idx, asymmetric qzeros, ...).</exception>
+    /// <exception cref="CheckpointException">The engine rejected the tensors (act-order g_idx, asymmetric qzeros,
+    /// ...).</exception>
     public static MarlinTensors RepackGptq(CheckpointLinear linear)
     {
-        if (linear.Format != LinearWeightFormat.Gptq) throw new ArgumentException($"{linear.Name} is not an AutoGPTQ linear", nameof(linear));
+        if (linear.Format != LinearWeightFormat.Gptq) throw new ArgumentException(
+            $"{linear.Name} is not an AutoGPTQ linear", nameof(linear));
         long n = linear.OutFeatures, k = linear.InFeatures;
         var result = new MarlinTensors(n, k);
         try
@@ -123,7 +135,8 @@ internal static unsafe class Int4Weights
             {
                 int* oqp = (int*)oq;
                 ushort* osp = (ushort*)os;
-                Check(linear.Name, q.FilePath, "cannot repack the AutoGPTQ tensors", NativeMethods.mcpm_int4_repack_gptq(n, k,
+                Check(linear.Name, q.FilePath, "cannot repack the AutoGPTQ tensors",
+                    NativeMethods.mcpm_int4_repack_gptq(n, k,
                     (int*)q.Pointer, (nuint)q.ByteLength, (ushort*)s.Pointer, (nuint)s.ByteLength,
                     z is null ? null : (int*)z.Pointer, z is null ? 0 : (nuint)z.ByteLength,
                     g is null ? null : (int*)g.Pointer, g is null ? 0 : (nuint)g.ByteLength,
@@ -171,7 +184,8 @@ internal static unsafe class Int4Weights
 
     private delegate Span<byte> SpanOf(MarlinTensors t);
 
-    private static void ConcatRows(IReadOnlyList<MarlinTensors> parts, SpanOf span, Func<MarlinTensors, int> rowBytes, Span<byte> dest, long rows)
+    private static void ConcatRows(IReadOnlyList<MarlinTensors> parts, SpanOf span, Func<MarlinTensors, int> rowBytes,
+        Span<byte> dest, long rows)
     {
         int offset = 0;
         for (long r = 0; r < rows; r++)
@@ -187,11 +201,13 @@ internal static unsafe class Int4Weights
 
     /// <summary>
     /// The draft's fc.weight [H, 2H] quantized as CPM.cu stores it: the embedding half (columns [0, H)) and the feature
-    /// half (columns [H, 2H)) quantized separately and concatenated along N (fc.qweight [H/16, 4H], fc.scales [H/128, 2H]).
+    /// half (columns [H, 2H)) quantized separately and concatenated along N (fc.qweight [H/16, 4H], fc.scales [H/128,
+    /// 2H]).
     /// </summary>
     public static MarlinTensors QuantizeDraftFc(CheckpointTensor fc, long hidden, Int4Settings settings)
     {
-        if (LinearResolver.Int4ShapeProblem("fc", hidden, hidden) is { } problem) throw new MiniCpmUnsupportedException(problem);
+        if (LinearResolver.Int4ShapeProblem("fc", hidden, hidden) is { } problem) throw new MiniCpmUnsupportedException(
+            problem);
         int es = fc.DType.SizeInBytes();
         int halfBytes = CheckedBytes(hidden * hidden * es, "fc half");
         long rowBytes = 2 * hidden * es, halfRow = hidden * es;
@@ -203,9 +219,12 @@ internal static unsafe class Int4Weights
             {
                 byte* src = fc.Pointer;
                 for (long r = 0; r < hidden; r++)
-                    new ReadOnlySpan<byte>(src + r * rowBytes + h * halfRow, (int)halfRow).CopyTo(half.AsSpan((int)(r * halfRow)));
+                    new ReadOnlySpan<byte>(src + r * rowBytes + h * halfRow, (int)halfRow).CopyTo(
+                        half.AsSpan((int)(r * halfRow)));
                 fixed (byte* p = half)
-                    parts.Add(Quantize(fc.Name + (h == 0 ? " (embedding half)" : " (feature half)"), fc.FilePath, fc.DType, p, halfBytes,
+                    parts.Add(
+                        Quantize(fc.Name + (h == 0 ? " (embedding half)" : " (feature half)"), fc.FilePath, fc.DType, p,
+                        halfBytes,
                         hidden, hidden, settings));
             }
             return ConcatN(parts);
@@ -228,7 +247,8 @@ internal static unsafe class Int4Weights
         return p;
     }
 
-    /// <summary>Runs a native int4 helper; an INVALID_ARGUMENT (bad data in a checkpoint) becomes a CheckpointException naming the layer.</summary>
+    /// <summary>Runs a native int4 helper; an INVALID_ARGUMENT (bad data in a checkpoint) becomes a CheckpointException
+    /// naming the layer.</summary>
     private static void Check(string name, string filePath, string what, int status)
     {
         try

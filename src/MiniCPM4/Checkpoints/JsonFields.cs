@@ -182,7 +182,8 @@ internal readonly struct JsonFields
             using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
             long length = fs.Length;
             if (length > maxBytes)
-                throw new CheckpointException(path, $"file is {length} bytes, larger than the {maxBytes} bytes allowed for this file");
+                throw new CheckpointException(path,
+                    $"file is {length} bytes, larger than the {maxBytes} bytes allowed for this file");
             var bytes = new byte[length];
             fs.ReadExactly(bytes);
             try

@@ -8,13 +8,17 @@ namespace MiniCPM4.Checkpoints;
 /// </summary>
 internal static unsafe class LinearLoader
 {
-    /// <summary>Copies one tensor into the engine (mcpm_model_set_tensor or mcpm_draft_set_tensor); throws on failure.</summary>
+    /// <summary>Copies one tensor into the engine (mcpm_model_set_tensor or mcpm_draft_set_tensor); throws on
+    /// failure.</summary>
     public delegate void SetTensor(string name, TensorDType dtype, long[] shape, byte* data, long byteLength);
 
-    /// <summary>The first dense linear that <see cref="WeightQuantization.Int4"/> cannot quantize, as an exception, or null.</summary>
-    public static MiniCpmUnsupportedException? CheckQuantizable(IEnumerable<(string Name, long Out, long In)> denseLinears)
+    /// <summary>The first dense linear that <see cref="WeightQuantization.Int4"/> cannot quantize, as an exception, or
+    /// null.</summary>
+    public static MiniCpmUnsupportedException? CheckQuantizable(
+        IEnumerable<(string Name, long Out, long In)> denseLinears)
     {
-        var bad = denseLinears.Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.Out, l.In)).OfType<string>().ToList();
+        var bad =
+            denseLinears.Select(l => LinearResolver.Int4ShapeProblem(l.Name, l.Out, l.In)).OfType<string>().ToList();
         if (bad.Count == 0) return null;
         string more = bad.Count > 1 ? $" ({bad.Count - 1} more linear layer(s) have the same problem)" : "";
         return new MiniCpmUnsupportedException($"cannot quantize to int4: {bad[0]}{more}");
@@ -33,7 +37,8 @@ internal static unsafe class LinearLoader
                     set(w.Name, w.DType, w.Shape, w.Pointer, w.ByteLength);
                     return 0;
                 }
-                using var m = Int4Weights.Quantize(w.Name, w.FilePath, w.DType, w.Pointer, w.ByteLength, linear.OutFeatures,
+                using var m =
+                    Int4Weights.Quantize(w.Name, w.FilePath, w.DType, w.Pointer, w.ByteLength, linear.OutFeatures,
                     linear.InFeatures, settings);
                 SetMarlin(linear.Name, m, set);
                 return 1;

@@ -31,18 +31,22 @@ public static class LongContext
         123.84917421274221f, 123.94701903496814f, 124.02825801299717f, 124.09569231686116f,
     };
 
-    /// <summary>Largest context <see cref="Extend"/> accepts (the engine's position limit is far above any real cache).</summary>
+    /// <summary>Largest context <see cref="Extend"/> accepts (the engine's position limit is far above any real
+    /// cache).</summary>
     public const int MaxContext = 1 << 24;
 
-    /// <summary>The context the checkpoint was trained for: rope_scaling's original_max_position_embeddings, else max_position_embeddings.</summary>
+    /// <summary>The context the checkpoint was trained for: rope_scaling's original_max_position_embeddings, else
+    /// max_position_embeddings.</summary>
     public static int TrainedContext(MiniCpmConfig config) =>
         config.RopeScaling?.OriginalMaxPositionEmbeddings ?? config.MaxPositionEmbeddings;
 
     /// <summary>
     /// The config with MiniCPM4's long-context LongRoPE factors and a position limit of <paramref name="maxContext"/>.
     /// </summary>
-    /// <exception cref="MiniCpmUnsupportedException">head_dim is not 128 (the factors are for MiniCPM4's heads).</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxContext"/> does not exceed the trained context or
+    /// <exception cref="MiniCpmUnsupportedException">head_dim is not 128 (the factors are for MiniCPM4's
+    /// heads).</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="maxContext"/> does not exceed the trained context
+    /// or
     /// is above <see cref="MaxContext"/>.</exception>
     public static MiniCpmConfig Extend(MiniCpmConfig config, int maxContext)
     {
@@ -50,10 +54,12 @@ public static class LongContext
         int trained = TrainedContext(config);
         if (config.HeadDim != 2 * MiniCpm4Factors.Count)
             throw new MiniCpmUnsupportedException(
-                $"the MiniCPM4 long-context LongRoPE factors are for head_dim {2 * MiniCpm4Factors.Count}; this model has head_dim {config.HeadDim}");
+                $"the MiniCPM4 long-context LongRoPE factors are for head_dim {2 * MiniCpm4Factors.Count}; this " +
+                    $"model has head_dim {config.HeadDim}");
         if (maxContext <= trained || maxContext > MaxContext)
             throw new ArgumentOutOfRangeException(nameof(maxContext), maxContext,
-                $"a long context must exceed the {trained} tokens the model was trained for and be at most {MaxContext}");
+                $"a long context must exceed the {trained} tokens the model was trained for and be at most " +
+                    $"{MaxContext}");
         float[] factors = MiniCpm4Factors.ToArray();
         return config with
         {

@@ -3,7 +3,8 @@ using System.Text.Json;
 namespace MiniCPM4.Checkpoints;
 
 /// <summary>LongRoPE scaling parameters (config.json "rope_scaling" with rope_type "longrope").</summary>
-public sealed record RopeScalingConfig(string Type, float[] ShortFactor, float[] LongFactor, int OriginalMaxPositionEmbeddings);
+public sealed record RopeScalingConfig(string Type, float[] ShortFactor, float[] LongFactor,
+    int OriginalMaxPositionEmbeddings);
 
 /// <summary>
 /// InfLLM-v2 sparse attention settings (config.json "sparse_config"), run by the engine's CPU backend (see
@@ -96,7 +97,8 @@ public sealed record SparseAttentionOverrides
 /// </summary>
 public sealed record MiniCpmConfig
 {
-    /// <summary>Upper bound on num_hidden_layers accepted from a config file (a sanity limit, not a model limit).</summary>
+    /// <summary>Upper bound on num_hidden_layers accepted from a config file (a sanity limit, not a model
+    /// limit).</summary>
     public const int MaxLayers = 4096;
 
     /// <summary>Largest config.json accepted.</summary>
@@ -130,7 +132,8 @@ public sealed record MiniCpmConfig
     public QuantizationConfig? Quantization { get; init; }
 
     /// <summary>Reads and validates a config.json file.</summary>
-    /// <exception cref="CheckpointException">The file is missing, unreadable, not JSON, or not a supported MiniCPM config.</exception>
+    /// <exception cref="CheckpointException">The file is missing, unreadable, not JSON, or not a supported MiniCPM
+    /// config.</exception>
     public static MiniCpmConfig Load(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -139,7 +142,8 @@ public sealed record MiniCpmConfig
         return Parse(JsonFields.ReadSmallTextFile(full, MaxFileBytes), full);
     }
 
-    /// <summary>Parses and validates the text of a config.json; <paramref name="pathForMessages"/> is named in errors.</summary>
+    /// <summary>Parses and validates the text of a config.json; <paramref name="pathForMessages"/> is named in
+    /// errors.</summary>
     /// <exception cref="CheckpointException">The text is not JSON or not a supported MiniCPM config.</exception>
     public static MiniCpmConfig Parse(string json, string pathForMessages)
     {
@@ -151,12 +155,14 @@ public sealed record MiniCpmConfig
         string? modelType = f.String("model_type");
         if (!architectures.Contains("MiniCPMForCausalLM") && modelType != "minicpm")
         {
-            string found = architectures.Length == 0 ? "no architectures" : "architectures [" + string.Join(", ", architectures) + "]";
+            string found = architectures.Length == 0 ? "no architectures" : "architectures ["
+                + string.Join(", ", architectures) + "]";
             throw f.Error($"unsupported architecture: found {found} and model_type '{modelType ?? "(none)"}'; " +
                           "expected architectures [\"MiniCPMForCausalLM\"] or model_type \"minicpm\"");
         }
 
-        QuantizationConfig? quantization = f.Has("quantization_config") ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
+        QuantizationConfig? quantization = f.Has("quantization_config")
+            ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
 
         int vocab = f.RequiredInt("vocab_size");
         int hidden = f.RequiredInt("hidden_size");
@@ -181,9 +187,11 @@ public sealed record MiniCpmConfig
             float[] longF = r.FloatArray("long_factor") ?? throw f.Error("rope_scaling.long_factor is missing");
             int expected = headDim / 2;
             if (shortF.Length != expected)
-                throw f.Error($"rope_scaling.short_factor has {shortF.Length} values; head_dim/2 = {expected} are required");
+                throw f.Error(
+                    $"rope_scaling.short_factor has {shortF.Length} values; head_dim/2 = {expected} are required");
             if (longF.Length != expected)
-                throw f.Error($"rope_scaling.long_factor has {longF.Length} values; head_dim/2 = {expected} are required");
+                throw f.Error(
+                    $"rope_scaling.long_factor has {longF.Length} values; head_dim/2 = {expected} are required");
             if (shortF.Any(x => !(x > 0)) || longF.Any(x => !(x > 0)))
                 throw f.Error("rope_scaling factors must be positive");
             int original = r.Int("original_max_position_embeddings", 1) ?? maxPos;
@@ -238,7 +246,8 @@ public sealed record MiniCpmConfig
     {
         if (f.Int("head_dim", 1) is int hd) return hd;
         if (hidden % heads != 0)
-            throw f.Error($"head_dim is absent and hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})");
+            throw f.Error(
+                $"head_dim is absent and hidden_size ({hidden}) is not divisible by num_attention_heads ({heads})");
         return hidden / heads;
     }
 

@@ -49,7 +49,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
     internal static int LiveCount => Volatile.Read(ref s_liveCount);
 
     private SafetensorsFile(string path, long fileLength, long headerLength, MemoryMappedFile mmf,
-        MemoryMappedViewAccessor view, byte* basePtr, Dictionary<string, TensorInfo> tensors, Dictionary<string, string> metadata)
+        MemoryMappedViewAccessor view, byte* basePtr, Dictionary<string, TensorInfo> tensors, Dictionary<string,
+            string> metadata)
     {
         Path = path;
         FileLength = fileLength;
@@ -63,7 +64,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
     }
 
     /// <summary>Maps and validates a safetensors file.</summary>
-    /// <exception cref="CheckpointException">The file cannot be read or is not a valid safetensors file; the message names the file.</exception>
+    /// <exception cref="CheckpointException">The file cannot be read or is not a valid safetensors file; the message
+    /// names the file.</exception>
     public static SafetensorsFile Open(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -77,7 +79,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             long length;
             try
             {
-                fs = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.None);
+                fs = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1,
+                    FileOptions.None);
                 length = fs.Length;
             }
             catch (Exception e) when (CheckpointException.IsIoError(e))
@@ -86,9 +89,12 @@ public sealed unsafe class SafetensorsFile : IDisposable
             }
 
             if (length < 8)
-                throw new CheckpointException(full, $"file is too short to be a safetensors file ({length} bytes; at least 8 are needed for the header length)");
+                throw new CheckpointException(full,
+                    $"file is too short to be a safetensors file ({length} bytes; at least 8 are needed for the " +
+                    $"header length)");
 
-            // Read the header length with an ordinary read, so that nothing is mapped or allocated before it is checked.
+            // Read the header length with an ordinary read, so that nothing is mapped or allocated before it is
+            // checked.
             Span<byte> prefix = stackalloc byte[8];
             try
             {
@@ -100,15 +106,20 @@ public sealed unsafe class SafetensorsFile : IDisposable
             }
             ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
             if (headerLength > (ulong)MaxHeaderBytes)
-                throw new CheckpointException(full, $"header length {headerLength} exceeds the {MaxHeaderBytes}-byte limit (corrupt or not a safetensors file)");
+                throw new CheckpointException(full,
+                    $"header length {headerLength} exceeds the {MaxHeaderBytes}-byte limit (corrupt or not a " +
+                    $"safetensors file)");
             if (8 + headerLength > (ulong)length)
-                throw new CheckpointException(full, $"header length {headerLength} runs past the end of the file ({length} bytes; truncated or corrupt)");
+                throw new CheckpointException(full,
+                    $"header length {headerLength} runs past the end of the file ({length} bytes; truncated or " +
+                    $"corrupt)");
             if (headerLength < 2)
                 throw new CheckpointException(full, $"header length {headerLength} is too small for a JSON header");
 
             try
             {
-                mmf = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
+                mmf = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read,
+                    HandleInheritability.None, leaveOpen: false);
                 fs = null; // owned by the mapping now
                 view = mmf.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             }
@@ -155,12 +166,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
     }
 
     /// <summary>The bytes of <paramref name="t"/>; valid while this file is open.</summary>
-    /// <exception cref="CheckpointException">The tensor is larger than a span can address (2 GiB); use the pointer instead.</exception>
+    /// <exception cref="CheckpointException">The tensor is larger than a span can address (2 GiB); use the pointer
+    /// instead.</exception>
     public ReadOnlySpan<byte> GetBytes(TensorInfo t)
     {
         byte* p = GetPointer(t);
         if (t.ByteLength > int.MaxValue)
-            throw new CheckpointException(Path, $"tensor '{t.Name}' is {t.ByteLength} bytes, too large for a span (limit {int.MaxValue})");
+            throw new CheckpointException(Path,
+                $"tensor '{t.Name}' is {t.ByteLength} bytes, too large for a span (limit {int.MaxValue})");
         return new ReadOnlySpan<byte>(p, (int)t.ByteLength);
     }
 
@@ -212,7 +225,9 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 var (dtype, shape, begin, endOffset) = ParseTensor(ref reader, name, path);
 
                 if (endOffset > dataLength)
-                    throw Bad(path, $"tensor '{name}' has data_offsets [{begin}, {endOffset}] beyond the data section ({dataLength} bytes)");
+                    throw Bad(path,
+                        $"tensor '{name}' has data_offsets [{begin}, {endOffset}] beyond the data section " +
+                        $"({dataLength} bytes)");
                 long count = 1;
                 long bytes;
                 try
@@ -225,11 +240,15 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 }
                 catch (OverflowException)
                 {
-                    throw Bad(path, $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(shape)} whose size overflows");
+                    throw Bad(path,
+                        $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(shape)} whose size overflows");
                 }
                 if (bytes != endOffset - begin)
-                    throw Bad(path, $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(shape)} and dtype {dtype.ToSafetensorsName()} " +
-                                    $"({bytes} bytes) but data_offsets [{begin}, {endOffset}] span {endOffset - begin} bytes");
+                    throw Bad(path,
+                        $"tensor '{name}' has shape {TensorDTypeInfo.FormatShape(shape)} and dtype " +
+                        $"{dtype.ToSafetensorsName()} " +
+                                    $"({bytes} bytes) but data_offsets [{begin}, {endOffset}] span " +
+                                        $"{endOffset - begin} bytes");
                 tensors.Add(name, new TensorInfo(name, dtype, shape, dataStart + begin, bytes));
                 ranges.Add((begin, endOffset, name));
             }
@@ -245,8 +264,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new CheckpointException(path, "invalid JSON header: " + e.Message, e);
         }
 
-        // As the reference implementation requires: in offset order, each tensor starts where the previous one ends (no gap,
-        // no overlap), and the data section is exactly the tensors' extent. A header length that is off by even one byte
+        // As the reference implementation requires: in offset order, each tensor starts where the previous one ends (no
+        // gap,
+        // no overlap), and the data section is exactly the tensors' extent. A header length that is off by even one
+        // byte
         // moves the data section and is caught here instead of loading weights shifted by that byte.
         ranges.Sort((a, b) => a.Begin != b.Begin ? a.Begin.CompareTo(b.Begin) : a.End.CompareTo(b.End));
         long extent = 0;
@@ -255,10 +276,13 @@ public sealed unsafe class SafetensorsFile : IDisposable
         {
             if (r.Begin != extent)
                 throw Bad(path, r.Begin < extent
-                    ? $"tensors '{previous}' and '{r.Name}' overlap (data_offsets ending at {extent} and starting at {r.Begin})"
+                    ? $"tensors '{previous}' and '{r.Name}' overlap (data_offsets ending at {extent} and starting at " +
+                        $"{r.Begin})"
                     : previous is null
-                        ? $"tensor '{r.Name}' starts at data offset {r.Begin}, not 0: the data section must start with a tensor"
-                        : $"tensor '{r.Name}' starts at data offset {r.Begin} but tensor '{previous}' ends at {extent}: " +
+                        ? $"tensor '{r.Name}' starts at data offset {r.Begin}, not 0: the data section must start " +
+                            $"with a tensor"
+                        : $"tensor '{r.Name}' starts at data offset {r.Begin} but tensor '{previous}' ends at " +
+                            $"{extent}: " +
                           "the tensors must be contiguous");
             extent = r.End;
             previous = r.Name;
@@ -266,12 +290,14 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (extent != dataLength)
             throw Bad(path, previous is null
                 ? $"the header lists no tensors but the data section has {dataLength} bytes"
-                : $"the data section has {dataLength} bytes but the tensors end at {extent} (last tensor '{previous}'): " +
+                : $"the data section has {dataLength} bytes but the tensors end at {extent} (last tensor " +
+                    $"'{previous}'): " +
                   "the header length is wrong or the file has trailing bytes");
         return (tensors, metadata);
     }
 
-    private static CheckpointException Bad(string path, string problem) => new(path, "invalid safetensors header: " + problem);
+    private static CheckpointException Bad(string path, string problem) =>
+        new(path, "invalid safetensors header: " + problem);
 
     private static void Next(ref Utf8JsonReader reader, string path)
     {
@@ -287,7 +313,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             if (reader.TokenType == JsonTokenType.EndObject) return;
             string key = reader.GetString()!;
             Next(ref reader, path);
-            if (reader.TokenType != JsonTokenType.String) throw Bad(path, $"__metadata__ value of '{key}' must be a string");
+            if (reader.TokenType != JsonTokenType.String) throw Bad(path,
+                $"__metadata__ value of '{key}' must be a string");
             metadata[key] = reader.GetString()!;
         }
     }
@@ -309,7 +336,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             {
                 case "dtype":
                     if (dtypeName != null) throw Bad(path, $"tensor '{name}' has two dtype fields");
-                    if (reader.TokenType != JsonTokenType.String) throw Bad(path, $"tensor '{name}' dtype must be a string");
+                    if (reader.TokenType != JsonTokenType.String) throw Bad(path,
+                        $"tensor '{name}' dtype must be a string");
                     dtypeName = reader.GetString()!;
                     break;
                 case "shape":
@@ -319,7 +347,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 case "data_offsets":
                     if (haveOffsets) throw Bad(path, $"tensor '{name}' has two data_offsets fields");
                     var offs = ReadIntArray(ref reader, name, "data_offsets", path);
-                    if (offs.Count != 2) throw Bad(path, $"tensor '{name}' data_offsets must have exactly 2 values, found {offs.Count}");
+                    if (offs.Count != 2) throw Bad(path,
+                        $"tensor '{name}' data_offsets must have exactly 2 values, found {offs.Count}");
                     (begin, end, haveOffsets) = (offs[0], offs[1], true);
                     break;
                 default:
@@ -338,7 +367,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private static List<long> ReadIntArray(ref Utf8JsonReader reader, string name, string field, string path)
     {
-        if (reader.TokenType != JsonTokenType.StartArray) throw Bad(path, $"tensor '{name}' {field} must be an array of non-negative integers");
+        if (reader.TokenType != JsonTokenType.StartArray) throw Bad(path,
+            $"tensor '{name}' {field} must be an array of non-negative integers");
         var list = new List<long>();
         while (true)
         {

@@ -43,14 +43,16 @@ public static class TensorDTypeInfo
         dtype is TensorDType.F32 or TensorDType.F16 or TensorDType.BF16;
 
     /// <summary>The engine's MCPM_DTYPE_* code of a dtype it accepts (F32, F16, BF16, I32).</summary>
-    /// <exception cref="MiniCpmUnsupportedException">Any other dtype; the message names <paramref name="tensorName"/>.</exception>
+    /// <exception cref="MiniCpmUnsupportedException">Any other dtype; the message names <paramref
+    /// name="tensorName"/>.</exception>
     internal static int ToNative(this TensorDType dtype, string tensorName) => dtype switch
     {
         TensorDType.F32 => Interop.NativeConstants.MCPM_DTYPE_F32,
         TensorDType.F16 => Interop.NativeConstants.MCPM_DTYPE_F16,
         TensorDType.BF16 => Interop.NativeConstants.MCPM_DTYPE_BF16,
         TensorDType.I32 => Interop.NativeConstants.MCPM_DTYPE_I32,
-        _ => throw new MiniCpmUnsupportedException($"tensor '{tensorName}' has dtype {dtype.ToSafetensorsName()}, which the engine cannot load"),
+        _ => throw new MiniCpmUnsupportedException(
+            $"tensor '{tensorName}' has dtype {dtype.ToSafetensorsName()}, which the engine cannot load"),
     };
 
     /// <summary>The dtype string used in safetensors headers ("F32", "BF16", "F8_E4M3", ...).</summary>

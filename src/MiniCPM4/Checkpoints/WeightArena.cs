@@ -26,7 +26,8 @@ internal static class WeightArena
             // Int4 reaches the engine per projection: CPM.cu's fused tensors are split along N there.
             long k = linear.InFeatures;
             foreach (long n in linear.ProjectionOutFeatures)
-                total += Footprint(MarlinTensors.QWeightByteCount(n, k)) + Footprint(MarlinTensors.ScalesByteCount(n, k));
+                total += Footprint(MarlinTensors.QWeightByteCount(n, k))
+                    + Footprint(MarlinTensors.ScalesByteCount(n, k));
         }
         return total;
     }

@@ -25,7 +25,8 @@ public sealed class ConstraintCompileException : Exception
     private static string Format(string message, string? keyword, string? pointer)
     {
         if (keyword is null && pointer is null) return message;
-        var where = keyword is null ? pointer : pointer is null ? $"'{keyword}'" : $"'{keyword}' at {(pointer.Length == 0 ? "#" : pointer)}";
+        var where = keyword is null ? pointer : pointer is null ? $"'{keyword}'"
+            : $"'{keyword}' at {(pointer.Length == 0 ? "#" : pointer)}";
         return $"{where}: {message}";
     }
 }

@@ -74,11 +74,13 @@ internal sealed class ConstraintMatcher
             for (int i = common; i < tokens.Length; i++)
                 if (!AdvanceLocked(tokens[i]))
                     throw new InvalidOperationException(
-                        $"token {tokens[i]} at output position {i} is not allowed by the {_constraint.Kind} constraint");
+                        $"token {tokens[i]} at output position {i} is not allowed by the {_constraint.Kind} " +
+                            $"constraint");
         }
     }
 
-    /// <summary>Writes the allowed tokens (stop ids when complete) as a bitmask of <see cref="MaskWords"/> words.</summary>
+    /// <summary>Writes the allowed tokens (stop ids when complete) as a bitmask of <see cref="MaskWords"/>
+    /// words.</summary>
     public void ComputeMask(Span<uint> mask)
     {
         lock (_constraint.Gate)

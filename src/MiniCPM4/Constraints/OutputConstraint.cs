@@ -33,7 +33,8 @@ public enum ConstraintKind
 public sealed class OutputConstraint
 {
     private const int CacheLimit = 512;
-    private static readonly ConcurrentDictionary<(ConstraintKind, string, JsonSchemaOptions?), Lazy<OutputConstraint>> Cache = new();
+    private static readonly ConcurrentDictionary<(ConstraintKind, string, JsonSchemaOptions?),
+        Lazy<OutputConstraint>> Cache = new();
 
     private readonly ConditionalWeakTable<TokenVocabulary, TokenMaskComputer> _computers = new();
     private readonly Lexer _lexer;
@@ -45,7 +46,8 @@ public sealed class OutputConstraint
         CompiledGrammar = grammar;
         _lexer = new Lexer(grammar);  // rejects lexemes that match the empty string
         if (!grammar.HasSentence())
-            throw new ConstraintCompileException($"the {kind} constraint accepts no output at all (it is unsatisfiable)")
+            throw new ConstraintCompileException(
+                $"the {kind} constraint accepts no output at all (it is unsatisfiable)")
             {
                 Unsatisfiable = true,
             };

@@ -23,16 +23,19 @@ public sealed record EagleDraftConfig
     public QuantizationConfig? Quantization { get; init; }
 
     /// <summary>Reads a draft config.json and checks it against the target's config.</summary>
-    /// <exception cref="CheckpointException">The file is missing, not JSON, has an unsupported quantization_config, or disagrees with the target.</exception>
+    /// <exception cref="CheckpointException">The file is missing, not JSON, has an unsupported quantization_config, or
+    /// disagrees with the target.</exception>
     public static EagleDraftConfig Load(string path, MiniCpmConfig target)
     {
         string full = Path.GetFullPath(path);
         if (!File.Exists(full)) throw new CheckpointException(full, "draft config.json not found");
         using var doc = JsonFields.ParseDocument(JsonFields.ReadSmallTextFile(full, MiniCpmConfig.MaxFileBytes), full);
         var f = new JsonFields(doc.RootElement, full);
-        QuantizationConfig? quantization = f.Has("quantization_config") ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
+        QuantizationConfig? quantization = f.Has("quantization_config")
+            ? QuantizationConfig.Parse(f.Object("quantization_config")) : null;
         if (f.Has("draft_vocab_size") || f.Has("d2t"))
-            throw f.Error("this is an EAGLE-3 draft (draft_vocab_size); only EAGLE-2 drafts (fc [H, 2H]) are supported");
+            throw f.Error(
+                "this is an EAGLE-3 draft (draft_vocab_size); only EAGLE-2 drafts (fc [H, 2H]) are supported");
         int hidden = f.RequiredInt("hidden_size");
         int heads = f.RequiredInt("num_attention_heads");
         int kv = f.Int("num_key_value_heads", 1) ?? heads;
@@ -52,7 +55,9 @@ public sealed record EagleDraftConfig
             Quantization = quantization,
         };
         if (c.HiddenSize != target.HiddenSize)
-            throw f.Error($"hidden_size {c.HiddenSize} differs from the target's {target.HiddenSize}: this draft belongs to another model");
+            throw f.Error(
+                $"hidden_size {c.HiddenSize} differs from the target's {target.HiddenSize}: this draft belongs to " +
+                $"another model");
         if (c.HeadDim != target.HeadDim)
             throw f.Error($"head_dim {c.HeadDim} differs from the target's {target.HeadDim}");
         Same(f, "scale_emb", c.ScaleEmb, target.ScaleEmb);
@@ -66,6 +71,7 @@ public sealed record EagleDraftConfig
     private static void Same(JsonFields f, string name, float? draft, float target)
     {
         if (draft is float d && Math.Abs(d - target) > 1e-6f * Math.Max(1f, Math.Abs(target)))
-            throw f.Error($"{name} {d} differs from the target's {target}: the draft reuses the target's embedding and LM head");
+            throw f.Error(
+                $"{name} {d} differs from the target's {target}: the draft reuses the target's embedding and LM head");
     }
 }

@@ -11,16 +11,20 @@ namespace MiniCPM4.Speculative;
 internal static class EagleDraftLoader
 {
     // Tensors some draft exports carry although the draft reuses the target's.
-    private static readonly HashSet<string> Ignored = new(StringComparer.Ordinal) { "embed_tokens.weight", "lm_head.weight" };
+    private static readonly HashSet<string> Ignored =
+        new(StringComparer.Ordinal) { "embed_tokens.weight", "lm_head.weight" };
 
-    /// <summary>Loads the draft; returns its handle, config and the number of its linear layers held as int4 (fc counted once).</summary>
-    public static unsafe (DraftHandle Handle, EagleDraftConfig Config, int Int4Linears) Load(ModelHandle target, MiniCpmConfig targetConfig,
+    /// <summary>Loads the draft; returns its handle, config and the number of its linear layers held as int4 (fc
+    /// counted once).</summary>
+    public static unsafe (DraftHandle Handle, EagleDraftConfig Config, int Int4Linears) Load(ModelHandle target,
+        MiniCpmConfig targetConfig,
         string directory, IReadOnlyList<int>? vocabulary, MiniCpmLoadOptions options, CancellationToken ct)
     {
         var log = options.Log;
         string dir = Path.GetFullPath(directory);
         if (!Directory.Exists(dir))
-            throw new CheckpointException(dir, File.Exists(dir) ? "is a file, not a draft checkpoint directory" : "draft directory does not exist");
+            throw new CheckpointException(dir, File.Exists(dir) ? "is a file, not a draft checkpoint directory"
+                : "draft directory does not exist");
         string configPath = Path.Combine(dir, "config.json");
         var config = EagleDraftConfig.Load(configPath, targetConfig);
         bool quantized = config.Quantization is not null;
@@ -33,14 +37,18 @@ internal static class EagleDraftLoader
             var used = new HashSet<string>(StringComparer.Ordinal);
             long h = config.HiddenSize;
 
-            // fc: dense [H, 2H] (embedding half | feature half along the input), or CPM.cu's Marlin pair [H/16, 4H] / [H/128, 2H].
+            // fc: dense [H, 2H] (embedding half | feature half along the input), or CPM.cu's Marlin pair [H/16, 4H] /
+            // [H/128, 2H].
             CheckpointLinear? fcMarlin = null;
             CheckpointTensor? fcDense = null;
             if (map.ContainsKey("fc.qweight") || map.ContainsKey("fc.scales"))
             {
                 if (map.TryGetValue("fc.weight", out var both))
-                    throw new CheckpointException(both.File.Path, "both 'fc.weight' and 'fc.qweight' are present: fc is stored once, dense or int4");
-                fcMarlin = LinearResolver.ResolveMarlin(map, "fc", ["fc (embedding half)", "fc (feature half)"], [h, h], h, quantized, used);
+                    throw new CheckpointException(both.File.Path,
+                        "both 'fc.weight' and 'fc.qweight' are present: fc is stored once, dense or int4");
+                fcMarlin =
+                    LinearResolver.ResolveMarlin(map, "fc", ["fc (embedding half)", "fc (feature half)"], [h, h], h,
+                    quantized, used);
             }
             else if (map.TryGetValue("fc.weight", out var fc))
             {
@@ -50,20 +58,26 @@ internal static class EagleDraftLoader
             }
             else
             {
-                throw new CheckpointException(source, "tensor 'fc.weight' (or int4 'fc.qweight' + 'fc.scales') not found: not an EAGLE-2 draft checkpoint");
+                throw new CheckpointException(source,
+                    "tensor 'fc.weight' (or int4 'fc.qweight' + 'fc.scales') not found: not an EAGLE-2 draft " +
+                    "checkpoint");
             }
 
-            long q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.NumKeyValueHeads * config.HeadDim;
-            var (slots, groups) = Checkpoint.LinearLayout(config.NumHiddenLayers, h, q, kv, config.IntermediateSize, prefix: "");
+            long q = (long)config.NumAttentionHeads * config.HeadDim,
+                kv = (long)config.NumKeyValueHeads * config.HeadDim;
+            var (slots, groups) =
+                Checkpoint.LinearLayout(config.NumHiddenLayers, h, q, kv, config.IntermediateSize, prefix: "");
             var missing = new List<string>();
             var resolved = LinearResolver.Resolve(slots, groups, map, quantized, missing, used);
             if (missing.Count > 0)
             {
-                string more = missing.Count > 1 ? $" (and {missing.Count - 1} other required tensor(s) are missing)" : "";
+                string more = missing.Count > 1 ? $" (and {missing.Count - 1} other required tensor(s) are missing)"
+                    : "";
                 throw new CheckpointException(source, $"missing tensor '{missing[0]}'{more}");
             }
             var linears = slots.Select(s => resolved[s.Name]).Distinct().ToList();
-            LinearResolver.CheckConsistent(fcMarlin is null ? linears : [fcMarlin, .. linears], quantized, configPath, source);
+            LinearResolver.CheckConsistent(fcMarlin is null ? linears : [fcMarlin, .. linears], quantized, configPath,
+                source);
             if (quantize)
             {
                 var dense = linears.Where(l => !l.IsInt4).Select(l => (l.Name, l.OutFeatures, l.InFeatures)).ToList();
@@ -74,17 +88,9 @@ internal static class EagleDraftLoader
             mcpm_draft_config c = default;
             c.struct_size = (uint)sizeof(mcpm_draft_config);
             NativeStatus.Check(NativeMethods.mcpm_draft_config_default(target, &c));
-            c.num_layers = config.NumHiddenLayers;
-            c.num_heads = config.NumAttentionHeads;
-            c.num_kv_heads = config.NumKeyValueHeads;
-            c.head_dim = config.HeadDim;
-            c.intermediate_size = config.IntermediateSize;
-            c.rms_norm_eps = config.RmsNormEps;
-            // MiniCPM4 drafts scale their residual branches like one more layer of the target.
-            c.residual_scale = targetConfig.ScaleDepth / MathF.Sqrt(targetConfig.NumHiddenLayers + 1);
-            c.use_input_norm = map.ContainsKey("input_norm1.weight") ? 1 : 0;
-            c.use_attn_norm = map.ContainsKey("layers.0.input_layernorm.weight") ? 1 : 0;
-            c.attention_window = options.DraftAttentionWindow;
+            NativeConfigMapper.ApplyDraftConfig(ref c, config, targetConfig,
+                useInputNorm: map.ContainsKey("input_norm1.weight"),
+                useAttnNorm: map.ContainsKey("layers.0.input_layernorm.weight"), options);
             NativeStatus.Check(NativeMethods.mcpm_draft_create(target, &c, out var handle));
             try
             {
@@ -92,7 +98,8 @@ internal static class EagleDraftLoader
                 {
                     fixed (long* s = shape)
                     {
-                        NativeStatus.Check(NativeMethods.mcpm_draft_set_tensor(handle, name, dtype.ToNative(name), s, shape.Length,
+                        NativeStatus.Check(
+                            NativeMethods.mcpm_draft_set_tensor(handle, name, dtype.ToNative(name), s, shape.Length,
                             data, (nuint)byteLength));
                     }
                 };
@@ -132,7 +139,8 @@ internal static class EagleDraftLoader
                 if (vocabulary is { Count: > 0 })
                 {
                     int[] ids = vocabulary.ToArray();
-                    fixed (int* p = ids) NativeStatus.Check(NativeMethods.mcpm_draft_set_vocabulary(handle, p, ids.Length));
+                    fixed (int* p = ids) NativeStatus.Check(
+                        NativeMethods.mcpm_draft_set_vocabulary(handle, p, ids.Length));
                 }
                 NativeStatus.Check(NativeMethods.mcpm_draft_finalize(handle));
                 return (handle, config, int4);

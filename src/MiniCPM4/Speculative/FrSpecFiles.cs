@@ -64,7 +64,8 @@ internal static class FrSpecFiles
                 long length = fs.Length;
                 if (length == 0) throw new FrSpecFormatException(path, "the file is empty");
                 if (length > MaxFileBytes)
-                    throw new FrSpecFormatException(path, $"the file is {length} bytes, over the {MaxFileBytes >> 20} MiB limit for a token-id list");
+                    throw new FrSpecFormatException(path,
+                        $"the file is {length} bytes, over the {MaxFileBytes >> 20} MiB limit for a token-id list");
                 Span<byte> head = stackalloc byte[16];
                 int n = fs.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
                 head = head[..n];
@@ -86,12 +87,15 @@ internal static class FrSpecFiles
                     return ReadSafetensors(path);
                 }
                 if (head[0] == 0x80)
-                    throw new FrSpecFormatException(path, "a bare pickle or the legacy (pre-1.6) torch.save format: not supported; " +
+                    throw new FrSpecFormatException(path,
+                        "a bare pickle or the legacy (pre-1.6) torch.save format: not supported; " +
                         "save the list with a current torch.save (zip container), or as .npy");
-                throw new FrSpecFormatException(path, "not an FR-Spec token-id file: expected a torch.save zip (.pt), a NumPy .npy " +
+                throw new FrSpecFormatException(path,
+                    "not an FR-Spec token-id file: expected a torch.save zip (.pt), a NumPy .npy " +
                     $"or a .safetensors file (first bytes: {Convert.ToHexString(head[..Math.Min(n, 8)])})");
             }
-            catch (Exception e) when (e is not FrSpecFormatException && (CheckpointException.IsIoError(e) || e is InvalidDataException))
+            catch (Exception e) when (e is not FrSpecFormatException
+                && (CheckpointException.IsIoError(e) || e is InvalidDataException))
             {
                 throw new FrSpecFormatException(path, "cannot read the file: " + e.Message, e);
             }
@@ -113,9 +117,11 @@ internal static class FrSpecFiles
         {
             zip = new ZipArchive(fs, ZipArchiveMode.Read, leaveOpen: true);
         }
-        catch (Exception e) when (e is InvalidDataException or IOException or ArgumentException or NotSupportedException)
+        catch (Exception e) when (
+            e is InvalidDataException or IOException or ArgumentException or NotSupportedException)
         {
-            throw new FrSpecFormatException(path, "not a valid zip archive (the torch.save container): " + e.Message, e);
+            throw new FrSpecFormatException(path, "not a valid zip archive (the torch.save container): " + e.Message,
+                e);
         }
         using (zip)
         {
@@ -125,7 +131,8 @@ internal static class FrSpecFiles
             {
                 var entries = zip.Entries;
                 if (entries.Count > MaxZipEntries)
-                    throw new FrSpecFormatException(path, $"the zip has {entries.Count} entries, more than the {MaxZipEntries} a token-id list can need");
+                    throw new FrSpecFormatException(path,
+                        $"the zip has {entries.Count} entries, more than the {MaxZipEntries} a token-id list can need");
                 var pickles = new List<ZipArchiveEntry>();
                 foreach (var entry in entries)
                 {
@@ -135,29 +142,40 @@ internal static class FrSpecFiles
                     string rest = name[(slash + 1)..];
                     if (rest == "data.pkl") pickles.Add(entry);
                     else if (rest.StartsWith("data/", StringComparison.Ordinal))
-                        throw new FrSpecFormatException(path, $"the zip holds tensor storage '{name}': this is a saved tensor (or holds one), " +
-                            "but an FR-Spec file is torch.save(list_of_ints); re-save it with torch.save(ids.tolist(), path)");
+                        throw new FrSpecFormatException(path,
+                            $"the zip holds tensor storage '{name}': this is a saved tensor (or holds one), " +
+                            "but an FR-Spec file is torch.save(list_of_ints); re-save it with " +
+                                "torch.save(ids.tolist(), path)");
                 }
                 if (pickles.Count == 0)
-                    throw new FrSpecFormatException(path, "the zip has no '<archive>/data.pkl' entry: not a torch.save file");
+                    throw new FrSpecFormatException(path,
+                        "the zip has no '<archive>/data.pkl' entry: not a torch.save file");
                 if (pickles.Count > 1)
-                    throw new FrSpecFormatException(path, $"the zip has {pickles.Count} data.pkl entries ({string.Join(", ", pickles.Select(p => p.FullName))}): ambiguous");
+                    throw new FrSpecFormatException(path,
+                        $"the zip has {pickles.Count} data.pkl entries " +
+                        $"({string.Join(", ", pickles.Select(p => p.FullName))}): ambiguous");
                 var pkl = pickles[0];
                 pickleName = pkl.FullName;
                 // The declared size is checked before anything is decompressed, and the read below is bounded by it.
                 if (pkl.Length > MaxPickleBytes)
-                    throw new FrSpecFormatException(path, $"'{pickleName}' declares {pkl.Length} bytes uncompressed, over the {MaxPickleBytes >> 20} MiB limit");
+                    throw new FrSpecFormatException(path,
+                        $"'{pickleName}' declares {pkl.Length} bytes uncompressed, over the {MaxPickleBytes >> 20} " +
+                        $"MiB limit");
                 pickle = new byte[pkl.Length];
                 using var stream = pkl.Open();
                 int n = stream.ReadAtLeast(pickle, pickle.Length, throwOnEndOfStream: false);
                 if (n != pickle.Length)
-                    throw new FrSpecFormatException(path, $"'{pickleName}' holds {n} bytes but declares {pickle.Length} (corrupt zip)");
+                    throw new FrSpecFormatException(path,
+                        $"'{pickleName}' holds {n} bytes but declares {pickle.Length} (corrupt zip)");
                 if (stream.ReadByte() >= 0)
-                    throw new FrSpecFormatException(path, $"'{pickleName}' holds more bytes than the {pickle.Length} it declares (corrupt zip)");
+                    throw new FrSpecFormatException(path,
+                        $"'{pickleName}' holds more bytes than the {pickle.Length} it declares (corrupt zip)");
             }
-            catch (Exception e) when (e is InvalidDataException or IOException or ArgumentException or NotSupportedException)
+            catch (Exception e) when (
+                e is InvalidDataException or IOException or ArgumentException or NotSupportedException)
             {
-                throw new FrSpecFormatException(path, "corrupt zip archive (the torch.save container): " + e.Message, e);
+                throw new FrSpecFormatException(path, "corrupt zip archive (the torch.save container): " + e.Message,
+                    e);
             }
             try
             {
@@ -189,27 +207,36 @@ internal static class FrSpecFiles
         }
         else
         {
-            throw new FrSpecFormatException(path, $".npy format version {major}.{bytes[7]} is not supported (1.0 to 3.0 are)");
+            throw new FrSpecFormatException(path,
+                $".npy format version {major}.{bytes[7]} is not supported (1.0 to 3.0 are)");
         }
         if (headerLength > MaxNpyHeaderBytes || headerStart + headerLength > bytes.Length)
-            throw new FrSpecFormatException(path, $".npy header length {headerLength} runs past the end of the file or is too large (truncated or corrupt)");
+            throw new FrSpecFormatException(path,
+                $".npy header length {headerLength} runs past the end of the file or is too large (truncated or " +
+                $"corrupt)");
         string header = Encoding.UTF8.GetString(bytes, headerStart, (int)headerLength);
         var (descr, shape) = ParseNpyHeader(path, header);
         int itemSize = descr switch
         {
             "<i4" => 4,
             "<i8" => 8,
-            _ => throw new FrSpecFormatException(path, $".npy dtype '{descr}' is not supported: token ids must be little-endian int32 ('<i4') or int64 ('<i8')"),
+            _ => throw new FrSpecFormatException(path,
+                $".npy dtype '{descr}' is not supported: token ids must be little-endian int32 ('<i4') or int64 " +
+                $"('<i8')"),
         };
         if (shape.Length != 1)
-            throw new FrSpecFormatException(path, $".npy array has shape ({string.Join(", ", shape)}): a 1-D array of token ids is expected");
+            throw new FrSpecFormatException(path,
+                $".npy array has shape ({string.Join(", ", shape)}): a 1-D array of token ids is expected");
         long count = shape[0];
         if (count > PickleIntListReader.MaxListLength)
-            throw new FrSpecFormatException(path, $".npy array has {count} elements, more than the {PickleIntListReader.MaxListLength} limit");
+            throw new FrSpecFormatException(path,
+                $".npy array has {count} elements, more than the {PickleIntListReader.MaxListLength} limit");
         long dataStart = headerStart + headerLength;
         long dataBytes = bytes.Length - dataStart;
         if (dataBytes != count * itemSize)
-            throw new FrSpecFormatException(path, $".npy data is {dataBytes} bytes but shape ({count},) of {descr} needs {count * itemSize} (truncated or trailing bytes)");
+            throw new FrSpecFormatException(path,
+                $".npy data is {dataBytes} bytes but shape ({count},) of {descr} needs {count * itemSize} (truncated " +
+                $"or trailing bytes)");
         return ToInt32(path, bytes.AsSpan((int)dataStart), itemSize, (int)count);
     }
 
@@ -226,7 +253,8 @@ internal static class FrSpecFiles
             {
                 long v = BinaryPrimitives.ReadInt64LittleEndian(data.Slice(i * 8));
                 if (v < int.MinValue || v > int.MaxValue)
-                    throw new FrSpecFormatException(path, $"value {v} at index {i} does not fit in 32 bits (not a token id)");
+                    throw new FrSpecFormatException(path,
+                        $"value {v} at index {i} does not fit in 32 bits (not a token id)");
                 ids[i] = (int)v;
             }
         }
@@ -276,7 +304,8 @@ internal static class FrSpecFiles
         }
         Skip();
         if (pos != header.Length) throw Bad("text after the header dict");
-        if (descr is null || shape is null || !sawOrder) throw Bad("the header needs 'descr', 'fortran_order' and 'shape'");
+        if (descr is null || shape is null || !sawOrder) throw Bad(
+            "the header needs 'descr', 'fortran_order' and 'shape'");
         return (descr, shape);
 
         char Peek() => pos < header.Length ? header[pos] : '\0';
@@ -320,7 +349,8 @@ internal static class FrSpecFiles
                 int start = pos;
                 while (pos < header.Length && char.IsAsciiDigit(header[pos])) pos++;
                 if (pos == start || pos - start > 12) throw Bad("bad dimension in 'shape'");
-                dims.Add(long.Parse(header.AsSpan(start, pos - start), NumberStyles.None, CultureInfo.InvariantCulture));
+                dims.Add(
+                    long.Parse(header.AsSpan(start, pos - start), NumberStyles.None, CultureInfo.InvariantCulture));
                 if (dims.Count > 8) throw Bad("too many dimensions in 'shape'");
                 Skip();
                 if (Peek() == ',') pos++;
@@ -339,20 +369,29 @@ internal static class FrSpecFiles
         }
         catch (CheckpointException e)
         {
-            string message = e.FilePath is { } p && e.Message.StartsWith(p + ": ", StringComparison.Ordinal) ? e.Message[(p.Length + 2)..] : e.Message;
+            string message = e.FilePath is { } p && e.Message.StartsWith(p + ": ", StringComparison.Ordinal)
+                ? e.Message[(p.Length + 2)..] : e.Message;
             throw new FrSpecFormatException(path, "invalid safetensors file: " + message, e);
         }
         using (file)
         {
             if (file.Tensors.Count != 1)
-                throw new FrSpecFormatException(path, $"the safetensors file has {file.Tensors.Count} tensors ({string.Join(", ", file.Tensors.Keys.Order(StringComparer.Ordinal))}): exactly one 1-D I32 or I64 tensor of token ids is expected");
+            {
+                string names = string.Join(", ", file.Tensors.Keys.Order(StringComparer.Ordinal));
+                throw new FrSpecFormatException(path, $"the safetensors file has {file.Tensors.Count} tensors " +
+                    $"({names}): exactly one 1-D I32 or I64 tensor of token ids is expected");
+            }
             var t = file.Tensors.Values.First();
             if (t.DType is not (TensorDType.I32 or TensorDType.I64))
                 throw new FrSpecFormatException(path, $"tensor '{t.Name}' is {t.DType}: token ids must be I32 or I64");
             if (t.Shape.Length != 1)
-                throw new FrSpecFormatException(path, $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}]: a 1-D tensor of token ids is expected");
+                throw new FrSpecFormatException(path,
+                    $"tensor '{t.Name}' has shape [{string.Join(", ", t.Shape)}]: a 1-D tensor of token ids is " +
+                    $"expected");
             if (t.Shape[0] > PickleIntListReader.MaxListLength)
-                throw new FrSpecFormatException(path, $"tensor '{t.Name}' has {t.Shape[0]} elements, more than the {PickleIntListReader.MaxListLength} limit");
+                throw new FrSpecFormatException(path,
+                    $"tensor '{t.Name}' has {t.Shape[0]} elements, more than the {PickleIntListReader.MaxListLength} " +
+                    $"limit");
             return ToInt32(path, file.GetBytes(t), t.DType.SizeInBytes(), (int)t.Shape[0]);
         }
     }
@@ -416,7 +455,8 @@ internal static class FrSpecFiles
         // torch writes 40 decimal digits; derive them from the content so that saving is deterministic.
         ulong h1 = Fnv1a(pickle, 0xcbf29ce484222325UL), h2 = Fnv1a(pickle, 0x84222325cbf29ce4UL);
         Add(archive + "/.data/serialization_id",
-            Encoding.ASCII.GetBytes(h1.ToString("D20", CultureInfo.InvariantCulture) + h2.ToString("D20", CultureInfo.InvariantCulture)));
+            Encoding.ASCII.GetBytes(h1.ToString("D20", CultureInfo.InvariantCulture)
+                + h2.ToString("D20", CultureInfo.InvariantCulture)));
 
         void Add(string name, byte[] content)
         {
@@ -441,7 +481,8 @@ internal static class FrSpecFiles
     private static string ArchiveName(string fullPath)
     {
         string name = Path.GetFileNameWithoutExtension(fullPath);
-        return name.Length > 0 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.') ? name : "archive";
+        return name.Length > 0 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.') ? name
+            : "archive";
     }
 
     private static void WriteNpy(Stream stream, int[] ids)
@@ -458,7 +499,8 @@ internal static class FrSpecFiles
 
     private static void WriteSafetensors(Stream stream, int[] ids)
     {
-        string json = $"{{\"{SafetensorsTensorName}\":{{\"dtype\":\"I32\",\"shape\":[{ids.Length}],\"data_offsets\":[0,{(long)ids.Length * 4}]}}}}";
+        string json = $"{{\"{SafetensorsTensorName}\":{{\"dtype\":\"I32\",\"shape\":[{ids.Length}]," +
+                      $"\"data_offsets\":[0,{(long)ids.Length * 4}]}}}}";
         json += new string(' ', (8 - json.Length % 8) % 8);
         Span<byte> prefix = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)json.Length);

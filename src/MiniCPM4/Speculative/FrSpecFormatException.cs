@@ -10,7 +10,8 @@ namespace MiniCPM4.Speculative;
 /// </summary>
 public sealed class FrSpecFormatException : CheckpointException
 {
-    /// <summary>Creates an exception whose message is "<paramref name="filePath"/>: <paramref name="problem"/>".</summary>
+    /// <summary>Creates an exception whose message is "<paramref name="filePath"/>: <paramref
+    /// name="problem"/>".</summary>
     public FrSpecFormatException(string? filePath, string problem, Exception? innerException = null)
         : base(filePath, problem, innerException)
     {

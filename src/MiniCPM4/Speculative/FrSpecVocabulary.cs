@@ -16,7 +16,7 @@ namespace MiniCPM4.Speculative;
 /// or a <c>.safetensors</c> file with exactly one 1-D I32/I64 tensor. The format is detected from the content, not
 /// the extension. <see cref="Save"/> writes the torch format (readable by <c>torch.load(f, weights_only=True)</c>),
 /// or <c>.npy</c> / <c>.safetensors</c> by extension.</para>
-/// <para><b>Building.</b> <see cref="Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/> ranks the ids of a
+/// <para><b>Building.</b> <c>FrSpecVocabularyBuilder.Build</c> (in MiniCPM4.Tools) ranks the ids of a
 /// tokenized corpus by count (descending; ties go to the lower id), drops ids never seen and all EOS ids, keeps the
 /// first <c>size − 1</c> and appends the first EOS id. This is what FR-Spec intends; its scripts append EOS after the
 /// top <c>r</c> instead, which can give <c>r + 1</c> ids or a duplicate.</para>
@@ -57,12 +57,14 @@ public sealed class FrSpecVocabulary
     /// <param name="expectedSize">The draft vocabulary size r the list must have, or null to accept any length.</param>
     /// <exception cref="FrSpecFormatException">The file is missing, unreadable, malformed, or the list is invalid
     /// (wrong length, duplicate or out-of-range id, no EOS); the message names the file and the problem.</exception>
-    public static FrSpecVocabulary Load(string path, int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
+    public static FrSpecVocabulary Load(string path, int vocabSize, IReadOnlyCollection<int> eosTokenIds,
+        int? expectedSize = null)
     {
         CheckArguments(vocabSize, eosTokenIds, expectedSize);
         string file = ResolveFile(path, expectedSize);
         int[] ids = FrSpecFiles.Read(file, out _);
-        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new FrSpecFormatException(file, problem);
+        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new FrSpecFormatException(file,
+            problem);
         return new FrSpecVocabulary(ids);
     }
 
@@ -101,7 +103,8 @@ public sealed class FrSpecVocabulary
         string[] candidates;
         try
         {
-            candidates = Directory.GetFiles(full, "freq_*.pt").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
+            candidates =
+                Directory.GetFiles(full, "freq_*.pt").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
         }
         catch (Exception e) when (Checkpoints.CheckpointException.IsIoError(e))
         {
@@ -123,59 +126,20 @@ public sealed class FrSpecVocabulary
 
     /// <summary>Validates a list of token ids against a model, as <see cref="Load"/> does.</summary>
     /// <exception cref="ArgumentException">The list is invalid; the message names the problem.</exception>
-    public static FrSpecVocabulary FromTokenIds(IEnumerable<int> tokenIds, int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
+    public static FrSpecVocabulary FromTokenIds(IEnumerable<int> tokenIds, int vocabSize,
+        IReadOnlyCollection<int> eosTokenIds, int? expectedSize = null)
     {
         ArgumentNullException.ThrowIfNull(tokenIds);
         CheckArguments(vocabSize, eosTokenIds, expectedSize);
         int[] ids = tokenIds.ToArray();
-        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new ArgumentException(problem, nameof(tokenIds));
+        if (Validate(ids, vocabSize, eosTokenIds, expectedSize) is { } problem) throw new ArgumentException(problem,
+            nameof(tokenIds));
         return new FrSpecVocabulary(ids);
     }
 
-    /// <summary>
-    /// Builds the list from a tokenized corpus: see <see cref="Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
-    /// </summary>
-    /// <exception cref="ArgumentOutOfRangeException">A corpus id is outside [0, <paramref name="vocabSize"/>).</exception>
-    public static FrSpecVocabulary Build(IEnumerable<IReadOnlyList<int>> tokenizedCorpus, int size, int vocabSize, IReadOnlyList<int> eosTokenIds)
-    {
-        ArgumentNullException.ThrowIfNull(tokenizedCorpus);
-        var counter = new TokenFrequencyCounter(vocabSize);
-        foreach (var sequence in tokenizedCorpus)
-        {
-            ArgumentNullException.ThrowIfNull(sequence, nameof(tokenizedCorpus));
-            for (int i = 0; i < sequence.Count; i++) counter.Add(sequence[i]);
-        }
-        return Build(counter, size, eosTokenIds);
-    }
-
-    /// <summary>
-    /// Builds the list from token counts: the ids seen at least once that are not EOS ids, by count descending (ties:
-    /// lower id first), the first <paramref name="size"/> − 1 of them, then <c>eosTokenIds[0]</c> last. The result has
-    /// exactly <paramref name="size"/> unique ids — unless fewer than <paramref name="size"/> − 1 distinct non-EOS ids
-    /// were seen, in which case it holds all of them plus the EOS id and is shorter than <paramref name="size"/>
-    /// (ids never seen are never invented). The EOS id is included whether or not the corpus has it.
-    /// </summary>
-    /// <param name="counts">Token counts over the corpus.</param>
-    /// <param name="size">The draft vocabulary size r (1 to <see cref="MaxSize"/>).</param>
-    /// <param name="eosTokenIds">The model's EOS ids, the one to force in first; all are excluded from the ranking.</param>
-    public static FrSpecVocabulary Build(TokenFrequencyCounter counts, int size, IReadOnlyList<int> eosTokenIds)
-    {
-        ArgumentNullException.ThrowIfNull(counts);
-        CheckArguments(counts.VocabSize, eosTokenIds, size);
-        var eos = new HashSet<int>(eosTokenIds);
-        long[] c = counts.Counts.ToArray();
-        var candidates = new List<int>();
-        for (int id = 0; id < c.Length; id++)
-        {
-            if (c[id] > 0 && !eos.Contains(id)) candidates.Add(id);
-        }
-        candidates.Sort((a, b) => c[a] != c[b] ? c[b].CompareTo(c[a]) : a.CompareTo(b));
-        int keep = Math.Min(size - 1, candidates.Count);
-        var ids = new int[keep + 1];
-        candidates.CopyTo(0, ids, 0, keep);
-        ids[keep] = eosTokenIds[0];
-        return new FrSpecVocabulary(ids);
-    }
+    /// <summary>A ranked list built by <c>FrSpecVocabularyBuilder</c> (MiniCPM4.Tools); the builder checked
+    /// it.</summary>
+    internal static FrSpecVocabulary FromRankedIds(int[] ids) => new(ids);
 
     /// <summary>
     /// Writes the list. By extension: <c>.npy</c> (1-D little-endian int32, format 1.0), <c>.safetensors</c> (one I32
@@ -190,18 +154,21 @@ public sealed class FrSpecVocabulary
         FrSpecFiles.Write(path, _ids);
     }
 
-    private static void CheckArguments(int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? size)
+    internal static void CheckArguments(int vocabSize, IReadOnlyCollection<int> eosTokenIds, int? size)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(vocabSize);
         ArgumentNullException.ThrowIfNull(eosTokenIds);
-        if (eosTokenIds.Count == 0) throw new ArgumentException("at least one EOS token id is needed", nameof(eosTokenIds));
+        if (eosTokenIds.Count == 0) throw new ArgumentException("at least one EOS token id is needed",
+            nameof(eosTokenIds));
         foreach (int id in eosTokenIds)
         {
             if ((uint)id >= (uint)vocabSize)
-                throw new ArgumentOutOfRangeException(nameof(eosTokenIds), id, $"EOS token id {id} is outside the vocabulary [0, {vocabSize})");
+                throw new ArgumentOutOfRangeException(nameof(eosTokenIds), id,
+                    $"EOS token id {id} is outside the vocabulary [0, {vocabSize})");
         }
         if (size is int r && (r <= 0 || r > MaxSize))
-            throw new ArgumentOutOfRangeException(nameof(size), r, $"the draft vocabulary size must be in [1, {MaxSize}]");
+            throw new ArgumentOutOfRangeException(nameof(size), r,
+                $"the draft vocabulary size must be in [1, {MaxSize}]");
     }
 
     /// <summary>
@@ -209,7 +176,8 @@ public sealed class FrSpecVocabulary
     /// <paramref name="vocabSize"/> only negative ids are out of range; without <paramref name="eosTokenIds"/> EOS is
     /// not checked.
     /// </summary>
-    internal static string? Validate(ReadOnlySpan<int> ids, int? vocabSize, IReadOnlyCollection<int>? eosTokenIds, int? expectedSize)
+    internal static string? Validate(ReadOnlySpan<int> ids, int? vocabSize, IReadOnlyCollection<int>? eosTokenIds,
+        int? expectedSize)
     {
         if (ids.Length == 0) return "the token-id list is empty";
         if (expectedSize is int r && ids.Length != r)

@@ -74,11 +74,14 @@ internal static class PickleIntListReader
                 {
                     ulong frameLength = BinaryPrimitives.ReadUInt64LittleEndian(Operand(pickle, ref pos, 8, at, op));
                     if (frameLength > (ulong)(pickle.Length - pos))
-                        throw Bad(at, $"FRAME of {frameLength} bytes runs past the end of the pickle ({pickle.Length - pos} bytes left; truncated)");
+                        throw Bad(at,
+                            $"FRAME of {frameLength} bytes runs past the end of the pickle ({pickle.Length - pos} " +
+                            $"bytes left; truncated)");
                     break;
                 }
                 case EmptyList:
-                    if (haveList) throw Bad(at, "a second list: nested lists are not supported, only a flat list of ints");
+                    if (haveList) throw Bad(at,
+                        "a second list: nested lists are not supported, only a flat list of ints");
                     haveList = true;
                     Push(stack, new Item(Kind.List, 0), maxLength, at);
                     break;
@@ -87,13 +90,17 @@ internal static class PickleIntListReader
                     mark = stack.Count;
                     break;
                 case BinInt:
-                    Push(stack, new Item(Kind.Int, BinaryPrimitives.ReadInt32LittleEndian(Operand(pickle, ref pos, 4, at, op))), maxLength, at);
+                    Push(stack,
+                        new Item(Kind.Int, BinaryPrimitives.ReadInt32LittleEndian(Operand(pickle, ref pos, 4, at, op))),
+                        maxLength, at);
                     break;
                 case BinInt1:
                     Push(stack, new Item(Kind.Int, Operand(pickle, ref pos, 1, at, op)[0]), maxLength, at);
                     break;
                 case BinInt2:
-                    Push(stack, new Item(Kind.Int, BinaryPrimitives.ReadUInt16LittleEndian(Operand(pickle, ref pos, 2, at, op))), maxLength, at);
+                    Push(stack,
+                        new Item(Kind.Int,
+                        BinaryPrimitives.ReadUInt16LittleEndian(Operand(pickle, ref pos, 2, at, op))), maxLength, at);
                     break;
                 case Long1:
                 {
@@ -114,7 +121,8 @@ internal static class PickleIntListReader
                         throw Bad(at, "APPEND needs a list and an item on the stack");
                     var item = stack[^1];
                     if (stack[^2].Kind != Kind.List) throw Bad(at, "APPEND to something that is not the list");
-                    if (item.Kind != Kind.Int) throw Bad(at, "APPEND of a list to a list: nested lists are not supported");
+                    if (item.Kind != Kind.Int) throw Bad(at,
+                        "APPEND of a list to a list: nested lists are not supported");
                     if (list.Count >= maxLength) throw TooLong(at, maxLength);
                     list.Add(item.Value);
                     stack.RemoveAt(stack.Count - 1);
@@ -123,12 +131,14 @@ internal static class PickleIntListReader
                 case Appends:
                 {
                     if (mark < 0) throw Bad(at, "APPENDS without a MARK");
-                    if (mark == 0 || stack[mark - 1].Kind != Kind.List) throw Bad(at, "APPENDS to something that is not the list");
+                    if (mark == 0 || stack[mark - 1].Kind != Kind.List) throw Bad(at,
+                        "APPENDS to something that is not the list");
                     int count = stack.Count - mark;
                     if (count > maxLength - list.Count) throw TooLong(at, maxLength);
                     for (int i = mark; i < stack.Count; i++)
                     {
-                        if (stack[i].Kind != Kind.Int) throw Bad(at, "APPENDS of a list to a list: nested lists are not supported");
+                        if (stack[i].Kind != Kind.Int) throw Bad(at,
+                            "APPENDS of a list to a list: nested lists are not supported");
                         list.Add(stack[i].Value);
                     }
                     stack.RemoveRange(mark, count);
@@ -139,7 +149,8 @@ internal static class PickleIntListReader
                     Put(memo, stack, mark, Operand(pickle, ref pos, 1, at, op)[0], at);
                     break;
                 case LongBinPut:
-                    Put(memo, stack, mark, BinaryPrimitives.ReadUInt32LittleEndian(Operand(pickle, ref pos, 4, at, op)), at);
+                    Put(memo, stack, mark, BinaryPrimitives.ReadUInt32LittleEndian(Operand(pickle, ref pos, 4, at, op)),
+                        at);
                     break;
                 case Memoize:
                     Put(memo, stack, mark, (uint)memo.Count, at);
@@ -148,7 +159,9 @@ internal static class PickleIntListReader
                     Push(stack, Get(memo, Operand(pickle, ref pos, 1, at, op)[0], at), maxLength, at);
                     break;
                 case LongBinGet:
-                    Push(stack, Get(memo, BinaryPrimitives.ReadUInt32LittleEndian(Operand(pickle, ref pos, 4, at, op)), at), maxLength, at);
+                    Push(stack,
+                        Get(memo, BinaryPrimitives.ReadUInt32LittleEndian(Operand(pickle, ref pos, 4, at, op)), at),
+                        maxLength, at);
                     break;
                 case Stop:
                 {
@@ -161,16 +174,20 @@ internal static class PickleIntListReader
                     return list.ToArray();
                 }
                 default:
-                    throw Bad(at, $"opcode {Describe(op)} is not allowed: only a pickled list of ints is accepted{Hint(op)}");
+                    throw Bad(at,
+                        $"opcode {Describe(op)} is not allowed: only a pickled list of ints is accepted{Hint(op)}");
             }
         }
-        throw new InvalidDataException($"the pickle ends without a STOP opcode after {pickle.Length} bytes (truncated)");
+        throw new InvalidDataException(
+            $"the pickle ends without a STOP opcode after {pickle.Length} bytes (truncated)");
     }
 
     private static ReadOnlySpan<byte> Operand(ReadOnlySpan<byte> pickle, ref int pos, int count, int at, byte op)
     {
         if (count > pickle.Length - pos)
-            throw Bad(at, $"opcode {Describe(op)} needs {count} operand byte(s) but only {pickle.Length - pos} remain (truncated)");
+            throw Bad(at,
+                $"opcode {Describe(op)} needs {count} operand byte(s) but only {pickle.Length - pos} remain " +
+                $"(truncated)");
         var span = pickle.Slice(pos, count);
         pos += count;
         return span;
@@ -192,7 +209,8 @@ internal static class PickleIntListReader
     }
 
     private static Item Get(Dictionary<uint, Item> memo, uint index, int at) =>
-        memo.TryGetValue(index, out var item) ? item : throw Bad(at, $"memo index {index} is read before it is defined");
+        memo.TryGetValue(index, out var item) ? item
+            : throw Bad(at, $"memo index {index} is read before it is defined");
 
     private static InvalidDataException TooLong(int at, int maxLength) =>
         Bad(at, $"the list has more than {maxLength} items");
@@ -209,9 +227,11 @@ internal static class PickleIntListReader
 
     private static string Hint(byte op) => Name(op) switch
     {
-        "GLOBAL" or "STACK_GLOBAL" or "INST" or "OBJ" or "NEWOBJ" or "NEWOBJ_EX" or "REDUCE" or "BUILD" or "EXT1" or "EXT2" or "EXT4"
+        "GLOBAL" or "STACK_GLOBAL" or "INST" or "OBJ" or "NEWOBJ" or "NEWOBJ_EX" or "REDUCE" or "BUILD" or "EXT1"
+            or "EXT2" or "EXT4"
             => " (this opcode imports or calls Python objects; it is never executed here)",
-        "PERSID" or "BINPERSID" => " (a persistent id references tensor storage: save token_ids.tolist(), not a tensor)",
+        "PERSID" or "BINPERSID" =>
+            " (a persistent id references tensor storage: save token_ids.tolist(), not a tensor)",
         _ => "",
     };
 
@@ -223,9 +243,12 @@ internal static class PickleIntListReader
         (byte)'M' => "BININT2", (byte)'N' => "NONE", (byte)'P' => "PERSID", (byte)'Q' => "BINPERSID",
         (byte)'R' => "REDUCE", (byte)'S' => "STRING", (byte)'T' => "BINSTRING", (byte)'U' => "SHORT_BINSTRING",
         (byte)'V' => "UNICODE", (byte)'X' => "BINUNICODE", (byte)'a' => "APPEND", (byte)'b' => "BUILD",
-        (byte)'c' => "GLOBAL", (byte)'d' => "DICT", (byte)'}' => "EMPTY_DICT", (byte)'e' => "APPENDS", (byte)'g' => "GET",
-        (byte)'h' => "BINGET", (byte)'i' => "INST", (byte)'j' => "LONG_BINGET", (byte)'l' => "LIST", (byte)']' => "EMPTY_LIST",
-        (byte)'o' => "OBJ", (byte)'p' => "PUT", (byte)'q' => "BINPUT", (byte)'r' => "LONG_BINPUT", (byte)'s' => "SETITEM",
+        (byte)'c' => "GLOBAL", (byte)'d' => "DICT", (byte)'}' => "EMPTY_DICT", (byte)'e' => "APPENDS", (byte)'g' =>
+            "GET",
+        (byte)'h' => "BINGET", (byte)'i' => "INST", (byte)'j' => "LONG_BINGET", (byte)'l' => "LIST", (byte)']' =>
+            "EMPTY_LIST",
+        (byte)'o' => "OBJ", (byte)'p' => "PUT", (byte)'q' => "BINPUT", (byte)'r' => "LONG_BINPUT", (byte)'s' =>
+            "SETITEM",
         (byte)'t' => "TUPLE", (byte)')' => "EMPTY_TUPLE", (byte)'u' => "SETITEMS", (byte)'G' => "BINFLOAT",
         0x80 => "PROTO", 0x81 => "NEWOBJ", 0x82 => "EXT1", 0x83 => "EXT2", 0x84 => "EXT4", 0x85 => "TUPLE1",
         0x86 => "TUPLE2", 0x87 => "TUPLE3", 0x88 => "NEWTRUE", 0x89 => "NEWFALSE", 0x8a => "LONG1", 0x8b => "LONG4",

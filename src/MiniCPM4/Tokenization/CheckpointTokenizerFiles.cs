@@ -41,14 +41,18 @@ internal static class CheckpointTokenizerFiles
             if (byContent.TryGetValue(content, out var existing))
             {
                 if (existing.Id != id)
-                    throw new InvalidDataException($"{path}: the added token \"{content}\" has id {id}, but {existing.Source} gives it id {existing.Id}.");
+                    throw new InvalidDataException(
+                        $"{path}: the added token \"{content}\" has id {id}, but {existing.Source} gives it id " +
+                        $"{existing.Id}.");
                 if (special is not null)
                     existing.Special = (existing.Special ?? false) || special.Value;
                 return;
             }
 
             if (byId.TryGetValue(id, out var other))
-                throw new InvalidDataException($"{path}: the id {id} is given to \"{content}\", but {other.Source} gives it to \"{other.Content}\".");
+                throw new InvalidDataException(
+                    $"{path}: the id {id} is given to \"{content}\", but {other.Source} gives it to " +
+                    $"\"{other.Content}\".");
             var entry = new Entry(content, id, Path.GetFileName(path)) { Special = special };
             byContent.Add(content, entry);
             byId.Add(id, entry);
@@ -71,9 +75,12 @@ internal static class CheckpointTokenizerFiles
                         foreach (var token in property.Value.EnumerateObject())
                         {
                             if (!int.TryParse(token.Name, NumberStyles.None, CultureInfo.InvariantCulture, out int id))
-                                throw new InvalidDataException($"{path}: 'added_tokens_decoder' has a key \"{token.Name}\" that is not a token id.");
+                                throw new InvalidDataException(
+                                    $"{path}: 'added_tokens_decoder' has a key \"{token.Name}\" that is not a token " +
+                                    $"id.");
                             var value = RequireObject(token.Value, path, $"'added_tokens_decoder.{token.Name}'");
-                            string content = RequireString(value, "content", path, $"'added_tokens_decoder.{token.Name}'");
+                            string content =
+                                RequireString(value, "content", path, $"'added_tokens_decoder.{token.Name}'");
                             Add(content, id, OptionalBool(value, "special", path), path);
                         }
 
@@ -135,7 +142,8 @@ internal static class CheckpointTokenizerFiles
                 {
                     string where = $"'added_tokens[{index++}]'";
                     RequireObject(item, path, where);
-                    if (!item.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.Number || !idElement.TryGetInt32(out int id))
+                    if (!item.TryGetProperty("id", out var idElement) || idElement.ValueKind != JsonValueKind.Number
+                        || !idElement.TryGetInt32(out int id))
                         throw new InvalidDataException($"{path}: {where} has no integer 'id'.");
                     Add(RequireString(item, "content", path, where), id, OptionalBool(item, "special", path), path);
                 }
@@ -161,7 +169,9 @@ internal static class CheckpointTokenizerFiles
         try
         {
             using var stream = File.OpenRead(path);
-            return JsonDocument.Parse(stream, new JsonDocumentOptions { AllowTrailingCommas = false, CommentHandling = JsonCommentHandling.Disallow });
+            return JsonDocument.Parse(stream,
+                new JsonDocumentOptions { AllowTrailingCommas = false,
+                CommentHandling = JsonCommentHandling.Disallow });
         }
         catch (JsonException ex)
         {
@@ -217,13 +227,15 @@ internal static class CheckpointTokenizerFiles
                     RequireObject(item, path, "a 'chat_template' entry");
                     string template = RequireString(item, "template", path, "a 'chat_template' entry");
                     first ??= template;
-                    if (item.TryGetProperty("name", out var name) && name.ValueKind == JsonValueKind.String && name.GetString() == "default")
+                    if (item.TryGetProperty("name", out var name) && name.ValueKind == JsonValueKind.String
+                        && name.GetString() == "default")
                         return template;
                 }
 
                 return first;
             default:
-                throw new InvalidDataException($"{path}: 'chat_template' must be a string or a list of named templates.");
+                throw new InvalidDataException(
+                    $"{path}: 'chat_template' must be a string or a list of named templates.");
         }
     }
 }

@@ -84,7 +84,9 @@ public sealed class MiniCpmTokenizer
 
         try
         {
-            _library = LlamaTokenizer.Create(new MemoryStream(modelBytes, writable: false), addBeginOfSentence: false, addEndOfSentence: false);
+            _library =
+                LlamaTokenizer.Create(new MemoryStream(modelBytes, writable: false), addBeginOfSentence: false,
+                addEndOfSentence: false);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
@@ -97,11 +99,14 @@ public sealed class MiniCpmTokenizer
         // Our own parse must describe the same vocabulary as the library's.
         var vocabulary = _library.Vocabulary;
         if (vocabulary.Count != model.Pieces.Length)
-            throw new InvalidDataException($"The SentencePiece model is inconsistent: {model.Pieces.Length} pieces, but the library reads {vocabulary.Count}.");
+            throw new InvalidDataException(
+                $"The SentencePiece model is inconsistent: {model.Pieces.Length} pieces, but the library reads " +
+                $"{vocabulary.Count}.");
         for (int i = 0; i < model.Pieces.Length; i++)
         {
             if (!vocabulary.TryGetValue(model.Pieces[i], out int libraryId) || libraryId != i)
-                throw new InvalidDataException($"The SentencePiece model is inconsistent at piece #{i} (\"{model.Pieces[i]}\").");
+                throw new InvalidDataException(
+                    $"The SentencePiece model is inconsistent at piece #{i} (\"{model.Pieces[i]}\").");
         }
 
         _pieces = model.Pieces;
@@ -121,7 +126,8 @@ public sealed class MiniCpmTokenizer
             if (string.IsNullOrEmpty(token.Content))
                 throw new ArgumentException("An added token is empty.", nameof(addedTokens));
             if (token.Id < 0 || token.Id >= MaxAddedTokenId)
-                throw new ArgumentException($"The added token \"{token.Content}\" has an invalid id {token.Id}.", nameof(addedTokens));
+                throw new ArgumentException($"The added token \"{token.Content}\" has an invalid id {token.Id}.",
+                    nameof(addedTokens));
             added[token.Content] = token.Id;
             maxId = Math.Max(maxId, token.Id);
         }
@@ -129,7 +135,8 @@ public sealed class MiniCpmTokenizer
         _addedTokens = added.ToFrozenDictionary(StringComparer.Ordinal);
         _addedByFirstChar = added.Keys
             .GroupBy(k => k[0])
-            .ToFrozenDictionary(g => g.Key, g => g.OrderByDescending(s => s.Length).ThenBy(s => s, StringComparer.Ordinal).ToArray());
+            .ToFrozenDictionary(g => g.Key, g =>
+                g.OrderByDescending(s => s.Length).ThenBy(s => s, StringComparer.Ordinal).ToArray());
 
         VocabSize = maxId + 1;
         _kinds = new TokenKind[VocabSize];
@@ -185,13 +192,15 @@ public sealed class MiniCpmTokenizer
     /// <summary>Id of the beginning-of-sentence token.</summary>
     public int BosId { get; }
 
-    /// <summary>Id of the end-of-sentence token (the checkpoint's <c>eos_token</c> when it names one, e.g. &lt;|im_end|&gt;).</summary>
+    /// <summary>Id of the end-of-sentence token (the checkpoint's <c>eos_token</c> when it names one, e.g.
+    /// &lt;|im_end|&gt;).</summary>
     public int EosId { get; }
 
     /// <summary>Id of the unknown token.</summary>
     public int UnkId { get; }
 
-    /// <summary>Whether callers should prepend <see cref="BosId"/> to prompts (the checkpoint's <c>add_bos_token</c>).</summary>
+    /// <summary>Whether callers should prepend <see cref="BosId"/> to prompts (the checkpoint's
+    /// <c>add_bos_token</c>).</summary>
     public bool AddBosByDefault { get; }
 
     /// <summary>The added/special tokens recognised in text, by content.</summary>
@@ -205,8 +214,10 @@ public sealed class MiniCpmTokenizer
 
     internal bool DropsLeadingSpace { get; }
 
-    /// <summary>Creates a tokenizer from a SentencePiece BPE model stream and optional added tokens (all treated as special).</summary>
-    public static MiniCpmTokenizer FromSentencePiece(Stream model, IReadOnlyDictionary<string, int>? addedTokens = null, bool addBosByDefault = true)
+    /// <summary>Creates a tokenizer from a SentencePiece BPE model stream and optional added tokens (all treated as
+    /// special).</summary>
+    public static MiniCpmTokenizer FromSentencePiece(Stream model, IReadOnlyDictionary<string, int>? addedTokens = null,
+        bool addBosByDefault = true)
     {
         ArgumentNullException.ThrowIfNull(model);
         using var buffer = new MemoryStream();
@@ -222,7 +233,8 @@ public sealed class MiniCpmTokenizer
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="FileNotFoundException"><c>tokenizer.model</c> is missing.</exception>
-    /// <exception cref="InvalidDataException">A file is malformed, or two files disagree about an added token.</exception>
+    /// <exception cref="InvalidDataException">A file is malformed, or two files disagree about an added
+    /// token.</exception>
     public static MiniCpmTokenizer Load(string checkpointDirectory)
     {
         ArgumentException.ThrowIfNullOrEmpty(checkpointDirectory);
@@ -231,13 +243,15 @@ public sealed class MiniCpmTokenizer
 
         string modelPath = Path.Combine(checkpointDirectory, "tokenizer.model");
         if (!File.Exists(modelPath))
-            throw new FileNotFoundException($"The SentencePiece tokenizer model '{modelPath}' does not exist.", modelPath);
+            throw new FileNotFoundException($"The SentencePiece tokenizer model '{modelPath}' does not exist.",
+                modelPath);
 
         var config = CheckpointTokenizerFiles.Read(checkpointDirectory);
         byte[] modelBytes = File.ReadAllBytes(modelPath);
         try
         {
-            return new MiniCpmTokenizer(modelBytes, config.AddedTokens, config.AddBosToken ?? true, config.BosToken, config.EosToken, config.ChatTemplate);
+            return new MiniCpmTokenizer(modelBytes, config.AddedTokens, config.AddBosToken ?? true, config.BosToken,
+                config.EosToken, config.ChatTemplate);
         }
         catch (InvalidDataException ex)
         {
@@ -251,7 +265,8 @@ public sealed class MiniCpmTokenizer
         foreach (var token in added)
         {
             if (!byId.TryAdd(token.Id, token.Content))
-                throw new ArgumentException($"The added tokens \"{byId[token.Id]}\" and \"{token.Content}\" share the id {token.Id}.");
+                throw new ArgumentException(
+                    $"The added tokens \"{byId[token.Id]}\" and \"{token.Content}\" share the id {token.Id}.");
         }
     }
 
@@ -336,7 +351,8 @@ public sealed class MiniCpmTokenizer
         if (segment.IsEmpty)
             return;
 
-        // SentencePiece works on UTF-8, where a lone surrogate cannot exist; like the UTF-8 conversion would, make it U+FFFD.
+        // SentencePiece works on UTF-8, where a lone surrogate cannot exist; like the UTF-8 conversion would, make it
+        // U+FFFD.
         string text = ReplaceLoneSurrogates(segment);
         _bpe.Encode(Normalize(text, dummyPrefix), ids);
     }
@@ -463,5 +479,6 @@ public sealed class MiniCpmTokenizer
     }
 
     /// <summary>Creates an incremental decoder whose output, concatenated, equals <see cref="Decode"/>.</summary>
-    public StreamingDetokenizer CreateStreamingDetokenizer(bool skipSpecialTokens = false) => new(this, skipSpecialTokens);
+    public StreamingDetokenizer CreateStreamingDetokenizer(bool skipSpecialTokens = false) =>
+        new(this, skipSpecialTokens);
 }

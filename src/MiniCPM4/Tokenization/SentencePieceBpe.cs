@@ -77,7 +77,8 @@ internal sealed class SentencePieceBpe
         }
 
         if (byteIds is not null && Array.IndexOf(byteIds, -1) >= 0)
-            throw new InvalidDataException("SentencePiece model: byte fallback is enabled but not all 256 <0xNN> pieces exist.");
+            throw new InvalidDataException(
+                "SentencePiece model: byte fallback is enabled but not all 256 <0xNN> pieces exist.");
 
         _byteIds = byteIds;
         _mergeableLookup = _mergeable.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -120,7 +121,8 @@ internal sealed class SentencePieceBpe
     }
 
     /// <summary>
-    /// Segments <paramref name="normalized"/> (the output of the SentencePiece normalizer: whitespace already escaped to
+    /// Segments <paramref name="normalized"/> (the output of the SentencePiece normalizer: whitespace already escaped
+    /// to
     /// U+2581, dummy prefix already added) and appends the ids to <paramref name="output"/>.
     /// </summary>
     public void Encode(string normalized, List<int> output)
@@ -136,8 +138,11 @@ internal sealed class SentencePieceBpe
             int len = MatchUserDefined(normalized, pos);
             bool frozen = len > 0;
             if (!frozen)
-                len = char.IsHighSurrogate(normalized[pos]) && pos + 1 < normalized.Length && char.IsLowSurrogate(normalized[pos + 1]) ? 2 : 1;
-            symbols[count] = new Symbol { Start = pos, Length = len, Prev = count - 1, Next = pos + len < normalized.Length ? count + 1 : -1, Frozen = frozen };
+                len = char.IsHighSurrogate(normalized[pos]) && pos + 1 < normalized.Length
+                    && char.IsLowSurrogate(normalized[pos + 1]) ? 2 : 1;
+            symbols[count] =
+                new Symbol { Start = pos, Length = len, Prev = count - 1, Next = pos + len < normalized.Length ? count
+                + 1 : -1, Frozen = frozen };
             count++;
             pos += len;
         }

@@ -116,7 +116,8 @@ internal sealed class SentencePieceModelFile
         return (piece, score, type);
     }
 
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+    private static readonly UTF8Encoding StrictUtf8 =
+        new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     private static string DecodeUtf8(ReadOnlySpan<byte> bytes, string what)
     {

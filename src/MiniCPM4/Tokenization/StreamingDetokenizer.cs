@@ -125,7 +125,8 @@ public sealed class StreamingDetokenizer
                 {
                     2 => ((b0 & 0x1F) << 6) | (_pending[start + 1] & 0x3F),
                     3 => ((b0 & 0x0F) << 12) | ((_pending[start + 1] & 0x3F) << 6) | (_pending[start + 2] & 0x3F),
-                    _ => ((b0 & 0x07) << 18) | ((_pending[start + 1] & 0x3F) << 12) | ((_pending[start + 2] & 0x3F) << 6) | (_pending[start + 3] & 0x3F),
+                    _ => ((b0 & 0x07) << 18) | ((_pending[start + 1] & 0x3F) << 12) | (
+                        (_pending[start + 2] & 0x3F) << 6) | (_pending[start + 3] & 0x3F),
                 };
                 int min = need == 2 ? 0x80 : need == 3 ? 0x800 : 0x10000;
                 if (cp < min || !SentencePieceUtf8.IsValidCodePoint(cp))

@@ -178,14 +178,17 @@ public class LarkGrammarTests
         var g = LarkGrammar.Parse("start: R\nR: \"\\u00e9\"..\"\\U0001F600\"");
         var rx = g.Regex;
         int lexeme = g.LexemeRegexes.Single();
-        int[] inside = [0xE9, 0xFF, 0x100, 0x7FF, 0x800, 0xFFF, 0x1000, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x1F5FF, 0x1F600];
+        int[] inside =
+            [0xE9, 0xFF, 0x100, 0x7FF, 0x800, 0xFFF, 0x1000, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x1F5FF, 0x1F600];
         int[] outside = [0x41, 0xE8, 0x1F601, 0x10FFFF];
         using (Assert.EnterMultipleScope())
         {
             foreach (int cp in inside)
-                Assert.That(rx.Matches(lexeme, Encoding.UTF8.GetBytes(char.ConvertFromUtf32(cp))), Is.True, $"U+{cp:X}");
+                Assert.That(rx.Matches(lexeme, Encoding.UTF8.GetBytes(char.ConvertFromUtf32(cp))), Is.True,
+                    $"U+{cp:X}");
             foreach (int cp in outside)
-                Assert.That(rx.Matches(lexeme, Encoding.UTF8.GetBytes(char.ConvertFromUtf32(cp))), Is.False, $"U+{cp:X}");
+                Assert.That(rx.Matches(lexeme, Encoding.UTF8.GetBytes(char.ConvertFromUtf32(cp))), Is.False,
+                    $"U+{cp:X}");
             Assert.That(rx.Matches(lexeme, [0xED, 0xA0, 0x80]), Is.False, "an encoded surrogate");
             Assert.That(rx.Matches(lexeme, [0xE0, 0x80, 0x80]), Is.False, "an overlong encoding");
         }
@@ -242,9 +245,11 @@ public class LarkGrammarTests
         using (Assert.EnterMultipleScope())
         {
             foreach (var s in accepted)
-                Assert.That(g.Regex.Matches(lexeme, Encoding.UTF8.GetBytes(s)), Is.True, $"{name} should match \"{s}\"");
+                Assert.That(g.Regex.Matches(lexeme, Encoding.UTF8.GetBytes(s)), Is.True,
+                    $"{name} should match \"{s}\"");
             foreach (var s in rejected)
-                Assert.That(g.Regex.Matches(lexeme, Encoding.UTF8.GetBytes(s)), Is.False, $"{name} should not match \"{s}\"");
+                Assert.That(g.Regex.Matches(lexeme, Encoding.UTF8.GetBytes(s)), Is.False,
+                    $"{name} should not match \"{s}\"");
         }
     }
 

@@ -12,7 +12,8 @@ public class JsonSchemaCompilerTests
     // Pretty-printed output needs more than the default one whitespace byte between lexemes.
     private static readonly JsonSchemaOptions Pretty = new() { MaxWhitespace = 20 };
 
-    private static void AssertLanguage(string schema, string[] accepted, string[] rejected, JsonSchemaOptions? options = null)
+    private static void AssertLanguage(string schema, string[] accepted, string[] rejected,
+        JsonSchemaOptions? options = null)
     {
         var g = JsonSchemaCompiler.Compile(schema, options);
         using (Assert.EnterMultipleScope())
@@ -35,7 +36,8 @@ public class JsonSchemaCompilerTests
     [Test]
     public void EmptySchemaAcceptsAnyJson() =>
         AssertLanguage("{}",
-            ["1", "-2.5e3", "\"x\"", "null", "true", "[]", "{}", "{\"a\": [1, {\"b\": null}]}", "[1,2,3]", "{\n  \"a\": 1\n}"],
+            ["1", "-2.5e3", "\"x\"", "null", "true", "[]", "{}", "{\"a\": [1, {\"b\": null}]}", "[1,2,3]",
+                "{\n  \"a\": 1\n}"],
             ["", "{", "[1,]", "{\"a\" 1}", "01", "nul", "\"\\x\"", "'a'"], Pretty);
 
     [Test]
@@ -55,8 +57,10 @@ public class JsonSchemaCompilerTests
     public void IntegerAcceptsPointZeroFromDraft6Only()
     {
         var floats = new JsonSchemaOptions { IntegralFloats = true };
-        AssertLanguage("""{"type": "integer"}""", ["0", "-7", "12", "3.0", "3.00"], ["1.5", "01", "-", "1e2", "\"1\""], floats);
-        AssertLanguage("""{"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer"}""", ["0", "-7"], ["3.0"], floats);
+        AssertLanguage("""{"type": "integer"}""", ["0", "-7", "12", "3.0", "3.00"], ["1.5", "01", "-", "1e2", "\"1\""],
+            floats);
+        AssertLanguage("""{"$schema": "http://json-schema.org/draft-04/schema#", "type": "integer"}""", ["0", "-7"],
+            ["3.0"], floats);
         // By default generated integers are plain.
         AssertLanguage("""{"type": "integer"}""", ["0", "-7", "12"], ["3.0", "3.00", "1.5"]);
     }
@@ -103,9 +107,11 @@ public class JsonSchemaCompilerTests
              "required": ["b"], "additionalProperties": false}
             """;
         AssertLanguage(schema,
-            ["{\"b\": \"x\"}", "{\"a\": 1, \"b\": \"x\"}", "{\"a\": 1, \"b\": \"x\", \"c\": true}", "{\"b\":\"x\",\"c\":false}",
+            ["{\"b\": \"x\"}", "{\"a\": 1, \"b\": \"x\"}", "{\"a\": 1, \"b\": \"x\", \"c\": true}",
+                "{\"b\":\"x\",\"c\":false}",
              "{\n  \"a\": 1,\n  \"b\": \"x\"\n}"],
-            ["{}", "{\"a\": 1}", "{\"b\": \"x\", \"a\": 1}", "{\"b\": \"x\", \"d\": 1}", "{\"b\": 1}", "{\"b\": \"x\",}",
+            ["{}", "{\"a\": 1}", "{\"b\": \"x\", \"a\": 1}", "{\"b\": \"x\", \"d\": 1}", "{\"b\": 1}",
+                "{\"b\": \"x\",}",
              "{, \"b\": \"x\"}"], Pretty);
     }
 
@@ -139,7 +145,8 @@ public class JsonSchemaCompilerTests
             ["{\"x_1\": 3, \"x_2\": -4, \"sa\": \"v\", \"other\": true}"],
             ["{\"x_1\": -3}", "{\"x_2\": \"s\"}", "{\"sa\": 1}", "{\"other\": 1}", "{\"x_1\": 1.5}"]);
         // A key matching two patterns must satisfy both.
-        AssertLanguage("""{"patternProperties": {"a": {"type": "integer"}, "b": {"minimum": 5}}, "additionalProperties": false}""",
+        AssertLanguage(
+            """{"patternProperties": {"a": {"type": "integer"}, "b": {"minimum": 5}}, "additionalProperties": false}""",
             ["{\"ab\": 7}", "{\"a\": 1}", "{\"b\": \"s\"}"], ["{\"ab\": 1}", "{\"ab\": 7.5}", "{\"c\": 1}"]);
     }
 
@@ -157,7 +164,8 @@ public class JsonSchemaCompilerTests
     {
         AssertLanguage("""{"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3}""",
             ["[1]", "[1, 2, 3]", "[ 1 ,2 ]"], ["[]", "[1, 2, 3, 4]", "[\"a\"]", "[1,]"]);
-        AssertLanguage("""{"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}], "items": false}""",
+        AssertLanguage(
+            """{"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}], "items": false}""",
             ["[]", "[\"a\"]", "[\"a\", 1]"], ["[1]", "[\"a\", 1, 2]"]);
         AssertLanguage("""{"type": "array", "items": [{"type": "string"}], "additionalItems": {"type": "boolean"}}""",
             ["[\"a\", true, false]"], ["[\"a\", 1]"]);
@@ -202,21 +210,25 @@ public class JsonSchemaCompilerTests
     [Test]
     public void AnyOfAndOneOf()
     {
-        AssertLanguage("""{"anyOf": [{"type": "integer", "maximum": 5}, {"type": "integer", "minimum": 3}, {"type": "string"}]}""",
+        AssertLanguage(
+            """{"anyOf": [{"type": "integer", "maximum": 5}, {"type": "integer", "minimum": 3}, {"type": "string"}]}""",
             ["1", "4", "100", "\"s\""], ["null", "1.5"]);
         AssertLanguage("""
             {"oneOf": [{"type": "object", "properties": {"kind": {"const": "a"}, "x": {"type": "integer"}}, "required": ["kind"]},
                        {"type": "object", "properties": {"kind": {"const": "b"}}, "required": ["kind"]}]}
             """,
-            ["{\"kind\": \"a\", \"x\": 1}", "{\"kind\": \"b\", \"x\": \"s\"}"], ["{\"kind\": \"c\"}", "{\"kind\": \"a\", \"x\": \"s\"}"]);
+            ["{\"kind\": \"a\", \"x\": 1}", "{\"kind\": \"b\", \"x\": \"s\"}"],
+                ["{\"kind\": \"c\"}", "{\"kind\": \"a\", \"x\": \"s\"}"]);
         AssertLanguage("""{"type": "object", "properties": {"v": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}""",
             ["{\"v\": \"a\"}", "{\"v\": [\"a\"]}"], ["{\"v\": 1}"]);
         // Overlapping alternatives: each gets the negation of the others (exactly one holds).
         AssertLanguage("""{"oneOf": [{"type": "integer"}, {"minimum": 3}]}""",
             ["1", "-5", "3.5", "\"s\"", "null"], ["3", "4", "100", "3.0", "2.5"]);
-        AssertLanguage("""{"not": {"type": "integer"}, "minimum": 0}""", ["0.5", "1.25", "\"s\""], ["1", "1.0", "0", "-0.5"]);
+        AssertLanguage("""{"not": {"type": "integer"}, "minimum": 0}""", ["0.5", "1.25", "\"s\""],
+            ["1", "1.0", "0", "-0.5"]);
         AssertLanguage("""{"type": "object", "oneOf": [{"required": ["a"]}, {"required": ["b"]}]}""",
-            ["{\"a\": 1}", "{\"b\": 1}", "{\"a\": 2, \"x\": 1}"], ["{}", "{\"a\": 1, \"b\": 2}", "{\"b\": 1, \"a\": 2}"]);
+            ["{\"a\": 1}", "{\"b\": 1}", "{\"a\": 2, \"x\": 1}"],
+                ["{}", "{\"a\": 1, \"b\": 2}", "{\"b\": 1, \"a\": 2}"]);
         AssertError("""{"oneOf": [{"type": "integer"}, {"multipleOf": 3}]}""", "oneOf", "");
     }
 
@@ -242,8 +254,10 @@ public class JsonSchemaCompilerTests
         AssertLanguage("""{"not": {"pattern": "^a"}}""", ["\"ba\""], ["\"ab\"", "1"]);
         AssertLanguage("""{"type": "number", "not": {"minimum": 2}}""", ["1.5", "-3"], ["2", "7"]);
         AssertLanguage("""{"not": {"not": {"type": "null"}}}""", ["null"], ["1"]);
-        AssertLanguage("""{"type": "object", "properties": {"a": {}}, "not": {"required": ["a"]}}""", ["{}", "{\"b\": 1}"], ["{\"a\": 1}"]);
-        AssertLanguage("""{"type": "object", "not": {"properties": {"k": {"const": 1}}}}""", ["{\"k\": 2}"], ["{}", "{\"k\": 1}"]);
+        AssertLanguage("""{"type": "object", "properties": {"a": {}}, "not": {"required": ["a"]}}""",
+            ["{}", "{\"b\": 1}"], ["{\"a\": 1}"]);
+        AssertLanguage("""{"type": "object", "not": {"properties": {"k": {"const": 1}}}}""", ["{\"k\": 2}"],
+            ["{}", "{\"k\": 1}"]);
         AssertLanguage("""{"not": {}}""", [], ["1", "null"]);
     }
 
@@ -294,7 +308,8 @@ public class JsonSchemaCompilerTests
     [Test]
     public void WhitespaceLimit()
     {
-        AssertLanguage("""{"type": "array", "items": {"type": "integer"}}""", ["[1,2]"], ["[1, 2]"], new JsonSchemaOptions { MaxWhitespace = 0 });
+        AssertLanguage("""{"type": "array", "items": {"type": "integer"}}""", ["[1,2]"], ["[1, 2]"],
+            new JsonSchemaOptions { MaxWhitespace = 0 });
         AssertLanguage("""{"type": "array"}""", ["[ 1]"], ["[  1]"], new JsonSchemaOptions { MaxWhitespace = 1 });
     }
 }

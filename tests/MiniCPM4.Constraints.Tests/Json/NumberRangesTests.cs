@@ -23,11 +23,13 @@ public class NumberRangesTests
                 foreach (bool loEx in new[] { false, true })
                     foreach (bool hiEx in new[] { false, true })
                     {
-                        int r = numbers.Range(Dec.FromLong(lo), loEx, Dec.FromLong(hi), hiEx, integer: true, pointZero: false);
+                        int r = numbers.Range(Dec.FromLong(lo), loEx, Dec.FromLong(hi), hiEx, integer: true,
+                            pointZero: false);
                         for (int v = -130; v <= 130; v++)
                         {
                             bool inside = (loEx ? v > lo : v >= lo) && (hiEx ? v < hi : v <= hi);
-                            Assert.That(Match(rb, r, Str(v)), Is.EqualTo(inside), $"{v} in {(loEx ? "(" : "[")}{lo}, {hi}{(hiEx ? ")" : "]")}");
+                            Assert.That(Match(rb, r, Str(v)), Is.EqualTo(inside),
+                                $"{v} in {(loEx ? "(" : "[")}{lo}, {hi}{(hiEx ? ")" : "]")}");
                         }
                         Assert.That(Match(rb, r, "01"), Is.False);
                         Assert.That(Match(rb, r, "1.5"), Is.False);
@@ -73,7 +75,9 @@ public class NumberRangesTests
                 int excl = numbers.Range(l, true, h, true, integer: false, pointZero: false);
                 foreach (var v in values)
                 {
-                    foreach (var text in new[] { v.ToString(CultureInfo.InvariantCulture), v.ToString("0.000", CultureInfo.InvariantCulture) })
+                    foreach (
+                        var text in new[] { v.ToString(CultureInfo.InvariantCulture),
+                        v.ToString("0.000", CultureInfo.InvariantCulture) })
                     {
                         Assert.That(Match(rb, incl, text), Is.EqualTo(v >= ld && v <= hd), $"{text} in [{lo}, {hi}]");
                         Assert.That(Match(rb, excl, text), Is.EqualTo(v > ld && v < hd), $"{text} in ({lo}, {hi})");

@@ -57,7 +57,8 @@ public class EncodingTests
             three[0] = (byte)(x >> 16);
             three[1] = (byte)(x >> 8);
             three[2] = (byte)x;
-            if (b.Matches(any, three) != StrictlyValid(three)) Assert.Fail($"{three[0]:X2} {three[1]:X2} {three[2]:X2}");
+            if (b.Matches(any, three) != StrictlyValid(three)) Assert.Fail(
+                $"{three[0]:X2} {three[1]:X2} {three[2]:X2}");
         }
         var four = new byte[4];
         var rng = new Random(7);
@@ -68,7 +69,9 @@ public class EncodingTests
             if (b.Matches(any, four) != StrictlyValid(four)) Assert.Fail(Convert.ToHexString(four));
         }
         // Surrogates, overlong forms and values past U+10FFFF.
-        foreach (var bad in new[] { "EDA080", "EDBFBF", "C080", "C1BF", "E08080", "E09FBF", "F08F8080", "F4908080", "F5808080", "FF" })
+        foreach (
+            var bad in new[] { "EDA080", "EDBFBF", "C080", "C1BF", "E08080", "E09FBF", "F08F8080", "F4908080",
+            "F5808080", "FF" })
             Assert.That(b.Matches(any, Convert.FromHexString(bad)), Is.False, bad);
     }
 
@@ -110,7 +113,9 @@ public class EncodingTests
             var ranges = new List<(int, int)>();
             for (int i = rng.Next(1, 8); i > 0; i--)
             {
-                int lo = rng.Next(4) switch { 0 => rng.Next(0x80), 1 => rng.Next(0x800), 2 => rng.Next(0x10000), _ => rng.Next(0x110000) };
+                int lo =
+                    rng.Next(4) switch { 0 => rng.Next(0x80), 1 => rng.Next(0x800), 2 => rng.Next(0x10000), _ =>
+                    rng.Next(0x110000) };
                 int len = rng.Next(3) switch { 0 => 0, 1 => rng.Next(64), _ => rng.Next(0x20000) };
                 ranges.Add((lo, Math.Min(lo + len, 0x10FFFF)));
             }
@@ -119,7 +124,8 @@ public class EncodingTests
             int r = b.LowerSet(set, CharEncoding.Utf8), nr = b.LowerSet(negated, CharEncoding.Utf8);
             for (int k = 0; k < 2000; k++)
             {
-                int cp = k < 2 * set.RangeCount ? (k % 2 == 0 ? set.Lo(k / 2) - 1 : set.Hi(k / 2) + 1) : rng.Next(0x110000);
+                int cp = k < 2 * set.RangeCount ? (k % 2 == 0 ? set.Lo(k / 2) - 1 : set.Hi(k / 2) + 1)
+                    : rng.Next(0x110000);
                 if (!IsScalar(cp)) continue;
                 bool inSet = set.Contains(cp);
                 Assert.That(b.Matches(r, Utf8(cp)), Is.EqualTo(inSet), $"{set} U+{cp:X}");
@@ -132,7 +138,9 @@ public class EncodingTests
     public void PatternClassesAtUtf8Boundaries()
     {
         var b = new RegexBuilder();
-        var pairs = new (int Lo, int Hi)[] { (0x7F, 0x80), (0x7FF, 0x800), (0xFFFF, 0x10000), (0x10000, 0x10FFFF), (0x80, 0x7FF), (0xD7FF, 0xE000) };
+        var pairs =
+            new (int Lo, int Hi)[] { (0x7F, 0x80), (0x7FF, 0x800), (0xFFFF, 0x10000), (0x10000, 0x10FFFF),
+            (0x80, 0x7FF), (0xD7FF, 0xE000) };
         foreach (var (lo, hi) in pairs)
         {
             int r = b.Pattern($"[\\u{{{lo:X}}}-\\u{{{hi:X}}}]", CharEncoding.Utf8, search: false);
@@ -141,7 +149,8 @@ public class EncodingTests
             {
                 if (!IsScalar(cp)) continue;
                 Assert.That(b.Matches(r, Utf8(cp)), Is.EqualTo(cp >= lo && cp <= hi), $"[{lo:X}-{hi:X}] U+{cp:X}");
-                Assert.That(b.Matches(neg, Utf8(cp)), Is.EqualTo(!(cp >= lo && cp <= hi)), $"[^{lo:X}-{hi:X}] U+{cp:X}");
+                Assert.That(b.Matches(neg, Utf8(cp)), Is.EqualTo(!(cp >= lo && cp <= hi)),
+                    $"[^{lo:X}-{hi:X}] U+{cp:X}");
             }
             Assert.That(b.Matches(neg, [0xED, 0xA0, 0x80]), Is.False, "negated classes exclude surrogates");
         }

@@ -67,7 +67,8 @@ public class FuzzEquivalenceTests
                 alternatives[i].Write(sb);
             }
         }
-        public override void Generate(Random rng, StringBuilder sb) => alternatives[rng.Next(alternatives.Count)].Generate(rng, sb);
+        public override void Generate(Random rng, StringBuilder sb) =>
+            alternatives[rng.Next(alternatives.Count)].Generate(rng, sb);
     }
 
     private sealed class Group(Node body, string open) : Node
@@ -309,7 +310,8 @@ public class FuzzEquivalenceTests
                     Assert.Fail($"/{pattern}/ searched in \"{s}\": .NET says {found}");
             }
         }
-        TestContext.Out.WriteLine($"{cases} cases ({matched} matching, {skipped} skipped) in {sw.ElapsedMilliseconds} ms; {b.Count} terms");
+        TestContext.Out.WriteLine(
+            $"{cases} cases ({matched} matching, {skipped} skipped) in {sw.ElapsedMilliseconds} ms; {b.Count} terms");
         Assert.That(skipped, Is.LessThan(cases / 50), "few cases exceed .NET's backtracking budget");
         Assert.That(matched, Is.GreaterThan(cases / 4), "the strings are biased to match");
         Assert.That(matched, Is.LessThan(cases * 9 / 10));

@@ -180,9 +180,11 @@ public class PatternTests
             byte[] bytes = Encoding.UTF8.GetBytes(char.ConvertFromUtf32(cp));
             bool isLetter = cat <= System.Globalization.UnicodeCategory.OtherLetter;
             Assert.That(b.Matches(letter, bytes), Is.EqualTo(isLetter), $"U+{cp:X}");
-            Assert.That(b.Matches(upper, bytes), Is.EqualTo(cat == System.Globalization.UnicodeCategory.UppercaseLetter), $"U+{cp:X}");
+            Assert.That(b.Matches(upper, bytes),
+                Is.EqualTo(cat == System.Globalization.UnicodeCategory.UppercaseLetter), $"U+{cp:X}");
             bool isNumber = cat is System.Globalization.UnicodeCategory.DecimalDigitNumber
-                or System.Globalization.UnicodeCategory.LetterNumber or System.Globalization.UnicodeCategory.OtherNumber;
+                or System.Globalization.UnicodeCategory.LetterNumber or System.Globalization.UnicodeCategory
+                    .OtherNumber;
             Assert.That(b.Matches(number, bytes), Is.EqualTo(isNumber), $"U+{cp:X}");
         }
     }

@@ -34,7 +34,8 @@ public class RegexBuilderTests
         var b = new RegexBuilder();
         Assert.That(b.Literal("abc"), Is.EqualTo(b.Literal("abc")));
         Assert.That(b.Concat(b.Literal("a"), b.Literal("bc")), Is.EqualTo(b.Literal("abc")));
-        Assert.That(b.Concat(b.Literal("ab"), b.Literal("c")), Is.EqualTo(b.Literal("abc")), "concatenation is re-associated");
+        Assert.That(b.Concat(b.Literal("ab"), b.Literal("c")), Is.EqualTo(b.Literal("abc")),
+            "concatenation is re-associated");
         var set = new bool[256];
         for (int i = 'a'; i <= 'z'; i++) set[i] = true;
         Assert.That(b.Bytes(set), Is.EqualTo(Lower(b)));
@@ -99,7 +100,8 @@ public class RegexBuilderTests
         Assert.That(b.Matches(not, U("ab")), Is.False);
         Assert.That(b.Matches(not, U("a")), Is.True);
         Assert.That(b.Matches(not, U("abc")), Is.True);
-        int and = b.And(b.Star(Lower(b)), b.Concat(b.Star(b.ByteRange(0, 255)), b.Literal("q"), b.Star(b.ByteRange(0, 255))));
+        int and =
+            b.And(b.Star(Lower(b)), b.Concat(b.Star(b.ByteRange(0, 255)), b.Literal("q"), b.Star(b.ByteRange(0, 255))));
         Assert.That(b.Matches(and, U("xqz")), Is.True);
         Assert.That(b.Matches(and, U("xyz")), Is.False);
         Assert.That(b.Matches(and, U("xq1")), Is.False);
@@ -153,7 +155,8 @@ public class RegexBuilderTests
         var b = new RegexBuilder();
         int abc = b.Literal("abc");
         Assert.That(b.CanExtend(abc), Is.True);
-        Assert.That(b.CanExtend(b.Derivative(b.Derivative(b.Derivative(abc, (byte)'a'), (byte)'b'), (byte)'c')), Is.False);
+        Assert.That(b.CanExtend(b.Derivative(b.Derivative(b.Derivative(abc, (byte)'a'), (byte)'b'), (byte)'c')),
+            Is.False);
         int lowerStar = b.Star(Lower(b));
         int r = b.Or(RegexBuilder.Empty, b.And(b.Plus(Lower(b)), b.Not(lowerStar)));
         Assert.That(b.IsNullable(r), Is.True);
@@ -226,7 +229,8 @@ public class RegexBuilderTests
     {
         var b = new RegexBuilder();
         Assert.That(b.Describe(Lower(b)), Is.EqualTo("[a-z]"));
-        Assert.That(b.Describe(b.Star(b.Or(b.Literal("ab"), b.Literal("c")))), Is.EqualTo("(c|ab)*").Or.EqualTo("(ab|c)*"));
+        Assert.That(b.Describe(b.Star(b.Or(b.Literal("ab"), b.Literal("c")))),
+            Is.EqualTo("(c|ab)*").Or.EqualTo("(ab|c)*"));
         Assert.That(b.Describe(b.Optional(b.Literal("x"))), Is.EqualTo("(x)?"));
         Assert.That(b.Describe(b.Not(b.Literal("x"))), Is.EqualTo("~x"));
         Assert.That(b.Describe(b.And(b.Star(Lower(b)), b.Not(b.Literal("ab")))), Does.Contain("&").And.Contain("~"));

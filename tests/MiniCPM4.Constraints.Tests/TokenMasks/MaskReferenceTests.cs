@@ -37,14 +37,17 @@ public class MaskReferenceTests
     public void RegexAndChoiceMasksMatchBruteForce()
     {
         CheckRandomWalks(OutputConstraint.Regex("[A-Z][a-z]{0,6}( [0-9]+)?"), TestVocabularies.SentencePiece, 5, 4, 12);
-        CheckRandomWalks(OutputConstraint.Choice(["yes", "no", "not sure", "é€😀"]), TestVocabularies.Synthetic(7), 6, 6, 10);
+        CheckRandomWalks(OutputConstraint.Choice(["yes", "no", "not sure", "é€😀"]), TestVocabularies.Synthetic(7), 6, 6,
+            10);
     }
 
     [Test]
     public void EndOfOutputIsAllowedExactlyWhenComplete()
     {
         var c = OutputConstraint.Choice(["ab", "abc"]);
-        var vocab = new TokenVocabulary([[(byte)'a'], [(byte)'b'], [(byte)'c'], null], [[(byte)'a'], [(byte)'b'], [(byte)'c'], null]);
+        var vocab =
+            new TokenVocabulary([[(byte)'a'], [(byte)'b'], [(byte)'c'], null],
+            [[(byte)'a'], [(byte)'b'], [(byte)'c'], null]);
         var m = c.CreateMatcher(vocab, stopIds: [3]);
         var mask = new uint[vocab.MaskWords];
         m.ComputeMask(mask);
@@ -112,7 +115,8 @@ public class MaskReferenceTests
 
     // Random walks through the grammar: at each state the computed mask must equal the brute-force one; the walk
     // then takes a random allowed token.
-    private static void CheckRandomWalks(OutputConstraint constraint, TokenVocabulary vocab, int seed, int walks, int steps)
+    private static void CheckRandomWalks(OutputConstraint constraint, TokenVocabulary vocab, int seed, int walks,
+        int steps)
     {
         var rng = new Random(seed);
         var mask = new uint[vocab.MaskWords];
@@ -128,7 +132,9 @@ public class MaskReferenceTests
                 {
                     bool expect = reference[id];
                     if (IsSet(mask, id) != expect)
-                        Assert.Fail($"walk {w} step {step}: token {id} ({Show(vocab.Bytes[id])}) is {(expect ? "allowed" : "not allowed")} by brute force but {(expect ? "missing from" : "in")} the mask");
+                        Assert.Fail($"walk {w} step {step}: token {id} ({Show(vocab.Bytes[id])}) is " +
+                                    $"{(expect ? "allowed" : "not allowed")} by brute force but " +
+                                    $"{(expect ? "missing from" : "in")} the mask");
                     if (expect) allowed.Add(id);
                 }
                 if (allowed.Count == 0) break;
@@ -151,5 +157,6 @@ public class MaskReferenceTests
         return result;
     }
 
-    private static string Show(byte[]? bytes) => bytes is null ? "(none)" : System.Text.Json.JsonSerializer.Serialize(System.Text.Encoding.UTF8.GetString(bytes));
+    private static string Show(byte[]? bytes) => bytes is null ? "(none)"
+        : System.Text.Json.JsonSerializer.Serialize(System.Text.Encoding.UTF8.GetString(bytes));
 }

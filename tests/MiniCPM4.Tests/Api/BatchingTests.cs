@@ -20,7 +20,8 @@ public class BatchingTests
     {
         string dir = Demo.DemoModelDirectory.Find();
         _batched = MiniCpmModel.Load(dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
-        _alone = MiniCpmModel.Load(dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, MaxBatchRows = 0 });
+        _alone = MiniCpmModel.Load(dir,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, MaxBatchRows = 0 });
     }
 
     [OneTimeTearDown]
@@ -45,11 +46,17 @@ public class BatchingTests
     private static List<Job> Jobs() =>
     [
         new("The weather today", new GenerationOptions { MaxTokens = 30, StopTokenIds = [] }),
-        new("Once upon a time, in a small village by the sea, there lived", new GenerationOptions { MaxTokens = 22, StopTokenIds = [] }, 20),
+        new("Once upon a time, in a small village by the sea, there lived",
+            new GenerationOptions { MaxTokens = 22, StopTokenIds = [] }, 20),
         new("A", new GenerationOptions { MaxTokens = 40, StopTokenIds = [], Temperature = 0.8f, TopK = 40, Seed = 11 }),
-        new("The cat sat on the", new GenerationOptions { MaxTokens = 26, StopTokenIds = [], Temperature = 1.0f, TopP = 0.9f, Seed = 5 }, 50),
-        new("Numbers:", new GenerationOptions { MaxTokens = 20, StopTokenIds = [], Constraint = OutputConstraint.Regex("[0-9]{3}-[0-9]{4} [a-z]+") }),
-        new("In the beginning", new GenerationOptions { MaxTokens = 12, StopTokenIds = [], RepetitionPenalty = 1.3f }, 120),
+        new("The cat sat on the",
+            new GenerationOptions { MaxTokens = 26, StopTokenIds = [], Temperature = 1.0f, TopP = 0.9f, Seed = 5 }, 50),
+        new("Numbers:", new GenerationOptions
+        {
+            MaxTokens = 20, StopTokenIds = [], Constraint = OutputConstraint.Regex("[0-9]{3}-[0-9]{4} [a-z]+"),
+        }),
+        new("In the beginning",
+            new GenerationOptions { MaxTokens = 12, StopTokenIds = [], RepetitionPenalty = 1.3f }, 120),
     ];
 
     [Test]
@@ -75,7 +82,7 @@ public class BatchingTests
         using var cts = new CancellationTokenSource();
         var others = Enumerable.Range(0, 3).Select(_ => RunAsync(_batched, new Job("Alpha beta", options))).ToList();
         int seen = 0;
-        Assert.CatchAsync<OperationCanceledException>(async () =>
+        await Assert.CatchAsync<OperationCanceledException>(async () =>
         {
             await foreach (var t in victim.GenerateAsync(options, cts.Token))
                 if (++seen == 5) await cts.CancelAsync();
@@ -105,8 +112,10 @@ public class BatchingTests
         var words = new[] { "river", "stone", "light", "market", "song", "winter", "garden", "letter" };
         var jobs = Enumerable.Range(0, sessions).Select(_ =>
         {
-            string prompt = string.Join(' ', Enumerable.Range(0, rng.Next(1, 60)).Select(_ => words[rng.Next(words.Length)]));
-            return new Job(prompt, new GenerationOptions { MaxTokens = rng.Next(1, 16), StopTokenIds = [] }, rng.Next(0, 80));
+            string prompt = string.Join(' ',
+                Enumerable.Range(0, rng.Next(1, 60)).Select(_ => words[rng.Next(words.Length)]));
+            return new Job(prompt, new GenerationOptions { MaxTokens = rng.Next(1, 16), StopTokenIds = [] },
+                rng.Next(0, 80));
         }).ToList();
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         var results = await Task.WhenAll(jobs.Select(j => RunAsync(model, j, timeout.Token)));
@@ -140,9 +149,10 @@ public class BatchingTests
             return ids;
         }));
         for (int i = 0; i < prompts.Length; i++) Assert.That(got[i], Is.EqualTo(expected[i]), prompts[i]);
-        var full = new MiniCpmSessionPool(_batched, new SessionPoolOptions { MaxConcurrentSessions = 1, MaxWaiting = 0 });
+        var full = new MiniCpmSessionPool(_batched,
+            new SessionPoolOptions { MaxConcurrentSessions = 1, MaxWaiting = 0 });
         using (await full.RentAsync())
-            Assert.ThrowsAsync<SessionPoolFullException>(async () => await full.RentAsync());
+            await Assert.ThrowsAsync<SessionPoolFullException>(async () => await full.RentAsync());
         full.Dispose();
     }
 

@@ -19,7 +19,8 @@ public class KvMemoryTests
     public void KvBytesPerTokenIsTheFp32KAndVRowsOfEveryLayerOnTheCpu()
     {
         var c = _model.Config;
-        Assert.That(_model.KvBytesPerToken, Is.EqualTo(2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float)));
+        Assert.That(_model.KvBytesPerToken,
+            Is.EqualTo(2L * c.NumHiddenLayers * c.NumKeyValueHeads * c.HeadDim * sizeof(float)));
     }
 
     [Test]
@@ -28,12 +29,15 @@ public class KvMemoryTests
         long perToken = _model.KvBytesPerToken;
         using (var s = _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = perToken * 37 + perToken / 2 }))
             Assert.That(s.Capacity, Is.EqualTo(37));
-        using (var s = _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = perToken * 37, ContextLength = 20 }))
+        using (var s =
+            _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = perToken * 37, ContextLength = 20 }))
             Assert.That(s.Capacity, Is.EqualTo(20), "ContextLength caps a limit");
         using (var s = _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = perToken * 1_000_000 }))
-            Assert.That(s.Capacity, Is.EqualTo(_model.Config.MaxPositionEmbeddings), "max_position_embeddings caps it too");
+            Assert.That(s.Capacity, Is.EqualTo(_model.Config.MaxPositionEmbeddings),
+                "max_position_embeddings caps it too");
         using (var s = _model.CreateSession(new SessionOptions { KvCacheMemoryFraction = 1.0 }))
-            Assert.That(s.Capacity, Is.EqualTo(_model.Config.MaxPositionEmbeddings), "all available memory holds the whole context");
+            Assert.That(s.Capacity, Is.EqualTo(_model.Config.MaxPositionEmbeddings),
+                "all available memory holds the whole context");
     }
 
     [Test]
@@ -42,9 +46,11 @@ public class KvMemoryTests
         var tooSmall = Assert.Throws<MiniCpmOutOfMemoryException>(() =>
             _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = _model.KvBytesPerToken - 1 }).Dispose());
         Assert.That(tooSmall!.Message, Does.Contain("holds no token"));
-        Assert.Throws<ArgumentOutOfRangeException>(() => _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = -1 }).Dispose());
+        Assert.Throws<ArgumentOutOfRangeException>(() =>
+            _model.CreateSession(new SessionOptions { KvCacheMemoryBytes = -1 }).Dispose());
         foreach (double bad in new[] { -0.1, 1.5, double.NaN })
-            Assert.Throws<ArgumentOutOfRangeException>(() => _model.CreateSession(new SessionOptions { KvCacheMemoryFraction = bad }).Dispose(), $"{bad}");
+            Assert.Throws<ArgumentOutOfRangeException>(() =>
+                _model.CreateSession(new SessionOptions { KvCacheMemoryFraction = bad }).Dispose(), $"{bad}");
     }
 
     [Test]

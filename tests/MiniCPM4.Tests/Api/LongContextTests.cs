@@ -12,7 +12,8 @@ public class LongContextTests
 {
     private string _dir = null!;
 
-    /// <summary>A one-layer model with MiniCPM4's head_dim 128 (one head), trained context 64, and the tiny fixture's tokenizer.</summary>
+    /// <summary>A one-layer model with MiniCPM4's head_dim 128 (one head), trained context 64, and the tiny fixture's
+    /// tokenizer.</summary>
     [OneTimeSetUp]
     public void CreateCheckpoint()
     {
@@ -34,7 +35,8 @@ public class LongContextTests
             long n = shape.Aggregate(1L, (a, b) => a * b);
             var values = new float[n];
             bool norm = name.EndsWith("norm.weight", StringComparison.Ordinal);
-            for (long i = 0; i < n; i++) values[i] = norm ? 1f + 0.1f * (float)(rng.NextDouble() - 0.5) : 0.3f * (float)(rng.NextDouble() - 0.5);
+            for (long i = 0; i < n; i++) values[i] = norm ? 1f + 0.1f * (float)(rng.NextDouble() - 0.5)
+                : 0.3f * (float)(rng.NextDouble() - 0.5);
             var bytes = new byte[n * 4];
             Buffer.BlockCopy(values, 0, bytes, 0, bytes.Length);
             tensors.Add((name, TensorDType.F32, shape, bytes));
@@ -43,7 +45,8 @@ public class LongContextTests
     }
 
     private MiniCpmModel Load(int? longContext) =>
-        MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, LongContext = longContext });
+        MiniCpmModel.Load(_dir,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, LongContext = longContext });
 
     [Test]
     public void ExtendSetsThePublishedFactorsAndKeepsTheTrainedContext()
@@ -57,7 +60,8 @@ public class LongContextTests
         Assert.That(extended.RopeScaling.ShortFactor[0], Is.EqualTo((float)0.9977997200264581));
         Assert.That(extended.RopeScaling.ShortFactor[63], Is.EqualTo((float)124.09569231686116));
         Assert.That(extended.RopeScaling.ShortFactor, Is.Ordered, "the published list grows with the wavelength");
-        Assert.That(LongContext.TrainedContext(extended), Is.EqualTo(32768), "extending twice keeps the trained context");
+        Assert.That(LongContext.TrainedContext(extended), Is.EqualTo(32768),
+            "extending twice keeps the trained context");
 
         Assert.Throws<ArgumentOutOfRangeException>(() => LongContext.Extend(c8b, 32768));
         var e = Assert.Throws<MiniCpmUnsupportedException>(() =>
@@ -86,7 +90,8 @@ public class LongContextTests
         int[] prompt = [5, 300, 17, 4000, 9, 21];
         using var a = plain.CreateSession(new SessionOptions { ContextLength = 32 });
         using var b = extended.CreateSession(new SessionOptions { ContextLength = 32 });
-        float[] la = a.PrefillWithLogits(prompt, allPositions: false), lb = b.PrefillWithLogits(prompt, allPositions: false);
+        float[] la = a.PrefillWithLogits(prompt, allPositions: false),
+            lb = b.PrefillWithLogits(prompt, allPositions: false);
         double diff = la.Zip(lb, (x, y) => Math.Abs(x - y)).Max();
         Assert.That(diff, Is.GreaterThan(1e-4));
     }
@@ -102,12 +107,15 @@ public class LongContextTests
         long budget = 24_000_000_000L;
         Assert.That(ContextBudget.LongestContext(c, weights, budget),
             Is.EqualTo((budget - weights - ContextBudget.ReserveBytes) / (2L * 32 * 256 * 2)));
-        Assert.That(ContextBudget.LongestContext(c, 4_500_000_000L, 80_000_000_000L), Is.GreaterThanOrEqualTo(128 * 1024),
+        Assert.That(ContextBudget.LongestContext(c, 4_500_000_000L, 80_000_000_000L),
+            Is.GreaterThanOrEqualTo(128 * 1024),
             "the 8B int4 model takes a 128k cache on an 80 GB GPU");
-        Assert.That(ContextBudget.LongestContext(c, 30_000_000_000L, budget), Is.Zero, "weights larger than the budget");
+        Assert.That(ContextBudget.LongestContext(c, 30_000_000_000L, budget), Is.Zero,
+            "weights larger than the budget");
         // Issue #5: the 8B int4 model (every projection at 4 bits + an fp16 scale per 128 weights; embedding and
         // untied LM head bf16) with a 32k context in 8 GB.
-        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim, ffn = c.IntermediateSize;
+        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim,
+            ffn = c.IntermediateSize;
         long projections = c.NumHiddenLayers * (2 * h * q + 2 * h * kv + 3 * h * ffn);
         long int4Weights = projections / 2 + projections / 128 * 2 + 2 * (long)c.VocabSize * h * 2;
         Assert.That(int4Weights, Is.InRange(5_000_000_000L, 5_300_000_000L));

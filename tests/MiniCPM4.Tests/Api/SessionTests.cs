@@ -61,7 +61,8 @@ public class SessionTests
     [Test]
     public async Task SeededSamplingIsDeterministic()
     {
-        GenerationOptions Options(ulong seed) => new() { MaxTokens = 32, Temperature = 1.5f, Seed = seed, StopTokenIds = [] };
+        GenerationOptions Options(ulong seed) =>
+            new() { MaxTokens = 32, Temperature = 1.5f, Seed = seed, StopTokenIds = [] };
         using var s = _model.CreateSession();
         var a = await Collect(s.GenerateAsync("Hello", Options(42)));
         var b = await Collect(s.GenerateAsync("Hello", Options(42)));
@@ -118,9 +119,13 @@ public class SessionTests
     public async Task StopTokenEndsGenerationWithoutBeingEvaluated()
     {
         using var s = _model.CreateSession();
-        var probe = await Collect(s.GenerateAsync("Once upon a time", new GenerationOptions { MaxTokens = 8, StopTokenIds = [] }));
+        var probe =
+            await Collect(
+            s.GenerateAsync("Once upon a time", new GenerationOptions { MaxTokens = 8, StopTokenIds = [] }));
         int stopId = probe[3];
-        var ids = await Collect(s.GenerateAsync("Once upon a time", new GenerationOptions { MaxTokens = 8, StopTokenIds = [stopId] }));
+        var ids =
+            await Collect(
+            s.GenerateAsync("Once upon a time", new GenerationOptions { MaxTokens = 8, StopTokenIds = [stopId] }));
         Assert.That(ids, Is.EqualTo(probe.Take(probe.IndexOf(stopId)).ToList()));
         Assert.That(s.LastFinishReason, Is.EqualTo(FinishReason.Stop));
         int promptLength = _model.EncodePrompt("Once upon a time").Length;
@@ -137,11 +142,13 @@ public class SessionTests
         var afterFirst = s.Tokens;
         long prefilled = s.Statistics.PrefillTokens;
         await foreach (var _ in chat.SendAsync("Tell me more.", options)) { }
-        var turn = _model.Tokenizer.Encode("<|im_end|>\n<|im_start|>user\nTell me more.<|im_end|>\n<|im_start|>assistant\n");
+        var turn =
+            _model.Tokenizer.Encode("<|im_end|>\n<|im_start|>user\nTell me more.<|im_end|>\n<|im_start|>assistant\n");
         Assert.That(s.Statistics.PrefillTokens - prefilled, Is.EqualTo(turn.Length), "only the new turn is prefilled");
         Assert.That(s.Tokens.Take(afterFirst.Length), Is.EqualTo(afterFirst), "the first turn stays cached");
         Assert.That(s.Tokens.Skip(afterFirst.Length).Take(turn.Length), Is.EqualTo(turn));
-        Assert.That(chat.History.Select(m => m.Role), Is.EqualTo(new[] { "system", "user", "assistant", "user", "assistant" }));
+        Assert.That(chat.History.Select(m => m.Role),
+            Is.EqualTo(new[] { "system", "user", "assistant", "user", "assistant" }));
         // The cached tokens are exactly the ChatML conversation (first prompt encoded as a whole).
         var firstPrompt = _model.EncodeChat([new("system", "Be brief."), new("user", "Hello!")]);
         Assert.That(afterFirst.Take(firstPrompt.Length), Is.EqualTo(firstPrompt));
@@ -170,7 +177,9 @@ public class SessionTests
         int received = 0;
         await Assert.ThrowsAsync(Is.InstanceOf<OperationCanceledException>(), async () =>
         {
-            await foreach (var t in s.GenerateAsync("Once", new GenerationOptions { MaxTokens = 1000, StopTokenIds = [] }, cts.Token))
+            await foreach (
+                var t in s.GenerateAsync("Once", new GenerationOptions { MaxTokens = 1000, StopTokenIds = [] },
+                cts.Token))
                 if (++received == 5) cts.Cancel();
         });
         Assert.That(received, Is.EqualTo(5));
@@ -184,7 +193,8 @@ public class SessionTests
     public async Task OverlappingCallsOnOneSessionAreRejected()
     {
         using var s = _model.CreateSession();
-        await using var e = s.GenerateAsync("Once", new GenerationOptions { MaxTokens = 50, StopTokenIds = [] }).GetAsyncEnumerator();
+        await using var e =
+            s.GenerateAsync("Once", new GenerationOptions { MaxTokens = 50, StopTokenIds = [] }).GetAsyncEnumerator();
         Assert.That(await e.MoveNextAsync(), Is.True);
         Assert.Throws<InvalidOperationException>(() => s.Prefill([5, 6]));
     }
@@ -195,7 +205,9 @@ public class SessionTests
         var model = TinyModelFixture.Load();
         var session = model.CreateSession();
         model.Dispose();
-        var ids = await Collect(session.GenerateAsync("Once upon", new GenerationOptions { MaxTokens = 5, StopTokenIds = [] }));
+        var ids =
+            await Collect(
+            session.GenerateAsync("Once upon", new GenerationOptions { MaxTokens = 5, StopTokenIds = [] }));
         Assert.That(ids, Has.Count.EqualTo(5));
         session.Dispose();
         Assert.Throws<ObjectDisposedException>(() => _ = session.Length);

@@ -21,13 +21,16 @@ public class SparseAttentionTests
             File.Copy(file, Path.Combine(_dir, Path.GetFileName(file)), overwrite: true);
         var config = MiniCpmConfig.Load(Path.Combine(_dir, "config.json")) with
         {
-            Sparse = new SparseAttentionConfig(KernelSize: 8, KernelStride: 4, InitBlocks: 1, BlockSize: 16, WindowSize: 32, TopK: 4, DenseLen: 48),
+            Sparse =
+                new SparseAttentionConfig(KernelSize: 8, KernelStride: 4, InitBlocks: 1, BlockSize: 16, WindowSize: 32,
+                TopK: 4, DenseLen: 48),
         };
         config.WriteJson(Path.Combine(_dir, "config.json"));
     }
 
     private MiniCpmModel Load(bool? sparse) =>
-        MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseAttention = sparse });
+        MiniCpmModel.Load(_dir,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseAttention = sparse });
 
     private static float[] Logits(MiniCpmModel model, int[] tokens)
     {
@@ -79,8 +82,13 @@ public class SparseAttentionTests
     public void OverridesReplaceSettingsOfTheCheckpoint()
     {
         using var asStored = Load(null);
-        using var fewerBlocks = MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseOverrides = new() { TopK = 1 } });
-        using var laterSwitch = MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseOverrides = new() { DenseLen = 4096 } });
+        using var fewerBlocks =
+            MiniCpmModel.Load(_dir,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseOverrides = new() { TopK = 1 } });
+        using var laterSwitch =
+            MiniCpmModel.Load(_dir,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2,
+            SparseOverrides = new() { DenseLen = 4096 } });
         using var dense = Load(false);
         Assert.That(fewerBlocks.SparseAttention, Is.EqualTo(asStored.Config.Sparse! with { TopK = 1 }));
         Assert.That(laterSwitch.SparseAttention, Is.EqualTo(asStored.Config.Sparse! with { DenseLen = 4096 }));
@@ -88,37 +96,52 @@ public class SparseAttentionTests
         var tokens = RandomTokens(asStored.Config.VocabSize, 200);
         int v = asStored.Config.VocabSize;
         var stored = Logits(asStored, tokens);
-        Assert.That(MaxDiff(Logits(fewerBlocks, tokens), stored, 150 * v, 200 * v), Is.GreaterThan(1e-3), "top-k 1 selects fewer blocks than top-k 4");
-        Assert.That(Logits(laterSwitch, tokens), Is.EqualTo(Logits(dense, tokens)), "below the new dense_len attention stays dense");
+        Assert.That(MaxDiff(Logits(fewerBlocks, tokens), stored, 150 * v, 200 * v), Is.GreaterThan(1e-3),
+            "top-k 1 selects fewer blocks than top-k 4");
+        Assert.That(Logits(laterSwitch, tokens), Is.EqualTo(Logits(dense, tokens)),
+            "below the new dense_len attention stays dense");
     }
 
     [Test]
     public void OverridesTurnInfLlmOnForACheckpointWithoutSparseConfig()
     {
-        using var tiny = MiniCpmModel.Load(TinyModelFixture.Directory, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
+        using var tiny =
+            MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
         Assert.That(tiny.SparseAttention, Is.Null, "no sparse_config: dense");
-        using var turnedOn = MiniCpmModel.Load(TinyModelFixture.Directory, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseOverrides = TestSettings });
+        using var turnedOn =
+            MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseOverrides = TestSettings });
         using var configured = Load(null);
         Assert.That(turnedOn.SparseAttention, Is.EqualTo(configured.SparseAttention));
         var tokens = RandomTokens(tiny.Config.VocabSize, 160);
-        Assert.That(Logits(turnedOn, tokens), Is.EqualTo(Logits(configured, tokens)), "the same weights and settings as the sparse checkpoint");
+        Assert.That(Logits(turnedOn, tokens), Is.EqualTo(Logits(configured, tokens)),
+            "the same weights and settings as the sparse checkpoint");
     }
 
     [Test]
     public void BadOverridesAreRejected()
     {
         var e = Assert.Throws<MiniCpmInvalidArgumentException>(() =>
-            MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseOverrides = new() { BlockSize = 10 } }).Dispose());
-        Assert.That(e!.Message, Does.Contain("sparse_block_size"));
+            MiniCpmModel.Load(_dir,
+                new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseOverrides = new() { BlockSize = 10 } })
+                .Dispose());
+        Assert.That(e!.Message,
+            Does.Contain("SparseAttentionOverrides.BlockSize").And.Not.Contain("sparse_block_size"));
         Assert.Throws<ArgumentException>(() =>
-            MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseAttention = false, SparseOverrides = new() { TopK = 8 } }).Dispose());
+            MiniCpmModel.Load(_dir,
+                new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, SparseAttention = false,
+                SparseOverrides = new() { TopK = 8 } }).Dispose());
     }
 
     [Test]
     public void OverridesParseFromConfigNames()
     {
-        Assert.That(SparseAttentionOverrides.Parse("topk=16, dense_len=-1"), Is.EqualTo(new SparseAttentionOverrides { TopK = 16, DenseLen = -1 }));
-        Assert.That(SparseAttentionOverrides.Parse("kernel_size=8,kernel_stride=4,init_blocks=1,block_size=16,window_size=32,topk=4,dense_len=48"),
+        Assert.That(SparseAttentionOverrides.Parse("topk=16, dense_len=-1"),
+            Is.EqualTo(new SparseAttentionOverrides { TopK = 16, DenseLen = -1 }));
+        Assert.That(
+            SparseAttentionOverrides.Parse(
+            "kernel_size=8,kernel_stride=4,init_blocks=1,block_size=16,window_size=32,topk=4,dense_len=48"),
             Is.EqualTo(TestSettings));
         foreach (string bad in new[] { "", "topk", "topk=x", "topk=1,topk=2", "use_nope=1", "top_k=3", "topk=1.5" })
             Assert.Throws<FormatException>(() => SparseAttentionOverrides.Parse(bad), bad);
@@ -129,16 +152,19 @@ public class SparseAttentionTests
     {
         var nope = Path.Combine(Path.GetDirectoryName(_dir)!, "tiny-sparse-nope");
         Directory.CreateDirectory(nope);
-        foreach (var file in Directory.GetFiles(_dir)) File.Copy(file, Path.Combine(nope, Path.GetFileName(file)), overwrite: true);
+        foreach (var file in Directory.GetFiles(_dir)) File.Copy(file, Path.Combine(nope, Path.GetFileName(file)),
+            overwrite: true);
         var config = MiniCpmConfig.Load(Path.Combine(nope, "config.json"));
         (config with { Sparse = config.Sparse! with { UseNope = true } }).WriteJson(Path.Combine(nope, "config.json"));
 
         var log = new List<string>();
-        using (var m = MiniCpmModel.Load(nope, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, Log = log.Add }))
+        using (var m =
+            MiniCpmModel.Load(nope, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, Log = log.Add }))
             Assert.That(m.SparseAttention, Is.Null);
         Assert.That(log, Has.Some.Contains("use_nope"));
         var e = Assert.Throws<MiniCpmUnsupportedException>(() =>
-            MiniCpmModel.Load(nope, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseAttention = true }));
+            MiniCpmModel.Load(nope,
+                new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, SparseAttention = true }));
         Assert.That(e!.Message, Does.Contain("sparse_use_nope"));
     }
 }

@@ -54,10 +54,14 @@ public class ChatTemplateTests
 
     // As in MiniCPM4's tokenizer_config.json (after JSON decoding: '\n' is a backslash and an n).
     private const string MiniCpm4 =
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' " +
+            "+ '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
     private const string Llama3 =
-        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' " +
+            "+ message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if " +
+                "loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if " +
+                    "add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
     [Test]
     public void IsCompatible_MiniCpm4Template()
@@ -65,11 +69,22 @@ public class ChatTemplateTests
         Assert.That(ChatTemplate.IsCompatible(MiniCpm4), Is.True);
     }
 
-    [TestCase("{%- for message in messages -%}\n  {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' -}}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n  {{- '<|im_start|>assistant\\n' -}}\n{%- endif -%}")]
-    [TestCase("{% for message in messages %}{{ \"<|im_start|>\" + message.role + \"\\n\" + message.content + \"<|im_end|>\\n\" }}{% endfor %}{% if add_generation_prompt %}{{ \"<|im_start|>assistant\\n\" }}{% endif %}")]
-    [TestCase("{% for m in messages %}{{'<|im_start|>' ~ m['role'] ~ '\n' ~ m['content'] ~ '<|im_end|>' ~ '\n'}}{% endfor %}{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}")]
+    [TestCase("{%- for message in messages -%}\n" +
+              "  {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' -}}\n" +
+              "{%- endfor -%}\n{%- if add_generation_prompt -%}\n  {{- '<|im_start|>assistant\\n' -}}\n" +
+              "{%- endif -%}")]
+    [TestCase(
+        "{% for message in messages %}{{ \"<|im_start|>\" + message.role + \"\\n\" + message.content + " +
+        "\"<|im_end|>\\n\" }}{% endfor %}{% if add_generation_prompt %}{{ \"<|im_start|>assistant\\n\" }}{% endif %}")]
+    [TestCase(
+        "{% for m in messages %}{{'<|im_start|>' ~ m['role'] ~ '\n' ~ m['content'] ~ '<|im_end|>' ~ '\n'}}{% endfor " +
+        "%}{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}")]
     // Extra logic around the same ChatML structure (a default system prompt, a computed content variable).
-    [TestCase("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{% set content = message['content'] %}{{'<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")]
+    [TestCase("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}" +
+              "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}" +
+              "{% set content = message['content'] %}" +
+              "{{'<|im_start|>' + message['role'] + '\\n' + content + '<|im_end|>' + '\\n'}}{% endfor %}" +
+              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")]
     public void IsCompatible_EquivalentChatMLTemplates(string template)
     {
         Assert.That(ChatTemplate.IsCompatible(template), Is.True);
@@ -80,11 +95,17 @@ public class ChatTemplateTests
     [TestCase("   ")]
     [TestCase(Llama3)]
     // ChatML without a generation prompt.
-    [TestCase("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")]
+    [TestCase(
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' " +
+        "+ '\\n'}}{% endfor %}")]
     // Different separators (no newline after the role).
-    [TestCase("{% for message in messages %}{{'<|im_start|>' + message['role'] + ': ' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")]
+    [TestCase(
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + ': ' + message['content'] + '<|im_end|>' " +
+        "+ '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")]
     // Mistral style.
-    [TestCase("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}")]
+    [TestCase(
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + " +
+        "message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}{% endfor %}")]
     public void IsCompatible_OtherTemplates_False(string? template)
     {
         Assert.That(ChatTemplate.IsCompatible(template), Is.False);
@@ -95,7 +116,9 @@ public class ChatTemplateTests
     {
         string a = ChatTemplate.Canonicalize(MiniCpm4);
         string b = ChatTemplate.Canonicalize(
-            "{%- for message in messages %}\n{{ \"<|im_start|>\" + message.role + \"\\n\" + message[\"content\"] + \"<|im_end|>\\n\" }}\n{%- endfor %}\n{%- if add_generation_prompt %}{{- '<|im_start|>' + 'assistant\\n' }}{% endif %}");
+            "{%- for message in messages %}\n{{ \"<|im_start|>\" + message.role + \"\\n\" + message[\"content\"] + " +
+                "\"<|im_end|>\\n\" }}\n{%- endfor %}\n{%- if add_generation_prompt %}{{- '<|im_start|>' + " +
+                    "'assistant\\n' }}{% endif %}");
         Assert.That(b, Is.EqualTo(a));
     }
 }

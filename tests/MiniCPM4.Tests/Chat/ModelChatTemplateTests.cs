@@ -18,7 +18,8 @@ public class ModelChatTemplateTests
     [TearDown]
     public void Cleanup() => Directory.Delete(_temp, recursive: true);
 
-    private static ModelChatTemplate Corpus(string name) => ModelChatTemplate.Parse(ChatTemplateCorpus.TemplateSource(name), "<s>", "</s>");
+    private static ModelChatTemplate Corpus(string name) =>
+        ModelChatTemplate.Parse(ChatTemplateCorpus.TemplateSource(name), "<s>", "</s>");
 
     [Test]
     public void ChatTemplateJinjaWinsOverTokenizerConfigWhichWinsOverChatMl()
@@ -34,7 +35,8 @@ public class ModelChatTemplateTests
 
         var fallback = ModelChatTemplate.Load(Path.Combine(_temp, "nothing-here"), null, "<s>", "</s>");
         Assert.That((fallback.Origin, fallback.IsFallback), Is.EqualTo(("built-in ChatML", true)));
-        Assert.That(fallback.Render([new ChatMessage("user", "hi")]), Is.EqualTo(ChatTemplate.Format([new ChatMessage("user", "hi")])));
+        Assert.That(fallback.Render([new ChatMessage("user", "hi")]),
+            Is.EqualTo(ChatTemplate.Format([new ChatMessage("user", "hi")])));
     }
 
     [Test]
@@ -50,12 +52,17 @@ public class ModelChatTemplateTests
     {
         var t = Corpus("minicpm4.1-style");
         var conversation = new[] { new ChatMessage("user", "2+2?") };
-        Assert.That(t.Render(conversation), Is.EqualTo("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"), "thinking on by default");
+        Assert.That(t.Render(conversation), Is.EqualTo("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"),
+            "thinking on by default");
         Assert.That(t.Render(conversation, new ChatTemplateOptions { EnableThinking = false }),
             Is.EqualTo("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"));
-        var viaArguments = new ChatTemplateOptions { EnableThinking = true, Arguments = new Dictionary<string, object?> { ["enable_thinking"] = false } };
-        Assert.That(t.Render(conversation, viaArguments), Does.EndWith("<think>\n\n</think>\n\n"), "Arguments win over EnableThinking");
-        Assert.That(t.OutputFormat, Is.EqualTo(new ChatOutputFormat { ToolCalls = ToolCallSyntax.McpBlock, ThinkTags = true }));
+        var viaArguments =
+            new ChatTemplateOptions { EnableThinking = true, Arguments = new Dictionary<string,
+            object?> { ["enable_thinking"] = false } };
+        Assert.That(t.Render(conversation, viaArguments), Does.EndWith("<think>\n\n</think>\n\n"),
+            "Arguments win over EnableThinking");
+        Assert.That(t.OutputFormat,
+            Is.EqualTo(new ChatOutputFormat { ToolCalls = ToolCallSyntax.McpBlock, ThinkTags = true }));
         Assert.That(t.RendersTools, Is.True);
         Assert.That(t.EndOfTurn, Is.EqualTo("<|im_end|>"));
     }
@@ -69,7 +76,8 @@ public class ModelChatTemplateTests
     [TestCase("llamacpp-deepseek-r1-distill-qwen-32b", ToolCallSyntax.McpBlock, true, false, "<｜end▁of▁sentence｜>")]
     [TestCase("chujiezheng-llama-3-instruct", ToolCallSyntax.McpBlock, false, false, "<|eot_id|>")]
     [TestCase("chujiezheng-gemma-it", ToolCallSyntax.McpBlock, false, false, "<end_of_turn>")]
-    public void TheOutputFormatIsWhatTheTemplateRenders(string name, ToolCallSyntax syntax, bool think, bool rendersTools, string endOfTurn)
+    public void TheOutputFormatIsWhatTheTemplateRenders(string name, ToolCallSyntax syntax, bool think,
+        bool rendersTools, string endOfTurn)
     {
         var t = Corpus(name);
         Assert.That(t.OutputFormat.ToolCalls, Is.EqualTo(syntax));
@@ -86,7 +94,9 @@ public class ModelChatTemplateTests
         Assert.That(prompt, Does.EndWith("<｜Assistant｜><think>\n"));
         Assert.That(r1.EndsInsideReasoning(prompt), Is.True);
         var m41 = Corpus("minicpm4.1-style");
-        Assert.That(m41.EndsInsideReasoning(m41.Render([new ChatMessage("user", "hi")], new ChatTemplateOptions { EnableThinking = false })), Is.False);
+        Assert.That(
+            m41.EndsInsideReasoning(
+            m41.Render([new ChatMessage("user", "hi")], new ChatTemplateOptions { EnableThinking = false })), Is.False);
     }
 
     [Test]
@@ -97,11 +107,19 @@ public class ModelChatTemplateTests
         var prompt = t.Render(
         [
             new ChatMessage("user", "2+3?"),
-            new ChatMessage("assistant", "") { ToolCalls = [new ChatToolCall("add", new Dictionary<string, object?> { ["a"] = 2, ["b"] = "x" }, "c1")] },
+            new ChatMessage("assistant",
+                "") { ToolCalls =
+                [new ChatToolCall("add", new Dictionary<string, object?> { ["a"] = 2, ["b"] = "x" }, "c1")] },
             new ChatMessage("tool", "5") { ToolCallId = "c1", Name = "add" },
         ], new ChatTemplateOptions { Tools = [tool.RootElement] });
-        Assert.That(prompt, Does.Contain("<tools>\n{\"name\": \"add\", \"description\": \"Adds.\", \"parameters\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"integer\"}}}}\n</tools>"));
-        Assert.That(prompt, Does.Contain("<|im_start|>assistant\n<|tool_call_start|>\n```python\nadd(a=2, b=\"x\")\n```\n<|tool_call_end|><|im_end|>\n"));
+        Assert.That(prompt,
+            Does.Contain(
+            "<tools>\n{\"name\": \"add\", \"description\": \"Adds.\", \"parameters\": {\"type\": \"object\", " +
+            "\"properties\": {\"a\": {\"type\": \"integer\"}}}}\n</tools>"));
+        Assert.That(prompt,
+            Does.Contain(
+            "<|im_start|>assistant\n<|tool_call_start|>\n```python\nadd(a=2, " +
+            "b=\"x\")\n```\n<|tool_call_end|><|im_end|>\n"));
         Assert.That(prompt, Does.Contain("<|im_start|>tool\n5<|im_end|>\n"));
     }
 
@@ -109,7 +127,8 @@ public class ModelChatTemplateTests
     public void RaiseExceptionReachesTheCaller()
     {
         var t = Corpus("chujiezheng-llama-2-chat");
-        var e = Assert.Throws<TemplateRaisedException>(() => t.Render([new ChatMessage("user", "a"), new ChatMessage("user", "b")]))!;
+        var e = Assert.Throws<TemplateRaisedException>(() =>
+            t.Render([new ChatMessage("user", "a"), new ChatMessage("user", "b")]))!;
         Assert.That(e.Message, Is.EqualTo("Conversation roles must alternate user/assistant/user/assistant/..."));
     }
 }

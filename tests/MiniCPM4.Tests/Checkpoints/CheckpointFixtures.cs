@@ -8,7 +8,8 @@ namespace MiniCPM4.Tests.Checkpoints;
 /// <summary>Helpers that build small checkpoints on disk for the checkpoint tests.</summary>
 internal static class CheckpointFixtures
 {
-    /// <summary>A very small, valid MiniCPM config (vocab 16, hidden 8, 1 layer, 2 heads, 1 KV head, head_dim 4, FFN 12).</summary>
+    /// <summary>A very small, valid MiniCPM config (vocab 16, hidden 8, 1 layer, 2 heads, 1 KV head, head_dim 4, FFN
+    /// 12).</summary>
     public static MiniCpmConfig MicroConfig(bool tied = true, int layers = 1) => new()
     {
         Architectures = new[] { "MiniCPMForCausalLM" },
@@ -40,7 +41,8 @@ internal static class CheckpointFixtures
         return list;
     }
 
-    public static (string, TensorDType, long[], ReadOnlyMemory<byte>) Tensor(string name, TensorDType dtype, long[] shape, Random rng)
+    public static (string, TensorDType, long[], ReadOnlyMemory<byte>) Tensor(string name, TensorDType dtype,
+        long[] shape, Random rng)
     {
         long n = dtype.SizeInBytes();
         foreach (long d in shape) n *= d;
@@ -49,7 +51,8 @@ internal static class CheckpointFixtures
         return (name, dtype, shape, data);
     }
 
-    /// <summary>Writes config.json and model.safetensors for <paramref name="config"/> into <paramref name="dir"/>.</summary>
+    /// <summary>Writes config.json and model.safetensors for <paramref name="config"/> into <paramref
+    /// name="dir"/>.</summary>
     public static string WriteMicro(string dir, MiniCpmConfig? config = null,
         Action<List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)>>? edit = null)
     {
@@ -102,7 +105,8 @@ public abstract class TempDirTest
         }
     }
 
-    /// <summary>Asserts that <paramref name="action"/> throws a CheckpointException whose message contains every fragment.</summary>
+    /// <summary>Asserts that <paramref name="action"/> throws a CheckpointException whose message contains every
+    /// fragment.</summary>
     protected static CheckpointException AssertFails(Action action, params string[] fragments)
     {
         var e = Assert.Throws<CheckpointException>(action)!;

@@ -44,7 +44,8 @@ public class ConfigTests : TempDirTest
     [Test]
     public void HeadDim_NotDerivable_Fails()
     {
-        Assert.Throws<CheckpointException>(() => MiniCpmConfig.Parse("{" + Base.Replace("\"hidden_size\": 64", "\"hidden_size\": 66") + "}", Path));
+        Assert.Throws<CheckpointException>(() =>
+            MiniCpmConfig.Parse("{" + Base.Replace("\"hidden_size\": 64", "\"hidden_size\": 66") + "}", Path));
     }
 
     [Test]
@@ -57,7 +58,9 @@ public class ConfigTests : TempDirTest
     [Test]
     public void LongRope_IsParsed()
     {
-        string factors = string.Join(", ", Enumerable.Range(1, 8).Select(i => (i * 0.5).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        string factors =
+            string.Join(", ",
+            Enumerable.Range(1, 8).Select(i => (i * 0.5).ToString(System.Globalization.CultureInfo.InvariantCulture)));
         var c = P($$""", "rope_scaling": {"rope_type": "longrope", "factor": 1.0, "short_factor": [{{factors}}], "long_factor": [{{factors}}], "original_max_position_embeddings": 128}""");
         Assert.That(c.RopeScaling, Is.Not.Null);
         Assert.That(c.RopeScaling!.Type, Is.EqualTo("longrope"));
@@ -72,14 +75,16 @@ public class ConfigTests : TempDirTest
     [Test]
     public void LongRope_WrongFactorCount_Fails()
     {
-        var e = Assert.Throws<CheckpointException>(() => P(""", "rope_scaling": {"rope_type": "longrope", "short_factor": [1, 1], "long_factor": [1, 1]}"""))!;
+        var e = Assert.Throws<CheckpointException>(() =>
+            P(""", "rope_scaling": {"rope_type": "longrope", "short_factor": [1, 1], "long_factor": [1, 1]}"""))!;
         Assert.That(e.Message, Does.Contain("head_dim/2 = 8"));
     }
 
     [Test]
     public void RopeScaling_OtherType_Fails()
     {
-        var e = Assert.Throws<CheckpointException>(() => P(""", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"""))!;
+        var e = Assert.Throws<CheckpointException>(() =>
+            P(""", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}"""))!;
         Assert.That(e.Message, Does.Contain("unsupported rope_scaling type 'yarn'"));
     }
 
@@ -100,7 +105,8 @@ public class ConfigTests : TempDirTest
     [Test]
     public void WrongArchitecture_Fails_NamingIt()
     {
-        string json = "{" + Base.Replace("MiniCPMForCausalLM", "LlamaForCausalLM").Replace("\"minicpm\"", "\"llama\"") + "}";
+        string json = "{" + Base.Replace("MiniCPMForCausalLM", "LlamaForCausalLM").Replace("\"minicpm\"", "\"llama\"")
+            + "}";
         var e = Assert.Throws<CheckpointException>(() => MiniCpmConfig.Parse(json, Path))!;
         Assert.That(e.Message, Does.Contain("LlamaForCausalLM").And.Contain("'llama'"));
     }
@@ -146,7 +152,8 @@ public class ConfigTests : TempDirTest
             "sym": true, "true_sequential": true, "model_name_or_path": null, "model_file_base_name": null, "quant_method": "gptq",
             "checkpoint_format": "gptq", "lm_head": false}
             """);
-        Assert.That(c.Quantization, Is.EqualTo(new QuantizationConfig("gptq", 4, 128, true, false, "gptq", true, false)));
+        Assert.That(c.Quantization,
+            Is.EqualTo(new QuantizationConfig("gptq", 4, 128, true, false, "gptq", true, false)));
         Assert.That(c.Quantization!.Describe(), Does.Contain("int4").And.Contain("group 128"));
         Assert.That(P().Quantization, Is.Null);
     }
@@ -157,7 +164,9 @@ public class ConfigTests : TempDirTest
         Assert.That(P(""", "quantization_config": {"group_size": 128}""").Quantization,
             Is.EqualTo(new QuantizationConfig(null, 4, 128, true, false, null, null, false)));
         Assert.That(P(""", "quantization_config": {}""").Quantization!.Bits, Is.EqualTo(4));
-        Assert.That(P(""", "quantization_config": {"quant_method": "marlin", "checkpoint_format": "marlin"}""").Quantization!.QuantMethod,
+        Assert.That(
+            P(""", "quantization_config": {"quant_method": "marlin", "checkpoint_format": "marlin"}""")
+            .Quantization!.QuantMethod,
             Is.EqualTo("marlin"));
         Assert.That(P(""", "quantization_config": {"quant_method": "gptq_marlin"}""").Quantization, Is.Not.Null);
     }
@@ -175,7 +184,8 @@ public class ConfigTests : TempDirTest
     [TestCase("\"bits\": \"4\"", "'quantization_config.bits' must be an integer")]
     public void QuantizationConfig_Unsupported_FailsNamingTheField(string field, params string[] fragments)
     {
-        var e = Assert.Throws<CheckpointException>(() => P(""", "quantization_config": {"group_size": 128, """ + field + "}"))!;
+        var e = Assert.Throws<CheckpointException>(() =>
+            P(""", "quantization_config": {"group_size": 128, """ + field + "}"))!;
         foreach (var f in fragments) Assert.That(e.Message, Does.Contain(f));
         Assert.That(e.FilePath, Is.EqualTo(Path));
     }

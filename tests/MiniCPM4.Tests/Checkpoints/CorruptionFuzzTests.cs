@@ -62,15 +62,18 @@ public class CorruptionFuzzTests : TempDirTest
             }
             catch (CheckpointException e)
             {
-                Assert.That(e.Message, Does.Contain(Dir), $"iteration {iter} ({description}): message must name the file");
+                Assert.That(e.Message, Does.Contain(Dir),
+                    $"iteration {iter} ({description}): message must name the file");
                 rejected++;
             }
             catch (Exception e)
             {
-                Assert.Fail($"iteration {iter} ({description}) threw {e.GetType().Name} instead of CheckpointException: {e}");
+                Assert.Fail(
+                    $"iteration {iter} ({description}) threw {e.GetType().Name} instead of CheckpointException: {e}");
             }
 
-            Assert.That(SafetensorsFile.LiveCount, Is.EqualTo(baselineLive), $"iteration {iter} ({description}) leaked a SafetensorsFile");
+            Assert.That(SafetensorsFile.LiveCount, Is.EqualTo(baselineLive),
+                $"iteration {iter} ({description}) leaked a SafetensorsFile");
             if (linux) AssertNotOpen(path, iter, description);
         }
 

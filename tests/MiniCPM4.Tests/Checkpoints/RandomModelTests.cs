@@ -34,11 +34,15 @@ public class RandomModelTests : TempDirTest
         Assert.That(progress[^1], Is.EqualTo(1.0));
         Assert.That(progress, Is.Ordered);
 
-        foreach (var f in new[] { "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json", "model.safetensors" })
+        foreach (
+            var f in new[] { "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json",
+            "model.safetensors" })
             Assert.That(File.Exists(Path.Combine(Sub("a"), f)), f);
         Assert.That(File.Exists(Path.Combine(Sub("a"), Checkpoint.IndexFileName)), Is.False);
         Assert.That(new FileInfo(Path.Combine(Sub("a"), "model.safetensors")).Length, Is.LessThan(12_000_000));
-        Assert.That(File.ReadAllBytes(Path.Combine(Sub("a"), "tokenizer.model")).AsSpan().SequenceEqual(CheckpointWriter.GetTokenizerModelBytes()), Is.True);
+        Assert.That(
+            File.ReadAllBytes(Path.Combine(Sub("a"), "tokenizer.model")).AsSpan().SequenceEqual(
+            CheckpointWriter.GetTokenizerModelBytes()), Is.True);
         Assert.That(CheckpointWriter.GetTokenizerModelBytes().Length, Is.GreaterThan(100_000));
 
         var log = new List<string>();
@@ -88,8 +92,10 @@ public class RandomModelTests : TempDirTest
 
         using var tok = JsonDocument.Parse(File.ReadAllText(Path.Combine(Sub("a"), "tokenizer_config.json")));
         var root = tok.RootElement;
-        Assert.That(root.GetProperty("added_tokens_decoder").GetProperty("32001").GetProperty("content").GetString(), Is.EqualTo("<|im_end|>"));
-        Assert.That(root.GetProperty("added_tokens_decoder").GetProperty("32000").GetProperty("special").GetBoolean(), Is.True);
+        Assert.That(root.GetProperty("added_tokens_decoder").GetProperty("32001").GetProperty("content").GetString(),
+            Is.EqualTo("<|im_end|>"));
+        Assert.That(root.GetProperty("added_tokens_decoder").GetProperty("32000").GetProperty("special").GetBoolean(),
+            Is.True);
         Assert.That(root.GetProperty("add_bos_token").GetBoolean(), Is.True);
         Assert.That(root.GetProperty("bos_token").GetString(), Is.EqualTo("<s>"));
         Assert.That(root.GetProperty("eos_token").GetString(), Is.EqualTo("<|im_end|>"));
@@ -130,7 +136,8 @@ public class RandomModelTests : TempDirTest
     }
 
     private bool Same(string dirA, string dirB, string file) =>
-        File.ReadAllBytes(Path.Combine(Sub(dirA), file)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(Sub(dirB), file)));
+        File.ReadAllBytes(Path.Combine(Sub(dirA), file)).AsSpan().SequenceEqual(
+            File.ReadAllBytes(Path.Combine(Sub(dirB), file)));
 
     [Test]
     public void Sharded_MatchesSingleFile_AndLoadsThroughIndex()
@@ -138,12 +145,16 @@ public class RandomModelTests : TempDirTest
         CheckpointWriter.CreateRandomModel(Sub("single"), ModelPreset.Tiny, 3, TensorDType.F16, null, long.MaxValue);
         CheckpointWriter.CreateRandomModel(Sub("sharded"), ModelPreset.Tiny, 3, TensorDType.F16, null, 500_000);
         var shards = Directory.GetFiles(Sub("sharded"), "*.safetensors").Select(Path.GetFileName).Order().ToArray();
-        Assert.That(shards, Is.EqualTo(new[] { "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors" }));
+        Assert.That(shards,
+            Is.EqualTo(
+            new[] { "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+            "model-00003-of-00003.safetensors" }));
 
         using var index = JsonDocument.Parse(File.ReadAllText(Path.Combine(Sub("sharded"), Checkpoint.IndexFileName)));
         using var a = Checkpoint.Open(Sub("single"));
         using var b = Checkpoint.Open(Sub("sharded"));
-        Assert.That(index.RootElement.GetProperty("metadata").GetProperty("total_size").GetInt64(), Is.EqualTo(b.TotalBytes));
+        Assert.That(index.RootElement.GetProperty("metadata").GetProperty("total_size").GetInt64(),
+            Is.EqualTo(b.TotalBytes));
         Assert.That(b.WeightFiles, Has.Count.EqualTo(3));
         Assert.That(b.TotalBytes, Is.EqualTo(a.TotalBytes));
         for (int i = 0; i < a.Tensors.Count; i++)
@@ -155,7 +166,8 @@ public class RandomModelTests : TempDirTest
 
         // Re-creating as a single file removes the stale shards and index.
         CheckpointWriter.CreateRandomModel(Sub("sharded"), ModelPreset.Tiny, 3, TensorDType.F16);
-        Assert.That(Directory.GetFiles(Sub("sharded"), "*.safetensors").Select(Path.GetFileName), Is.EqualTo(new[] { "model.safetensors" }));
+        Assert.That(Directory.GetFiles(Sub("sharded"), "*.safetensors").Select(Path.GetFileName),
+            Is.EqualTo(new[] { "model.safetensors" }));
         Assert.That(File.Exists(Path.Combine(Sub("sharded"), Checkpoint.IndexFileName)), Is.False);
     }
 
@@ -163,11 +175,15 @@ public class RandomModelTests : TempDirTest
     public void PresetConfigs_HaveTheDocumentedShapes()
     {
         var half = CheckpointWriter.GetPresetConfig(ModelPreset.MiniCpm4_0_5B);
-        Assert.That((half.VocabSize, half.HiddenSize, half.NumHiddenLayers, half.NumAttentionHeads, half.NumKeyValueHeads, half.HeadDim, half.IntermediateSize, half.TieWordEmbeddings),
+        Assert.That(
+            (half.VocabSize, half.HiddenSize, half.NumHiddenLayers, half.NumAttentionHeads, half.NumKeyValueHeads,
+            half.HeadDim, half.IntermediateSize, half.TieWordEmbeddings),
             Is.EqualTo((73448, 1024, 24, 16, 2, 64, 4096, true)));
         Assert.That((half.ScaleEmb, half.ScaleDepth, half.DimModelBase), Is.EqualTo((12f, 1.4f, 256f)));
         var big = CheckpointWriter.GetPresetConfig(ModelPreset.MiniCpm4_8B);
-        Assert.That((big.VocabSize, big.HiddenSize, big.NumHiddenLayers, big.NumAttentionHeads, big.NumKeyValueHeads, big.HeadDim, big.IntermediateSize, big.TieWordEmbeddings),
+        Assert.That(
+            (big.VocabSize, big.HiddenSize, big.NumHiddenLayers, big.NumAttentionHeads, big.NumKeyValueHeads,
+            big.HeadDim, big.IntermediateSize, big.TieWordEmbeddings),
             Is.EqualTo((73448, 4096, 32, 32, 2, 128, 16384, false)));
         Assert.That(big.RopeScaling!.LongFactor, Has.Length.EqualTo(64).And.All.EqualTo(1f));
         Assert.That(big.RopeScaling.OriginalMaxPositionEmbeddings, Is.EqualTo(32768));

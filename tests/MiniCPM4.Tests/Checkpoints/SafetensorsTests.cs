@@ -161,7 +161,8 @@ public class SafetensorsTests : TempDirTest
         var rng = new Random(3);
         CheckpointWriter.WriteSafetensors(FilePath, new[]
         {
-            Tensor("a", TensorDType.F32, new long[] { 3, 5 }, rng), Tensor("b", TensorDType.BF16, new long[] { 7 }, rng),
+            Tensor("a", TensorDType.F32, new long[] { 3, 5 }, rng),
+                Tensor("b", TensorDType.BF16, new long[] { 7 }, rng),
         });
         var bytes = File.ReadAllBytes(FilePath);
         ulong length = BinaryPrimitives.ReadUInt64LittleEndian(bytes);
@@ -175,10 +176,12 @@ public class SafetensorsTests : TempDirTest
     // gap, and end where the data section ends.
     [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}""",
         12, "tensor 'b' starts at data offset 8 but tensor 'a' ends at 4: the tensors must be contiguous")]
-    [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8, "tensor 'a' starts at data offset 4, not 0")]
+    [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", 8,
+        "tensor 'a' starts at data offset 4, not 0")]
     [TestCase("""{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", 5,
         "data section has 5 bytes but the tensors end at 4 (last tensor 'a')")]
-    [TestCase("""{"__metadata__":{"format":"pt"}}""", 3, "the header lists no tensors but the data section has 3 bytes")]
+    [TestCase("""{"__metadata__":{"format":"pt"}}""", 3,
+        "the header lists no tensors but the data section has 3 bytes")]
     public void DataSectionThatIsNotTheTensorsExtent_Fails(string header, int dataBytes, string problem)
     {
         Write(header, dataBytes);

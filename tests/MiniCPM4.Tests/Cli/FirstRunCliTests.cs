@@ -31,7 +31,8 @@ public class FirstRunCliTests
     [Test]
     public void AdaptiveSpeculationIsTheDefaultKeepsTheTokensAndShowsItsChoice()
     {
-        string[] common = ["generate", "-p", "The history of the town", "--max-tokens", "64", "--temperature", "0", "--json",
+        string[] common =
+            ["generate", "-p", "The history of the town", "--max-tokens", "64", "--temperature", "0", "--json",
                            "--threads", "2"];
         var auto = Run(common);
         var plain = Run([.. common, "--no-speculative"]);
@@ -40,10 +41,13 @@ public class FirstRunCliTests
         using var a = JsonDocument.Parse(auto.Out);
         using var p = JsonDocument.Parse(plain.Out);
         using var f = JsonDocument.Parse(fixedTree.Out);
-        Assert.That(a.RootElement.GetProperty("token_ids").ToString(), Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
-        Assert.That(f.RootElement.GetProperty("token_ids").ToString(), Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
+        Assert.That(a.RootElement.GetProperty("token_ids").ToString(),
+            Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
+        Assert.That(f.RootElement.GetProperty("token_ids").ToString(),
+            Is.EqualTo(p.RootElement.GetProperty("token_ids").ToString()));
         Assert.That(a.RootElement.GetProperty("spec_tree").GetString(), Is.EqualTo("auto"));
-        Assert.That(a.RootElement.GetProperty("spec_plain_tokens").GetInt64(), Is.GreaterThan(0), "plain steps are measured");
+        Assert.That(a.RootElement.GetProperty("spec_plain_tokens").GetInt64(), Is.GreaterThan(0),
+            "plain steps are measured");
         Assert.That(a.RootElement.GetProperty("speculative_steps").GetInt64(), Is.GreaterThan(0), "a round is tried");
         Assert.That(a.RootElement.GetProperty("spec_last_tree_size").GetInt32(), Is.AnyOf(0, 4, 8, 16, 32));
         Assert.That(f.RootElement.GetProperty("spec_tree").GetString(), Is.EqualTo("12"));
@@ -65,11 +69,13 @@ public class FirstRunCliTests
             "chat", "--max-tokens", "12", "--temperature", "0", "--threads", "2");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(err, Does.Contain("/reset clears the conversation").And.Contain("Ctrl-C stops a reply"));
-        Assert.That(output.TrimEnd().Split('\n'), Has.Length.EqualTo(1), "/help, /stats and /nosuch are not sent to the model");
+        Assert.That(output.TrimEnd().Split('\n'), Has.Length.EqualTo(1),
+            "/help, /stats and /nosuch are not sent to the model");
         Assert.That(err, Does.Contain("unknown command /nosuch"));
         var stats = err.Split('\n').Single(l => l.StartsWith("context ", StringComparison.Ordinal));
         Assert.That(stats, Does.Not.Contain("decode 0 tokens").And.Not.Contain(" 0.0 tok/s"), stats);
-        Assert.That(stats, Does.Contain("speculative rounds").And.Contain("last step: "), "the demo model's draft was used");
+        Assert.That(stats, Does.Contain("speculative rounds").And.Contain("last step: "),
+            "the demo model's draft was used");
     }
 
     [Test]
@@ -94,7 +100,8 @@ public class FirstRunCliTests
         var buffer = new char[256];
         int read = stdout.Read(buffer, 0, buffer.Length);
         Assert.That(read, Is.GreaterThan(0), "the reply started");
-        using (var kill = Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        using (var kill =
+            Process.Start("kill", ["-INT", p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
             kill.WaitForExit();
         p.StandardInput.WriteLine("/stats");
         p.StandardInput.WriteLine("/exit");
@@ -116,9 +123,12 @@ public class FirstRunCliTests
     [Test]
     public void BenchDefaultsToTheDemoModelAndReportsProgress()
     {
-        var (code, output, err) = Run("bench", "--prompt-tokens", "16", "--gen-tokens", "8", "--threads", "2", "--json");
+        var (code, output, err) =
+            Run("bench", "--prompt-tokens", "16", "--gen-tokens", "8", "--threads", "2", "--json");
         Assert.That(code, Is.EqualTo(0), err);
-        Assert.That(err, Does.Contain("bench: loading").And.Contain("bench: prefill: 16 tokens").And.Contain("bench: decode: 8 tokens"));
+        Assert.That(err,
+            Does.Contain("bench: loading").And.Contain("bench: prefill: 16 tokens").And.Contain(
+            "bench: decode: 8 tokens"));
         using var doc = JsonDocument.Parse(output);
         Assert.That(doc.RootElement.GetProperty("model").GetString(), Is.EqualTo("demo"));
         Assert.That(doc.RootElement.GetProperty("decode_tokens_per_s").GetDouble(), Is.GreaterThan(0));

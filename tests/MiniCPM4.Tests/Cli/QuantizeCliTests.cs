@@ -3,7 +3,8 @@ using NUnit.Framework;
 
 namespace MiniCPM4.Tests.Cli;
 
-/// <summary>`minicpm4 quantize` (both formats, overwrite refusal) and `--quantize int4`, as separate processes.</summary>
+/// <summary>`minicpm4 quantize` (both formats, overwrite refusal) and `--quantize int4`, as separate
+/// processes.</summary>
 [TestFixture]
 public class QuantizeCliTests
 {
@@ -37,15 +38,19 @@ public class QuantizeCliTests
         string marlin = Path.Combine(_temp, "marlin"), gptq = Path.Combine(_temp, "gptq");
         var (code, output, err) = Run("quantize", "-m", _model, "--out", marlin, "--threads", "2");
         Assert.That(code, Is.EqualTo(0), err);
-        Assert.That(output, Does.Contain("quantized   14 linear layers to int4 (Marlin, fused qkv_proj / gate_up_proj)"));
-        Assert.That(output, Does.Contain("weights").And.Contain("->").And.Contain("time").And.Contain(Path.Combine(marlin, "model_gptq.safetensors")));
+        Assert.That(output,
+            Does.Contain("quantized   14 linear layers to int4 (Marlin, fused qkv_proj / gate_up_proj)"));
+        Assert.That(output,
+            Does.Contain("weights").And.Contain("->").And.Contain("time").And.Contain(
+            Path.Combine(marlin, "model_gptq.safetensors")));
         (code, output, err) = Run("quantize", "-m", _model, "--out", gptq, "--format", "gptq");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(output, Does.Contain("(AutoGPTQ)"));
         Assert.That(File.Exists(Path.Combine(gptq, "model.safetensors")), Is.True);
         Assert.That(File.Exists(Path.Combine(gptq, "tokenizer.model")), Is.True);
 
-        string[] gen = ["generate", "-p", "Once upon a time", "--max-tokens", "16", "--json", "--device", "cpu", "--threads", "2"];
+        string[] gen =
+            ["generate", "-p", "Once upon a time", "--max-tokens", "16", "--json", "--device", "cpu", "--threads", "2"];
         var onLoad = Run([.. gen, "-m", _model, "--quantize", "int4"]);
         Assert.That(onLoad.Code, Is.EqualTo(0), onLoad.Err);
         string expected = TokenIds(onLoad.Out, out var root);
@@ -65,7 +70,10 @@ public class QuantizeCliTests
         // info describes both.
         var (ic, info, ie) = Run("info", "-m", marlin);
         Assert.That(ic, Is.EqualTo(0), ie);
-        Assert.That(info, Does.Contain("quantization  int4 W4A16 (gptq, group 128, symmetric): 14 of 14 linear layers, Marlin layout (CPM.cu, fused qkv_proj / gate_up_proj)"));
+        Assert.That(info,
+            Does.Contain(
+            "quantization  int4 W4A16 (gptq, group 128, symmetric): 14 of 14 linear layers, Marlin layout (CPM.cu, " +
+            "fused qkv_proj / gate_up_proj)"));
         Assert.That(info, Does.Contain("parameters    ").And.Contain("I32"));
         (ic, info, ie) = Run("info", "-m", gptq);
         Assert.That(info, Does.Contain("AutoGPTQ layout (repacked to Marlin at load)"));
@@ -97,7 +105,8 @@ public class QuantizeCliTests
         Assert.That(code, Is.EqualTo(2));
         Assert.That(err, Does.Contain("--format"));
 
-        (code, _, err) = Run("quantize", "-m", Path.Combine(_temp, "marlin-src-missing"), "--out", Path.Combine(_temp, "y"));
+        (code, _, err) =
+            Run("quantize", "-m", Path.Combine(_temp, "marlin-src-missing"), "--out", Path.Combine(_temp, "y"));
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err.Trim().Split('\n'), Has.Length.EqualTo(1));
     }
@@ -116,11 +125,15 @@ public class QuantizeCliTests
     [Test]
     public void BenchAndChatTakeQuantize()
     {
-        var (code, output, err) = Run("bench", "-m", _model, "--prompt-tokens", "8", "--gen-tokens", "4", "--quantize", "int4", "--json", "--threads", "2");
+        var (code, output, err) =
+            Run("bench", "-m", _model, "--prompt-tokens", "8", "--gen-tokens", "4", "--quantize", "int4", "--json",
+            "--threads", "2");
         Assert.That(code, Is.EqualTo(0), err);
         using var doc = JsonDocument.Parse(output);
         Assert.That(doc.RootElement.GetProperty("quantization").GetString(), Is.EqualTo("int4"));
-        (code, output, err) = CliTests.RunWithInput("Hello\n/exit\n", "chat", "-m", _model, "--max-tokens", "4", "--quantize", "int4", "--clip-search");
+        (code, output, err) =
+            CliTests.RunWithInput("Hello\n/exit\n", "chat", "-m", _model, "--max-tokens", "4", "--quantize", "int4",
+            "--clip-search");
         Assert.That(code, Is.EqualTo(0), err);
     }
 }

@@ -21,11 +21,13 @@ public class SpeculativeCliTests
     public void GenerateWithADraftGivesTheSameTokensAndReportsAcceptance()
     {
         string model = Path.Combine(_temp, "tiny"), draft = Path.Combine(_temp, "tiny-draft");
-        var (code, _, err) = Run("create-model", "--preset", "tiny", "--out", model, "--seed", "4", "--draft-out", draft);
+        var (code, _, err) =
+            Run("create-model", "--preset", "tiny", "--out", model, "--seed", "4", "--draft-out", draft);
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(File.Exists(Path.Combine(draft, "model.safetensors")), Is.True);
 
-        string[] common = ["generate", "-m", model, "-p", "Once upon a time", "--max-tokens", "24", "--json", "--device", "cpu",
+        string[] common =
+            ["generate", "-m", model, "-p", "Once upon a time", "--max-tokens", "24", "--json", "--device", "cpu",
                            "--repetition-penalty", "1.3"];
         var plain = Run(common);
         Assert.That(plain.Code, Is.EqualTo(0), plain.Err);
@@ -33,7 +35,8 @@ public class SpeculativeCliTests
         Assert.That(spec.Code, Is.EqualTo(0), spec.Err);
         using var a = JsonDocument.Parse(plain.Out);
         using var b = JsonDocument.Parse(spec.Out);
-        Assert.That(b.RootElement.GetProperty("token_ids").ToString(), Is.EqualTo(a.RootElement.GetProperty("token_ids").ToString()));
+        Assert.That(b.RootElement.GetProperty("token_ids").ToString(),
+            Is.EqualTo(a.RootElement.GetProperty("token_ids").ToString()));
         Assert.That(a.RootElement.GetProperty("speculative").GetBoolean(), Is.False);
         Assert.That(b.RootElement.GetProperty("speculative").GetBoolean(), Is.True);
         Assert.That(b.RootElement.GetProperty("speculative_steps").GetInt64(), Is.GreaterThan(0));

@@ -40,7 +40,8 @@ public class TemplateRenderCliTests
     }
 
     /// <summary>A sample of the corpus through the command (each case is a process; the whole corpus runs in-process in
-    /// ChatTemplateCorpusTests): the output is Jinja2's, byte for byte, and raise_exception is exit code 1 with the message.</summary>
+    /// ChatTemplateCorpusTests): the output is Jinja2's, byte for byte, and raise_exception is exit code 1 with the
+    /// message.</summary>
     [TestCase("minicpm4.1-style", "thinking_off")]
     [TestCase("minicpm4.1-style", "tool_call_and_result")]
     [TestCase("iintothewind-qwen_fixed", "tool_calls_string_arguments")]
@@ -82,7 +83,8 @@ public class TemplateRenderCliTests
             "--arg", "eos_token=</s>", "--arg", "extra=[1, \"a\"]");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(output, Is.EqualTo("<s>hi</s>[1, 'a']"), "--arg overrides eos_token; JSON values stay JSON");
-        (code, output, _) = CliTests.Run("template", "render", "--template", dir, "--messages", messages, "--arg", "extra=not json");
+        (code, output, _) =
+            CliTests.Run("template", "render", "--template", dir, "--messages", messages, "--arg", "extra=not json");
         Assert.That(output, Is.EqualTo("<s>hi<|im_end|>not json"), "a value that is not JSON is a string");
     }
 
@@ -95,12 +97,15 @@ public class TemplateRenderCliTests
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err, Does.Contain("template error").And.Contain("line 2"));
 
-        (code, _, err) = CliTests.Run("template", "render", "--template", bad, "--messages", messages, "--arg", "novalue");
+        (code, _, err) =
+            CliTests.Run("template", "render", "--template", bad, "--messages", messages, "--arg", "novalue");
         Assert.That(code, Is.EqualTo(2));
         Assert.That(err, Does.Contain("expected key=value"));
 
         var notArray = Write("obj.json", """{"role": "user"}""");
-        (code, _, err) = CliTests.Run("template", "render", "--template", ChatTemplateCorpus.TemplatePath("minicpm4"), "--messages", notArray);
+        (code, _, err) =
+            CliTests.Run("template", "render", "--template", ChatTemplateCorpus.TemplatePath("minicpm4"), "--messages",
+            notArray);
         Assert.That(code, Is.EqualTo(2));
         Assert.That(err, Does.Contain("--messages"));
     }

@@ -18,10 +18,12 @@ public class DemoInt4Tests
     public void Locate()
     {
         _dir = DemoModelDirectory.Find();
-        _text = File.ReadAllText(Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "heldout-english.txt"));
+        _text = File.ReadAllText(
+            Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "heldout-english.txt"));
     }
 
-    private MiniCpmModel Load(WeightQuantization quantization, bool draft = false, CpuPrecision precision = CpuPrecision.Default) =>
+    private MiniCpmModel Load(WeightQuantization quantization, bool draft = false,
+        CpuPrecision precision = CpuPrecision.Default) =>
         MiniCpmModel.Load(_dir, new MiniCpmLoadOptions
     {
         Device = ComputeDevice.Cpu,
@@ -32,7 +34,8 @@ public class DemoInt4Tests
         FrSpecPath = draft ? Directory.GetFiles(Path.Combine(_dir, "draft"), "freq_*.pt").Single() : null,
     });
 
-    /// <summary>exp of the mean negative log-likelihood of every token after the first, from one prefill with all logits.</summary>
+    /// <summary>exp of the mean negative log-likelihood of every token after the first, from one prefill with all
+    /// logits.</summary>
     private static (double Perplexity, int Tokens) Perplexity(MiniCpmModel model, string text) =>
         Perplexity(model, text, out _);
 
@@ -64,10 +67,13 @@ public class DemoInt4Tests
         Assert.That(bf16.Int4LinearCount, Is.Zero);
         var (dense, tokens) = Perplexity(bf16, _text);
         var (quantized, _) = Perplexity(int4, _text);
-        TestContext.Out.WriteLine($"demo model, {tokens} held-out tokens: perplexity bf16 {dense:F3}, int4 {quantized:F3} " +
-                                  $"({100 * (quantized / dense - 1):+0.00;-0.00}%); weights {bf16.WeightBytes} -> {int4.WeightBytes} bytes");
+        TestContext.Out.WriteLine(
+            $"demo model, {tokens} held-out tokens: perplexity bf16 {dense:F3}, int4 {quantized:F3} " +
+                                  $"({100 * (quantized / dense - 1):+0.00;-0.00}%); weights {bf16.WeightBytes} -> " +
+                                      $"{int4.WeightBytes} bytes");
         Assert.That(tokens, Is.GreaterThan(500), "a held-out text of a few hundred tokens or more");
-        Assert.That(dense, Is.GreaterThan(1.5).And.LessThan(bf16.Config.VocabSize / 4.0), "the bf16 model predicts the text");
+        Assert.That(dense, Is.GreaterThan(1.5).And.LessThan(bf16.Config.VocabSize / 4.0),
+            "the bf16 model predicts the text");
         Assert.That(quantized, Is.Not.EqualTo(dense), "int4 is not the bf16 model");
         Assert.That(Math.Abs(quantized / dense - 1), Is.LessThanOrEqualTo(0.05));
     }
@@ -91,7 +97,8 @@ public class DemoInt4Tests
             maxAbs = Math.Max(maxAbs, Math.Abs(a[i]));
             maxDiff = Math.Max(maxDiff, Math.Abs(a[i] - b[i]));
         }
-        TestContext.Out.WriteLine($"demo model {quantization}, {tokens} held-out tokens: perplexity exact {reference:F4}, " +
+        TestContext.Out.WriteLine(
+            $"demo model {quantization}, {tokens} held-out tokens: perplexity exact {reference:F4}, " +
                                   $"fast {measured:F4} ({100 * (measured / reference - 1):+0.000;-0.000}%); " +
                                   $"max |logit difference| {maxDiff:G3} of max |logit| {maxAbs:G3}");
         Assert.That(Math.Abs(measured / reference - 1), Is.LessThanOrEqualTo(0.01));
@@ -105,9 +112,12 @@ public class DemoInt4Tests
     {
         using var plain = Load(WeightQuantization.Int4);
         using var spec = Load(WeightQuantization.Int4, draft: true);
-        Assert.That(spec.Draft!.Int4LinearCount, Is.EqualTo(1 + 7 * spec.Draft.Layers), "fc and the draft's layers are int4");
+        Assert.That(spec.Draft!.Int4LinearCount, Is.EqualTo(1 + 7 * spec.Draft.Layers),
+            "fc and the draft's layers are int4");
         // A fixed tree: the acceptance is the draft's, whatever adaptive speculation would choose on this machine.
-        var options = new GenerationOptions { MaxTokens = 48, StopTokenIds = [], Speculative = new SpeculativeOptions(TreeSize: 12) };
+        var options =
+            new GenerationOptions { MaxTokens = 48, StopTokenIds = [],
+            Speculative = new SpeculativeOptions(TreeSize: 12) };
         async Task<(List<int>, SessionStatistics)> Run(MiniCpmModel m)
         {
             using var s = m.CreateSession(new SessionOptions { ContextLength = 256 });
@@ -120,6 +130,7 @@ public class DemoInt4Tests
         var (actual, stats) = await Run(spec);
         Assert.That(actual, Is.EqualTo(expected));
         TestContext.Out.WriteLine($"int4 target + int4 draft: mean accepted tokens {stats.MeanAcceptedTokens:F2}");
-        Assert.That(stats.MeanAcceptedTokens, Is.GreaterThan(1.2), "the quantized draft still predicts the quantized target");
+        Assert.That(stats.MeanAcceptedTokens, Is.GreaterThan(1.2),
+            "the quantized draft still predicts the quantized target");
     }
 }

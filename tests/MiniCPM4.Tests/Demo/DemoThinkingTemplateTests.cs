@@ -23,7 +23,8 @@ public class DemoThinkingTemplateTests
         var demo = DemoModelDirectory.Find();
         _dir = Directory.CreateTempSubdirectory("minicpm4-demo41-").FullName;
         foreach (var file in Directory.GetFiles(demo)) File.Copy(file, Path.Combine(_dir, Path.GetFileName(file)));
-        File.Copy(ChatTemplateCorpus.TemplatePath("minicpm4.1-style"), Path.Combine(_dir, ModelChatTemplate.TemplateFileName));
+        File.Copy(ChatTemplateCorpus.TemplatePath("minicpm4.1-style"),
+            Path.Combine(_dir, ModelChatTemplate.TemplateFileName));
         _model = MiniCpmModel.Load(_dir, new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2 });
     }
 
@@ -73,7 +74,8 @@ public class DemoThinkingTemplateTests
         Assert.That(onTokens, Is.Not.Empty);
 
         // A second turn: this template drops the empty think block of earlier assistant turns (as Qwen3-style templates
-        // do), so the cached tokens diverge at the first reply; the session keeps the common prefix and prefills the rest.
+        // do), so the cached tokens diverge at the first reply; the session keeps the common prefix and prefills the
+        // rest.
         var firstTurnTokens = session.Tokens;
         long before = session.Statistics.PrefillTokens;
         await foreach (var _ in off.SendAsync("And then?", greedy)) { }
@@ -82,13 +84,16 @@ public class DemoThinkingTemplateTests
         int common = 0;
         while (common < firstTurnTokens.Length && firstTurnTokens[common] == secondPrompt[common]) common++;
         Assert.That(common, Is.GreaterThan(0));
-        Assert.That(prefilled, Is.EqualTo(secondPrompt.Length - common), "only the tokens after the common prefix are prefilled");
+        Assert.That(prefilled, Is.EqualTo(secondPrompt.Length - common),
+            "only the tokens after the common prefix are prefilled");
     }
 
     [Test]
     public void GenerateChatArgSwitchesThinkingOff()
     {
-        string[] common = ["generate", "-m", _dir, "-p", "Hello", "--chat", "--max-tokens", "4", "--temperature", "0", "--json", "--device", "cpu"];
+        string[] common =
+            ["generate", "-m", _dir, "-p", "Hello", "--chat", "--max-tokens", "4", "--temperature", "0", "--json",
+            "--device", "cpu"];
         var (code, on, err) = CliTests.Run(common);
         Assert.That(code, Is.EqualTo(0), err);
         var (code2, off, err2) = CliTests.Run([.. common, "--chat-arg", "enable_thinking=false"]);
@@ -97,9 +102,11 @@ public class DemoThinkingTemplateTests
         int offTokens = JsonDocument.Parse(off).RootElement.GetProperty("prompt_tokens").GetInt32();
         var conversation = new[] { new ChatMessage("user", "Hello") };
         Assert.That(onTokens, Is.EqualTo(_model.EncodeChat(conversation).Length));
-        Assert.That(offTokens, Is.EqualTo(_model.EncodeChat(conversation, new ChatTemplateOptions { EnableThinking = false }).Length));
+        Assert.That(offTokens,
+            Is.EqualTo(_model.EncodeChat(conversation, new ChatTemplateOptions { EnableThinking = false }).Length));
         Assert.That(offTokens, Is.GreaterThan(onTokens));
-        var (code3, _, err3) = CliTests.Run(["generate", "-m", _dir, "-p", "Hello", "--chat-arg", "enable_thinking=false"]);
+        var (code3, _, err3) =
+            CliTests.Run(["generate", "-m", _dir, "-p", "Hello", "--chat-arg", "enable_thinking=false"]);
         Assert.That(code3, Is.EqualTo(2), "--chat-arg without --chat is a usage error");
         Assert.That(err3, Does.Contain("--chat-arg needs --chat"));
     }

@@ -20,11 +20,13 @@ public static class Int4Fixtures
             Quantization = quantized ? QuantizationConfig.Supported : null,
         };
 
-    internal static List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)> Tensors(MiniCpmConfig c, Layout layout, int seed = 1)
+    internal static List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)> Tensors(
+        MiniCpmConfig c, Layout layout, int seed = 1)
     {
         var rng = new Random(seed);
         var list = new List<(string, TensorDType, long[], ReadOnlyMemory<byte>)>();
-        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim, inter = c.IntermediateSize;
+        long h = c.HiddenSize, q = (long)c.NumAttentionHeads * c.HeadDim, kv = (long)c.NumKeyValueHeads * c.HeadDim,
+            inter = c.IntermediateSize;
         foreach (var (name, shape, role) in Checkpoint.RequiredTensors(c))
         {
             if (role != Checkpoint.TensorRole.Linear)
@@ -35,9 +37,12 @@ public static class Int4Fixtures
             string module = name[..^".weight".Length];
             if (layout == Layout.MarlinFused)
             {
-                if (module.EndsWith("k_proj") || module.EndsWith("v_proj") || module.EndsWith("up_proj") && !module.EndsWith("gate_up_proj")) continue;
-                if (module.EndsWith("q_proj")) list.AddRange(Marlin(module[..^"q_proj".Length] + "qkv_proj", q + 2 * kv, h, rng));
-                else if (module.EndsWith("gate_proj")) list.AddRange(Marlin(module[..^"gate_proj".Length] + "gate_up_proj", 2 * inter, h, rng));
+                if (module.EndsWith("k_proj") || module.EndsWith("v_proj") || module.EndsWith("up_proj")
+                    && !module.EndsWith("gate_up_proj")) continue;
+                if (module.EndsWith("q_proj")) list.AddRange(
+                    Marlin(module[..^"q_proj".Length] + "qkv_proj", q + 2 * kv, h, rng));
+                else if (module.EndsWith("gate_proj")) list.AddRange(
+                    Marlin(module[..^"gate_proj".Length] + "gate_up_proj", 2 * inter, h, rng));
                 else list.AddRange(Marlin(module, shape[0], shape[1], rng));
             }
             else if (layout == Layout.MarlinPerProjection)
@@ -52,18 +57,21 @@ public static class Int4Fixtures
         return list;
     }
 
-    internal static IEnumerable<(string, TensorDType, long[], ReadOnlyMemory<byte>)> Marlin(string module, long n, long k, Random rng)
+    internal static IEnumerable<(string, TensorDType, long[], ReadOnlyMemory<byte>)> Marlin(string module, long n,
+        long k, Random rng)
     {
         yield return CheckpointFixtures.Tensor(module + ".qweight", TensorDType.I32, [k / 16, 2 * n], rng);
         yield return Scales(module + ".scales", n, k, rng);
     }
 
-    internal static IEnumerable<(string, TensorDType, long[], ReadOnlyMemory<byte>)> Gptq(string module, long n, long k, Random rng, bool extras)
+    internal static IEnumerable<(string, TensorDType, long[], ReadOnlyMemory<byte>)> Gptq(string module, long n, long k,
+        Random rng, bool extras)
     {
         yield return CheckpointFixtures.Tensor(module + ".qweight", TensorDType.I32, [k / 8, n], rng);
         yield return Scales(module + ".scales", n, k, rng);
         if (!extras) yield break;
-        yield return (module + ".qzeros", TensorDType.I32, [k / 128, n / 8], Int4Reference.Bytes(Int4Reference.SymmetricZeros((int)n, (int)k)));
+        yield return (module + ".qzeros", TensorDType.I32, [k / 128, n / 8],
+            Int4Reference.Bytes(Int4Reference.SymmetricZeros((int)n, (int)k)));
         yield return (module + ".g_idx", TensorDType.I32, [k], Int4Reference.Bytes(Int4Reference.GIdx((int)k)));
     }
 
@@ -75,7 +83,8 @@ public static class Int4Fixtures
         return (name, TensorDType.F16, [k / 128, n], Int4Reference.Bytes(values));
     }
 
-    /// <summary>Writes config.json and the weights file (model_gptq.safetensors by default) into <paramref name="dir"/>.</summary>
+    /// <summary>Writes config.json and the weights file (model_gptq.safetensors by default) into <paramref
+    /// name="dir"/>.</summary>
     internal static string Write(string dir, MiniCpmConfig config, Layout layout,
         Action<List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)>>? edit = null,
         string fileName = Checkpoint.GptqFileName)
@@ -89,7 +98,8 @@ public static class Int4Fixtures
         return path;
     }
 
-    internal static void Replace(List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)> tensors, string name,
+    internal static void Replace(
+        List<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)> tensors, string name,
         TensorDType dtype, long[] shape)
     {
         int i = tensors.FindIndex(t => t.Name == name);

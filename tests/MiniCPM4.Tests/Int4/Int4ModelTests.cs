@@ -30,13 +30,15 @@ public class Int4ModelTests
     [OneTimeSetUp]
     public void WriteCheckpoints()
     {
-        _root = Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "int4-" + Guid.NewGuid().ToString("N")[..8]);
+        _root = Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "int4-"
+            + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(_root);
         _dense = TinyModelFixture.Directory;
         _marlin = Path.Combine(_root, "marlin");
         _gptq = Path.Combine(_root, "gptq");
         CheckpointWriter.WriteInt4Checkpoint(_dense, _marlin, new Int4WriteOptions { Threads = 2 });
-        CheckpointWriter.WriteInt4Checkpoint(_dense, _gptq, new Int4WriteOptions { Format = Int4CheckpointFormat.Gptq, Threads = 2 });
+        CheckpointWriter.WriteInt4Checkpoint(_dense, _gptq,
+            new Int4WriteOptions { Format = Int4CheckpointFormat.Gptq, Threads = 2 });
     }
 
     [OneTimeTearDown]
@@ -51,11 +53,13 @@ public class Int4ModelTests
         }
     }
 
-    internal static MiniCpmModel Load(string dir, WeightQuantization quantization = WeightQuantization.None, string? draft = null,
+    internal static MiniCpmModel Load(string dir, WeightQuantization quantization = WeightQuantization.None,
+        string? draft = null,
         bool clip = false, bool? sparse = null, CpuPrecision precision = CpuPrecision.Default) =>
         MiniCpmModel.Load(dir, new MiniCpmLoadOptions
         {
-            Device = ComputeDevice.Cpu, Threads = 2, Quantization = quantization, QuantizationClipSearch = clip, DraftDirectory = draft,
+            Device = ComputeDevice.Cpu, Threads = 2, Quantization = quantization, QuantizationClipSearch = clip,
+                DraftDirectory = draft,
             SparseAttention = sparse, CpuPrecision = precision,
         });
 
@@ -65,16 +69,20 @@ public class Int4ModelTests
         return s.PrefillWithLogits(ids, allPositions: true);
     }
 
-    private static float[] AllLogits(MiniCpmModel model) => Texts.SelectMany(t => Logits(model, model.EncodePrompt(t))).ToArray();
+    private static float[] AllLogits(MiniCpmModel model) =>
+        Texts.SelectMany(t => Logits(model, model.EncodePrompt(t))).ToArray();
 
     private static void AssertBitwiseEqual(float[] a, float[] b, string what)
     {
         Assert.That(b, Has.Length.EqualTo(a.Length), what);
-        int diff = Enumerable.Range(0, a.Length).Count(i => BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i]));
+        int diff =
+            Enumerable.Range(0, a.Length).Count(i =>
+            BitConverter.SingleToInt32Bits(a[i]) != BitConverter.SingleToInt32Bits(b[i]));
         Assert.That(diff, Is.Zero, $"{what}: {diff} of {a.Length} logits differ");
     }
 
-    /// <summary>Relative L2 error of <paramref name="b"/> against <paramref name="a"/>, and the fraction of positions whose argmax agrees.</summary>
+    /// <summary>Relative L2 error of <paramref name="b"/> against <paramref name="a"/>, and the fraction of positions
+    /// whose argmax agrees.</summary>
     internal static (double RelativeError, double Top1) Compare(float[] a, float[] b, int vocab)
     {
         double num = 0, den = 0;
@@ -110,7 +118,8 @@ public class Int4ModelTests
         foreach (var m in new[] { onLoad, marlin, gptq, marlinAgain })
         {
             Assert.That(m.Quantization, Is.EqualTo(WeightQuantization.Int4));
-            Assert.That(m.Int4LinearCount, Is.EqualTo(14), "7 linears x 2 layers, fused qkv/gate_up counted per projection");
+            Assert.That(m.Int4LinearCount, Is.EqualTo(14),
+                "7 linears x 2 layers, fused qkv/gate_up counted per projection");
             Assert.That(m.WeightBytes, Is.EqualTo(onLoad.WeightBytes));
         }
         // The loader's arena plan is exact for every format: one allocation holds every tensor, with no byte spare.
@@ -124,14 +133,16 @@ public class Int4ModelTests
         Assert.That(onLoad.WeightBytes, Is.LessThan(dense.WeightBytes));
 
         var expected = AllLogits(onLoad);
-        AssertBitwiseEqual(expected, AllLogits(marlin), "Marlin checkpoint (fused qkv_proj / gate_up_proj) vs quantize-on-load");
+        AssertBitwiseEqual(expected, AllLogits(marlin),
+            "Marlin checkpoint (fused qkv_proj / gate_up_proj) vs quantize-on-load");
         AssertBitwiseEqual(expected, AllLogits(gptq), "AutoGPTQ checkpoint (repacked at load) vs quantize-on-load");
         AssertBitwiseEqual(expected, AllLogits(marlinAgain), "Int4 option on a Marlin checkpoint");
         Assert.That(AllLogits(dense), Is.Not.EqualTo(expected), "int4 must differ from the dense model");
     }
 
     /// <summary>
-    /// The bound int4 logits must meet against the bf16 model. Round-to-nearest int4 with the per-group absmax scale moves
+    /// The bound int4 logits must meet against the bf16 model. Round-to-nearest int4 with the per-group absmax scale
+    /// moves
     /// each weight by up to s/2 = absmax/15: an RMS error of 1/15 of a uniform weight's spread (~7% of its RMS), and 14
     /// quantized linears in series compound that. On these random models (flat logits, nothing trained to be robust) it
     /// measures 0.21-0.29 relative logit error with 52-60% top-1 agreement (printed by the tests); the bound leaves
@@ -186,9 +197,13 @@ public class Int4ModelTests
         var (brokenExactErr, _) = Compare(x, b, vocab);
         var (err, top1) = Compare(d, q, vocab);
         var (badErr, badTop1) = Compare(d, b, vocab);
-        TestContext.Out.WriteLine($"graded model: int4 vs dequantized-dense error {exactErr:E2} (top-1 {exactTop1:P1}); unpermuted scales vs " +
+        TestContext.Out.WriteLine(
+            $"graded model: int4 vs dequantized-dense error {exactErr:E2} (top-1 {exactTop1:P1}); unpermuted scales " +
+            $"vs " +
                                   $"dequantized-dense {brokenExactErr:F4}");
-        TestContext.Out.WriteLine($"graded model: int4 vs bf16 error {err:F4} (top-1 {top1:P1}); unpermuted scales vs bf16: error {badErr:F4} (top-1 {badTop1:P1})");
+        TestContext.Out.WriteLine(
+            $"graded model: int4 vs bf16 error {err:F4} (top-1 {top1:P1}); unpermuted scales vs bf16: error " +
+            $"{badErr:F4} (top-1 {badTop1:P1})");
         Assert.That(exactErr, Is.LessThan(1e-4));
         Assert.That(exactTop1, Is.EqualTo(1.0));
         Assert.That(brokenExactErr, Is.GreaterThan(1e-2), "a wrong scale layout is not the dequantized model");
@@ -197,7 +212,8 @@ public class Int4ModelTests
         Assert.That(badErr, Is.GreaterThan(MaxRelativeError), "the closeness bound must catch a wrong scale layout");
     }
 
-    /// <summary>A dense F32 checkpoint holding the reference dequantization (q - 8) * s of every linear of <paramref name="source"/>.</summary>
+    /// <summary>A dense F32 checkpoint holding the reference dequantization (q - 8) * s of every linear of <paramref
+    /// name="source"/>.</summary>
     private static void WriteDequantized(string source, string dir)
     {
         Directory.CreateDirectory(dir);
@@ -223,7 +239,8 @@ public class Int4ModelTests
         CheckpointWriter.WriteSafetensors(Path.Combine(dir, "model.safetensors"), tensors);
     }
 
-    /// <summary>The tiny model with the rows of every linear scaled by 0.25 .. 2 by (row % 8): unequal scales within each 8x8 block.</summary>
+    /// <summary>The tiny model with the rows of every linear scaled by 0.25 .. 2 by (row % 8): unequal scales within
+    /// each 8x8 block.</summary>
     private static void WriteGraded(string source, string dir)
     {
         Directory.CreateDirectory(dir);
@@ -250,7 +267,9 @@ public class Int4ModelTests
     private static void WriteReferenceMarlin(string source, string dir, bool permuteScales)
     {
         Directory.CreateDirectory(dir);
-        foreach (var f in Directory.GetFiles(source).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal) && Path.GetFileName(f) != "config.json"))
+        foreach (
+            var f in Directory.GetFiles(source).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal)
+            && Path.GetFileName(f) != "config.json"))
             File.Copy(f, Path.Combine(dir, Path.GetFileName(f)), overwrite: true);
         using var ck = Checkpoint.Open(source);
         (ck.Config with { Quantization = QuantizationConfig.Supported }).WriteJson(Path.Combine(dir, "config.json"));
@@ -260,7 +279,9 @@ public class Int4ModelTests
         {
             int n = (int)l.OutFeatures, k = (int)l.InFeatures;
             var (q, s) = Int4Reference.Quantize(Int4Reference.FromBf16(l.Weight!.GetBytes()), n, k);
-            tensors.Add((l.Name + ".qweight", TensorDType.I32, [k / 16, 2 * n], Int4Reference.Bytes(Int4Reference.PackMarlin(q))));
+            tensors.Add(
+                (l.Name + ".qweight", TensorDType.I32, [k / 16, 2 * n],
+                Int4Reference.Bytes(Int4Reference.PackMarlin(q))));
             tensors.Add((l.Name + ".scales", TensorDType.F16, [k / 128, n],
                 Int4Reference.Bytes(permuteScales ? Int4Reference.PermuteScales(s) : Int4Reference.Flat(s))));
         }
@@ -296,12 +317,14 @@ public class Int4ModelTests
             var row = s.Decode(ids[i]);
             float max = prefill.AsSpan(i * v, v).ToArray().Max(Math.Abs);
             for (int j = 0; j < v; j++)
-                Assert.That(row[j], Is.EqualTo(prefill[i * v + j]).Within(1e-4 * Math.Max(1, max)), $"position {i}, token {j}");
+                Assert.That(row[j], Is.EqualTo(prefill[i * v + j]).Within(1e-4 * Math.Max(1, max)),
+                    $"position {i}, token {j}");
         }
         s.Rewind(3);
         Assert.That(s.Decode(ids[3]), Is.EqualTo(prefill.AsSpan(3 * v, v).ToArray()).Within(1e-3f));
 
-        var options = new GenerationOptions { MaxTokens = 24, Temperature = 0.9f, TopP = 0.95f, Seed = 11, StopTokenIds = [] };
+        var options =
+            new GenerationOptions { MaxTokens = 24, Temperature = 0.9f, TopP = 0.95f, Seed = 11, StopTokenIds = [] };
         Assert.That(Generate(model, options).Result, Is.EqualTo(Generate(model, options).Result));
     }
 
@@ -319,10 +342,13 @@ public class Int4ModelTests
     {
         string sparseDense = Path.Combine(_root, "sparse"), sparseMarlin = Path.Combine(_root, "sparse-marlin");
         Directory.CreateDirectory(sparseDense);
-        foreach (var file in Directory.GetFiles(_dense)) File.Copy(file, Path.Combine(sparseDense, Path.GetFileName(file)), overwrite: true);
+        foreach (var file in Directory.GetFiles(_dense)) File.Copy(file,
+            Path.Combine(sparseDense, Path.GetFileName(file)), overwrite: true);
         (MiniCpmConfig.Load(Path.Combine(sparseDense, "config.json")) with
         {
-            Sparse = new SparseAttentionConfig(KernelSize: 8, KernelStride: 4, InitBlocks: 1, BlockSize: 16, WindowSize: 32, TopK: 4, DenseLen: 48),
+            Sparse =
+                new SparseAttentionConfig(KernelSize: 8, KernelStride: 4, InitBlocks: 1, BlockSize: 16, WindowSize: 32,
+                TopK: 4, DenseLen: 48),
         }).WriteJson(Path.Combine(sparseDense, "config.json"));
         CheckpointWriter.WriteInt4Checkpoint(sparseDense, sparseMarlin, new Int4WriteOptions { Threads = 2 });
 
@@ -362,7 +388,8 @@ public class Int4ModelTests
 
         using var plain = Load(_dense, WeightQuantization.Int4);
         using var spec = Load(_dense, WeightQuantization.Int4, draft: draft);        // both quantized on load
-        using var specMarlin = Load(_marlin, draft: marlinDraft);                    // CPM.cu-style Marlin target and draft
+        // CPM.cu-style Marlin target and draft
+        using var specMarlin = Load(_marlin, draft: marlinDraft);
         using var specDenseDraft = Load(_marlin, draft: draft);                      // int4 target, dense draft
         Assert.That(spec.Draft!.Int4LinearCount, Is.EqualTo(8), "fc + 7 layer linears");
         Assert.That(specMarlin.Draft!.Int4LinearCount, Is.EqualTo(8));
@@ -373,7 +400,9 @@ public class Int4ModelTests
         var greedy = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
         var expected = await GenerateIds(plain, greedy);
         Assert.That(expected, Has.Count.EqualTo(40));
-        foreach (var (m, name) in new[] { (spec, "int4 on load"), (specMarlin, "Marlin checkpoints"), (specDenseDraft, "dense draft") })
+        foreach (
+            var (m, name) in new[] { (spec, "int4 on load"), (specMarlin, "Marlin checkpoints"),
+            (specDenseDraft, "dense draft") })
         {
             using var s = m.CreateSession(new SessionOptions { ContextLength = 256 });
             var ids = new List<int>();
@@ -383,8 +412,11 @@ public class Int4ModelTests
             Assert.That(s.Statistics.SpeculativeSteps, Is.GreaterThan(0), name);
         }
 
-        var sampled = new GenerationOptions { MaxTokens = 30, Temperature = 0.9f, TopP = 0.95f, Seed = 17, StopTokenIds = [] };
-        Assert.That(await GenerateIds(specMarlin, sampled with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) }),
+        var sampled =
+            new GenerationOptions { MaxTokens = 30, Temperature = 0.9f, TopP = 0.95f, Seed = 17, StopTokenIds = [] };
+        Assert.That(
+            await GenerateIds(specMarlin,
+            sampled with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) }),
             Is.EqualTo(await GenerateIds(plain, sampled)));
     }
 
@@ -392,12 +424,14 @@ public class Int4ModelTests
     public void BadQuantizedDrafts_FailNamingTheProblem()
     {
         var target = MiniCpmConfig.Load(Path.Combine(_dense, "config.json"));
-        string draft = Path.Combine(_root, "draft-for-errors"), marlinDraft = Path.Combine(_root, "draft-for-errors-marlin");
+        string draft = Path.Combine(_root, "draft-for-errors"),
+            marlinDraft = Path.Combine(_root, "draft-for-errors-marlin");
         CheckpointWriter.CreateRandomDraft(draft, target, seed: 4, TensorDType.BF16);
         WriteMarlinDraft(draft, marlinDraft);
         void SetQuantization(string dir, string json)
         {
-            var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
+            var cfg =
+                System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
             cfg["quantization_config"] = System.Text.Json.Nodes.JsonNode.Parse(json);
             File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
         }
@@ -411,18 +445,21 @@ public class Int4ModelTests
         }
 
         SetQuantization(marlinDraft, """{"bits": 4, "group_size": 64}""");
-        Fails(marlinDraft, "quantization_config.group_size is 64; only 128 is supported", Path.Combine(marlinDraft, "config.json"));
+        Fails(marlinDraft, "quantization_config.group_size is 64; only 128 is supported",
+            Path.Combine(marlinDraft, "config.json"));
         SetQuantization(marlinDraft, """{"bits": 4, "group_size": 128}""");
 
         // A dense draft that claims to be quantized, and an int4 draft that does not say so.
         string claims = Path.Combine(_root, "draft-claims");
         Directory.CreateDirectory(claims);
-        foreach (var f in Directory.GetFiles(draft)) File.Copy(f, Path.Combine(claims, Path.GetFileName(f)), overwrite: true);
+        foreach (var f in Directory.GetFiles(draft)) File.Copy(f, Path.Combine(claims, Path.GetFileName(f)),
+            overwrite: true);
         SetQuantization(claims, """{"group_size": 128}""");
         Fails(claims, "quantization_config but no linear layer has int4 tensors");
         string silent = Path.Combine(_root, "draft-silent");
         Directory.CreateDirectory(silent);
-        foreach (var f in Directory.GetFiles(marlinDraft)) File.Copy(f, Path.Combine(silent, Path.GetFileName(f)), overwrite: true);
+        foreach (var f in Directory.GetFiles(marlinDraft)) File.Copy(f, Path.Combine(silent, Path.GetFileName(f)),
+            overwrite: true);
         File.Copy(Path.Combine(draft, "config.json"), Path.Combine(silent, "config.json"), overwrite: true);
         Fails(silent, "is an int4 tensor but config.json has no quantization_config");
 
@@ -439,12 +476,14 @@ public class Int4ModelTests
         Fails(badFc, "tensor 'fc.qweight' has shape [32, 128]", "implies [8, 512]");
     }
 
-    /// <summary>CPM.cu's quantized draft layout: fc.qweight / fc.scales = concat_N(marlin(fc1), marlin(fc2)), fused qkv_proj and gate_up_proj.</summary>
+    /// <summary>CPM.cu's quantized draft layout: fc.qweight / fc.scales = concat_N(marlin(fc1), marlin(fc2)), fused
+    /// qkv_proj and gate_up_proj.</summary>
     private static unsafe void WriteMarlinDraft(string source, string dir)
     {
         Directory.CreateDirectory(dir);
         var settings = new Int4Settings(false, 2);
-        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
+        var cfg =
+            System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(source, "config.json")))!.AsObject();
         cfg["quantization_config"] = new System.Text.Json.Nodes.JsonObject { ["bits"] = 4, ["group_size"] = 128 };
         File.WriteAllText(Path.Combine(dir, "config.json"), cfg.ToJsonString());
         using var file = SafetensorsFile.Open(Path.Combine(source, "model.safetensors"));
@@ -452,7 +491,8 @@ public class Int4ModelTests
         MarlinTensors Q(string name)
         {
             var t = T(name);
-            return Int4Weights.Quantize(name, t.FilePath, t.DType, t.Pointer, t.ByteLength, t.Shape[0], t.Shape[1], settings);
+            return Int4Weights.Quantize(name, t.FilePath, t.DType, t.Pointer, t.ByteLength, t.Shape[0], t.Shape[1],
+                settings);
         }
         var tensors = new List<(string, TensorDType, long[], ReadOnlyMemory<byte>)>();
         void Add(string module, MarlinTensors m)
@@ -483,7 +523,8 @@ public class Int4ModelTests
     {
         string dir = Path.Combine(_root, name);
         Directory.CreateDirectory(dir);
-        foreach (var f in Directory.GetFiles(source)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)), overwrite: true);
+        foreach (var f in Directory.GetFiles(source)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)),
+            overwrite: true);
         string weights = Directory.GetFiles(dir, "*.safetensors").Single();
         List<(string, TensorDType, long[], ReadOnlyMemory<byte>)> tensors;
         using (var file = SafetensorsFile.Open(weights))
@@ -510,11 +551,15 @@ public class Int4ModelTests
     [Test]
     public void NaNScales_FailNamingTheTensor()
     {
-        string dir = CopyWithEdit(_marlin, "nan-scales", "model.layers.1.mlp.gate_up_proj.scales", b => { b[10] = 0x00; b[11] = 0x7e; });
+        string dir =
+            CopyWithEdit(_marlin, "nan-scales", "model.layers.1.mlp.gate_up_proj.scales", b =>
+            { b[10] = 0x00; b[11] = 0x7e; });
         // The engine splits the fused tensor and names the projection; the loader adds the checkpoint's layer.
-        AssertLoadFails<CheckpointException>(dir, Path.Combine(dir, Checkpoint.GptqFileName), "int4 layer 'model.layers.1.mlp.gate_up_proj'",
+        AssertLoadFails<CheckpointException>(dir, Path.Combine(dir, Checkpoint.GptqFileName),
+            "int4 layer 'model.layers.1.mlp.gate_up_proj'",
             "model.layers.1.mlp.gate_proj.scales", "scale 5 is not a finite number");
-        dir = CopyWithEdit(_gptq, "inf-scales", "model.layers.0.self_attn.o_proj.scales", b => { b[0] = 0x00; b[1] = 0x7c; });
+        dir = CopyWithEdit(_gptq, "inf-scales", "model.layers.0.self_attn.o_proj.scales", b =>
+            { b[0] = 0x00; b[1] = 0x7c; });
         AssertLoadFails<CheckpointException>(dir, "model.layers.0.self_attn.o_proj", "not a finite number");
     }
 
@@ -528,7 +573,8 @@ public class Int4ModelTests
             b.AsSpan(1200, 4).CopyTo(b.AsSpan(20, 4));
             five.CopyTo(b.AsSpan(1200, 4));
         });
-        AssertLoadFails<CheckpointException>(dir, "cannot repack the AutoGPTQ tensors 'model.layers.0.mlp.down_proj'", "g_idx[5] != k/128",
+        AssertLoadFails<CheckpointException>(dir, "cannot repack the AutoGPTQ tensors 'model.layers.0.mlp.down_proj'",
+            "g_idx[5] != k/128",
             "act-order");
     }
 
@@ -543,19 +589,23 @@ public class Int4ModelTests
     public void QuantizingALayerThatCannotBeInt4_FailsNamingIt()
     {
         string dir = Path.Combine(_root, "ffn192");
-        var config = Int4Fixtures.Config(intermediate: 192, quantized: false) with { VocabSize = 32002, TorchDtype = "bfloat16" };
+        var config =
+            Int4Fixtures.Config(intermediate: 192, quantized: false) with { VocabSize = 32002,
+            TorchDtype = "bfloat16" };
         Directory.CreateDirectory(dir);
         config.WriteJson(Path.Combine(dir, "config.json"));
         foreach (var f in new[] { "tokenizer.model", "tokenizer_config.json" })
             File.Copy(Path.Combine(_dense, f), Path.Combine(dir, f), overwrite: true);
         int seed = 0;
-        CheckpointWriter.WriteSafetensors(Path.Combine(dir, "model.safetensors"), Checkpoint.RequiredTensors(config).Select(r =>
+        CheckpointWriter.WriteSafetensors(Path.Combine(dir, "model.safetensors"),
+            Checkpoint.RequiredTensors(config).Select(r =>
             (r.Name, TensorDType.BF16, r.Shape, (ReadOnlyMemory<byte>)Int4Reference.Bf16Bytes(
                 Int4Reference.RandomWeights((int)r.Shape[0], r.Shape.Length > 1 ? (int)r.Shape[1] : 1, seed++)))));
         using (var ok = Load(dir)) Assert.That(ok.Int4LinearCount, Is.Zero, "the dense model loads");
         int live = SafetensorsFile.LiveCount;
         var e = Assert.Throws<MiniCpmUnsupportedException>(() => Load(dir, WeightQuantization.Int4).Dispose())!;
-        Assert.That(e.Message, Does.Contain("cannot quantize to int4: linear 'model.layers.0.mlp.down_proj' [128, 192] cannot be int4"));
+        Assert.That(e.Message,
+            Does.Contain("cannot quantize to int4: linear 'model.layers.0.mlp.down_proj' [128, 192] cannot be int4"));
         Assert.That(SafetensorsFile.LiveCount, Is.EqualTo(live));
         var w = Assert.Throws<MiniCpmUnsupportedException>(() =>
             CheckpointWriter.WriteInt4Checkpoint(dir, Path.Combine(_root, "ffn192-int4")))!;
@@ -565,19 +615,25 @@ public class Int4ModelTests
     [Test]
     public void NonFiniteDenseWeight_FailsWhenQuantized()
     {
-        string dir = CopyWithEdit(_dense, "nan-weight", "model.layers.0.self_attn.v_proj.weight", b => { b[2] = 0xc0; b[3] = 0x7f; });
+        string dir =
+            CopyWithEdit(_dense, "nan-weight", "model.layers.0.self_attn.v_proj.weight", b =>
+            { b[2] = 0xc0; b[3] = 0x7f; });
         var e = Assert.Throws<CheckpointException>(() => Load(dir, WeightQuantization.Int4).Dispose())!;
-        Assert.That(e.Message, Does.Contain("cannot quantize to int4 'model.layers.0.self_attn.v_proj.weight'").And.Contain("w[0][1] is not a finite number"));
+        Assert.That(e.Message,
+            Does.Contain("cannot quantize to int4 'model.layers.0.self_attn.v_proj.weight'").And.Contain(
+            "w[0][1] is not a finite number"));
     }
 
-    // ---- the writer ---------------------------------------------------------------------------------------------------
+    // ---- the writer
+    // ---------------------------------------------------------------------------------------------------
 
     [Test]
     public void MarlinCheckpoint_HasCpmCuLayoutConfigAndFiles()
     {
         Assert.That(File.Exists(Path.Combine(_marlin, "model.safetensors")), Is.False);
         foreach (var f in new[] { "tokenizer.model", "tokenizer_config.json", "generation_config.json" })
-            Assert.That(File.ReadAllBytes(Path.Combine(_marlin, f)), Is.EqualTo(File.ReadAllBytes(Path.Combine(_dense, f))), f);
+            Assert.That(File.ReadAllBytes(Path.Combine(_marlin, f)),
+                Is.EqualTo(File.ReadAllBytes(Path.Combine(_dense, f))), f);
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(_marlin, "config.json")));
         var q = doc.RootElement.GetProperty("quantization_config");
         Assert.That(q.GetProperty("quant_method").GetString(), Is.EqualTo("gptq"));
@@ -588,14 +644,17 @@ public class Int4ModelTests
         Assert.That(q.GetProperty("static_groups").GetBoolean(), Is.True);
         Assert.That(q.GetProperty("checkpoint_format").GetString(), Is.EqualTo("gptq"));
         Assert.That(q.GetProperty("lm_head").GetBoolean(), Is.False);
-        Assert.That(doc.RootElement.GetProperty("hidden_size").GetInt32(), Is.EqualTo(128), "the other fields are kept");
+        Assert.That(doc.RootElement.GetProperty("hidden_size").GetInt32(), Is.EqualTo(128),
+            "the other fields are kept");
 
         using var file = SafetensorsFile.Open(Path.Combine(_marlin, Checkpoint.GptqFileName));
         var t = file.Tensors;
         Assert.That(t.Keys.Where(k => k.Contains("layers.0.")).Order(), Is.EqualTo(new[]
         {
-            "input_layernorm.weight", "mlp.down_proj.qweight", "mlp.down_proj.scales", "mlp.gate_up_proj.qweight", "mlp.gate_up_proj.scales",
-            "post_attention_layernorm.weight", "self_attn.o_proj.qweight", "self_attn.o_proj.scales", "self_attn.qkv_proj.qweight",
+            "input_layernorm.weight", "mlp.down_proj.qweight", "mlp.down_proj.scales", "mlp.gate_up_proj.qweight",
+                "mlp.gate_up_proj.scales",
+            "post_attention_layernorm.weight", "self_attn.o_proj.qweight", "self_attn.o_proj.scales",
+                "self_attn.qkv_proj.qweight",
             "self_attn.qkv_proj.scales",
         }.Select(n => "model.layers.0." + n)));
         Assert.That(t["model.layers.0.self_attn.qkv_proj.qweight"].Shape, Is.EqualTo(new long[] { 8, 2 * 256 }));
@@ -603,7 +662,8 @@ public class Int4ModelTests
         Assert.That(t["model.layers.0.mlp.gate_up_proj.scales"].Shape, Is.EqualTo(new long[] { 1, 768 }));
         Assert.That(t["model.layers.0.mlp.gate_up_proj.scales"].DType, Is.EqualTo(TensorDType.F16));
         Assert.That(t["model.layers.0.mlp.down_proj.qweight"].Shape, Is.EqualTo(new long[] { 24, 256 }));
-        Assert.That(t["model.embed_tokens.weight"].DType, Is.EqualTo(TensorDType.BF16), "the embedding keeps its dtype");
+        Assert.That(t["model.embed_tokens.weight"].DType, Is.EqualTo(TensorDType.BF16),
+            "the embedding keeps its dtype");
         Assert.That(t.ContainsKey("lm_head.weight"), Is.False, "tied");
     }
 
@@ -615,8 +675,10 @@ public class Int4ModelTests
             var t = file.Tensors;
             Assert.That(t["model.layers.1.mlp.down_proj.qweight"].Shape, Is.EqualTo(new long[] { 48, 128 }));
             Assert.That(t["model.layers.1.mlp.down_proj.qzeros"].Shape, Is.EqualTo(new long[] { 3, 16 }));
-            Assert.That(Int4Reference.Ints(file.GetBytes(t["model.layers.1.mlp.down_proj.qzeros"])).Distinct(), Is.EqualTo(new[] { 0x77777777 }));
-            Assert.That(Int4Reference.Ints(file.GetBytes(t["model.layers.1.mlp.down_proj.g_idx"])), Is.EqualTo(Int4Reference.GIdx(384)));
+            Assert.That(Int4Reference.Ints(file.GetBytes(t["model.layers.1.mlp.down_proj.qzeros"])).Distinct(),
+                Is.EqualTo(new[] { 0x77777777 }));
+            Assert.That(Int4Reference.Ints(file.GetBytes(t["model.layers.1.mlp.down_proj.g_idx"])),
+                Is.EqualTo(Int4Reference.GIdx(384)));
             Assert.That(t.Keys.Any(k => k.Contains("qkv_proj")), Is.False);
         }
         // AutoGPTQ -> Marlin through the writer (repack) gives the file dense -> Marlin gives.
@@ -635,7 +697,8 @@ public class Int4ModelTests
         var e = Assert.Throws<IOException>(() => CheckpointWriter.WriteInt4Checkpoint(_dense, _gptq))!;
         Assert.That(e.Message, Does.Contain("not empty"));
         var u = Assert.Throws<MiniCpmUnsupportedException>(() =>
-            CheckpointWriter.WriteInt4Checkpoint(_marlin, Path.Combine(_root, "back"), new Int4WriteOptions { Format = Int4CheckpointFormat.Gptq }))!;
+            CheckpointWriter.WriteInt4Checkpoint(_marlin, Path.Combine(_root, "back"),
+                new Int4WriteOptions { Format = Int4CheckpointFormat.Gptq }))!;
         Assert.That(u.Message, Does.Contain("Marlin"));
 
         // Overwrite replaces the weights (and drops stale ones).

@@ -12,7 +12,8 @@ public unsafe class Int4PackingTests
 {
     private static readonly Int4Settings Rtn = new(ClipSearch: false, Threads: 2);
 
-    private static MarlinTensors Quantize(float[] w, int n, int k, TensorDType dtype = TensorDType.F32, Int4Settings? settings = null)
+    private static MarlinTensors Quantize(float[] w, int n, int k, TensorDType dtype = TensorDType.F32,
+        Int4Settings? settings = null)
     {
         byte[] bytes = dtype switch
         {
@@ -102,14 +103,17 @@ public unsafe class Int4PackingTests
         var wBytes = w.SelectMany(BitConverter.GetBytes).ToArray();
         var gq = new byte[k / 8 * n * 4];
         var gs = new byte[k / 128 * n * 2];
-        fixed (byte* p = wBytes) Int4Weights.QuantizeGptq("w", "test", TensorDType.F32, p, wBytes.Length, n, k, Rtn, gq, gs);
+        fixed (byte* p = wBytes) Int4Weights.QuantizeGptq("w", "test", TensorDType.F32, p, wBytes.Length, n, k, Rtn, gq,
+            gs);
         Assert.That(Int4Reference.Ints(gq), Is.EqualTo(Int4Reference.PackGptq(q)));
         Assert.That(gs, Is.EqualTo(Int4Reference.Bytes(Int4Reference.Flat(s))));
 
         using var direct = Quantize(w, n, k);
         foreach (bool extras in new[] { true, false })
         {
-            var (rq, rs) = Repack(n, k, gq, gs, extras ? Int4Reference.SymmetricZeros(n, k) : null, extras ? Int4Reference.GIdx(k) : null);
+            var (rq, rs) =
+                Repack(n, k, gq, gs, extras ? Int4Reference.SymmetricZeros(n, k) : null, extras ? Int4Reference.GIdx(k)
+                : null);
             Assert.That(rq, Is.EqualTo(direct.QWeight.ToArray()), "AutoGPTQ -> Marlin repack equals direct packing");
             Assert.That(rs, Is.EqualTo(direct.Scales.ToArray()));
         }
@@ -122,7 +126,8 @@ public unsafe class Int4PackingTests
         fixed (byte* pq = gq, ps = gs, oq = q, os = s)
         fixed (int* z = zeros, g = gIdx)
         {
-            NativeStatus.Check(NativeMethods.mcpm_int4_repack_gptq(n, k, (int*)pq, (nuint)gq.Length, (ushort*)ps, (nuint)gs.Length,
+            NativeStatus.Check(
+                NativeMethods.mcpm_int4_repack_gptq(n, k, (int*)pq, (nuint)gq.Length, (ushort*)ps, (nuint)gs.Length,
                 z, zeros is null ? 0 : (nuint)(zeros.Length * 4), g, gIdx is null ? 0 : (nuint)(gIdx.Length * 4),
                 (int*)oq, (nuint)q.Length, (ushort*)os, (nuint)s.Length));
         }
@@ -214,7 +219,8 @@ public unsafe class Int4PackingTests
                         for (int p = 0; p < 8; p++)
                         {
                             int o = interleave[p];
-                            int kk = 16 * r + 2 * (lane % 4) + rows[o % 4], nn = 64 * c + 16 * j + 8 * (o / 4) + lane / 4;
+                            int kk = 16 * r + 2 * (lane % 4) + rows[o % 4], nn = 64 * c + 16 * j + 8 * (o / 4)
+                                + lane / 4;
                             float deq = ((int)((word >> (4 * p)) & 0xF) - 8) * Scale(kk / 128, nn);
                             double d = w[nn * k + kk] - deq;
                             err += d * d;
@@ -235,10 +241,13 @@ public unsafe class Int4PackingTests
             Array.Copy(fc, r * 2 * h, emb, r * h, h);
             Array.Copy(fc, r * 2 * h + h, feat, r * h, h);
         }
-        string dir = Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "fc-" + Guid.NewGuid().ToString("N"));
+        string dir =
+            Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "fc-"
+            + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         string path = Path.Combine(dir, "fc.safetensors");
-        CheckpointWriter.WriteSafetensors(path, [("fc.weight", TensorDType.BF16, [h, 2 * h], Int4Reference.Bf16Bytes(fc))]);
+        CheckpointWriter.WriteSafetensors(path,
+            [("fc.weight", TensorDType.BF16, [h, 2 * h], Int4Reference.Bf16Bytes(fc))]);
         using var file = SafetensorsFile.Open(path);
         using var m = Int4Weights.QuantizeDraftFc(new CheckpointTensor(file, file.Tensors["fc.weight"]), h, Rtn);
         using var a = Quantize(emb, h, h, TensorDType.BF16);
@@ -256,7 +265,8 @@ public unsafe class Int4PackingTests
         var w = Int4Reference.RandomWeights(64, 128, 1);
         w[130] = float.NaN;
         var e = Assert.Throws<CheckpointException>(() => Quantize(w, 64, 128).Dispose())!;
-        Assert.That(e.Message, Does.Contain("cannot quantize to int4 'w'").And.Contain("w[1][2] is not a finite number"));
+        Assert.That(e.Message,
+            Does.Contain("cannot quantize to int4 'w'").And.Contain("w[1][2] is not a finite number"));
         var u = Assert.Throws<MiniCpmUnsupportedException>(() => Quantize(new float[64 * 96], 64, 96).Dispose())!;
         Assert.That(u.Message, Does.Contain("linear 'w' [64, 96] cannot be int4"));
     }

@@ -85,7 +85,8 @@ internal static class Int4Reference
 
     /// <summary>
     /// Marlin's scale permutation. Grouped (more than one group along K): within each 64-column chunk,
-    /// s'[64c + 8a + b] = s[64c + a + 8b]. With a single group (K == 128, the group is the whole column) Marlin treats the
+    /// s'[64c + 8a + b] = s[64c + a + 8b]. With a single group (K == 128, the group is the whole column) Marlin treats
+    /// the
     /// layer as per-channel, as vLLM's marlin_permute_scales does: within each 32-column chunk,
     /// s'[32c + 8a + m] = s[32c + 2a + off[m]], off = [0, 1, 8, 9, 16, 17, 24, 25].
     /// </summary>
@@ -156,14 +157,16 @@ internal static class Int4Reference
     public static byte[] Bf16Bytes(float[] values)
     {
         var b = new byte[values.Length * 2];
-        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(2 * i), CheckpointWriter.FloatToBf16(values[i]));
+        for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(2 * i),
+            CheckpointWriter.FloatToBf16(values[i]));
         return b;
     }
 
     public static float[] FromBf16(ReadOnlySpan<byte> b)
     {
         var f = new float[b.Length / 2];
-        for (int i = 0; i < f.Length; i++) f[i] = CheckpointWriter.Bf16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(b[(2 * i)..]));
+        for (int i = 0; i < f.Length; i++) f[i] =
+            CheckpointWriter.Bf16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(b[(2 * i)..]));
         return f;
     }
 

@@ -34,7 +34,8 @@ public class BindingsFreshnessTests
     {
         ProcessResult r = RunGenerator("--check", "--repo", _root);
         Assert.That(r.ExitCode, Is.Zero,
-            $"{GeneratedFile} does not match native/include/minicpm4.h; run `dotnet run --project bindings/generator` " +
+            $"{GeneratedFile} does not match native/include/minicpm4.h; run `dotnet run --project " +
+                $"bindings/generator` " +
             "and commit the result.\n" + r.Output);
         Assert.That(r.Stdout, Does.Contain("up to date"));
     }
@@ -47,7 +48,8 @@ public class BindingsFreshnessTests
         {
             string file = Path.Combine(repo, GeneratedFile);
             string original = File.ReadAllText(file);
-            File.WriteAllText(file, original.Replace("public const int MCPM_ERR_INTERNAL = 7;", "public const int MCPM_ERR_INTERNAL = 8;"));
+            File.WriteAllText(file,
+                original.Replace("public const int MCPM_ERR_INTERNAL = 7;", "public const int MCPM_ERR_INTERNAL = 8;"));
 
             ProcessResult r = RunGenerator("--check", "--repo", repo);
             Assert.Multiple(() =>
@@ -89,7 +91,8 @@ public class BindingsFreshnessTests
     [TestCase("MCPM_API mcpm_status mcpm_bad(void (*callback)(void));", "function pointers")]
     [TestCase("typedef struct mcpm_bad { const char* names[4]; } mcpm_bad;", "arrays of pointers")]
     [TestCase("typedef struct mcpm_bad { int32_t grid[2][2]; } mcpm_bad;", "unsupported array type")]
-    [TestCase("typedef struct mcpm_bad { mcpm_model_options many[2]; } mcpm_bad;", "only fixed-size integer, float and char arrays")]
+    [TestCase("typedef struct mcpm_bad { mcpm_model_options many[2]; } mcpm_bad;",
+        "only fixed-size integer, float and char arrays")]
     [TestCase("typedef union mcpm_bad { int32_t a; float b; } mcpm_bad;", "only structs are supported")]
     [TestCase("#define MCPM_BAD_FLOAT 1.5f", "MCPM_BAD_FLOAT")]
     [TestCase("typedef struct mcpm_other mcpm_other;\nMCPM_API mcpm_status mcpm_bad(mcpm_other* x);", "no SafeHandle")]

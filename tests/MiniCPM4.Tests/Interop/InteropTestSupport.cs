@@ -12,7 +12,8 @@ internal static class InteropTestSupport
     {
         get
         {
-            for (string? dir = TestContext.CurrentContext.TestDirectory; dir is not null; dir = Path.GetDirectoryName(dir))
+            for (string? dir = TestContext.CurrentContext.TestDirectory; dir is not null; dir =
+                Path.GetDirectoryName(dir))
             {
                 if (File.Exists(Path.Combine(dir, "MiniCPM4.sln")))
                     return dir;
@@ -76,11 +77,13 @@ internal static class InteropTestSupport
                 Assert.Fail($"'{fileName} {string.Join(' ', arguments)}' timed out");
             }
             process.WaitForExit();
-            return new ProcessResult(process.ExitCode, stdout.GetAwaiter().GetResult(), stderr.GetAwaiter().GetResult());
+            return new ProcessResult(process.ExitCode, stdout.GetAwaiter().GetResult(),
+                stderr.GetAwaiter().GetResult());
         }
     }
 
-    /// <summary>$CLANG, clang-14 or clang — the same choice as bindings/generator; fails the test if none runs.</summary>
+    /// <summary>$CLANG, clang-14 or clang — the same choice as bindings/generator; fails the test if none
+    /// runs.</summary>
     public static string FindClang()
     {
         var candidates = new List<string>();
@@ -113,7 +116,8 @@ internal static class InteropTestSupport
                 errors.Add($"{candidate}: {e.Message}");
             }
         }
-        Assert.Fail("clang is required to verify the bindings (install clang-14 or set CLANG): " + string.Join("; ", errors));
+        Assert.Fail("clang is required to verify the bindings (install clang-14 or set CLANG): "
+            + string.Join("; ", errors));
         return null!;
     }
 }

@@ -40,7 +40,8 @@ public class NativeLibraryResolverTests
         Directory.CreateDirectory(envDir);
         string[] bases = [Path.Combine(_scratch, "app"), Path.Combine(_scratch, "assembly")];
 
-        NativeLibrarySearch search = NativeLibraryResolver.Search(explicitPath, envDir, bases, includeDefaultSearch: false);
+        NativeLibrarySearch search =
+            NativeLibraryResolver.Search(explicitPath, envDir, bases, includeDefaultSearch: false);
         Assert.That(search.Succeeded, Is.False);
         Assert.That(search.Handle, Is.EqualTo((nint)0));
 
@@ -133,7 +134,8 @@ public class NativeLibraryResolverTests
     public void TheExplicitPathComesFirst()
     {
         string real = LoadedLibrary();
-        NativeLibrarySearch search = NativeLibraryResolver.Search(real, Path.Combine(_scratch, "ignored"), [], includeDefaultSearch: false);
+        NativeLibrarySearch search =
+            NativeLibraryResolver.Search(real, Path.Combine(_scratch, "ignored"), [], includeDefaultSearch: false);
         try
         {
             Assert.That(search.Succeeded);
@@ -186,12 +188,14 @@ public class NativeLibraryResolverTests
         nint handle = NativeLibrary.Load(real);
         try
         {
-            var ex = Assert.Throws<MiniCpmNativeLibraryException>(() => NativeLibraryResolver.CheckAbi(handle, real, 999));
+            var ex =
+                Assert.Throws<MiniCpmNativeLibraryException>(() => NativeLibraryResolver.CheckAbi(handle, real, 999));
             Assert.That(ex!.Message, Does.Contain($"ABI version {NativeConstants.MCPM_ABI_VERSION}"));
             Assert.That(ex.Message, Does.Contain("999"));
             Assert.That(ex.Message, Does.Contain(real));
             Assert.That(ex.Status, Is.EqualTo(-1));
-            Assert.DoesNotThrow(() => NativeLibraryResolver.CheckAbi(handle, real, (uint)NativeConstants.MCPM_ABI_VERSION));
+            Assert.DoesNotThrow(() =>
+                NativeLibraryResolver.CheckAbi(handle, real, (uint)NativeConstants.MCPM_ABI_VERSION));
         }
         finally
         {
@@ -206,7 +210,9 @@ public class NativeLibraryResolverTests
         nint libc = NativeLibrary.Load("libc.so.6");
         try
         {
-            var ex = Assert.Throws<MiniCpmNativeLibraryException>(() => NativeLibraryResolver.CheckAbi(libc, "libc.so.6", 1));
+            var ex =
+                Assert.Throws<MiniCpmNativeLibraryException>(() =>
+                NativeLibraryResolver.CheckAbi(libc, "libc.so.6", 1));
             Assert.That(ex!.Message, Does.Contain("does not export mcpm_abi_version"));
         }
         finally
@@ -235,7 +241,9 @@ public class NativeLibraryResolverTests
         string real = LoadedLibrary();
         Assert.DoesNotThrow(() => MiniCpmNative.SetLibraryPath(real));
         Assert.DoesNotThrow(() => MiniCpmNative.SetLibraryPath(Path.GetDirectoryName(real)!));
-        var ex = Assert.Throws<InvalidOperationException>(() => MiniCpmNative.SetLibraryPath(Path.Combine(_scratch, "other.so")));
+        var ex =
+            Assert.Throws<InvalidOperationException>(() =>
+            MiniCpmNative.SetLibraryPath(Path.Combine(_scratch, "other.so")));
         Assert.That(ex!.Message, Does.Contain(real));
         Assert.That(MiniCpmNative.LoadedLibraryPath, Is.EqualTo(real));
         Assert.Throws<ArgumentNullException>(() => MiniCpmNative.SetLibraryPath(null!));

@@ -43,7 +43,8 @@ public unsafe class NativeStatusTests
         var config = new mcpm_model_config { struct_size = 4 };
         int status = NativeMethods.mcpm_model_config_default(&config);
         var ex = Assert.Throws<MiniCpmInvalidArgumentException>(() => NativeStatus.Check(status));
-        Assert.That(ex!.Message, Does.StartWith($"mcpm_model_config->struct_size is 4, expected {sizeof(mcpm_model_config)}"));
+        Assert.That(ex!.Message,
+            Does.StartWith($"mcpm_model_config->struct_size is 4, expected {sizeof(mcpm_model_config)}"));
     }
 
     [Test]
@@ -92,7 +93,8 @@ public unsafe class NativeStatusTests
             var ex = Assert.Throws<MiniCpmInvalidArgumentException>(() =>
             {
                 long s = shape;
-                NativeStatus.Check(NativeMethods.mcpm_model_set_tensor(model, name, NativeConstants.MCPM_DTYPE_F32, &s, 1, data, 16));
+                NativeStatus.Check(
+                    NativeMethods.mcpm_model_set_tensor(model, name, NativeConstants.MCPM_DTYPE_F32, &s, 1, data, 16));
             });
             Assert.That(ex!.Message, Is.EqualTo($"unknown tensor '{name}' for this MiniCPM4 config"));
 
@@ -149,6 +151,8 @@ public unsafe class NativeStatusTests
         Assert.That(ex.Message, Is.EqualTo("the native message"));
         if (ex is MiniCpmException mce)
             Assert.That(mce.Status, Is.EqualTo(status));
+        else if (ex is MiniCpmInvalidArgumentException invalid)
+            Assert.That(invalid.Status, Is.EqualTo(status));
         else
             Assert.That(ex, Is.InstanceOf<OperationCanceledException>());
     }

@@ -15,13 +15,15 @@ public unsafe class StructLayoutTests
 {
     private static Type[] GeneratedStructs() =>
         typeof(NativeMethods).Assembly.GetTypes()
-            .Where(t => t.IsValueType && t.Namespace == "MiniCPM4.Interop" && t.Name.StartsWith("mcpm_", StringComparison.Ordinal))
+            .Where(t => t.IsValueType && t.Namespace == "MiniCPM4.Interop"
+                && t.Name.StartsWith("mcpm_", StringComparison.Ordinal))
             .OrderBy(t => t.Name, StringComparer.Ordinal)
             .ToArray();
 
     private static int LayoutConstant(string name)
     {
-        FieldInfo? f = typeof(NativeLayout).GetField(name, BindingFlags.NonPublic | BindingFlags.Public | BindingFlags.Static);
+        FieldInfo? f =
+            typeof(NativeLayout).GetField(name, BindingFlags.NonPublic | BindingFlags.Public | BindingFlags.Static);
         Assert.That(f, Is.Not.Null, $"NativeLayout.{name} is missing");
         return (int)f!.GetRawConstantValue()!;
     }
@@ -56,7 +58,8 @@ public unsafe class StructLayoutTests
                 Assert.That(Marshal.SizeOf(t), Is.EqualTo(LayoutConstant(t.Name + "_Size")), $"sizeof({t.Name})");
                 foreach (FieldInfo field in t.GetFields(BindingFlags.Public | BindingFlags.Instance))
                 {
-                    Assert.That((int)Marshal.OffsetOf(t, field.Name), Is.EqualTo(LayoutConstant($"{t.Name}_{field.Name}_Offset")),
+                    Assert.That((int)Marshal.OffsetOf(t, field.Name),
+                        Is.EqualTo(LayoutConstant($"{t.Name}_{field.Name}_Offset")),
                         $"offsetof({t.Name}, {field.Name})");
                 }
             }
@@ -80,7 +83,8 @@ public unsafe class StructLayoutTests
             {
                 key = $"probe_{expected.Count}";
                 expected[key] = (t, field.Name);
-                source.Append(CultureInfo.InvariantCulture, $"  {key} = (int)__builtin_offsetof(struct {t.Name}, {field.Name}),\n");
+                source.Append(CultureInfo.InvariantCulture,
+                    $"  {key} = (int)__builtin_offsetof(struct {t.Name}, {field.Name}),\n");
             }
         }
         source.Append("};\n");
@@ -95,7 +99,8 @@ public unsafe class StructLayoutTests
         {
             foreach (JsonElement node in doc.RootElement.GetProperty("inner").EnumerateArray())
             {
-                if (node.GetProperty("kind").GetString() != "EnumDecl" || !node.TryGetProperty("inner", out JsonElement consts))
+                if (node.GetProperty("kind").GetString() != "EnumDecl"
+                    || !node.TryGetProperty("inner", out JsonElement consts))
                     continue;
                 foreach (JsonElement c in consts.EnumerateArray())
                 {
@@ -115,7 +120,8 @@ public unsafe class StructLayoutTests
                 if (field is null)
                     Assert.That(Marshal.SizeOf(type), Is.EqualTo(actual[key]), $"sizeof({type.Name})");
                 else
-                    Assert.That((int)Marshal.OffsetOf(type, field), Is.EqualTo(actual[key]), $"offsetof({type.Name}, {field})");
+                    Assert.That((int)Marshal.OffsetOf(type, field), Is.EqualTo(actual[key]),
+                        $"offsetof({type.Name}, {field})");
             }
         });
     }

@@ -18,7 +18,8 @@ public class FrSpecCliTests
         _temp = Directory.CreateTempSubdirectory("minicpm4-frspec-cli-").FullName;
         // Only what build needs: config.json, the tokenizer files and generation_config.json — no weights.
         _model = Directory.CreateDirectory(Path.Combine(_temp, "model")).FullName;
-        foreach (var name in new[] { "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json" })
+        foreach (
+            var name in new[] { "config.json", "generation_config.json", "tokenizer.model", "tokenizer_config.json" })
             File.Copy(Path.Combine(TinyModelFixture.Directory, name), Path.Combine(_model, name));
     }
 
@@ -44,7 +45,8 @@ public class FrSpecCliTests
     {
         string corpus = WriteCorpus();
         string output = Path.Combine(_temp, "freq_32.pt");
-        var (code, stdout, err) = Run("frspec", "build", "-m", _model, "--corpus", corpus, "--size", "32", "--out", output, "--json");
+        var (code, stdout, err) =
+            Run("frspec", "build", "-m", _model, "--corpus", corpus, "--size", "32", "--out", output, "--json");
         Assert.That(code, Is.EqualTo(0), err);
         using (var doc = JsonDocument.Parse(stdout))
         {
@@ -52,7 +54,8 @@ public class FrSpecCliTests
             Assert.That(root.GetProperty("count").GetInt32(), Is.EqualTo(32));
             Assert.That(root.GetProperty("path").GetString(), Is.EqualTo(output));
             Assert.That(root.GetProperty("corpus_lines").GetInt64(), Is.EqualTo(202));
-            Assert.That(root.GetProperty("eos_token_id").GetInt32(), Is.EqualTo(32001), "the tokenizer's eos_token, <|im_end|>");
+            Assert.That(root.GetProperty("eos_token_id").GetInt32(), Is.EqualTo(32001),
+                "the tokenizer's eos_token, <|im_end|>");
             double coverage = root.GetProperty("coverage").GetDouble();
             Assert.That(coverage, Is.GreaterThan(0.5).And.LessThanOrEqualTo(1.0));
         }
@@ -61,10 +64,13 @@ public class FrSpecCliTests
         Assert.That(v.TokenIds[^1], Is.EqualTo(32001));
         Assert.That(v.TokenIds.Distinct().Count(), Is.EqualTo(32));
 
-        var (textCode, text, textErr) = Run("frspec", "build", "-m", _model, "--corpus", corpus, "--size", "32", "--out", Path.Combine(_temp, "f.npy"));
+        var (textCode, text, textErr) =
+            Run("frspec", "build", "-m", _model, "--corpus", corpus, "--size", "32", "--out",
+            Path.Combine(_temp, "f.npy"));
         Assert.That(textCode, Is.EqualTo(0), textErr);
         Assert.That(text, Does.Contain("coverage").And.Contain("f.npy"));
-        Assert.That(FrSpecVocabulary.Load(Path.Combine(_temp, "f.npy"), 32002, [32001], 32).TokenIds, Is.EqualTo(v.TokenIds));
+        Assert.That(FrSpecVocabulary.Load(Path.Combine(_temp, "f.npy"), 32002, [32001], 32).TokenIds,
+            Is.EqualTo(v.TokenIds));
 
         var (infoCode, info, infoErr) = Run("frspec", "info", output, "-m", _model, "--size", "32");
         Assert.That(infoCode, Is.EqualTo(0), infoErr);
@@ -88,9 +94,13 @@ public class FrSpecCliTests
         Assert.That(code, Is.EqualTo(1));
         Assert.That(err, Does.Contain("GLOBAL").And.Contain(evil));
 
-        var (usage, _, usageErr) = Run("frspec", "build", "-m", _model, "--corpus", WriteCorpus(), "--size", "0", "--out", Path.Combine(_temp, "x.pt"));
+        var (usage, _, usageErr) =
+            Run("frspec", "build", "-m", _model, "--corpus", WriteCorpus(), "--size", "0", "--out",
+            Path.Combine(_temp, "x.pt"));
         Assert.That(usage, Is.EqualTo(2), usageErr);
-        var (missing, _, missingErr) = Run("frspec", "build", "-m", _model, "--corpus", Path.Combine(_temp, "nope.txt"), "--out", Path.Combine(_temp, "x.pt"));
+        var (missing, _, missingErr) =
+            Run("frspec", "build", "-m", _model, "--corpus", Path.Combine(_temp, "nope.txt"), "--out",
+            Path.Combine(_temp, "x.pt"));
         Assert.That(missing, Is.EqualTo(1));
         Assert.That(missingErr, Does.Contain("nope.txt"));
     }

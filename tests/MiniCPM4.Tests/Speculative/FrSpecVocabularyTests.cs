@@ -64,7 +64,9 @@ public class FrSpecVocabularyTests : TempDirTest
         string empty = Directory.CreateDirectory(TempFile("empty")).FullName;
         Assert.That(Assert.Throws<FrSpecFormatException>(() => FrSpecVocabulary.Load(empty, Vocab, Eos))!.Message,
             Does.Contain("no freq_<r>.pt"));
-        Assert.That(Assert.Throws<FrSpecFormatException>(() => FrSpecVocabulary.Load(TempFile("missing.pt"), Vocab, Eos))!.Message,
+        Assert.That(
+            Assert.Throws<FrSpecFormatException>(() =>
+            FrSpecVocabulary.Load(TempFile("missing.pt"), Vocab, Eos))!.Message,
             Does.Contain("does not exist").And.Contain("missing.pt"));
     }
 
@@ -77,14 +79,16 @@ public class FrSpecVocabularyTests : TempDirTest
     [Test]
     public void TorchMadeProtocol4File_WithFramesAndBatches_Reads()
     {
-        int[] expected = File.ReadAllText(Fixture("ints_1500_protocol4.txt")).Trim().Split(',').Select(int.Parse).ToArray();
+        int[] expected =
+            File.ReadAllText(Fixture("ints_1500_protocol4.txt")).Trim().Split(',').Select(int.Parse).ToArray();
         Assert.That(FrSpecVocabulary.ReadTokenIds(Fixture("ints_1500_protocol4.pt")), Is.EqualTo(expected));
     }
 
     [Test]
     public void TorchMadeTensorFile_IsRejectedWithAHint()
     {
-        var e = Assert.Throws<FrSpecFormatException>(() => FrSpecVocabulary.Load(Fixture("tensor_not_list.pt"), Vocab, Eos))!;
+        var e = Assert.Throws<FrSpecFormatException>(() =>
+            FrSpecVocabulary.Load(Fixture("tensor_not_list.pt"), Vocab, Eos))!;
         Assert.That(e.Message, Does.Contain("tensor storage").And.Contain("tolist()"));
         Assert.That(e.FilePath, Is.EqualTo(Fixture("tensor_not_list.pt")));
     }
@@ -143,11 +147,13 @@ public class FrSpecVocabularyTests : TempDirTest
         FrSpecVocabulary.FromTokenIds(Freq8, Vocab, Eos).Save(path);
         using var ours = ZipFile.OpenRead(path);
         Assert.That(ours.Entries.Select(e => e.FullName),
-            Is.EqualTo(new[] { "freq_8/data.pkl", "freq_8/byteorder", "freq_8/version", "freq_8/.data/serialization_id" }));
+            Is.EqualTo(
+                new[] { "freq_8/data.pkl", "freq_8/byteorder", "freq_8/version", "freq_8/.data/serialization_id" }));
         Assert.That(Read(ours, "freq_8/version"), Is.EqualTo("3\n"u8.ToArray()));
         Assert.That(Read(ours, "freq_8/byteorder"), Is.EqualTo("little"u8.ToArray()));
         Assert.That(Encoding.ASCII.GetString(Read(ours, "freq_8/.data/serialization_id")), Does.Match("^[0-9]{40}$"));
-        foreach (var entry in ours.Entries) Assert.That(entry.CompressedLength, Is.EqualTo(entry.Length), $"{entry.FullName} is stored");
+        foreach (var entry in ours.Entries) Assert.That(entry.CompressedLength, Is.EqualTo(entry.Length),
+            $"{entry.FullName} is stored");
 
         // The pickle is byte for byte what torch.save wrote for the same list.
         using var torch = ZipFile.OpenRead(Fixture("freq_8.pt"));
@@ -175,11 +181,13 @@ public class FrSpecVocabularyTests : TempDirTest
         // last one possibly of a single item.
         Assert.That(PickleIntListReader.Write([]), Is.EqualTo(B(@"\x80\x02]q\x00.")));
         Assert.That(PickleIntListReader.Write([7]), Is.EqualTo(B(@"\x80\x02]q\x00K\x07a.")));
-        Assert.That(PickleIntListReader.Write([1, 300, 70000]), Is.EqualTo(B(@"\x80\x02]q\x00(K\x01M\x2c\x01J\x70\x11\x01\x00e.")));
+        Assert.That(PickleIntListReader.Write([1, 300, 70000]),
+            Is.EqualTo(B(@"\x80\x02]q\x00(K\x01M\x2c\x01J\x70\x11\x01\x00e.")));
         byte[] ones = [.. Enumerable.Repeat((byte[])[(byte)'K', 1], 1000).SelectMany(x => x)];
         Assert.That(PickleIntListReader.Write(Enumerable.Repeat(1, 1001).ToArray()),
             Is.EqualTo(B(@"\x80\x02]q\x00(", ones, "e(K", 1, "e.")));
-        Assert.That(PickleIntListReader.Read(PickleIntListReader.Write(Enumerable.Repeat(1, 1001).ToArray())), Has.Length.EqualTo(1001));
+        Assert.That(PickleIntListReader.Read(PickleIntListReader.Write(Enumerable.Repeat(1, 1001).ToArray())),
+            Has.Length.EqualTo(1001));
     }
 
     // ------------------------------------------------------------------------------------------------ building
@@ -189,22 +197,22 @@ public class FrSpecVocabularyTests : TempDirTest
     {
         // counts: 5 x3, 7 x2, 9 x2, 3 x1, 11 x1, EOS 2 x5 (excluded from the ranking), 32001 never.
         int[][] corpus = [[9, 5, 2, 2, 7], [5, 11, 2, 9], [3, 7, 5, 2, 2]];
-        var v = FrSpecVocabulary.Build(corpus, 5, Vocab, [2, 32001]);
+        var v = FrSpecVocabularyBuilder.Build(corpus, 5, Vocab, [2, 32001]);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 5, 7, 9, 3, 2 }));
         Assert.That(v.Count, Is.EqualTo(5));
         Assert.That(v.TokenIds.Distinct().Count(), Is.EqualTo(v.Count));
 
         // The first EOS id goes last even when the corpus never has it; the other EOS ids are left out.
-        var w = FrSpecVocabulary.Build(corpus, 4, Vocab, [32001, 2]);
+        var w = FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, [32001, 2]);
         Assert.That(w.TokenIds, Is.EqualTo(new[] { 5, 7, 9, 32001 }));
-        Assert.That(FrSpecVocabulary.Build(corpus, 1, Vocab, [32001, 2]).TokenIds, Is.EqualTo(new[] { 32001 }));
+        Assert.That(FrSpecVocabularyBuilder.Build(corpus, 1, Vocab, [32001, 2]).TokenIds, Is.EqualTo(new[] { 32001 }));
     }
 
     [Test]
     public void Build_WithTooFewDistinctTokens_GivesAShorterList()
     {
         int[][] corpus = [[4, 4, 8, 2]];
-        var v = FrSpecVocabulary.Build(corpus, 10, Vocab, Eos);
+        var v = FrSpecVocabularyBuilder.Build(corpus, 10, Vocab, Eos);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 4, 8, 32001 }), "ids never seen are not invented");
     }
 
@@ -217,7 +225,7 @@ public class FrSpecVocabularyTests : TempDirTest
         Assert.That(counter.TotalTokens, Is.EqualTo(11));
         Assert.That(counter.DistinctTokens, Is.EqualTo(5));
         Assert.That(counter[1], Is.EqualTo(4));
-        var v = FrSpecVocabulary.Build(counter, 3, Eos);
+        var v = FrSpecVocabularyBuilder.Build(counter, 3, Eos);
         Assert.That(v.TokenIds, Is.EqualTo(new[] { 1, 6, 32001 }));
         Assert.That(counter.Coverage(v.TokenIds), Is.EqualTo(8 / 11.0).Within(1e-12));
         Assert.That(counter.Coverage([1, 1, 1]), Is.EqualTo(4 / 11.0).Within(1e-12), "each id once");
@@ -229,10 +237,10 @@ public class FrSpecVocabularyTests : TempDirTest
     public void Build_RejectsBadArguments()
     {
         int[][] corpus = [[1, 2, 3]];
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build(corpus, 0, Vocab, Eos));
-        Assert.Throws<ArgumentException>(() => FrSpecVocabulary.Build(corpus, 4, Vocab, []));
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build(corpus, 4, Vocab, [Vocab]));
-        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabulary.Build([[Vocab]], 4, Vocab, Eos));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build(corpus, 0, Vocab, Eos));
+        Assert.Throws<ArgumentException>(() => FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, []));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build(corpus, 4, Vocab, [Vocab]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => FrSpecVocabularyBuilder.Build([[Vocab]], 4, Vocab, Eos));
     }
 
     // ------------------------------------------------------------------------------------------------ validation
@@ -244,7 +252,9 @@ public class FrSpecVocabularyTests : TempDirTest
         using var fs = File.Create(path);
         using var zip = new ZipArchive(fs, ZipArchiveMode.Create);
         string archive = Path.GetFileNameWithoutExtension(name);
-        foreach (var (entryName, content) in new[] { (archive + "/data.pkl", pickle) }.Concat(extra).Append((archive + "/version", "3\n"u8.ToArray())))
+        foreach (
+            var (entryName, content) in new[] { (archive + "/data.pkl", pickle) }.Concat(extra).Append(
+            (archive + "/version", "3\n"u8.ToArray())))
         {
             using var s = zip.CreateEntry(entryName, CompressionLevel.NoCompression).Open();
             s.Write(content);
@@ -255,7 +265,8 @@ public class FrSpecVocabularyTests : TempDirTest
     private static readonly object[] InvalidLists =
     [
         new object[] { new[] { 5, 6, 5, 32001 }, 4, "token id 5 appears twice (indexes 0 and 2)" },
-        new object[] { new[] { 5, 32002, 32001 }, 3, "token id 32002 at index 1 is outside the model's vocabulary [0, 32002)" },
+        new object[] { new[] { 5, 32002, 32001 }, 3,
+            "token id 32002 at index 1 is outside the model's vocabulary [0, 32002)" },
         new object[] { new[] { 5, -3, 32001 }, 3, "token id -3 at index 1 is outside" },
         new object[] { new[] { 5, 6, 7 }, 3, "none of the model's EOS token ids (32001, 2) is in the list" },
         new object[] { new[] { 5, 6, 32001 }, 4, "the list holds 3 token ids but the draft vocabulary size is 4" },
@@ -299,7 +310,8 @@ public class FrSpecVocabularyTests : TempDirTest
         return ms.ToArray();
     }
 
-    /// <summary>Bytes of a Python-style escaped string: \xHH (exactly two hex digits), \n, \\; other chars as Latin-1.</summary>
+    /// <summary>Bytes of a Python-style escaped string: \xHH (exactly two hex digits), \n, \\; other chars as
+    /// Latin-1.</summary>
     private static byte[] Unescape(string s)
     {
         var bytes = new List<byte>();
@@ -318,7 +330,9 @@ public class FrSpecVocabularyTests : TempDirTest
             }
             else
             {
-                bytes.Add(c switch { 'n' => (byte)'\n', '\\' => (byte)'\\', _ => throw new ArgumentException($"escape \\{c}") });
+                bytes.Add(
+                    c switch { 'n' => (byte)'\n', '\\' => (byte)'\\', _ =>
+                    throw new ArgumentException($"escape \\{c}") });
             }
         }
         return bytes.ToArray();
@@ -340,7 +354,8 @@ public class FrSpecVocabularyTests : TempDirTest
 
     private static readonly object[] HostilePickles =
     [
-        new object[] { "GLOBAL os.system + REDUCE", B(@"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03."), "GLOBAL" },
+        new object[] { "GLOBAL os.system + REDUCE",
+            B(@"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03."), "GLOBAL" },
         new object[] { "GLOBAL builtins.eval", B(@"cbuiltins\neval\n(S'1'\ntR."), "GLOBAL" },
         new object[] { "STACK_GLOBAL", B(@"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00\x93."), "STACK_GLOBAL" },
         new object[] { "strings for STACK_GLOBAL", B(@"\x80\x04\x8c\x02os\x8c\x06system\x93."), "SHORT_BINUNICODE" },
@@ -363,7 +378,8 @@ public class FrSpecVocabularyTests : TempDirTest
         new object[] { "None item", B(@"\x80\x02]Na."), "NONE" },
         new object[] { "True item", B(@"\x80\x02]\x88a."), "NEWTRUE" },
         new object[] { "huge LONG1", B(@"\x80\x02]\x8a\x09", new byte[9], "a."), "LONG1 integer of 9 bytes" },
-        new object[] { "LONG1 beyond 32 bits", B(@"\x80\x02]\x8a\x08\x00\x00\x00\x00\x01\x00\x00\x00a."), "does not fit in 32 bits" },
+        new object[] { "LONG1 beyond 32 bits", B(@"\x80\x02]\x8a\x08\x00\x00\x00\x00\x01\x00\x00\x00a."),
+            "does not fit in 32 bits" },
         new object[] { "LONG1 length past the end", B(@"\x80\x02]\x8a\x04\x01\x02"), "truncated" },
         new object[] { "LONG4", B(@"\x80\x02]\x8b\xff\xff\xff\x7f"), "LONG4" },
         new object[] { "protocol-0 INT", B(@"]I1\na."), "INT" },
@@ -404,7 +420,8 @@ public class FrSpecVocabularyTests : TempDirTest
         Assert.That(PickleIntListReader.Read(pickle, maxLength: 4), Has.Length.EqualTo(4));
         var e = Assert.Throws<InvalidDataException>(() => PickleIntListReader.Read(pickle, maxLength: 3))!;
         Assert.That(e.Message, Does.Contain("more than 3 items"));
-        Assert.Throws<InvalidDataException>(() => PickleIntListReader.Read(PickleIntListReader.Write([1, 2, 3, 4, 5, 6, 7, 8]), maxLength: 3));
+        Assert.Throws<InvalidDataException>(() =>
+            PickleIntListReader.Read(PickleIntListReader.Write([1, 2, 3, 4, 5, 6, 7, 8]), maxLength: 3));
     }
 
     [Test]
@@ -430,7 +447,9 @@ public class FrSpecVocabularyTests : TempDirTest
     [Test]
     public void ZipWithTwoPickles_IsRejected()
     {
-        string path = WriteTorchZip("freq_8.pt", PickleIntListReader.Write(Freq8), ("other/data.pkl", PickleIntListReader.Write(Freq8)));
+        string path =
+            WriteTorchZip("freq_8.pt", PickleIntListReader.Write(Freq8),
+            ("other/data.pkl", PickleIntListReader.Write(Freq8)));
         Assert.That(Assert.Throws<FrSpecFormatException>(() => FrSpecVocabulary.Load(path, Vocab, Eos))!.Message,
             Does.Contain("2 data.pkl entries"));
     }
@@ -495,19 +514,37 @@ public class FrSpecVocabularyTests : TempDirTest
         new object[] { "one byte", new byte[] { 0x50 }, "not an FR-Spec token-id file" },
         new object[] { "bare pickle", PickleIntListReader.Write([1, 2]), "bare pickle" },
         new object[] { "zip magic only", "PK\x03\x04"u8.ToArray(), "zip" },
-        new object[] { "npy, big-endian", Npy("{'descr': '>i4', 'fortran_order': False, 'shape': (2,), }", new byte[8]), "'>i4' is not supported" },
-        new object[] { "npy, float", Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", new byte[8]), "'<f4' is not supported" },
-        new object[] { "npy, 2-D", Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }", new byte[8]), "shape (2, 1)" },
-        new object[] { "npy, truncated data", Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", new byte[8]), "truncated or trailing" },
-        new object[] { "npy, trailing data", Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (1,), }", new byte[8]), "truncated or trailing" },
-        new object[] { "npy, int64 beyond 32 bits", Npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", BitConverter.GetBytes(1L << 40)), "does not fit in 32 bits" },
-        new object[] { "npy, bad header", Npy("{'descr': '<i4', 'shape': (1,), 'evil': __import__('os'), }", new byte[4]), "malformed .npy header" },
+        new object[] { "npy, big-endian", Npy("{'descr': '>i4', 'fortran_order': False, 'shape': (2,), }", new byte[8]),
+            "'>i4' is not supported" },
+        new object[] { "npy, float", Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }", new byte[8]),
+            "'<f4' is not supported" },
+        new object[] { "npy, 2-D", Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 1), }", new byte[8]),
+            "shape (2, 1)" },
+        new object[] { "npy, truncated data",
+            Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", new byte[8]), "truncated or trailing" },
+        new object[] { "npy, trailing data",
+            Npy("{'descr': '<i4', 'fortran_order': False, 'shape': (1,), }", new byte[8]), "truncated or trailing" },
+        new object[] { "npy, int64 beyond 32 bits",
+            Npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }", BitConverter.GetBytes(1L << 40)),
+            "does not fit in 32 bits" },
+        new object[] { "npy, bad header",
+            Npy("{'descr': '<i4', 'shape': (1,), 'evil': __import__('os'), }", new byte[4]), "malformed .npy header" },
         new object[] { "npy, header past the end", B(@"\x93NUMPY\x01\x00\xff\xff{"), "runs past the end" },
         new object[] { "npy, version 9", B(@"\x93NUMPY\x09\x00\x00\x00"), "version 9.0" },
-        new object[] { "safetensors, F32", Safetensors("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8), "is F32" },
-        new object[] { "safetensors, 2-D", Safetensors("{\"t\":{\"dtype\":\"I32\",\"shape\":[2,1],\"data_offsets\":[0,8]}}", 8), "shape [2, 1]" },
-        new object[] { "safetensors, two tensors", Safetensors("{\"a\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8), "2 tensors (a, b)" },
-        new object[] { "safetensors, bad offsets", Safetensors("{\"t\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8), "invalid safetensors file" },
+        new object[] { "safetensors, F32",
+            Safetensors("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8), "is F32" },
+        new object[] { "safetensors, 2-D",
+            Safetensors("{\"t\":{\"dtype\":\"I32\",\"shape\":[2,1],\"data_offsets\":[0,8]}}", 8), "shape [2, 1]" },
+        new object[]
+        {
+            "safetensors, two tensors",
+            Safetensors("{\"a\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}," +
+                        "\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8),
+            "2 tensors (a, b)",
+        },
+        new object[] { "safetensors, bad offsets",
+            Safetensors("{\"t\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 8),
+            "invalid safetensors file" },
     ];
 
     private static byte[] Npy(string header, byte[] data)
@@ -545,7 +582,8 @@ public class FrSpecVocabularyTests : TempDirTest
             string p = TempFile("orig" + ext);
             v.Save(p);
             return File.ReadAllBytes(p);
-        }).Append(File.ReadAllBytes(Fixture("freq_8.pt"))).Append(File.ReadAllBytes(Fixture("ints_1500_protocol4.pt"))).ToArray();
+        }).Append(File.ReadAllBytes(Fixture("freq_8.pt"))).Append(File.ReadAllBytes(Fixture("ints_1500_protocol4.pt")))
+            .ToArray();
         var rng = new Random(20250607);
         string path = TempFile("fuzz.pt");
         int loaded = 0, rejected = 0;

@@ -85,7 +85,8 @@ public class SpeculativeDecodingTests
     public async Task ADraftAttentionWindowKeepsTheOutput()
     {
         using var windowed = MiniCpmModel.Load(TinyModelFixture.Directory,
-            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft, DraftAttentionWindow = 3 });
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft,
+                DraftAttentionWindow = 3 });
         Assert.That(windowed.Draft!.AttentionWindow, Is.EqualTo(3));
         var options = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
         var plain = await Generate(_plain, options);
@@ -93,15 +94,19 @@ public class SpeculativeDecodingTests
         Assert.That(spec.Ids, Is.EqualTo(plain.Ids));
         Assert.That(spec.Stats.SpeculativeSteps, Is.GreaterThan(0));
         Assert.Throws<ArgumentOutOfRangeException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
-            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, DraftDirectory = _draft, DraftAttentionWindow = -1 }).Dispose());
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, DraftDirectory = _draft, DraftAttentionWindow = -1 })
+                .Dispose());
     }
 
     [Test]
     public async Task SeededSamplingGivesTheSameTokensWithAndWithoutTheDraft()
     {
-        var options = new GenerationOptions { MaxTokens = 30, Temperature = 0.9f, TopP = 0.95f, Seed = 17, StopTokenIds = [] };
+        var options =
+            new GenerationOptions { MaxTokens = 30, Temperature = 0.9f, TopP = 0.95f, Seed = 17, StopTokenIds = [] };
         var plain = await Generate(_plain, options);
-        var spec = await Generate(_spec, options with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) });
+        var spec =
+            await Generate(_spec,
+            options with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) });
         Assert.That(spec.Ids, Is.EqualTo(plain.Ids));
     }
 
@@ -112,22 +117,30 @@ public class SpeculativeDecodingTests
         var options = new GenerationOptions { MaxTokens = 40, StopTokenIds = [], RepetitionPenalty = 1.3f };
         var plain = await Generate(_plain, options);
         var corpus = new[] { plain.Ids.ToArray(), _plain.EncodePrompt("Once upon a time") };
-        var list = MiniCPM4.Speculative.FrSpecVocabulary.Build(corpus, 64, _plain.Config.VocabSize, _plain.StopTokenIds.ToArray());
+        var list =
+            MiniCPM4.Speculative.FrSpecVocabularyBuilder.Build(corpus, 64, _plain.Config.VocabSize,
+            _plain.StopTokenIds.ToArray());
         string path = Path.Combine(Path.GetDirectoryName(_draft)!, $"freq_{list.Count}.pt");
         list.Save(path);
         using var model = MiniCpmModel.Load(TinyModelFixture.Directory, new MiniCpmLoadOptions
         {
-            Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft, FrSpecPath = path, FrSpecSize = list.Count,
+            Device = ComputeDevice.Cpu, Threads = 2, DraftDirectory = _draft, FrSpecPath = path,
+                FrSpecSize = list.Count,
         });
         Assert.That(model.Draft!.VocabularySize, Is.EqualTo(list.Count));
         Assert.That(model.Draft.FrSpecPath, Is.EqualTo(Path.GetFullPath(path)));
-        var spec = await Generate(model, options with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) });
+        var spec =
+            await Generate(model,
+            options with { Speculative = new SpeculativeOptions(NumIterations: 3, TopKPerIteration: 4, TreeSize: 16) });
         Assert.That(spec.Ids, Is.EqualTo(plain.Ids));
         Assert.That(spec.Stats.SpeculativeSteps, Is.GreaterThan(0));
 
         // A list of the wrong length is named in the error.
-        var ex = Assert.Throws<MiniCPM4.Speculative.FrSpecFormatException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
-            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 1, DraftDirectory = _draft, FrSpecPath = path, FrSpecSize = 32768 }));
+        var ex =
+            Assert.Throws<MiniCPM4.Speculative.FrSpecFormatException>(() =>
+            MiniCpmModel.Load(TinyModelFixture.Directory,
+            new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 1, DraftDirectory = _draft,
+                FrSpecPath = path, FrSpecSize = 32768 }));
         Assert.That(ex!.Message, Does.Contain(path));
     }
 
@@ -140,7 +153,8 @@ public class SpeculativeDecodingTests
         {
             await foreach (var _ in s.GenerateAsync("hello", options)) { }
         });
-        Assert.That(ex!.Message, Does.Contain("spec_tree_size"));
+        Assert.That(ex!.Message, Does.Contain("SpeculativeOptions.TreeSize").And.Not.Contain("spec_tree_size"));
+        Assert.That(ex.ParamName, Is.EqualTo("SpeculativeOptions.TreeSize"));
     }
 
     [Test]
@@ -148,13 +162,15 @@ public class SpeculativeDecodingTests
     {
         var dir = Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "tiny-draft-wrong");
         var target = MiniCpmConfig.Load(Path.Combine(TinyModelFixture.Directory, "config.json"));
-        CheckpointWriter.CreateRandomDraft(dir, target with { HiddenSize = target.HiddenSize * 2 }, seed: 1, TensorDType.BF16);
+        CheckpointWriter.CreateRandomDraft(dir, target with { HiddenSize = target.HiddenSize * 2 }, seed: 1,
+            TensorDType.BF16);
         var ex = Assert.Throws<CheckpointException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
             new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 1, DraftDirectory = dir }));
         Assert.That(ex!.Message, Does.Contain("hidden_size"));
 
         var scales = Path.Combine(Path.GetTempPath(), $"minicpm4-tests-{Environment.ProcessId}", "tiny-draft-scales");
-        CheckpointWriter.CreateRandomDraft(scales, target with { ScaleEmb = target.ScaleEmb + 1 }, seed: 1, TensorDType.BF16);
+        CheckpointWriter.CreateRandomDraft(scales, target with { ScaleEmb = target.ScaleEmb + 1 }, seed: 1,
+            TensorDType.BF16);
         ex = Assert.Throws<CheckpointException>(() => MiniCpmModel.Load(TinyModelFixture.Directory,
             new MiniCpmLoadOptions { Device = ComputeDevice.Cpu, Threads = 1, DraftDirectory = scales }));
         Assert.That(ex!.Message, Does.Contain("scale_emb"));

@@ -29,7 +29,9 @@ public class StructuredOutputTests
             DraftDirectory = Path.Combine(dir, "draft"),
             FrSpecPath = Directory.GetFiles(Path.Combine(dir, "draft"), "freq_*.pt").Single(),
         });
-        _schemas = File.ReadLines(Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "StructuredOutput", "schemas.jsonl"))
+        _schemas =
+            File.ReadLines(
+            Path.Combine(TestContext.CurrentContext.TestDirectory, "TestData", "StructuredOutput", "schemas.jsonl"))
             .Select(line => JsonNode.Parse(line)!)
             .Select(n => (n["name"]!.GetValue<string>(), n["schema"]!.ToJsonString(), n["bounded"]!.GetValue<bool>()))
             .ToList();
@@ -45,7 +47,8 @@ public class StructuredOutputTests
         return (result.Text, result.TokenIds.ToArray(), result.FinishReason);
     }
 
-    private static GenerationOptions Options(OutputConstraint c, bool speculative, float temperature = 0, ulong seed = 1) => new()
+    private static GenerationOptions Options(OutputConstraint c, bool speculative, float temperature = 0,
+        ulong seed = 1) => new()
     {
         Constraint = c,
         MaxTokens = 600,
@@ -55,7 +58,8 @@ public class StructuredOutputTests
     };
 
     [Test]
-    public async Task EveryOutputIsValidUnderItsSchema([Values(false, true)] bool speculative, [Values(0f, 0.9f)] float temperature)
+    public async Task EveryOutputIsValidUnderItsSchema([Values(false, true)] bool speculative,
+        [Values(0f, 0.9f)] float temperature)
     {
         var failures = new List<string>();
         int finished = 0;
@@ -66,7 +70,8 @@ public class StructuredOutputTests
             FinishReason finish;
             try
             {
-                (text, _, finish) = await Generate("The record:", Options(constraint, speculative, temperature, seed: 7));
+                (text, _, finish) =
+                    await Generate("The record:", Options(constraint, speculative, temperature, seed: 7));
             }
             catch (MiniCpmException e)
             {
@@ -92,13 +97,16 @@ public class StructuredOutputTests
                 failures.Add($"{name}: not JSON ({e.Message}): {text}");
                 continue;
             }
-            var result = schema.Evaluate(instance, new EvaluationOptions { RequireFormatValidation = true, OutputFormat = OutputFormat.List });
+            var result =
+                schema.Evaluate(instance,
+                new EvaluationOptions { RequireFormatValidation = true, OutputFormat = OutputFormat.List });
             if (!result.IsValid) failures.Add($"{name}: invalid under its schema: {text}");
             if (!constraint.Accepts(text)) failures.Add($"{name}: the constraint itself rejects its output: {text}");
         }
         Assert.That(failures, Is.Empty);
         Assert.That(finished, Is.GreaterThanOrEqualTo(_schemas.Count(s => s.Bounded)));
-        TestContext.Out.WriteLine($"{finished} of {_schemas.Count} outputs complete within the token budget, all valid");
+        TestContext.Out.WriteLine(
+            $"{finished} of {_schemas.Count} outputs complete within the token budget, all valid");
     }
 
     [Test]
@@ -111,7 +119,14 @@ public class StructuredOutputTests
             var spec = await Generate("Data:", Options(constraint, speculative: true, temperature, seed: 3));
             int first = 0;
             while (first < Math.Min(spec.Ids.Length, plain.Ids.Length) && spec.Ids[first] == plain.Ids[first]) first++;
-            Assert.That(spec.Ids, Is.EqualTo(plain.Ids), $"{name}: speculative tokens differ from plain constrained decoding at {first}: plain {string.Join(",", plain.Ids.Skip(Math.Max(0, first - 3)).Take(8).Select(i => _model.Tokenizer.IdToToken(i)))} spec {string.Join(",", spec.Ids.Skip(Math.Max(0, first - 3)).Take(8).Select(i => _model.Tokenizer.IdToToken(i)))} all {string.Join(",", plain.Ids.Take(30).Select(i => _model.Tokenizer.IdToToken(i)))}; plain text {plain.Text[..Math.Min(300, plain.Text.Length)]} ||| spec text {spec.Text[..Math.Min(300, spec.Text.Length)]}");
+            string Around(IReadOnlyList<int> ids) =>
+                string.Join(",", ids.Skip(Math.Max(0, first - 3)).Take(8).Select(i => _model.Tokenizer.IdToToken(i)));
+            Assert.That(spec.Ids, Is.EqualTo(plain.Ids),
+                $"{name}: speculative tokens differ from plain constrained decoding at {first}: " +
+                $"plain {Around(plain.Ids)} spec {Around(spec.Ids)} " +
+                $"all {string.Join(",", plain.Ids.Take(30).Select(i => _model.Tokenizer.IdToToken(i)))}; " +
+                $"plain text {plain.Text[..Math.Min(300, plain.Text.Length)]} ||| " +
+                $"spec text {spec.Text[..Math.Min(300, spec.Text.Length)]}");
             Assert.That(spec.Text, Is.EqualTo(plain.Text));
         }
     }
@@ -126,7 +141,9 @@ public class StructuredOutputTests
         Assert.That(finish, Is.EqualTo(FinishReason.Stop));
         // The forced tokens still count toward MaxTokens.
         using var session = _model.CreateSession(new SessionOptions { ContextLength = 256 });
-        var capped = await session.GenerateTextAsync("Once", Options(OutputConstraint.Choice([only]), false) with { MaxTokens = 3 });
+        var capped =
+            await session.GenerateTextAsync("Once",
+            Options(OutputConstraint.Choice([only]), false) with { MaxTokens = 3 });
         Assert.That(capped.TokenIds, Has.Count.EqualTo(3));
         Assert.That(capped.FinishReason, Is.EqualTo(FinishReason.Length));
         Assert.That(only, Does.StartWith(capped.Text));

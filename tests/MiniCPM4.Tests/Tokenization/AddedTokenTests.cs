@@ -29,7 +29,8 @@ public class AddedTokenTests
         var ids = Chat.Encode("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n");
         Assert.That(Pieces(ids), Is.EqualTo(new[]
         {
-            "<|im_start|>", "▁user", "<0x0A>", "Hello", "<|im_end|>", "▁", "<0x0A>", "<|im_start|>", "▁assistant", "<0x0A>",
+            "<|im_start|>", "▁user", "<0x0A>", "Hello", "<|im_end|>", "▁", "<0x0A>", "<|im_start|>", "▁assistant",
+                "<0x0A>",
         }));
         // The segment between added tokens is encoded exactly as the same text on its own.
         Assert.That(ids[1..4], Is.EqualTo(Chat.Encode("user\nHello")));
@@ -40,7 +41,8 @@ public class AddedTokenTests
     {
         Assert.That(Chat.Encode("<|im_end|><|im_start|>"), Is.EqualTo(new[] { 32001, 32000 }));
         Assert.That(Chat.Encode("<|im_end|>"), Is.EqualTo(new[] { 32001 }));
-        Assert.That(Chat.Encode("x<|im_end|>", addBos: true), Is.EqualTo(new[] { 1, Chat.TokenToId("▁x")!.Value, 32001 }));
+        Assert.That(Chat.Encode("x<|im_end|>", addBos: true),
+            Is.EqualTo(new[] { 1, Chat.TokenToId("▁x")!.Value, 32001 }));
     }
 
     [Test]
@@ -55,7 +57,8 @@ public class AddedTokenTests
     [Test]
     public void LongestMatchWins()
     {
-        var tokenizer = MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int>
+        var tokenizer =
+            MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int>
         {
             ["<|im"] = 32000,
             ["<|im_start|>"] = 32001,
@@ -84,13 +87,16 @@ public class AddedTokenTests
     public void AddedToken_MayReplaceAModelPieceId()
     {
         // Checkpoints list <unk>/<s>/</s> among their added tokens; text spelling them then maps to the ids.
-        var tokenizer = MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int> { ["<s>"] = 1 });
+        var tokenizer =
+            MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string,
+            int> { ["<s>"] = 1 });
         Assert.Multiple(() =>
         {
             Assert.That(tokenizer.VocabSize, Is.EqualTo(32000));
             Assert.That(tokenizer.Encode("<s>hi"), Is.EqualTo(new[] { 1, tokenizer.TokenToId("▁hi")!.Value }));
             Assert.That(tokenizer.Decode([1, tokenizer.TokenToId("▁hi")!.Value]), Is.EqualTo("<s>hi"));
-            Assert.That(tokenizer.Decode([1, tokenizer.TokenToId("▁hi")!.Value], skipSpecialTokens: true), Is.EqualTo("hi"));
+            Assert.That(tokenizer.Decode([1, tokenizer.TokenToId("▁hi")!.Value], skipSpecialTokens: true),
+                Is.EqualTo("hi"));
         });
     }
 
@@ -99,9 +105,15 @@ public class AddedTokenTests
     {
         Assert.Multiple(() =>
         {
-            Assert.Throws<ArgumentException>(() => MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int> { [""] = 32000 }));
-            Assert.Throws<ArgumentException>(() => MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int> { ["<a>"] = -5 }));
-            Assert.Throws<ArgumentException>(() => MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string, int> { ["<a>"] = 32000, ["<b>"] = 32000 }));
+            Assert.Throws<ArgumentException>(() =>
+                MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string,
+                int> { [""] = 32000 }));
+            Assert.Throws<ArgumentException>(() =>
+                MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string,
+                int> { ["<a>"] = -5 }));
+            Assert.Throws<ArgumentException>(() =>
+                MiniCpmTokenizer.FromSentencePiece(new MemoryStream(TestModel.ModelBytes), new Dictionary<string,
+                int> { ["<a>"] = 32000, ["<b>"] = 32000 }));
         });
     }
 }

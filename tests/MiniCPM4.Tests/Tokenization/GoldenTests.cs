@@ -71,7 +71,8 @@ public class GoldenTests
         });
     }
 
-    /// <summary>Explores the library on every golden case; prints where it differs (the dedicated test asserts it).</summary>
+    /// <summary>Explores the library on every golden case; prints where it differs (the dedicated test asserts
+    /// it).</summary>
     [Test]
     public void Library_AgreesOnEveryCaseButRepeatedCharacterRuns()
     {
@@ -83,7 +84,9 @@ public class GoldenTests
             if (!ids.SequenceEqual(c.Ids))
             {
                 differing.Add(c.Text);
-                TestContext.Out.WriteLine($"library differs on {c}: {string.Join(" ", ids.Select(i => library.Vocabulary.First(kv => kv.Value == i).Key))}");
+                TestContext.Out.WriteLine(
+                    $"library differs on {c}: " +
+                    $"{string.Join(" ", ids.Select(i => library.Vocabulary.First(kv => kv.Value == i).Key))}");
             }
         }
 

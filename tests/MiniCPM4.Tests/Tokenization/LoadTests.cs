@@ -86,7 +86,8 @@ public class LoadTests
         Assert.Multiple(() =>
         {
             Assert.That(t.AddBosByDefault, Is.False);
-            Assert.That(t.AddedTokens, Is.EquivalentTo(new Dictionary<string, int> { ["<|im_start|>"] = 32001, ["<|im_end|>"] = 32000 }));
+            Assert.That(t.AddedTokens,
+                Is.EquivalentTo(new Dictionary<string, int> { ["<|im_start|>"] = 32001, ["<|im_end|>"] = 32000 }));
             Assert.That(t.EosId, Is.EqualTo(32000));
             Assert.That(t.BosId, Is.EqualTo(1));
             Assert.That(t.ChatTemplate, Is.Null);
@@ -198,7 +199,8 @@ public class LoadTests
     [Test]
     public void FromSentencePiece_GarbageStream_ThrowsInvalidData()
     {
-        Assert.Throws<InvalidDataException>(() => MiniCpmTokenizer.FromSentencePiece(new MemoryStream([0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F])));
+        Assert.Throws<InvalidDataException>(() =>
+            MiniCpmTokenizer.FromSentencePiece(new MemoryStream([0x0A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F])));
         Assert.Throws<InvalidDataException>(() => MiniCpmTokenizer.FromSentencePiece(new MemoryStream([])));
     }
 }

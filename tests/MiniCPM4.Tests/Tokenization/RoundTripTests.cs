@@ -26,7 +26,9 @@ public class RoundTripTests
     ];
 
     private static IEnumerable<TestCaseData> Cases() =>
-        Texts.Select(t => new TestCaseData(t).SetArgDisplayNames(System.Text.Json.JsonSerializer.Serialize(t.Length > 30 ? t[..30] : t)));
+        Texts.Select(t =>
+            new TestCaseData(t).SetArgDisplayNames(
+            System.Text.Json.JsonSerializer.Serialize(t.Length > 30 ? t[..30] : t)));
 
     [TestCaseSource(nameof(Cases))]
     public void DecodeOfEncode_IsIdentity(string text)
@@ -78,10 +80,12 @@ public class RoundTripTests
             Assert.That(t.Decode([Id("<0xE4>"), Id("<0xB8>"), Id("<0xAD>")]), Is.EqualTo("中"));
             Assert.That(t.Decode([Id("<0xE4>"), Id("<0xB8>"), Id("x")]), Is.EqualTo("\uFFFD\uFFFDx"));
             Assert.That(t.Decode([Id("<0xC0>"), Id("<0x80>")]), Is.EqualTo("\uFFFD\uFFFD")); // overlong
-            Assert.That(t.Decode([Id("<0xED>"), Id("<0xA0>"), Id("<0x80>")]), Is.EqualTo("\uFFFD\uFFFD\uFFFD")); // surrogate
+            // surrogate
+            Assert.That(t.Decode([Id("<0xED>"), Id("<0xA0>"), Id("<0x80>")]), Is.EqualTo("\uFFFD\uFFFD\uFFFD"));
             Assert.That(t.Decode([Id("<0xF0>"), Id("<0x9F>"), Id("<0x98>"), Id("<0x80>")]), Is.EqualTo("😀"));
             // A byte run is cut by any other piece.
-            Assert.That(t.Decode([Id("<0xE4>"), Id("<s>"), Id("<0xB8>"), Id("<0xAD>")]), Is.EqualTo("\uFFFD\uFFFD\uFFFD"));
+            Assert.That(t.Decode([Id("<0xE4>"), Id("<s>"), Id("<0xB8>"), Id("<0xAD>")]),
+                Is.EqualTo("\uFFFD\uFFFD\uFFFD"));
         });
     }
 

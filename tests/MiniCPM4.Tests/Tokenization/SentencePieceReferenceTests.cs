@@ -9,7 +9,8 @@ namespace MiniCPM4.Tests.Tokenization;
 /// </summary>
 public class SentencePieceReferenceTests
 {
-    private static readonly Lazy<NaiveSentencePieceBpe> Naive = new(() => new NaiveSentencePieceBpe(TestModel.ModelBytes));
+    private static readonly Lazy<NaiveSentencePieceBpe> Naive =
+        new(() => new NaiveSentencePieceBpe(TestModel.ModelBytes));
 
     private static LlamaTokenizer CreateLibrary() =>
         LlamaTokenizer.Create(new MemoryStream(TestModel.ModelBytes), addBeginOfSentence: false);
@@ -21,7 +22,8 @@ public class SentencePieceReferenceTests
         Assert.Multiple(() =>
         {
             foreach (var (text, ids) in SentencePieceReferenceData.Encoded)
-                Assert.That(tokenizer.Encode(text), Is.EqualTo(ids), () => $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
+                Assert.That(tokenizer.Encode(text), Is.EqualTo(ids), () =>
+                    $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
         });
     }
 
@@ -48,18 +50,21 @@ public class SentencePieceReferenceTests
         });
     }
 
-    /// <summary>The test model with normalizer_spec.remove_extra_whitespaces = true (a second normalizer_spec is merged in).</summary>
+    /// <summary>The test model with normalizer_spec.remove_extra_whitespaces = true (a second normalizer_spec is merged
+    /// in).</summary>
     private static byte[] RemoveExtraWhitespacesModel => [.. TestModel.ModelBytes, 0x1A, 0x02, 0x20, 0x01];
 
     [Test]
     public void Encode_AgreesWithSentencePiece_WhenRemovingExtraWhitespaces()
     {
-        var tokenizer = MiniCPM4.Tokenization.MiniCpmTokenizer.FromSentencePiece(new MemoryStream(RemoveExtraWhitespacesModel));
+        var tokenizer =
+            MiniCPM4.Tokenization.MiniCpmTokenizer.FromSentencePiece(new MemoryStream(RemoveExtraWhitespacesModel));
         Assert.That(((SentencePieceNormalizer)tokenizer.Library.Normalizer!).RemoveExtraWhiteSpaces, Is.True);
         Assert.Multiple(() =>
         {
             foreach (var (text, ids) in SentencePieceReferenceData.EncodedRemovingExtraWhitespaces)
-                Assert.That(tokenizer.Encode(text), Is.EqualTo(ids), () => $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
+                Assert.That(tokenizer.Encode(text), Is.EqualTo(ids), () =>
+                    $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
         });
     }
 
@@ -67,9 +72,12 @@ public class SentencePieceReferenceTests
     [Test]
     public void LibraryNormalizer_DropsASingleCharacter_WhenRemovingExtraWhitespaces()
     {
-        var normalizer = new SentencePieceNormalizer(removeExtraWhiteSpaces: true, addDummyPrefix: true, escapeWhiteSpaces: true, treatWhitespaceAsSuffix: false, specialTokens: null);
+        var normalizer =
+            new SentencePieceNormalizer(removeExtraWhiteSpaces: true, addDummyPrefix: true, escapeWhiteSpaces: true,
+            treatWhitespaceAsSuffix: false, specialTokens: null);
         Assert.That(normalizer.Normalize("a"), Is.EqualTo(""), "SentencePiece gives \"\u2581a\"");
-        var tokenizer = MiniCPM4.Tokenization.MiniCpmTokenizer.FromSentencePiece(new MemoryStream(RemoveExtraWhitespacesModel));
+        var tokenizer =
+            MiniCPM4.Tokenization.MiniCpmTokenizer.FromSentencePiece(new MemoryStream(RemoveExtraWhitespacesModel));
         Assert.That(tokenizer.Encode("a"), Is.EqualTo(new[] { tokenizer.TokenToId("\u2581a")!.Value }));
     }
 
@@ -78,7 +86,8 @@ public class SentencePieceReferenceTests
     {
         var tokenizer = TestModel.Plain;
         var random = new Random(12345);
-        string[] alphabet = [.. "aaaaabbbcc   -==.\n\t0119éü中文字▁xyzAB".Select(c => c.ToString()), "😀", "🎉", "\U00020000"];
+        string[] alphabet =
+            [.. "aaaaabbbcc   -==.\n\t0119éü中文字▁xyzAB".Select(c => c.ToString()), "😀", "🎉", "\U00020000"];
         for (int n = 0; n < 2000; n++)
         {
             var chars = new System.Text.StringBuilder();
@@ -91,7 +100,8 @@ public class SentencePieceReferenceTests
             }
 
             string text = chars.ToString();
-            Assert.That(tokenizer.Encode(text), Is.EqualTo(Naive.Value.Encode(text)), () => $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
+            Assert.That(tokenizer.Encode(text), Is.EqualTo(Naive.Value.Encode(text)), () =>
+                $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
         }
     }
 
@@ -142,8 +152,10 @@ public class SentencePieceReferenceTests
             for (int n = 1; n <= 40; n++)
             {
                 string text = "x" + string.Concat(Enumerable.Repeat(c, n));
-                var libraryIds = library.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false).ToArray();
-                Assert.That(libraryIds, Is.EqualTo(Naive.Value.Encode(text, rightmostOnTies: true)), () => $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
+                var libraryIds =
+                    library.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false).ToArray();
+                Assert.That(libraryIds, Is.EqualTo(Naive.Value.Encode(text, rightmostOnTies: true)), () =>
+                    $"text: {System.Text.Json.JsonSerializer.Serialize(text)}");
                 Assert.That(TestModel.Plain.Encode(text), Is.EqualTo(Naive.Value.Encode(text)));
                 if (!libraryIds.SequenceEqual(TestModel.Plain.Encode(text)))
                     differences++;

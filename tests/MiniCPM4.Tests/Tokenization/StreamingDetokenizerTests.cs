@@ -33,7 +33,9 @@ public class StreamingDetokenizerTests
                     break;
                 case 5 or 6:
                     // a valid multi-byte character spelled as bytes
-                    string c = char.ConvertFromUtf32(random.Next(2) == 0 ? random.Next(0x80, 0xD800) : random.Next(0x10000, 0x110000));
+                    string c =
+                        char.ConvertFromUtf32(random.Next(2) == 0 ? random.Next(0x80, 0xD800)
+                        : random.Next(0x10000, 0x110000));
                     ids.AddRange(Encoding.UTF8.GetBytes(c).Select(b => b + 3));
                     break;
                 case 7:
@@ -63,7 +65,8 @@ public class StreamingDetokenizerTests
                 foreach (bool skip in new[] { false, true })
                 {
                     string expected = tokenizer.Decode(ids, skip);
-                    Assert.That(Stream(tokenizer, ids, skip), Is.EqualTo(expected), () => $"ids: {string.Join(", ", ids)} skip: {skip}");
+                    Assert.That(Stream(tokenizer, ids, skip), Is.EqualTo(expected), () =>
+                        $"ids: {string.Join(", ", ids)} skip: {skip}");
                 }
             }
         }

@@ -28,7 +28,8 @@ internal sealed record SliceExpr(int Pos, Expr Target, Expr? Start, Expr? Stop, 
 
 internal sealed record Argument(string? Name, Expr Value);
 
-internal sealed record CallExpr(int Pos, Expr Callee, List<Argument> Args, Expr? StarArgs, Expr? StarKwargs) : Expr(Pos);
+internal sealed record CallExpr(int Pos, Expr Callee, List<Argument> Args, Expr? StarArgs, Expr? StarKwargs)
+    : Expr(Pos);
 
 internal sealed record FilterExpr(int Pos, Expr? Target, string Name, List<Argument> Args) : Expr(Pos);
 
@@ -52,16 +53,19 @@ internal sealed record OutputStmt(int Pos, Expr Value) : Stmt(Pos);
 
 internal sealed record IfStmt(int Pos, List<(Expr Test, List<Stmt> Body)> Branches, List<Stmt>? Else) : Stmt(Pos);
 
-internal sealed record ForStmt(int Pos, Target Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else, bool Recursive)
+internal sealed record ForStmt(int Pos, Target Target, Expr Iterable, Expr? Filter, List<Stmt> Body, List<Stmt>? Else,
+    bool Recursive)
     : Stmt(Pos);
 
 internal sealed record SetStmt(int Pos, Target Target, Expr Value) : Stmt(Pos);
 
 internal sealed record SetBlockStmt(int Pos, Target Target, List<FilterExpr> Filters, List<Stmt> Body) : Stmt(Pos);
 
-internal sealed record MacroStmt(int Pos, string Name, List<(string Name, Expr? Default)> Params, List<Stmt> Body) : Stmt(Pos);
+internal sealed record MacroStmt(int Pos, string Name, List<(string Name, Expr? Default)> Params, List<Stmt> Body)
+    : Stmt(Pos);
 
-internal sealed record CallBlockStmt(int Pos, CallExpr Call, List<(string Name, Expr? Default)> Params, List<Stmt> Body) : Stmt(Pos);
+internal sealed record CallBlockStmt(int Pos, CallExpr Call, List<(string Name, Expr? Default)> Params, List<Stmt> Body)
+    : Stmt(Pos);
 
 internal sealed record FilterBlockStmt(int Pos, List<FilterExpr> Filters, List<Stmt> Body) : Stmt(Pos);
 

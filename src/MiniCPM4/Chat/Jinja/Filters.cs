@@ -7,7 +7,8 @@ namespace MiniCPM4.Chat.Jinja;
 /// <summary>Jinja2's built-in filters that chat templates use, with transformers' <c>tojson</c>.</summary>
 internal static partial class Filters
 {
-    private delegate object? Filter(Interpreter interp, object? value, List<object?> args, List<(string Name, object? Value)> kwargs);
+    private delegate object? Filter(Interpreter interp, object? value, List<object?> args,
+        List<(string Name, object? Value)> kwargs);
 
     private static readonly Dictionary<string, Filter> Table = new(StringComparer.Ordinal)
     {
@@ -31,7 +32,8 @@ internal static partial class Filters
         ["join"] = Join,
         ["last"] = Last,
         ["length"] = Length,
-        ["list"] = (i, v, a, k) => { ArgBinder.Bind("list", a, k); return v is Undefined ? new List<object?>() : PyOps.ToList(v); },
+        ["list"] = (i, v, a, k) =>
+            { ArgBinder.Bind("list", a, k); return v is Undefined ? new List<object?>() : PyOps.ToList(v); },
         ["lower"] = (i, v, a, k) => { ArgBinder.Bind("lower", a, k); return PyText.Lower(SoftStr(v)); },
         ["map"] = Map,
         ["max"] = (i, v, a, k) => MinMax(i, v, a, k, max: true),
@@ -41,7 +43,8 @@ internal static partial class Filters
         ["replace"] = ReplaceFilter,
         ["reverse"] = Reverse,
         ["round"] = Round,
-        ["safe"] = (i, v, a, k) => { ArgBinder.Bind("safe", a, k); return v is Undefined ? "" : v is string ? v : PyOps.Str(v); },
+        ["safe"] = (i, v, a, k) =>
+            { ArgBinder.Bind("safe", a, k); return v is Undefined ? "" : v is string ? v : PyOps.Str(v); },
         ["select"] = (i, v, a, k) => Select(i, v, a, k, reject: false),
         ["selectattr"] = (i, v, a, k) => SelectAttr(i, v, a, k, reject: false),
         ["sort"] = Sort,
@@ -53,12 +56,14 @@ internal static partial class Filters
         ["truncate"] = Truncate,
         ["unique"] = Unique,
         ["upper"] = (i, v, a, k) => { ArgBinder.Bind("upper", a, k); return PyText.Upper(SoftStr(v)); },
-        ["wordcount"] = (i, v, a, k) => { ArgBinder.Bind("wordcount", a, k); return (long)WordRegex().Matches(SoftStr(v)).Count; },
+        ["wordcount"] = (i, v, a, k) =>
+            { ArgBinder.Bind("wordcount", a, k); return (long)WordRegex().Count(SoftStr(v)); },
     };
 
     public static bool Exists(string name) => Table.ContainsKey(name);
 
-    public static object? Apply(Interpreter interp, string name, object? value, List<object?> args, List<(string Name, object? Value)> kwargs)
+    public static object? Apply(Interpreter interp, string name, object? value, List<object?> args,
+        List<(string Name, object? Value)> kwargs)
     {
         if (!Table.TryGetValue(name, out var filter)) throw new JinjaRuntimeError($"no filter named '{name}'");
         return filter(interp, value, args, kwargs);
@@ -145,7 +150,8 @@ internal static partial class Filters
             case long l: return (double)l;
             case bool b: return b ? 1.0 : 0.0;
             case string s:
-                if (double.TryParse(PyText.Strip(s).Replace("_", "", StringComparison.Ordinal), NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed))
+                if (double.TryParse(PyText.Strip(s).Replace("_", "", StringComparison.Ordinal), NumberStyles.Float,
+                    CultureInfo.InvariantCulture, out var parsed))
                     return parsed;
                 return p[0];
             case Undefined u: throw PyOps.UndefinedError(u);
@@ -169,7 +175,9 @@ internal static partial class Filters
                 string t = PyText.Strip(s).Replace("_", "", StringComparison.Ordinal);
                 try
                 {
-                    if (radix == 10 && long.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var parsed)) return parsed;
+                    if (radix == 10
+                        && long.TryParse(t, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture,
+                        out var parsed)) return parsed;
                     if (radix is 2 or 8 or 16)
                     {
                         bool negative = t.StartsWith('-');
@@ -183,7 +191,8 @@ internal static partial class Filters
                 catch (Exception e) when (e is FormatException or ArgumentException or OverflowException)
                 {
                 }
-                if (double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var f) && !double.IsNaN(f) && !double.IsInfinity(f))
+                if (double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var f) && !double.IsNaN(f)
+                    && !double.IsInfinity(f))
                     return checked((long)Math.Truncate(f));
                 return p[0];
             }
@@ -194,7 +203,8 @@ internal static partial class Filters
 
     private static object? FormatFilter(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k)
     {
-        if (a.Count > 0 && k.Count > 0) throw new JinjaRuntimeError("FilterArgumentError: can't handle positional and keyword arguments at the same time");
+        if (a.Count > 0 && k.Count > 0) throw new JinjaRuntimeError(
+            "FilterArgumentError: can't handle positional and keyword arguments at the same time");
         string format = SoftStr(v);
         var sb = new StringBuilder();
         int next = 0;
@@ -231,7 +241,9 @@ internal static partial class Filters
                 case 'f':
                     sb.Append(arg switch
                     {
-                        long or bool or double => Convert.ToDouble(arg is bool b ? (b ? 1 : 0) : arg, CultureInfo.InvariantCulture).ToString("F6", CultureInfo.InvariantCulture),
+                        long or bool or double =>
+                            Convert.ToDouble(arg is bool b ? (b ? 1 : 0) : arg, CultureInfo.InvariantCulture).ToString(
+                            "F6", CultureInfo.InvariantCulture),
                         _ => throw PyOps.TypeError($"must be real number, not {PyOps.TypeName(arg)}"),
                     });
                     break;
@@ -246,7 +258,8 @@ internal static partial class Filters
     private static object? Indent(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k)
     {
         var p = ArgBinder.Bind("indent", a, k, ("width", 4L), ("first", false), ("blank", false));
-        string indention = p[0] is string w ? w : new string(' ', (int)Math.Clamp(ArgBinder.Integer(p[0], "indent", "width"), 0, 1 << 20));
+        string indention = p[0] is string w ? w
+            : new string(' ', (int)Math.Clamp(ArgBinder.Integer(p[0], "indent", "width"), 0, 1 << 20));
         string s = SoftStr(v) + "\n";
         string rv;
         var lines = PyText.SplitLines(s);
@@ -310,11 +323,15 @@ internal static partial class Filters
     }
 
     /// <summary>Jinja2's attribute getter: dotted paths, integer parts as indexes, item lookup first.</summary>
-    private static Func<object?, object?> AttrGetter(object? attribute, object? defaultValue = null, bool hasDefault = false)
+    private static Func<object?,
+        object?> AttrGetter(object? attribute, object? defaultValue = null, bool hasDefault = false)
     {
         var parts = attribute switch
         {
-            string s => s.Split('.').Select(part => int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? (object)(long)n : part).ToList(),
+            string s =>
+                s.Split('.').Select(part =>
+                int.TryParse(part, NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? (object)(long)n : part)
+                .ToList(),
             long l => [l],
             _ => throw PyOps.TypeError("attribute must be a string or an integer"),
         };
@@ -356,7 +373,8 @@ internal static partial class Filters
         var items = PyOps.ToList(v);
         if (items.Count == 0) return new Undefined(null, hint: $"No aggregated item, sequence was empty.");
         bool caseSensitive = PyOps.Truthy(p[0]);
-        Func<object?, object?> key = p[1] is null ? x => CaseKey(x, caseSensitive) : x => CaseKey(AttrGetter(p[1])(x), caseSensitive);
+        Func<object?, object?> key = p[1] is null ? x => CaseKey(x, caseSensitive) : x =>
+            CaseKey(AttrGetter(p[1])(x), caseSensitive);
         object? best = items[0];
         object? bestKey = key(best);
         foreach (var item in items.Skip(1))
@@ -372,9 +390,11 @@ internal static partial class Filters
         return best;
     }
 
-    private static object? CaseKey(object? v, bool caseSensitive) => !caseSensitive && v is string s ? PyText.Lower(s) : v;
+    private static object? CaseKey(object? v, bool caseSensitive) => !caseSensitive && v is string s ? PyText.Lower(s)
+        : v;
 
-    private static object? Select(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k, bool reject)
+    private static object? Select(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k,
+        bool reject)
     {
         var items = PyOps.Iterate(v);
         Func<object?, bool> test;
@@ -391,7 +411,8 @@ internal static partial class Filters
         return items.Where(x => test(x) != reject).ToList();
     }
 
-    private static object? SelectAttr(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k, bool reject)
+    private static object? SelectAttr(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k,
+        bool reject)
     {
         if (a.Count == 0) throw new JinjaRuntimeError("FilterArgumentError: Missing parameter for attribute name");
         var getter = AttrGetter(a[0]);
@@ -412,7 +433,8 @@ internal static partial class Filters
 
     private static object? ReplaceFilter(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k)
     {
-        var p = ArgBinder.Bind("replace", a, k, ("old", ArgBinder.Required), ("new", ArgBinder.Required), ("count", null));
+        var p = ArgBinder.Bind("replace", a, k, ("old", ArgBinder.Required), ("new", ArgBinder.Required),
+            ("count", null));
         long count = p[2] is null ? -1 : ArgBinder.Integer(p[2], "replace", "count");
         return Methods.Replace(interp, SoftStr(v), SoftStr(p[0]), SoftStr(p[1]), count);
     }
@@ -497,7 +519,8 @@ internal static partial class Filters
 
     private static object? ToJson(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k)
     {
-        var p = ArgBinder.Bind("tojson", a, k, ("ensure_ascii", false), ("indent", null), ("separators", null), ("sort_keys", false));
+        var p = ArgBinder.Bind("tojson", a, k, ("ensure_ascii", false), ("indent", null), ("separators", null),
+            ("sort_keys", false));
         string? indent = p[1] switch
         {
             null => null,
@@ -524,7 +547,8 @@ internal static partial class Filters
 
     private static object? Truncate(Interpreter interp, object? v, List<object?> a, List<(string, object?)> k)
     {
-        var p = ArgBinder.Bind("truncate", a, k, ("length", 255L), ("killwords", false), ("end", "..."), ("leeway", 5L));
+        var p = ArgBinder.Bind("truncate", a, k, ("length", 255L), ("killwords", false), ("end", "..."),
+            ("leeway", 5L));
         string s = SoftStr(v);
         long length = ArgBinder.Integer(p[0], "truncate", "length");
         string end = SoftStr(p[2]);

@@ -17,7 +17,8 @@ internal sealed class Frame(Frame? parent)
     }
 }
 
-/// <summary>A <c>{% macro %}</c> (or the <c>caller</c> of a <c>{% call %}</c> block) bound to the scope it was defined in.</summary>
+/// <summary>A <c>{% macro %}</c> (or the <c>caller</c> of a <c>{% call %}</c> block) bound to the scope it was defined
+/// in.</summary>
 internal sealed class Macro(string name, List<(string Name, Expr? Default)> parameters, List<Stmt> body, Frame scope)
     : IJinjaCallable
 {
@@ -26,7 +27,8 @@ internal sealed class Macro(string name, List<(string Name, Expr? Default)> para
     public object? Call(Interpreter interpreter, List<object?> args, List<(string Name, object? Value)> kwargs, int pos)
     {
         if (args.Count > parameters.Count)
-            throw new JinjaRuntimeError($"TypeError: macro '{Name}' takes not more than {parameters.Count} argument(s)");
+            throw new JinjaRuntimeError(
+                $"TypeError: macro '{Name}' takes not more than {parameters.Count} argument(s)");
         var frame = new Frame(scope);
         var given = new HashSet<string>(StringComparer.Ordinal);
         for (int i = 0; i < args.Count; i++)
@@ -60,7 +62,8 @@ internal sealed class Macro(string name, List<(string Name, Expr? Default)> para
 
 /// <summary>
 /// Walks the syntax tree. Every statement and expression node costs one step; a render that exceeds
-/// <see cref="JinjaRenderOptions.MaxSteps"/>, builds a string or list longer than <see cref="JinjaRenderOptions.MaxOutputLength"/>
+/// <see cref="JinjaRenderOptions.MaxSteps"/>, builds a string or list longer than <see
+/// cref="JinjaRenderOptions.MaxOutputLength"/>
 /// or nests macro calls deeper than <see cref="JinjaRenderOptions.MaxCallDepth"/> stops with
 /// <see cref="TemplateLimitException"/>.
 /// </summary>
@@ -138,7 +141,8 @@ internal sealed class Interpreter
     public void CheckSize(long length)
     {
         if (length > _options.MaxOutputLength)
-            throw Limit($"the render built a value longer than its limit of {_options.MaxOutputLength} characters or items");
+            throw Limit(
+                $"the render built a value longer than its limit of {_options.MaxOutputLength} characters or items");
     }
 
     // ---- statements ----------------------------------------------------------------------------------------------
@@ -277,7 +281,8 @@ internal sealed class Interpreter
                 if (value is Undefined u) throw PyOps.UndefinedError(u);
                 var items = PyOps.ToList(value);
                 if (items.Count < t.Items.Count)
-                    throw new JinjaRuntimeError($"ValueError: not enough values to unpack (expected {t.Items.Count}, got {items.Count})");
+                    throw new JinjaRuntimeError(
+                        $"ValueError: not enough values to unpack (expected {t.Items.Count}, got {items.Count})");
                 if (items.Count > t.Items.Count)
                     throw new JinjaRuntimeError($"ValueError: too many values to unpack (expected {t.Items.Count})");
                 for (int i = 0; i < items.Count; i++) Assign(t.Items[i], items[i], frame);
@@ -338,7 +343,8 @@ internal sealed class Interpreter
                 foreach (var (k, v) in d.Items)
                 {
                     var key = Evaluate(k, frame);
-                    if (key is List<object?> or PyDict) throw PyOps.TypeError($"unhashable type: '{PyOps.TypeName(key)}'");
+                    if (key is List<object?> or PyDict) throw PyOps.TypeError(
+                        $"unhashable type: '{PyOps.TypeName(key)}'");
                     dict.Set(key, Evaluate(v, frame));
                 }
                 return dict;
@@ -410,7 +416,8 @@ internal sealed class Interpreter
             case CondExpr c:
                 if (PyOps.Truthy(Evaluate(c.Test, frame))) return Evaluate(c.Then, frame);
                 return c.Else is null
-                    ? new Undefined(null, hint: "the inline if-expression on line " + _map.At(c.Pos).Line + " evaluated to false and no else section was defined.")
+                    ? new Undefined(null, hint: "the inline if-expression on line " + _map.At(c.Pos).Line
+                        + " evaluated to false and no else section was defined.")
                     : Evaluate(c.Else, frame);
         }
         throw new InvalidOperationException("unknown expression " + expr.GetType().Name);
@@ -466,7 +473,8 @@ internal sealed class Interpreter
         return (args, kwargs);
     }
 
-    private (List<object?> Args, List<(string, object?)> Kwargs) EvaluateArguments(List<Argument> arguments, Frame frame)
+    private (List<object?> Args, List<(string, object?)> Kwargs) EvaluateArguments(List<Argument> arguments,
+        Frame frame)
     {
         var args = new List<object?>();
         var kwargs = new List<(string, object?)>();

@@ -41,7 +41,8 @@ public sealed class JinjaTemplate
     /// <summary>The template text as given.</summary>
     public string Source { get; }
 
-    /// <summary>Parses a template. Syntax errors and unsupported constructs throw <see cref="TemplateSyntaxException"/>.</summary>
+    /// <summary>Parses a template. Syntax errors and unsupported constructs throw <see
+    /// cref="TemplateSyntaxException"/>.</summary>
     public static JinjaTemplate Parse(string source)
     {
         ArgumentNullException.ThrowIfNull(source);
@@ -53,12 +54,14 @@ public sealed class JinjaTemplate
     }
 
     /// <summary>
-    /// Renders with the given variables. Values may be null, booleans, numbers, strings, <see cref="System.Text.Json.JsonElement"/>,
+    /// Renders with the given variables. Values may be null, booleans, numbers, strings, <see
+    /// cref="System.Text.Json.JsonElement"/>,
     /// JSON nodes, dictionaries with string keys and sequences of these.
     /// </summary>
     /// <exception cref="TemplateRaisedException">The template called <c>raise_exception</c>.</exception>
     /// <exception cref="TemplateLimitException">The render ran past a limit of <paramref name="options"/>.</exception>
-    /// <exception cref="TemplateRenderException">Any other error while rendering (with the line and column).</exception>
+    /// <exception cref="TemplateRenderException">Any other error while rendering (with the line and
+    /// column).</exception>
     public string Render(IReadOnlyDictionary<string, object?> variables, JinjaRenderOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(variables);
@@ -81,7 +84,8 @@ public sealed class JinjaTemplate
         return interpreter.Render(_body);
     }
 
-    private static object? Range(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs, int pos)
+    private static object? Range(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs,
+        int pos)
     {
         if (kwargs.Count > 0) throw PyOps.TypeError("range() takes no keyword arguments");
         if (args.Count is < 1 or > 3) throw PyOps.TypeError($"range expected 1 to 3 arguments, got {args.Count}");
@@ -97,15 +101,18 @@ public sealed class JinjaTemplate
             if (args.Count == 3) step = ArgBinder.Integer(args[2], "range", "step");
         }
         if (step == 0) throw new JinjaRuntimeError("ValueError: range() arg 3 must not be zero");
-        long count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0) : (start > stop ? (start - stop - step - 1) / -step : 0);
+        long count = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
+            : (start > stop ? (start - stop - step - 1) / -step : 0);
         // The sandbox refuses ranges longer than 100000 items (MAX_RANGE).
-        if (count > 100_000) throw new JinjaRuntimeError("OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+        if (count > 100_000) throw new JinjaRuntimeError(
+            "OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
         var list = new List<object?>((int)count);
         for (long i = 0, v = start; i < count; i++, v += step) list.Add(v);
         return list;
     }
 
-    private static object? Dict(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs, int pos)
+    private static object? Dict(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs,
+        int pos)
     {
         var d = new PyDict();
         if (args.Count > 1) throw PyOps.TypeError($"dict expected at most 1 argument, got {args.Count}");
@@ -120,7 +127,8 @@ public sealed class JinjaTemplate
                 foreach (var pair in PyOps.Iterate(args[0]))
                 {
                     var kv = PyOps.ToList(pair);
-                    if (kv.Count != 2) throw new JinjaRuntimeError("ValueError: dictionary update sequence element has the wrong length");
+                    if (kv.Count != 2) throw new JinjaRuntimeError(
+                        "ValueError: dictionary update sequence element has the wrong length");
                     d.Set(kv[0], kv[1]);
                 }
             }
@@ -129,7 +137,8 @@ public sealed class JinjaTemplate
         return d;
     }
 
-    private static object? Namespace(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs, int pos)
+    private static object? Namespace(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs,
+        int pos)
     {
         var ns = new JinjaNamespace();
         foreach (var arg in args)
@@ -145,7 +154,8 @@ public sealed class JinjaTemplate
         return ns;
     }
 
-    private static object? RaiseException(Interpreter interp, List<object?> args, List<(string Name, object? Value)> kwargs, int pos)
+    private static object? RaiseException(Interpreter interp, List<object?> args,
+        List<(string Name, object? Value)> kwargs, int pos)
     {
         var a = ArgBinder.Bind("raise_exception", args, kwargs, ("message", ArgBinder.Required));
         var (line, column) = interp.Position;
@@ -153,12 +163,15 @@ public sealed class JinjaTemplate
     }
 }
 
-/// <summary>Python's <c>datetime.strftime</c> in the C locale (with glibc's <c>%-d</c> style unpadded fields).</summary>
+/// <summary>Python's <c>datetime.strftime</c> in the C locale (with glibc's <c>%-d</c> style unpadded
+/// fields).</summary>
 internal static class Strftime
 {
-    private static readonly string[] Days = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    private static readonly string[] Days =
+        ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
     private static readonly string[] Months =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+            "December"];
 
     public static string Format(DateTime t, string format)
     {
@@ -179,7 +192,8 @@ internal static class Strftime
                 f = format[++i];
             }
             string Num(int value, int width) =>
-                unpadded ? value.ToString(CultureInfo.InvariantCulture) : value.ToString(new string('0', width), CultureInfo.InvariantCulture);
+                unpadded ? value.ToString(CultureInfo.InvariantCulture)
+                    : value.ToString(new string('0', width), CultureInfo.InvariantCulture);
             sb.Append(f switch
             {
                 'a' => Days[(int)t.DayOfWeek][..3],
@@ -202,7 +216,8 @@ internal static class Strftime
                 'u' => (t.DayOfWeek == DayOfWeek.Sunday ? 7 : (int)t.DayOfWeek).ToString(CultureInfo.InvariantCulture),
                 'x' => $"{t.Month:00}/{t.Day:00}/{t.Year % 100:00}",
                 'X' => $"{t.Hour:00}:{t.Minute:00}:{t.Second:00}",
-                'c' => $"{Days[(int)t.DayOfWeek][..3]} {Months[t.Month - 1][..3]} {t.Day,2} {t.Hour:00}:{t.Minute:00}:{t.Second:00} {t.Year}",
+                'c' => $"{Days[(int)t.DayOfWeek][..3]} {Months[t.Month - 1][..3]} {t.Day,2} " +
+                       $"{t.Hour:00}:{t.Minute:00}:{t.Second:00} {t.Year}",
                 'D' => $"{t.Month:00}/{t.Day:00}/{t.Year % 100:00}",
                 'F' => $"{t.Year:0000}-{t.Month:00}-{t.Day:00}",
                 'T' => $"{t.Hour:00}:{t.Minute:00}:{t.Second:00}",

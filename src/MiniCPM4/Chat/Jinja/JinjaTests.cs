@@ -45,12 +45,14 @@ internal static class JinjaTests
         ["sequence"] = (0, (_, v, _) => v is string or List<object?> or PyTuple or PyDict or Undefined),
         ["string"] = (0, (_, v, _) => v is string),
         ["filter"] = (0, (_, v, _) => v is string s && Filters.Exists(s)),
-        ["test"] = (0, (_, v, _) => v is string s && Table.ContainsKey(s)),
+        // Exists: Table is not yet assigned here for the compiler
+        ["test"] = (0, (_, v, _) => v is string s && Exists(s)),
     };
 
     public static bool Exists(string name) => Table.ContainsKey(name);
 
-    public static object? Run(Interpreter interp, string name, object? value, List<object?> args, List<(string Name, object? Value)> kwargs)
+    public static object? Run(Interpreter interp, string name, object? value, List<object?> args,
+        List<(string Name, object? Value)> kwargs)
     {
         if (!Table.TryGetValue(name, out var test)) throw new JinjaRuntimeError($"No test named {PyText.Repr(name)}.");
         if (kwargs.Count > 0) throw PyOps.TypeError($"the test '{name}' takes no keyword arguments");

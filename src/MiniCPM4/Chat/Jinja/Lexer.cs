@@ -3,7 +3,8 @@ using System.Text;
 
 namespace MiniCPM4.Chat.Jinja;
 
-internal enum TokenType { Data, VariableBegin, VariableEnd, BlockBegin, BlockEnd, Name, String, Integer, Float, Operator, Eof }
+internal enum TokenType { Data, VariableBegin, VariableEnd, BlockBegin, BlockEnd, Name, String, Integer, Float,
+    Operator, Eof }
 
 internal readonly record struct Token(TokenType Type, string Value, int Position, object? Literal = null)
 {
@@ -82,7 +83,8 @@ internal sealed class Lexer
     }
 
     /// <summary>Tokenizes an already normalised source (see <see cref="NormalizeSource"/>).</summary>
-    public static List<Token> Tokenize(string normalizedSource, SourceMap map, bool trimBlocks = true, bool lstripBlocks = true)
+    public static List<Token> Tokenize(string normalizedSource, SourceMap map, bool trimBlocks = true,
+        bool lstripBlocks = true)
     {
         var lexer = new Lexer(normalizedSource, trimBlocks, lstripBlocks);
         lexer.Run();
@@ -161,7 +163,8 @@ internal sealed class Lexer
         return text;
     }
 
-    /// <summary>If a raw block starts at <paramref name="start"/> (<c>{% raw %}</c>), the offset after its tag; else -1.</summary>
+    /// <summary>If a raw block starts at <paramref name="start"/> (<c>{% raw %}</c>), the offset after its tag; else
+    /// -1.</summary>
     private int MatchRawBegin(int start)
     {
         int i = start + 2;
@@ -184,7 +187,8 @@ internal sealed class Lexer
     private void LexRaw(int start, int contentStart)
     {
         // Find {% endraw %} (with optional whitespace control).
-        for (int i = _src.IndexOf("{%", contentStart, StringComparison.Ordinal); i >= 0; i = _src.IndexOf("{%", i + 2, StringComparison.Ordinal))
+        for (int i = _src.IndexOf("{%", contentStart, StringComparison.Ordinal); i >= 0; i =
+            _src.IndexOf("{%", i + 2, StringComparison.Ordinal))
         {
             int j = i + 2;
             char sign = j < _src.Length && _src[j] is '-' or '+' ? _src[j] : '\0';
@@ -243,7 +247,8 @@ internal sealed class Lexer
         {
             while (end < _src.Length && PyText.IsSpace(_src[end])) end++;
         }
-        else if (!(close > contentStart && _src[close - 1] == '+') && _trimBlocks && end < _src.Length && _src[end] == '\n')
+        else if (!(close > contentStart && _src[close - 1] == '+') && _trimBlocks && end < _src.Length
+            && _src[end] == '\n')
         {
             end++;
         }
@@ -258,7 +263,8 @@ internal sealed class Lexer
         {
             while (i < _src.Length && PyText.IsSpace(_src[i])) i++;
             if (i >= _src.Length)
-                throw Error(variable ? "unexpected end of template, expected '}}'" : "unexpected end of template, expected '%}'", i);
+                throw Error(variable ? "unexpected end of template, expected '}}'"
+                    : "unexpected end of template, expected '%}'", i);
 
             if (brackets.Count == 0)
             {
@@ -371,14 +377,18 @@ internal sealed class Lexer
             return j;
         }
         int k = i;
-        while (k < _src.Length && (char.IsAsciiDigit(_src[k]) || (_src[k] == '_' && k + 1 < _src.Length && char.IsAsciiDigit(_src[k + 1])))) k++;
+        while (k < _src.Length
+            && (char.IsAsciiDigit(_src[k])
+            || (_src[k] == '_' && k + 1 < _src.Length && char.IsAsciiDigit(_src[k + 1])))) k++;
         bool isFloat = false;
         int end = k;
         if (end + 1 < _src.Length && _src[end] == '.' && char.IsAsciiDigit(_src[end + 1]))
         {
             isFloat = true;
             end++;
-            while (end < _src.Length && (char.IsAsciiDigit(_src[end]) || (_src[end] == '_' && end + 1 < _src.Length && char.IsAsciiDigit(_src[end + 1])))) end++;
+            while (end < _src.Length
+                && (char.IsAsciiDigit(_src[end])
+                || (_src[end] == '_' && end + 1 < _src.Length && char.IsAsciiDigit(_src[end + 1])))) end++;
         }
         if (end < _src.Length && (_src[end] | 0x20) == 'e')
         {
@@ -386,7 +396,9 @@ internal sealed class Lexer
             if (e < _src.Length && _src[e] is '+' or '-') e++;
             if (e < _src.Length && char.IsAsciiDigit(_src[e]))
             {
-                while (e < _src.Length && (char.IsAsciiDigit(_src[e]) || (_src[e] == '_' && e + 1 < _src.Length && char.IsAsciiDigit(_src[e + 1])))) e++;
+                while (e < _src.Length
+                    && (char.IsAsciiDigit(_src[e])
+                    || (_src[e] == '_' && e + 1 < _src.Length && char.IsAsciiDigit(_src[e + 1])))) e++;
                 isFloat = true;
                 end = e;
             }
@@ -394,11 +406,14 @@ internal sealed class Lexer
         string text = _src[s..end].Replace("_", "", StringComparison.Ordinal);
         if (isFloat)
         {
-            _tokens.Add(new Token(TokenType.Float, _src[s..end], s, double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture)));
+            _tokens.Add(
+                new Token(TokenType.Float, _src[s..end], s,
+                double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture)));
         }
         else
         {
-            if (text.Length > 1 && text[0] == '0' && text.Trim('0').Length > 0) throw Error("invalid integer literal (leading zeros)", s);
+            if (text.Length > 1 && text[0] == '0' && text.Trim('0').Length > 0) throw Error(
+                "invalid integer literal (leading zeros)", s);
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long value))
                 throw Error("integer literal too large", s);
             _tokens.Add(new Token(TokenType.Integer, _src[s..end], s, value));
@@ -449,7 +464,8 @@ internal sealed class Lexer
                 case >= '0' and <= '7':
                 {
                     int value = e - '0';
-                    for (int n = 0; n < 2 && i < _src.Length && _src[i] is >= '0' and <= '7'; n++, i++) value = value * 8 + (_src[i] - '0');
+                    for (int n = 0; n < 2 && i < _src.Length && _src[i] is >= '0' and <= '7'; n++, i++) value =
+                        value * 8 + (_src[i] - '0');
                     sb.Append((char)value);
                     break;
                 }
@@ -464,7 +480,8 @@ internal sealed class Lexer
     private int AppendHex(StringBuilder sb, int i, int digits, int stringStart)
     {
         if (i + digits > _src.Length) throw Error("truncated \\x/\\u escape in a string literal", stringStart);
-        if (!int.TryParse(_src.AsSpan(i, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out int code) ||
+        if (!int.TryParse(_src.AsSpan(i, digits), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture,
+            out int code) ||
             code > 0x10FFFF)
             throw Error("invalid \\x/\\u escape in a string literal", stringStart);
         sb.Append(PyText.FromCodePoint(code));

@@ -57,23 +57,28 @@ internal static class ArgBinder
     };
 }
 
-/// <summary>The methods of str, dict, list and tuple that templates call; mutating ones are refused (immutable sandbox).</summary>
+/// <summary>The methods of str, dict, list and tuple that templates call; mutating ones are refused (immutable
+/// sandbox).</summary>
 internal static class Methods
 {
     private static readonly HashSet<string> StringMethods = new(StringComparer.Ordinal)
     {
-        "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith", "replace", "upper", "lower",
+        "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith", "endswith", "replace", "upper",
+            "lower",
         "title", "capitalize", "find", "rfind", "index", "rindex", "count", "join", "isdigit", "isalpha", "isalnum",
         "isspace", "isupper", "islower", "isnumeric", "isdecimal", "zfill", "center", "ljust", "rjust", "format",
         "partition", "rpartition", "removeprefix", "removesuffix", "casefold", "swapcase",
     };
 
-    private static readonly HashSet<string> DictMethods = new(StringComparer.Ordinal) { "items", "keys", "values", "get", "copy" };
+    private static readonly HashSet<string> DictMethods =
+        new(StringComparer.Ordinal) { "items", "keys", "values", "get", "copy" };
     private static readonly HashSet<string> ListMethods = new(StringComparer.Ordinal) { "index", "count", "copy" };
     private static readonly HashSet<string> TupleMethods = new(StringComparer.Ordinal) { "index", "count" };
 
-    private static readonly HashSet<string> MutatingDict = new(StringComparer.Ordinal) { "clear", "pop", "popitem", "setdefault", "update" };
-    private static readonly HashSet<string> MutatingList = new(StringComparer.Ordinal) { "append", "clear", "pop", "reverse", "insert", "sort", "extend", "remove" };
+    private static readonly HashSet<string> MutatingDict =
+        new(StringComparer.Ordinal) { "clear", "pop", "popitem", "setdefault", "update" };
+    private static readonly HashSet<string> MutatingList =
+        new(StringComparer.Ordinal) { "append", "clear", "pop", "reverse", "insert", "sort", "extend", "remove" };
 
     public static bool Has(object? obj, string name) => obj switch
     {
@@ -84,9 +89,11 @@ internal static class Methods
         _ => false,
     };
 
-    /// <summary>Attributes the immutable sandbox refuses: dunder names and methods that modify lists and dicts.</summary>
+    /// <summary>Attributes the immutable sandbox refuses: dunder names and methods that modify lists and
+    /// dicts.</summary>
     public static bool IsUnsafe(object? obj, string name) =>
-        (name.StartsWith("__", StringComparison.Ordinal) && name.EndsWith("__", StringComparison.Ordinal) && obj is not PyDict) ||
+        (name.StartsWith("__", StringComparison.Ordinal) && name.EndsWith("__", StringComparison.Ordinal)
+            && obj is not PyDict) ||
         obj switch
         {
             PyDict => MutatingDict.Contains(name),
@@ -128,14 +135,16 @@ internal static class Methods
             {
                 if (kwargs.Count > 0) throw PyOps.TypeError("get() takes no keyword arguments");
                 var a = ArgBinder.Bind("get", args, kwargs, ("key", ArgBinder.Required), ("default", null));
-                if (a[0] is List<object?> or PyDict) throw PyOps.TypeError($"unhashable type: '{PyOps.TypeName(a[0])}'");
+                if (a[0] is List<object?> or PyDict) throw PyOps.TypeError(
+                    $"unhashable type: '{PyOps.TypeName(a[0])}'");
                 return d.TryGet(a[0], out var v) ? v : a[1];
             }
         }
         throw PyOps.TypeError($"'dict' object has no method '{name}'");
     }
 
-    private static object? SequenceMethod(IReadOnlyList<object?> items, string name, List<object?> args, List<(string, object?)> kwargs)
+    private static object? SequenceMethod(IReadOnlyList<object?> items, string name, List<object?> args,
+        List<(string, object?)> kwargs)
     {
         switch (name)
         {
@@ -158,7 +167,8 @@ internal static class Methods
         throw PyOps.TypeError($"sequence has no method '{name}'");
     }
 
-    private static object? StringMethod(Interpreter interp, string s, string name, List<object?> args, List<(string, object?)> kwargs)
+    private static object? StringMethod(Interpreter interp, string s, string name, List<object?> args,
+        List<(string, object?)> kwargs)
     {
         switch (name)
         {
@@ -168,7 +178,8 @@ internal static class Methods
             {
                 var a = ArgBinder.Bind(name, args, kwargs, ("chars", null));
                 string? chars = ArgBinder.OptionalString(a[0], name, "chars");
-                return name == "strip" ? PyText.Strip(s, chars) : name == "lstrip" ? PyText.LStrip(s, chars) : PyText.RStrip(s, chars);
+                return name == "strip" ? PyText.Strip(s, chars) : name == "lstrip" ? PyText.LStrip(s, chars)
+                    : PyText.RStrip(s, chars);
             }
             case "split":
             case "rsplit":
@@ -186,20 +197,23 @@ internal static class Methods
             case "startswith":
             case "endswith":
             {
-                var a = ArgBinder.Bind(name, args, kwargs, ("prefix", ArgBinder.Required), ("start", null), ("end", null));
+                var a = ArgBinder.Bind(name, args, kwargs, ("prefix", ArgBinder.Required), ("start", null),
+                    ("end", null));
                 string target = SliceOf(s, a[1], a[2]);
                 IEnumerable<object?> options = a[0] is PyTuple t ? t.Items : [a[0]];
                 foreach (var option in options)
                 {
                     string o = ArgBinder.String(option, name, "prefix");
-                    if (name == "startswith" ? target.StartsWith(o, StringComparison.Ordinal) : target.EndsWith(o, StringComparison.Ordinal))
+                    if (name == "startswith" ? target.StartsWith(o, StringComparison.Ordinal)
+                        : target.EndsWith(o, StringComparison.Ordinal))
                         return true;
                 }
                 return false;
             }
             case "replace":
             {
-                var a = ArgBinder.Bind(name, args, kwargs, ("old", ArgBinder.Required), ("new", ArgBinder.Required), ("count", -1L));
+                var a = ArgBinder.Bind(name, args, kwargs, ("old", ArgBinder.Required), ("new", ArgBinder.Required),
+                    ("count", -1L));
                 return Replace(interp, s, ArgBinder.String(a[0], name, "old"), ArgBinder.String(a[1], name, "new"),
                     ArgBinder.Integer(a[2], name, "count"));
             }
@@ -208,7 +222,8 @@ internal static class Methods
             case "casefold": ArgBinder.Bind(name, args, kwargs); return PyText.Lower(s);
             case "swapcase":
                 ArgBinder.Bind(name, args, kwargs);
-                return string.Concat(s.Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)));
+                return string.Concat(
+                    s.Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)));
             case "title": ArgBinder.Bind(name, args, kwargs); return PyText.Title(s);
             case "capitalize": ArgBinder.Bind(name, args, kwargs); return PyText.Capitalize(s);
             case "find":
@@ -218,9 +233,11 @@ internal static class Methods
             {
                 var a = ArgBinder.Bind(name, args, kwargs, ("sub", ArgBinder.Required), ("start", null), ("end", null));
                 string sub = ArgBinder.String(a[0], name, "sub");
-                long offset = a[1] is null ? 0 : NormalizeIndex(ArgBinder.Integer(a[1], name, "start"), PyText.Length(s));
+                long offset = a[1] is null ? 0
+                    : NormalizeIndex(ArgBinder.Integer(a[1], name, "start"), PyText.Length(s));
                 string target = SliceOf(s, a[1], a[2]);
-                int at = name is "find" or "index" ? target.IndexOf(sub, StringComparison.Ordinal) : target.LastIndexOf(sub, StringComparison.Ordinal);
+                int at = name is "find" or "index" ? target.IndexOf(sub, StringComparison.Ordinal)
+                    : target.LastIndexOf(sub, StringComparison.Ordinal);
                 if (at < 0)
                 {
                     if (name is "index" or "rindex") throw new JinjaRuntimeError("ValueError: substring not found");
@@ -235,7 +252,8 @@ internal static class Methods
                 string target = SliceOf(s, a[1], a[2]);
                 if (sub.Length == 0) return (long)PyText.Length(target) + 1;
                 long n = 0;
-                for (int at = target.IndexOf(sub, StringComparison.Ordinal); at >= 0; at = target.IndexOf(sub, at + sub.Length, StringComparison.Ordinal)) n++;
+                for (int at = target.IndexOf(sub, StringComparison.Ordinal); at >= 0; at =
+                    target.IndexOf(sub, at + sub.Length, StringComparison.Ordinal)) n++;
                 return n;
             }
             case "join":
@@ -245,7 +263,8 @@ internal static class Methods
                 long total = 0;
                 foreach (var item in PyOps.Iterate(a[0]))
                 {
-                    if (item is not string part) throw PyOps.TypeError($"sequence item {parts.Count}: expected str instance, {PyOps.TypeName(item)} found");
+                    if (item is not string part) throw PyOps.TypeError(
+                        $"sequence item {parts.Count}: expected str instance, {PyOps.TypeName(item)} found");
                     total += part.Length + s.Length;
                     interp.CheckSize(total);
                     parts.Add(part);
@@ -283,7 +302,8 @@ internal static class Methods
                 var a = ArgBinder.Bind(name, args, kwargs, ("width", ArgBinder.Required), ("fillchar", " "));
                 long width = ArgBinder.Integer(a[0], name, "width");
                 string fill = ArgBinder.String(a[1], name, "fillchar");
-                if (PyText.Length(fill) != 1) throw PyOps.TypeError("The fill character must be exactly one character long");
+                if (PyText.Length(fill) != 1) throw PyOps.TypeError(
+                    "The fill character must be exactly one character long");
                 return Pad(interp, s, width, fill, name);
             }
             case "partition":
@@ -292,7 +312,8 @@ internal static class Methods
                 var a = ArgBinder.Bind(name, args, kwargs, ("sep", ArgBinder.Required));
                 string sep = ArgBinder.String(a[0], name, "sep");
                 if (sep.Length == 0) throw new JinjaRuntimeError("ValueError: empty separator");
-                int at = name == "partition" ? s.IndexOf(sep, StringComparison.Ordinal) : s.LastIndexOf(sep, StringComparison.Ordinal);
+                int at = name == "partition" ? s.IndexOf(sep, StringComparison.Ordinal)
+                    : s.LastIndexOf(sep, StringComparison.Ordinal);
                 if (at < 0) return name == "partition" ? new PyTuple([s, "", ""]) : new PyTuple(["", "", s]);
                 return new PyTuple([s[..at], sep, s[(at + sep.Length)..]]);
             }
@@ -379,7 +400,8 @@ internal static class Methods
         return (string)PyOps.Slice(s, start, end, null)!;
     }
 
-    /// <summary><c>str.format</c> with <c>{}</c>, <c>{0}</c> and <c>{name}</c> fields (no format specs or conversions).</summary>
+    /// <summary><c>str.format</c> with <c>{}</c>, <c>{0}</c> and <c>{name}</c> fields (no format specs or
+    /// conversions).</summary>
     private static string Format(string s, List<object?> args, List<(string Name, object? Value)> kwargs)
     {
         var sb = new StringBuilder();
@@ -399,7 +421,8 @@ internal static class Methods
                 if (close < 0) throw new JinjaRuntimeError("ValueError: Single '{' encountered in format string");
                 string field = s[(i + 1)..close];
                 if (field.Contains(':') || field.Contains('!') || field.Contains('.') || field.Contains('['))
-                    throw new JinjaRuntimeError("format specs, conversions and field access in str.format are not supported");
+                    throw new JinjaRuntimeError(
+                        "format specs, conversions and field access in str.format are not supported");
                 object? value;
                 if (field.Length == 0)
                 {

@@ -197,7 +197,8 @@ internal sealed class Parser
 
     // ---- statements ----------------------------------------------------------------------------------------------
 
-    /// <summary>Parses until a block tag whose name is in <paramref name="endNames"/> (its '{%' and name consumed).</summary>
+    /// <summary>Parses until a block tag whose name is in <paramref name="endNames"/> (its '{%' and name
+    /// consumed).</summary>
     private List<Stmt> ParseBody(string[] endNames, out string? endName, int? openedAt = null)
     {
         var body = new List<Stmt>();
@@ -209,7 +210,9 @@ internal sealed class Parser
             {
                 case TokenType.Eof:
                     if (endNames.Length > 0)
-                        throw Error($"unexpected end of template: the tag opened here was never closed (expected {Expected(endNames)})",
+                        throw Error(
+                            $"unexpected end of template: the tag opened here was never closed (expected " +
+                            $"{Expected(endNames)})",
                             openedAt ?? token.Position);
                     return body;
                 case TokenType.Data:
@@ -468,7 +471,8 @@ internal sealed class Parser
         while (true)
         {
             if (items.Count > 0) ExpectOp(",");
-            if (Current.Type is TokenType.VariableEnd or TokenType.BlockEnd || IsOp(")") || (extraEnd is not null && IsName(extraEnd)))
+            if (Current.Type is TokenType.VariableEnd or TokenType.BlockEnd || IsOp(")")
+                || (extraEnd is not null && IsName(extraEnd)))
                 break;
             items.Add(withCondExpr ? ParseExpression() : ParseOr());
             if (IsOp(",")) isTuple = true;
@@ -543,7 +547,8 @@ internal sealed class Parser
         return ParseCompare();
     }
 
-    private static readonly HashSet<string> CompareOps = new(StringComparer.Ordinal) { "==", "!=", "<", "<=", ">", ">=" };
+    private static readonly HashSet<string> CompareOps =
+        new(StringComparer.Ordinal) { "==", "!=", "<", "<=", ">", ">=" };
 
     private Expr ParseCompare()
     {
@@ -817,7 +822,8 @@ internal sealed class Parser
             if (IsOp("*") )
             {
                 _i++;
-                if (star is not null || starStar is not null) throw Error("invalid syntax for function call expression");
+                if (star is not null || starStar is not null) throw Error(
+                    "invalid syntax for function call expression");
                 star = ParseExpression();
             }
             else if (IsOp("**"))
@@ -859,7 +865,8 @@ internal sealed class Parser
         if (IsOp("("))
         {
             var (parsed, star, starStar) = ParseCallArgs();
-            if (star is not null || starStar is not null) throw Error("*args and **kwargs are not supported in filter calls", pos);
+            if (star is not null || starStar is not null) throw Error(
+                "*args and **kwargs are not supported in filter calls", pos);
             args = parsed;
         }
         return new FilterExpr(pos, target, name, args);
@@ -880,10 +887,13 @@ internal sealed class Parser
         if (IsOp("("))
         {
             var (parsed, star, starStar) = ParseCallArgs();
-            if (star is not null || starStar is not null) throw Error("*args and **kwargs are not supported in test calls", pos);
+            if (star is not null || starStar is not null) throw Error(
+                "*args and **kwargs are not supported in test calls", pos);
             args = parsed;
         }
-        else if ((Current.Type is TokenType.Name or TokenType.String or TokenType.Integer or TokenType.Float || IsOp("(") || IsOp("[") || IsOp("{")) &&
+        else if (
+            (Current.Type is TokenType.Name or TokenType.String or TokenType.Integer or TokenType.Float || IsOp("(")
+            || IsOp("[") || IsOp("{")) &&
                  !(IsName("else") || IsName("or") || IsName("and")))
         {
             if (IsName("is")) throw Error("you cannot chain multiple tests with 'is'");

@@ -13,7 +13,8 @@ internal static class PyJson
 {
     private const int MaxDepth = 512;
 
-    public static string Dumps(object? value, bool ensureAscii, string? indent, string itemSeparator, string keySeparator,
+    public static string Dumps(object? value, bool ensureAscii, string? indent, string itemSeparator,
+        string keySeparator,
         bool sortKeys, Interpreter interp)
     {
         var sb = new StringBuilder();
@@ -21,10 +22,12 @@ internal static class PyJson
         return sb.ToString();
     }
 
-    private static void Write(StringBuilder sb, object? value, bool ascii, string? indent, string itemSep, string keySep,
+    private static void Write(StringBuilder sb, object? value, bool ascii, string? indent, string itemSep,
+        string keySep,
         bool sortKeys, int level, Interpreter interp)
     {
-        if (level > MaxDepth) throw new JinjaRuntimeError("RecursionError: maximum recursion depth exceeded while encoding a JSON object");
+        if (level > MaxDepth) throw new JinjaRuntimeError(
+            "RecursionError: maximum recursion depth exceeded while encoding a JSON object");
         interp.CheckSize(sb.Length);
         switch (value)
         {
@@ -97,7 +100,8 @@ internal static class PyJson
     };
 
     private static string Float(double d) =>
-        double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity" : PyOps.FloatRepr(d);
+        double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity"
+            : PyOps.FloatRepr(d);
 
     public static void WriteString(StringBuilder sb, string s, bool ascii)
     {
@@ -141,7 +145,9 @@ public static class JinjaValue
         switch (value)
         {
             case null: return null;
-            case string or bool or long or double or PyDict or PyTuple or Undefined or JinjaNamespace or IJinjaCallable: return value;
+            case string or bool or long or double or PyDict or PyTuple or Undefined or JinjaNamespace
+                or IJinjaCallable:
+                return value;
             case int i: return (long)i;
             case short or byte or sbyte or ushort or uint: return Convert.ToInt64(value, CultureInfo.InvariantCulture);
             case ulong u: return u <= long.MaxValue ? (long)u : (double)u;
@@ -149,7 +155,8 @@ public static class JinjaValue
             case decimal m: return (double)m;
             case char c: return c.ToString();
             case JsonElement e: return FromJson(e, depth);
-            case System.Text.Json.Nodes.JsonNode node: return FromJson(JsonSerializer.SerializeToElement(node, JinjaJsonContext.Default.JsonNode), depth);
+            case System.Text.Json.Nodes.JsonNode node: return FromJson(
+                JsonSerializer.SerializeToElement(node, JinjaJsonContext.Default.JsonNode), depth);
             case IDictionary<string, object?> map:
             {
                 var d = new PyDict();
@@ -182,7 +189,8 @@ public static class JinjaValue
         throw new ArgumentException($"a value of type {value.GetType().Name} cannot be passed to a template");
     }
 
-    /// <summary>JSON the way Python's <c>json.loads</c> reads it: numbers with a fraction or exponent are floats.</summary>
+    /// <summary>JSON the way Python's <c>json.loads</c> reads it: numbers with a fraction or exponent are
+    /// floats.</summary>
     internal static object? FromJson(JsonElement e, int depth = 0)
     {
         if (depth > MaxDepth) throw new ArgumentException("the JSON value nests deeper than 512 levels");
@@ -195,7 +203,8 @@ public static class JinjaValue
             case JsonValueKind.Number:
             {
                 string raw = e.GetRawText();
-                if (raw.IndexOfAny(['.', 'e', 'E']) < 0 && long.TryParse(raw, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l))
+                if (raw.IndexOfAny(['.', 'e', 'E']) < 0
+                    && long.TryParse(raw, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l))
                     return l;
                 return double.Parse(raw, NumberStyles.Float, CultureInfo.InvariantCulture);
             }

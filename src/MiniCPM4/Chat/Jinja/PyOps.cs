@@ -3,7 +3,8 @@ using System.Text;
 
 namespace MiniCPM4.Chat.Jinja;
 
-/// <summary>Python's operators, conversions and protocols over the runtime values (see <see cref="Undefined"/>).</summary>
+/// <summary>Python's operators, conversions and protocols over the runtime values (see <see
+/// cref="Undefined"/>).</summary>
 internal static class PyOps
 {
     public static JinjaRuntimeError TypeError(string message) => new("TypeError: " + message);
@@ -124,8 +125,10 @@ internal static class PyOps
         int i = 0, j = 0;
         while (i < a.Length && j < b.Length)
         {
-            int ca = char.IsHighSurrogate(a[i]) && i + 1 < a.Length && char.IsLowSurrogate(a[i + 1]) ? char.ConvertToUtf32(a[i], a[++i]) : a[i];
-            int cb = char.IsHighSurrogate(b[j]) && j + 1 < b.Length && char.IsLowSurrogate(b[j + 1]) ? char.ConvertToUtf32(b[j], b[++j]) : b[j];
+            int ca = char.IsHighSurrogate(a[i]) && i + 1 < a.Length && char.IsLowSurrogate(a[i + 1])
+                ? char.ConvertToUtf32(a[i], a[++i]) : a[i];
+            int cb = char.IsHighSurrogate(b[j]) && j + 1 < b.Length && char.IsLowSurrogate(b[j + 1])
+                ? char.ConvertToUtf32(b[j], b[++j]) : b[j];
             if (ca != cb) return ca < cb ? -1 : 1;
             i++;
             j++;
@@ -170,7 +173,8 @@ internal static class PyOps
         {
             case string s:
                 if (item is Undefined u) throw UndefinedError(u);
-                if (item is not string sub) throw TypeError($"'in <string>' requires string as left operand, not {TypeName(item)}");
+                if (item is not string sub) throw TypeError(
+                    $"'in <string>' requires string as left operand, not {TypeName(item)}");
                 return s.Contains(sub, StringComparison.Ordinal);
             case List<object?> l: return l.Any(x => Equal(x, item));
             case PyTuple t: return t.Items.Any(x => Equal(x, item));
@@ -207,12 +211,14 @@ internal static class PyOps
             case string s: return PyText.Repr(s);
             case bool or long or double: return Str(v);
             case List<object?> l: return "[" + string.Join(", ", l.Select(Repr)) + "]";
-            case PyTuple t: return t.Count == 1 ? "(" + Repr(t[0]) + ",)" : "(" + string.Join(", ", t.Items.Select(Repr)) + ")";
+            case PyTuple t: return t.Count == 1 ? "(" + Repr(t[0]) + ",)" : "("
+                + string.Join(", ", t.Items.Select(Repr)) + ")";
             case PyDict d:
                 return "{" + string.Join(", ", d.Pairs().Select(p => Repr(p.Key) + ": " + Repr(p.Value))) + "}";
             case Undefined: return "Undefined";
             case JinjaNamespace ns:
-                return "<Namespace " + "{" + string.Join(", ", ns.Attributes.Select(p => Repr(p.Key) + ": " + Repr(p.Value))) + "}>";
+                return "<Namespace " + "{"
+                    + string.Join(", ", ns.Attributes.Select(p => Repr(p.Key) + ": " + Repr(p.Value))) + "}>";
             case Macro m: return $"<Macro '{m.Name}'>";
             case BoundMethod bm: return $"<built-in method {bm.Name} of {TypeName(bm.Receiver)} object>";
             case BuiltinFunction f: return $"<function {f.Name}>";
@@ -221,7 +227,8 @@ internal static class PyOps
         }
     }
 
-    /// <summary>Python's <c>repr(float)</c>: the shortest digits that round-trip, exponent form outside 1e-4 ≤ |x| &lt; 1e16.</summary>
+    /// <summary>Python's <c>repr(float)</c>: the shortest digits that round-trip, exponent form outside 1e-4 ≤ |x| &lt;
+    /// 1e16.</summary>
     public static string FloatRepr(double d)
     {
         if (double.IsNaN(d)) return "nan";
@@ -258,7 +265,8 @@ internal static class PyOps
             sb.Append(digits[0]);
             if (digits.Length > 1) sb.Append('.').Append(digits, 1, digits.Length - 1);
             int exp = decpt - 1;
-            sb.Append('e').Append(exp < 0 ? '-' : '+').Append(Math.Abs(exp).ToString("00", CultureInfo.InvariantCulture));
+            sb.Append('e').Append(exp < 0 ? '-' : '+').Append(
+                Math.Abs(exp).ToString("00", CultureInfo.InvariantCulture));
         }
         else if (decpt <= 0)
         {
@@ -358,7 +366,8 @@ internal static class PyOps
             {
                 case string s:
                     interp.CheckSize(s.Length * n);
-                    return n == 0 || s.Length == 0 ? "" : new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+                    return n == 0 || s.Length == 0 ? ""
+                        : new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
                 case List<object?> l:
                 {
                     interp.CheckSize(l.Count * n);
@@ -462,7 +471,8 @@ internal static class PyOps
 
     // ---- attribute and item access (the sandbox's getattr / getitem) --------------------------------------------
 
-    /// <summary><c>obj.name</c>: a method or loop/namespace attribute first, then <c>obj['name']</c>, else Undefined.</summary>
+    /// <summary><c>obj.name</c>: a method or loop/namespace attribute first, then <c>obj['name']</c>, else
+    /// Undefined.</summary>
     public static object? GetAttr(object? obj, string name)
     {
         if (obj is Undefined u) throw UndefinedError(u);
@@ -560,7 +570,8 @@ internal static class PyOps
         {
             case List<object?> l: items = l; break;
             case PyTuple t: items = t.Items; break;
-            case string s: items = PyText.HasSurrogates(s) ? PyText.CodePoints(s).Cast<object?>().ToList() : s.Select(c => (object?)c.ToString()).ToList(); break;
+            case string s: items = PyText.HasSurrogates(s) ? PyText.CodePoints(s).Cast<object?>().ToList()
+                : s.Select(c => (object?)c.ToString()).ToList(); break;
             default: throw TypeError($"'{TypeName(obj)}' object is not subscriptable");
         }
         long n = items.Count;

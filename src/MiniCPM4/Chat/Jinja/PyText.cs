@@ -3,11 +3,13 @@ using System.Text;
 
 namespace MiniCPM4.Chat.Jinja;
 
-/// <summary>Python's <c>str</c> semantics that differ from .NET's: whitespace, splitting, casing, code-point indexing.</summary>
+/// <summary>Python's <c>str</c> semantics that differ from .NET's: whitespace, splitting, casing, code-point
+/// indexing.</summary>
 internal static class PyText
 {
     /// <summary>Python's <c>str.isspace</c> for one UTF-16 unit (includes \x1c–\x1f, which .NET does not).</summary>
-    public static bool IsSpace(char c) => c is ' ' or '\t' or '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\x1f' ||
+    public static bool IsSpace(char c) =>
+        c is ' ' or '\t' or '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\x1f' ||
                                           (c > 0x7f && (char.IsWhiteSpace(c) || c == '\u0085'));
 
     public static string FromCodePoint(int code) =>
@@ -106,7 +108,8 @@ internal static class PyText
         return result;
     }
 
-    private static bool IsLineBreak(char c) => c is '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\u0085' or '\u2028' or '\u2029';
+    private static bool IsLineBreak(char c) =>
+        c is '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\u0085' or '\u2028' or '\u2029';
 
     /// <summary><c>str.splitlines(keepends=False)</c>.</summary>
     public static List<string> SplitLines(string s, bool keepEnds = false)
@@ -244,11 +247,14 @@ internal static class PyText
         if (code == ' ') return true;
         if (code < 0x20 || code == 0x7f) return false;
         if (code is >= 0xD800 and <= 0xDFFF) return false;
-        var category = code < 0x10000 ? CharUnicodeInfo.GetUnicodeCategory((char)code) : CharUnicodeInfo.GetUnicodeCategory(code);
+        var category = code < 0x10000 ? CharUnicodeInfo.GetUnicodeCategory((char)code)
+            : CharUnicodeInfo.GetUnicodeCategory(code);
         return category switch
         {
-            UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate or UnicodeCategory.PrivateUse or
-                UnicodeCategory.OtherNotAssigned or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator or
+            UnicodeCategory.Control or UnicodeCategory.Format or UnicodeCategory.Surrogate or UnicodeCategory
+                .PrivateUse or
+                UnicodeCategory.OtherNotAssigned or UnicodeCategory.LineSeparator or UnicodeCategory
+                    .ParagraphSeparator or
                 UnicodeCategory.SpaceSeparator => false,
             _ => true,
         };

@@ -28,7 +28,8 @@ public sealed class TemplateSyntaxException(string message, int line, int column
     public string Reason { get; } = message;
 }
 
-/// <summary>Rendering failed: a type error, an undefined value used where Jinja2 fails, an unknown filter at run time…</summary>
+/// <summary>Rendering failed: a type error, an undefined value used where Jinja2 fails, an unknown filter at run
+/// time…</summary>
 public class TemplateRenderException : TemplateException
 {
     public TemplateRenderException(string message, int line, int column, Exception? inner = null)

@@ -138,19 +138,23 @@ internal sealed class BoundMethod(object? receiver, string name) : IJinjaCallabl
     public object? Receiver { get; } = receiver;
     public string Name { get; } = name;
 
-    public object? Call(Interpreter interpreter, List<object?> args, List<(string Name, object? Value)> kwargs, int pos) =>
+    public object? Call(Interpreter interpreter, List<object?> args, List<(string Name, object? Value)> kwargs,
+        int pos) =>
         Methods.Invoke(interpreter, Receiver, Name, args, kwargs, pos);
 }
 
 /// <summary>A built-in global function.</summary>
-internal sealed class BuiltinFunction(string name, Func<Interpreter, List<object?>, List<(string Name, object? Value)>, int, object?> body)
+internal sealed class BuiltinFunction(string name, Func<Interpreter, List<object?>, List<(string Name, object? Value)>,
+    int, object?> body)
     : IJinjaCallable
 {
     public string Name { get; } = name;
 
-    public object? Call(Interpreter interpreter, List<object?> args, List<(string Name, object? Value)> kwargs, int pos) =>
+    public object? Call(Interpreter interpreter, List<object?> args, List<(string Name, object? Value)> kwargs,
+        int pos) =>
         body(interpreter, args, kwargs, pos);
 }
 
-/// <summary>Raised by a template error at run time; turned into <see cref="TemplateRenderException"/> with a position.</summary>
+/// <summary>Raised by a template error at run time; turned into <see cref="TemplateRenderException"/> with a
+/// position.</summary>
 internal sealed class JinjaRuntimeError(string message) : Exception(message);

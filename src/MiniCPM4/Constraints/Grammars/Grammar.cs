@@ -223,7 +223,8 @@ public sealed class GrammarBuilder(RegexBuilder regex)
     private Production[] ProductiveProductions()
     {
         var productive = new bool[_nonterminalNames.Count];
-        bool Derives(Symbol sym) => sym.IsTerminal ? !Regex.IsDead(_lexemeRegexes[sym.Lexeme]) : productive[sym.Nonterminal];
+        bool Derives(Symbol sym) => sym.IsTerminal ? !Regex.IsDead(_lexemeRegexes[sym.Lexeme])
+            : productive[sym.Nonterminal];
         for (bool changed = true; changed;)
         {
             changed = false;

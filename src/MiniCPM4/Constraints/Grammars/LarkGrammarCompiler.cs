@@ -75,7 +75,8 @@ internal sealed class LarkCompiler
                 CheckDefined(r);
                 if (def.IsTerminal && !r.IsTerminal)
                     throw r.Pos.Error(r.Name,
-                        $"terminal '{def.Name}' uses rule '{r.Name}'; a terminal may only use strings, regexes and other terminals");
+                        $"terminal '{def.Name}' uses rule '{r.Name}'; a terminal may only use strings, regexes and " +
+                            $"other terminals");
             }
         foreach (var ignore in _file.Ignores)
             foreach (var r in References(ignore))
@@ -110,7 +111,8 @@ internal sealed class LarkCompiler
                 {
                     var cycle = stack.Skip(stack.IndexOf(r.Name)).Append(r.Name);
                     throw r.Pos.Error(r.Name,
-                        $"recursion in terminals ({string.Join(" -> ", cycle)}): a terminal must be regular; write it as a rule instead");
+                        $"recursion in terminals ({string.Join(" -> ", cycle)}): a terminal must be regular; write " +
+                            $"it as a rule instead");
                 }
                 if (s == 0) Visit(_file.ByName[r.Name]);
             }
@@ -147,7 +149,8 @@ internal sealed class LarkCompiler
         var stuck = rules.Where(r => !productive.Contains(r.Name)).ToList();
         if (stuck.Count > 0)
             throw stuck[0].Pos.Error(stuck[0].Name,
-                $"rule '{stuck[0].Name}' can never derive a finite string: every alternative needs one of these rules again: " +
+                $"rule '{stuck[0].Name}' can never derive a finite string: every alternative needs one of these " +
+                    $"rules again: " +
                 string.Join(", ", stuck.Select(r => $"{r.Name} ({r.Pos})")));
     }
 
@@ -235,7 +238,8 @@ internal sealed class LarkCompiler
     private int CodePointRange(int from, int to)
     {
         var parts = new List<int>();
-        foreach (var (lo, hi) in new[] { (0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF) })
+        foreach (
+            var (lo, hi) in new[] { (0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF) })
         {
             int a = Math.Max(lo, from), b = Math.Min(hi, to);
             if (a <= b) parts.Add(Utf8Span(Encode(a), Encode(b), 0));
@@ -345,7 +349,8 @@ internal sealed class LarkCompiler
         {
             if (_rb.IsNullable(regex))
                 throw pos.Error(name,
-                    $"terminal {name} matches the empty string; a terminal must match at least one character (make it optional in a rule instead)");
+                    $"terminal {name} matches the empty string; a terminal must match at least one character (make " +
+                        $"it optional in a rule instead)");
             if (_rb.IsDead(regex))
                 throw pos.Error(name, $"terminal {name} matches no string at all");
         }
@@ -384,7 +389,8 @@ internal sealed class LarkCompiler
 
 /// <summary>
 /// Rewrites a Lark regex into the ECMAScript pattern <see cref="RegexBuilder.Pattern"/> reads: Python's named groups
-/// <c>(?P&lt;name&gt;</c> become <c>(?&lt;name&gt;</c>, and with the <c>i</c> flag every literal letter matches its other
+/// <c>(?P&lt;name&gt;</c> become <c>(?&lt;name&gt;</c>, and with the <c>i</c> flag every literal letter matches its
+/// other
 /// case (outside classes <c>a</c> becomes <c>[aA]</c>; inside a class its other-case forms, ranges included, are
 /// added). Letters written as escapes (<c>\x41</c>, <c>\u0041</c>) and property classes are not case-folded.
 /// </summary>
@@ -446,7 +452,8 @@ internal static class LarkPatterns
 
     private static bool At(string s, int i, char c) => i < s.Length && s[i] == c;
 
-    /// <summary>Copies "&lt;name&gt;" starting at <paramref name="i"/> (the '&lt;'); returns the index after it.</summary>
+    /// <summary>Copies "&lt;name&gt;" starting at <paramref name="i"/> (the '&lt;'); returns the index after
+    /// it.</summary>
     private static int CopyGroupName(string p, int i, StringBuilder sb)
     {
         int end = p.IndexOf('>', i);

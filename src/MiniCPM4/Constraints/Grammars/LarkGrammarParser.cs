@@ -24,7 +24,8 @@ namespace MiniCPM4.Constraints.Grammars;
 public static class LarkGrammar
 {
     /// <summary>Parses and compiles <paramref name="text"/>; the rule named <c>start</c> is the start symbol.</summary>
-    /// <exception cref="ConstraintCompileException">The grammar is malformed or uses an unsupported construct.</exception>
+    /// <exception cref="ConstraintCompileException">The grammar is malformed or uses an unsupported
+    /// construct.</exception>
     public static Grammar Parse(string text)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -56,7 +57,8 @@ internal sealed record LarkRange(LarkPos Pos, int From, int To) : LarkExpr(Pos);
 internal sealed record LarkRef(LarkPos Pos, string Name, bool IsTerminal) : LarkExpr(Pos);
 internal sealed record LarkSequence(LarkPos Pos, LarkExpr[] Items) : LarkExpr(Pos);
 internal sealed record LarkAlternatives(LarkPos Pos, LarkExpr[] Items) : LarkExpr(Pos);
-/// <summary><paramref name="Item"/> repeated <paramref name="Min"/>..<paramref name="Max"/> times (-1: unbounded).</summary>
+/// <summary><paramref name="Item"/> repeated <paramref name="Min"/>..<paramref name="Max"/> times (-1:
+/// unbounded).</summary>
 internal sealed record LarkRepeat(LarkPos Pos, LarkExpr Item, int Min, int Max) : LarkExpr(Pos);
 
 /// <summary>A rule or terminal definition.</summary>
@@ -294,7 +296,8 @@ internal sealed class LarkLexer(string text)
                 case 'U': AppendCodePoint(value, ReadHex(8, escapePos), escapePos); break;
                 default:
                     throw escapePos.Error("\\" + e,
-                        "unknown escape in string literal (supported: \\n \\t \\r \\f \\v \\0 \\\\ \\\" \\' \\/ \\xXX \\uXXXX \\UXXXXXXXX)");
+                        "unknown escape in string literal (supported: \\n \\t \\r \\f \\v \\0 \\\\ \\\" \\' \\/ " +
+                            "\\xXX \\uXXXX \\UXXXXXXXX)");
             }
         }
         bool ignoreCase = false;
@@ -563,7 +566,8 @@ internal sealed class LarkParser
                     Next();
                     var to = Expect(LarkTokenKind.String, "a string after '..'");
                     int from = RangeEnd(t), upTo = RangeEnd(to);
-                    if (from > upTo) throw t.Pos.Error("..", $"range {t.Text}..{to.Text} is empty (its start is above its end)");
+                    if (from > upTo) throw t.Pos.Error("..",
+                        $"range {t.Text}..{to.Text} is empty (its start is above its end)");
                     return new LarkRange(t.Pos, from, upTo);
                 }
             case LarkTokenKind.Regex:
@@ -658,7 +662,8 @@ internal sealed class LarkParser
         {
             if (!LarkCommon.Patterns.TryGetValue(name.Text, out var pattern))
                 throw name.Pos.Error(name.Text,
-                    $"'common' defines no terminal '{name.Text}' (available: {string.Join(", ", LarkCommon.Patterns.Keys)})");
+                    $"'common' defines no terminal '{name.Text}' (available: " +
+                        $"{string.Join(", ", LarkCommon.Patterns.Keys)})");
             var target = alias.Text ?? name.Text;
             if (alias.Text is not null && alias.Kind != LarkTokenKind.TerminalName)
                 throw alias.Pos.Error(alias.Text, "an imported terminal needs an upper-case name");

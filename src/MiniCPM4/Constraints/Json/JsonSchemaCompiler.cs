@@ -78,7 +78,8 @@ public static class JsonSchemaCompiler
     public static Grammar Compile(JsonElement schema, JsonSchemaOptions? options = null)
     {
         if (schema.ValueKind is not (JsonValueKind.Object or JsonValueKind.True or JsonValueKind.False))
-            throw new ConstraintCompileException($"a schema is an object or a boolean, not {schema.ValueKind}", null, "");
+            throw new ConstraintCompileException($"a schema is an object or a boolean, not {schema.ValueKind}", null,
+                "");
         options ??= new JsonSchemaOptions();
         if (options.MaxWhitespace < 0) throw new ArgumentOutOfRangeException(nameof(options), "MaxWhitespace < 0");
         return new SchemaCompiler(schema, options).Run();

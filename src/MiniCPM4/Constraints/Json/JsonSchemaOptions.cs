@@ -10,7 +10,8 @@ public sealed record JsonSchemaOptions
     public int MaxWhitespace { get; init; } = 1;
 
     /// <summary>
-    /// Whether integers may also be written with a zero fraction (<c>5.0</c>), which JSON Schema counts as integers from
+    /// Whether integers may also be written with a zero fraction (<c>5.0</c>), which JSON Schema counts as integers
+    /// from
     /// draft 6 on. Off by default: generated integers are then plain (<c>5</c>), which every deserializer reads as an
     /// integer. Draft 4 schemas never accept them.
     /// </summary>

@@ -88,7 +88,8 @@ internal sealed class JsonValueGrammar
             case JsonValueKind.String: return _g.Lexeme(StringLiteral(v.GetString()!));
             case JsonValueKind.Number:
             {
-                var d = Dec.Parse(v.GetRawText()) ?? throw new ConstraintCompileException($"number {v.GetRawText()} out of range");
+                var d = Dec.Parse(v.GetRawText())
+                    ?? throw new ConstraintCompileException($"number {v.GetRawText()} out of range");
                 return _g.Lexeme(_numbers.Equal(d, !d.IsInteger || integralFloats), d.ToString());
             }
             case JsonValueKind.Array:

@@ -15,7 +15,8 @@ internal readonly record struct Dec(bool Negative, string Int, string Frac) : IC
     public bool IsZero => Int == "0" && Frac.Length == 0;
     public bool IsInteger => Frac.Length == 0;
 
-    /// <summary>Parses JSON number text (exponents included). Null when it is not a number or its exponent is huge.</summary>
+    /// <summary>Parses JSON number text (exponents included). Null when it is not a number or its exponent is
+    /// huge.</summary>
     public static Dec? Parse(string text, int maxExponent = 4000)
     {
         int i = 0;
@@ -142,7 +143,9 @@ internal sealed class NumberRanges(RegexBuilder rb)
     /// <summary>Any JSON number (exponents included).</summary>
     public int AnyNumber()
     {
-        var exp = _rb.Optional(_rb.Concat(_rb.Or(Lit("e"), Lit("E")), _rb.Optional(_rb.Or(Lit("+"), Lit("-"))), _rb.Plus(Digit)));
+        var exp =
+            _rb.Optional(
+            _rb.Concat(_rb.Or(Lit("e"), Lit("E")), _rb.Optional(_rb.Or(Lit("+"), Lit("-"))), _rb.Plus(Digit)));
         return _rb.Concat(_rb.Optional(Lit("-")), UInt, OptFraction, exp);
     }
 
@@ -164,7 +167,8 @@ internal sealed class NumberRanges(RegexBuilder rb)
     /// <summary>
     /// Numbers (or integers) within the bounds (null: none). Bounded results are in decimal notation only.
     /// </summary>
-    public int Range(Dec? lo, bool loExclusive, Dec? hi, bool hiExclusive, bool integer, bool pointZero, bool decimalOnly = false)
+    public int Range(Dec? lo, bool loExclusive, Dec? hi, bool hiExclusive, bool integer, bool pointZero,
+        bool decimalOnly = false)
     {
         if (lo is null && hi is null) return integer ? AnyInteger(pointZero) : decimalOnly ? AnyDecimal() : AnyNumber();
         int result = integer ? AnyInteger(pointZero) : AnyDecimal();
@@ -175,7 +179,8 @@ internal sealed class NumberRanges(RegexBuilder rb)
         return result;
     }
 
-    /// <summary>Every decimal-notation spelling of exactly <paramref name="c"/> (trailing fraction zeros, -0).</summary>
+    /// <summary>Every decimal-notation spelling of exactly <paramref name="c"/> (trailing fraction zeros,
+    /// -0).</summary>
     public int Equal(Dec c, bool allowFractionZeros = true)
     {
         int mag = MagnitudeEqual(c, allowFractionZeros);
@@ -225,7 +230,9 @@ internal sealed class NumberRanges(RegexBuilder rb)
         {
             char lowest = j == 0 ? '1' : '0';
             if (n[j] <= lowest) continue;
-            alts.Add(_rb.Concat(Lit(n[..j]), DigitRange(lowest, (char)(n[j] - 1)), _rb.Repeat(Digit, n.Length - j - 1, n.Length - j - 1)));
+            alts.Add(
+                _rb.Concat(Lit(n[..j]), DigitRange(lowest, (char)(n[j] - 1)),
+                _rb.Repeat(Digit, n.Length - j - 1, n.Length - j - 1)));
         }
         // n = 1..9 with a single digit: the loop covers [1, n-1]; "0" is above.
         return _rb.Or(alts.ToArray());

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Numerics;
 using System.Text.Json;
 using MiniCPM4.Constraints.Regex;
@@ -44,22 +45,23 @@ internal sealed partial class SchemaCompiler
         else if (e[0] == '!') { }
         else if (e[0] == '-') Negate(st, e[1..]);
         else if (e == Conj.NeverEntry) s.Never = true;
-        else if (e.StartsWith("#types:")) s.Types &= (JsonTypes)int.Parse(e["#types:".Length..]);
-        else if (e.StartsWith("#require:"))
+        else if (e.StartsWith("#types:", StringComparison.Ordinal)) s.Types &= (JsonTypes)int.Parse(
+            e["#types:".Length..], CultureInfo.InvariantCulture);
+        else if (e.StartsWith("#require:", StringComparison.Ordinal))
         {
             var name = e["#require:".Length..];
             if (!s.Required.Contains(name)) s.Required.Add(name);
         }
-        else if (e.StartsWith("#forbid:")) s.Forbidden.Add(e["#forbid:".Length..]);
-        else if (e.StartsWith("#exclude:"))
+        else if (e.StartsWith("#forbid:", StringComparison.Ordinal)) s.Forbidden.Add(e["#forbid:".Length..]);
+        else if (e.StartsWith("#exclude:", StringComparison.Ordinal))
         {
             var ptr = e["#exclude:".Length..];
             var v = _resolver.Get(ptr);
-            if (ptr.EndsWith("/enum")) s.Excluded.AddRange(v.EnumerateArray());
+            if (ptr.EndsWith("/enum", StringComparison.Ordinal)) s.Excluded.AddRange(v.EnumerateArray());
             else s.Excluded.Add(v);
         }
-        else if (e.StartsWith("#nkw:")) NegateKeyword(st, e["#nkw:".Length..]);
-        else if (e.StartsWith("#prop:"))
+        else if (e.StartsWith("#nkw:", StringComparison.Ordinal)) NegateKeyword(st, e["#nkw:".Length..]);
+        else if (e.StartsWith("#prop:", StringComparison.Ordinal))
         {
             var rest = e["#prop:".Length..];
             int sep = rest.IndexOf('\u0002');
@@ -79,13 +81,15 @@ internal sealed partial class SchemaCompiler
             case JsonValueKind.True: break;
             case JsonValueKind.False: st.Shape.Never = true; break;
             case JsonValueKind.Object: Apply(st, el, ptr); break;
-            default: throw new ConstraintCompileException($"a schema is an object or a boolean, not {el.ValueKind}", null, ptr);
+            default: throw new ConstraintCompileException($"a schema is an object or a boolean, not {el.ValueKind}",
+                null, ptr);
         }
     }
 
     private static string Child(string ptr, string keyword) => ptr + "/" + SchemaResolver.Escape(keyword);
 
-    private void AddGroup(ParseState st, string key, bool one, List<string[]> alternatives, string keyword, string at)
+    private static void AddGroup(ParseState st, string key, bool one, List<string[]> alternatives, string keyword,
+        string at)
     {
         if (st.Consumed.Contains(key)) return;
         st.Shape.Groups.Add(new Group(key, one, alternatives, keyword, at));
@@ -154,11 +158,13 @@ internal sealed partial class SchemaCompiler
                     break;
                 case "exclusiveMinimum":
                     if (v.ValueKind == JsonValueKind.Number) s.RaiseLower(Number(v, kw, ptr), true);
-                    else if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad("must be a number", kw, ptr);
+                    else if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad(
+                        "must be a number", kw, ptr);
                     break;
                 case "exclusiveMaximum":
                     if (v.ValueKind == JsonValueKind.Number) s.LowerUpper(Number(v, kw, ptr), true);
-                    else if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad("must be a number", kw, ptr);
+                    else if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad(
+                        "must be a number", kw, ptr);
                     break;
                 case "multipleOf":
                 {
@@ -207,7 +213,8 @@ internal sealed partial class SchemaCompiler
                     if (v.ValueKind != JsonValueKind.Array) throw Bad("must be an array of property names", kw, ptr);
                     foreach (var r in v.EnumerateArray())
                     {
-                        if (r.ValueKind != JsonValueKind.String) throw Bad("must be an array of property names", kw, ptr);
+                        if (r.ValueKind != JsonValueKind.String) throw Bad("must be an array of property names", kw,
+                            ptr);
                         if (!s.Required.Contains(r.GetString()!)) s.Required.Add(r.GetString()!);
                     }
                     break;
@@ -260,7 +267,8 @@ internal sealed partial class SchemaCompiler
                     if (IsTrivial(v)) break;
                     throw new ConstraintCompileException($"{kw} is not enforced", kw, ptr);
                 default:
-                    if (Unsupported.Contains(kw)) throw new ConstraintCompileException($"{kw} is not enforced", kw, ptr);
+                    if (Unsupported.Contains(kw)) throw new ConstraintCompileException($"{kw} is not enforced", kw,
+                        ptr);
                     break; // annotations and unknown keywords
             }
         }
@@ -273,13 +281,15 @@ internal sealed partial class SchemaCompiler
     /// draft-4 schema a non-zero number there counts as true too (Python's jsonschema tests its truth).</summary>
     private bool MinimumIsExclusive(JsonElement el, string exclusiveKeyword) =>
         el.TryGetProperty(exclusiveKeyword, out var ex)
-        && (ex.ValueKind == JsonValueKind.True || (!_integralFloats && ex.ValueKind == JsonValueKind.Number && !IsZeroNumber(ex)));
+        && (ex.ValueKind == JsonValueKind.True
+            || (!_integralFloats && ex.ValueKind == JsonValueKind.Number && !IsZeroNumber(ex)));
 
     // ---------------------------------------------------------------------------------------------------------
     // Negation: "not" (and the "else" side of if/then/else, and oneOf alternatives that may overlap).
 
     /// <summary>Applies the negation of the schema at <paramref name="ptr"/>: ¬(k1 ∧ k2 ∧ ...) is the anyOf of the
-    /// negations of its keywords, each a few synthetic entries. Keywords whose negation is not expressible fail.</summary>
+    /// negations of its keywords, each a few synthetic entries. Keywords whose negation is not expressible
+    /// fail.</summary>
     private void Negate(ParseState st, string ptr)
     {
         if (!st.Visited.Add("-" + ptr)) return;
@@ -295,9 +305,10 @@ internal sealed partial class SchemaCompiler
         var el = _resolver.Get(ptr);
         if (el.ValueKind == JsonValueKind.True) return [];
         if (el.ValueKind == JsonValueKind.False) return [[]];
-        if (el.ValueKind != JsonValueKind.Object) throw new ConstraintCompileException("a schema is an object or a boolean", "not", ptr);
+        if (el.ValueKind != JsonValueKind.Object) throw new ConstraintCompileException(
+            "a schema is an object or a boolean", "not", ptr);
         var alts = new List<string[]>();
-        string obj = ((int)JsonTypes.Object).ToString();
+        string obj = ((int)JsonTypes.Object).ToString(CultureInfo.InvariantCulture);
         // With $ref, negate only the reference: drafts 4-7 ignore its siblings, later drafts apply them too, and
         // ¬ref is within ¬(ref ∧ siblings) either way.
         if (el.TryGetProperty("$ref", out var reference) && reference.ValueKind == JsonValueKind.String)
@@ -319,7 +330,9 @@ internal sealed partial class SchemaCompiler
                     for (int i = 0; i < ArrayLength(v, kw, ptr, nonEmpty: true); i++) alts.Add(["-" + at + "/" + i]);
                     break;
                 case "anyOf":
-                    alts.Add(Enumerable.Range(0, ArrayLength(v, kw, ptr, nonEmpty: true)).Select(i => "-" + at + "/" + i).ToArray());
+                    alts.Add(
+                        Enumerable.Range(0, ArrayLength(v, kw, ptr, nonEmpty: true)).Select(i => "-" + at + "/" + i)
+                        .ToArray());
                     break;
                 case "type":
                     alts.Add(["#types:" + (int)(JsonTypes.All & ~TypeMask(v, ptr))]);
@@ -335,7 +348,8 @@ internal sealed partial class SchemaCompiler
                 case "properties":
                     if (v.ValueKind != JsonValueKind.Object) throw Bad("must be an object", kw, ptr);
                     foreach (var p in v.EnumerateObject())
-                        alts.Add(["#types:" + obj, "#require:" + p.Name, "#prop:" + p.Name + "\u0002-" + Child(at, p.Name)]);
+                        alts.Add(
+                            ["#types:" + obj, "#require:" + p.Name, "#prop:" + p.Name + "\u0002-" + Child(at, p.Name)]);
                     break;
                 case "minimum" or "maximum" or "minLength" or "maxLength" or "pattern" or "minItems" or "maxItems"
                     or "minProperties" or "maxProperties":
@@ -346,17 +360,20 @@ internal sealed partial class SchemaCompiler
                     if (v.ValueKind == JsonValueKind.Number && _integralFloats) alts.Add(["#nkw:" + at]);
                     break;
                 case "format":
-                    if (v.ValueKind == JsonValueKind.String && (SupportedFormats.Contains(v.GetString()!) || UnsupportedFormats.Contains(v.GetString()!)))
+                    if (v.ValueKind == JsonValueKind.String
+                        && (SupportedFormats.Contains(v.GetString()!) || UnsupportedFormats.Contains(v.GetString()!)))
                         throw new ConstraintCompileException("a negated format is not enforced", "not", ptr);
                     break;
                 case "uniqueItems":
-                    if (v.ValueKind == JsonValueKind.True) throw new ConstraintCompileException("a negated uniqueItems is not enforced", "not", ptr);
+                    if (v.ValueKind == JsonValueKind.True) throw new ConstraintCompileException(
+                        "a negated uniqueItems is not enforced", "not", ptr);
                     break;
                 case "if":
                     if (el.TryGetProperty("then", out _) || el.TryGetProperty("else", out _))
                         throw new ConstraintCompileException("a negated if/then/else is not enforced", "not", ptr);
                     break;
-                case "oneOf" or "items" or "prefixItems" or "additionalItems" or "patternProperties" or "additionalProperties"
+                case "oneOf" or "items" or "prefixItems" or "additionalItems" or "patternProperties"
+                    or "additionalProperties"
                     or "multipleOf" or "dependencies" or "dependentRequired" or "dependentSchemas" or "propertyNames"
                     or "contains" or "unevaluatedProperties" or "unevaluatedItems" or "$recursiveRef" or "$dynamicRef":
                     throw new ConstraintCompileException($"a negated {kw} is not enforced", "not", ptr);
@@ -408,7 +425,8 @@ internal sealed partial class SchemaCompiler
                 break;
             case "pattern":
                 s.Types &= JsonTypes.String;
-                s.StringRegexes.Add(_rb.And(_values.AnyStringContent, _rb.Not(PatternRegex(v.GetString()!, parentPtr))));
+                s.StringRegexes.Add(
+                    _rb.And(_values.AnyStringContent, _rb.Not(PatternRegex(v.GetString()!, parentPtr))));
                 break;
             case "minItems":
             {
@@ -460,7 +478,8 @@ internal sealed partial class SchemaCompiler
             for (int i = 0; i < n; i++) part.Prefix.Add(Child(ptr, "prefixItems") + "/" + i);
             if (hasItems)
             {
-                if (items.ValueKind == JsonValueKind.Array) throw Bad("an array 'items' beside 'prefixItems'", "items", ptr);
+                if (items.ValueKind == JsonValueKind.Array) throw Bad("an array 'items' beside 'prefixItems'", "items",
+                    ptr);
                 part.Rest = Child(ptr, "items");
             }
         }
@@ -493,7 +512,7 @@ internal sealed partial class SchemaCompiler
     {
         var d = Number(v, kw, ptr);
         if (d.Negative || !d.IsInteger) throw Bad("must be a non-negative integer", kw, ptr);
-        return d.Int.Length > 9 ? int.MaxValue : int.Parse(d.Int);
+        return d.Int.Length > 9 ? int.MaxValue : int.Parse(d.Int, CultureInfo.InvariantCulture);
     }
 
     private static int Min(int current, int value) => current < 0 ? value : Math.Min(current, value);
@@ -571,7 +590,9 @@ internal sealed partial class SchemaCompiler
                 if ((types & (d.IsInteger ? JsonTypes.Integer : JsonTypes.Fraction)) == 0) return false;
                 if (!WithinBounds(s, d)) return false;
                 foreach (var (m, _) in s.MultipleOf)
-                    if (!d.IsInteger || !m.IsInteger || BigInteger.Parse(d.Int) % BigInteger.Parse(m.Int) != 0) return false;
+                    if (!d.IsInteger || !m.IsInteger
+                        || BigInteger.Parse(d.Int, CultureInfo.InvariantCulture) % BigInteger.Parse(m.Int,
+                        CultureInfo.InvariantCulture) != 0) return false;
                 return true;
             }
             case JsonValueKind.String:
@@ -596,7 +617,8 @@ internal sealed partial class SchemaCompiler
             {
                 if ((types & JsonTypes.Object) == 0 || s.PropertyNames.Count > 0) return false;
                 var props = JsonValueGrammar.DistinctProperties(v);
-                if (props.Count < s.MinProperties || (s.MaxProperties >= 0 && props.Count > s.MaxProperties)) return false;
+                if (props.Count < s.MinProperties
+                    || (s.MaxProperties >= 0 && props.Count > s.MaxProperties)) return false;
                 if (s.Required.Any(r => !props.Any(p => p.Name == r))) return false;
                 foreach (var (name, value) in props)
                     if (!SatisfiesConj(PropertyConj(s, name), value, depth + 1)) return false;
@@ -683,8 +705,10 @@ internal sealed partial class SchemaCompiler
         var common = LooseTypes(sa) & LooseTypes(sb);
         if ((common & (JsonTypes.Null | JsonTypes.Boolean)) != 0) return false;
         if ((common & JsonTypes.Number) != 0 && !RangesDisjoint(sa, sb)) return false;
-        if ((common & JsonTypes.String) != 0 && !_rb.IsDead(_rb.And(StringContent(sa), StringContent(sb)))) return false;
-        if ((common & JsonTypes.Array) != 0 && !CountsDisjoint(sa.MinItems, sa.MaxItems, sb.MinItems, sb.MaxItems)) return false;
+        if ((common & JsonTypes.String) != 0
+            && !_rb.IsDead(_rb.And(StringContent(sa), StringContent(sb)))) return false;
+        if ((common & JsonTypes.Array) != 0
+            && !CountsDisjoint(sa.MinItems, sa.MaxItems, sb.MinItems, sb.MaxItems)) return false;
         if ((common & JsonTypes.Object) != 0 && !ObjectsDisjoint(sa, sb, depth)) return false;
         return true;
     }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Numerics;
 using System.Text;
 using System.Text.Json;
@@ -35,10 +36,12 @@ internal sealed partial class SchemaCompiler
         _g = grammar ?? new GrammarBuilder(new RegexBuilder());
         _rb = _g.Regex;
         bool draft4 = false;
-        if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("$schema", out var s) && s.ValueKind == JsonValueKind.String)
+        if (root.ValueKind == JsonValueKind.Object && root.TryGetProperty("$schema", out var s)
+            && s.ValueKind == JsonValueKind.String)
         {
             var uri = s.GetString()!;
-            if (uri.Contains("draft-03")) throw new ConstraintCompileException("draft 3 schemas are not supported", "$schema", "");
+            if (uri.Contains("draft-03")) throw new ConstraintCompileException("draft 3 schemas are not supported",
+                "$schema", "");
             draft4 = uri.Contains("draft-04");
             _refOverridesSiblings = draft4 || uri.Contains("draft-06") || uri.Contains("draft-07");
         }
@@ -87,7 +90,8 @@ internal sealed partial class SchemaCompiler
     private Symbol NewNonterminal(string name)
     {
         if (++_nonterminalCount > _options.MaxNonterminals)
-            throw new ConstraintCompileException($"the schema needs more than {_options.MaxNonterminals} grammar nonterminals");
+            throw new ConstraintCompileException(
+                $"the schema needs more than {_options.MaxNonterminals} grammar nonterminals");
         return _g.Nonterminal(name);
     }
 
@@ -127,11 +131,13 @@ internal sealed partial class SchemaCompiler
     {
         var group = shape.Groups[0];
         if (group.Alternatives.Count > _options.MaxAlternatives)
-            throw new ConstraintCompileException($"more than {_options.MaxAlternatives} alternatives", group.Keyword, group.At);
+            throw new ConstraintCompileException($"more than {_options.MaxAlternatives} alternatives", group.Keyword,
+                group.At);
         _branchCount += group.Alternatives.Count;
         if (_branchCount > _options.MaxBranches)
             throw new ConstraintCompileException(
-                $"distributing anyOf/oneOf/not/if/dependencies over the rest of the schema needs more than {_options.MaxBranches} branches",
+                $"distributing anyOf/oneOf/not/if/dependencies over the rest of the schema needs more than " +
+                    $"{_options.MaxBranches} branches",
                 group.Keyword, group.At);
         var consumed = "!" + group.Key;
         var branches = new List<Conj>();
@@ -151,7 +157,8 @@ internal sealed partial class SchemaCompiler
                     foreach (var e in group.Alternatives[j])
                     {
                         if (e.Length > 0 && e[0] != '/')
-                            throw new ConstraintCompileException("oneOf alternatives may overlap", group.Keyword, group.At);
+                            throw new ConstraintCompileException("oneOf alternatives may overlap", group.Keyword,
+                                group.At);
                         entries.Add("-" + e);
                     }
                 }
@@ -164,7 +171,8 @@ internal sealed partial class SchemaCompiler
             catch (ConstraintCompileException e) when (group.One)
             {
                 throw new ConstraintCompileException(
-                    "the alternatives may overlap, and telling them apart needs a negation that is not enforced: " + e.Message,
+                    "the alternatives may overlap, and telling them apart needs a negation that is not enforced: "
+                        + e.Message,
                     group.Keyword, group.At, e);
             }
         }
@@ -190,10 +198,13 @@ internal sealed partial class SchemaCompiler
         }
         bool Excluded(JsonValueKind kind) => shape.Excluded.Any(e => e.ValueKind == kind);
         if ((types & JsonTypes.Array) != 0 && Excluded(JsonValueKind.Array))
-            throw new ConstraintCompileException("excluding array values (not enum/const) is not enforced", "not", shape.EnumAt);
+            throw new ConstraintCompileException("excluding array values (not enum/const) is not enforced", "not",
+                shape.EnumAt);
         if ((types & JsonTypes.Object) != 0 && Excluded(JsonValueKind.Object))
-            throw new ConstraintCompileException("excluding object values (not enum/const) is not enforced", "not", shape.EnumAt);
-        if ((types & JsonTypes.Null) != 0 && !Excluded(JsonValueKind.Null)) alternatives.Add([_g.Literal(_values.Null)]);
+            throw new ConstraintCompileException("excluding object values (not enum/const) is not enforced", "not",
+                shape.EnumAt);
+        if ((types & JsonTypes.Null) != 0 && !Excluded(JsonValueKind.Null)) alternatives.Add(
+            [_g.Literal(_values.Null)]);
         if ((types & JsonTypes.Boolean) != 0)
         {
             if (!Excluded(JsonValueKind.True)) alternatives.Add([_g.Literal(_values.True)]);
@@ -214,7 +225,7 @@ internal sealed partial class SchemaCompiler
     }
 
     /// <summary>The types, less those the shape's bounds make empty (multipleOf 1 leaves integers only).</summary>
-    private JsonTypes EffectiveTypes(Shape shape)
+    private static JsonTypes EffectiveTypes(Shape shape)
     {
         var types = shape.Types;
         if (shape.MultipleOf.Count > 0 && (types & JsonTypes.Number) != 0)
@@ -223,7 +234,8 @@ internal sealed partial class SchemaCompiler
             foreach (var (m, at) in shape.MultipleOf) CheckMultipleOf(m, at);
             types &= ~JsonTypes.Fraction;
         }
-        if (shape.MinLength > 0 && shape.MaxLength >= 0 && shape.MinLength > shape.MaxLength) types &= ~JsonTypes.String;
+        if (shape.MinLength > 0 && shape.MaxLength >= 0 && shape.MinLength > shape.MaxLength) types &= ~JsonTypes
+            .String;
         if (shape.MaxItems >= 0 && shape.MinItems > shape.MaxItems) types &= ~JsonTypes.Array;
         if (shape.MaxProperties >= 0 && shape.MinProperties > shape.MaxProperties) types &= ~JsonTypes.Object;
         return types;
@@ -231,16 +243,18 @@ internal sealed partial class SchemaCompiler
 
     private static void CheckMultipleOf(Dec m, string at)
     {
-        if (m.Negative || m.IsZero) throw new ConstraintCompileException("multipleOf must be positive", "multipleOf", at);
+        if (m.Negative || m.IsZero) throw new ConstraintCompileException("multipleOf must be positive", "multipleOf",
+            at);
         if (!m.IsInteger || !DividesPowerOfTen(m))
             throw new ConstraintCompileException(
-                $"multipleOf {m} is not enforced (only positive integers dividing a power of ten: 1, 2, 5, 10, 25, ...)", "multipleOf", at);
+                $"multipleOf {m} is not enforced (only positive integers dividing a power of ten: 1, 2, 5, 10, 25, " +
+                    $"...)", "multipleOf", at);
     }
 
     private static bool DividesPowerOfTen(Dec m)
     {
         if (m.Int.Length > 6) return false;
-        var n = BigInteger.Parse(m.Int);
+        var n = BigInteger.Parse(m.Int, CultureInfo.InvariantCulture);
         while (n % 2 == 0) n /= 2;
         while (n % 5 == 0) n /= 5;
         return n == 1;
@@ -267,7 +281,7 @@ internal sealed partial class SchemaCompiler
     /// digits decide.</summary>
     private int MultiplesOf(Dec m)
     {
-        var n = BigInteger.Parse(m.Int);
+        var n = BigInteger.Parse(m.Int, CultureInfo.InvariantCulture);
         int k = 0;
         var p = BigInteger.One;
         while (p % n != 0) { p *= 10; k++; }
@@ -277,8 +291,10 @@ internal sealed partial class SchemaCompiler
         for (var v = BigInteger.Zero; v < p; v += n)
         {
             // Whole numbers below 10^k (no leading zeros), and any longer number ending in these k digits.
-            alts.Add(_rb.Literal(v.ToString()));
-            alts.Add(_rb.Concat(_rb.ByteRange((byte)'1', (byte)'9'), _rb.Star(digit), _rb.Literal(v.ToString().PadLeft(k, '0'))));
+            alts.Add(_rb.Literal(v.ToString(CultureInfo.InvariantCulture)));
+            alts.Add(
+                _rb.Concat(_rb.ByteRange((byte)'1', (byte)'9'), _rb.Star(digit),
+                _rb.Literal(v.ToString(CultureInfo.InvariantCulture).PadLeft(k, '0'))));
         }
         return _rb.Concat(_rb.Optional(_rb.Literal("-")), _rb.Or(alts.ToArray()));
     }
@@ -306,10 +322,12 @@ internal sealed partial class SchemaCompiler
         foreach (var (p, at) in shape.Patterns) r = _rb.And(r, PatternRegex(p, at));
         foreach (var extra in shape.StringRegexes) r = _rb.And(r, extra);
         foreach (var e in shape.Excluded)
-            if (e.ValueKind == JsonValueKind.String) r = _rb.And(r, _rb.Not(_rb.Text(e.GetString()!, CharEncoding.JsonStringContent)));
+            if (e.ValueKind == JsonValueKind.String) r =
+                _rb.And(r, _rb.Not(_rb.Text(e.GetString()!, CharEncoding.JsonStringContent)));
         foreach (var (f, at) in shape.Formats)
         {
-            if (SupportedFormats.Contains(f) && StringFormats.Regex(_rb, f, CharEncoding.JsonStringContent) is int fr) r = _rb.And(r, fr);
+            if (SupportedFormats.Contains(f)
+                && StringFormats.Regex(_rb, f, CharEncoding.JsonStringContent) is int fr) r = _rb.And(r, fr);
             else if (SupportedFormats.Contains(f) || UnsupportedFormats.Contains(f))
                 throw new ConstraintCompileException($"format '{f}' is not enforced", "format", at);
         }
@@ -334,7 +352,7 @@ internal sealed partial class SchemaCompiler
     // ---------------------------------------------------------------------------------------------------------
     // Arrays.
 
-    private Conj ItemConj(Shape shape, int index)
+    private static Conj ItemConj(Shape shape, int index)
     {
         var entries = new List<string>();
         foreach (var part in shape.ArrayParts)
@@ -345,7 +363,7 @@ internal sealed partial class SchemaCompiler
         return new Conj(entries);
     }
 
-    private Conj RestConj(Shape shape) =>
+    private static Conj RestConj(Shape shape) =>
         new(shape.ArrayParts.Where(p => p.Rest is not null).Select(p => p.Rest!));
 
     private Symbol? ArrayGrammar(Shape shape)
@@ -417,7 +435,8 @@ internal sealed partial class SchemaCompiler
         foreach (var v in itemShape.Enum)
             if (Satisfies(itemShape, v, 0) && !values.Any(k => JsonValueGrammar.JsonEquals(k, v))) values.Add(v);
         if (values.Count > 10)
-            throw new ConstraintCompileException("uniqueItems is enforced only for enums of at most 10 values", "uniqueItems", at);
+            throw new ConstraintCompileException("uniqueItems is enforced only for enums of at most 10 values",
+                "uniqueItems", at);
         bool integralFloats = _integralFloats || (EffectiveTypes(itemShape) & JsonTypes.Fraction) != 0;
         var literals = values.Select(v => _values.Literal(v, integralFloats)).ToArray();
         int limit = max < 0 ? values.Count : Math.Min(max, values.Count);
@@ -432,7 +451,8 @@ internal sealed partial class SchemaCompiler
             if (count < limit)
                 for (int i = 0; i < literals.Length; i++)
                     if ((used & (1 << i)) == 0)
-                        alts.Add(count > 0 ? [_values.Comma, literals[i], After(used | (1 << i))] : [literals[i], After(used | (1 << i))]);
+                        alts.Add(count > 0 ? [_values.Comma, literals[i], After(used | (1 << i))]
+                            : [literals[i], After(used | (1 << i))]);
             s = Alternatives("unique", alts);
             memo[used] = s;
             return s;
@@ -498,13 +518,15 @@ internal sealed partial class SchemaCompiler
             throw new ConstraintCompileException($"'{function}' is not a Python identifier", "PythonCall");
         var shape = ShapeOf(Conj.Of(""));
         if (shape.IsEmpty || shape.Groups.Count > 0 || (shape.Types & JsonTypes.Object) == 0)
-            throw new ConstraintCompileException("keyword arguments need an object schema (without anyOf/oneOf/not at the top)",
+            throw new ConstraintCompileException(
+                "keyword arguments need an object schema (without anyOf/oneOf/not at the top)",
                 "type", "");
         return ObjectGrammar(shape, function) ?? Never;
     }
 
     private static bool IsPythonIdentifier(string s) =>
-        s.Length > 0 && (char.IsAsciiLetter(s[0]) || s[0] == '_') && s.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
+        s.Length > 0 && (char.IsAsciiLetter(s[0]) || s[0] == '_')
+            && s.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
 
     private Symbol? ObjectGrammar(Shape shape, string? call = null)
     {
@@ -523,10 +545,12 @@ internal sealed partial class SchemaCompiler
                 continue;
             }
             if (call is not null && !IsPythonIdentifier(name))
-                throw new ConstraintCompileException($"property '{name}' is not a Python identifier, so it cannot be a keyword argument",
+                throw new ConstraintCompileException(
+                    $"property '{name}' is not a Python identifier, so it cannot be a keyword argument",
                     "properties", "");
             var member = call is null
-                ? _g.Sequence("property " + name, _g.Lexeme(_values.StringLiteral(name), "\"" + name + "\""), _values.Colon, Ref(conj))
+                ? _g.Sequence("property " + name, _g.Lexeme(_values.StringLiteral(name), "\"" + name + "\""),
+                    _values.Colon, Ref(conj))
                 : _g.Sequence("argument " + name, _g.Literal(name + "="), Ref(conj));
             props.Add((name, member, isRequired));
         }
@@ -547,7 +571,8 @@ internal sealed partial class SchemaCompiler
             {
                 if (need > 1)
                     throw new ConstraintCompileException(
-                        "minProperties would need several undeclared properties (their keys could repeat)", "minProperties",
+                        "minProperties would need several undeclared properties (their keys could repeat)",
+                            "minProperties",
                         shape.MinPropertiesAt);
                 var list = _g.Repeat("additional", add, _values.Comma, Math.Max(1, need), upper);
                 alts.Add(count > 0 ? [_values.Comma, list] : [list]);
@@ -609,12 +634,14 @@ internal sealed partial class SchemaCompiler
         var names = ShapeOf(conj);
         if (names.IsEmpty) return RegexBuilder.Nothing;
         if (names.Groups.Count > 0)
-            throw new ConstraintCompileException("propertyNames with anyOf/oneOf/not is not enforced", "propertyNames", shape.PropertyNames[0]);
+            throw new ConstraintCompileException("propertyNames with anyOf/oneOf/not is not enforced", "propertyNames",
+                shape.PropertyNames[0]);
         if ((EffectiveTypes(names) & JsonTypes.String) == 0) return RegexBuilder.Nothing;
         int r = StringContent(names);
         if (names.Enum is not null)
             r = _rb.And(r, _rb.Or(names.Enum.Where(e => e.ValueKind == JsonValueKind.String)
-                .Select(e => _rb.Text(e.GetString()!, CharEncoding.JsonStringContent)).Append(RegexBuilder.Nothing).ToArray()));
+                .Select(e => _rb.Text(e.GetString()!, CharEncoding.JsonStringContent)).Append(RegexBuilder.Nothing)
+                    .ToArray()));
         return r;
     }
 
@@ -624,7 +651,8 @@ internal sealed partial class SchemaCompiler
     {
         int keys = keyNames ?? _values.AnyStringContent;
         if (declared.Count > 0)
-            keys = _rb.And(keys, _rb.Not(_rb.Or(declared.Select(d => _rb.Text(d, CharEncoding.JsonStringContent)).ToArray())));
+            keys = _rb.And(keys,
+                _rb.Not(_rb.Or(declared.Select(d => _rb.Text(d, CharEncoding.JsonStringContent)).ToArray())));
         var allPatterns = new List<(string Pattern, string Ptr, ObjectPart Part)>();
         foreach (var part in shape.ObjectParts)
             foreach (var (p, ptr) in part.Patterns) allPatterns.Add((p, ptr, part));
@@ -643,7 +671,8 @@ internal sealed partial class SchemaCompiler
             }
             regions = next;
             if (regions.Count > _options.MaxAlternatives)
-                throw new ConstraintCompileException("too many combinations of patternProperties", "patternProperties", allPatterns[pi].Ptr);
+                throw new ConstraintCompileException("too many combinations of patternProperties", "patternProperties",
+                    allPatterns[pi].Ptr);
         }
         var alts = new List<Symbol[]>();
         foreach (var (r, matched) in regions)

@@ -12,13 +12,17 @@ internal sealed class SchemaResolver
 {
     private static readonly Uri DefaultBase = new("https://schema.invalid/root.json");
     private readonly JsonElement _root;
-    private readonly Dictionary<string, string> _resources = new(StringComparer.Ordinal); // absolute URI (no fragment) → pointer
-    private readonly Dictionary<string, string> _anchors = new(StringComparer.Ordinal);   // absolute URI#anchor → pointer
-    private readonly Dictionary<string, Uri> _baseOf = new(StringComparer.Ordinal);        // pointer of an object schema → base URI
+    // absolute URI (no fragment) → pointer
+    private readonly Dictionary<string, string> _resources = new(StringComparer.Ordinal);
+    // absolute URI#anchor → pointer
+    private readonly Dictionary<string, string> _anchors = new(StringComparer.Ordinal);
+    // pointer of an object schema → base URI
+    private readonly Dictionary<string, Uri> _baseOf = new(StringComparer.Ordinal);
     private readonly Dictionary<string, JsonElement> _byPointer = new(StringComparer.Ordinal);
 
     /// <summary>Keywords whose values are not schemas (so no <c>$id</c> inside them counts).</summary>
-    private static readonly HashSet<string> ValueKeywords = ["enum", "const", "default", "examples", "example", "required"];
+    private static readonly HashSet<string> ValueKeywords =
+        ["enum", "const", "default", "examples", "example", "required"];
 
     public SchemaResolver(JsonElement root, bool draft4Ids)
     {
@@ -35,7 +39,8 @@ internal sealed class SchemaResolver
         {
             string? id = null;
             if (e.TryGetProperty("$id", out var idEl) && idEl.ValueKind == JsonValueKind.String) id = idEl.GetString();
-            else if (draft4Ids && e.TryGetProperty("id", out idEl) && idEl.ValueKind == JsonValueKind.String) id = idEl.GetString();
+            else if (draft4Ids && e.TryGetProperty("id", out idEl) && idEl.ValueKind == JsonValueKind.String) id =
+                idEl.GetString();
             if (!string.IsNullOrEmpty(id) && Uri.TryCreate(baseUri, id, out var resolved))
             {
                 var (doc, frag) = Split(resolved);
@@ -53,7 +58,8 @@ internal sealed class SchemaResolver
             _baseOf[pointer] = baseUri;
             foreach (var p in e.EnumerateObject())
             {
-                if (ValueKeywords.Contains(p.Name) && !(p.Name == "required" && p.Value.ValueKind == JsonValueKind.Object)) continue;
+                if (ValueKeywords.Contains(p.Name)
+                    && !(p.Name == "required" && p.Value.ValueKind == JsonValueKind.Object)) continue;
                 if (p.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Array)
                     Index(p.Value, pointer + "/" + Escape(p.Name), baseUri, draft4Ids);
             }
@@ -63,7 +69,8 @@ internal sealed class SchemaResolver
             int i = 0;
             foreach (var item in e.EnumerateArray())
             {
-                if (item.ValueKind is JsonValueKind.Object or JsonValueKind.Array or JsonValueKind.True or JsonValueKind.False)
+                if (item.ValueKind is JsonValueKind.Object or JsonValueKind.Array or JsonValueKind.True or JsonValueKind
+                    .False)
                     Index(item, pointer + "/" + i, baseUri, draft4Ids);
                 i++;
             }
@@ -120,7 +127,8 @@ internal sealed class SchemaResolver
         if (_resources.TryGetValue(doc, out var p)) docPointer = p;
         else if (reference.StartsWith('#')) docPointer = "";
         if (docPointer is null)
-            throw new ConstraintCompileException($"reference '{reference}' is outside this schema (remote references are not fetched)", "$ref", at);
+            throw new ConstraintCompileException(
+                $"reference '{reference}' is outside this schema (remote references are not fetched)", "$ref", at);
         string result;
         if (frag.Length == 0) result = docPointer;
         else if (frag[0] == '/') result = docPointer + frag;

@@ -51,7 +51,8 @@ internal sealed class Conj
     public static Conj Of(params string[] entries) => new(entries);
     public Conj With(params string[] more) => new(Entries.Concat(more));
     public Conj With(Conj other) => new(Entries.Concat(other.Entries));
-    public override string ToString() => Entries.Length == 0 ? "true" : string.Join(" & ", Entries.Select(e => "#" + e));
+    public override string ToString() => Entries.Length == 0 ? "true"
+        : string.Join(" & ", Entries.Select(e => "#" + e));
 }
 
 /// <summary>One schema object's properties / patternProperties / additionalProperties.</summary>

@@ -1,3 +1,4 @@
+using System.Globalization;
 namespace MiniCPM4.Constraints.Regex;
 
 /// <summary>An immutable set of Unicode code points (0..U+10FFFF, surrogates allowed as members; they are dropped
@@ -99,8 +100,8 @@ internal sealed class CodePointSet
         for (int i = 0; i < RangeCount; i++)
         {
             if (i > 0) sb.Append(' ');
-            sb.Append(Lo(i).ToString("X"));
-            if (Hi(i) != Lo(i)) sb.Append('-').Append(Hi(i).ToString("X"));
+            sb.Append(Lo(i).ToString("X", CultureInfo.InvariantCulture));
+            if (Hi(i) != Lo(i)) sb.Append('-').Append(Hi(i).ToString("X", CultureInfo.InvariantCulture));
         }
         return sb.Append(']').ToString();
     }

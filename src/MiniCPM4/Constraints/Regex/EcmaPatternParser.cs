@@ -7,7 +7,8 @@ namespace MiniCPM4.Constraints.Regex;
 /// <code>
 /// Pattern      := ['^'] Alternative ['$'] ('|' ['^'] Alternative ['$'])*   (anchors only here)
 /// Alternative  := (Atom Quantifier?)*
-/// Atom         := literal | '.' | '\' Escape | Class | '(' Disjunction ')' | '(?:' Disjunction ')' | '(?&lt;name&gt;' Disjunction ')'
+/// Atom := literal | '.' | '\' Escape | Class | '(' Disjunction ')' | '(?:' Disjunction ')' | '(?&lt;name&gt;'
+/// Disjunction ')'
 /// Quantifier   := ('*' | '+' | '?' | '{n}' | '{n,}' | '{n,m}') '?'?          (lazy = same language)
 /// Class        := '[' '^'? (ClassAtom ('-' ClassAtom)?)* ']'
 /// Escape       := d D w W s S | p{..} P{..} | t n r f v 0 | cX | xHH | uHHHH | u{H..} | identity escape of a
@@ -26,11 +27,13 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
     private int _pos;
 
     private static readonly CodePointSet Digit = CodePointSet.Range('0', '9');
-    private static readonly CodePointSet Word = CodePointSet.FromRanges([('0', '9'), ('A', 'Z'), ('_', '_'), ('a', 'z')]);
+    private static readonly CodePointSet Word =
+        CodePointSet.FromRanges([('0', '9'), ('A', 'Z'), ('_', '_'), ('a', 'z')]);
     private static readonly CodePointSet Space = CodePointSet.FromRanges([
         (0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
         (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000), (0xFEFF, 0xFEFF)]);
-    private static readonly CodePointSet Dot = CodePointSet.FromRanges([('\n', '\n'), ('\r', '\r'), (0x2028, 0x2029)]).Complement();
+    private static readonly CodePointSet Dot =
+        CodePointSet.FromRanges([('\n', '\n'), ('\r', '\r'), (0x2028, 0x2029)]).Complement();
 
     private RegexNotSupportedException Error(string what, int index)
         => new($"Regex /{_p}/: {what} at index {index} is not supported.");
@@ -51,7 +54,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
             }
             int body = ParseAlternative(topLevel: true, out bool endAnchor);
             if (search)
-                body = b.Concat(startAnchor ? RegexBuilder.Empty : anyStar, body, endAnchor ? RegexBuilder.Empty : anyStar);
+                body = b.Concat(startAnchor ? RegexBuilder.Empty : anyStar, body, endAnchor ? RegexBuilder.Empty
+                    : anyStar);
             alternatives.Add(body);
             if (AtEnd) break;
             if (_p[_pos] == '|')
@@ -84,7 +88,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
             char c = _p[_pos];
             if (c is '|' or ')') break;
             if (c == '^')
-                throw Error("the anchor '^' anywhere but at the start of the pattern (or of a top-level alternative)", _pos);
+                throw Error("the anchor '^' anywhere but at the start of the pattern (or of a top-level alternative)",
+                    _pos);
             if (c == '$')
             {
                 if (topLevel && (_pos + 1 == _p.Length || _p[_pos + 1] == '|'))
@@ -93,7 +98,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
                     endAnchor = true;
                     break;
                 }
-                throw Error("the anchor '$' anywhere but at the end of the pattern (or of a top-level alternative)", _pos);
+                throw Error("the anchor '$' anywhere but at the end of the pattern (or of a top-level alternative)",
+                    _pos);
             }
             int atom = ParseAtom();
             items.Add(ParseQuantifier(atom));
@@ -106,7 +112,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
         if (!TryQuantifier(out int min, out int max)) return atom;
         if (!AtEnd && _p[_pos] == '?') _pos++; // lazy: same language
         int again = _pos;
-        if (TryQuantifier(out _, out _)) throw Error("a quantifier with nothing to repeat (a quantified quantifier)", again);
+        if (TryQuantifier(out _, out _)) throw Error("a quantifier with nothing to repeat (a quantified quantifier)",
+            again);
         return b.Repeat(atom, min, max);
     }
 
@@ -234,7 +241,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
                     throw Error("a malformed group name", start);
                 _pos++;
             }
-            else throw Error("the group modifier '(?" + (AtEnd ? "" : c.ToString()) + "' (inline flags and other extensions)", start);
+            else throw Error("the group modifier '(?" + (AtEnd ? "" : c.ToString())
+                + "' (inline flags and other extensions)", start);
         }
         int body = ParseDisjunction();
         if (AtEnd || _p[_pos] != ')') throw Error("an unterminated group", start);
@@ -320,7 +328,8 @@ internal sealed class EcmaPatternParser(RegexBuilder b, string pattern, CharEnco
                 if (close < 0) throw Error($"an unterminated '\\{c}{{'", start);
                 string prop = _p[(_pos + 1)..close];
                 _pos = close + 1;
-                var set = UnicodeProperties.Lookup(prop) ?? throw Error($"the Unicode property '\\{c}{{{prop}}}'", start);
+                var set = UnicodeProperties.Lookup(prop)
+                    ?? throw Error($"the Unicode property '\\{c}{{{prop}}}'", start);
                 name = c + "{" + prop + "}";
                 return c == 'P' ? set.Complement() : set;
             }

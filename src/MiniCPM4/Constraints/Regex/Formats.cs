@@ -33,11 +33,13 @@ public static class StringFormats
     private const string Year = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})";
     private const string LeapYear = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)";
     private const string MonthDay =
-        "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))";
+        "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)" +
+        "|02-(?:0[1-9]|1[0-9]|2[0-8]))";
     private const string Date = "(?:" + Year + "-" + MonthDay + "|" + LeapYear + "-02-29)";
     private const string Hour = "(?:[01][0-9]|2[0-3])";
     private const string Sixty = "[0-5][0-9]";
-    private const string Time = Hour + ":" + Sixty + ":" + Sixty + "(?:\\." + Digit + "+)?(?:[Zz]|[+-]" + Hour + ":" + Sixty + ")";
+    private const string Time = Hour + ":" + Sixty + ":" + Sixty + "(?:\\." + Digit + "+)?(?:[Zz]|[+-]" + Hour + ":"
+        + Sixty + ")";
     private const string DecOctet = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])";
     private const string IPv4 = DecOctet + "(?:\\." + DecOctet + "){3}";
     private const string H16 = "[0-9A-Fa-f]{1,4}";

@@ -1,3 +1,4 @@
+using System.Globalization;
 namespace MiniCPM4.Constraints.Regex;
 
 /// <summary>
@@ -21,7 +22,7 @@ internal static class JsonStringEncoding
         '\n' => "\\n",
         '\r' => "\\r",
         '\t' => "\\t",
-        < 0x20 => "\\u00" + cp.ToString("x2"),
+        < 0x20 => "\\u00" + cp.ToString("x2", CultureInfo.InvariantCulture),
         _ => null,
     };
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 
@@ -391,8 +392,8 @@ public sealed partial class RegexBuilder
 
     private int MakeRepeat(int a, int min, int max)
     {
-        if (min < 0) throw new ArgumentOutOfRangeException(nameof(min));
-        if (max < -1) throw new ArgumentOutOfRangeException(nameof(max));
+        ArgumentOutOfRangeException.ThrowIfNegative(min);
+        ArgumentOutOfRangeException.ThrowIfLessThan(max, -1);
         if (max == -1)
             return min == 0 ? MakeStar(a) : MakeConcat(MakeRepeat(a, min, min), MakeStar(a));
         if (max < min) return Nothing;
@@ -723,9 +724,10 @@ public sealed partial class RegexBuilder
             if (special) sb.Append('\\');
             sb.Append(c);
         }
-        else sb.Append("\\x").Append(b.ToString("X2"));
+        else sb.Append("\\x").Append(b.ToString("X2", CultureInfo.InvariantCulture));
     }
 
     internal static int PopCount(ulong w0, ulong w1, ulong w2, ulong w3)
-        => BitOperations.PopCount(w0) + BitOperations.PopCount(w1) + BitOperations.PopCount(w2) + BitOperations.PopCount(w3);
+        => BitOperations.PopCount(w0) + BitOperations.PopCount(w1) + BitOperations.PopCount(w2)
+            + BitOperations.PopCount(w3);
 }

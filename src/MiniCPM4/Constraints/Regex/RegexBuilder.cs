@@ -51,7 +51,8 @@ public sealed partial class RegexBuilder
     public int ByteRange(byte lo, byte hi)
     {
         if (lo > hi) return Nothing;
-        ulong w0 = RangeWord(lo, hi, 0), w1 = RangeWord(lo, hi, 64), w2 = RangeWord(lo, hi, 128), w3 = RangeWord(lo, hi, 192);
+        ulong w0 = RangeWord(lo, hi, 0), w1 = RangeWord(lo, hi, 64), w2 = RangeWord(lo, hi, 128),
+            w3 = RangeWord(lo, hi, 192);
         return MakeByteSet(w0, w1, w2, w3);
     }
     /// <summary>Exactly these bytes.</summary>
@@ -82,7 +83,8 @@ public sealed partial class RegexBuilder
     /// <summary><paramref name="r"/> repeated min..max times; max = -1 is unbounded.</summary>
     public int Repeat(int r, int min, int max) => MakeRepeat(r, min, max);
 
-    /// <summary>Any one code point, in the given encoding (valid UTF-8 only: no surrogates, nothing above U+10FFFF).</summary>
+    /// <summary>Any one code point, in the given encoding (valid UTF-8 only: no surrogates, nothing above
+    /// U+10FFFF).</summary>
     public int AnyCodePoint(CharEncoding encoding) => LowerNamed("any", CodePointSet.All, encoding);
     /// <summary>Exactly the code points of <paramref name="text"/> in the given encoding.</summary>
     public int Text(string text, CharEncoding encoding)
@@ -90,7 +92,8 @@ public sealed partial class RegexBuilder
         var bytes = new List<byte>(text.Length);
         for (int i = 0; i < text.Length;)
         {
-            if (System.Text.Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out int used) != System.Buffers.OperationStatus.Done)
+            if (System.Text.Rune.DecodeFromUtf16(text.AsSpan(i), out var rune, out int used) != System.Buffers
+                .OperationStatus.Done)
                 throw new ArgumentException($"Text has a lone surrogate at index {i}.", nameof(text));
             AppendEncoded(bytes, rune.Value, encoding);
             i += used;
@@ -102,7 +105,8 @@ public sealed partial class RegexBuilder
     /// An ECMAScript regular expression (the subset JSON Schema's <c>pattern</c> uses: literals and escapes,
     /// classes with ranges and negation, <c>. \d \w \s \D \W \S</c>, <c>\uXXXX</c>, <c>\u{...}</c>, <c>\p{..}</c> for
     /// the common general categories, groups (capturing, <c>(?:</c>, named), alternation, the quantifiers
-    /// <c>* + ? {n} {n,} {n,m}</c> and their lazy forms (same language), and <c>^</c>/<c>$</c> at the ends) over code points,
+    /// <c>* + ? {n} {n,} {n,m}</c> and their lazy forms (same language), and <c>^</c>/<c>$</c> at the ends) over code
+    /// points,
     /// lowered to bytes in <paramref name="encoding"/>. With <paramref name="search"/> (JSON Schema semantics) the
     /// pattern may match anywhere in the string unless anchored; otherwise it must match the whole string.
     /// Throws <see cref="RegexNotSupportedException"/> for what it cannot express exactly.

@@ -107,7 +107,8 @@ internal static class UnicodeProperties
     }
 
     /// <summary>The set of a <c>\p{...}</c> property name (a general category, short or long name, optionally as
-    /// <c>gc=</c>/<c>General_Category=</c>; or <c>Any</c>, <c>ASCII</c>, <c>Assigned</c>), or null when unknown.</summary>
+    /// <c>gc=</c>/<c>General_Category=</c>; or <c>Any</c>, <c>ASCII</c>, <c>Assigned</c>), or null when
+    /// unknown.</summary>
     public static CodePointSet? Lookup(string name)
     {
         int eq = name.IndexOf('=');

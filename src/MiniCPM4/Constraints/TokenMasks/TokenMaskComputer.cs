@@ -40,7 +40,8 @@ internal sealed class TokenMaskComputer
 
     /// <summary>
     /// Writes the mask for <paramref name="matcher"/>'s state into <paramref name="mask"/>
-    /// (<see cref="TokenVocabulary.MaskWords"/> words), stop tokens not included. <paramref name="atOutputStart"/>: no byte has been produced
+    /// (<see cref="TokenVocabulary.MaskWords"/> words), stop tokens not included. <paramref name="atOutputStart"/>: no
+    /// byte has been produced
     /// yet (a first piece loses its leading space). The matcher's state is unchanged afterwards.
     /// </summary>
     public void Compute(GrammarMatcher matcher, bool atOutputStart, Span<uint> mask)

@@ -16,14 +16,16 @@ internal static class ChatTemplateCorpus
     public static IEnumerable<string> TemplateNames()
     {
         var dir = Path.Combine(AppContext.BaseDirectory, "TestData", "ChatTemplates", "templates");
-        return Directory.GetFiles(dir, "*.jinja").Select(p => Path.GetFileNameWithoutExtension(p)).Order(StringComparer.Ordinal);
+        return Directory.GetFiles(dir, "*.jinja").Select(p => Path.GetFileNameWithoutExtension(p)).Order(
+            StringComparer.Ordinal);
     }
 
     public static string TemplatePath(string name) => Path.Combine(Root, "templates", name + ".jinja");
 
     public static string TemplateSource(string name) => File.ReadAllText(TemplatePath(name));
 
-    public sealed record Case(string Name, JsonElement Messages, JsonElement? Tools, bool AddGenerationPrompt, JsonElement? Kwargs);
+    public sealed record Case(string Name, JsonElement Messages, JsonElement? Tools, bool AddGenerationPrompt,
+        JsonElement? Kwargs);
 
     public sealed record Spec(string BosToken, string EosToken, DateTime Now, List<Case> Cases);
 
@@ -42,7 +44,8 @@ internal static class ChatTemplateCorpus
                 c.TryGetProperty("kwargs", out var kwargs) ? kwargs.Clone() : null));
         }
         return new Spec(root.GetProperty("bos_token").GetString()!, root.GetProperty("eos_token").GetString()!,
-            DateTime.Parse(root.GetProperty("now").GetString()!, System.Globalization.CultureInfo.InvariantCulture), cases);
+            DateTime.Parse(root.GetProperty("now").GetString()!, System.Globalization.CultureInfo.InvariantCulture),
+                cases);
     }
 
     /// <summary>The variables transformers passes for a case (tools and documents are None when absent).</summary>
@@ -79,7 +82,8 @@ internal static class ChatTemplateCorpus
         return result;
     }
 
-    private static readonly JsonSerializerOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+    private static readonly JsonSerializerOptions Readable =
+        new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>The first position where two strings differ, with context, for failure messages.</summary>
     public static string Difference(string expected, string actual)
@@ -87,7 +91,10 @@ internal static class ChatTemplateCorpus
         int i = 0;
         while (i < expected.Length && i < actual.Length && expected[i] == actual[i]) i++;
         int from = Math.Max(0, i - 40);
-        string Excerpt(string s) => JsonSerializer.Serialize(s.Substring(Math.Min(from, s.Length), Math.Min(100, Math.Max(0, s.Length - from))), Readable);
-        return $"first difference at {i} (expected length {expected.Length}, actual {actual.Length}):\n  expected …{Excerpt(expected)}\n  actual   …{Excerpt(actual)}";
+        string Excerpt(string s) =>
+            JsonSerializer.Serialize(s.Substring(Math.Min(from, s.Length), Math.Min(100, Math.Max(0, s.Length - from))),
+            Readable);
+        return $"first difference at {i} (expected length {expected.Length}, actual {actual.Length}):\n  expected " +
+            $"…{Excerpt(expected)}\n  actual   …{Excerpt(actual)}";
     }
 }

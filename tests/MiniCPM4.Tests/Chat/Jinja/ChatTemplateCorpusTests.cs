@@ -29,7 +29,8 @@ public class ChatTemplateCorpusTests
         var template = JinjaTemplate.Parse(ChatTemplateCorpus.TemplateSource(name));
         var options = new JinjaRenderOptions { Now = spec.Now };
         var failures = new List<string>();
-        Assert.That(expected.Keys, Is.EquivalentTo(spec.Cases.Select(c => c.Name)), "expected/ is stale: rerun render_expected.py");
+        Assert.That(expected.Keys, Is.EquivalentTo(spec.Cases.Select(c => c.Name)),
+            "expected/ is stale: rerun render_expected.py");
         foreach (var c in spec.Cases)
         {
             var want = expected[c.Name];
@@ -46,19 +47,25 @@ public class ChatTemplateCorpusTests
 
             if (want.Output is not null)
             {
-                if (error is not null) failures.Add($"{c.Name}: Jinja2 rendered, we threw {error.GetType().Name}: {error.Message}");
-                else if (output != want.Output) failures.Add($"{c.Name}: {ChatTemplateCorpus.Difference(want.Output, output!)}");
+                if (error is not null) failures.Add(
+                    $"{c.Name}: Jinja2 rendered, we threw {error.GetType().Name}: {error.Message}");
+                else if (output != want.Output) failures.Add(
+                    $"{c.Name}: {ChatTemplateCorpus.Difference(want.Output, output!)}");
             }
             else if (want.Error == "raise_exception")
             {
                 if (error is not TemplateRaisedException raised)
-                    failures.Add($"{c.Name}: Jinja2 raised '{want.Message}', we {(error is null ? "rendered" : "threw " + error.Message)}");
+                    failures.Add(
+                        $"{c.Name}: Jinja2 raised '{want.Message}', we " +
+                        $"{(error is null ? "rendered" : "threw " + error.Message)}");
                 else if (raised.Message != want.Message)
                     failures.Add($"{c.Name}: raised '{raised.Message}', Jinja2 raised '{want.Message}'");
             }
             else if (error is not TemplateRenderException)
             {
-                failures.Add($"{c.Name}: Jinja2 failed with {want.Error}: {want.Message}; we {(error is null ? "rendered" : "threw " + error.GetType().Name)}");
+                failures.Add(
+                    $"{c.Name}: Jinja2 failed with {want.Error}: {want.Message}; we " +
+                    $"{(error is null ? "rendered" : "threw " + error.GetType().Name)}");
             }
         }
         Assert.That(failures, Is.Empty, string.Join("\n", failures));

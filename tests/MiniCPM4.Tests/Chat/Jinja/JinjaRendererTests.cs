@@ -13,7 +13,8 @@ public class JinjaRendererTests
     {
         var variables = vars is null
             ? new Dictionary<string, object?>()
-            : JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(vars as string ?? JsonSerializer.Serialize(vars))!
+            : JsonSerializer.Deserialize<Dictionary<string,
+                JsonElement>>(vars as string ?? JsonSerializer.Serialize(vars))!
                 .ToDictionary(kv => kv.Key, kv => (object?)kv.Value);
         return JinjaTemplate.Parse(template).Render(variables, options);
     }
@@ -21,8 +22,11 @@ public class JinjaRendererTests
     [Test]
     public void RaiseExceptionIsATypedErrorWithTheTemplatesMessage()
     {
-        const string template = "{% for m in messages %}\n{% if m.role == 'tool' %}{{ raise_exception('Tool role \"' ~ m.role ~ '\" is not supported') }}{% endif %}{% endfor %}";
-        var e = Assert.Throws<TemplateRaisedException>(() => Render(template, new { messages = new[] { new { role = "tool" } } }))!;
+        const string template =
+            "{% for m in messages %}\n{% if m.role == 'tool' %}{{ raise_exception('Tool role \"' ~ m.role ~ '\" is " +
+            "not supported') }}{% endif %}{% endfor %}";
+        var e = Assert.Throws<TemplateRaisedException>(() =>
+            Render(template, new { messages = new[] { new { role = "tool" } } }))!;
         Assert.That(e.Message, Is.EqualTo("Tool role \"tool\" is not supported"));
         Assert.That(e.Line, Is.EqualTo(2));
     }
@@ -39,7 +43,8 @@ public class JinjaRendererTests
     [TestCase("{% break %}", 1, 4, "'break' outside a loop")]
     [TestCase("{# never closed", 1, 1, "missing end of comment")]
     [TestCase("{{ (1 }}", 1, 7, "unexpected '}'")]
-    public void UnsupportedOrInvalidTemplatesFailWhenParsedWithLineAndColumn(string template, int line, int column, string reason)
+    public void UnsupportedOrInvalidTemplatesFailWhenParsedWithLineAndColumn(string template, int line, int column,
+        string reason)
     {
         var e = Assert.Throws<TemplateSyntaxException>(() => JinjaTemplate.Parse(template))!;
         Assert.That(e.Reason, Does.Contain(reason));
@@ -53,32 +58,42 @@ public class JinjaRendererTests
         // Jinja2 compiles unknown filters in if-statements and conditional expressions and fails when they run.
         var template = JinjaTemplate.Parse("{% if x %}{{ x | from_json }}{% endif %}ok");
         Assert.That(template.Render(new Dictionary<string, object?>()), Is.EqualTo("ok"));
-        var e = Assert.Throws<TemplateRenderException>(() => template.Render(new Dictionary<string, object?> { ["x"] = "1" }))!;
+        var e = Assert.Throws<TemplateRenderException>(() =>
+            template.Render(new Dictionary<string, object?> { ["x"] = "1" }))!;
         Assert.That(e.Reason, Does.Contain("no filter named 'from_json'"));
     }
 
     [Test]
     public void UndefinedBehavesAsInJinja2()
     {
-        Assert.That(Render("[{{ missing }}][{{ missing | length }}][{{ missing is defined }}][{{ missing | default('d') }}][{% for x in missing %}x{% endfor %}][{{ missing ~ 'a' }}]"),
+        Assert.That(
+            Render("[{{ missing }}][{{ missing | length }}][{{ missing is defined }}][{{ missing | default('d') " +
+            "}}][{% for x in missing %}x{% endfor %}][{{ missing ~ 'a' }}]"),
             Is.EqualTo("[][0][False][d][][a]"));
-        Assert.That(Render("{{ m.nope is defined }}|{{ m.nope }}|{{ m['nope'] | default('x') }}", new { m = new { a = 1 } }), Is.EqualTo("False||x"));
+        Assert.That(
+            Render("{{ m.nope is defined }}|{{ m.nope }}|{{ m['nope'] | default('x') }}", new { m = new { a = 1 } }),
+            Is.EqualTo("False||x"));
         var e = Assert.Throws<TemplateRenderException>(() => Render("{{ m.nope.deeper }}", new { m = new { a = 1 } }))!;
         Assert.That(e.Reason, Is.EqualTo("'dict object' has no attribute 'nope'"));
         e = Assert.Throws<TemplateRenderException>(() => Render("{{ missing.attr }}"))!;
         Assert.That(e.Reason, Is.EqualTo("'missing' is undefined"));
         Assert.Throws<TemplateRenderException>(() => Render("{{ missing + 1 }}"));
         Assert.Throws<TemplateRenderException>(() => Render("{{ missing | tojson }}"));
-        Assert.That(Render("{{ missing == other }}|{{ missing is none }}|{{ none is none }}"), Is.EqualTo("True|False|True"));
+        Assert.That(Render("{{ missing == other }}|{{ missing is none }}|{{ none is none }}"),
+            Is.EqualTo("True|False|True"));
     }
 
     [Test]
     public void PythonValuesPrintAsPythonPrintsThem()
     {
-        Assert.That(Render("{{ [1, 2.5, 'x', none, true, (1,), {'a': (1, 2)}] }}"), Is.EqualTo("[1, 2.5, 'x', None, True, (1,), {'a': (1, 2)}]"));
-        Assert.That(Render("{{ 1e-5 }} {{ 1e16 }} {{ 1.5e15 }} {{ 0.1 + 0.2 }} {{ 10 / 4 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }}"),
+        Assert.That(Render("{{ [1, 2.5, 'x', none, true, (1,), {'a': (1, 2)}] }}"),
+            Is.EqualTo("[1, 2.5, 'x', None, True, (1,), {'a': (1, 2)}]"));
+        Assert.That(
+            Render("{{ 1e-5 }} {{ 1e16 }} {{ 1.5e15 }} {{ 0.1 + 0.2 }} {{ 10 / 4 }} {{ 7 // 2 }} {{ -7 // 2 }} {{ -7 " +
+            "% 3 }} {{ 2 ** 10 }} {{ 2 ** -1 }}"),
             Is.EqualTo("1e-05 1e+16 1500000000000000.0 0.30000000000000004 2.5 3 -4 2 1024 0.5"));
-        Assert.That(Render("{{ \"it's\" }} {{ [\"it's\", 'say \"hi\"'] }}"), Is.EqualTo("it's [\"it's\", 'say \"hi\"']"));
+        Assert.That(Render("{{ \"it's\" }} {{ [\"it's\", 'say \"hi\"'] }}"),
+            Is.EqualTo("it's [\"it's\", 'say \"hi\"']"));
     }
 
     [Test]
@@ -87,7 +102,8 @@ public class JinjaRendererTests
         const string vars = """{"v": {"name": "Grüße 😀", "n": 1.0, "list": [1, "a\n\"b\""], "empty": {}}}""";
         Assert.That(Render("{{ v | tojson }}", vars),
             Is.EqualTo("{\"name\": \"Grüße 😀\", \"n\": 1.0, \"list\": [1, \"a\\n\\\"b\\\"\"], \"empty\": {}}"));
-        Assert.That(Render("{{ v.name | tojson(ensure_ascii=true) }}", vars), Is.EqualTo("\"Gr\\u00fc\\u00dfe \\ud83d\\ude00\""));
+        Assert.That(Render("{{ v.name | tojson(ensure_ascii=true) }}", vars),
+            Is.EqualTo("\"Gr\\u00fc\\u00dfe \\ud83d\\ude00\""));
         Assert.That(Render("{{ v.list | tojson(indent=2) }}", vars), Is.EqualTo("[\n  1,\n  \"a\\n\\\"b\\\"\"\n]"));
         Assert.That(Render("{{ v.list | tojson(separators=(',', ':')) }}", vars), Is.EqualTo("[1,\"a\\n\\\"b\\\"\"]"));
     }
@@ -98,10 +114,13 @@ public class JinjaRendererTests
         const string template =
             "{% set ns = namespace(count=0) %}{% for x in items if x > 1 %}{% set ns.count = ns.count + x %}" +
             "{{ loop.index }}/{{ loop.length }}{{ ',' if not loop.last }}{% endfor %};{{ ns.count }};" +
-            "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('a') }} {{ greet('b', punct='?') }};" +
+            "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('a') }} {{ greet('b', " +
+                "punct='?') }};" +
             "{% macro wrap() %}[{{ caller() }}]{% endmacro %}{% call wrap() %}inner{% endcall %};" +
-            "{% for x in items %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x }}{% endfor %}";
-        Assert.That(Render(template, new { items = new[] { 1, 2, 3, 4, 5 } }), Is.EqualTo("1/4,2/4,3/4,4/4;14;Hi a! Hi b?;[inner];13"));
+            "{% for x in items %}{% if x == 2 %}{% continue %}{% endif %}{% if x == 4 %}{% break %}{% endif %}{{ x " +
+                "}}{% endfor %}";
+        Assert.That(Render(template, new { items = new[] { 1, 2, 3, 4, 5 } }),
+            Is.EqualTo("1/4,2/4,3/4,4/4;14;Hi a! Hi b?;[inner];13"));
     }
 
     [Test]
@@ -112,7 +131,8 @@ public class JinjaRendererTests
         Assert.That(Render("  {% if true %}\n    a\n  {% endif %}\nb"), Is.EqualTo("    a\nb"));
         Assert.That(Render("x  {%- if true -%}  \n y {%- endif %}"), Is.EqualTo("xy"));
         Assert.That(Render("  {%+ if true %}a{% endif +%}\nb"), Is.EqualTo("  a\nb"));
-        Assert.That(Render("a\n  {{ 'v' }}\n"), Is.EqualTo("a\n  v"), "variables are not lstripped; one trailing newline is dropped");
+        Assert.That(Render("a\n  {{ 'v' }}\n"), Is.EqualTo("a\n  v"),
+            "variables are not lstripped; one trailing newline is dropped");
         Assert.That(Render("{% raw %}{{ not rendered }}{% endraw %}"), Is.EqualTo("{{ not rendered }}"));
     }
 
@@ -120,7 +140,8 @@ public class JinjaRendererTests
     public void StrftimeNowUsesTheGivenClock()
     {
         var options = new JinjaRenderOptions { Now = new DateTime(2026, 1, 5, 9, 3, 7) };
-        Assert.That(Render("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%-d %B, %A %H:%M:%S') }}", options: options),
+        Assert.That(
+            Render("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%-d %B, %A %H:%M:%S') }}", options: options),
             Is.EqualTo("05 Jan 2026|5 January, Monday 09:03:07"));
     }
 
@@ -130,21 +151,27 @@ public class JinjaRendererTests
         var options = new JinjaRenderOptions { MaxSteps = 100_000 };
         var watch = Stopwatch.StartNew();
         Assert.Throws<TemplateLimitException>(() => Render(
-            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}", options: options));
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+                options: options));
         Assert.Throws<TemplateLimitException>(() => Render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"));
         Assert.Throws<TemplateLimitException>(() => Render("{{ 'x' * 100000000 }}"));
         Assert.Throws<TemplateLimitException>(() => Render(
-            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}"));
+            "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s " +
+                "| length }}"));
         Assert.That(watch.Elapsed, Is.LessThan(TimeSpan.FromSeconds(10)));
     }
 
     [Test]
     public void DeepNestingIsASyntaxErrorNotACrash()
     {
-        Assert.Throws<TemplateSyntaxException>(() => JinjaTemplate.Parse("{{ " + new string('(', 5000) + "1" + new string(')', 5000) + " }}"));
-        Assert.Throws<TemplateSyntaxException>(() => JinjaTemplate.Parse(string.Concat(Enumerable.Repeat("{% if x %}", 5000))));
-        Assert.Throws<TemplateSyntaxException>(() => JinjaTemplate.Parse("{{ " + string.Concat(Enumerable.Repeat("not ", 5000)) + "x }}"));
-        Assert.Throws<TemplateSyntaxException>(() => JinjaTemplate.Parse("{{ " + string.Concat(Enumerable.Repeat("-", 5000)) + "x }}"));
+        Assert.Throws<TemplateSyntaxException>(() =>
+            JinjaTemplate.Parse("{{ " + new string('(', 5000) + "1" + new string(')', 5000) + " }}"));
+        Assert.Throws<TemplateSyntaxException>(() =>
+            JinjaTemplate.Parse(string.Concat(Enumerable.Repeat("{% if x %}", 5000))));
+        Assert.Throws<TemplateSyntaxException>(() =>
+            JinjaTemplate.Parse("{{ " + string.Concat(Enumerable.Repeat("not ", 5000)) + "x }}"));
+        Assert.Throws<TemplateSyntaxException>(() =>
+            JinjaTemplate.Parse("{{ " + string.Concat(Enumerable.Repeat("-", 5000)) + "x }}"));
     }
 
     [Test]
@@ -165,10 +192,14 @@ public class JinjaRendererTests
         var sources = ChatTemplateCorpus.TemplateNames().Select(ChatTemplateCorpus.TemplateSource).ToList();
         string[] fragments =
         [
-            "{%", "%}", "{{", "}}", "{#", "#}", "{%-", "-%}", "(", ")", "[", "]", "{", "}", "'", "\"", "|", ".", ",", ":",
-            " if ", " else ", " for ", " in ", " not ", " is ", " and ", " or ", "{% endfor %}", "{% endif %}", "{% else %}",
-            "{% for x in messages %}", "{% if loop.last %}", "{{ x }}", "| tojson", "| length", "| join(',')", "* 999999",
-            "range(99999)", "loop.index", "messages[-1]", "ns.x", "{% set ns = namespace(x=1) %}", "caller()", "~", "**",
+            "{%", "%}", "{{", "}}", "{#", "#}", "{%-", "-%}", "(", ")", "[", "]", "{", "}", "'", "\"", "|", ".", ",",
+                ":",
+            " if ", " else ", " for ", " in ", " not ", " is ", " and ", " or ", "{% endfor %}", "{% endif %}",
+                "{% else %}",
+            "{% for x in messages %}", "{% if loop.last %}", "{{ x }}", "| tojson", "| length", "| join(',')",
+                "* 999999",
+            "range(99999)", "loop.index", "messages[-1]", "ns.x", "{% set ns = namespace(x=1) %}", "caller()", "~",
+                "**",
             "{% macro m(a) %}{{ m(a) }}{% endmacro %}{{ m(1) }}", "{% break %}", "{% continue %}", "\n", "  ",
         ];
         var rng = new Random(20260115);
@@ -203,7 +234,9 @@ public class JinjaRendererTests
                 Assert.That(e.Message, Does.Not.StartWith("internal error"), $"renderer defect on:\n{text}");
             }
         }
-        TestContext.Out.WriteLine($"{iterations} fuzzed templates: {parsed} parsed, {rendered} rendered, {watch.Elapsed.TotalSeconds:F1} s");
-        Assert.That(parsed, Is.GreaterThan(iterations / 10), "the fuzzer should reach the renderer, not only the parser");
+        TestContext.Out.WriteLine(
+            $"{iterations} fuzzed templates: {parsed} parsed, {rendered} rendered, {watch.Elapsed.TotalSeconds:F1} s");
+        Assert.That(parsed, Is.GreaterThan(iterations / 10),
+            "the fuzzer should reach the renderer, not only the parser");
     }
 }

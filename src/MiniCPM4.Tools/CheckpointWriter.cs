@@ -5,14 +5,18 @@ using System.Text.Json;
 
 namespace MiniCPM4.Checkpoints;
 
-/// <summary>Model sizes <see cref="CheckpointWriter.CreateRandomModel(string, ModelPreset, ulong, TensorDType, IProgress{double}?)"/> can produce.</summary>
+/// <summary>Model sizes <see cref="CheckpointWriter.CreateRandomModel(string, ModelPreset, ulong, TensorDType,
+/// IProgress{double}?)"/> can produce.</summary>
 public enum ModelPreset
 {
-    /// <summary>A few-MB model for tests: vocab 32002, hidden 128, 2 layers, 4 heads (2 KV), head_dim 32, FFN 384, tied.</summary>
+    /// <summary>A few-MB model for tests: vocab 32002, hidden 128, 2 layers, 4 heads (2 KV), head_dim 32, FFN 384,
+    /// tied.</summary>
     Tiny,
-    /// <summary>MiniCPM4-0.5B shapes: vocab 73448, hidden 1024, 24 layers, 16 heads (2 KV), head_dim 64, FFN 4096, tied.</summary>
+    /// <summary>MiniCPM4-0.5B shapes: vocab 73448, hidden 1024, 24 layers, 16 heads (2 KV), head_dim 64, FFN 4096,
+    /// tied.</summary>
     MiniCpm4_0_5B,
-    /// <summary>MiniCPM4-8B shapes: vocab 73448, hidden 4096, 32 layers, 32 heads (2 KV), head_dim 128, FFN 16384, untied, LongRoPE.</summary>
+    /// <summary>MiniCPM4-8B shapes: vocab 73448, hidden 4096, 32 layers, 32 heads (2 KV), head_dim 128, FFN 16384,
+    /// untied, LongRoPE.</summary>
     MiniCpm4_8B,
 }
 
@@ -25,7 +29,8 @@ public static partial class CheckpointWriter
     /// <summary>ChatML chat template in the MiniCPM4 style.</summary>
     public const string ChatTemplate =
         "{% for message in messages %}" +
-        "{% if loop.first and message['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}" +
+        "{% if loop.first and message['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful " +
+            "assistant.<|im_end|>\\n' }}{% endif %}" +
         "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}" +
         "{% endfor %}" +
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -39,7 +44,8 @@ public static partial class CheckpointWriter
     /// Writes a safetensors file: the 8-byte little-endian header length, the JSON header (padded with spaces to a
     /// multiple of 8 bytes) and the tensor data in the given order.
     /// </summary>
-    /// <exception cref="ArgumentException">A tensor's data length disagrees with its shape and dtype, or a name repeats.</exception>
+    /// <exception cref="ArgumentException">A tensor's data length disagrees with its shape and dtype, or a name
+    /// repeats.</exception>
     public static void WriteSafetensors(string path,
         IEnumerable<(string Name, TensorDType DType, long[] Shape, ReadOnlyMemory<byte> Data)> tensors,
         IReadOnlyDictionary<string, string>? metadata = null)
@@ -52,8 +58,10 @@ public static partial class CheckpointWriter
         for (int i = 0; i < list.Count; i++)
         {
             if (list[i].Data.Length != lengths[i])
-                throw new ArgumentException($"tensor '{list[i].Name}': {list[i].Data.Length} bytes of data, but shape " +
-                                            $"{TensorDTypeInfo.FormatShape(list[i].Shape)} of {list[i].DType} needs {lengths[i]}", nameof(tensors));
+                throw new ArgumentException(
+                    $"tensor '{list[i].Name}': {list[i].Data.Length} bytes of data, but shape " +
+                                            $"{TensorDTypeInfo.FormatShape(list[i].Shape)} of {list[i].DType} needs " +
+                                                $"{lengths[i]}", nameof(tensors));
         }
         WriteSafetensorsStreaming(path, specs, metadata, (i, stream) => stream.Write(list[i].Data.Span));
     }
@@ -96,7 +104,8 @@ public static partial class CheckpointWriter
             if (metadata is { Count: > 0 })
             {
                 w.WriteStartObject("__metadata__");
-                foreach (var kv in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(kv.Key, kv.Value);
+                foreach (var kv in metadata.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(kv.Key,
+                    kv.Value);
                 w.WriteEndObject();
             }
             long offset = 0;
@@ -129,7 +138,8 @@ public static partial class CheckpointWriter
             long before = fs.Position;
             writeData(i, fs);
             if (fs.Position - before != lengths[i])
-                throw new InvalidOperationException($"tensor '{specs[i].Name}': wrote {fs.Position - before} bytes, expected {lengths[i]}");
+                throw new InvalidOperationException(
+                    $"tensor '{specs[i].Name}': wrote {fs.Position - before} bytes, expected {lengths[i]}");
         }
     }
 
@@ -144,7 +154,8 @@ public static partial class CheckpointWriter
             TensorDType.BF16 => "bfloat16",
             TensorDType.F16 => "float16",
             TensorDType.F32 => "float32",
-            _ => throw new ArgumentException($"random models can be written as F32, F16 or BF16, not {dtype}", nameof(dtype)),
+            _ => throw new ArgumentException($"random models can be written as F32, F16 or BF16, not {dtype}",
+                nameof(dtype)),
         };
         var common = new MiniCpmConfig
         {
@@ -165,17 +176,20 @@ public static partial class CheckpointWriter
             {
                 VocabSize = 32002, HiddenSize = 128, NumHiddenLayers = 2, NumAttentionHeads = 4, NumKeyValueHeads = 2,
                 HeadDim = 32, IntermediateSize = 384, MaxPositionEmbeddings = 2048, TieWordEmbeddings = true,
-                // A base below hidden_size makes the LM-head multiplier (dim_model_base / hidden_size = 0.5) non-trivial.
+                // A base below hidden_size makes the LM-head multiplier (dim_model_base / hidden_size = 0.5)
+                // non-trivial.
                 DimModelBase = 64f,
             },
             ModelPreset.MiniCpm4_0_5B => common with
             {
-                VocabSize = 73448, HiddenSize = 1024, NumHiddenLayers = 24, NumAttentionHeads = 16, NumKeyValueHeads = 2,
+                VocabSize = 73448, HiddenSize = 1024, NumHiddenLayers = 24, NumAttentionHeads = 16,
+                    NumKeyValueHeads = 2,
                 HeadDim = 64, IntermediateSize = 4096, MaxPositionEmbeddings = 32768, TieWordEmbeddings = true,
             },
             ModelPreset.MiniCpm4_8B => common with
             {
-                VocabSize = 73448, HiddenSize = 4096, NumHiddenLayers = 32, NumAttentionHeads = 32, NumKeyValueHeads = 2,
+                VocabSize = 73448, HiddenSize = 4096, NumHiddenLayers = 32, NumAttentionHeads = 32,
+                    NumKeyValueHeads = 2,
                 HeadDim = 128, IntermediateSize = 16384, MaxPositionEmbeddings = 32768, TieWordEmbeddings = false,
                 RopeScaling = new RopeScalingConfig("longrope", Enumerable.Repeat(1f, 64).ToArray(),
                     Enumerable.Repeat(1f, 64).ToArray(), 32768),
@@ -267,7 +281,8 @@ public static partial class CheckpointWriter
         {
             string file = !sharded ? "model.safetensors" : $"model-{s + 1:D5}-of-{shards.Count:D5}.safetensors";
             var members = shards[s];
-            WriteSafetensorsStreaming(Path.Combine(dir, file), members.Select(i => specs[i]).ToList(), meta, (k, stream) =>
+            WriteSafetensorsStreaming(Path.Combine(dir, file), members.Select(i => specs[i]).ToList(), meta,
+                (k, stream) =>
             {
                 var (name, shape, role) = required[members[k]];
                 WriteRandomTensor(stream, name, shape, role, config, seed, dtype, Advance);
@@ -277,7 +292,8 @@ public static partial class CheckpointWriter
 
         if (sharded)
         {
-            using var fs = new FileStream(Path.Combine(dir, Checkpoint.IndexFileName), FileMode.Create, FileAccess.Write);
+            using var fs =
+                new FileStream(Path.Combine(dir, Checkpoint.IndexFileName), FileMode.Create, FileAccess.Write);
             using var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true });
             w.WriteStartObject();
             w.WriteStartObject("metadata");
@@ -323,7 +339,8 @@ public static partial class CheckpointWriter
         };
         WriteSafetensorsStreaming(Path.Combine(outputDirectory, "model.safetensors"),
             specs.Select(s => (s.Name, dtype, s.Shape)).ToList(), null,
-            (index, stream) => WriteRandomTensor(stream, specs[index].Name, specs[index].Shape, specs[index].Role, target,
+            (index, stream) =>
+                WriteRandomTensor(stream, specs[index].Name, specs[index].Shape, specs[index].Role, target,
                 seed, dtype, _ => { }));
         // The draft's config is the target's with one layer (the muP scales must match the target's).
         (target with { NumHiddenLayers = 1, Architectures = ["MiniCPM4EagleDraft"], ModelType = null, Sparse = null })
@@ -331,7 +348,8 @@ public static partial class CheckpointWriter
     }
 
     private static bool IsShardName(string n) =>
-        n.Length == 32 && n.StartsWith("model-", StringComparison.Ordinal) && n.EndsWith(".safetensors", StringComparison.Ordinal)
+        n.Length == 32 && n.StartsWith("model-", StringComparison.Ordinal)
+            && n.EndsWith(".safetensors", StringComparison.Ordinal)
         && n.AsSpan(11, 4).SequenceEqual("-of-") && n.AsSpan(6, 5).IndexOfAnyExceptInRange('0', '9') < 0
         && n.AsSpan(15, 5).IndexOfAnyExceptInRange('0', '9') < 0;
 
@@ -350,7 +368,9 @@ public static partial class CheckpointWriter
     private static void WriteTokenizerConfig(string path, int maxLength)
     {
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write);
-        using var w = new Utf8JsonWriter(fs, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+        using var w =
+            new Utf8JsonWriter(fs,
+            new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
         w.WriteStartObject();
         w.WriteBoolean("add_bos_token", true);
         w.WriteBoolean("add_eos_token", false);
@@ -403,7 +423,8 @@ public static partial class CheckpointWriter
                 long chunk = first + b;
                 int elements = (int)Math.Min(ChunkElements, count - chunk * ChunkElements);
                 var buf = buffers[b] ??= new byte[ChunkElements * elementSize];
-                FillRandom(buf.AsSpan(0, elements * elementSize), elements, Mix(tensorSeed + (ulong)chunk), lo, hi, dtype);
+                FillRandom(buf.AsSpan(0, elements * elementSize), elements, Mix(tensorSeed + (ulong)chunk), lo, hi,
+                    dtype);
                 sizes[b] = elements * elementSize;
             }
             if (n == 1) Fill(0);
@@ -480,7 +501,7 @@ public static partial class CheckpointWriter
     }
 
     /// <summary>float → bfloat16 with round-to-nearest-even (NaN stays a quiet NaN).</summary>
-    internal static ushort FloatToBf16(float f)
+    public static ushort FloatToBf16(float f)
     {
         uint bits = BitConverter.SingleToUInt32Bits(f);
         if ((bits & 0x7FFFFFFF) > 0x7F800000) return (ushort)((bits >> 16) | 0x0040);
@@ -489,7 +510,7 @@ public static partial class CheckpointWriter
     }
 
     /// <summary>bfloat16 → float (exact).</summary>
-    internal static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
+    public static float Bf16ToFloat(ushort b) => BitConverter.UInt32BitsToSingle((uint)b << 16);
 
     private static ulong Next(ref ulong state)
     {

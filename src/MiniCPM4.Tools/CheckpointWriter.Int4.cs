@@ -41,27 +41,35 @@ public sealed record Int4WriteOptions
 /// <param name="BytesBefore">Weight bytes of the source checkpoint.</param>
 /// <param name="BytesAfter">Bytes of the written weights file.</param>
 /// <param name="Elapsed">Wall-clock time of the whole conversion.</param>
-public sealed record Int4WriteResult(string OutputDirectory, string WeightsFile, int QuantizedLinears, int RepackedLinears,
+public sealed record Int4WriteResult(string OutputDirectory, string WeightsFile, int QuantizedLinears,
+    int RepackedLinears,
     long BytesBefore, long BytesAfter, TimeSpan Elapsed);
 
 public static partial class CheckpointWriter
 {
-    /// <summary>The quantization_config an int4 checkpoint gets: CPM.cu's (gptq, 4 bits, group 128, symmetric, static groups).</summary>
-    internal static QuantizationConfig WrittenQuantizationConfig { get; } = new("gptq", 4, 128, true, false, "gptq", true, false);
+    /// <summary>The quantization_config an int4 checkpoint gets: CPM.cu's (gptq, 4 bits, group 128, symmetric, static
+    /// groups).</summary>
+    internal static QuantizationConfig WrittenQuantizationConfig { get; } =
+        new("gptq", 4, 128, true, false, "gptq", true, false);
 
     /// <summary>
     /// Writes an int4 (W4A16) copy of a checkpoint: the seven linear layers of every decoder layer quantized (dense
     /// source; round-to-nearest with the per-group absmax, optionally with clip search) or repacked (AutoGPTQ source),
     /// the embedding, norms and LM head copied in their dtype; config.json with CPM.cu's quantization_config; and the
-    /// directory's other top-level files (tokenizer, generation config, ...) copied as they are. The result loads directly
-    /// (<see cref="MiniCpmModel.Load(string, MiniCpmLoadOptions?)"/>) and gives the same logits as loading the source with
+    /// directory's other top-level files (tokenizer, generation config, ...) copied as they are. The result loads
+    /// directly
+    /// (<see cref="MiniCpmModel.Load(string, MiniCpmLoadOptions?)"/>) and gives the same logits as loading the source
+    /// with
     /// <see cref="WeightQuantization.Int4"/>; in the Marlin format CPM.cu can read it too.
     /// Memory: one (fused) layer's int4 tensors at a time; the source stays memory-mapped.
     /// </summary>
     /// <exception cref="CheckpointException">The source checkpoint is invalid.</exception>
-    /// <exception cref="MiniCpmUnsupportedException">A linear layer's shape cannot be int4, or the conversion is not supported.</exception>
-    /// <exception cref="IOException">The output is the source, or is not empty and <see cref="Int4WriteOptions.Overwrite"/> is false.</exception>
-    public static Int4WriteResult WriteInt4Checkpoint(string sourceDirectory, string outputDirectory, Int4WriteOptions? options = null,
+    /// <exception cref="MiniCpmUnsupportedException">A linear layer's shape cannot be int4, or the conversion is not
+    /// supported.</exception>
+    /// <exception cref="IOException">The output is the source, or is not empty and <see
+    /// cref="Int4WriteOptions.Overwrite"/> is false.</exception>
+    public static Int4WriteResult WriteInt4Checkpoint(string sourceDirectory, string outputDirectory,
+        Int4WriteOptions? options = null,
         IProgress<double>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(sourceDirectory);
@@ -71,9 +79,11 @@ public static partial class CheckpointWriter
         string src = Path.TrimEndingDirectorySeparator(Path.GetFullPath(sourceDirectory));
         string dst = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputDirectory));
         if (SameDirectory(src, dst))
-            throw new IOException($"the output directory {dst} is the source checkpoint; write the int4 checkpoint somewhere else");
+            throw new IOException(
+                $"the output directory {dst} is the source checkpoint; write the int4 checkpoint somewhere else");
         if (Directory.Exists(dst) && Directory.EnumerateFileSystemEntries(dst).Any() && !options.Overwrite)
-            throw new IOException($"the output directory {dst} is not empty (overwrite it with --force / Int4WriteOptions.Overwrite)");
+            throw new IOException(
+                $"the output directory {dst} is not empty (overwrite it with --force / Int4WriteOptions.Overwrite)");
         Interop.NativeLibraryResolver.EnsureLoaded();
 
         using var checkpoint = Checkpoint.Open(src);
@@ -81,15 +91,18 @@ public static partial class CheckpointWriter
         if (gptq && checkpoint.Int4Format is { } existing)
             throw new MiniCpmUnsupportedException(existing == LinearWeightFormat.Gptq
                 ? $"{src} is already an AutoGPTQ int4 checkpoint"
-                : $"{src} is a Marlin int4 checkpoint; converting Marlin tensors back to the AutoGPTQ layout is not supported");
-        if (LinearLoader.CheckQuantizable(checkpoint.Linears.Where(l => !l.IsInt4).Select(l => (l.Name, l.OutFeatures, l.InFeatures))) is { } bad)
+                : $"{src} is a Marlin int4 checkpoint; converting Marlin tensors back to the AutoGPTQ layout is not " +
+                    $"supported");
+        if (LinearLoader.CheckQuantizable(
+            checkpoint.Linears.Where(l => !l.IsInt4).Select(l => (l.Name, l.OutFeatures, l.InFeatures))) is { } bad)
             throw bad;
 
         Directory.CreateDirectory(dst);
         foreach (var f in Directory.GetFiles(dst))
         {
             string n = Path.GetFileName(f);
-            if (n.EndsWith(".safetensors", StringComparison.Ordinal) || n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)) File.Delete(f);
+            if (n.EndsWith(".safetensors", StringComparison.Ordinal)
+                || n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)) File.Delete(f);
         }
 
         var settings = new Int4Settings(options.ClipSearch, options.Threads);
@@ -132,19 +145,22 @@ public static partial class CheckpointWriter
             File.Copy(f, Path.Combine(dst, n), overwrite: true);
         }
         progress?.Report(1);
-        return new Int4WriteResult(dst, weightsPath, plan.Quantized, plan.Repacked, checkpoint.TotalBytes, new FileInfo(weightsPath).Length,
+        return new Int4WriteResult(dst, weightsPath, plan.Quantized, plan.Repacked, checkpoint.TotalBytes,
+            new FileInfo(weightsPath).Length,
             clock.Elapsed);
     }
 
     private static bool SameDirectory(string a, string b)
     {
-        if (string.Equals(a, b, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal)) return true;
+        if (string.Equals(a, b, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase
+            : StringComparison.Ordinal)) return true;
         try
         {
             // The same directory under another name (a symbolic link to it, say).
             string ra = new DirectoryInfo(a).ResolveLinkTarget(true)?.FullName ?? a;
             string rb = Directory.Exists(b) ? new DirectoryInfo(b).ResolveLinkTarget(true)?.FullName ?? b : b;
-            return string.Equals(Path.TrimEndingDirectorySeparator(ra), Path.TrimEndingDirectorySeparator(rb), StringComparison.Ordinal);
+            return string.Equals(Path.TrimEndingDirectorySeparator(ra), Path.TrimEndingDirectorySeparator(rb),
+                StringComparison.Ordinal);
         }
         catch (IOException)
         {
@@ -153,9 +169,11 @@ public static partial class CheckpointWriter
     }
 
     private static bool IsWeightsFile(string n) =>
-        n.EndsWith(".safetensors", StringComparison.Ordinal) || n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)
+        n.EndsWith(".safetensors", StringComparison.Ordinal)
+            || n.EndsWith(".safetensors.index.json", StringComparison.Ordinal)
         || n.EndsWith(".bin", StringComparison.Ordinal) || n.EndsWith(".bin.index.json", StringComparison.Ordinal)
-        || n.EndsWith(".pt", StringComparison.Ordinal) || n.EndsWith(".pth", StringComparison.Ordinal) || n.EndsWith(".ckpt", StringComparison.Ordinal);
+        || n.EndsWith(".pt", StringComparison.Ordinal) || n.EndsWith(".pth", StringComparison.Ordinal)
+            || n.EndsWith(".ckpt", StringComparison.Ordinal);
 
     /// <summary>The source config.json with quantization_config set (every other field kept as it was).</summary>
     private static void WriteQuantizedConfig(string sourceConfig, string path)
@@ -169,7 +187,8 @@ public static partial class CheckpointWriter
         File.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 
-    /// <summary>The output tensors of an int4 checkpoint in file order, each with the code that writes its bytes.</summary>
+    /// <summary>The output tensors of an int4 checkpoint in file order, each with the code that writes its
+    /// bytes.</summary>
     private sealed unsafe class Int4Plan : IDisposable
     {
         public sealed record Entry(string Name, TensorDType DType, long[] Shape, long Bytes, Action<Stream> Write);
@@ -229,17 +248,22 @@ public static partial class CheckpointWriter
         private void Copy(CheckpointTensor t) =>
             Entries.Add(new Entry(t.Name, t.DType, t.Shape, t.ByteLength, s => WriteRaw(s, t.Pointer, t.ByteLength)));
 
-        /// <summary>qweight + scales of the Marlin module <paramref name="name"/> built from <paramref name="parts"/> (in column order).</summary>
+        /// <summary>qweight + scales of the Marlin module <paramref name="name"/> built from <paramref name="parts"/>
+        /// (in column order).</summary>
         private void Marlin(string name, List<CheckpointLinear> parts)
         {
             long k = parts[0].InFeatures, n = parts.Sum(l => l.OutFeatures);
-            Entries.Add(new Entry(name + ".qweight", TensorDType.I32, [k / 16, 2 * n], MarlinTensors.QWeightByteCount(n, k), s =>
+            Entries.Add(
+                new Entry(name + ".qweight", TensorDType.I32, [k / 16, 2 * n], MarlinTensors.QWeightByteCount(n, k),
+                s =>
             {
                 _pendingMarlin?.Dispose();
                 _pendingMarlin = BuildMarlin(parts);
                 s.Write(_pendingMarlin.QWeight);
             }));
-            Entries.Add(new Entry(name + ".scales", TensorDType.F16, [k / LinearResolver.GroupSize, n], MarlinTensors.ScalesByteCount(n, k), s =>
+            Entries.Add(
+                new Entry(name + ".scales", TensorDType.F16, [k / LinearResolver.GroupSize, n],
+                MarlinTensors.ScalesByteCount(n, k), s =>
             {
                 var m = _pendingMarlin ?? throw new InvalidOperationException("scales written before their qweight");
                 s.Write(m.Scales);
@@ -265,13 +289,15 @@ public static partial class CheckpointWriter
 
         private MarlinTensors ToMarlin(CheckpointLinear l) => l.Format switch
         {
-            LinearWeightFormat.Dense => Int4Weights.Quantize(l.Weight!.Name, l.Weight.FilePath, l.Weight.DType, l.Weight.Pointer,
+            LinearWeightFormat.Dense =>
+                Int4Weights.Quantize(l.Weight!.Name, l.Weight.FilePath, l.Weight.DType, l.Weight.Pointer,
                 l.Weight.ByteLength, l.OutFeatures, l.InFeatures, _settings),
             LinearWeightFormat.Gptq => Int4Weights.RepackGptq(l),
             _ => Int4Weights.CopyMarlin(l),
         };
 
-        /// <summary>AutoGPTQ tensors of a dense projection: qweight, scales, qzeros (all 7) and g_idx (k / 128).</summary>
+        /// <summary>AutoGPTQ tensors of a dense projection: qweight, scales, qzeros (all 7) and g_idx (k /
+        /// 128).</summary>
         private void Gptq(CheckpointLinear l)
         {
             var w = l.Weight!;
@@ -296,7 +322,8 @@ public static partial class CheckpointWriter
             }));
             Entries.Add(new Entry(l.Name + ".scales", TensorDType.F16, [k / LinearResolver.GroupSize, n], sBytes, s =>
             {
-                s.Write(_pendingScales ?? throw new InvalidOperationException("scales written before their qweight"), 0, _pendingScalesBytes);
+                s.Write(_pendingScales ?? throw new InvalidOperationException("scales written before their qweight"), 0,
+                    _pendingScalesBytes);
                 ReturnPendingScales();
             }));
             long groups = k / LinearResolver.GroupSize;
@@ -310,7 +337,8 @@ public static partial class CheckpointWriter
                 Span<byte> word = stackalloc byte[4];
                 for (long i = 0; i < k; i++)
                 {
-                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(word, (int)(i / LinearResolver.GroupSize));
+                    System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(word,
+                        (int)(i / LinearResolver.GroupSize));
                     s.Write(word);
                 }
             }));

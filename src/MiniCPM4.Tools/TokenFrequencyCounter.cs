@@ -1,7 +1,8 @@
 namespace MiniCPM4.Speculative;
 
 /// <summary>
-/// Counts how often each token id occurs in a tokenized corpus, for <see cref="FrSpecVocabulary.Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
+/// Counts how often each token id occurs in a tokenized corpus, for <see
+/// cref="FrSpecVocabularyBuilder.Build(TokenFrequencyCounter, int, IReadOnlyList{int})"/>.
 /// Memory is one 64-bit counter per vocabulary entry, whatever the corpus size, so a corpus can be streamed
 /// through it. Not thread-safe.
 /// </summary>
@@ -37,7 +38,8 @@ public sealed class TokenFrequencyCounter
     {
         if ((uint)tokenId >= (uint)_counts.Length)
             throw new ArgumentOutOfRangeException(nameof(tokenId), tokenId,
-                $"token id {tokenId} is outside the vocabulary [0, {_counts.Length}): the tokenizer does not match the model");
+                $"token id {tokenId} is outside the vocabulary [0, {_counts.Length}): the tokenizer does not match " +
+                    $"the model");
         if (_counts[tokenId]++ == 0) DistinctTokens++;
         TotalTokens++;
     }
