@@ -52,10 +52,16 @@ void Speculator::run_rows(ExecContext& ctx, const int32_t* next_tokens, int32_t 
   call.n = n;
   call.positions = positions.data();
   call.slot = first_pos;
-  if (first_pos > written_) zero_rows(ctx, written_, first_pos);
+  cover(ctx, first_pos);
   draft_forward(*draft_, ctx, ws_, call, inv_freq, attn_factor);
   committed_ = first_pos + n;
   written_ = std::max(written_, committed_);
+}
+
+void Speculator::cover(ExecContext& ctx, int64_t row) {
+  if (row <= written_) return;
+  zero_rows(ctx, written_, row);
+  written_ = row;
 }
 
 // Rows the draft skipped (a session decoded them without feeding it: adaptive speculation's plain steps)
@@ -172,6 +178,8 @@ DraftTree Speculator::draft_tree(ExecContext& ctx, int32_t root, int64_t rows, c
   const int32_t zero = 0;
   be.copy_rows(ctx, ws_.features, pending_, &zero, &zero, 1);
   const int32_t root_position = static_cast<int32_t>(rows - 1);
+  cover(ctx, rows - 1);
+  written_ = std::max<int64_t>(written_, rows);
   step.n = 1;
   step.tokens = &root;
   step.positions = &root_position;

@@ -76,7 +76,10 @@ class Speculator {
  private:
   void run_rows(ExecContext& ctx, const int32_t* next_tokens, int32_t n, int64_t first_pos, const Tensor& inv_freq,
                 float attn_factor);
-  // Zeroes the draft's committed KV rows [from, to) in every layer.
+  // Before the draft writes row `row` and attends to the rows below it: every row below has been
+  // written once, or is zeroed now (rows a session decoded without feeding the draft).
+  void cover(ExecContext& ctx, int64_t row);
+  // Zeroes the draft's KV rows [from, to) in every layer.
   void zero_rows(ExecContext& ctx, int64_t from, int64_t to);
 
   std::shared_ptr<const DraftModel> draft_;
