@@ -568,6 +568,18 @@ int32_t Session::speculative_step(int32_t* out, int32_t budget, bool* stopped, c
   return emitted;
 }
 
+int32_t Session::sample_plain(int32_t* out, GenerateResult& r) {
+  const int32_t token = sample_pending();
+  out[r.count++] = token;
+  ++generated_since_config_;
+  ++stats_.generated_tokens;
+  if (sampler_.is_stop(token)) {
+    logits_valid_ = false;  // the stop token is reported but not evaluated
+    r.finish = MCPM_FINISH_STOP_TOKEN;
+  }
+  return token;
+}
+
 mcpm_finish_reason Session::finish_state() const {
   const int32_t max_new = sampler_.config().max_new_tokens;
   if (max_new > 0 && generated_since_config_ >= max_new) return MCPM_FINISH_MAX_TOKENS;
@@ -612,15 +624,8 @@ void Session::batch_prepare(BatchTurn& turn) {
       turn.start = kv_len_;
     }
     if (current_state_yields()) return;  // the host appends this state's tokens itself
-    const int32_t token = sample_pending();
-    turn.out[r.count++] = token;
-    ++generated_since_config_;
-    ++stats_.generated_tokens;
-    if (sampler_.is_stop(token)) {
-      logits_valid_ = false;  // the stop token is reported but not evaluated
-      r.finish = MCPM_FINISH_STOP_TOKEN;
-      return;
-    }
+    const int32_t token = sample_plain(turn.out, r);
+    if (r.finish == MCPM_FINISH_STOP_TOKEN) return;
     check_tokens(&token, 1);
     turn.rows.push_back(token);
     turn.appended = 1;
@@ -713,15 +718,8 @@ GenerateResult Session::generate(int32_t max_tokens, int32_t* out, int32_t out_c
         ~FeedAgain() { feed = true; }
       } feed_again{feed_draft_};
       if (root_pending_) evaluate(nullptr, 0, nullptr, false);  // plain decoding after speculative rounds
-      const int32_t token = sample_pending();
-      out[r.count++] = token;
-      ++generated_since_config_;
-      ++stats_.generated_tokens;
-      if (sampler_.is_stop(token)) {
-        logits_valid_ = false;  // the stop token is reported but not evaluated
-        r.finish = MCPM_FINISH_STOP_TOKEN;
-        break;
-      }
+      const int32_t token = sample_plain(out, r);
+      if (r.finish == MCPM_FINISH_STOP_TOKEN) break;
       if (spec) {
         // The token becomes the root of the next round, which evaluates it with the tree.
         tokens_.push_back(token);

@@ -126,6 +126,9 @@ class Session {
 
  private:
   bool consume_abort() { return abort_.exchange(false, std::memory_order_acq_rel); }
+  // Samples the next token from the pending logits and emits it into out[r.count] (a plain step);
+  // a stop token sets r.finish (it is reported, not evaluated).
+  int32_t sample_plain(int32_t* out, GenerateResult& r);
   // Why generation cannot go on (max_new_tokens reached, context full), or MCPM_FINISH_NONE.
   mcpm_finish_reason finish_state() const;
   void check_tokens(const int32_t* tokens, int32_t n) const;

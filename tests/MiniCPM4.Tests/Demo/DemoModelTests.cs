@@ -40,10 +40,11 @@ public class DemoModelTests
             FrSpecPath = draft ? Directory.GetFiles(Path.Combine(_dir, "draft"), "freq_*.pt").Single() : null,
         });
 
-    [Test]
-    public void EngineLogitsMatchPyTorch()
+    // Every prompt's logits against PyTorch's: the first 64 of the last row within `logitTolerance` (absolute plus
+    // relative), its log-sum-exp within `lseTolerance`, and every position's argmax.
+    private void ExpectLogitsMatchPyTorch(CpuPrecision precision, double logitTolerance, double lseTolerance)
     {
-        using var model = Load(draft: false, CpuPrecision.Exact);
+        using var model = Load(draft: false, precision);
         int v = model.Config.VocabSize;
         foreach (var p in Prompts)
         {
@@ -56,11 +57,15 @@ public class DemoModelTests
             float[] expected =
                 p.GetProperty("last_logits_first64").EnumerateArray().Select(x => x.GetSingle()).ToArray();
             for (int i = 0; i < expected.Length; i++)
-                Assert.That(last[i], Is.EqualTo(expected[i]).Within(2e-3 + 2e-3 * Math.Abs(expected[i])), $"logit {i}");
+            {
+                double tolerance = logitTolerance + logitTolerance * Math.Abs(expected[i]);
+                Assert.That(last[i], Is.EqualTo(expected[i]).Within(tolerance), $"logit {i}");
+            }
             double max = double.NegativeInfinity, sum = 0;
             foreach (float x in last) max = Math.Max(max, x);
             foreach (float x in last) sum += Math.Exp(x - max);
-            Assert.That(max + Math.Log(sum), Is.EqualTo(p.GetProperty("last_logsumexp").GetDouble()).Within(2e-3));
+            Assert.That(max + Math.Log(sum),
+                Is.EqualTo(p.GetProperty("last_logsumexp").GetDouble()).Within(lseTolerance));
             // Every position's argmax: the whole sequence, not only the last row.
             int[] argmax = Ints(p.GetProperty("argmax_per_position"));
             int mismatches = 0;
@@ -75,38 +80,14 @@ public class DemoModelTests
         }
     }
 
+    [Test]
+    public void EngineLogitsMatchPyTorch() => ExpectLogitsMatchPyTorch(CpuPrecision.Exact, 2e-3, 2e-3);
+
     // Fast (the default) on a bf16 model: activations rounded to bf16 before every linear (as llama.cpp's BF16 path
     // does). Each product moves by at most 2^-9 of itself; on the demo model the logits stay within 2e-2 of
     // PyTorch's and the log-sum-exp within 1e-2 (exact: 2e-3 each), and every position's argmax still agrees.
     [Test]
-    public void FastPrecisionLogitsStayCloseToPyTorch()
-    {
-        using var model = Load(draft: false, CpuPrecision.Fast);
-        int v = model.Config.VocabSize;
-        foreach (var p in Prompts)
-        {
-            int[] ids = Ints(p.GetProperty("token_ids"));
-            using var s = model.CreateSession(new SessionOptions { ContextLength = 512 });
-            float[] all = s.PrefillWithLogits(ids, allPositions: true);
-            var last = all.AsSpan((ids.Length - 1) * v, v);
-            float[] expected =
-                p.GetProperty("last_logits_first64").EnumerateArray().Select(x => x.GetSingle()).ToArray();
-            for (int i = 0; i < expected.Length; i++)
-                Assert.That(last[i], Is.EqualTo(expected[i]).Within(2e-2 + 2e-2 * Math.Abs(expected[i])), $"logit {i}");
-            double max = double.NegativeInfinity, sum = 0;
-            foreach (float x in last) max = Math.Max(max, x);
-            foreach (float x in last) sum += Math.Exp(x - max);
-            Assert.That(max + Math.Log(sum), Is.EqualTo(p.GetProperty("last_logsumexp").GetDouble()).Within(1e-2));
-            int[] argmax = Ints(p.GetProperty("argmax_per_position"));
-            for (int t = 0; t < ids.Length; t++)
-            {
-                var row = all.AsSpan(t * v, v);
-                int best = 0;
-                for (int i = 1; i < v; i++) if (row[i] > row[best]) best = i;
-                Assert.That(best, Is.EqualTo(argmax[t]), $"argmax at position {t}");
-            }
-        }
-    }
+    public void FastPrecisionLogitsStayCloseToPyTorch() => ExpectLogitsMatchPyTorch(CpuPrecision.Fast, 2e-2, 1e-2);
 
     [Test]
     public async Task GreedyContinuationMatchesPyTorch()
