@@ -38,6 +38,8 @@ internal static class LoadTestCommand
         command.Options.Add(MaxTokens);
         command.Options.Add(Cli.Json);
         Cli.AddModelOptions(command);
+        foreach (var option in new Option[] { Cli.SpecIter, Cli.SpecTopK, Cli.SpecTree, Cli.NoSpec })
+            command.Options.Add(option);
         command.SetAction((parse, ct) => Cli.Guard(parse, () => RunAsync(parse, ct)));
         return command;
     }

@@ -29,6 +29,7 @@ namespace MiniCPM4;
 internal sealed class MiniCpmBatchScheduler : IDisposable
 {
     private const double RateDecay = 0.2;
+    private static readonly TimeSpan GatherWindow = TimeSpan.FromMilliseconds(1);
 
     private readonly BatcherHandle _batcher;
     private readonly int _maxRows;
@@ -38,6 +39,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
     private bool _disposed;
     private long _steps;
     private bool _running;  // a step is running (turns queued now wait from the next one)
+    private int _returning;  // sessions the last step left mid-generation or mid-prompt: their next turns are coming
     // Measured rates in tokens per second (0: not measured yet): speculative rounds alone, and batched steps by
     // their number of generate rows (index 0 unused).
     private double _soloSpeculativeRate;
@@ -118,6 +120,7 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
                 while (_waiting.Count == 0 && !_disposed) Monitor.Wait(_lock);
                 // Disposal lets the turns already queued finish (their sessions outlive the model).
                 if (_waiting.Count == 0) return;
+                GatherReturningTurns();
                 turns = TakeStep();
                 _running = true;
             }
@@ -133,7 +136,24 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
             {
                 _steps++;
                 _running = false;
+                _returning = turns.Count(t => t.Returns);
             }
+        }
+    }
+
+    // The sessions of the last step come back with their next turns within microseconds (their continuations run on
+    // the thread pool), so a step that started at once would take only the first of them and split the batch: wait
+    // until they are back, or GatherWindow at most (a consumer may stop, or be slow). Called under the lock.
+    private void GatherReturningTurns()
+    {
+        int expected = Math.Min(_returning, _maxRows);
+        if (_waiting.Count >= expected) return;
+        long deadline = Stopwatch.GetTimestamp() + (long)(GatherWindow.TotalSeconds * Stopwatch.Frequency);
+        while (_waiting.Count < expected && !_disposed)
+        {
+            var left = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
+            if (left <= TimeSpan.Zero) break;
+            Monitor.Wait(_lock, left);
         }
     }
 
@@ -343,8 +363,13 @@ internal sealed class MiniCpmBatchScheduler : IDisposable
         public long EnqueuedAt { get; set; }
         public int Chunk { get; set; }
 
+        // Whether the session comes back with another turn: it generated a token and is not finished, or its
+        // prompt is in (generation follows).
+        public bool Returns { get; private set; }
+
         public void Complete(StepOutcome outcome)
         {
+            Returns = outcome.Status == NativeConstants.MCPM_OK && outcome.Finish == NativeConstants.MCPM_FINISH_NONE;
             Registration.Dispose();
             Completion.TrySetResult(outcome);
         }
