@@ -73,15 +73,22 @@ int32_t AdaptiveSpeculation::choose() {
       if (!usable_[static_cast<size_t>(a)] || a == best_ || upper_bound(a) <= best_rate) continue;
       if (arm.steps == 0 || step_ - arm.last_step >= kRecheckSteps) return last_ = a;
     }
-    // Plain decoding is measured again too once a tree is the best (the text may stop being predictable, or the
-    // plain steps measured may have been slowed by the machine); a plain step loses little, so more often.
-    if (best_ != kPlain && step_ - arms_[kPlain].last_step >= kRecheckSteps / 4) return last_ = kPlain;
   }
+  // Plain decoding is measured again once a tree is the best (the text may stop being predictable, or the plain
+  // steps measured may have been slowed by the machine). A plain step loses little, so this is not charged to the
+  // exploration budget: a stale plain estimate must not keep a losing tree chosen for good.
+  if (best_ != kPlain && step_ - arms_[kPlain].last_step >= kRecheckSteps / 4) return last_ = kPlain;
   return last_ = best_;
 }
 
 void AdaptiveSpeculation::record(int32_t arm, int64_t ns, int32_t tokens, int64_t draft_ns) {
   if (ns <= 0 || tokens <= 0) return;
+  // The first step of a generation pays for waking the thread pool and cold caches (measured up to 5x a warm
+  // step on the CPU): it is not the arm's cost.
+  if (!warm_) {
+    warm_ = true;
+    return;
+  }
   total_ns_ += static_cast<double>(ns);
   // Time lost (or, when negative, gained) against the best arm as it was measured before this step.
   if (arm != best_ && rate(best_) > 0) regret_ns_ += static_cast<double>(ns) - tokens / rate(best_) * 1e9;
@@ -90,6 +97,9 @@ void AdaptiveSpeculation::record(int32_t arm, int64_t ns, int32_t tokens, int64_
   // counted as twice the mean, so one stall cannot make a fast arm look slow for long.
   double cost = static_cast<double>(ns);
   if (a.steps > 0) cost = std::min(cost, 2 * a.ns / a.tokens * tokens);
+  // A plain step (always one token, so its cost varies only with the machine) far faster than the mean shows the
+  // earlier ones were slowed (a cold start, a busy machine): start the mean over from it.
+  if (arm == kPlain && a.steps > 0 && cost < 0.5 * a.ns / a.tokens) a.ns = a.tokens = 0;
   a.ns = a.ns * kDecay + cost;
   a.tokens = a.tokens * kDecay + tokens;
   ++a.steps;

@@ -59,6 +59,7 @@ class AdaptiveSpeculation {
   int64_t step_ = 0;
   int32_t last_ = kPlain;
   int32_t best_ = kPlain;
+  bool warm_ = false;  // the first recorded step (cold) has been seen and dropped
 };
 
 }  // namespace mcpm
