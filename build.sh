@@ -121,7 +121,7 @@ cuda_emulated_tier() {
                -DMCPM_BUILD_TESTS=ON -DMCPM_BUILD_BENCH=OFF) t0=$SECONDS
   # Only what the tier runs: the CPU-only white-box tests already ran in the tiers above.
   local targets=(--target minicpm4 test_emulator test_cuda_ops test_cuda_model test_model test_sparse_model
-                 test_sampling test_abi test_speculative test_token_mask test_int4_model)
+                 test_sampling test_abi test_speculative test_token_mask test_int4_model test_batch)
   echo "== CUDA backend on the emulated device (Release, race check)"
   if ! emulated_build "$BUILD_DIR/native-cuda-emu" -DCMAKE_BUILD_TYPE=Release "${clang[@]}"; then
     echo "emulated CUDA build failed"

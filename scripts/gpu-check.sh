@@ -28,7 +28,8 @@
 #   cli       end-to-end with a published self-contained CLI, when artifacts/minicpm4-linux-x64/minicpm4
 #             exists (dotnet publish src/MiniCPM4.Cli -c Release -r linux-x64 --self-contained
 #             -p:PublishSingleFile=true -p:PublishTrimmed=true -o artifacts/minicpm4-linux-x64):
-#             demo-model logits CPU vs CUDA, greedy tokens CPU vs CUDA, speculative == plain on CUDA
+#             demo-model logits CPU vs CUDA, greedy tokens CPU vs CUDA, speculative == plain on CUDA, and
+#             continuous batching (bench --sessions 8 on the 0.5B shape)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CUDA_ARCHS (default native),
 # CLI (default artifacts/minicpm4-linux-x64/minicpm4), QUICK=1, BUDGET_S, STEPS (default: all of
@@ -356,6 +357,13 @@ else
     row cli-spec PASS "demo model with its EAGLE draft on CUDA: speculative greedy == plain greedy ($(json_field "$OUT/cli-gen-cuda.log" mean_accepted_tokens) accepted per round)"
   else
     row cli-spec FAIL "speculative greedy on CUDA differs from plain greedy (or failed): see $OUT/cli-gen-cuda*.log"
+  fi
+  # Continuous batching on the device: 8 sessions of the 0.5B shape against one alone, in one run.
+  if "$CLI" bench --device cuda --preset minicpm4-0.5b --sessions 8 --prompt-tokens 128 --gen-tokens 64 --json \
+      >"$OUT/cli-batch.log" 2>&1; then
+    row cli-batch PASS "0.5B bf16, 8 sessions: $(json_field "$OUT/cli-batch.log" aggregate_decode_tokens_per_s) tok/s in total vs $(json_field "$OUT/cli-batch.log" single_session_decode_tokens_per_s) alone ($(json_field "$OUT/cli-batch.log" batch_speedup)x)"
+  else
+    row cli-batch FAIL "minicpm4 bench --sessions 8 on CUDA failed: see $OUT/cli-batch.log"
   fi
 fi
 
