@@ -145,11 +145,10 @@ void Backend::attention_batch(ExecContext& ctx, const Tensor& out, const Tensor&
     const AttentionSegment& s = segments[i];
     const Tensor qs = q.slice_rows(s.row, s.rows), os = out.slice_rows(s.row, s.rows);
     store_kv(ctx, s.k_cache, s.v_cache, k.slice_rows(s.row, s.rows), v.slice_rows(s.row, s.rows), s.start);
-    const int64_t prefix = s.tree_prefix >= 0 ? s.tree_prefix : s.start;
     if (s.tree_masks && s.masks_resident)
-      tree_attention_resident(ctx, os, qs, s.k_cache, s.v_cache, shape, prefix, s.tree_masks, s.mask_bits);
+      tree_attention_resident(ctx, os, qs, s.k_cache, s.v_cache, shape, s.prefix(), s.tree_masks, s.mask_bits);
     else if (s.tree_masks)
-      tree_attention(ctx, os, qs, s.k_cache, s.v_cache, shape, prefix, s.tree_masks);
+      tree_attention(ctx, os, qs, s.k_cache, s.v_cache, shape, s.prefix(), s.tree_masks);
     else if (s.sparse)
       sparse_attention(ctx, os, qs, s.k_cache, s.v_cache, shape, s.start, *s.sparse);
     else

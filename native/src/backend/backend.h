@@ -152,6 +152,7 @@ struct AttentionSegment {
   // Tree mode's prefix: the rows before it are history and mask bit j is cache row prefix + j; -1:
   // start (a verified tree). A draft level stores its rows after the earlier levels' (start > prefix).
   int64_t tree_prefix = -1;
+  int64_t prefix() const { return tree_prefix >= 0 ? tree_prefix : start; }
   // The masks are in backend memory (a tree drafted on the backend), each bit below mask_bits, as
   // Backend::tree_attention_resident reads them; else host memory.
   bool masks_resident = false;

@@ -236,13 +236,9 @@ void CpuBackend::linear(ExecContext& ctx, const Tensor& out, const Tensor& x, co
     // run in the same order whatever the others are (gemm_bf16_dp), so decode, speculative
     // verification, prefill and batches of many sessions give a token the same logits.
     uint16_t* xb = reinterpret_cast<uint16_t*>(c.shared_scratch(static_cast<size_t>(n * K + 1) / 2));
-    if (n == 1) {
-      k_.to_bf16(X, xb, K);
-    } else {
-      c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {
-        for (int64_t i = b; i < e; ++i) k_.to_bf16(X + i * K, xb + i * K, K);
-      });
-    }
+    c.pool.parallel_for(n, 8, [&](int64_t b, int64_t e, int32_t) {  // up to 8 tokens: on this thread
+      for (int64_t i = b; i < e; ++i) k_.to_bf16(X + i * K, xb + i * K, K);
+    });
     const int64_t blocks = (N + 3) / 4;
     c.pool.parallel_for(blocks, std::max<int64_t>(1, row_chunk(c, blocks, 1)), [&](int64_t b, int64_t e, int32_t) {
       const int64_t r0 = 4 * b, rows = std::min(N, 4 * e) - r0;
@@ -457,104 +453,92 @@ void CpuBackend::attend(const float* qi, const float* kbase, const float* vbase,
   k_.scale_f32(1.0f / sum, oi, hd);
 }
 
-// One work item is (query token, query head); query i at position start + i sees rows [0, start + i].
-void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                           const Tensor& v_cache, const AttentionShape& shape, int64_t start) {
-  CpuContext& c = cpu(ctx);
-  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads;
-  const int64_t group = shape.num_heads / shape.num_kv_heads;
-  const int64_t kv_stride = k_cache.cols;
-  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && kv_stride == shape.num_kv_heads * hd);
-  MCPM_CHECK(start + n <= k_cache.rows);
-  c.pool.parallel_for(n * heads, 1, [&](int64_t b, int64_t e, int32_t t) {
-    float* scores = c.scratch(t, static_cast<size_t>(start + n));
+// The dense and tree segments segments[which[0..n)] in one parallel region; one work item is a (query
+// token, query head) pair, numbered segment by segment. A causal query i sees cache rows
+// [0, start + i]; a tree query the rows before its prefix and those its mask marks (attend()).
+void CpuBackend::attend_segments(CpuContext& c, const Tensor& out, const Tensor& q, const AttentionSegment* segments,
+                                 const int32_t* which, int32_t n, const AttentionShape& shape) const {
+  const int64_t hd = shape.head_dim, heads = shape.num_heads, group = shape.num_heads / shape.num_kv_heads;
+  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols);
+  std::vector<int64_t>& first = c.segment_items;  // first[j]: the first work item of segment which[j]
+  first.assign(static_cast<size_t>(n) + 1, 0);
+  int64_t longest = 0;
+  for (int32_t j = 0; j < n; ++j) {
+    const AttentionSegment& s = segments[which[j]];
+    MCPM_CHECK(s.row >= 0 && s.row + s.rows <= q.rows && s.k_cache.cols == shape.num_kv_heads * hd);
+    if (s.tree_masks) {
+      uint64_t all = 0;
+      for (int64_t r = 0; r < s.rows; ++r) all |= s.tree_masks[r];
+      const int64_t highest = all == 0 ? -1 : 63 - __builtin_clzll(all);
+      MCPM_CHECK(s.prefix() + highest + 1 <= s.k_cache.rows);
+      longest = std::max(longest, s.prefix() + 64);
+    } else {
+      MCPM_CHECK(s.start + s.rows <= s.k_cache.rows);
+      longest = std::max(longest, s.start + s.rows);
+    }
+    first[static_cast<size_t>(j) + 1] = first[static_cast<size_t>(j)] + s.rows * heads;
+  }
+  c.pool.parallel_for(first.back(), 1, [&](int64_t b, int64_t e, int32_t t) {
+    float* scores = c.scratch(t, static_cast<size_t>(longest));
+    size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
     for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item / heads, h = item % heads, kvh = h / group;
-      attend(q.as<const float>() + i * q.cols + h * hd, k_cache.as<const float>() + kvh * hd,
-             v_cache.as<const float>() + kvh * hd, kv_stride, hd, start + i + 1, 0, 0, scores,
-             out.as<float>() + i * out.cols + h * hd);
+      while (item >= first[j + 1]) ++j;
+      const AttentionSegment& s = segments[which[j]];
+      const int64_t local = item - first[j], i = local / heads, h = local % heads, kvh = h / group;
+      const int64_t row = s.row + i;
+      const float* qi = q.as<const float>() + row * q.cols + h * hd;
+      const float* kbase = s.k_cache.as<const float>() + kvh * hd;
+      const float* vbase = s.v_cache.as<const float>() + kvh * hd;
+      float* oi = out.as<float>() + row * out.cols + h * hd;
+      if (s.tree_masks)
+        attend(qi, kbase, vbase, s.k_cache.cols, hd, s.prefix(), s.prefix(), s.tree_masks[i], scores, oi);
+      else
+        attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start + i + 1, 0, 0, scores, oi);
     }
   });
+}
+
+void CpuBackend::attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                           const Tensor& v_cache, const AttentionShape& shape, int64_t start) {
+  AttentionSegment s;
+  s.rows = q.rows;
+  s.k_cache = k_cache;
+  s.v_cache = v_cache;
+  s.start = start;
+  const int32_t only = 0;
+  attend_segments(cpu(ctx), out, q, &s, &only, 1, shape);
 }
 
 void CpuBackend::tree_attention(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k_cache,
                                 const Tensor& v_cache, const AttentionShape& shape, int64_t prefix,
                                 const uint64_t* masks) {
-  CpuContext& c = cpu(ctx);
-  const int64_t n = q.rows, hd = shape.head_dim, heads = shape.num_heads;
-  const int64_t group = shape.num_heads / shape.num_kv_heads;
-  const int64_t kv_stride = k_cache.cols;
-  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && kv_stride == shape.num_kv_heads * hd);
-  uint64_t all = 0;
-  for (int64_t i = 0; i < n; ++i) all |= masks[i];
-  int64_t highest = -1;
-  for (int32_t j = 0; j < 64; ++j)
-    if ((all >> j) & 1u) highest = j;
-  MCPM_CHECK(prefix + highest + 1 <= k_cache.rows);
-  c.pool.parallel_for(n * heads, 1, [&](int64_t b, int64_t e, int32_t t) {
-    float* scores = c.scratch(t, static_cast<size_t>(prefix + 64));
-    for (int64_t item = b; item < e; ++item) {
-      const int64_t i = item / heads, h = item % heads, kvh = h / group;
-      attend(q.as<const float>() + i * q.cols + h * hd, k_cache.as<const float>() + kvh * hd,
-             v_cache.as<const float>() + kvh * hd, kv_stride, hd, prefix, prefix, masks[i], scores,
-             out.as<float>() + i * out.cols + h * hd);
-    }
-  });
+  AttentionSegment s;
+  s.rows = q.rows;
+  s.k_cache = k_cache;
+  s.v_cache = v_cache;
+  s.start = prefix;
+  s.tree_masks = masks;
+  const int32_t only = 0;
+  attend_segments(cpu(ctx), out, q, &s, &only, 1, shape);
 }
 
-// Every dense and tree segment's (query token, query head) pairs in one parallel region: a batched
-// decode step costs one thread synchronisation for its attention, not one per sequence. Each pair
-// runs attend() exactly as attention() / tree_attention() would (backend memory is host memory here,
-// so resident masks read like host ones). Sparse segments go through sparse_attention() one by one.
+// Every dense and tree segment in one parallel region (attend_segments): a batched decode step costs
+// one thread synchronisation for its attention, not one per sequence, and each (query, head) pair runs
+// attend() exactly as attention() / tree_attention() would (backend memory is host memory here, so
+// resident masks read like host ones). Sparse segments go through sparse_attention() one by one.
 void CpuBackend::attention_batch(ExecContext& ctx, const Tensor& out, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const AttentionSegment* segments, int32_t count,
                                  const AttentionShape& shape) {
   CpuContext& c = cpu(ctx);
-  const int64_t hd = shape.head_dim, heads = shape.num_heads, group = shape.num_heads / shape.num_kv_heads;
-  MCPM_CHECK(q.cols == heads * hd && out.cols == q.cols && k.cols == shape.num_kv_heads * hd);
   std::vector<int32_t>& dense = c.segment_list;
   dense.clear();
-  int64_t longest = 0;
   for (int32_t i = 0; i < count; ++i) {
     const AttentionSegment& s = segments[i];
-    MCPM_CHECK(s.row >= 0 && s.rows > 0 && s.row + s.rows <= q.rows && s.k_cache.cols == k.cols);
+    MCPM_CHECK(s.row >= 0 && s.rows > 0 && s.row + s.rows <= q.rows);
     store_kv(ctx, s.k_cache, s.v_cache, k.slice_rows(s.row, s.rows), v.slice_rows(s.row, s.rows), s.start);
-    if (s.sparse) continue;
-    const int64_t prefix = s.tree_prefix >= 0 ? s.tree_prefix : s.start;
-    if (s.tree_masks) {
-      uint64_t all = 0;
-      for (int64_t r = 0; r < s.rows; ++r) all |= s.tree_masks[r];
-      MCPM_CHECK(all != 0 && prefix + 64 - __builtin_clzll(all) <= s.k_cache.rows);
-    }
-    dense.push_back(i);
-    longest = std::max(longest, s.tree_masks ? prefix + 64 : s.start + s.rows);
+    if (!s.sparse) dense.push_back(i);
   }
-  if (!dense.empty()) {
-    // Work items are numbered segment by segment: `first[j]` is the first item of dense segment j.
-    std::vector<int64_t>& first = c.segment_items;
-    first.assign(dense.size() + 1, 0);
-    for (size_t j = 0; j < dense.size(); ++j) first[j + 1] = first[j] + segments[dense[j]].rows * heads;
-    c.pool.parallel_for(first.back(), 1, [&](int64_t b, int64_t e, int32_t t) {
-      float* scores = c.scratch(t, static_cast<size_t>(longest));
-      size_t j = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
-      for (int64_t item = b; item < e; ++item) {
-        while (item >= first[j + 1]) ++j;
-        const AttentionSegment& s = segments[dense[j]];
-        const int64_t local = item - first[j], i = local / heads, h = local % heads, kvh = h / group;
-        const int64_t row = s.row + i;
-        const float* kbase = s.k_cache.as<const float>() + kvh * hd;
-        const float* vbase = s.v_cache.as<const float>() + kvh * hd;
-        float* oi = out.as<float>() + row * out.cols + h * hd;
-        const float* qi = q.as<const float>() + row * q.cols + h * hd;
-        if (s.tree_masks) {
-          const int64_t prefix = s.tree_prefix >= 0 ? s.tree_prefix : s.start;
-          attend(qi, kbase, vbase, s.k_cache.cols, hd, prefix, prefix, s.tree_masks[i], scores, oi);
-        } else {
-          attend(qi, kbase, vbase, s.k_cache.cols, hd, s.start + i + 1, 0, 0, scores, oi);
-        }
-      }
-    });
-  }
+  if (!dense.empty()) attend_segments(c, out, q, segments, dense.data(), static_cast<int32_t>(dense.size()), shape);
   for (int32_t i = 0; i < count; ++i) {
     const AttentionSegment& s = segments[i];
     if (s.sparse)

@@ -23,7 +23,8 @@ class CpuContext final : public ExecContext {
     return s.data();
   }
 
-  // attention_batch's lists of dense segments and their first work items (kept to avoid allocations).
+  // The attention ops' segment lists: attention_batch's dense segments and attend_segments' first work items
+  // (kept to avoid allocations per call).
   std::vector<int32_t> segment_list;
   std::vector<int64_t> segment_items;
 
@@ -123,6 +124,10 @@ class CpuBackend final : public Backend {
  private:
   void attend(const float* qi, const float* kbase, const float* vbase, int64_t kv_stride, int64_t hd, int64_t prefix,
               int64_t tree_base, uint64_t tree_mask, float* scores, float* oi) const;
+  // The attention of segments[which[0..n)] (dense or tree, their K/V already stored) in one parallel
+  // region: attention(), tree_attention() and attention_batch() all run through it.
+  void attend_segments(CpuContext& c, const Tensor& out, const Tensor& q, const AttentionSegment* segments,
+                       const int32_t* which, int32_t n, const AttentionShape& shape) const;
   // Fast int4 linears of one input: x quantised to int8 once, then the row blocks of all `count`
   // (<= kMaxSharedLinears) weights in one parallel region.
   static constexpr int32_t kMaxSharedLinears = 4;
