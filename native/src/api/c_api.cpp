@@ -57,18 +57,11 @@ mcpm_status guarded(F&& body) noexcept {
   try {
     body();
     return MCPM_OK;
-  } catch (const Error& e) {
-    set_last_error(e.what());
-    return e.status();
-  } catch (const std::bad_alloc&) {
-    set_last_error("out of memory");
-    return MCPM_ERR_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    set_last_error(std::string("internal error: ") + e.what());
-    return MCPM_ERR_INTERNAL;
   } catch (...) {
-    set_last_error("internal error: unknown exception");
-    return MCPM_ERR_INTERNAL;
+    std::string message;
+    const mcpm_status status = current_exception_status(message);
+    set_last_error(message);
+    return status;
   }
 }
 
@@ -878,10 +871,7 @@ MCPM_API mcpm_status mcpm_session_reset_stats(mcpm_session* session) {
 
 MCPM_API mcpm_status mcpm_batcher_params_default(mcpm_batcher_params* params) {
   return guarded([&] {
-    require_not_null(params, "params");
-    if (params->struct_size != sizeof(mcpm_batcher_params))
-      invalid_argument("mcpm_batcher_params.struct_size is " + std::to_string(params->struct_size) + ", expected " +
-                       std::to_string(sizeof(mcpm_batcher_params)));
+    require_struct(params, "mcpm_batcher_params");
     params->max_rows = 64;
   });
 }
@@ -889,21 +879,15 @@ MCPM_API mcpm_status mcpm_batcher_params_default(mcpm_batcher_params* params) {
 MCPM_API mcpm_status mcpm_batcher_create(mcpm_model* model, const mcpm_batcher_params* params,
                                          mcpm_batcher** out_batcher) {
   return guarded([&] {
-    Model& m = finalized_model(model);
+    finalized_model(model);
     require_not_null(out_batcher, "out_batcher");
     *out_batcher = nullptr;
     mcpm_batcher_params p{};
     p.struct_size = sizeof(p);
     mcpm_batcher_params_default(&p);
-    if (params != nullptr) {
-      if (params->struct_size != sizeof(mcpm_batcher_params))
-        invalid_argument("mcpm_batcher_params.struct_size is " + std::to_string(params->struct_size) +
-                         ", expected " + std::to_string(sizeof(mcpm_batcher_params)));
-      p = *params;
-    }
+    if (params != nullptr) p = read_grown_struct(params, p, {}, "mcpm_batcher_params");
     if (p.max_rows < 2 || p.max_rows > 4096)
       invalid_argument("max_rows must be in [2, 4096], got " + std::to_string(p.max_rows));
-    (void)m;
     auto batcher = std::make_unique<mcpm_batcher>();
     batcher->model = model->impl;
     batcher->impl = std::make_unique<BatchRunner>(model->impl, p.max_rows);

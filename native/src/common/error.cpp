@@ -1,5 +1,7 @@
 #include "common/error.h"
 
+#include <new>
+
 namespace mcpm {
 
 namespace {
@@ -7,6 +9,28 @@ thread_local std::string t_last_error;
 }
 
 void throw_error(mcpm_status status, const std::string& message) { throw Error(status, message); }
+
+mcpm_status current_exception_status(std::string& message) noexcept {
+  try {
+    try {
+      throw;
+    } catch (const Error& e) {
+      message = e.what();
+      return e.status();
+    } catch (const std::bad_alloc&) {
+      message = "out of memory";
+      return MCPM_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception& e) {
+      message = std::string("internal error: ") + e.what();
+      return MCPM_ERR_INTERNAL;
+    } catch (...) {
+      message = "internal error: unknown exception";
+      return MCPM_ERR_INTERNAL;
+    }
+  } catch (...) {
+    return MCPM_ERR_OUT_OF_MEMORY;  // building the message failed
+  }
+}
 
 void set_last_error(const std::string& message) {
   try {

@@ -1,5 +1,6 @@
-// Internal error type. Engine code throws mcpm::Error; the C API layer (api/c_api.cpp) is the only
-// place that catches, turning it into a status code plus the thread-local last-error message.
+// Internal error type. Engine code throws mcpm::Error; the C API layer (api/c_api.cpp) catches it,
+// turning it into a status code plus the thread-local last-error message (and the batch runner, per
+// session of a step, into that item's status and message), both through current_exception_status().
 #pragma once
 
 #include <cstdint>
@@ -31,6 +32,10 @@ class Error : public std::runtime_error {
                                                                     " at ") + __FILE__ + ":" +        \
                                                             std::to_string(__LINE__));                \
   } while (0)
+
+// Inside a catch block: the status and message of the exception being handled (mcpm::Error's own,
+// OUT_OF_MEMORY for std::bad_alloc, INTERNAL for anything else). Never throws.
+mcpm_status current_exception_status(std::string& message) noexcept;
 
 // Thread-local last-error message used by mcpm_last_error().
 void set_last_error(const std::string& message);

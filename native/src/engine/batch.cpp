@@ -1,7 +1,6 @@
 #include "engine/batch.h"
 
 #include <chrono>
-#include <exception>
 #include <utility>
 
 #include "common/error.h"
@@ -16,20 +15,7 @@ int64_t now_ns() {
 }
 
 // Records the exception being handled as the item's failure.
-void fail(BatchItem& item) {
-  try {
-    throw;
-  } catch (const Error& e) {
-    item.status = e.status();
-    item.message = e.what();
-  } catch (const std::bad_alloc&) {
-    item.status = MCPM_ERR_OUT_OF_MEMORY;
-    item.message = "out of memory";
-  } catch (const std::exception& e) {
-    item.status = MCPM_ERR_INTERNAL;
-    item.message = e.what();
-  }
-}
+void fail(BatchItem& item) { item.status = current_exception_status(item.message); }
 
 }  // namespace
 

@@ -71,12 +71,10 @@ void Speculator::cover(ExecContext& ctx, int64_t row) {
 void Speculator::zero_rows(ExecContext& ctx, int64_t from, int64_t to) {
   Backend& be = draft_->base().backend();
   be.synchronize(ctx);
+  // Every layer's K and V cache has the same row size: one zero buffer serves them all.
+  const std::vector<char> zeros(ws_.k.front().slice_rows(from, to - from).bytes(), 0);
   for (const std::vector<Tensor>* side : {&ws_.k, &ws_.v})
-    for (const Tensor& t : *side) {
-      const Tensor rows = t.slice_rows(from, to - from);
-      const std::vector<char> zeros(rows.bytes(), 0);
-      be.upload(rows.data, zeros.data(), zeros.size());
-    }
+    for (const Tensor& t : *side) be.upload(t.slice_rows(from, to - from).data, zeros.data(), zeros.size());
 }
 
 void Speculator::advance(ExecContext& ctx, const int32_t* tokens, const Tensor& features, int32_t n,
