@@ -83,6 +83,21 @@ Weight random_weight(DType dtype, int64_t rows, int64_t cols, float lo = -1.0f, 
   return w;
 }
 
+// A weight row times an activation row in double, and the sum of the products' magnitudes (the scale
+// of the rounding error a float computation may make).
+struct ReferenceDot {
+  double exact = 0, abs_sum = 0;
+};
+template <typename W>
+ReferenceDot reference_dot(const W* w, const float* x, int64_t K) {
+  ReferenceDot d;
+  for (int64_t j = 0; j < K; ++j) {
+    d.exact += w[j] * x[j];
+    d.abs_sum += std::fabs(w[j] * x[j]);
+  }
+  return d;
+}
+
 void expect_close(double got, double exact, double abs_sum, const std::string& what) {
   const double tol = 1e-5 * abs_sum + 1e-6;
   ASSERT_LE(std::fabs(got - exact), tol) << what << ": got " << got << ", exact " << exact;
@@ -363,12 +378,8 @@ TEST(CpuOps, Linear) {
           fx.backend.linear(*fx.ctx, f32_tensor(y, n, N), f32_tensor(x, n, K), w.tensor());
           for (int64_t i = 0; i < n; ++i)
             for (int64_t r = 0; r < N; ++r) {
-              double exact = 0, abs_sum = 0;
-              for (int64_t j = 0; j < K; ++j) {
-                exact += w.values[r * K + j] * x[i * K + j];
-                abs_sum += std::fabs(w.values[r * K + j] * x[i * K + j]);
-              }
-              expect_close(y[i * N + r], exact, abs_sum, std::string("linear ") + dtype_name(dt));
+              const ReferenceDot d = reference_dot(w.values.data() + r * K, x.data() + i * K, K);
+              expect_close(y[i * N + r], d.exact, d.abs_sum, std::string("linear ") + dtype_name(dt));
             }
         }
       }
@@ -395,12 +406,8 @@ TEST(CpuOps, LinearBf16Precision) {
         const double rel = precision == CpuPrecision::Exact ? 1e-5 : 1e-5 + 1.0 / 512;
         for (int64_t i = 0; i < n; ++i)
           for (int64_t r = 0; r < N; ++r) {
-            double exact = 0, abs_sum = 0;
-            for (int64_t j = 0; j < K; ++j) {
-              exact += w.values[r * K + j] * x[i * K + j];
-              abs_sum += std::fabs(w.values[r * K + j] * x[i * K + j]);
-            }
-            ASSERT_LE(std::fabs(y[i * N + r] - exact), rel * abs_sum + 1e-6)
+            const ReferenceDot d = reference_dot(w.values.data() + r * K, x.data() + i * K, K);
+            ASSERT_LE(std::fabs(y[i * N + r] - d.exact), rel * d.abs_sum + 1e-6)
                 << k->name << (precision == CpuPrecision::Exact ? " exact" : " fast") << " n " << n << " token " << i
                 << " row " << r;
           }

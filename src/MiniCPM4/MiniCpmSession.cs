@@ -246,11 +246,19 @@ public sealed class MiniCpmSession : IDisposable
     private static void ThrowForOutcome(MiniCpmBatchScheduler.StepOutcome outcome,
         Constraints.ConstrainedGeneration? constrained, CancellationToken ct)
     {
-        if (outcome.Status == NativeConstants.MCPM_OK) return;
-        if (outcome.Status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
-        if (outcome.Status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
+        if (outcome.Status != NativeConstants.MCPM_OK) ThrowForStatus(outcome.Status, outcome.Message, constrained, ct);
+    }
+
+    // A failed generation step: cancellation as OperationCanceledException, a failing constraint with its own
+    // error, anything else as the status's exception with the native message.
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private static void ThrowForStatus(int status, string message, Constraints.ConstrainedGeneration? constrained,
+        CancellationToken ct)
+    {
+        if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
+        if (status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
             throw new MiniCpmConstraintException("the output constraint failed: " + error.Message, error);
-        throw NativeStatus.CreateException(outcome.Status, outcome.Message);
+        throw NativeStatus.CreateException(status, message);
     }
 
     /// <summary>Encodes <paramref name="prompt"/> (with BOS per the tokenizer config), makes it the
@@ -414,10 +422,7 @@ public sealed class MiniCpmSession : IDisposable
         int count = 0, finish = 0;
         int status = NativeMethods.mcpm_session_generate_step(Handle, buffer, NativeConstants.MCPM_MAX_STEP_TOKENS,
             &count, &finish);
-        if (status == NativeConstants.MCPM_ERR_CANCELLED) throw new OperationCanceledException(ct);
-        if (status == NativeConstants.MCPM_ERR_CALLBACK && constrained?.Error is { } error)
-            throw new MiniCpmConstraintException("the output constraint failed: " + error.Message, error);
-        NativeStatus.Check(status);
+        if (status != NativeConstants.MCPM_OK) ThrowForStatus(status, NativeStatus.LastError(), constrained, ct);
         return (new ReadOnlySpan<int>(buffer, count).ToArray(), ToFinishReason(finish));
     }
 
